@@ -1,0 +1,180 @@
+//! Wire protocols: the [`Command`] type shared by every front end, the
+//! parsers that produce it, and the reply encoders that consume results.
+//!
+//! Design (after mini-redis and Pelikan):
+//!
+//! * Parsers are pure functions over a connection's read buffer. They return
+//!   a [`Parsed`] outcome: a complete request plus the number of bytes it
+//!   consumed, a cheap `Incomplete` (read more, nothing allocated), a
+//!   recoverable error reply, or a fatal framing error that closes the
+//!   connection.
+//! * A [`Command`] borrows its keys and values from the read buffer, so
+//!   parsing allocates nothing; the store copies what it keeps.
+//! * Every front end (text, RESP) produces the same [`Command`] and is
+//!   answered by the same executor through a [`crate::exec::Encoder`].
+
+pub mod text;
+
+/// Maximum size of one text request line, terminator included
+/// (PROTOCOL.md §1). Also the bound on one RESP bulk string.
+pub const MAX_LINE: usize = 1_048_576;
+
+/// A parsed request. Borrowed slices point into the connection's buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// `GET key`.
+    Get(&'a [u8]),
+    /// `SET key value`.
+    Set(&'a [u8], &'a [u8]),
+    /// `DEL`/`DELETE key` (text: exactly one key; RESP: one or more).
+    Delete(Args<'a>),
+    /// `APPEND key value`.
+    Append(&'a [u8], &'a [u8]),
+    /// `PREPEND key value`.
+    Prepend(&'a [u8], &'a [u8]),
+    /// `INC`/`INCR`/`DEC`/`DECR key [amount]`: `new = old + amount`, or
+    /// `old - amount` when `decrement`; wrapping on overflow.
+    Numeric {
+        key: &'a [u8],
+        amount: i64,
+        decrement: bool,
+    },
+    /// `MGET k1 [k2 …]`.
+    MGet(Args<'a>),
+    /// `MSET k1 v1 [k2 v2 …]`; the parser guarantees an even count >= 2.
+    MSet(Args<'a>),
+    /// `EXISTS k1 [k2 …]`.
+    Exists(Args<'a>),
+    /// `SCAN [prefix]` (empty prefix = all keys).
+    Scan(&'a [u8]),
+    /// `TRUNCATE`: remove every key, local only.
+    Truncate,
+    /// `FLUSHDB` / `FLUSH`: remove every key, local only.
+    FlushDb,
+    /// `PING [message]`; `None` for a bare PING (reply `PONG`).
+    Ping(Option<&'a [u8]>),
+    /// `ECHO message`.
+    Echo(&'a [u8]),
+    /// `DBSIZE`.
+    DbSize,
+    /// `MEMORY`.
+    Memory,
+    /// `STATS`.
+    Stats,
+    /// `INFO`.
+    Info,
+    /// `VERSION`.
+    Version,
+    /// `CLIENT LIST` (or bare `CLIENT`).
+    ClientList,
+    /// `HASH [prefix]`; `None` for bare `HASH`, `*`, or an empty argument.
+    Hash(Option<&'a [u8]>),
+    /// `SYNC host port [--full] [--verify]`.
+    Sync {
+        host: &'a str,
+        port: u16,
+        full: bool,
+        verify: bool,
+    },
+    /// `REPLICATE enable|disable|status`.
+    Replicate(ReplicateAction),
+    /// `SHUTDOWN`.
+    Shutdown,
+}
+
+/// The action of a `REPLICATE` command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicateAction {
+    Enable,
+    Disable,
+    Status,
+}
+
+/// A list of arguments (keys, or alternating keys and values) without
+/// allocating: the text protocol keeps the raw remainder of the line and
+/// splits it on demand; other front ends hand over a slice of slices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Args<'a> {
+    /// Tokens separated by runs of Unicode whitespace (`str::split_whitespace`).
+    Words(&'a str),
+    /// Already separated arguments.
+    List(&'a [&'a [u8]]),
+}
+
+impl<'a> Args<'a> {
+    /// Iterates over the arguments in order.
+    pub fn iter(&self) -> ArgsIter<'a> {
+        match *self {
+            Args::Words(s) => ArgsIter::Words(s.split_whitespace()),
+            Args::List(l) => ArgsIter::List(l.iter()),
+        }
+    }
+
+    /// Number of arguments (O(n) for `Words`).
+    pub fn len(&self) -> usize {
+        match *self {
+            Args::Words(s) => s.split_whitespace().count(),
+            Args::List(l) => l.len(),
+        }
+    }
+
+    /// True when there are no arguments.
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+}
+
+/// Iterator returned by [`Args::iter`].
+pub enum ArgsIter<'a> {
+    Words(std::str::SplitWhitespace<'a>),
+    List(std::slice::Iter<'a, &'a [u8]>),
+}
+
+impl<'a> Iterator for ArgsIter<'a> {
+    type Item = &'a [u8];
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        match self {
+            ArgsIter::Words(w) => w.next().map(str::as_bytes),
+            ArgsIter::List(l) => l.next().copied(),
+        }
+    }
+}
+
+/// Outcome of parsing the front of a read buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed<'a> {
+    /// A complete request that consumed `usize` bytes.
+    Request(Command<'a>, usize),
+    /// No complete request yet: read more bytes. Nothing was consumed.
+    Incomplete,
+    /// A complete but invalid request that consumed `usize` bytes: answer
+    /// with the error message (without the `ERROR ` prefix) and go on.
+    Invalid(ParseError, usize),
+    /// Framing is broken: the connection must be closed (after sending the
+    /// reply for [`Fatal::LineTooLong`]).
+    Fatal(Fatal),
+}
+
+/// A recoverable parse error; `Display` gives the exact protocol text
+/// (without the `ERROR ` prefix).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError(pub std::borrow::Cow<'static, str>);
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Errors that end a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fatal {
+    /// The request exceeds [`MAX_LINE`]: reply `ERROR line too long`, close.
+    LineTooLong,
+    /// The line is not valid UTF-8: close without a reply (1.x behaviour).
+    InvalidUtf8,
+    /// Broken binary framing (RESP): reply with the message, close.
+    Protocol(&'static str),
+}
