@@ -6,4 +6,10 @@
 //! anti-entropy rounds. See `ARCHITECTURE.md`-style docs in each module.
 
 pub mod config;
+pub mod exec;
+pub mod node;
 pub mod protocol;
+pub mod replication;
+pub mod server;
+pub mod stats;
+pub mod store;

@@ -13,6 +13,7 @@
 //! * Every front end (text, RESP) produces the same [`Command`] and is
 //!   answered by the same executor through a [`crate::exec::Encoder`].
 
+pub mod resp;
 pub mod text;
 
 /// Maximum size of one text request line, terminator included
@@ -80,6 +81,12 @@ pub enum Command<'a> {
     Replicate(ReplicateAction),
     /// `SHUTDOWN`.
     Shutdown,
+    /// RESP `STRLEN key`.
+    Strlen(&'a [u8]),
+    /// RESP `SELECT db` (only 0 exists).
+    Select(&'a [u8]),
+    /// RESP `QUIT`: reply `+OK` and close.
+    Quit,
 }
 
 /// The action of a `REPLICATE` command.
@@ -99,6 +106,8 @@ pub enum Args<'a> {
     Words(&'a str),
     /// Already separated arguments.
     List(&'a [&'a [u8]]),
+    /// Arguments as `(start, end)` byte ranges of a buffer (RESP framing).
+    Spans(&'a [u8], &'a [(u32, u32)]),
 }
 
 impl<'a> Args<'a> {
@@ -107,6 +116,7 @@ impl<'a> Args<'a> {
         match *self {
             Args::Words(s) => ArgsIter::Words(s.split_whitespace()),
             Args::List(l) => ArgsIter::List(l.iter()),
+            Args::Spans(b, s) => ArgsIter::Spans(b, s.iter()),
         }
     }
 
@@ -115,6 +125,7 @@ impl<'a> Args<'a> {
         match *self {
             Args::Words(s) => s.split_whitespace().count(),
             Args::List(l) => l.len(),
+            Args::Spans(_, s) => s.len(),
         }
     }
 
@@ -128,6 +139,7 @@ impl<'a> Args<'a> {
 pub enum ArgsIter<'a> {
     Words(std::str::SplitWhitespace<'a>),
     List(std::slice::Iter<'a, &'a [u8]>),
+    Spans(&'a [u8], std::slice::Iter<'a, (u32, u32)>),
 }
 
 impl<'a> Iterator for ArgsIter<'a> {
@@ -138,6 +150,7 @@ impl<'a> Iterator for ArgsIter<'a> {
         match self {
             ArgsIter::Words(w) => w.next().map(str::as_bytes),
             ArgsIter::List(l) => l.next().copied(),
+            ArgsIter::Spans(b, s) => s.next().map(|&(a, e)| &b[a as usize..e as usize]),
         }
     }
 }
@@ -149,6 +162,8 @@ pub enum Parsed<'a> {
     Request(Command<'a>, usize),
     /// No complete request yet: read more bytes. Nothing was consumed.
     Incomplete,
+    /// `usize` bytes held nothing to execute or answer (RESP `*0`).
+    Skip(usize),
     /// A complete but invalid request that consumed `usize` bytes: answer
     /// with the error message (without the `ERROR ` prefix) and go on.
     Invalid(ParseError, usize),

@@ -6,3 +6,8 @@ use super::Parsed;
 pub fn parse(_buf: &[u8]) -> Parsed<'_> {
     Parsed::Incomplete
 }
+
+/// Parses a final unterminated request after EOF.
+pub fn parse_eof(_buf: &[u8]) -> Parsed<'_> {
+    Parsed::Incomplete
+}

@@ -1,0 +1,332 @@
+//! RESP2 request framing (PROTOCOL.md §15).
+//!
+//! A RESP request is an array of bulk strings:
+//! `*<n>\r\n` then `n` times `$<len>\r\n<len bytes>\r\n`. [`frame`] checks
+//! that a complete request sits at the front of the buffer and records the
+//! byte range of each argument in a caller-owned, reused `spans` vector:
+//! framing allocates nothing once that vector has grown, and a large bulk
+//! string that arrives in pieces is re-scanned only by its header.
+//!
+//! Limits (checked on the declared sizes, before anything is buffered for
+//! them): a bulk string ≤ [`MAX_BULK`], at most [`MAX_ARGS`] arguments, a
+//! whole request ≤ [`MAX_REQUEST`]. Violations and malformed headers are
+//! fatal: the stream cannot be resynchronised, so the connection is closed
+//! after an error reply.
+
+use std::borrow::Cow;
+
+use super::{Args, Command, MAX_LINE, ParseError, Parsed};
+
+/// Largest bulk string (key or value) accepted.
+pub const MAX_BULK: usize = MAX_LINE;
+/// Most arguments in one request.
+pub const MAX_ARGS: usize = 1 << 20;
+/// Largest whole request.
+pub const MAX_REQUEST: usize = 64 << 20;
+/// Longest `*<n>` / `$<n>` header line we wait for.
+const MAX_HEADER: usize = 32;
+
+/// Result of framing the front of a buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A complete request of this many bytes; `spans` holds its arguments.
+    Complete(usize),
+    /// More bytes are needed.
+    Incomplete,
+    /// Broken framing: reply with this message and close.
+    Invalid(&'static str),
+}
+
+/// Reads a `<prefix><integer>\r\n` header at `pos`.
+/// Returns `Ok(None)` when incomplete.
+fn header(buf: &[u8], pos: usize, prefix: u8) -> Result<Option<(i64, usize)>, &'static str> {
+    let Some(&first) = buf.get(pos) else {
+        return Ok(None);
+    };
+    if first != prefix {
+        return Err(if prefix == b'$' {
+            "Protocol error: expected '$'"
+        } else {
+            "Protocol error: expected '*'"
+        });
+    }
+    let end = buf.len().min(pos + MAX_HEADER);
+    let Some(cr) = buf[pos + 1..end]
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+    else {
+        return if end - pos >= MAX_HEADER {
+            Err("Protocol error: invalid length")
+        } else {
+            Ok(None)
+        };
+    };
+    let digits = &buf[pos + 1..pos + 1 + cr];
+    if buf[pos + 1 + cr] == b'\n' {
+        return Err("Protocol error: invalid length");
+    }
+    let lf = pos + 1 + cr + 1;
+    match buf.get(lf) {
+        None => return Ok(None),
+        Some(b'\n') => {}
+        Some(_) => return Err("Protocol error: invalid length"),
+    }
+    let n = std::str::from_utf8(digits)
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .ok_or("Protocol error: invalid length")?;
+    Ok(Some((n, lf + 1)))
+}
+
+/// Frames the request at the front of `buf`, filling `spans` with the
+/// `(start, end)` offsets of its arguments.
+pub fn frame(buf: &[u8], spans: &mut Vec<(u32, u32)>) -> Frame {
+    spans.clear();
+    let (n, mut pos) = match header(buf, 0, b'*') {
+        Ok(Some(h)) => h,
+        Ok(None) => return Frame::Incomplete,
+        Err(e) => return Frame::Invalid(e),
+    };
+    if n <= 0 {
+        // `*0` / `*-1`: an empty request; nothing to execute.
+        return Frame::Complete(pos);
+    }
+    if n as u64 > MAX_ARGS as u64 {
+        return Frame::Invalid("Protocol error: too many arguments");
+    }
+    for _ in 0..n {
+        let (len, start) = match header(buf, pos, b'$') {
+            Ok(Some(h)) => h,
+            Ok(None) => return Frame::Incomplete,
+            Err(e) => return Frame::Invalid(e),
+        };
+        if len < 0 || len as u64 > MAX_BULK as u64 {
+            return Frame::Invalid("Protocol error: invalid bulk length");
+        }
+        let end = start + len as usize;
+        if end + 2 > MAX_REQUEST {
+            return Frame::Invalid("Protocol error: request too large");
+        }
+        if buf.len() < end + 2 {
+            return Frame::Incomplete;
+        }
+        if &buf[end..end + 2] != b"\r\n" {
+            return Frame::Invalid("Protocol error: bulk string not terminated by CRLF");
+        }
+        spans.push((start as u32, end as u32));
+        pos = end + 2;
+    }
+    Frame::Complete(pos)
+}
+
+/// Frames and decodes the request at the front of `buf`. `spans` is the
+/// caller's reusable argument vector.
+pub fn parse<'a>(buf: &'a [u8], spans: &'a mut Vec<(u32, u32)>) -> Parsed<'a> {
+    match frame(buf, spans) {
+        Frame::Incomplete => Parsed::Incomplete,
+        Frame::Invalid(msg) => Parsed::Fatal(super::Fatal::Protocol(msg)),
+        Frame::Complete(n) if spans.is_empty() => Parsed::Skip(n),
+        Frame::Complete(n) => match command(buf, spans) {
+            Ok(cmd) => Parsed::Request(cmd, n),
+            Err(e) => Parsed::Invalid(e, n),
+        },
+    }
+}
+
+fn wrong_args(name: &[u8]) -> ParseError {
+    ParseError(Cow::Owned(format!(
+        "wrong number of arguments for '{}' command",
+        String::from_utf8_lossy(name).to_lowercase()
+    )))
+}
+
+const NOT_INTEGER: ParseError =
+    ParseError(Cow::Borrowed("value is not an integer or out of range"));
+
+fn int(arg: &[u8]) -> Result<i64, ParseError> {
+    std::str::from_utf8(arg)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or(NOT_INTEGER)
+}
+
+/// Maps a framed request (at least one argument) to a [`Command`].
+/// Errors are reply texts without the `ERR ` prefix.
+pub fn command<'a>(buf: &'a [u8], spans: &'a [(u32, u32)]) -> Result<Command<'a>, ParseError> {
+    let arg = |i: usize| {
+        let (s, e) = spans[i];
+        &buf[s as usize..e as usize]
+    };
+    let argc = spans.len();
+    let name = arg(0);
+    let rest = Args::Spans(buf, &spans[1..]);
+    let mut upper = [0u8; 16];
+    let n = name.len().min(16);
+    for (u, c) in upper.iter_mut().zip(&name[..n]) {
+        *u = c.to_ascii_uppercase();
+    }
+    let key_cmd = |want: usize| {
+        if argc == want {
+            Ok(())
+        } else {
+            Err(wrong_args(name))
+        }
+    };
+    let cmd = match &upper[..if name.len() > 16 { 0 } else { n }] {
+        b"GET" => {
+            key_cmd(2)?;
+            Command::Get(arg(1))
+        }
+        b"SET" => {
+            if argc < 3 {
+                return Err(wrong_args(name));
+            }
+            if argc > 3 {
+                return Err(ParseError(Cow::Borrowed(
+                    "SET options (EX, PX, NX, XX, KEEPTTL, GET) are not supported",
+                )));
+            }
+            Command::Set(arg(1), arg(2))
+        }
+        b"DEL" | b"UNLINK" => {
+            if argc < 2 {
+                return Err(wrong_args(name));
+            }
+            Command::Delete(rest)
+        }
+        b"EXISTS" => {
+            if argc < 2 {
+                return Err(wrong_args(name));
+            }
+            Command::Exists(rest)
+        }
+        b"INCR" | b"DECR" => {
+            key_cmd(2)?;
+            Command::Numeric {
+                key: arg(1),
+                amount: 1,
+                decrement: upper[0] == b'D',
+            }
+        }
+        b"INCRBY" | b"DECRBY" => {
+            key_cmd(3)?;
+            Command::Numeric {
+                key: arg(1),
+                amount: int(arg(2))?,
+                decrement: upper[0] == b'D',
+            }
+        }
+        b"APPEND" => {
+            key_cmd(3)?;
+            Command::Append(arg(1), arg(2))
+        }
+        b"STRLEN" => {
+            key_cmd(2)?;
+            Command::Strlen(arg(1))
+        }
+        b"MGET" => {
+            if argc < 2 {
+                return Err(wrong_args(name));
+            }
+            Command::MGet(rest)
+        }
+        b"MSET" => {
+            if argc < 3 || argc % 2 == 0 {
+                return Err(wrong_args(name));
+            }
+            Command::MSet(rest)
+        }
+        b"DBSIZE" => Command::DbSize,
+        b"PING" => match argc {
+            1 => Command::Ping(None),
+            2 => Command::Ping(Some(arg(1))),
+            _ => return Err(wrong_args(name)),
+        },
+        b"ECHO" => {
+            key_cmd(2)?;
+            Command::Echo(arg(1))
+        }
+        b"FLUSHDB" | b"FLUSHALL" => Command::FlushDb,
+        b"SELECT" => {
+            key_cmd(2)?;
+            Command::Select(arg(1))
+        }
+        b"QUIT" => Command::Quit,
+        b"INFO" => Command::Info,
+        b"DBINFO" | b"STATS" => Command::Stats,
+        b"HASH" => match argc {
+            1 => Command::Hash(None),
+            2 => Command::Hash(Some(arg(1))),
+            _ => return Err(wrong_args(name)),
+        },
+        b"SHUTDOWN" => Command::Shutdown,
+        _ => {
+            return Err(ParseError(Cow::Owned(format!(
+                "unknown command '{}'",
+                String::from_utf8_lossy(name)
+            ))));
+        }
+    };
+    Ok(cmd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args<'a>(buf: &'a [u8], spans: &[(u32, u32)]) -> Vec<&'a [u8]> {
+        spans
+            .iter()
+            .map(|&(s, e)| &buf[s as usize..e as usize])
+            .collect()
+    }
+
+    #[test]
+    fn frames_a_pipeline() {
+        let buf = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*1\r\n$4\r\nPING\r\n";
+        let mut spans = Vec::new();
+        let Frame::Complete(n) = frame(buf, &mut spans) else {
+            panic!()
+        };
+        assert_eq!(args(buf, &spans), vec![&b"GET"[..], b"k"]);
+        let Frame::Complete(m) = frame(&buf[n..], &mut spans) else {
+            panic!()
+        };
+        assert_eq!(n + m, buf.len());
+    }
+
+    #[test]
+    fn every_split_point_is_incomplete_then_complete() {
+        let buf = b"*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$5\r\nv\r\nxy\r\n";
+        let mut spans = Vec::new();
+        for cut in 0..buf.len() {
+            assert_eq!(
+                frame(&buf[..cut], &mut spans),
+                Frame::Incomplete,
+                "cut {cut}"
+            );
+        }
+        assert_eq!(frame(buf, &mut spans), Frame::Complete(buf.len()));
+        assert_eq!(args(buf, &spans)[2], b"v\r\nxy");
+    }
+
+    #[test]
+    fn limits_and_garbage_are_invalid() {
+        let mut s = Vec::new();
+        assert!(matches!(frame(b"*1\r\n$-1\r\n", &mut s), Frame::Invalid(_)));
+        assert!(matches!(
+            frame(b"*1\r\n$99999999999\r\n", &mut s),
+            Frame::Invalid(_)
+        ));
+        assert!(matches!(frame(b"*x\r\n", &mut s), Frame::Invalid(_)));
+        assert!(matches!(frame(b"*1\r\n:5\r\n", &mut s), Frame::Invalid(_)));
+        assert!(matches!(
+            frame(b"*1\r\n$1\r\nab\r\n", &mut s),
+            Frame::Invalid(_)
+        ));
+        assert!(matches!(frame(b"*99999999\r\n", &mut s), Frame::Invalid(_)));
+        assert!(matches!(frame(b"*1\r\n$1\n", &mut s), Frame::Invalid(_)));
+        assert!(matches!(frame(&[b'*'; 40], &mut s), Frame::Invalid(_)));
+        assert_eq!(frame(b"*0\r\n", &mut s), Frame::Complete(4));
+    }
+}

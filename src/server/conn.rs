@@ -1,0 +1,106 @@
+//! One client connection: socket, buffers and protocol state.
+//!
+//! Buffers: input that is read and fully parsed in the same turn never
+//! touches the connection (the worker reads into its own scratch buffer);
+//! only an unfinished request is kept in `rbuf`. Replies accumulate in
+//! `wbuf` and are written once per loop turn, so a pipelined batch costs one
+//! `write`. Idle connections therefore hold (almost) no buffer memory.
+
+use std::io::{self, Write};
+use std::sync::Arc;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+
+use crate::exec::Proto;
+use crate::stats::ClientInfo;
+
+/// Unsent reply bytes above which a connection is not read (backpressure).
+pub const WBUF_HIGH: usize = 4 << 20;
+/// Output buffer capacity kept after a flush; larger buffers are released.
+const WBUF_KEEP: usize = 64 << 10;
+
+/// Connection state.
+pub struct Conn {
+    pub sock: TcpStream,
+    pub info: Arc<ClientInfo>,
+    /// Chosen by the first byte received (`*` = RESP).
+    pub proto: Option<Proto>,
+    /// Unprocessed input (an incomplete request, or input left over by the
+    /// per-turn fairness cap or backpressure).
+    pub rbuf: Vec<u8>,
+    /// Replies not yet written; `wbuf[wpos..]` is pending.
+    pub wbuf: Vec<u8>,
+    pub wpos: usize,
+    /// The socket may have unread data (we stopped before WouldBlock).
+    pub want_read: bool,
+    /// The peer shut down its sending side.
+    pub read_closed: bool,
+    /// Close once `wbuf` is flushed.
+    pub closing: bool,
+    /// Waiting for a deferred reply (SYNC); input is not processed.
+    pub deferred: bool,
+    /// Queued in the worker's pending list.
+    pub pending: bool,
+    /// Queued in the worker's flush list.
+    pub dirty: bool,
+    /// Last time a request was read (for `connection_timeout`).
+    pub last_active: Instant,
+}
+
+impl Conn {
+    pub fn new(sock: TcpStream, info: Arc<ClientInfo>, now: Instant) -> Conn {
+        Conn {
+            sock,
+            info,
+            proto: None,
+            rbuf: Vec::new(),
+            wbuf: Vec::new(),
+            wpos: 0,
+            want_read: true,
+            read_closed: false,
+            closing: false,
+            deferred: false,
+            pending: false,
+            dirty: false,
+            last_active: now,
+        }
+    }
+
+    /// Bytes of replies not yet written.
+    pub fn unsent(&self) -> usize {
+        self.wbuf.len() - self.wpos
+    }
+
+    /// True when no more input may be processed for now.
+    pub fn blocked(&self) -> bool {
+        self.deferred || self.closing || self.unsent() >= WBUF_HIGH
+    }
+
+    /// Writes as much of `wbuf` as the socket takes. `Ok(true)` when
+    /// everything was written.
+    pub fn flush(&mut self) -> io::Result<bool> {
+        while self.wpos < self.wbuf.len() {
+            match self.sock.write(&self.wbuf[self.wpos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.wpos += n;
+                    if self.wpos < self.wbuf.len() {
+                        // Short write: the socket buffer is full; wait for
+                        // the next writable edge.
+                        return Ok(false);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.wbuf.clear();
+        self.wpos = 0;
+        if self.wbuf.capacity() > WBUF_KEEP {
+            self.wbuf.shrink_to(WBUF_KEEP / 4);
+        }
+        Ok(true)
+    }
+}

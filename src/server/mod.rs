@@ -1,0 +1,134 @@
+//! Networking: listeners and the per-core worker event loops.
+//!
+//! `threads` workers each own a `mio::Poll`, a listener bound with
+//! SO_REUSEPORT to the node's address (the kernel spreads new connections
+//! across them) and the connections they accept. Nothing is shared between
+//! workers on the request path except the store's shard locks.
+//!
+//! Binding: the address is first probe-bound *without* SO_REUSEPORT, so a
+//! second process on a busy port fails instead of silently joining the
+//! port group; the probe stays bound (not listening) until the real
+//! listeners exist, which closes the race between two starting processes.
+
+mod conn;
+mod worker;
+
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::node::Shared;
+
+pub use worker::Worker;
+
+/// Errors binding the client port.
+#[derive(Debug)]
+pub enum BindError {
+    /// The host name did not resolve.
+    Resolve(String, io::Error),
+    /// Another process holds the address.
+    InUse(SocketAddr),
+    /// Any other socket error.
+    Io(SocketAddr, io::Error),
+}
+
+impl std::fmt::Display for BindError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BindError::Resolve(h, e) => write!(f, "cannot resolve bind address {h}: {e}"),
+            BindError::InUse(a) => write!(f, "cannot bind {a}: address in use"),
+            BindError::Io(a, e) => write!(f, "cannot bind {a}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BindError {}
+
+fn socket_for(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+/// Binds `n` SO_REUSEPORT listeners to `host:port` (port 0: one ephemeral
+/// port shared by all of them). Returns the listeners and the bound address.
+pub fn bind(
+    host: &str,
+    port: u16,
+    n: usize,
+) -> Result<(Vec<mio::net::TcpListener>, SocketAddr), BindError> {
+    let addr = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| BindError::Resolve(host.to_string(), e))?
+        .next()
+        .ok_or_else(|| BindError::Resolve(host.to_string(), io::Error::other("no addresses")))?;
+    let map = |a: SocketAddr| {
+        move |e: io::Error| {
+            if e.kind() == io::ErrorKind::AddrInUse {
+                BindError::InUse(a)
+            } else {
+                BindError::Io(a, e)
+            }
+        }
+    };
+    let probe = socket_for(addr, false).map_err(map(addr))?;
+    probe.bind(&addr.into()).map_err(map(addr))?;
+    let bound = probe
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .unwrap_or(addr);
+    let mut listeners = Vec::with_capacity(n);
+    for _ in 0..n.max(1) {
+        let s = socket_for(bound, true).map_err(map(bound))?;
+        s.bind(&bound.into()).map_err(map(bound))?;
+        s.listen(1024).map_err(map(bound))?;
+        listeners.push(mio::net::TcpListener::from_std(s.into()));
+    }
+    drop(probe);
+    Ok((listeners, bound))
+}
+
+/// Starts one worker thread per listener.
+pub fn spawn_workers(
+    shared: &Arc<Shared>,
+    listeners: Vec<mio::net::TcpListener>,
+) -> io::Result<Vec<JoinHandle<()>>> {
+    let mut handles = Vec::with_capacity(listeners.len());
+    for (i, l) in listeners.into_iter().enumerate() {
+        let mut w = Worker::new(i, l, shared.clone())?;
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || w.run())?,
+        );
+    }
+    Ok(handles)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_bind_on_a_busy_port_fails_but_workers_share_it() {
+        let (ls, addr) = bind("127.0.0.1", 0, 2).unwrap();
+        assert_eq!(ls.len(), 2);
+        assert_ne!(addr.port(), 0);
+        match bind("127.0.0.1", addr.port(), 1) {
+            Err(BindError::InUse(a)) => assert_eq!(a, addr),
+            other => panic!("expected InUse, got {other:?}"),
+        }
+        drop(ls);
+        // The port is free again at once (SO_REUSEADDR).
+        let (_ls, again) = bind("127.0.0.1", addr.port(), 1).unwrap();
+        assert_eq!(again, addr);
+    }
+}

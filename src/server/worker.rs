@@ -1,0 +1,527 @@
+//! A worker: one `mio::Poll`, one SO_REUSEPORT listener, its connections.
+//!
+//! Each loop turn:
+//!
+//! 1. wait for readiness (edge-triggered; both interests registered once at
+//!    accept, so backpressure costs no `epoll_ctl`);
+//! 2. for each readable connection: read into the worker's scratch buffer,
+//!    parse and execute every complete request (pipelining), appending
+//!    replies to the connection's output buffer. A short read means the
+//!    socket is drained (epoll(7)), which saves the extra `read` that would
+//!    only return `EAGAIN`;
+//! 3. connections that hit the per-turn request budget, or whose backpressure
+//!    or deferred reply cleared, go to the `pending` queue and are resumed
+//!    after the other ready connections (fairness);
+//! 4. write every connection with new output once (one `write` per
+//!    connection per turn for a whole pipelined batch).
+//!
+//! Invariants: a connection whose unsent output reaches [`WBUF_HIGH`] is not
+//! read or parsed until it drains; its buffered input is bounded by one
+//! request (≤ `MAX_LINE`) plus one scratch read. A deferred request (SYNC)
+//! stops processing of that connection until its reply arrives, so replies
+//! stay in request order.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, unbounded};
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use super::conn::{Conn, WBUF_HIGH};
+use crate::exec::{self, Completion, Ctx, Flow, Job, Proto, Responder};
+use crate::node::Shared;
+use crate::protocol::{Fatal, MAX_LINE, Parsed, resp, text};
+use crate::stats::WorkerStats;
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+/// Size of the worker's read buffer (one `read` per wakeup for typical
+/// pipelines).
+const SCRATCH: usize = 64 << 10;
+/// Requests executed per connection before others get a turn.
+const BUDGET: usize = 1024;
+/// Growth step of a connection's own input buffer.
+const RBUF_STEP: usize = 16 << 10;
+
+/// Why [`process`] stopped.
+#[derive(Debug, PartialEq, Eq)]
+enum Stop {
+    /// All complete requests were handled; need more input.
+    Drained,
+    /// The per-turn budget is used up.
+    Budget,
+    /// Deferred reply, backpressure, or closing.
+    Blocked,
+    /// SHUTDOWN was executed.
+    Shutdown,
+}
+
+/// What [`process`] needs besides the connection.
+struct Env {
+    id: usize,
+    shared: Arc<Shared>,
+    stats: Arc<WorkerStats>,
+    rmw: Vec<u8>,
+    /// Reused RESP argument spans.
+    spans: Vec<(u32, u32)>,
+    now: Instant,
+    now_ms: u64,
+    completions: Sender<Completion>,
+    waker: Arc<Waker>,
+}
+
+/// A worker thread's state.
+pub struct Worker {
+    poll: Poll,
+    listener: TcpListener,
+    env: Env,
+    completions: Receiver<Completion>,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    pending: VecDeque<usize>,
+    dirty: Vec<usize>,
+    scratch: Box<[u8]>,
+    shutting_down: bool,
+    last_sweep: Instant,
+}
+
+impl Worker {
+    /// A worker serving `listener`.
+    pub fn new(id: usize, mut listener: TcpListener, shared: Arc<Shared>) -> io::Result<Worker> {
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        shared.shutdown.add_waker(waker.clone());
+        let (tx, rx) = unbounded();
+        let now = Instant::now();
+        Ok(Worker {
+            poll,
+            listener,
+            env: Env {
+                id,
+                stats: shared.stats.worker(id),
+                shared,
+                rmw: Vec::new(),
+                spans: Vec::new(),
+                now,
+                now_ms: 0,
+                completions: tx,
+                waker,
+            },
+            completions: rx,
+            conns: Vec::new(),
+            free: Vec::new(),
+            pending: VecDeque::new(),
+            dirty: Vec::new(),
+            scratch: vec![0; SCRATCH].into_boxed_slice(),
+            shutting_down: false,
+            last_sweep: now,
+        })
+    }
+
+    /// Runs the event loop until shutdown.
+    pub fn run(&mut self) {
+        let mut events = Events::with_capacity(1024);
+        let idle_timeout = self.env.shared.config.connection_timeout;
+        loop {
+            if self.env.shared.shutdown.is_triggered() {
+                break;
+            }
+            let timeout = if !self.pending.is_empty() {
+                Some(Duration::ZERO)
+            } else if idle_timeout.is_some() {
+                Some(Duration::from_millis(250))
+            } else {
+                None
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                log::error!("worker {}: poll failed: {e}", self.env.id);
+                break;
+            }
+            self.set_now(Instant::now());
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept(),
+                    WAKER => self.on_wake(),
+                    Token(i) => {
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            if let Some(c) = self.conn(i) {
+                                c.want_read = true;
+                            }
+                            self.drive(i);
+                        }
+                        if ev.is_writable() {
+                            self.on_writable(i);
+                        }
+                    }
+                }
+            }
+            for _ in 0..self.pending.len() {
+                let Some(i) = self.pending.pop_front() else {
+                    break;
+                };
+                if let Some(c) = self.conn(i) {
+                    c.pending = false;
+                    self.drive(i);
+                }
+            }
+            self.flush_dirty();
+            if self.shutting_down {
+                self.env.shared.shutdown.trigger();
+                break;
+            }
+            if let Some(t) = idle_timeout {
+                self.close_idle(t);
+            }
+        }
+        self.flush_dirty();
+        for i in 0..self.conns.len() {
+            self.close(i);
+        }
+    }
+
+    fn set_now(&mut self, now: Instant) {
+        self.env.now = now;
+        self.env.now_ms = self.env.shared.stats.elapsed_ms(now);
+    }
+
+    fn conn(&mut self, i: usize) -> Option<&mut Conn> {
+        self.conns.get_mut(i).and_then(Option::as_mut)
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut sock, addr)) => {
+                    let cfg = &self.env.shared.config;
+                    if self.env.shared.stats.active_connections() >= cfg.max_connections {
+                        let _ = sock.write(b"ERROR max connections reached\r\n");
+                        continue;
+                    }
+                    let _ = sock.set_nodelay(true);
+                    let i = self.free.pop().unwrap_or_else(|| {
+                        self.conns.push(None);
+                        self.conns.len() - 1
+                    });
+                    if let Err(e) = self.poll.registry().register(
+                        &mut sock,
+                        Token(i),
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
+                        log::warn!("register connection: {e}");
+                        self.free.push(i);
+                        continue;
+                    }
+                    let info = self.env.shared.stats.connect(addr, self.env.now);
+                    self.conns[i] = Some(Conn::new(sock, info, self.env.now));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) => {}
+                Err(e) => {
+                    // EMFILE and friends: the backlog keeps the connection
+                    // until a later accept succeeds.
+                    log::warn!("accept failed: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    fn on_wake(&mut self) {
+        while let Ok(c) = self.completions.try_recv() {
+            let Some(conn) = self.conn(c.token) else {
+                continue;
+            };
+            if conn.info.id != c.conn_id {
+                continue;
+            }
+            conn.wbuf.extend_from_slice(&c.bytes);
+            conn.deferred = false;
+            self.mark_dirty(c.token);
+            self.mark_pending(c.token);
+        }
+    }
+
+    fn mark_dirty(&mut self, i: usize) {
+        if let Some(c) = self.conn(i)
+            && !c.dirty
+        {
+            c.dirty = true;
+            self.dirty.push(i);
+        }
+    }
+
+    fn mark_pending(&mut self, i: usize) {
+        if let Some(c) = self.conn(i)
+            && !c.pending
+        {
+            c.pending = true;
+            self.pending.push_back(i);
+        }
+    }
+
+    /// Reads, parses and executes as much as allowed for connection `i`.
+    fn drive(&mut self, i: usize) {
+        let Some(conn) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
+        let env = &mut self.env;
+        let mut budget = BUDGET;
+        let mut stop = Stop::Drained;
+
+        // Input left over from an earlier turn goes first.
+        if !conn.rbuf.is_empty() && !conn.blocked() {
+            let buf = std::mem::take(&mut conn.rbuf);
+            let (used, s) = process(env, i, conn, &buf, false, &mut budget);
+            conn.rbuf = buf;
+            conn.rbuf.drain(..used);
+            stop = s;
+        }
+
+        while stop == Stop::Drained && conn.want_read && !conn.read_closed {
+            let res = if conn.rbuf.is_empty() {
+                conn.sock.read(&mut self.scratch)
+            } else {
+                let len = conn.rbuf.len();
+                let room = RBUF_STEP
+                    .min((MAX_LINE + RBUF_STEP).saturating_sub(len))
+                    .max(1);
+                conn.rbuf.resize(len + room, 0);
+                let r = conn.sock.read(&mut conn.rbuf[len..]);
+                conn.rbuf.truncate(len + *r.as_ref().unwrap_or(&0));
+                r
+            };
+            match res {
+                Ok(0) => conn.read_closed = true,
+                Ok(n) => {
+                    conn.last_active = env.now;
+                    let from_scratch = conn.rbuf.is_empty();
+                    let full = if from_scratch {
+                        n == self.scratch.len()
+                    } else {
+                        true
+                    };
+                    if !full {
+                        conn.want_read = false;
+                    }
+                    if from_scratch {
+                        let (used, s) =
+                            process(env, i, conn, &self.scratch[..n], false, &mut budget);
+                        conn.rbuf.extend_from_slice(&self.scratch[used..n]);
+                        stop = s;
+                    } else {
+                        let buf = std::mem::take(&mut conn.rbuf);
+                        let (used, s) = process(env, i, conn, &buf, false, &mut budget);
+                        conn.rbuf = buf;
+                        conn.rbuf.drain(..used);
+                        stop = s;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.want_read = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.close(i);
+                    return;
+                }
+            }
+        }
+
+        // The peer half-closed: answer what is left, then close.
+        if stop == Stop::Drained && conn.read_closed && !conn.blocked() {
+            let buf = std::mem::take(&mut conn.rbuf);
+            let (used, s) = process(env, i, conn, &buf, true, &mut budget);
+            conn.rbuf = buf;
+            conn.rbuf.drain(..used);
+            stop = s;
+            if stop == Stop::Drained {
+                conn.closing = true;
+            }
+        }
+
+        let resume = stop == Stop::Budget;
+        if conn.unsent() > 0 || conn.closing {
+            self.mark_dirty(i);
+        }
+        if resume {
+            self.mark_pending(i);
+        }
+        if stop == Stop::Shutdown {
+            self.shutting_down = true;
+            if let Some(c) = self.conn(i) {
+                c.closing = true;
+                let _ = c.flush();
+            }
+        }
+    }
+
+    fn on_writable(&mut self, i: usize) {
+        let Some(conn) = self.conn(i) else { return };
+        if conn.unsent() == 0 && !conn.closing {
+            return;
+        }
+        let was_blocked = conn.unsent() >= WBUF_HIGH;
+        match conn.flush() {
+            Err(_) => self.close(i),
+            Ok(true) if conn.closing => self.close(i),
+            Ok(_) => {
+                if was_blocked && !conn.blocked() {
+                    self.mark_pending(i);
+                }
+            }
+        }
+    }
+
+    fn flush_dirty(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for &i in &dirty {
+            let Some(conn) = self.conn(i) else { continue };
+            conn.dirty = false;
+            let was_blocked = conn.unsent() >= WBUF_HIGH;
+            match conn.flush() {
+                Err(_) => self.close(i),
+                Ok(true) if conn.closing => self.close(i),
+                Ok(_) => {
+                    if was_blocked && !conn.blocked() {
+                        self.mark_pending(i);
+                    }
+                }
+            }
+        }
+        self.dirty = dirty;
+        self.dirty.clear();
+    }
+
+    fn close(&mut self, i: usize) {
+        let Some(slot) = self.conns.get_mut(i) else {
+            return;
+        };
+        let Some(mut conn) = slot.take() else { return };
+        let _ = self.poll.registry().deregister(&mut conn.sock);
+        self.env.shared.stats.disconnect(conn.info.id);
+        self.free.push(i);
+    }
+
+    fn close_idle(&mut self, timeout: Duration) {
+        if self.env.now.duration_since(self.last_sweep) < Duration::from_millis(250) {
+            return;
+        }
+        self.last_sweep = self.env.now;
+        let now = self.env.now;
+        for i in 0..self.conns.len() {
+            let idle = self.conns[i].as_ref().is_some_and(|c| {
+                !c.deferred && c.unsent() == 0 && now.duration_since(c.last_active) > timeout
+            });
+            if idle {
+                self.close(i);
+            }
+        }
+    }
+}
+
+/// Parses and executes the complete requests at the front of `data`.
+/// Returns the bytes consumed and why it stopped. With `eof`, a final
+/// unterminated request is executed too.
+fn process(
+    env: &mut Env,
+    token: usize,
+    conn: &mut Conn,
+    data: &[u8],
+    eof: bool,
+    budget: &mut usize,
+) -> (usize, Stop) {
+    let mut pos = 0;
+    let mut touched = false;
+    loop {
+        if conn.blocked() {
+            return (pos, Stop::Blocked);
+        }
+        if pos == data.len() {
+            return (pos, Stop::Drained);
+        }
+        if *budget == 0 {
+            return (pos, Stop::Budget);
+        }
+        let rest = &data[pos..];
+        let proto = *conn.proto.get_or_insert(if rest[0] == b'*' {
+            Proto::Resp
+        } else {
+            Proto::Text
+        });
+        let parsed = match proto {
+            Proto::Text => match text::parse(rest) {
+                Parsed::Incomplete if eof => text::parse_eof(rest),
+                p => p,
+            },
+            Proto::Resp => resp::parse(rest, &mut env.spans),
+        };
+        match parsed {
+            Parsed::Request(cmd, n) => {
+                pos += n;
+                *budget -= 1;
+                if !touched {
+                    conn.info.touch(env.now_ms);
+                    touched = true;
+                }
+                let mut ctx = Ctx {
+                    shared: &env.shared,
+                    stats: &env.stats,
+                    client: &conn.info,
+                    scratch: &mut env.rmw,
+                    now: env.now,
+                };
+                match exec::execute(cmd, &mut ctx, &mut conn.wbuf, proto) {
+                    Flow::Continue => {}
+                    Flow::Shutdown => return (pos, Stop::Shutdown),
+                    Flow::Close => {
+                        conn.closing = true;
+                        return (pos, Stop::Blocked);
+                    }
+                    Flow::Defer(task) => {
+                        let job = Job {
+                            task,
+                            responder: Responder {
+                                tx: env.completions.clone(),
+                                waker: env.waker.clone(),
+                                token,
+                                conn_id: conn.info.id,
+                                proto,
+                            },
+                        };
+                        if env.shared.jobs.0.send(job).is_ok() {
+                            conn.deferred = true;
+                        } else {
+                            exec::error(&mut conn.wbuf, proto, "no executor for this command");
+                        }
+                    }
+                }
+            }
+            Parsed::Invalid(e, n) => {
+                pos += n;
+                *budget -= 1;
+                exec::error(&mut conn.wbuf, proto, &e.0);
+            }
+            Parsed::Skip(n) => pos += n,
+            Parsed::Incomplete => return (pos, Stop::Drained),
+            Parsed::Fatal(f) => {
+                match f {
+                    Fatal::LineTooLong => exec::error(&mut conn.wbuf, proto, "line too long"),
+                    Fatal::Protocol(msg) => exec::error(&mut conn.wbuf, proto, msg),
+                    Fatal::InvalidUtf8 => {}
+                }
+                conn.closing = true;
+                return (data.len(), Stop::Blocked);
+            }
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! Statistics: per-worker command counters, connection registry, and the
+//! exact STATS / INFO / CLIENT LIST formats of PROTOCOL.md §6.
+//!
+//! Counters are kept per worker and summed on read. Each [`WorkerStats`] has
+//! a single writer (its worker thread), so an increment is a relaxed load
+//! and store — no locked read-modify-write, no shared cache line on the
+//! request path. Readers (STATS from any worker) sum relaxed loads.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// A STATS counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Counter {
+    TotalCommands,
+    Get,
+    Scan,
+    Ping,
+    Echo,
+    FlushDb,
+    Memory,
+    ClientList,
+    Exists,
+    DbSize,
+    Set,
+    Delete,
+    Numeric,
+    String,
+    Bulk,
+    Stat,
+    Sync,
+    Hash,
+    Replicate,
+    Management,
+}
+
+const COUNTERS: usize = Counter::Management as usize + 1;
+
+/// STATS field names of the counters, in [`Counter`] order.
+const COUNTER_NAMES: [&str; COUNTERS] = [
+    "total_commands",
+    "get_commands",
+    "scan_commands",
+    "ping_commands",
+    "echo_commands",
+    "flushdb_commands",
+    "memory_commands",
+    "clientlist_commands",
+    "exists_commands",
+    "dbsize_commands",
+    "set_commands",
+    "delete_commands",
+    "numeric_commands",
+    "string_commands",
+    "bulk_commands",
+    "stat_commands",
+    "sync_commands",
+    "hash_commands",
+    "replicate_commands",
+    "management_commands",
+];
+
+/// Counters owned by one worker (single writer).
+#[repr(align(128))]
+#[derive(Default)]
+pub struct WorkerStats {
+    counters: [AtomicU64; COUNTERS],
+}
+
+impl WorkerStats {
+    /// Increments a counter. Must only be called by the owning worker.
+    #[inline]
+    pub fn incr(&self, c: Counter) {
+        let a = &self.counters[c as usize];
+        a.store(a.load(Relaxed) + 1, Relaxed);
+    }
+
+    fn get(&self, c: usize) -> u64 {
+        self.counters[c].load(Relaxed)
+    }
+}
+
+/// One open client connection, as CLIENT LIST shows it.
+#[derive(Debug)]
+pub struct ClientInfo {
+    /// Connection id, counting accepted connections from 1.
+    pub id: u64,
+    /// Peer address.
+    pub addr: SocketAddr,
+    /// When it was accepted.
+    pub connected: Instant,
+    /// Milliseconds since server start of the last parsed command.
+    last_cmd_ms: AtomicU64,
+}
+
+impl ClientInfo {
+    /// Records activity at `ms` (milliseconds since server start).
+    #[inline]
+    pub fn touch(&self, ms: u64) {
+        self.last_cmd_ms.store(ms, Relaxed);
+    }
+}
+
+/// Process-wide statistics.
+pub struct Stats {
+    workers: Vec<Arc<WorkerStats>>,
+    started: Instant,
+    total_connections: AtomicU64,
+    clients: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
+}
+
+impl Stats {
+    /// Statistics for `workers` worker threads.
+    pub fn new(workers: usize) -> Stats {
+        Stats {
+            workers: (0..workers.max(1)).map(|_| Arc::default()).collect(),
+            started: Instant::now(),
+            total_connections: AtomicU64::new(0),
+            clients: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The counters of worker `i`.
+    pub fn worker(&self, i: usize) -> Arc<WorkerStats> {
+        self.workers[i % self.workers.len()].clone()
+    }
+
+    /// Sum of a counter over all workers.
+    pub fn sum(&self, c: Counter) -> u64 {
+        self.workers.iter().map(|w| w.get(c as usize)).sum()
+    }
+
+    /// Server start.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Milliseconds since start.
+    pub fn elapsed_ms(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.started).as_millis() as u64
+    }
+
+    /// Registers an accepted connection and returns its info.
+    pub fn connect(&self, addr: SocketAddr, now: Instant) -> Arc<ClientInfo> {
+        let id = self.total_connections.fetch_add(1, Relaxed) + 1;
+        let info = Arc::new(ClientInfo {
+            id,
+            addr,
+            connected: now,
+            last_cmd_ms: AtomicU64::new(self.elapsed_ms(now)),
+        });
+        self.clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, info.clone());
+        info
+    }
+
+    /// Removes a closed connection.
+    pub fn disconnect(&self, id: u64) {
+        self.clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+    }
+
+    /// Open connections.
+    pub fn active_connections(&self) -> usize {
+        self.clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Connections accepted since start.
+    pub fn total_connections(&self) -> u64 {
+        self.total_connections.load(Relaxed)
+    }
+
+    /// Writes the STATS reply body (after the `STATS` line).
+    pub fn write_stats(&self, out: &mut String) {
+        let up = self.started.elapsed().as_secs();
+        let _ = write!(out, "uptime_seconds:{up}\r\nuptime:{}\r\n", uptime(up));
+        let _ = write!(
+            out,
+            "total_connections:{}\r\nactive_connections:{}\r\n",
+            self.total_connections(),
+            self.active_connections()
+        );
+        for (i, name) in COUNTER_NAMES.iter().enumerate() {
+            let v: u64 = self.workers.iter().map(|w| w.get(i)).sum();
+            let _ = write!(out, "{name}:{v}\r\n");
+        }
+        let _ = write!(out, "used_memory_kb:{}\r\n", rss_kb());
+    }
+
+    /// Writes the CLIENT LIST lines (without the header and `END`).
+    pub fn write_client_list(&self, out: &mut String, now: Instant) {
+        let now_ms = self.elapsed_ms(now);
+        let clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        for c in clients.values() {
+            let age = now.saturating_duration_since(c.connected).as_secs();
+            let idle = now_ms.saturating_sub(c.last_cmd_ms.load(Relaxed)) / 1000;
+            let _ = write!(out, "id={} addr={} age={age} idle={idle}\r\n", c.id, c.addr);
+        }
+    }
+}
+
+/// `<d>d <h>h <m>m <s>s`.
+pub fn uptime(secs: u64) -> String {
+    format!(
+        "{}d {}h {}m {}s",
+        secs / 86400,
+        secs / 3600 % 24,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// Current Unix time in seconds.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Resident set size of this process in KiB (0 if unknown).
+pub fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_has_25_fields_in_order() {
+        let s = Stats::new(2);
+        s.worker(0).incr(Counter::Get);
+        s.worker(1).incr(Counter::Get);
+        s.worker(1).incr(Counter::TotalCommands);
+        let mut out = String::new();
+        s.write_stats(&mut out);
+        let names: Vec<&str> = out
+            .split("\r\n")
+            .filter(|l| !l.is_empty())
+            .map(|l| l.split(':').next().unwrap())
+            .collect();
+        assert_eq!(names.len(), 25);
+        assert_eq!(names[0], "uptime_seconds");
+        assert_eq!(names[4], "total_commands");
+        assert_eq!(names[24], "used_memory_kb");
+        assert!(out.contains("get_commands:2\r\n"));
+        assert!(out.len() < 1024);
+    }
+
+    #[test]
+    fn uptime_format() {
+        assert_eq!(uptime(134), "0d 0h 2m 14s");
+        assert_eq!(uptime(90061), "1d 1h 1m 1s");
+    }
+
+    #[test]
+    fn client_registry() {
+        let s = Stats::new(1);
+        let now = Instant::now();
+        let a = s.connect("127.0.0.1:5000".parse().unwrap(), now);
+        let b = s.connect("[::1]:6000".parse().unwrap(), now);
+        assert_eq!((a.id, b.id), (1, 2));
+        let mut out = String::new();
+        s.write_client_list(&mut out, now);
+        assert!(
+            out.contains("id=2 addr=[::1]:6000 age=0 idle=0\r\n"),
+            "{out}"
+        );
+        s.disconnect(1);
+        assert_eq!(s.active_connections(), 1);
+        assert_eq!(s.total_connections(), 2);
+    }
+}

@@ -1,0 +1,779 @@
+//! The sharded, versioned store with per-shard Merkle subtrees.
+//!
+//! # Layout
+//!
+//! A [`Store`] has 2^s shards, each a `Mutex<Shard>`. A key's placement is
+//! fixed by the cluster-wide tree shape (see [`merkle`]): its stable hash
+//! picks one of 2^B buckets, and shard `j` owns the contiguous bucket range
+//! `[j * 2^(B-s), (j+1) * 2^(B-s))`. Inside a shard every bucket is its own
+//! small hash table (keyed by a per-process random `ahash`, so clients
+//! cannot provoke collisions), which makes "the entries of a bucket" — what
+//! anti-entropy asks for — a direct lookup, never a scan.
+//!
+//! # Versions and conflicts
+//!
+//! Every record carries a [`Version`]; tombstones are records without a
+//! value. Local writes take a fresh version from the shard's hybrid logical
+//! clock; remote writes go through [`Store::apply`], which keeps the larger
+//! version (last-writer-wins) and advances the clock. The result of applying
+//! any set of writes is independent of their order.
+//!
+//! # Invariants (per shard, under its lock)
+//!
+//! * every bucket digest is the XOR of the leaf digests of the records in
+//!   that bucket's table (tombstones included);
+//! * `live`/`tombstones`/`bytes` count exactly the records in the tables;
+//! * the clock is ≥ every version stored in the shard.
+//!
+//! No lock is held across I/O; multi-key operations lock the shards they
+//! touch in ascending order, so they cannot deadlock.
+
+pub mod merkle;
+pub mod record;
+pub mod version;
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
+
+use merkle::{Digest, Shape, Subtree, ZERO, bucket_of, inner_digest, key_hash, leaf_digest};
+pub use record::Record;
+pub use version::{Hlc, Version, node_hash, now_millis};
+
+/// Largest value the store accepts (APPEND/PREPEND cannot grow past it).
+pub const MAX_VALUE_LEN: usize = 8 << 20;
+
+/// Store construction parameters.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Number of shards; rounded up to a power of two and capped at the
+    /// number of buckets.
+    pub shards: usize,
+    /// Tree shape: log2 of the number of buckets (multiple of 4, ≤ 24).
+    pub tree_bits: u32,
+    /// This node's id (origin of local versions).
+    pub node_id: String,
+    /// Tombstones older than this (by version time) are collected.
+    pub tombstone_ttl_ms: u64,
+}
+
+/// Errors building a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// `tree_bits` is not a multiple of 4 in 4..=24.
+    BadTreeBits(u32),
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::BadTreeBits(b) => {
+                write!(f, "tree_bits must be a multiple of 4 in 4..=24, got {b}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Outcome of a last-writer-wins apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The write was newer and is now stored.
+    Stored,
+    /// The store already had this version or a newer one.
+    Stale,
+}
+
+/// A snapshot of one record, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedEntry {
+    pub key: Vec<u8>,
+    /// `None` for a tombstone.
+    pub value: Option<Vec<u8>>,
+    pub version: Version,
+}
+
+#[repr(align(128))]
+struct Padded<T>(T);
+
+/// One shard: bucket tables, their Merkle subtree, a clock and counters.
+pub struct Shard {
+    tables: Box<[HashTable<Record>]>,
+    tree: Subtree,
+    clock: Hlc,
+    live: usize,
+    tombstones: usize,
+    bytes: usize,
+}
+
+/// Where a key lives.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    shard: usize,
+    bucket: usize,
+    hash: u64,
+}
+
+/// The sharded store. Cheap to share behind an `Arc`.
+pub struct Store {
+    shards: Box<[Padded<Mutex<Shard>>]>,
+    shard_bits: u32,
+    shape: Shape,
+    node: u64,
+    node_id: String,
+    hasher: ahash::RandomState,
+    tombstone_ttl_ms: u64,
+}
+
+impl Shard {
+    fn new(span_bits: u32) -> Shard {
+        Shard {
+            tables: (0..1usize << span_bits).map(|_| HashTable::new()).collect(),
+            tree: Subtree::new(span_bits),
+            clock: Hlc::new(),
+            live: 0,
+            tombstones: 0,
+            bytes: 0,
+        }
+    }
+
+    #[inline]
+    fn find(&self, s: Slot, key: &[u8]) -> Option<&Record> {
+        self.tables[s.bucket].find(s.hash, |r| r.key() == key)
+    }
+
+    /// Stores `value` (None = tombstone) at `version` unconditionally,
+    /// keeping the tree and counters in step.
+    fn put(
+        &mut self,
+        s: Slot,
+        key: &[u8],
+        value: Option<&[u8]>,
+        version: Version,
+        hasher: &ahash::RandomState,
+    ) {
+        let new_leaf = leaf_digest(key, value, version);
+        let table = &mut self.tables[s.bucket];
+        match table.entry(s.hash, |r| r.key() == key, |r| hasher.hash_one(r.key())) {
+            Entry::Occupied(mut o) => {
+                let rec = o.get_mut();
+                let old_leaf = leaf_digest(key, rec.value(), rec.version());
+                let (was_tomb, old_bytes) =
+                    (rec.is_tombstone(), rec.value().map_or(0, |v| v.len()));
+                rec.replace(value, version);
+                self.tree.toggle(s.bucket, &old_leaf);
+                match (was_tomb, value) {
+                    (true, Some(v)) => {
+                        self.tombstones -= 1;
+                        self.live += 1;
+                        self.bytes += key.len() + v.len();
+                    }
+                    (false, None) => {
+                        self.live -= 1;
+                        self.tombstones += 1;
+                        self.bytes -= key.len() + old_bytes;
+                    }
+                    (false, Some(v)) => self.bytes = self.bytes - old_bytes + v.len(),
+                    (true, None) => {}
+                }
+            }
+            Entry::Vacant(v) => {
+                v.insert(Record::new(key, value, version));
+                match value {
+                    None => self.tombstones += 1,
+                    Some(val) => {
+                        self.live += 1;
+                        self.bytes += key.len() + val.len();
+                    }
+                }
+            }
+        }
+        self.tree.toggle(s.bucket, &new_leaf);
+    }
+
+    fn clear(&mut self) {
+        for t in self.tables.iter_mut() {
+            *t = HashTable::new();
+        }
+        self.tree.clear();
+        self.live = 0;
+        self.tombstones = 0;
+        self.bytes = 0;
+    }
+}
+
+fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    // A panic while holding a shard lock cannot leave the shard half
+    // updated in a way later operations would misread more than a lost
+    // write; keep serving rather than cascading the panic.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Store {
+    /// Builds an empty store.
+    pub fn new(opts: StoreOptions) -> Result<Store, StoreError> {
+        let shape = match Shape::new(opts.tree_bits) {
+            Some(s) if (4..=24).contains(&opts.tree_bits) => s,
+            _ => return Err(StoreError::BadTreeBits(opts.tree_bits)),
+        };
+        let shard_bits = opts
+            .shards
+            .max(1)
+            .next_power_of_two()
+            .trailing_zeros()
+            .min(shape.bits);
+        let span_bits = shape.bits - shard_bits;
+        let shards = (0..1usize << shard_bits)
+            .map(|_| Padded(Mutex::new(Shard::new(span_bits))))
+            .collect();
+        Ok(Store {
+            shards,
+            shard_bits,
+            shape,
+            node: node_hash(&opts.node_id),
+            node_id: opts.node_id,
+            hasher: ahash::RandomState::new(),
+            tombstone_ttl_ms: opts.tombstone_ttl_ms,
+        })
+    }
+
+    /// A small in-memory store for tests and benches.
+    pub fn with_defaults(node_id: &str) -> Store {
+        Store::new(StoreOptions {
+            shards: 64,
+            tree_bits: 16,
+            node_id: node_id.to_string(),
+            tombstone_ttl_ms: 24 * 3600 * 1000,
+        })
+        .expect("default store options are valid")
+    }
+
+    /// The tree shape.
+    pub fn shape(&self) -> Shape {
+        self.shape
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// This node's version tie-breaker ([`node_hash`] of its id).
+    pub fn node(&self) -> u64 {
+        self.node
+    }
+
+    /// Tombstone time to live in milliseconds.
+    pub fn tombstone_ttl_ms(&self) -> u64 {
+        self.tombstone_ttl_ms
+    }
+
+    #[inline]
+    fn slot(&self, key: &[u8]) -> Slot {
+        let bucket = bucket_of(key_hash(key), self.shape.bits);
+        let span = self.shape.bits - self.shard_bits;
+        Slot {
+            shard: bucket >> span,
+            bucket: bucket & ((1 << span) - 1),
+            hash: self.hasher.hash_one(key),
+        }
+    }
+
+    #[inline]
+    fn shard(&self, i: usize) -> MutexGuard<'_, Shard> {
+        lock(&self.shards[i].0)
+    }
+
+    #[inline]
+    fn local_version(&self, shard: &mut Shard, now_ms: u64) -> Version {
+        Version::new(shard.clock.tick(now_ms), self.node)
+    }
+
+    /// Calls `f` with the live value of `key` (None if missing or deleted),
+    /// under the shard lock: copy what you need, do no I/O.
+    #[inline]
+    pub fn get<R>(&self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+        let s = self.slot(key);
+        let shard = self.shard(s.shard);
+        f(shard.find(s, key).and_then(Record::value))
+    }
+
+    /// True if `key` has a live value.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.get(key, |v| v.is_some())
+    }
+
+    /// Local write: stores `value` under a fresh version and returns it.
+    pub fn set(&self, key: &[u8], value: &[u8]) -> Version {
+        let now = now_millis();
+        let s = self.slot(key);
+        let mut shard = self.shard(s.shard);
+        let v = self.local_version(&mut shard, now);
+        shard.put(s, key, Some(value), v, &self.hasher);
+        v
+    }
+
+    /// Local delete: replaces a live value with a tombstone and returns its
+    /// version; `None` (and no change) if the key was not live.
+    pub fn delete(&self, key: &[u8]) -> Option<Version> {
+        let now = now_millis();
+        let s = self.slot(key);
+        let mut shard = self.shard(s.shard);
+        if !shard.find(s, key).is_some_and(|r| !r.is_tombstone()) {
+            return None;
+        }
+        let v = self.local_version(&mut shard, now);
+        shard.put(s, key, None, v, &self.hasher);
+        Some(v)
+    }
+
+    /// Local read-modify-write, atomic per key. `f` gets the live value (if
+    /// any) and writes the new value into `out` (cleared first); on `Ok`
+    /// the new value is stored under a fresh version.
+    pub fn update<T, E>(
+        &self,
+        key: &[u8],
+        out: &mut Vec<u8>,
+        f: impl FnOnce(Option<&[u8]>, &mut Vec<u8>) -> Result<T, E>,
+    ) -> Result<(T, Version), E> {
+        let now = now_millis();
+        let s = self.slot(key);
+        let mut shard = self.shard(s.shard);
+        out.clear();
+        let t = f(shard.find(s, key).and_then(Record::value), out)?;
+        let v = self.local_version(&mut shard, now);
+        shard.put(s, key, Some(out), v, &self.hasher);
+        Ok((t, v))
+    }
+
+    /// Applies a write received from elsewhere (replication, anti-entropy,
+    /// recovery) with last-writer-wins, advancing the shard's clock.
+    /// A tombstone older than the tombstone TTL for a key this store does
+    /// not have is dropped: it would be collected at once.
+    pub fn apply(&self, key: &[u8], value: Option<&[u8]>, version: Version) -> Applied {
+        let s = self.slot(key);
+        let mut shard = self.shard(s.shard);
+        shard.clock.observe(version.hlc);
+        match shard.find(s, key) {
+            Some(r) if r.version() >= version => return Applied::Stale,
+            None if value.is_none() && self.tombstone_expired(version, now_millis()) => {
+                return Applied::Stale;
+            }
+            _ => {}
+        }
+        shard.put(s, key, value, version, &self.hasher);
+        Applied::Stored
+    }
+
+    fn tombstone_expired(&self, v: Version, now_ms: u64) -> bool {
+        v.millis().saturating_add(self.tombstone_ttl_ms) < now_ms
+    }
+
+    /// Locks the shards of `keys` (ascending order, each once) for an
+    /// atomic multi-key operation.
+    pub fn lock_keys<'a, 'k>(&'a self, keys: impl Iterator<Item = &'k [u8]>) -> MultiLock<'a> {
+        let mut wanted = vec![0u64; self.shards.len().div_ceil(64)];
+        for k in keys {
+            let i = self.slot(k).shard;
+            wanted[i / 64] |= 1 << (i % 64);
+        }
+        let mut guards = Vec::new();
+        for (w, word) in wanted.iter().enumerate() {
+            let mut word = *word;
+            while word != 0 {
+                let i = w * 64 + word.trailing_zeros() as usize;
+                word &= word - 1;
+                guards.push((i, self.shard(i)));
+            }
+        }
+        MultiLock {
+            store: self,
+            guards,
+            now: now_millis(),
+        }
+    }
+
+    /// Live keys starting with `prefix`, in ascending byte order.
+    pub fn scan(&self, prefix: &[u8]) -> Vec<Vec<u8>> {
+        let mut keys = Vec::new();
+        for i in 0..self.shards.len() {
+            let shard = self.shard(i);
+            for t in shard.tables.iter() {
+                keys.extend(
+                    t.iter()
+                        .filter(|r| !r.is_tombstone() && r.key().starts_with(prefix))
+                        .map(|r| r.key().to_vec()),
+                );
+            }
+        }
+        keys.sort_unstable();
+        keys
+    }
+
+    /// Calls `f` for every record (tombstones included) of shard `i`, under
+    /// that shard's lock only.
+    pub fn for_each_in_shard(&self, i: usize, mut f: impl FnMut(&Record)) {
+        let shard = self.shard(i);
+        for t in shard.tables.iter() {
+            t.iter().for_each(&mut f);
+        }
+    }
+
+    /// Number of live keys.
+    pub fn len(&self) -> usize {
+        (0..self.shards.len()).map(|i| self.shard(i).live).sum()
+    }
+
+    /// True when there is no live key.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Number of tombstones currently kept.
+    pub fn tombstones(&self) -> usize {
+        (0..self.shards.len())
+            .map(|i| self.shard(i).tombstones)
+            .sum()
+    }
+
+    /// `(live keys, Σ key + value bytes of live keys)`.
+    pub fn usage(&self) -> (usize, usize) {
+        (0..self.shards.len()).fold((0, 0), |(n, b), i| {
+            let s = self.shard(i);
+            (n + s.live, b + s.bytes)
+        })
+    }
+
+    /// Removes every record (local only; not a replicated delete).
+    pub fn clear(&self) {
+        for i in 0..self.shards.len() {
+            self.shard(i).clear();
+        }
+    }
+
+    /// Drops tombstones whose version is older than the TTL at `now_ms`.
+    /// Returns how many were collected and the version time of the oldest
+    /// tombstone kept (if any).
+    pub fn collect_tombstones(&self, now_ms: u64) -> (usize, Option<u64>) {
+        let mut collected = 0;
+        let mut oldest: Option<u64> = None;
+        for i in 0..self.shards.len() {
+            let mut guard = self.shard(i);
+            let shard = &mut *guard;
+            if shard.tombstones == 0 {
+                continue;
+            }
+            let tree = &mut shard.tree;
+            let mut removed = 0;
+            for (b, table) in shard.tables.iter_mut().enumerate() {
+                table.retain(|r| {
+                    if !r.is_tombstone() {
+                        return true;
+                    }
+                    let v = r.version();
+                    if self.tombstone_expired(v, now_ms) {
+                        tree.toggle(b, &leaf_digest(r.key(), None, v));
+                        removed += 1;
+                        false
+                    } else {
+                        oldest = Some(oldest.map_or(v.millis(), |o| o.min(v.millis())));
+                        true
+                    }
+                });
+            }
+            shard.tombstones -= removed;
+            collected += removed;
+        }
+        (collected, oldest)
+    }
+
+    /// The Merkle root.
+    pub fn root(&self) -> Digest {
+        self.node_digest(0, 0).unwrap_or(ZERO)
+    }
+
+    /// Digest of tree node `index` at `level` (0 = root, depth = buckets);
+    /// `None` if out of range.
+    pub fn node_digest(&self, level: u32, index: usize) -> Option<Digest> {
+        let depth = self.shape.depth();
+        if level > depth || index >= self.shape.nodes_at(level) {
+            return None;
+        }
+        let span_bits = self.shape.bits - self.shard_bits;
+        let k = depth - level;
+        if k <= span_bits / merkle::FANOUT_BITS {
+            let first = index << (merkle::FANOUT_BITS * k);
+            let local = (first & ((1 << span_bits) - 1)) >> (merkle::FANOUT_BITS * k);
+            Some(self.shard(first >> span_bits).tree.node(k, local))
+        } else {
+            let mut children = [ZERO; merkle::FANOUT];
+            for (c, d) in children.iter_mut().enumerate() {
+                *d = self.node_digest(level + 1, index * merkle::FANOUT + c)?;
+            }
+            Some(inner_digest(&children))
+        }
+    }
+
+    /// `(key, version)` of every record (tombstones included) in global
+    /// bucket `bucket`, sorted by key; `None` if out of range.
+    pub fn bucket_versions(&self, bucket: usize) -> Option<Vec<(Vec<u8>, Version)>> {
+        if bucket >= self.shape.buckets() {
+            return None;
+        }
+        let span_bits = self.shape.bits - self.shard_bits;
+        let shard = self.shard(bucket >> span_bits);
+        let mut out: Vec<_> = shard.tables[bucket & ((1 << span_bits) - 1)]
+            .iter()
+            .map(|r| (r.key().to_vec(), r.version()))
+            .collect();
+        out.sort_unstable();
+        Some(out)
+    }
+
+    /// Global bucket of a key.
+    pub fn bucket_of_key(&self, key: &[u8]) -> usize {
+        bucket_of(key_hash(key), self.shape.bits)
+    }
+
+    /// The record of `key`, tombstones included.
+    pub fn entry(&self, key: &[u8]) -> Option<OwnedEntry> {
+        let s = self.slot(key);
+        let shard = self.shard(s.shard);
+        shard.find(s, key).map(|r| OwnedEntry {
+            key: key.to_vec(),
+            value: r.value().map(<[u8]>::to_vec),
+            version: r.version(),
+        })
+    }
+
+    /// XOR of the leaf digests of live records whose key starts with
+    /// `prefix` (zero when none match). Linear in the number of records.
+    pub fn prefix_digest(&self, prefix: &[u8]) -> Digest {
+        let mut acc = ZERO;
+        for i in 0..self.shards.len() {
+            let shard = self.shard(i);
+            for t in shard.tables.iter() {
+                for r in t.iter() {
+                    if !r.is_tombstone() && r.key().starts_with(prefix) {
+                        merkle::xor_into(&mut acc, &leaf_digest(r.key(), r.value(), r.version()));
+                    }
+                }
+            }
+        }
+        acc
+    }
+}
+
+/// Shards locked for one multi-key operation ([`Store::lock_keys`]).
+pub struct MultiLock<'a> {
+    store: &'a Store,
+    guards: Vec<(usize, MutexGuard<'a, Shard>)>,
+    now: u64,
+}
+
+impl MultiLock<'_> {
+    fn shard_for(&mut self, key: &[u8]) -> Option<(Slot, &mut Shard)> {
+        let s = self.store.slot(key);
+        let i = self.guards.binary_search_by_key(&s.shard, |g| g.0).ok()?;
+        Some((s, &mut *self.guards[i].1))
+    }
+
+    /// Like [`Store::get`]; `key` must have been passed to `lock_keys`.
+    pub fn get<R>(&mut self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+        match self.shard_for(key) {
+            Some((s, shard)) => f(shard.find(s, key).and_then(Record::value)),
+            None => f(None),
+        }
+    }
+
+    /// Like [`Store::set`]; `key` must have been passed to `lock_keys`.
+    pub fn set(&mut self, key: &[u8], value: &[u8]) -> Option<Version> {
+        let (store, now) = (self.store, self.now);
+        let (s, shard) = self.shard_for(key)?;
+        let v = store.local_version(shard, now);
+        shard.put(s, key, Some(value), v, &store.hasher);
+        Some(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(shards: usize) -> Store {
+        Store::new(StoreOptions {
+            shards,
+            tree_bits: 16,
+            node_id: "n1".into(),
+            tombstone_ttl_ms: 1000,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn set_get_delete_with_tombstones() {
+        let s = store(4);
+        assert!(s.get(b"a", |v| v.is_none()));
+        s.set(b"a", b"1");
+        assert_eq!(s.get(b"a", |v| v.map(<[u8]>::to_vec)), Some(b"1".to_vec()));
+        assert_eq!(s.len(), 1);
+        assert!(s.delete(b"a").is_some());
+        assert!(s.delete(b"a").is_none());
+        assert_eq!(s.len(), 0);
+        assert_eq!(s.tombstones(), 1);
+        assert!(!s.contains(b"a"));
+        assert!(s.entry(b"a").unwrap().value.is_none());
+        assert!(s.scan(b"").is_empty());
+        s.set(b"a", b"2");
+        assert_eq!((s.len(), s.tombstones()), (1, 0));
+        assert_eq!(s.usage(), (1, 2));
+    }
+
+    #[test]
+    fn lww_apply_keeps_the_larger_version() {
+        let s = store(4);
+        let hi = Version::new(100 << 16, 1);
+        let lo = Version::new(50 << 16, 2);
+        assert_eq!(s.apply(b"k", Some(b"new"), hi), Applied::Stored);
+        assert_eq!(s.apply(b"k", Some(b"old"), lo), Applied::Stale);
+        assert_eq!(s.apply(b"k", Some(b"dup"), hi), Applied::Stale);
+        assert_eq!(
+            s.get(b"k", |v| v.map(<[u8]>::to_vec)),
+            Some(b"new".to_vec())
+        );
+        // A local write after observing `hi` must win over it.
+        let v = s.set(b"k", b"local");
+        assert!(v > hi);
+    }
+
+    #[test]
+    fn same_writes_any_order_and_shard_count_same_root() {
+        let writes: Vec<(Vec<u8>, Option<Vec<u8>>, Version)> = (0..2000u64)
+            .map(|i| {
+                let key = format!("key{}", i % 700).into_bytes();
+                let val = (i % 5 != 0).then(|| format!("v{i}").into_bytes());
+                (key, val, Version::new((i * 7919 % 3001) << 16 | i, i % 3))
+            })
+            .collect();
+        let now = now_millis() << 16;
+        let mut roots = Vec::new();
+        for (shards, rev) in [(1, false), (64, true), (4096, false), (16, true)] {
+            let s = store(shards);
+            let it: Box<dyn Iterator<Item = _>> = if rev {
+                Box::new(writes.iter().rev())
+            } else {
+                Box::new(writes.iter())
+            };
+            for (k, v, ver) in it {
+                // Keep tombstones unexpired: shift versions to "now".
+                s.apply(k, v.as_deref(), Version::new(now + ver.hlc, ver.node));
+            }
+            roots.push((s.root(), s.len()));
+        }
+        assert!(roots.windows(2).all(|w| w[0] == w[1]), "{roots:?}");
+        assert_ne!(roots[0].0, ZERO);
+    }
+
+    #[test]
+    fn one_change_changes_exactly_one_bucket_path() {
+        let a = store(16);
+        let b = store(16);
+        for i in 0..1000 {
+            let k = format!("k{i}");
+            let v = Version::new((now_millis() << 16) + i, 1);
+            a.apply(k.as_bytes(), Some(b"x"), v);
+            b.apply(k.as_bytes(), Some(b"x"), v);
+        }
+        assert_eq!(a.root(), b.root());
+        b.set(b"k500", b"changed");
+        let depth = a.shape().depth();
+        let bucket = a.bucket_of_key(b"k500");
+        for level in 0..=depth {
+            let n = a.shape().nodes_at(level);
+            let diff: Vec<usize> = (0..n)
+                .filter(|&i| a.node_digest(level, i) != b.node_digest(level, i))
+                .collect();
+            assert_eq!(diff, vec![bucket >> (4 * (depth - level))], "level {level}");
+        }
+    }
+
+    #[test]
+    fn empty_root_is_zero_and_delete_all_restores_it_after_gc() {
+        let s = store(8);
+        assert_eq!(s.root(), ZERO);
+        s.set(b"a", b"1");
+        s.delete(b"a");
+        assert_ne!(s.root(), ZERO, "tombstone is a leaf");
+        let (n, _) = s.collect_tombstones(now_millis() + 10_000);
+        assert_eq!(n, 1);
+        assert_eq!(s.root(), ZERO);
+        assert_eq!(s.tombstones(), 0);
+    }
+
+    #[test]
+    fn expired_tombstone_for_missing_key_is_not_inserted() {
+        let s = store(8);
+        let old = Version::new(1 << 16, 5);
+        assert_eq!(s.apply(b"gone", None, old), Applied::Stale);
+        assert_eq!(s.tombstones(), 0);
+        // But it still deletes an older live value.
+        s.apply(b"x", Some(b"1"), Version::new(1, 5));
+        assert_eq!(s.apply(b"x", None, old), Applied::Stored);
+        assert!(!s.contains(b"x"));
+    }
+
+    #[test]
+    fn update_and_multilock() {
+        let s = store(8);
+        let mut buf = Vec::new();
+        let r: Result<_, ()> = s.update(b"c", &mut buf, |old, out| {
+            assert!(old.is_none());
+            out.extend_from_slice(b"1");
+            Ok(7)
+        });
+        assert_eq!(r.unwrap().0, 7);
+        let keys: [&[u8]; 3] = [b"a", b"b", b"c"];
+        let mut m = s.lock_keys(keys.iter().copied());
+        m.set(b"a", b"x").unwrap();
+        m.set(b"b", b"y").unwrap();
+        assert_eq!(m.get(b"c", |v| v.map(<[u8]>::to_vec)), Some(b"1".to_vec()));
+        drop(m);
+        assert_eq!(
+            s.scan(b""),
+            vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
+        );
+        assert_eq!(s.scan(b"b"), vec![b"b".to_vec()]);
+        s.clear();
+        assert_eq!((s.len(), s.root()), (0, ZERO));
+    }
+
+    #[test]
+    fn bucket_versions_lists_the_bucket() {
+        let s = store(4);
+        s.set(b"k1", b"v");
+        let b = s.bucket_of_key(b"k1");
+        let list = s.bucket_versions(b).unwrap();
+        assert!(list.iter().any(|(k, _)| k == b"k1"));
+        assert!(s.bucket_versions(1 << 16).is_none());
+        assert!(s.node_digest(5, 0).is_none());
+    }
+
+    #[test]
+    fn prefix_digest_tracks_matching_live_entries() {
+        let s = store(4);
+        assert_eq!(s.prefix_digest(b"user:"), ZERO);
+        s.set(b"user:1", b"a");
+        let d1 = s.prefix_digest(b"user:");
+        s.set(b"other", b"b");
+        assert_eq!(s.prefix_digest(b"user:"), d1);
+        s.set(b"user:2", b"c");
+        assert_ne!(s.prefix_digest(b"user:"), d1);
+    }
+}
