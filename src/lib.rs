@@ -5,5 +5,6 @@
 //! a Merkle tree over the data lets nodes repair divergence in background
 //! anti-entropy rounds. See `ARCHITECTURE.md`-style docs in each module.
 
+pub mod cli;
 pub mod config;
 pub mod protocol;
