@@ -3,10 +3,18 @@
 //! Every node holds a full replica. Clients speak a text protocol or RESP2
 //! over TCP; writes are applied locally, answered, and published to MQTT;
 //! a Merkle tree over the data lets nodes repair divergence in background
-//! anti-entropy rounds. See `ARCHITECTURE.md`-style docs in each module.
+//! anti-entropy rounds.
+//!
+//! Module map: [`config`]/[`cli`] resolve settings; [`server`] runs the
+//! per-core event loops; [`protocol`] parses requests into
+//! [`protocol::Command`]s; [`exec`] executes them against the
+//! [`store::Store`]; [`replication`] carries change events; [`node`] wires
+//! it all together.
 
+pub mod cli;
 pub mod config;
 pub mod exec;
+pub mod logging;
 pub mod node;
 pub mod protocol;
 pub mod replication;
