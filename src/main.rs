@@ -1,53 +1,89 @@
-use merklekv::config::*;
-use std::time::Duration;
-fn main() {
-    env_logger::init();
-    let port = std::env::args()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(7379);
-    let c = Config {
-        node_id: "n1".into(),
-        host: "127.0.0.1".into(),
-        port,
-        threads: 2,
-        shards: 64,
-        max_connections: 10000,
-        connection_timeout: None,
-        engine: Engine::Memory,
-        storage_path: "data".into(),
-        fsync: FsyncPolicy::EverySec,
-        snapshot_interval: Duration::from_secs(300),
-        tombstone_ttl: Duration::from_secs(86400),
-        tree_bits: 16,
-        replication: ReplicationConfig {
-            enabled: false,
-            broker_host: "localhost".into(),
-            broker_port: 1883,
-            topic_prefix: "merkle_kv".into(),
-            client_id: "n1".into(),
-            username: None,
-            password: None,
-            keep_alive: Duration::from_secs(60),
-            clean_session: true,
-            qos: 1,
-            peer_list: vec![],
-        },
-        anti_entropy: AntiEntropyConfig {
-            enabled: false,
-            interval: Duration::from_secs(60),
-            max_concurrent_syncs: 3,
-            peer_list: vec![],
-        },
-        logging: LoggingConfig {
-            level: "info".into(),
-            format: LogFormat::Text,
-            file_path: None,
-        },
+//! The `merklekv` server binary: parse the command line, start a node,
+//! stop it on SIGINT, SIGTERM or SHUTDOWN (exit 0).
+
+use std::process::ExitCode;
+
+use merklekv::cli::{self, CliOutcome};
+use merklekv::node::Node;
+
+fn main() -> ExitCode {
+    let loaded = match cli::parse(std::env::args_os(), &|k| std::env::var(k).ok()) {
+        Ok(CliOutcome::Run(loaded)) => loaded,
+        Ok(CliOutcome::Help(text) | CliOutcome::Version(text)) => {
+            println!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::FAILURE;
+        }
     };
-    let node = merklekv::node::Node::start(c).unwrap_or_else(|e| {
-        eprintln!("Error: {e}");
-        std::process::exit(1)
-    });
+    merklekv::logging::init(&loaded.config.logging);
+    for w in &loaded.warnings {
+        log::warn!("{w}");
+    }
+    if let Some(src) = &loaded.source {
+        log::info!("configuration: {}", src.display());
+    }
+
+    let node = match Node::start(loaded.config) {
+        Ok(node) => node,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    // One line on stdout says where the node listens (tests and scripts
+    // started with `--port 0` read the port from it).
+    {
+        use std::io::Write as _;
+        let cfg = &node.shared().config;
+        let engine = match cfg.engine {
+            merklekv::config::Engine::Memory => "in-memory".to_string(),
+            merklekv::config::Engine::Persistent => {
+                format!("persistent at {}", cfg.storage_path.display())
+            }
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "merklekv {} listening on {} (node {}, {} workers, {engine})",
+            env!("CARGO_PKG_VERSION"),
+            node.addr(),
+            cfg.node_id,
+            cfg.threads
+        );
+        let _ = out.flush();
+    }
+
+    // SIGINT/SIGTERM request a graceful stop; a second signal exits at once.
+    let shared = node.shared().clone();
+    match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ]) {
+        Ok(mut signals) => {
+            let spawned = std::thread::Builder::new()
+                .name("signals".into())
+                .spawn(move || {
+                    let mut seen = false;
+                    for sig in signals.forever() {
+                        if seen {
+                            std::process::exit(128 + sig);
+                        }
+                        seen = true;
+                        log::info!("signal {sig}: shutting down");
+                        shared.shutdown.trigger();
+                    }
+                });
+            if let Err(e) = spawned {
+                log::warn!("cannot start the signal thread: {e}");
+            }
+        }
+        Err(e) => log::warn!("cannot install signal handlers: {e}"),
+    }
+
     node.wait();
+    ExitCode::SUCCESS
 }

@@ -211,3 +211,33 @@ fn spawn_housekeeping(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinH
             }
         })
 }
+
+/// A background thread's funnel for writes received from peers
+/// (replication events, anti-entropy repairs): last-writer-wins apply,
+/// plus everything an applied write must also reach (persistence).
+/// Each applying thread owns one.
+pub struct Applier {
+    shared: Arc<Shared>,
+}
+
+impl Applier {
+    /// An applier for one thread (`name` identifies it, e.g. in logs).
+    pub fn new(shared: Arc<Shared>, _name: &str) -> Applier {
+        Applier { shared }
+    }
+
+    /// Applies a remote write with LWW. Remote writes are never re-published.
+    pub fn apply(
+        &mut self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        version: crate::store::Version,
+    ) -> crate::store::Applied {
+        self.shared.store.apply(key, value, version)
+    }
+
+    /// The shared node state.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}

@@ -1,0 +1,177 @@
+//! Shared helpers for integration tests: start the real `merklekv` binary
+//! on an ephemeral port, talk to it over real sockets, poll with deadlines.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Default deadline for anything a test waits for.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A running `merklekv` process.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    /// Everything the process wrote to stderr so far.
+    pub stderr: Arc<Mutex<String>>,
+}
+
+/// Path of the server binary built by cargo for this test run.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_merklekv")
+}
+
+impl Server {
+    /// Starts the server with `--bind 127.0.0.1 --port 0` plus `args`, and
+    /// waits for its "listening on" line.
+    pub fn start(args: &[&str]) -> Server {
+        Self::start_with(args, &[])
+    }
+
+    /// Like [`Server::start`] with extra environment variables.
+    pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(bin());
+        cmd.args(["--bind", "127.0.0.1", "--port", "0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn merklekv");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        {
+            let mut err = BufReader::new(child.stderr.take().unwrap());
+            let sink = stderr.clone();
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                while err.read_line(&mut line).unwrap_or(0) > 0 {
+                    sink.lock().unwrap().push_str(&line);
+                    line.clear();
+                }
+            });
+        }
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        let addr = loop {
+            line.clear();
+            if out.read_line(&mut line).unwrap_or(0) == 0 {
+                let status = child.wait().ok();
+                panic!(
+                    "merklekv exited before listening ({status:?}); stderr:\n{}",
+                    stderr.lock().unwrap()
+                );
+            }
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = out.read_to_end(&mut sink);
+        });
+        Server {
+            child,
+            addr,
+            stderr,
+        }
+    }
+
+    /// A new client connection with read/write timeouts.
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).expect("connect");
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        s.set_write_timeout(Some(DEADLINE)).unwrap();
+        s.set_nodelay(true).unwrap();
+        s
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes `req`, then reads exactly `expected.len()` bytes and compares.
+pub fn expect(s: &mut TcpStream, req: &[u8], expected: &[u8]) {
+    s.write_all(req).unwrap();
+    let got = read_n(s, expected.len());
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(expected),
+        "request {:?}",
+        String::from_utf8_lossy(req)
+    );
+}
+
+/// Reads exactly `n` bytes.
+pub fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    s.read_exact(&mut buf).expect("read reply");
+    buf
+}
+
+/// Reads one `\r\n`-terminated line (without the terminator).
+pub fn read_line(s: &mut TcpStream) -> String {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    loop {
+        s.read_exact(&mut b).expect("read line");
+        line.push(b[0]);
+        if line.ends_with(b"\r\n") {
+            line.truncate(line.len() - 2);
+            return String::from_utf8_lossy(&line).into_owned();
+        }
+    }
+}
+
+/// Sends one text command and returns the first reply line.
+pub fn cmd(s: &mut TcpStream, line: &str) -> String {
+    s.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+    read_line(s)
+}
+
+/// Polls `f` until it returns true or the deadline passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
