@@ -1412,3 +1412,186 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Fragments the streams are built from: command words, separators,
+    /// line ends, Unicode whitespace and letters, numbers.
+    #[rustfmt::skip]
+    const FRAGMENTS: &[&[u8]] = &[
+        b"GET", b"get", b"SET", b"set", b"DEL", b"DELETE", b"APPEND", b"PREPEND", b"INC", b"incr",
+        b"DEC", b"DECR", b"MGET", b"MSET", b"EXISTS", b"SCAN", b"TRUNCATE", b"FLUSHDB", b"FLUSH",
+        b"PING", b"ECHO", b"DBSIZE", b"MEMORY", b"STATS", b"INFO", b"VERSION", b"SHUTDOWN",
+        b"CLIENT", b"LIST", b"HASH", b"*", b"SYNC", b"--full", b"--verify", b"REPLICATE",
+        b"status", b"k", b"key", b"v", b"5", b"-3", b"+7", b"65536", b"9223372036854775808",
+        b"\"\"", b" ", b" ", b" ", b"  ", b"\t", b"\r", b"\r\n", b"\n", b"\n", b"\x0b", b"\0",
+        b"\xce\xb1", b"\xc2\xa0", b"\xe3\x80\x80", b"\xc2\x85", b"\xc5\xbf", b"\xef\xac\x82",
+        b"\xe2\x98\x83",
+    ];
+
+    /// Invalid UTF-8: a stray byte, a truncated sequence, a continuation
+    /// byte, an encoded surrogate.
+    const INVALID: &[&[u8]] = &[b"\xff", b"\xc3", b"\x80", b"\xed\xa0\x80"];
+
+    /// Mostly valid fragments, so that most lines get past the UTF-8 check.
+    fn fragment() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            60 => proptest::sample::select(FRAGMENTS).prop_map(<[u8]>::to_vec),
+            1 => proptest::sample::select(INVALID).prop_map(<[u8]>::to_vec),
+            1 => any::<u8>().prop_map(|b| vec![b]),
+        ]
+    }
+
+    #[rustfmt::skip]
+    const WORDS: &[&[u8]] = &[
+        b"GET", b"set", b"DEL", b"APPEND", b"PREPEND", b"INC", b"DECR", b"MGET", b"MSET",
+        b"EXISTS", b"SCAN", b"FLUSH", b"PING", b"ECHO", b"DBSIZE", b"CLIENT", b"HASH", b"SYNC",
+        b"REPLICATE",
+    ];
+
+    /// A line without LF plus its terminator, usually starting with a
+    /// command word and an SP so that many lines parse.
+    fn line() -> impl Strategy<Value = Vec<u8>> {
+        (
+            proptest::option::weighted(0.8, proptest::sample::select(WORDS)),
+            proptest::collection::vec(fragment(), 0..10),
+            prop_oneof![Just(&b"\n"[..]), Just(&b"\r\n"[..])],
+        )
+            .prop_map(|(word, parts, end)| {
+                let mut l = word.map_or(Vec::new(), |w| [w, b" "].concat());
+                l.extend(parts.concat());
+                l.retain(|&b| b != b'\n');
+                l.extend_from_slice(end);
+                l
+            })
+    }
+
+    /// Random fragments, or whole lines followed by a random tail.
+    fn stream() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            proptest::collection::vec(fragment(), 0..48).prop_map(|v| v.concat()),
+            (
+                proptest::collection::vec(line(), 0..8),
+                proptest::collection::vec(fragment(), 0..6),
+            )
+                .prop_map(|(lines, tail)| [lines.concat(), tail.concat()].concat()),
+        ]
+    }
+
+    fn is_ws_end(s: &[u8]) -> bool {
+        std::str::from_utf8(s)
+            .ok()
+            .and_then(|s| s.chars().next_back())
+            .is_some_and(char::is_whitespace)
+    }
+
+    fn within(part: &[u8], line: &[u8]) -> bool {
+        let (p, l) = (part.as_ptr() as usize, line.as_ptr() as usize);
+        p >= l && p + part.len() <= l + line.len()
+    }
+
+    /// Semantic invariants of a successfully parsed command of `line`.
+    fn check_command(cmd: &Command<'_>, line: &[u8]) {
+        let key_ok = |k: &[u8]| {
+            !k.is_empty() && !k.contains(&b' ') && !k.contains(&b'\t') && within(k, line)
+        };
+        match cmd {
+            Command::Get(k) => assert!(key_ok(k)),
+            Command::Set(k, v) | Command::Append(k, v) | Command::Prepend(k, v) => {
+                assert!(key_ok(k));
+                assert!(!v.is_empty() && !is_ws_end(v) && within(v, line));
+            }
+            Command::Delete(a) => {
+                assert_eq!(a.len(), 1);
+                assert!(a.iter().all(key_ok));
+            }
+            Command::MSet(a) => assert!(a.len() >= 2 && a.len() % 2 == 0),
+            Command::MGet(a) | Command::Exists(a) => assert!(!a.is_empty()),
+            Command::Numeric { key, .. } => assert!(!key.is_empty() && within(key, line)),
+            Command::Scan(p) => assert!(!p.contains(&b' ') && !p.contains(&b'\t')),
+            Command::Hash(Some(p)) => assert!(key_ok(p)),
+            Command::Ping(Some(m)) | Command::Echo(m) => {
+                assert!(!m.is_empty() && !m.contains(&b'\t') && within(m, line));
+            }
+            _ => {}
+        }
+    }
+
+    /// Parses `buf` to the end, checking every outcome against the framing
+    /// contract. Returns the number of non-Incomplete outcomes and whether
+    /// parsing stopped on a Fatal.
+    fn drive(buf: &[u8]) -> (usize, bool) {
+        let mut pos = 0;
+        let mut outcomes = 0;
+        loop {
+            let rest = &buf[pos..];
+            let lf = rest.iter().position(|&b| b == b'\n');
+            match parse(rest) {
+                Parsed::Request(cmd, n) => {
+                    assert_eq!(Some(n - 1), lf);
+                    check_command(&cmd, &rest[..n]);
+                    pos += n;
+                }
+                Parsed::Invalid(_, n) => {
+                    assert_eq!(Some(n - 1), lf);
+                    pos += n;
+                }
+                Parsed::Incomplete => {
+                    assert!(lf.is_none() && rest.len() < MAX_LINE);
+                    // At EOF the tail is answered unless empty.
+                    match parse_eof(rest) {
+                        Parsed::Incomplete => assert!(rest.is_empty()),
+                        Parsed::Request(_, n) | Parsed::Invalid(_, n) => {
+                            assert_eq!(n, rest.len())
+                        }
+                        Parsed::Fatal(f) => {
+                            assert_eq!(f, Fatal::InvalidUtf8);
+                            assert!(std::str::from_utf8(rest).is_err());
+                        }
+                    }
+                    return (outcomes, false);
+                }
+                Parsed::Fatal(Fatal::InvalidUtf8) => {
+                    let lf = lf.expect("a judged line has an LF");
+                    assert!(std::str::from_utf8(&rest[..lf]).is_err());
+                    return (outcomes + 1, true);
+                }
+                Parsed::Fatal(f) => panic!("unexpected {f:?}"),
+            }
+            outcomes += 1;
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        #[test]
+        fn random_streams_keep_the_framing_contract(buf in stream()) {
+            drive(&buf);
+        }
+
+        #[test]
+        fn random_bytes_never_panic(buf in proptest::collection::vec(any::<u8>(), 0..256)) {
+            drive(&buf);
+        }
+
+        #[test]
+        fn n_lines_give_n_outcomes(lines in proptest::collection::vec(line(), 0..16)) {
+            let buf = lines.concat();
+            let (outcomes, fatal) = drive(&buf);
+            if fatal {
+                // Stopped at the first line that is not UTF-8.
+                let first_bad = lines
+                    .iter()
+                    .position(|l| std::str::from_utf8(l).is_err())
+                    .expect("a fatal needs an invalid line");
+                prop_assert_eq!(outcomes, first_bad + 1);
+            } else {
+                prop_assert_eq!(outcomes, lines.len());
+            }
+        }
+    }
+}
