@@ -68,7 +68,10 @@ pub enum Command<'a> {
     Version,
     /// `CLIENT LIST` (or bare `CLIENT`).
     ClientList,
-    /// `HASH [prefix]`; `None` for bare `HASH`, `*`, or an empty argument.
+    /// `HASH [prefix]`; `None` for bare `HASH` (or an empty argument).
+    /// The text parser hands `HASH *` over as `Some(b"*")`, because the reply
+    /// echoes the argument (`HASH * <hex64>`, PROTOCOL.md §3.2): the executor
+    /// treats a `*` argument as "all keys".
     Hash(Option<&'a [u8]>),
     /// `SYNC host port [--full] [--verify]`.
     Sync {
