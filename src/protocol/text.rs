@@ -1595,8 +1595,3 @@ mod proptests {
         }
     }
 }
-
-/// Parses a final unterminated request after EOF.
-pub fn parse_eof(_buf: &[u8]) -> Parsed<'_> {
-    Parsed::Incomplete
-}
