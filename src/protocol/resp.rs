@@ -231,7 +231,7 @@ pub fn command<'a>(buf: &'a [u8], spans: &'a [(u32, u32)]) -> Result<Command<'a>
             Command::MGet(rest)
         }
         b"MSET" => {
-            if argc < 3 || argc % 2 == 0 {
+            if argc < 3 || argc.is_multiple_of(2) {
                 return Err(wrong_args(name));
             }
             Command::MSet(rest)

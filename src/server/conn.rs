@@ -34,8 +34,11 @@ pub struct Conn {
     pub wpos: usize,
     /// The socket may have unread data (we stopped before WouldBlock).
     pub want_read: bool,
-    /// The peer shut down its sending side.
+    /// The peer shut down its sending side (we read the EOF).
     pub read_closed: bool,
+    /// epoll reported the peer's FIN (EPOLLRDHUP): read until EOF even
+    /// after a short read, which would otherwise end reading for this edge.
+    pub hup: bool,
     /// Close once `wbuf` is flushed.
     pub closing: bool,
     /// Waiting for a deferred reply (SYNC); input is not processed.
@@ -59,6 +62,7 @@ impl Conn {
             wpos: 0,
             want_read: true,
             read_closed: false,
+            hup: false,
             closing: false,
             deferred: false,
             pending: false,

@@ -154,6 +154,7 @@ impl Worker {
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                             if let Some(c) = self.conn(i) {
                                 c.want_read = true;
+                                c.hup |= ev.is_read_closed() || ev.is_error();
                             }
                             self.drive(i);
                         }
@@ -312,7 +313,7 @@ impl Worker {
                     } else {
                         true
                     };
-                    if !full {
+                    if !full && !conn.hup {
                         conn.want_read = false;
                     }
                     if from_scratch {

@@ -1,0 +1,209 @@
+//! Process-level behaviour of the real binary: concurrency, limits, bind
+//! conflicts, signals, configuration errors.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Server, bin, cmd, expect};
+
+#[test]
+fn concurrent_increments_are_atomic() {
+    let server = Server::start(&[]);
+    let addr = server.addr;
+    let clients: Vec<_> = (0..200)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut s = std::net::TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(common::DEADLINE)).unwrap();
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut line = String::new();
+                // 500 INCs in pipelined chunks of 50.
+                for _ in 0..10 {
+                    s.write_all(&b"INC counter\r\n".repeat(50)).unwrap();
+                    for _ in 0..50 {
+                        line.clear();
+                        r.read_line(&mut line).unwrap();
+                        assert!(line.starts_with("VALUE "), "{line}");
+                    }
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let mut s = server.connect();
+    assert_eq!(cmd(&mut s, "GET counter"), "VALUE 100000");
+}
+
+#[test]
+fn second_instance_on_a_busy_port_exits_1() {
+    let server = Server::start(&[]);
+    let out = Command::new(bin())
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &server.addr.port().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("Error: ") && err.contains("address in use"),
+        "{err}"
+    );
+    // The first one is unaffected.
+    let mut s = server.connect();
+    expect(&mut s, b"PING\r\n", b"PONG\r\n");
+}
+
+#[test]
+fn sigterm_and_sigint_exit_0_promptly() {
+    for sig in ["TERM", "INT"] {
+        let mut server = Server::start(&[]);
+        let mut s = server.connect();
+        expect(&mut s, b"SET a 1\r\n", b"OK\r\n");
+        let t = Instant::now();
+        server.signal(sig);
+        let status = server.wait_exit(Duration::from_secs(5)).expect("exits");
+        assert!(status.success(), "SIG{sig}: {status:?}");
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "SIG{sig} took {:?}",
+            t.elapsed()
+        );
+        // The port is free again at once.
+        let again = Command::new(bin())
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &server.addr.port().to_string(),
+                "--version",
+            ])
+            .output()
+            .unwrap();
+        assert!(again.status.success());
+    }
+}
+
+#[test]
+fn shutdown_answers_ok_and_drops_pipelined_rest() {
+    let mut server = Server::start(&[]);
+    let mut other = server.connect();
+    let mut s = server.connect();
+    s.write_all(b"PING\r\nSHUTDOWN\r\nPING\r\n").unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    assert_eq!(got, b"PONG\r\nOK\r\n");
+    let status = server.wait_exit(Duration::from_secs(5)).expect("exits");
+    assert!(status.success());
+    let mut sink = Vec::new();
+    let _ = other.read_to_end(&mut sink);
+}
+
+#[test]
+fn max_connections_is_enforced_with_an_error() {
+    let server = Server::start_with(&[], &[("MERKLE_KV_NETWORK_MAX_CONNECTIONS", "2")]);
+    let mut a = server.connect();
+    let mut b = server.connect();
+    expect(&mut a, b"PING\r\n", b"PONG\r\n");
+    expect(&mut b, b"PING\r\n", b"PONG\r\n");
+    let mut c = server.connect();
+    let mut got = Vec::new();
+    let _ = c.read_to_end(&mut got);
+    assert_eq!(got, b"ERROR max connections reached\r\n");
+    drop(a);
+    assert!(common::wait_until(common::DEADLINE, || {
+        let mut d = server.connect();
+        let _ = d.write_all(b"PING\r\n");
+        let mut buf = [0u8; 6];
+        d.read_exact(&mut buf).is_ok() && &buf == b"PONG\r\n"
+    }));
+}
+
+#[test]
+fn many_connections_and_churn() {
+    let server = Server::start(&[]);
+    let mut conns: Vec<_> = (0..300).map(|_| server.connect()).collect();
+    for (i, c) in conns.iter_mut().enumerate() {
+        expect(c, format!("SET c{i} {i}\r\n").as_bytes(), b"OK\r\n");
+    }
+    drop(conns);
+    for i in 0..300 {
+        let mut c = server.connect();
+        expect(
+            &mut c,
+            format!("GET c{i}\r\n").as_bytes(),
+            format!("VALUE {i}\r\n").as_bytes(),
+        );
+    }
+}
+
+fn run_err(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(bin());
+    cmd.args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{args:?} {env:?}");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.starts_with("Error: "), "{err}");
+    err
+}
+
+#[test]
+fn bad_configuration_exits_1_naming_the_problem() {
+    let dir = std::env::temp_dir().join(format!("mkv-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = |name: &str, body: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, body).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let err = run_err(&["--config", "/nonexistent/merklekv.toml"], &[]);
+    assert!(
+        err.contains("configuration file \"/nonexistent/merklekv.toml\" not found"),
+        "{err}"
+    );
+    let bad_port = p("port.toml", "host = \"127.0.0.1\"\nport = 70000\n");
+    let err = run_err(&["--config", &bad_port], &[]);
+    assert!(err.contains("port") && err.contains("port.toml"), "{err}");
+    let bad_toml = p("syntax.toml", "host = \"127.0.0.1\"\nport = = 1\n");
+    let err = run_err(&["--config", &bad_toml], &[]);
+    assert!(err.contains("syntax.toml") && err.contains('2'), "{err}");
+    let bad_engine = p(
+        "engine.toml",
+        "host = \"127.0.0.1\"\nport = 7379\nengine = \"rocks\"\n",
+    );
+    let err = run_err(&["--config", &bad_engine], &[]);
+    assert!(err.contains("Unknown engine type 'rocks'"), "{err}");
+    assert!(err.contains("Available engines: rwlock, kv, sled"), "{err}");
+    let err = run_err(&[], &[("MERKLE_KV_NETWORK_BIND_PORT", "abc")]);
+    assert!(err.contains("MERKLE_KV_NETWORK_BIND_PORT"), "{err}");
+    let err = run_err(&["--frobnicate"], &[]);
+    assert!(
+        err.contains("--frobnicate") && err.contains("Usage"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn help_and_version() {
+    let out = Command::new(bin()).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "merklekv 0.1.0"
+    );
+    let out = Command::new(bin()).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--config"));
+}
