@@ -1574,6 +1574,21 @@ mod proptests {
         }
 
         #[test]
+        fn trim_matches_std_trim(s in "[ \t\r\x0b\x0ca\u{a0}\u{85}\u{3000}\u{2028}é☃]{0,12}") {
+            prop_assert_eq!(trim_ws(&s), s.trim());
+        }
+
+        #[test]
+        fn keyword_case_folding_is_unicode_uppercase(
+            s in "[a-zA-Z\u{17f}\u{131}\u{df}\u{fb00}-\u{fb06}é]{0,12}"
+        ) {
+            let mut buf = [0; KW_MAX];
+            let upper = s.to_uppercase();
+            let expected = (upper.is_ascii() && upper.len() <= KW_MAX).then_some(upper.as_bytes());
+            prop_assert_eq!(upper_ascii(&s, &mut buf), expected);
+        }
+
+        #[test]
         fn random_bytes_never_panic(buf in proptest::collection::vec(any::<u8>(), 0..256)) {
             drive(&buf);
         }
