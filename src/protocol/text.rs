@@ -21,12 +21,14 @@
 //! 3. **Parsing** (§2), on `T` = the line trimmed of Unicode whitespace at
 //!    both ends (ASCII fast path):
 //!    * empty → `Empty command`;
-//!    * no SP → single word: TAB check, case-insensitive keyword lookup,
+//!    * find the first SP or TAB (8 bytes at a time): a TAB first is the
+//!      command-word TAB error (it lies in the single word, or in `C`);
+//!    * no SP → single word: case-insensitive keyword lookup,
 //!      `<U> command requires arguments`, argument-less commands, or
 //!      `Unknown command: <T>`;
 //!    * otherwise split at the first SP into the command word `C` and the
-//!      rest `R`: TAB check on `C`, keyword lookup, then one small helper
-//!      per argument style (one-token, key+rest, words, verbatim).
+//!      rest `R`: keyword lookup, then one small helper per argument style
+//!      (one-token, key+rest, words, verbatim).
 //!
 //! # Invariants
 //!
@@ -92,9 +94,12 @@ fn parse_request(line: &str) -> Result<Command<'_>, ParseError> {
     if t.is_empty() {
         return Err(fixed("Empty command"));
     }
-    match t.split_once(' ') {
+    // §2 steps 3.1 and 4.1 in one scan: a TAB before any SP means the
+    // single word, or the command word before the first SP, has a TAB.
+    match split_at_sep(t) {
         None => single_word(t),
-        Some((c, r)) => with_args(c, r),
+        Some((_, Sep::Tab, _)) => Err(fixed(TAB_IN_COMMAND)),
+        Some((c, Sep::Sp, r)) => with_args(c, r),
     }
 }
 
@@ -154,6 +159,58 @@ fn has_sp(s: &str) -> bool {
     memchr::memchr(b' ', s.as_bytes()).is_some()
 }
 
+/// The separator bytes of §2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sep {
+    Sp,
+    Tab,
+}
+
+const LOW_BITS: u64 = u64::from_ne_bytes([0x01; 8]);
+const HIGH_BITS: u64 = u64::from_ne_bytes([0x80; 8]);
+
+/// Whether one of the 8 bytes of `word` is an SP or a TAB (the classic
+/// "has a zero byte" test on `word ^ SP…` and `word ^ TAB…`).
+#[inline]
+fn has_sp_or_tab(word: u64) -> bool {
+    let zero_byte = |x: u64| x.wrapping_sub(LOW_BITS) & !x & HIGH_BITS != 0;
+    zero_byte(word ^ (LOW_BITS * u64::from(b' ')))
+        || zero_byte(word ^ (LOW_BITS * u64::from(b'\t')))
+}
+
+/// Splits `s` around its first SP or TAB: (before, which, after).
+#[inline]
+fn split_at_sep(s: &str) -> Option<(&str, Sep, &str)> {
+    let (i, sep) = find_sp_or_tab(s)?;
+    // SP and TAB are ASCII, so both sides are char boundaries.
+    let (head, tail) = s.split_at_checked(i)?;
+    Some((head, sep, tail.get(1..)?))
+}
+
+/// Index and kind of the first SP or TAB in `s`. Skips 8 bytes at a time
+/// (SWAR), then looks at single bytes: command words and keys are short,
+/// so memchr's setup would cost more than the whole scan.
+#[inline]
+fn find_sp_or_tab(s: &str) -> Option<(usize, Sep)> {
+    let bytes = s.as_bytes();
+    let (chunks, _) = bytes.as_chunks::<8>();
+    let start = 8 * chunks
+        .iter()
+        .take_while(|chunk| !has_sp_or_tab(u64::from_ne_bytes(**chunk)))
+        .count();
+    // The flagged chunk, or the tail: at most 8 bytes.
+    let window = bytes.get(start..).unwrap_or_default();
+    window
+        .iter()
+        .take(8)
+        .enumerate()
+        .find_map(|(j, &b)| match b {
+            b' ' => Some((start + j, Sep::Sp)),
+            b'\t' => Some((start + j, Sep::Tab)),
+            _ => None,
+        })
+}
+
 /// Longest keyword (`REPLICATE`).
 const KW_MAX: usize = 9;
 
@@ -161,12 +218,19 @@ const KW_MAX: usize = 9;
 /// or `None` if it is longer than [`KW_MAX`] bytes or not pure ASCII — such
 /// a word matches no keyword. Non-ASCII input can still match: `ſet` → `SET`,
 /// `ﬂushdb` → `FLUSHDB`.
+#[inline]
 fn upper_ascii<'b>(word: &str, out: &'b mut [u8; KW_MAX]) -> Option<&'b [u8]> {
-    if word.is_ascii() {
-        let dst = out.get_mut(..word.len())?;
-        for (d, s) in dst.iter_mut().zip(word.as_bytes()) {
-            *d = s.to_ascii_uppercase();
-        }
+    let bytes = word.as_bytes();
+    // Non-ASCII chars whose uppercase is ASCII take at most 2 bytes per
+    // uppercase char (`ſ` → `S`, `ı` → `I`, `ﬀ` → `FF`), so a longer word
+    // cannot fit (checked by the `keyword_case_folding…` property test).
+    if bytes.len() > 2 * KW_MAX {
+        return None;
+    }
+    if bytes.is_ascii() {
+        let dst = out.get_mut(..bytes.len())?;
+        dst.copy_from_slice(bytes);
+        dst.make_ascii_uppercase();
         return Some(dst);
     }
     let mut n = 0;
@@ -221,6 +285,7 @@ enum Kw {
     Replicate,
 }
 
+#[inline]
 fn keyword(word: &str) -> Option<Kw> {
     let mut buf = [0; KW_MAX];
     Some(match upper_ascii(word, &mut buf)? {
@@ -260,10 +325,8 @@ fn keyword(word: &str) -> Option<Kw> {
 // ---------------------------------------------------------------------------
 // §2 step 3: a single word.
 
+/// `t`: the trimmed line, without SP or TAB.
 fn single_word(t: &str) -> Result<Command<'_>, ParseError> {
-    if has_tab(t) {
-        return Err(fixed(TAB_IN_COMMAND));
-    }
     let requires = |text| Err(fixed(text));
     match keyword(t) {
         Some(Kw::Get) => requires("GET command requires arguments"),
@@ -304,12 +367,10 @@ fn single_word(t: &str) -> Result<Command<'_>, ParseError> {
 }
 
 // ---------------------------------------------------------------------------
-// §2 step 4: command word `c`, first SP, rest `r` (non-empty, no trailing WS).
+// §2 step 4: command word `c` (without TAB), first SP, rest `r` (non-empty,
+// no trailing WS).
 
 fn with_args<'a>(c: &'a str, r: &'a str) -> Result<Command<'a>, ParseError> {
-    if has_tab(c) {
-        return Err(fixed(TAB_IN_COMMAND));
-    }
     let Some(kw) = keyword(c) else {
         return Err(unknown_command(c));
     };
@@ -356,17 +417,17 @@ fn with_args<'a>(c: &'a str, r: &'a str) -> Result<Command<'a>, ParseError> {
 /// **one-token**: `r` is the argument; an SP in it is the "accepts only one
 /// argument" error, a TAB is `tab_err`. When both occur the SP error wins
 /// (the spec does not order them; this is the order the style table lists).
+#[inline]
 fn one_token<'a>(
     r: &'a str,
     too_many: &'static str,
     tab_err: &'static str,
 ) -> Result<&'a str, ParseError> {
-    if has_sp(r) {
-        Err(fixed(too_many))
-    } else if has_tab(r) {
-        Err(fixed(tab_err))
-    } else {
-        Ok(r)
+    match split_at_sep(r) {
+        None => Ok(r),
+        Some((_, Sep::Sp, _)) => Err(fixed(too_many)),
+        Some((_, Sep::Tab, rest)) if has_sp(rest) => Err(fixed(too_many)),
+        Some((_, Sep::Tab, _)) => Err(fixed(tab_err)),
     }
 }
 
@@ -391,17 +452,17 @@ const PREPEND_ERRORS: KeyValueErrors = KeyValueErrors {
 
 /// **key+rest**: key = `r` up to its first SP, value = everything after it,
 /// verbatim (leading spaces, TABs, quotes kept).
+#[inline]
 fn key_value<'a>(r: &'a str, errs: &KeyValueErrors) -> Result<(&'a [u8], &'a [u8]), ParseError> {
-    let Some((key, value)) = r.split_once(' ') else {
-        return Err(fixed(errs.missing));
-    };
-    if key.is_empty() {
-        return Err(fixed(errs.empty_key));
+    // Scan to the first SP or TAB: a TAB first means the key (which ends at
+    // the first SP) holds a TAB, if there is an SP at all.
+    match split_at_sep(r) {
+        None => Err(fixed(errs.missing)),
+        Some((_, Sep::Tab, rest)) if has_sp(rest) => Err(fixed(TAB_IN_KEY)),
+        Some((_, Sep::Tab, _)) => Err(fixed(errs.missing)),
+        Some(("", Sep::Sp, _)) => Err(fixed(errs.empty_key)),
+        Some((key, Sep::Sp, value)) => Ok((key.as_bytes(), value.as_bytes())),
     }
-    if has_tab(key) {
-        return Err(fixed(TAB_IN_KEY));
-    }
-    Ok((key.as_bytes(), value.as_bytes()))
 }
 
 /// `DEL`/`DELETE`: one-token, returned as `Args::Words(r)` holding exactly
@@ -412,6 +473,7 @@ fn key_value<'a>(r: &'a str, errs: &KeyValueErrors) -> Result<(&'a [u8], &'a [u8
 /// several keys. Such a line is rejected with the "accepts only one
 /// argument" text instead of deleting the wrong keys (deviation: such keys,
 /// storable with SET, cannot be deleted through the text protocol).
+#[inline]
 fn delete(r: &str) -> Result<Command<'_>, ParseError> {
     const TOO_MANY: &str = "DELETE command accepts only one argument";
     let key = one_token(r, TOO_MANY, TAB_IN_KEY)?;
@@ -442,6 +504,7 @@ fn mset(r: &str) -> Result<Command<'_>, ParseError> {
 }
 
 /// **verbatim** for PING/ECHO: `r` as is, TAB rejected.
+#[inline]
 fn verbatim(r: &str) -> Result<&[u8], ParseError> {
     if has_tab(r) {
         Err(fixed(TAB_IN_MESSAGE))
@@ -1573,6 +1636,31 @@ mod proptests {
         #[test]
         fn random_streams_keep_the_framing_contract(buf in stream()) {
             drive(&buf);
+        }
+
+        #[test]
+        fn trim_matches_std_trim(s in "[ \t\r\x0b\x0ca\u{a0}\u{85}\u{3000}\u{2028}é☃]{0,12}") {
+            prop_assert_eq!(trim_ws(&s), s.trim());
+        }
+
+        #[test]
+        fn keyword_case_folding_is_unicode_uppercase(
+            s in "[a-zA-Z\u{17f}\u{131}\u{df}\u{fb00}-\u{fb06}é]{0,12}"
+        ) {
+            let mut buf = [0; KW_MAX];
+            let upper = s.to_uppercase();
+            let expected = (upper.is_ascii() && upper.len() <= KW_MAX).then_some(upper.as_bytes());
+            prop_assert_eq!(upper_ascii(&s, &mut buf), expected);
+        }
+
+        #[test]
+        fn swar_scan_matches_naive(s in "[a \t\u{a0}é]{0,40}") {
+            let naive = s.bytes().enumerate().find_map(|(i, b)| match b {
+                b' ' => Some((i, Sep::Sp)),
+                b'\t' => Some((i, Sep::Tab)),
+                _ => None,
+            });
+            prop_assert_eq!(find_sp_or_tab(&s), naive);
         }
 
         #[test]
