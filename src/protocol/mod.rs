@@ -107,6 +107,8 @@ pub enum ReplicateAction {
 pub enum Args<'a> {
     /// Tokens separated by runs of Unicode whitespace (`str::split_whitespace`).
     Words(&'a str),
+    /// Exactly one argument, taken verbatim (it may contain whitespace).
+    One(&'a [u8]),
     /// Already separated arguments.
     List(&'a [&'a [u8]]),
     /// Arguments as `(start, end)` byte ranges of a buffer (RESP framing).
@@ -118,6 +120,7 @@ impl<'a> Args<'a> {
     pub fn iter(&self) -> ArgsIter<'a> {
         match *self {
             Args::Words(s) => ArgsIter::Words(s.split_whitespace()),
+            Args::One(a) => ArgsIter::One(Some(a)),
             Args::List(l) => ArgsIter::List(l.iter()),
             Args::Spans(b, s) => ArgsIter::Spans(b, s.iter()),
         }
@@ -127,6 +130,7 @@ impl<'a> Args<'a> {
     pub fn len(&self) -> usize {
         match *self {
             Args::Words(s) => s.split_whitespace().count(),
+            Args::One(_) => 1,
             Args::List(l) => l.len(),
             Args::Spans(_, s) => s.len(),
         }
@@ -141,6 +145,7 @@ impl<'a> Args<'a> {
 /// Iterator returned by [`Args::iter`].
 pub enum ArgsIter<'a> {
     Words(std::str::SplitWhitespace<'a>),
+    One(Option<&'a [u8]>),
     List(std::slice::Iter<'a, &'a [u8]>),
     Spans(&'a [u8], std::slice::Iter<'a, (u32, u32)>),
 }
@@ -152,6 +157,7 @@ impl<'a> Iterator for ArgsIter<'a> {
     fn next(&mut self) -> Option<&'a [u8]> {
         match self {
             ArgsIter::Words(w) => w.next().map(str::as_bytes),
+            ArgsIter::One(a) => a.take(),
             ArgsIter::List(l) => l.next().copied(),
             ArgsIter::Spans(b, s) => s.next().map(|&(a, e)| &b[a as usize..e as usize]),
         }

@@ -468,19 +468,14 @@ fn key_value<'a>(r: &'a str, errs: &KeyValueErrors) -> Result<(&'a [u8], &'a [u8
 /// `DEL`/`DELETE`: one-token, returned as `Args::Words(r)` holding exactly
 /// one word.
 ///
-/// `Args::Words` splits on all Unicode whitespace, so a one-token key that
-/// contains non-SP whitespace (VT, CR, NBSP, …) would reach the executor as
-/// several keys. Such a line is rejected with the "accepts only one
-/// argument" text instead of deleting the wrong keys (deviation: such keys,
-/// storable with SET, cannot be deleted through the text protocol).
+/// The key is one token split at SP only, so it may contain other
+/// whitespace (NBSP, VT, a lone CR) exactly like a key stored by SET; it is
+/// passed as `Args::One`, never re-split.
 #[inline]
 fn delete(r: &str) -> Result<Command<'_>, ParseError> {
     const TOO_MANY: &str = "DELETE command accepts only one argument";
     let key = one_token(r, TOO_MANY, TAB_IN_KEY)?;
-    if key.contains(char::is_whitespace) {
-        return Err(fixed(TOO_MANY));
-    }
-    Ok(Command::Delete(Args::Words(key)))
+    Ok(Command::Delete(Args::One(key.as_bytes())))
 }
 
 /// **words** for MGET/EXISTS. `r` always holds a word (see module
@@ -704,8 +699,8 @@ mod tests {
         assert_eq!(req("APPEND g  World!\r\n"), Append(b"g", b" World!"));
         assert_eq!(req("PREPEND g Hi, \r\n"), Prepend(b"g", b"Hi,"));
         assert_eq!(req("APPEND g \"\"\r\n"), Append(b"g", b"\"\""));
-        assert_eq!(req("DEL g\r\n"), Delete(words("g")));
-        assert_eq!(req("DELETE g\r\n"), Delete(words("g")));
+        assert_eq!(req("DEL g\r\n"), Delete(Args::One(b"g")));
+        assert_eq!(req("DELETE g\r\n"), Delete(Args::One(b"g")));
         assert_eq!(req("TRUNCATE\r\n"), Truncate);
         assert_eq!(req("MSET a 1 b 2\r\n"), MSet(words("a 1 b 2")));
         assert_eq!(req("MGET a b zz\r\n"), MGet(words("a b zz")));
@@ -745,7 +740,7 @@ mod tests {
             vec![
                 (Command::Set(b"a", b"1"), 9),
                 (Command::Get(b"a"), 7),
-                (Command::Delete(Args::Words("a")), 7),
+                (Command::Delete(Args::One(b"a")), 7),
             ]
         );
         assert_eq!(pos, buf.len());
@@ -1117,14 +1112,15 @@ mod tests {
     #[test]
     fn delete_one_token() {
         let too_many = "DELETE command accepts only one argument";
-        assert_eq!(req("del k\r\n"), Command::Delete(Args::Words("k")));
+        assert_eq!(req("del k\r\n"), Command::Delete(Args::One(b"k")));
         assert_eq!(err("DEL a b\r\n"), too_many);
         assert_eq!(err("DELETE a b\r\n"), too_many);
         assert_eq!(err("DEL  a\r\n"), too_many);
-        // Non-SP whitespace would make Args::Words several keys: rejected.
-        assert_eq!(err("DEL a\u{a0}b\r\n"), too_many);
-        assert_eq!(err("DEL a\rb\r\n"), too_many);
-        assert_eq!(err("DEL \u{a0}a\r\n"), too_many);
+        // Keys may hold non-SP whitespace, as with SET: one verbatim key.
+        let one = |k: &'static str| Command::Delete(Args::One(k.as_bytes()));
+        assert_eq!(req("DEL a\u{a0}b\r\n"), one("a\u{a0}b"));
+        assert_eq!(req("DEL a\rb\r\n"), one("a\rb"));
+        assert_eq!(req("DEL \u{a0}a\r\n"), one("\u{a0}a"));
     }
 
     #[test]
