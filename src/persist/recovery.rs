@@ -1,0 +1,466 @@
+//! Crash recovery: newest valid snapshot + every later log segment.
+//!
+//! 1. List the directory. Leftover temporary snapshots are deleted (they
+//!    never replaced anything). Files that are not ours make startup fail
+//!    when nothing of ours is there (never mistake a foreign directory,
+//!    e.g. a 1.x sled directory, for an empty store).
+//! 2. Pick the newest snapshot whose header is valid (an unreadable one is
+//!    renamed `*.corrupt` and the next older one is tried). Segments of
+//!    older epochs are covered by it and ignored.
+//! 3. Pass 1 over the segments: validate every record, find the torn or
+//!    corrupt tail of each, and the largest clear floor.
+//! 4. Load the snapshot, then replay the segments, applying every put and
+//!    tombstone stamped above the floor with last-writer-wins
+//!    (`Store::apply`, which also advances the clocks). Order across
+//!    segments does not matter: LWW is commutative, and the floor makes
+//!    clears order independent (`store::durable`).
+//! 5. Cut damage: a torn tail is truncated; a corrupt record stops its
+//!    segment there (the records behind it are not replayed: resyncing
+//!    could accept a forged frame inside a value), the file is kept as
+//!    `<name>.corrupt`, and the segment is truncated. One warning line per
+//!    damaged file says how many bytes and records were dropped.
+//!
+//! Startup fails only when the directory holds our files but none of them
+//! is readable, or only foreign files: never silently start empty on top
+//! of data.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::PersistError;
+use super::log::{LOG_MAGIC, parse_segment_name};
+use super::record::{Damage, Item, Kind, Reader, count_after};
+use super::snapshot::{SNAP_MAGIC, parse_snapshot_name};
+use crate::store::Store;
+
+/// What recovery found and did.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryReport {
+    /// The snapshot loaded, if any.
+    pub snapshot: Option<PathBuf>,
+    /// Entries read from the snapshot.
+    pub snapshot_entries: u64,
+    /// Put/tombstone records read from log segments.
+    pub log_records: u64,
+    /// Segments replayed.
+    pub segments: usize,
+    /// Records skipped because a later clear (FLUSHDB) covers them.
+    pub cleared: u64,
+    /// Bytes and intact-looking records dropped at damage.
+    pub dropped_bytes: u64,
+    pub dropped_records: u64,
+    /// Files with damage.
+    pub damaged_files: usize,
+    /// Wall time of the whole recovery.
+    pub duration: Duration,
+    /// First epoch the new process writes.
+    pub next_epoch: u64,
+    /// Bytes of the segments kept (not covered by a snapshot).
+    pub log_bytes: u64,
+}
+
+impl RecoveryReport {
+    /// Data records read (snapshot entries + log records).
+    pub fn records(&self) -> u64 {
+        self.snapshot_entries + self.log_records
+    }
+}
+
+/// Pass-1 result for one segment.
+struct Segment {
+    path: PathBuf,
+    /// Bytes of intact records (including the header).
+    valid: u64,
+    len: u64,
+    /// Header missing (file empty or torn while being created).
+    headerless: bool,
+    damage: Option<(u64, Damage, u64)>,
+}
+
+fn io_at(p: &Path) -> impl FnOnce(io::Error) -> PersistError + '_ {
+    move |e| PersistError::Io(p.to_path_buf(), e)
+}
+
+fn open(p: &Path) -> Result<(File, u64), PersistError> {
+    let f = File::open(p).map_err(io_at(p))?;
+    let len = f.metadata().map_err(io_at(p))?.len();
+    Ok((f, len))
+}
+
+/// Outcome of reading a file's header record.
+enum Header {
+    Ok(u64),
+    /// The file ends before its header is complete.
+    Torn,
+    Invalid(String),
+}
+
+fn read_header(r: &mut Reader<File>, magic: &[u8]) -> io::Result<Header> {
+    Ok(match r.next_item()? {
+        Item::End => Header::Torn,
+        Item::Damaged {
+            damage: Damage::Torn,
+            ..
+        } => Header::Torn,
+        Item::Damaged {
+            damage: Damage::Corrupt(why),
+            ..
+        } => Header::Invalid(why.to_string()),
+        Item::Rec(h) if h.kind == Kind::Header && h.key == magic => {
+            if h.version.node != super::record::FORMAT {
+                Header::Invalid(format!("unsupported format version {}", h.version.node))
+            } else {
+                Header::Ok(h.version.hlc)
+            }
+        }
+        Item::Rec(_) => Header::Invalid("not a MerkleKV file header".to_string()),
+    })
+}
+
+/// Directory contents by kind.
+#[derive(Default)]
+struct Listing {
+    snapshots: Vec<(u64, PathBuf)>,
+    segments: Vec<(u64, PathBuf)>,
+    foreign: Vec<String>,
+}
+
+fn list(dir: &Path) -> Result<Listing, PersistError> {
+    let mut l = Listing::default();
+    for e in std::fs::read_dir(dir).map_err(io_at(dir))? {
+        let e = e.map_err(io_at(dir))?;
+        let name = e.file_name();
+        let Some(name) = name.to_str() else {
+            l.foreign.push(name.to_string_lossy().into_owned());
+            continue;
+        };
+        if let Some(ep) = parse_snapshot_name(name) {
+            l.snapshots.push((ep, e.path()));
+        } else if let Some(ep) = parse_segment_name(name) {
+            l.segments.push((ep, e.path()));
+        } else if name.starts_with("snap-") && name.ends_with(".tmp") {
+            // An unfinished snapshot: it never replaced anything.
+            let _ = std::fs::remove_file(e.path());
+        } else if name == super::LOCK_FILE || name.ends_with(".corrupt") || name == "lost+found" {
+        } else {
+            l.foreign.push(name.to_string());
+        }
+    }
+    l.snapshots.sort();
+    l.segments.sort();
+    Ok(l)
+}
+
+fn rename_corrupt(p: &Path) -> PathBuf {
+    let mut target = p.as_os_str().to_owned();
+    target.push(".corrupt");
+    let target = PathBuf::from(target);
+    if let Err(e) = std::fs::rename(p, &target) {
+        log::warn!("persistence: cannot rename {}: {e}", p.display());
+    }
+    target
+}
+
+fn copy_corrupt(p: &Path) -> PathBuf {
+    let mut target = p.as_os_str().to_owned();
+    target.push(".corrupt");
+    let target = PathBuf::from(target);
+    if let Err(e) = std::fs::copy(p, &target) {
+        log::warn!("persistence: cannot keep a copy of {}: {e}", p.display());
+    }
+    target
+}
+
+/// Pass 1 over one segment (no changes to the file).
+fn scan_segment(
+    path: &Path,
+    floor: &mut Option<u64>,
+) -> Result<Result<Segment, String>, PersistError> {
+    let (f, len) = open(path)?;
+    let mut r = Reader::new(f, len);
+    let mut seg = Segment {
+        path: path.to_path_buf(),
+        valid: 0,
+        len,
+        headerless: false,
+        damage: None,
+    };
+    match read_header(&mut r, LOG_MAGIC).map_err(io_at(path))? {
+        Header::Ok(_) => {}
+        Header::Torn => {
+            seg.headerless = true;
+            if len > 0 {
+                seg.damage = Some((0, Damage::Torn, 0));
+            }
+            return Ok(Ok(seg));
+        }
+        Header::Invalid(why) => return Ok(Err(why)),
+    }
+    loop {
+        seg.valid = r.offset();
+        match r.next_item().map_err(io_at(path))? {
+            Item::Rec(rec) => match rec.kind {
+                Kind::Put | Kind::Tombstone => {}
+                Kind::Clear => *floor = (*floor).max(Some(rec.version.hlc)),
+                Kind::Header | Kind::End => {
+                    seg.damage = Some((seg.valid, Damage::Corrupt("unexpected record"), 0));
+                    return Ok(Ok(seg));
+                }
+            },
+            Item::End => return Ok(Ok(seg)),
+            Item::Damaged {
+                offset,
+                damage,
+                frame,
+            } => {
+                let after = match damage {
+                    Damage::Corrupt(_) => count_after(&mut r, frame),
+                    Damage::Torn => 0,
+                };
+                seg.damage = Some((offset, damage, after));
+                return Ok(Ok(seg));
+            }
+        }
+    }
+}
+
+/// Totals of one replayed file.
+#[derive(Default)]
+struct Replay {
+    records: u64,
+    cleared: u64,
+    max_stamp: u64,
+}
+
+/// Applies the puts and tombstones of `r` stamped above `floor`.
+/// Returns the damage that stopped it, if any (snapshots only: segments
+/// are replayed up to their validated length).
+fn replay(
+    r: &mut Reader<File>,
+    store: &Store,
+    floor: Option<u64>,
+    snapshot: bool,
+    out: &mut Replay,
+) -> io::Result<Option<(u64, Damage, Option<u64>)>> {
+    loop {
+        let at = r.offset();
+        match r.next_item()? {
+            Item::Rec(rec) => match rec.kind {
+                Kind::Put | Kind::Tombstone => {
+                    out.records += 1;
+                    out.max_stamp = out.max_stamp.max(rec.stamp);
+                    if floor.is_some_and(|f| rec.stamp <= f) {
+                        out.cleared += 1;
+                    } else {
+                        store.apply(rec.key, rec.store_value(), rec.version);
+                    }
+                }
+                Kind::Clear if !snapshot => {}
+                Kind::End if snapshot => {
+                    if rec.version.hlc != out.records {
+                        return Ok(Some((at, Damage::Corrupt("entry count mismatch"), None)));
+                    }
+                    return Ok(match r.next_item()? {
+                        Item::End => None,
+                        _ => Some((r.offset(), Damage::Corrupt("data after end record"), None)),
+                    });
+                }
+                _ => return Ok(Some((at, Damage::Corrupt("unexpected record"), None))),
+            },
+            Item::End if snapshot => {
+                return Ok(Some((at, Damage::Corrupt("missing end record"), None)));
+            }
+            Item::End => return Ok(None),
+            Item::Damaged {
+                offset,
+                damage,
+                frame,
+            } => return Ok(Some((offset, damage, frame))),
+        }
+    }
+}
+
+fn describe(damage: Damage) -> String {
+    match damage {
+        Damage::Torn => "torn tail (interrupted append)".to_string(),
+        Damage::Corrupt(why) => format!("corrupt record ({why})"),
+    }
+}
+
+/// Recovers `store` from `dir` (see the module docs).
+pub fn recover(dir: &Path, store: &Store) -> Result<RecoveryReport, PersistError> {
+    let started = Instant::now();
+    let listing = list(dir)?;
+    let mut report = RecoveryReport::default();
+    let max_epoch = listing
+        .snapshots
+        .iter()
+        .chain(&listing.segments)
+        .map(|(e, _)| *e)
+        .max()
+        .unwrap_or(0);
+    report.next_epoch = max_epoch + 1;
+    if listing.snapshots.is_empty() && listing.segments.is_empty() {
+        if !listing.foreign.is_empty() {
+            return Err(PersistError::NotOurs {
+                dir: dir.to_path_buf(),
+                files: listing.foreign,
+            });
+        }
+        report.duration = started.elapsed();
+        return Ok(report);
+    }
+
+    // Newest snapshot with a valid header.
+    let mut invalid: Vec<(PathBuf, String)> = Vec::new();
+    let mut chosen: Option<(u64, PathBuf, Reader<File>)> = None;
+    for (epoch, path) in listing.snapshots.iter().rev() {
+        let (f, len) = open(path)?;
+        let mut r = Reader::new(f, len);
+        match read_header(&mut r, SNAP_MAGIC).map_err(io_at(path))? {
+            Header::Ok(e) if e == *epoch => {
+                chosen = Some((*epoch, path.clone(), r));
+                break;
+            }
+            Header::Ok(e) => invalid.push((path.clone(), format!("header says epoch {e}"))),
+            Header::Torn => invalid.push((path.clone(), "truncated header".to_string())),
+            Header::Invalid(why) => invalid.push((path.clone(), why)),
+        }
+    }
+    let snap_epoch = chosen.as_ref().map_or(0, |c| c.0);
+
+    // Pass 1 over the segments the snapshot does not cover.
+    let mut floor: Option<u64> = None;
+    let mut segments = Vec::new();
+    for (epoch, path) in &listing.segments {
+        if *epoch < snap_epoch {
+            continue;
+        }
+        match scan_segment(path, &mut floor)? {
+            Ok(seg) => segments.push(seg),
+            Err(why) => invalid.push((path.clone(), why)),
+        }
+    }
+    if chosen.is_none() && segments.is_empty() {
+        return Err(PersistError::NothingValid {
+            dir: dir.to_path_buf(),
+            files: invalid
+                .iter()
+                .map(|(p, why)| format!("{}: {why}", p.display()))
+                .collect(),
+        });
+    }
+    for (path, why) in &invalid {
+        let kept = rename_corrupt(path);
+        report.damaged_files += 1;
+        log::warn!(
+            "persistence: {} is unreadable ({why}); ignored, kept as {}",
+            path.display(),
+            kept.display()
+        );
+    }
+
+    // Cut damaged segments before replaying them.
+    for seg in &segments {
+        let Some((offset, damage, after)) = seg.damage else {
+            continue;
+        };
+        report.damaged_files += 1;
+        let dropped = seg.len - offset;
+        report.dropped_bytes += dropped;
+        let records = match damage {
+            Damage::Torn => 0,
+            Damage::Corrupt(_) => 1 + after,
+        };
+        report.dropped_records += records;
+        let kept = matches!(damage, Damage::Corrupt(_)).then(|| copy_corrupt(&seg.path));
+        log::warn!(
+            "persistence: log segment {}: {} at offset {offset}: dropped {dropped} bytes and {records} records{}",
+            seg.path.display(),
+            describe(damage),
+            kept.map(|k| format!(
+                " (1 damaged + {after} intact after it; original kept as {})",
+                k.display()
+            ))
+            .unwrap_or_default()
+        );
+        let res = if seg.headerless {
+            std::fs::remove_file(&seg.path)
+        } else {
+            OpenOptions::new()
+                .write(true)
+                .open(&seg.path)
+                .and_then(|f| f.set_len(offset).and_then(|()| f.sync_all()))
+        };
+        res.map_err(io_at(&seg.path))?;
+    }
+
+    // Pass 2: snapshot, then segments.
+    let mut totals = Replay::default();
+    if let Some((_, path, mut r)) = chosen {
+        let mut snap = Replay::default();
+        let damage = replay(&mut r, store, floor, true, &mut snap).map_err(io_at(&path))?;
+        if let Some((offset, damage, frame)) = damage {
+            let after = match damage {
+                Damage::Corrupt(_) => count_after(&mut r, frame),
+                Damage::Torn => 0,
+            };
+            let dropped = r.len().saturating_sub(offset);
+            report.damaged_files += 1;
+            report.dropped_bytes += dropped;
+            report.dropped_records += after;
+            let kept = copy_corrupt(&path);
+            log::warn!(
+                "persistence: snapshot {}: {} at offset {offset}: loaded {} entries before it, dropped {dropped} bytes and {after} intact-looking entries after it; original kept as {}",
+                path.display(),
+                describe(damage),
+                snap.records,
+                kept.display()
+            );
+        }
+        report.snapshot_entries = snap.records;
+        report.snapshot = Some(path);
+        totals.cleared += snap.cleared;
+        totals.max_stamp = totals.max_stamp.max(snap.max_stamp);
+    }
+    for seg in &segments {
+        let valid = match seg.damage {
+            Some((offset, ..)) => offset,
+            None => seg.len,
+        };
+        if seg.headerless {
+            continue;
+        }
+        let (f, _) = open(&seg.path)?;
+        let mut r = Reader::new(f, valid);
+        let _ = r.next_item().map_err(io_at(&seg.path))?; // header, validated in pass 1
+        let mut one = Replay::default();
+        if let Some((offset, damage, _)) =
+            replay(&mut r, store, floor, false, &mut one).map_err(io_at(&seg.path))?
+        {
+            // Validated in pass 1: the file changed under us.
+            return Err(PersistError::Io(
+                seg.path.clone(),
+                io::Error::other(format!(
+                    "{} at offset {offset} on second read",
+                    describe(damage)
+                )),
+            ));
+        }
+        report.log_records += one.records;
+        report.log_bytes += valid;
+        report.segments += 1;
+        totals.cleared += one.cleared;
+        totals.max_stamp = totals.max_stamp.max(one.max_stamp);
+    }
+    report.cleared = totals.cleared;
+    // New writes must be stamped above every replayed clear floor.
+    let advance = totals.max_stamp.max(floor.map_or(0, |f| f + 1));
+    if advance > 0 {
+        store.advance_clocks(advance);
+    }
+    report.duration = started.elapsed();
+    Ok(report)
+}
