@@ -306,11 +306,12 @@ fn crashed_node_with_one_segment(tag: &str, n: usize) -> (Node, PathBuf) {
 fn torn_tail_is_cut_with_one_log_line() {
     let (node, seg) = crashed_node_with_one_segment("torn", 100);
     let len = std::fs::metadata(&seg).unwrap().len();
-    // An interrupted append: a frame header promising 200 body bytes, and
-    // only 10 of them.
+    // An interrupted append: a frame (u32 checksum, u32le body length)
+    // promising 200 body bytes, and only 10 of them.
     let mut tail = Vec::new();
+    tail.extend_from_slice(&[0x5A; 4]);
     tail.extend_from_slice(&200u32.to_le_bytes());
-    tail.extend_from_slice(&[0xAB; 14]);
+    tail.extend_from_slice(&[0xAB; 10]);
     let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
     f.write_all(&tail).unwrap();
     drop(f);
@@ -348,10 +349,10 @@ fn corrupt_record_in_the_middle_stops_that_segment_and_keeps_a_copy() {
     let mut bytes = std::fs::read(&seg).unwrap();
     let original_len = bytes.len();
     // Flip a byte inside the body of the record that holds the middle of
-    // the file (frames start with a u32le body length and a u32 checksum).
+    // the file (frames start with a u32 checksum and a u32le body length).
     let mut at = 0;
     loop {
-        let body = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        let body = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
         if at + 8 + body > original_len / 2 {
             break;
         }
@@ -741,4 +742,42 @@ fn remote_writes_through_the_applier_are_recovered_exactly() {
         Some(&b"late"[..])
     );
     node.shutdown();
+}
+
+#[test]
+fn corrupt_snapshot_loads_its_intact_prefix_and_says_what_was_lost() {
+    let node = Node::new("badsnap", "everysec", 300, 2);
+    let mut server = node.start();
+    let mut s = server.connect();
+    write_sequential(&mut s, 400);
+    assert_eq!(cmd(&mut s, "SHUTDOWN"), "OK");
+    assert!(server.wait_exit(DEADLINE).expect("exits").success());
+    let snaps = node.files(".snap");
+    assert_eq!(snaps.len(), 1);
+    let mut bytes = std::fs::read(&snaps[0]).unwrap();
+    let original_len = bytes.len();
+    let mid = bytes.len() / 2;
+    // Inside a record's body somewhere in the middle: a value byte.
+    let at = mid + bytes[mid..].iter().position(|&b| b == b'-').unwrap() + 1;
+    bytes[at] ^= 0x01;
+    std::fs::write(&snaps[0], &bytes).unwrap();
+
+    let server = node.start();
+    let mut s = server.connect();
+    let err = stderr_of(&server);
+    let line = err
+        .lines()
+        .find(|l| l.contains("snapshot") && l.contains("corrupt record"))
+        .unwrap_or_else(|| panic!("no snapshot damage line in {err}"));
+    let num = |after: &str| -> usize {
+        let rest = &line[line.find(after).unwrap_or_else(|| panic!("{line}")) + after.len()..];
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let loaded = num("loaded ");
+    let lost_after = num("bytes and ");
+    assert_eq!(loaded + 1 + lost_after, 400, "{line}");
+    assert!(loaded > 50 && lost_after > 50, "{line}");
+    assert_eq!(cmd(&mut s, "DBSIZE"), format!("DBSIZE {loaded}"));
+    let copy = PathBuf::from(format!("{}.corrupt", snaps[0].display()));
+    assert_eq!(std::fs::metadata(copy).unwrap().len(), original_len as u64);
 }

@@ -226,31 +226,58 @@ fn scan_segment(
     }
 }
 
-/// Totals of one replayed file.
+/// Which records a replay thread applies: those whose shard is
+/// `index` modulo `count` (threads touch disjoint shards).
+#[derive(Debug, Clone, Copy)]
+struct Part {
+    index: usize,
+    count: usize,
+}
+
+impl Part {
+    fn owns(&self, store: &Store, key: &[u8]) -> bool {
+        self.count == 1 || store.shard_of(key) % self.count == self.index
+    }
+}
+
+/// Totals of one replay thread.
 #[derive(Default)]
 struct Replay {
+    /// Data records read, whoever owns them (a snapshot's end record
+    /// counts them all).
+    seen: u64,
+    /// Data records owned by this thread.
     records: u64,
+    /// Owned records dropped because a clear covers them.
     cleared: u64,
     max_stamp: u64,
 }
 
-/// Applies the puts and tombstones of `r` stamped above `floor`.
-/// Returns the damage that stopped it, if any (snapshots only: segments
-/// are replayed up to their validated length).
+type Stop = Option<(u64, Damage, Option<u64>)>;
+
+/// Applies the puts and tombstones of `r` owned by `part` and stamped
+/// above `floor`. Returns the damage that stopped it, if any (snapshots
+/// only: segments are replayed up to their validated length).
 fn replay(
     r: &mut Reader<File>,
     store: &Store,
     floor: Option<u64>,
     snapshot: bool,
+    part: Part,
     out: &mut Replay,
-) -> io::Result<Option<(u64, Damage, Option<u64>)>> {
-    loop {
+) -> io::Result<Stop> {
+    let mut seen = 0u64;
+    let res = loop {
         let at = r.offset();
         match r.next_item()? {
             Item::Rec(rec) => match rec.kind {
                 Kind::Put | Kind::Tombstone => {
-                    out.records += 1;
+                    seen += 1;
                     out.max_stamp = out.max_stamp.max(rec.stamp);
+                    if !part.owns(store, rec.key) {
+                        continue;
+                    }
+                    out.records += 1;
                     if floor.is_some_and(|f| rec.stamp <= f) {
                         out.cleared += 1;
                     } else {
@@ -259,28 +286,95 @@ fn replay(
                 }
                 Kind::Clear if !snapshot => {}
                 Kind::End if snapshot => {
-                    if rec.version.hlc != out.records {
-                        return Ok(Some((at, Damage::Corrupt("entry count mismatch"), None)));
+                    if rec.version.hlc != seen {
+                        break Some((at, Damage::Corrupt("entry count mismatch"), None));
                     }
-                    return Ok(match r.next_item()? {
+                    break match r.next_item()? {
                         Item::End => None,
                         _ => Some((r.offset(), Damage::Corrupt("data after end record"), None)),
-                    });
+                    };
                 }
-                _ => return Ok(Some((at, Damage::Corrupt("unexpected record"), None))),
+                _ => break Some((at, Damage::Corrupt("unexpected record"), None)),
             },
-            Item::End if snapshot => {
-                return Ok(Some((at, Damage::Corrupt("missing end record"), None)));
-            }
-            Item::End => return Ok(None),
+            Item::End if snapshot => break Some((at, Damage::Corrupt("missing end record"), None)),
+            Item::End => break None,
             Item::Damaged {
                 offset,
                 damage,
                 frame,
-            } => return Ok(Some((offset, damage, frame))),
+            } => break Some((offset, damage, frame)),
+        }
+    };
+    out.seen += seen;
+    Ok(res)
+}
+
+/// What one replay thread did.
+#[derive(Default)]
+struct PartResult {
+    snapshot: Replay,
+    /// Damage in the snapshot and the intact records after it (reported by
+    /// thread 0 only).
+    snapshot_damage: Option<(u64, Damage, u64)>,
+    log: Replay,
+}
+
+/// Replays the snapshot and then every segment, applying `part`'s records.
+fn replay_part(
+    store: &Store,
+    floor: Option<u64>,
+    snapshot: Option<&Path>,
+    segments: &[Segment],
+    part: Part,
+) -> Result<PartResult, PersistError> {
+    let mut res = PartResult::default();
+    if let Some(path) = snapshot {
+        let (f, len) = open(path)?;
+        let mut r = Reader::new(f, len);
+        let _ = r.next_item().map_err(io_at(path))?; // header, checked before
+        let stop =
+            replay(&mut r, store, floor, true, part, &mut res.snapshot).map_err(io_at(path))?;
+        if let Some((offset, damage, frame)) = stop
+            && part.index == 0
+        {
+            let after = match damage {
+                Damage::Corrupt(_) => count_after(&mut r, frame),
+                Damage::Torn => 0,
+            };
+            res.snapshot_damage = Some((offset, damage, after));
         }
     }
+    for seg in segments.iter().filter(|s| !s.headerless) {
+        let valid = seg.damage.map_or(seg.len, |(offset, ..)| offset);
+        let (f, _) = open(&seg.path)?;
+        let mut r = Reader::verified_before(f, valid);
+        let _ = r.next_item().map_err(io_at(&seg.path))?; // header
+        if let Some((offset, damage, _)) =
+            replay(&mut r, store, floor, false, part, &mut res.log).map_err(io_at(&seg.path))?
+        {
+            // Validated in pass 1: the file changed under us.
+            return Err(PersistError::Io(
+                seg.path.clone(),
+                io::Error::other(format!(
+                    "{} at offset {offset} on second read",
+                    describe(damage)
+                )),
+            ));
+        }
+    }
+    Ok(res)
 }
+
+/// Threads used to replay (each applies the records of its own shards).
+fn replay_threads(store: &Store) -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_REPLAY_THREADS)
+        .min(store.shard_count())
+}
+
+/// Upper bound on replay threads.
+const MAX_REPLAY_THREADS: usize = 8;
 
 fn describe(damage: Damage) -> String {
     match damage {
@@ -315,13 +409,13 @@ pub fn recover(dir: &Path, store: &Store) -> Result<RecoveryReport, PersistError
 
     // Newest snapshot with a valid header.
     let mut invalid: Vec<(PathBuf, String)> = Vec::new();
-    let mut chosen: Option<(u64, PathBuf, Reader<File>)> = None;
+    let mut chosen: Option<(u64, PathBuf)> = None;
     for (epoch, path) in listing.snapshots.iter().rev() {
         let (f, len) = open(path)?;
         let mut r = Reader::new(f, len);
         match read_header(&mut r, SNAP_MAGIC).map_err(io_at(path))? {
             Header::Ok(e) if e == *epoch => {
-                chosen = Some((*epoch, path.clone(), r));
+                chosen = Some((*epoch, path.clone()));
                 break;
             }
             Header::Ok(e) => invalid.push((path.clone(), format!("header says epoch {e}"))),
@@ -397,63 +491,56 @@ pub fn recover(dir: &Path, store: &Store) -> Result<RecoveryReport, PersistError
         res.map_err(io_at(&seg.path))?;
     }
 
-    // Pass 2: snapshot, then segments.
+    // Pass 2: snapshot, then segments, one thread per group of shards.
+    let count = replay_threads(store);
+    let snap_path = chosen.as_ref().map(|c| c.1.clone());
+    let parts: Vec<Result<PartResult, PersistError>> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..count)
+            .map(|index| {
+                let part = Part { index, count };
+                let (snap, segments) = (snap_path.as_deref(), &segments[..]);
+                sc.spawn(move || replay_part(store, floor, snap, segments, part))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a replay thread panicked"))
+            .collect()
+    });
     let mut totals = Replay::default();
-    if let Some((_, path, mut r)) = chosen {
-        let mut snap = Replay::default();
-        let damage = replay(&mut r, store, floor, true, &mut snap).map_err(io_at(&path))?;
-        if let Some((offset, damage, frame)) = damage {
-            let after = match damage {
-                Damage::Corrupt(_) => count_after(&mut r, frame),
-                Damage::Torn => 0,
-            };
-            let dropped = r.len().saturating_sub(offset);
+    let mut snap_records = 0;
+    let mut snap_damage = None;
+    for part in parts {
+        let part = part?;
+        snap_records += part.snapshot.records;
+        report.log_records += part.log.records;
+        snap_damage = snap_damage.or(part.snapshot_damage);
+        for r in [&part.snapshot, &part.log] {
+            totals.cleared += r.cleared;
+            totals.max_stamp = totals.max_stamp.max(r.max_stamp);
+        }
+    }
+    if let Some(path) = snap_path {
+        if let Some((offset, damage, after)) = snap_damage {
+            let len = std::fs::metadata(&path).map_or(offset, |m| m.len());
+            let dropped = len.saturating_sub(offset);
             report.damaged_files += 1;
             report.dropped_bytes += dropped;
             report.dropped_records += after;
             let kept = copy_corrupt(&path);
             log::warn!(
-                "persistence: snapshot {}: {} at offset {offset}: loaded {} entries before it, dropped {dropped} bytes and {after} intact-looking entries after it; original kept as {}",
+                "persistence: snapshot {}: {} at offset {offset}: loaded {snap_records} entries before it, dropped {dropped} bytes and {after} intact-looking entries after it; original kept as {}",
                 path.display(),
                 describe(damage),
-                snap.records,
                 kept.display()
             );
         }
-        report.snapshot_entries = snap.records;
         report.snapshot = Some(path);
-        totals.cleared += snap.cleared;
-        totals.max_stamp = totals.max_stamp.max(snap.max_stamp);
     }
-    for seg in &segments {
-        let valid = match seg.damage {
-            Some((offset, ..)) => offset,
-            None => seg.len,
-        };
-        if seg.headerless {
-            continue;
-        }
-        let (f, _) = open(&seg.path)?;
-        let mut r = Reader::new(f, valid);
-        let _ = r.next_item().map_err(io_at(&seg.path))?; // header, validated in pass 1
-        let mut one = Replay::default();
-        if let Some((offset, damage, _)) =
-            replay(&mut r, store, floor, false, &mut one).map_err(io_at(&seg.path))?
-        {
-            // Validated in pass 1: the file changed under us.
-            return Err(PersistError::Io(
-                seg.path.clone(),
-                io::Error::other(format!(
-                    "{} at offset {offset} on second read",
-                    describe(damage)
-                )),
-            ));
-        }
-        report.log_records += one.records;
-        report.log_bytes += valid;
+    report.snapshot_entries = snap_records;
+    for seg in segments.iter().filter(|s| !s.headerless) {
         report.segments += 1;
-        totals.cleared += one.cleared;
-        totals.max_stamp = totals.max_stamp.max(one.max_stamp);
+        report.log_bytes += seg.damage.map_or(seg.len, |(offset, ..)| offset);
     }
     report.cleared = totals.cleared;
     // New writes must be stamped above every replayed clear floor.

@@ -155,8 +155,10 @@ pub fn write(
             return Err(e);
         }
     };
-    let freed = remove_covered(dir, epoch);
-    sub_saturating(&log.log_bytes, freed);
+    let (freed, kept) = remove_covered(dir, epoch);
+    // Re-base the counter on what is on disk (writes that raced with the
+    // deletion into already unlinked segments would otherwise linger).
+    log.log_bytes.store(kept, Ordering::Release);
     Ok(SnapshotInfo {
         epoch,
         entries,
@@ -166,19 +168,14 @@ pub fn write(
     })
 }
 
-fn sub_saturating(a: &std::sync::atomic::AtomicU64, n: u64) {
-    let _ = a.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
-        Some(v.saturating_sub(n))
-    });
-}
-
 /// Deletes segments and snapshots older than `epoch`; returns the segment
-/// bytes freed. Failures are logged: a leftover file is only disk space,
-/// since recovery ignores files older than the newest snapshot.
-pub fn remove_covered(dir: &Path, epoch: u64) -> u64 {
-    let mut freed = 0;
+/// bytes freed and the bytes of the segments kept. Failures are logged: a
+/// leftover file is only disk space, since recovery ignores files older
+/// than the newest snapshot.
+pub fn remove_covered(dir: &Path, epoch: u64) -> (u64, u64) {
+    let (mut freed, mut kept) = (0, 0);
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
+        return (0, 0);
     };
     for e in entries.flatten() {
         let name = e.file_name();
@@ -188,10 +185,13 @@ pub fn remove_covered(dir: &Path, epoch: u64) -> u64 {
             (_, Some(s)) => (s < epoch, false),
             _ => continue,
         };
+        let len = e.metadata().map(|m| m.len()).unwrap_or(0);
         if !old {
+            if is_log {
+                kept += len;
+            }
             continue;
         }
-        let len = e.metadata().map(|m| m.len()).unwrap_or(0);
         match std::fs::remove_file(e.path()) {
             Ok(()) => {
                 if is_log {
@@ -204,7 +204,7 @@ pub fn remove_covered(dir: &Path, epoch: u64) -> u64 {
             ),
         }
     }
-    freed
+    (freed, kept)
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use std::sync::MutexGuard;
 
 use hashbrown::HashTable;
 
+use super::merkle::{bucket_of, key_hash};
 use super::{Applied, Record, Shard, Store, Version, lock, now_millis};
 
 impl Store {
@@ -84,6 +85,12 @@ impl Store {
             t.iter().for_each(|r| f(clock, r));
         }
         clock
+    }
+
+    /// Index of the shard that holds `key` (recovery partitions its replay
+    /// by shard across threads).
+    pub fn shard_of(&self, key: &[u8]) -> usize {
+        bucket_of(key_hash(key), self.shape.bits) >> (self.shape.bits - self.shard_bits)
     }
 
     /// Advances every shard's clock to at least `hlc` (after recovery, so
@@ -171,6 +178,10 @@ mod tests {
         }
         assert_eq!(n, 500);
         assert!(clocks >= max_stamp);
+        for i in 0..100 {
+            let k = format!("k{i}");
+            assert_eq!(s.shard_of(k.as_bytes()), s.slot(k.as_bytes()).shard);
+        }
         s.advance_clocks(clocks + 1000);
         assert!(s.set(b"k1", b"w").hlc > clocks + 1000);
     }
