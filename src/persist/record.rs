@@ -183,8 +183,6 @@ pub struct Reader<R> {
     offset: u64,
     /// Total length of the file.
     len: u64,
-    /// Check checksums (off only for data validated before).
-    verify: bool,
 }
 
 const CHUNK: usize = 1 << 20;
@@ -199,17 +197,6 @@ impl<R: Read> Reader<R> {
             end: 0,
             offset: 0,
             len,
-            verify: true,
-        }
-    }
-
-    /// A reader that skips checksum verification, for a file whose first
-    /// `len` bytes were read and verified before (recovery's second pass,
-    /// under the directory lock).
-    pub fn verified_before(src: R, len: u64) -> Reader<R> {
-        Reader {
-            verify: false,
-            ..Reader::new(src, len)
         }
     }
 
@@ -319,34 +306,20 @@ impl<R: Read> Reader<R> {
         }
         self.fill(FRAME + body)?;
         let b = &self.buf[self.start..self.start + FRAME + body];
-        if self.verify && crc32c::crc32c(&b[4..]) != crc {
+        if crc32c::crc32c(&b[4..]) != crc {
             return Ok(if frame == remaining {
                 damaged(Damage::Torn, Some(frame))
             } else {
                 damaged(Damage::Corrupt("checksum mismatch"), Some(frame))
             });
         }
-        let body_bytes = &b[FRAME..];
-        let Some(kind) = Kind::from_byte(body_bytes[0]) else {
-            return Ok(damaged(Damage::Corrupt("unknown record kind"), Some(frame)));
-        };
-        let klen = u32_at(body_bytes, 25) as usize;
-        if klen > body - FIXED {
-            return Ok(damaged(
-                Damage::Corrupt("key length past record"),
-                Some(frame),
-            ));
+        if let Err(why) = decode_body(&b[FRAME..]) {
+            return Ok(damaged(Damage::Corrupt(why), Some(frame)));
         }
         let s = self.start;
         self.consume(FRAME + body);
-        let body_bytes = &self.buf[s + FRAME..s + FRAME + body];
-        Ok(Item::Rec(Rec {
-            kind,
-            version: Version::new(u64_at(body_bytes, 1), u64_at(body_bytes, 9)),
-            stamp: u64_at(body_bytes, 17),
-            key: &body_bytes[FIXED..FIXED + klen],
-            value: &body_bytes[FIXED + klen..],
-        }))
+        let rec = decode_body(&self.buf[s + FRAME..s + FRAME + body]).expect("checked above");
+        Ok(Item::Rec(rec))
     }
 
     /// Skips `frame` bytes (a damaged record whose length was plausible) to
@@ -368,6 +341,40 @@ impl<R: Read> Reader<R> {
         }
         Ok(())
     }
+}
+
+/// Decodes a record body (the part of a frame after the checksum and
+/// length).
+pub fn decode_body(body: &[u8]) -> Result<Rec<'_>, &'static str> {
+    if body.len() < FIXED {
+        return Err("record too short");
+    }
+    let kind = Kind::from_byte(body[0]).ok_or("unknown record kind")?;
+    let klen = u32_at(body, 25) as usize;
+    if klen > body.len() - FIXED {
+        return Err("key length past record");
+    }
+    Ok(Rec {
+        kind,
+        version: Version::new(u64_at(body, 1), u64_at(body, 9)),
+        stamp: u64_at(body, 17),
+        key: &body[FIXED..FIXED + klen],
+        value: &body[FIXED + klen..],
+    })
+}
+
+/// The first frame of `buf`, whose checksum was verified before: its body
+/// and its total length, or `None` if `buf` does not hold all of it.
+/// [`frame_len`] tells how many bytes it needs.
+pub fn next_frame(buf: &[u8]) -> Option<(&[u8], usize)> {
+    let n = frame_len(buf)?;
+    (buf.len() >= n).then(|| (&buf[FRAME..n], n))
+}
+
+/// Total length of the frame at the start of `buf` (`None` until its
+/// length field is there).
+pub fn frame_len(buf: &[u8]) -> Option<usize> {
+    (buf.len() >= FRAME).then(|| FRAME + u32_at(buf, 4) as usize)
 }
 
 /// Counts the intact data records (puts, tombstones, clears) that follow
@@ -543,12 +550,6 @@ mod tests {
     fn corrupt_middle_reports_the_records_behind_it() {
         let (mut b, offsets) = sample(20);
         b[offsets[7] + FRAME + 3] ^= 0x40; // inside record 7's body
-        let mut unverified = Reader::verified_before(Cursor::new(&b[..]), b.len() as u64);
-        let mut n = 0;
-        while let Item::Rec(_) = unverified.next_item().unwrap() {
-            n += 1;
-        }
-        assert_eq!(n, 20, "no checksum checks when told so");
         let mut r = Reader::new(Cursor::new(&b[..]), b.len() as u64);
         let mut n = 0;
         loop {
@@ -598,6 +599,27 @@ mod tests {
         assert_eq!(recs.len(), 3);
         assert_eq!(recs[1].2.len(), big.len());
         assert_eq!(recs[2].2, b"after");
+    }
+
+    #[test]
+    fn frames_of_a_verified_buffer_decode_without_a_reader() {
+        let (b, offsets) = sample(6);
+        let mut pos = 0;
+        let mut seen = Vec::new();
+        while let Some((body, n)) = next_frame(&b[pos..]) {
+            let rec = decode_body(body).unwrap();
+            seen.push((pos, rec.key.to_vec()));
+            pos += n;
+        }
+        assert_eq!(pos, b.len());
+        assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), offsets);
+        assert_eq!(seen[3].1, b"key3");
+        // A partial frame is not returned; its length is known once the
+        // length field is there.
+        assert!(next_frame(&b[..offsets[1] - 1]).is_none());
+        assert_eq!(frame_len(&b[..7]), None);
+        assert_eq!(frame_len(&b[..8]), Some(offsets[1]));
+        assert_eq!(decode_body(&[9; FIXED]).err(), Some("unknown record kind"));
     }
 
     #[test]
