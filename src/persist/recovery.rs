@@ -560,6 +560,7 @@ fn recover_with(dir: &Path, store: &Store, window: usize) -> Result<RecoveryRepo
     }
 
     // Pass 2: snapshot, then segments, one thread per group of shards.
+    let pass2 = Instant::now();
     let count = replay_threads(store);
     let snap_path = chosen.as_ref().map(|c| c.1.clone());
     let parts: Vec<Result<PartResult, PersistError>> = std::thread::scope(|sc| {
@@ -575,6 +576,11 @@ fn recover_with(dir: &Path, store: &Store, window: usize) -> Result<RecoveryRepo
             .map(|h| h.join().expect("a replay thread panicked"))
             .collect()
     });
+    log::debug!(
+        "persistence: recovery pass 1 {} ms, pass 2 {} ms ({count} threads)",
+        (pass2 - started).as_millis(),
+        pass2.elapsed().as_millis()
+    );
     let mut totals = Replay::default();
     let mut snap_records = 0;
     let mut snap_damage = None;

@@ -7,7 +7,7 @@
 //! with it, so a clear floor replayed from the log drops exactly the
 //! shards copied before that clear (see `store::durable`).
 //!
-//! Writing one ([`write`]):
+//! Writing one ([`write()`]):
 //!
 //! 1. bump the log epoch: writers move to new segments at their next
 //!    append; every record in an older segment is already in the store;
