@@ -505,6 +505,119 @@ impl Drop for LogWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::persist::record::{Item, Reader};
+
+    struct Dir(PathBuf);
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn dir(tag: &str) -> Dir {
+        let p = std::env::temp_dir().join(format!(
+            "merklekv-log-{tag}-{}-{}",
+            std::process::id(),
+            crate::store::now_millis()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        Dir(p)
+    }
+
+    /// Keys of the data records in a segment file.
+    fn keys_in(path: &Path) -> Vec<String> {
+        let f = File::open(path).unwrap();
+        let len = f.metadata().unwrap().len();
+        let mut r = Reader::new(f, len);
+        let mut keys = Vec::new();
+        loop {
+            match r.next_item().unwrap() {
+                Item::Rec(rec) if rec.kind == Kind::Header => assert_eq!(rec.key, LOG_MAGIC),
+                Item::Rec(rec) => keys.push(String::from_utf8(rec.key.to_vec()).unwrap()),
+                Item::End => return keys,
+                Item::Damaged { .. } => panic!("damaged segment {}", path.display()),
+            }
+        }
+    }
+
+    fn put(w: &LogWriter, k: &str) {
+        w.append(k.as_bytes(), Some(b"v"), Version::new(1, 1), 1);
+    }
+
+    #[test]
+    fn records_reach_the_file_on_commit_and_flusher_and_rotate_by_epoch() {
+        let d = dir("rotate");
+        let log = Arc::new(LogShared::new(d.0.clone(), FsyncPolicy::EverySec, 1, 0));
+        let w = log.writer("w0", true);
+        let seg1 = d.0.join(segment_name(1, "w0"));
+        put(&w, "a");
+        assert!(
+            !seg1.exists(),
+            "segments are created lazily, at the first write"
+        );
+        assert!(!w.must_commit_before_reply(), "only under always");
+        w.commit();
+        assert_eq!(keys_in(&seg1), ["a"]);
+        // An appended but uncommitted record is written by the flusher.
+        put(&w, "b");
+        log.flush_all(true);
+        assert_eq!(keys_in(&seg1), ["a", "b"]);
+        // A new epoch: the buffered record of the old epoch goes to the old
+        // segment, the next one to a new segment.
+        put(&w, "c");
+        log.epoch.store(2, Ordering::Release);
+        put(&w, "d");
+        w.commit();
+        assert_eq!(keys_in(&seg1), ["a", "b", "c"]);
+        assert_eq!(keys_in(&d.0.join(segment_name(2, "w0"))), ["d"]);
+        assert_eq!(log.records.load(Ordering::Relaxed), 4);
+        // Appliers get unique names; dropping a writer writes its buffer.
+        let a = log.writer("anti-entropy", false);
+        let b = log.writer("anti-entropy", false);
+        put(&a, "x");
+        put(&b, "y");
+        drop((a, b));
+        assert_eq!(
+            keys_in(&d.0.join(segment_name(2, "a0_anti_entropy"))),
+            ["x"]
+        );
+        assert_eq!(
+            keys_in(&d.0.join(segment_name(2, "a1_anti_entropy"))),
+            ["y"]
+        );
+    }
+
+    #[test]
+    fn write_errors_keep_the_buffer_and_a_later_retry_succeeds() {
+        let d = dir("errors");
+        let gone = d.0.join("missing");
+        let log = Arc::new(LogShared::new(gone.clone(), FsyncPolicy::No, 1, 0));
+        let w = log.writer("w0", true);
+        put(&w, "a");
+        w.commit(); // the directory does not exist: the open fails
+        assert_eq!(log.write_errors.load(Ordering::Relaxed), 1);
+        put(&w, "b");
+        std::fs::create_dir_all(&gone).unwrap();
+        w.commit();
+        assert_eq!(keys_in(&gone.join(segment_name(1, "w0"))), ["a", "b"]);
+        assert_eq!(log.dropped_records.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn always_asks_for_a_commit_before_replies() {
+        let d = dir("always");
+        let log = Arc::new(LogShared::new(d.0.clone(), FsyncPolicy::Always, 1, 0));
+        let w = log.writer("w0", true);
+        assert!(!w.must_commit_before_reply());
+        put(&w, "a");
+        assert!(w.must_commit_before_reply());
+        w.commit();
+        assert!(!w.must_commit_before_reply());
+        let st = lock(&w.state);
+        assert_eq!(st.synced, st.written, "commit fsynced everything");
+        assert!(!st.new_file, "and the directory entry");
+    }
 
     #[test]
     fn segment_names_roundtrip() {
