@@ -108,13 +108,28 @@ pub struct Ctx<'a> {
     pub scratch: &'a mut Vec<u8>,
     /// The worker's notion of now (one clock read per loop turn).
     pub now: Instant,
+    /// The worker's persistence log (persistent engine only).
+    pub log: Option<&'a crate::persist::LogWriter>,
 }
 
 impl Ctx<'_> {
-    /// Reports a local write: the one funnel to replication (and the log).
+    /// Reports a local write: the one funnel to replication and the log.
+    /// A local write's replay stamp is its version's clock (`store::durable`).
     #[inline]
     pub fn wrote(&mut self, key: &[u8], value: Option<&[u8]>, version: Version) {
+        if let Some(log) = self.log {
+            log.append(key, value, version, version.hlc);
+        }
         self.shared.outbox.publish(key, value, version);
+    }
+
+    /// Reports a FLUSHDB/TRUNCATE with the floor from
+    /// `Store::clear_versioned` (persisted; never replicated).
+    #[inline]
+    pub fn cleared(&mut self, floor: u64) {
+        if let Some(log) = self.log {
+            log.append_clear(floor);
+        }
     }
 }
 
@@ -399,7 +414,8 @@ pub fn execute(cmd: Command<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>, proto: Pr
                 stats.incr(Counter::FlushDb);
                 stats.incr(Counter::Management);
             }
-            store.clear();
+            let floor = store.clear_versioned();
+            ctx.cleared(floor);
             ok(out, proto);
         }
         Command::Ping(msg) => {
@@ -635,4 +651,5 @@ pub fn write_info(shared: &Shared, s: &mut String) {
         shared.outbox.queued(),
         shared.outbox.dropped()
     );
+    crate::persist::write_info(shared, s);
 }

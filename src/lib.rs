@@ -8,14 +8,15 @@
 //! Module map: [`config`]/[`cli`] resolve settings; [`server`] runs the
 //! per-core event loops; [`protocol`] parses requests into
 //! [`protocol::Command`]s; [`exec`] executes them against the
-//! [`store::Store`]; [`replication`] carries change events; [`node`] wires
-//! it all together.
+//! [`store::Store`]; [`replication`] carries change events; [`persist`]
+//! logs and snapshots them; [`node`] wires it all together.
 
 pub mod cli;
 pub mod config;
 pub mod exec;
 pub mod logging;
 pub mod node;
+pub mod persist;
 pub mod protocol;
 pub mod replication;
 pub mod server;

@@ -23,6 +23,8 @@ pub struct Shared {
     /// Jobs that must not run on a worker (SYNC): consumed by the
     /// anti-entropy thread, answered through their [`crate::exec::Responder`].
     pub jobs: (Sender<Job>, Receiver<Job>),
+    /// The persistent engine (`None` for an in-memory node).
+    pub persist: Option<crate::persist::Persist>,
 }
 
 impl Shared {
@@ -38,6 +40,7 @@ impl Shared {
             shutdown: Shutdown::default(),
             started_unix: crate::stats::unix_now(),
             jobs: unbounded(),
+            persist: None,
         }
     }
 }
@@ -113,6 +116,8 @@ pub enum StartError {
     Bind(crate::server::BindError),
     /// Threads could not be created.
     Io(std::io::Error),
+    /// The persistent engine could not be opened or recovered.
+    Persist(crate::persist::PersistError),
 }
 
 impl std::fmt::Display for StartError {
@@ -121,6 +126,7 @@ impl std::fmt::Display for StartError {
             StartError::Store(e) => write!(f, "{e}"),
             StartError::Bind(e) => write!(f, "{e}"),
             StartError::Io(e) => write!(f, "cannot start threads: {e}"),
+            StartError::Persist(e) => write!(f, "{e}"),
         }
     }
 }
@@ -135,9 +141,9 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts a node: builds the store, binds the client port, and starts
-    /// the workers and background threads. Returns once the port accepts
-    /// connections.
+    /// Starts a node: builds the store, recovers it from `storage_path`
+    /// (persistent engine), binds the client port, and starts the workers
+    /// and background threads. Returns once the port accepts connections.
     pub fn start(config: Config) -> Result<Node, StartError> {
         let store = Store::new(crate::store::StoreOptions {
             shards: config.shards,
@@ -146,12 +152,21 @@ impl Node {
             tombstone_ttl_ms: config.tombstone_ttl.as_millis() as u64,
         })
         .map_err(StartError::Store)?;
+        let persist = match config.engine {
+            crate::config::Engine::Persistent => {
+                Some(crate::persist::Persist::open(&config, &store).map_err(StartError::Persist)?)
+            }
+            crate::config::Engine::Memory => None,
+        };
         let (listeners, addr) = crate::server::bind(&config.host, config.port, config.threads)
             .map_err(StartError::Bind)?;
-        let shared = Arc::new(Shared::new(config, store));
+        let mut shared = Shared::new(config, store);
+        shared.persist = persist;
+        let shared = Arc::new(shared);
         let mut threads =
             crate::server::spawn_workers(&shared, listeners).map_err(StartError::Io)?;
         threads.push(spawn_housekeeping(shared.clone()).map_err(StartError::Io)?);
+        threads.extend(crate::persist::Persist::spawn(&shared).map_err(StartError::Io)?);
         log::info!("Server listening on {addr}");
         Ok(Node {
             shared,
@@ -175,22 +190,32 @@ impl Node {
     pub fn wait(self) {
         let rx = self.shared.shutdown.subscribe();
         let _ = rx.recv();
-        self.join();
+        self.join(std::time::Instant::now());
     }
 
     /// Requests shutdown and waits for every thread to stop.
     pub fn shutdown(self) {
+        let requested = std::time::Instant::now();
         self.shared.shutdown.trigger();
-        self.join();
+        self.join(requested);
     }
 
-    fn join(self) {
+    /// Joins every thread, then flushes persistence within the shutdown
+    /// budget counted from `requested`.
+    fn join(self, requested: std::time::Instant) {
         for t in self.threads {
             let _ = t.join();
+        }
+        if let Some(p) = &self.shared.persist {
+            p.shutdown(&self.shared.store, requested + PERSIST_SHUTDOWN_BUDGET);
         }
         log::info!("node stopped");
     }
 }
+
+/// Time from a shutdown request by which persistence must be done (the
+/// process must exit within 1 s of SIGINT/SIGTERM, PROTOCOL.md §7).
+const PERSIST_SHUTDOWN_BUDGET: std::time::Duration = std::time::Duration::from_millis(600);
 
 /// Background maintenance: tombstone collection.
 fn spawn_housekeeping(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -218,22 +243,44 @@ fn spawn_housekeeping(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinH
 /// Each applying thread owns one.
 pub struct Applier {
     shared: Arc<Shared>,
+    /// This thread's log segment (persistent engine only).
+    log: Option<crate::persist::LogWriter>,
 }
 
 impl Applier {
-    /// An applier for one thread (`name` identifies it, e.g. in logs).
-    pub fn new(shared: Arc<Shared>, _name: &str) -> Applier {
-        Applier { shared }
+    /// An applier for one thread (`name` identifies it, e.g. in logs and
+    /// in its log segment's file name).
+    pub fn new(shared: Arc<Shared>, name: &str) -> Applier {
+        let log = shared.persist.as_ref().map(|p| p.applier_writer(name));
+        Applier { shared, log }
     }
 
     /// Applies a remote write with LWW. Remote writes are never re-published.
+    /// A stored write is appended to this thread's log.
     pub fn apply(
         &mut self,
         key: &[u8],
         value: Option<&[u8]>,
         version: crate::store::Version,
     ) -> crate::store::Applied {
-        self.shared.store.apply(key, value, version)
+        let Some(log) = &self.log else {
+            return self.shared.store.apply(key, value, version);
+        };
+        let (applied, stamp) = self.shared.store.apply_stamped(key, value, version);
+        if applied == crate::store::Applied::Stored {
+            log.append(key, value, version, stamp);
+        }
+        applied
+    }
+
+    /// Ends a batch of applies: writes this thread's log buffer and, with
+    /// `fsync = always`, makes it durable. Call it after each received
+    /// batch / repair round (before answering SYNC); without it the
+    /// background flusher writes and fsyncs within a second.
+    pub fn commit(&mut self) {
+        if let Some(log) = &self.log {
+            log.commit();
+        }
     }
 
     /// The shared node state.

@@ -13,7 +13,10 @@
 //!    or deferred reply cleared, go to the `pending` queue and are resumed
 //!    after the other ready connections (fairness);
 //! 4. write every connection with new output once (one `write` per
-//!    connection per turn for a whole pipelined batch).
+//!    connection per turn for a whole pipelined batch). With persistence,
+//!    the turn's log records are committed first (group commit: under
+//!    `fsync = always` one fsync covers the turn, and no reply of the turn
+//!    is written before it).
 //!
 //! Invariants: a connection whose unsent output reaches [`WBUF_HIGH`] is not
 //! read or parsed until it drains; its buffered input is bounded by one
@@ -71,6 +74,8 @@ struct Env {
     now_ms: u64,
     completions: Sender<Completion>,
     waker: Arc<Waker>,
+    /// This worker's persistence log (persistent engine only).
+    log: Option<crate::persist::LogWriter>,
 }
 
 /// A worker thread's state.
@@ -98,6 +103,10 @@ impl Worker {
         shared.shutdown.add_waker(waker.clone());
         let (tx, rx) = unbounded();
         let now = Instant::now();
+        let log = shared
+            .persist
+            .as_ref()
+            .map(|p| p.worker_writer(&format!("w{id}")));
         Ok(Worker {
             poll,
             listener,
@@ -111,6 +120,7 @@ impl Worker {
                 now_ms: 0,
                 completions: tx,
                 waker,
+                log,
             },
             completions: rx,
             conns: Vec::new(),
@@ -173,6 +183,7 @@ impl Worker {
                     self.drive(i);
                 }
             }
+            self.commit_log();
             self.flush_dirty();
             if self.shutting_down {
                 self.env.shared.shutdown.trigger();
@@ -182,9 +193,18 @@ impl Worker {
                 self.close_idle(t);
             }
         }
+        self.commit_log();
         self.flush_dirty();
         for i in 0..self.conns.len() {
             self.close(i);
+        }
+    }
+
+    /// Group commit: the turn's log records are written (and fsynced under
+    /// `fsync = always`) before any reply of the turn is written.
+    fn commit_log(&self) {
+        if let Some(log) = &self.env.log {
+            log.commit();
         }
     }
 
@@ -359,6 +379,7 @@ impl Worker {
         }
         if stop == Stop::Shutdown {
             self.shutting_down = true;
+            self.commit_log();
             if let Some(c) = self.conn(i) {
                 c.closing = true;
                 let _ = c.flush();
@@ -367,8 +388,18 @@ impl Worker {
     }
 
     fn on_writable(&mut self, i: usize) {
+        let wait_for_log = self
+            .env
+            .log
+            .as_ref()
+            .is_some_and(|l| l.must_commit_before_reply());
         let Some(conn) = self.conn(i) else { return };
         if conn.unsent() == 0 && !conn.closing {
+            return;
+        }
+        if wait_for_log {
+            // Replies of this turn go out after the group commit.
+            self.mark_dirty(i);
             return;
         }
         let was_blocked = conn.unsent() >= WBUF_HIGH;
@@ -480,6 +511,7 @@ fn process(
                     client: &conn.info,
                     scratch: &mut env.rmw,
                     now: env.now,
+                    log: env.log.as_ref(),
                 };
                 match exec::execute(cmd, &mut ctx, &mut conn.wbuf, proto) {
                     Flow::Continue => {}

@@ -28,6 +28,7 @@
 //! No lock is held across I/O; multi-key operations lock the shards they
 //! touch in ascending order, so they cannot deadlock.
 
+mod durable;
 pub mod merkle;
 pub mod record;
 pub mod version;
@@ -358,18 +359,7 @@ impl Store {
     /// A tombstone older than the tombstone TTL for a key this store does
     /// not have is dropped: it would be collected at once.
     pub fn apply(&self, key: &[u8], value: Option<&[u8]>, version: Version) -> Applied {
-        let s = self.slot(key);
-        let mut shard = self.shard(s.shard);
-        shard.clock.observe(version.hlc);
-        match shard.find(s, key) {
-            Some(r) if r.version() >= version => return Applied::Stale,
-            None if value.is_none() && self.tombstone_expired(version, now_millis()) => {
-                return Applied::Stale;
-            }
-            _ => {}
-        }
-        shard.put(s, key, value, version, &self.hasher);
-        Applied::Stored
+        self.apply_stamped(key, value, version).0
     }
 
     fn tombstone_expired(&self, v: Version, now_ms: u64) -> bool {
