@@ -12,6 +12,7 @@
 //! it all together.
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod exec;
 pub mod logging;
