@@ -11,6 +11,7 @@
 //! [`store::Store`]; [`replication`] carries change events; [`node`] wires
 //! it all together.
 
+pub mod antientropy;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -23,6 +23,8 @@ pub struct Shared {
     /// Jobs that must not run on a worker (SYNC): consumed by the
     /// anti-entropy thread, answered through their [`crate::exec::Responder`].
     pub jobs: (Sender<Job>, Receiver<Job>),
+    /// Anti-entropy identity, statistics and cancellation.
+    pub antientropy: crate::antientropy::AntiEntropy,
 }
 
 impl Shared {
@@ -38,6 +40,7 @@ impl Shared {
             shutdown: Shutdown::default(),
             started_unix: crate::stats::unix_now(),
             jobs: unbounded(),
+            antientropy: crate::antientropy::AntiEntropy::new(),
         }
     }
 }
@@ -152,6 +155,7 @@ impl Node {
         let mut threads =
             crate::server::spawn_workers(&shared, listeners).map_err(StartError::Io)?;
         threads.push(spawn_housekeeping(shared.clone()).map_err(StartError::Io)?);
+        threads.push(crate::antientropy::spawn(shared.clone()).map_err(StartError::Io)?);
         log::info!("Server listening on {addr}");
         Ok(Node {
             shared,
@@ -234,6 +238,24 @@ impl Applier {
         version: crate::store::Version,
     ) -> crate::store::Applied {
         self.shared.store.apply(key, value, version)
+    }
+
+    /// `SYNC --full`: stores exactly this record (even an older version) if
+    /// the local record is still `expected` ([`crate::store::Store::replace_if`]).
+    pub fn replace_if(
+        &mut self,
+        key: &[u8],
+        expected: Option<crate::store::Version>,
+        value: Option<&[u8]>,
+        version: crate::store::Version,
+    ) -> bool {
+        self.shared.store.replace_if(key, expected, value, version)
+    }
+
+    /// `SYNC --full`: drops a local-only record outright (no tombstone) if
+    /// it is still `expected` ([`crate::store::Store::remove_if`]).
+    pub fn remove_if(&mut self, key: &[u8], expected: crate::store::Version) -> bool {
+        self.shared.store.remove_if(key, expected)
     }
 
     /// The shared node state.

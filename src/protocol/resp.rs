@@ -231,7 +231,7 @@ pub fn command<'a>(buf: &'a [u8], spans: &'a [(u32, u32)]) -> Result<Command<'a>
             Command::MGet(rest)
         }
         b"MSET" => {
-            if argc < 3 || argc % 2 == 0 {
+            if argc < 3 || argc.is_multiple_of(2) {
                 return Err(wrong_args(name));
             }
             Command::MSet(rest)
@@ -260,6 +260,9 @@ pub fn command<'a>(buf: &'a [u8], spans: &'a [(u32, u32)]) -> Result<Command<'a>
             _ => return Err(wrong_args(name)),
         },
         b"SHUTDOWN" => Command::Shutdown,
+        b"MKV.ROOT" | b"MKV.NODES" | b"MKV.BUCKETS" | b"MKV.FETCH" => {
+            Command::Internal(super::internal::parse(&upper[..n], rest)?)
+        }
         _ => {
             return Err(ParseError(Cow::Owned(format!(
                 "unknown command '{}'",
