@@ -304,7 +304,7 @@ fn a_down_peer_is_logged_once_per_state_change() {
 fn internal_commands_over_resp() {
     let a = node("node-a", "tree_bits = 8");
     let mut c = a.connect();
-    let expected = b"*6\r\n:1\r\n:8\r\n:4\r\n$6\r\nnode-a\r\n:".to_vec();
+    let expected = b"*7\r\n:1\r\n:8\r\n:4\r\n$6\r\nnode-a\r\n:".to_vec();
     c.write_all(b"*1\r\n$8\r\nmkv.root\r\n").unwrap();
     let head = read_n(&mut c, expected.len());
     assert_eq!(head, expected);
@@ -312,7 +312,7 @@ fn internal_commands_over_resp() {
     assert!(instance.parse::<i64>().is_ok(), "{instance}");
     let mut root = b"$32\r\n".to_vec();
     root.extend_from_slice(&[0; 32]);
-    root.extend_from_slice(b"\r\n");
+    root.extend_from_slice(b"\r\n:0\r\n");
     assert_eq!(read_n(&mut c, root.len()), root);
 
     // Empty store: zero digests, empty buckets, no records.
@@ -331,6 +331,11 @@ fn internal_commands_over_resp() {
     );
     expect(
         &mut c,
+        b"*4\r\n$11\r\nMKV.ENTRIES\r\n$1\r\n8\r\n$1\r\n0\r\n$1\r\n1\r\n",
+        b"*2\r\n*0\r\n*0\r\n",
+    );
+    expect(
+        &mut c,
         b"*2\r\n$9\r\nMKV.FETCH\r\n$1\r\nk\r\n",
         b"*1\r\n*-1\r\n",
     );
@@ -346,6 +351,13 @@ fn internal_commands_over_resp() {
         b"*3\r\n$3\r\nSET\r\n$1\r\nt\r\n$1\r\nx\r\n*2\r\n$3\r\nDEL\r\n$1\r\nt\r\n",
         b"+OK\r\n:1\r\n",
     );
+    // MKV.ENTRIES of the bucket holding t: its tombstone.
+    let mut req = b"*3\r\n$11\r\nMKV.ENTRIES\r\n$1\r\n8\r\n".to_vec();
+    let bucket = (xxhash_rust::xxh3::xxh3_64(b"t") >> 56).to_string();
+    req.extend_from_slice(format!("${}\r\n{bucket}\r\n", bucket.len()).as_bytes());
+    c.write_all(&req).unwrap();
+    assert_eq!(read_n(&mut c, 25), b"*1\r\n*3\r\n$1\r\nt\r\n$-1\r\n$16\r\n");
+    let _version = read_n(&mut c, 18);
     c.write_all(b"*3\r\n$9\r\nMKV.FETCH\r\n$3\r\nk\r\n\r\n$1\r\nt\r\n")
         .unwrap();
     assert_eq!(read_n(&mut c, 22), b"*2\r\n*2\r\n$3\r\n\0\r\n\r\n$16\r\n");
@@ -429,9 +441,9 @@ fn a_faulty_peer_costs_one_round_and_clients_are_served_meanwhile() {
     let stall = fake_peer(|mut s| {
         // Answer MKV.ROOT with a different root, then never again.
         if read_request(&mut s) {
-            let mut r = b"*6\r\n:1\r\n:16\r\n:4\r\n$4\r\nfake\r\n:5\r\n$32\r\n".to_vec();
+            let mut r = b"*7\r\n:1\r\n:16\r\n:4\r\n$4\r\nfake\r\n:5\r\n$32\r\n".to_vec();
             r.extend_from_slice(&[1; 32]);
-            r.extend_from_slice(b"\r\n");
+            r.extend_from_slice(b"\r\n:1\r\n");
             let _ = s.write_all(&r);
         }
         while read_request(&mut s) {}

@@ -287,10 +287,13 @@ pub fn sync_with(
                 cancel: Some(ae.cancel.clone()),
             };
             let mut applier = Applier::new(shared.clone(), "anti-entropy");
-            let res = round::run(&mut peer, &shared.store, &mut applier, &opts);
+            let mut res = round::run(&mut peer, &shared.store, &mut applier, &opts);
             ae.unregister(id);
             let c = peer.transport;
             let (sent, received) = (c.bytes_sent() - s0, c.bytes_received() - r0);
+            if let Ok(r) = &mut res {
+                (r.bytes_sent, r.bytes_received) = (sent, received);
+            }
             // After a transport failure the stream may hold half a reply.
             let keep = match &res {
                 Ok(_) | Err(RoundError::Mismatch { .. } | RoundError::VerifyFailed { .. }) => {

@@ -10,9 +10,12 @@
 //!    one `MKV.NODES` request (chunked at `MAX_NODES`) — and compare each
 //!    with the local digest. A child that is equal is done. A child that is
 //!    empty on the peer holds nothing to pull (with `--full`, every local
-//!    entry under it is dropped). A bucket, or a small subtree that is
-//!    empty locally (its digests would only say "everything differs"), is
-//!    listed directly; anything else is descended into.
+//!    entry under it is dropped). A bucket that is empty locally — or any
+//!    subtree empty locally, when the peer's tree is dense (≥ 1 record per
+//!    2 buckets, from its record count) — is pulled whole with
+//!    `MKV.ENTRIES`: its digests and listings could only say "fetch
+//!    everything". Another differing bucket is listed (step 3); anything
+//!    else is descended into.
 //! 3. For the listed buckets, `MKV.BUCKETS` returns `(key, version)` pairs;
 //!    [`diff_bucket`] compares them with the local ones and yields the keys
 //!    whose version on the peer is newer (or, with `--full`, different) and
@@ -58,6 +61,8 @@ pub struct RootInfo {
     pub instance: u64,
     /// The peer's Merkle root.
     pub root: Digest,
+    /// The peer's records (live and tombstones).
+    pub records: u64,
 }
 
 /// A record as the peer holds it: value (`None` = tombstone) and version.
@@ -65,6 +70,9 @@ pub type RemoteEntry = (Option<Vec<u8>>, Version);
 
 /// A bucket's `(key, version)` list.
 pub type Listing = Vec<(Vec<u8>, Version)>;
+
+/// A bucket's whole records: key, value (`None` = tombstone), version.
+pub type Records = Vec<(Vec<u8>, Option<Vec<u8>>, Version)>;
 
 /// Errors of a round. Each costs that round only.
 #[derive(Debug)]
@@ -146,6 +154,9 @@ pub trait Peer {
     /// `(key, version)` lists of a prefix of `buckets` (≤ `MAX_BUCKETS`):
     /// at least one, fewer than asked when the reply budget ran out.
     fn buckets(&mut self, bits: u32, buckets: &[usize]) -> Result<Vec<Listing>, RoundError>;
+    /// Whole records of a prefix of `buckets` (≤ `MAX_BUCKETS`): at least
+    /// one, fewer than asked when the reply budget ran out.
+    fn entries(&mut self, bits: u32, buckets: &[usize]) -> Result<Vec<Records>, RoundError>;
     /// Records of a prefix of `keys` (≤ `MAX_KEYS`), `None` for no record:
     /// at least one, fewer than asked when the reply budget ran out.
     fn fetch(&mut self, keys: &[&[u8]]) -> Result<Vec<Option<RemoteEntry>>, RoundError>;
@@ -233,7 +244,15 @@ impl<T: Transport> Peer for RespPeer<T> {
             other => Err(bad("MKV.ROOT", other)),
         };
         match v.as_slice() {
-            [w, bits, fan, Reply::Bulk(id), inst, Reply::Bulk(root)] if root.len() == 32 => {
+            [
+                w,
+                bits,
+                fan,
+                Reply::Bulk(id),
+                inst,
+                Reply::Bulk(root),
+                records,
+            ] if root.len() == 32 => {
                 let small = |n: i64| {
                     u32::try_from(n)
                         .ok()
@@ -247,6 +266,9 @@ impl<T: Transport> Peer for RespPeer<T> {
                     node_id: String::from_utf8_lossy(id).into_owned(),
                     instance: int(inst)? as u64,
                     root: root.as_slice().try_into().unwrap_or(ZERO),
+                    records: u64::try_from(int(records)?).map_err(|_| {
+                        RoundError::BadReply("MKV.ROOT: negative record count".into())
+                    })?,
                 })
             }
             _ => Err(RoundError::BadReply(format!(
@@ -301,6 +323,38 @@ impl<T: Transport> Peer for RespPeer<T> {
                     return Err(bad("MKV.BUCKETS key", &k));
                 };
                 list.push((key, version(&v, "MKV.BUCKETS")?));
+            }
+            out.push(list);
+        }
+        Ok(out)
+    }
+
+    fn entries(&mut self, bits: u32, buckets: &[usize]) -> Result<Vec<Records>, RoundError> {
+        let b = bits.to_string();
+        let idx = decimal(buckets);
+        let mut args: Vec<&[u8]> = vec![b"MKV.ENTRIES", b.as_bytes()];
+        args.extend(idx.iter().map(Vec::as_slice));
+        let reply = self.call(&args)?;
+        let mut out = Vec::new();
+        for bucket in items(reply, "MKV.ENTRIES", buckets.len())? {
+            let Reply::Array(flat) = bucket else {
+                return Err(bad("MKV.ENTRIES bucket", &bucket));
+            };
+            if flat.len() % 3 != 0 {
+                return Err(RoundError::BadReply("MKV.ENTRIES: ragged list".into()));
+            }
+            let mut list = Vec::with_capacity(flat.len() / 3);
+            let mut it = flat.into_iter();
+            while let (Some(k), Some(v), Some(ver)) = (it.next(), it.next(), it.next()) {
+                let Reply::Bulk(key) = k else {
+                    return Err(bad("MKV.ENTRIES key", &k));
+                };
+                let value = match v {
+                    Reply::Bulk(v) => Some(v),
+                    Reply::Nil => None,
+                    other => return Err(bad("MKV.ENTRIES value", &other)),
+                };
+                list.push((key, value, version(&ver, "MKV.ENTRIES")?));
             }
             out.push(list);
         }
@@ -420,6 +474,11 @@ pub struct RoundReport {
     pub keys_removed: usize,
     /// Requests sent.
     pub round_trips: usize,
+    /// Bytes written to the peer (filled in by the caller that owns the
+    /// connection, e.g. [`crate::antientropy::sync_with`]).
+    pub bytes_sent: u64,
+    /// Bytes read from the peer (idem).
+    pub bytes_received: u64,
 }
 
 /// Result of comparing one bucket.
@@ -487,10 +546,16 @@ pub fn sort_listing(list: &mut Vec<(Vec<u8>, Version)>) {
 /// Plan built while descending the tree.
 #[derive(Default)]
 struct Plan {
+    /// The peer holds at least one record per two buckets on average:
+    /// subtrees missing locally are then pulled whole (a bucket listing is
+    /// cheaper than the digests below it once most buckets are non-empty).
+    dense: bool,
     /// Nodes to descend into at the next level.
     descend: Vec<usize>,
-    /// Buckets to list.
+    /// Buckets to list and diff.
     list: Vec<usize>,
+    /// Buckets empty locally: pull their records whole.
+    pull: Vec<usize>,
     /// Buckets empty on the peer whose local records go (`--full`).
     drop: Vec<usize>,
 }
@@ -517,10 +582,12 @@ fn classify(
         if full {
             plan.drop.extend(buckets_under(depth, level, i));
         }
-    } else if level == depth || (*local == ZERO && depth - level <= 2) {
-        // A bucket, or a small subtree we do not have at all: its digests
-        // could only say "everything differs", so list it straight away.
-        plan.list.extend(buckets_under(depth, level, i));
+    } else if *local == ZERO && (level == depth || plan.dense) {
+        // A bucket, or (in a dense tree) a subtree we do not have at all:
+        // its digests and listings could only say "fetch everything".
+        plan.pull.extend(buckets_under(depth, level, i));
+    } else if level == depth {
+        plan.list.push(i);
     } else {
         plan.descend.push(i);
     }
@@ -554,7 +621,10 @@ pub fn run<P: Peer, R: Repair>(
     let local_root = store.root();
     report.in_sync = local_root == info.root;
     if !report.in_sync {
-        let mut plan = Plan::default();
+        let mut plan = Plan {
+            dense: info.records.saturating_mul(2) >= shape.buckets() as u64,
+            ..Plan::default()
+        };
         classify(&mut plan, depth, 0, 0, &local_root, &info.root, opts.full);
         for level in 1..=depth {
             if plan.descend.is_empty() {
@@ -576,6 +646,7 @@ pub fn run<P: Peer, R: Repair>(
             }
         }
         repair_buckets(peer, store, repair, opts, &plan.list, &mut report)?;
+        pull_buckets(peer, store, repair, opts, &plan.pull, &mut report)?;
         if opts.full {
             for &b in &plan.drop {
                 for (key, v) in store.bucket_versions(b).unwrap_or_default() {
@@ -644,6 +715,46 @@ fn repair_buckets<P: Peer, R: Repair>(
             }
         }
         fetch_and_repair(peer, repair, opts, &fetch, &expected, report)?;
+    }
+    Ok(())
+}
+
+/// Pulls whole buckets that are empty locally, one chunk at a time.
+fn pull_buckets<P: Peer, R: Repair>(
+    peer: &mut P,
+    store: &Store,
+    repair: &mut R,
+    opts: &RoundOptions,
+    buckets: &[usize],
+    report: &mut RoundReport,
+) -> Result<(), RoundError> {
+    let bits = store.shape().bits;
+    let mut pos = 0;
+    while pos < buckets.len() {
+        let chunk = &buckets[pos..buckets.len().min(pos + MAX_BUCKETS)];
+        let lists = peer.entries(bits, chunk)?;
+        report.round_trips += 1;
+        for (&b, records) in chunk.iter().zip(lists) {
+            pos += 1;
+            if let Some((k, _, _)) = records.iter().find(|(k, _, _)| store.bucket_of_key(k) != b) {
+                return Err(RoundError::BadReply(format!(
+                    "MKV.ENTRIES: key {:?} does not belong to bucket {b}",
+                    String::from_utf8_lossy(&k[..k.len().min(64)])
+                )));
+            }
+            report.buckets_differing += !records.is_empty() as usize;
+            for (key, value, version) in records {
+                report.keys_fetched += 1;
+                // With `--full`, only where the bucket is still empty of
+                // this key (a client may have written it meanwhile).
+                let stored = if opts.full {
+                    repair.replace_if(&key, None, value.as_deref(), version)
+                } else {
+                    repair.apply(&key, value.as_deref(), version) == Applied::Stored
+                };
+                report.keys_repaired += stored as usize;
+            }
+        }
     }
     Ok(())
 }
@@ -801,16 +912,16 @@ mod tests {
         }
     }
 
-    /// Two stores with the same 5,000 entries, then known differences.
+    /// Two stores with the same 2,000 entries, then known differences.
     fn diverged(local_shards: usize, peer_shards: usize) -> (Store, Store, BTreeSet<Vec<u8>>) {
         let (l, p) = (store(local_shards, 16, "l"), store(peer_shards, 16, "p"));
-        for i in 0..5000u64 {
+        for i in 0..2000u64 {
             let k = format!("key:{i}");
             l.apply(k.as_bytes(), Some(b"v0"), ver(i, 1));
             p.apply(k.as_bytes(), Some(b"v0"), ver(i, 1));
         }
         let mut newer_on_peer = BTreeSet::new();
-        for i in (0..5000u64).step_by(131) {
+        for i in (0..2000u64).step_by(131) {
             let k = format!("key:{i}");
             p.apply(k.as_bytes(), Some(b"peer"), ver(10_000 + i, 2));
             newer_on_peer.insert(k.into_bytes());
@@ -820,13 +931,13 @@ mod tests {
             p.apply(k.as_bytes(), Some(b"p"), ver(i, 2));
             newer_on_peer.insert(k.into_bytes());
         }
-        for i in (7..5000u64).step_by(499) {
+        for i in (7..2000u64).step_by(499) {
             let k = format!("key:{i}");
             p.apply(k.as_bytes(), None, ver(20_000 + i, 2));
             newer_on_peer.insert(k.into_bytes());
         }
         // Newer locally: must be kept by a normal round.
-        for i in (3..5000u64).step_by(997) {
+        for i in (3..2000u64).step_by(997) {
             l.apply(
                 format!("key:{i}").as_bytes(),
                 Some(b"local"),
@@ -958,7 +1069,7 @@ mod tests {
     #[test]
     fn one_change_costs_one_path() {
         let (l, p) = (store(64, 16, "l"), store(16, 16, "p"));
-        for i in 0..20_000u64 {
+        for i in 0..5_000u64 {
             let k = format!("k{i}");
             l.apply(k.as_bytes(), Some(b"v"), ver(i, 1));
             p.apply(k.as_bytes(), Some(b"v"), ver(i, 1));
@@ -976,25 +1087,57 @@ mod tests {
     #[test]
     fn an_empty_node_lists_buckets_without_descending_to_them() {
         let (l, p) = (store(8, 16, "l"), store(64, 16, "p"));
+        for i in 0..1000u64 {
+            p.apply(format!("k{i}").as_bytes(), Some(b"v"), ver(i, 1));
+        }
+        // Sparse (1,000 records in 65,536 buckets): descend, pull buckets.
+        let r = run(&mut peer(&p), &l, &mut &l, &opts(false)).unwrap();
+        // 16 children of every node the peer has something under.
+        let non_empty = |level: u32| {
+            (0..p.shape().nodes_at(level))
+                .filter(|&i| p.node_digest(level, i) != Some(ZERO))
+                .count()
+        };
+        let expected: usize = (0..4).map(|l| 16 * non_empty(l)).sum();
+        assert_eq!(r.nodes_compared, expected);
+        assert_eq!(r.keys_repaired, 1000);
+        assert_eq!(l.root(), p.root());
+        // Dense: no digests at all, every bucket pulled whole.
+        let (l, p) = (store(8, 8, "l"), store(64, 8, "p"));
         for i in 0..3000u64 {
             p.apply(format!("k{i}").as_bytes(), Some(b"v"), ver(i, 1));
         }
+        p.delete(b"k7");
         let r = run(&mut peer(&p), &l, &mut &l, &opts(false)).unwrap();
-        assert_eq!(r.nodes_compared, 16 + 256);
-        assert_eq!(r.keys_repaired, 3000);
+        assert_eq!((r.nodes_compared, r.round_trips), (0, 2));
+        assert_eq!((r.keys_fetched, r.keys_repaired), (3000, 3000));
         assert_eq!(l.root(), p.root());
+        assert_eq!((l.len(), l.tombstones()), (2999, 1));
     }
 
     #[test]
     fn large_entries_are_fetched_in_several_replies() {
         let (l, p) = (store(4, 4, "l"), store(4, 4, "p"));
         let big = vec![b'x'; 1 << 20];
-        for i in 0..9u64 {
-            p.apply(format!("big{i}").as_bytes(), Some(&big), ver(i, 1));
+        for i in 0..5u64 {
+            p.apply(format!("big{i}").as_bytes(), Some(&big), ver(10 + i, 1));
+        }
+        // Nothing locally: whole buckets in ≥ 2 replies of ≤ 4 MiB + one.
+        let r = run(&mut peer(&p), &l, &mut &l, &opts(false)).unwrap();
+        assert_eq!(r.keys_repaired, 5);
+        assert!(r.round_trips >= 3, "root, then two replies: {r:?}");
+        assert_eq!(l.root(), p.root());
+        // Older versions locally: listed, then fetched in ≥ 2 replies.
+        let l = store(4, 4, "l");
+        for i in 0..5u64 {
+            l.apply(format!("big{i}").as_bytes(), Some(b"old"), ver(i, 1));
         }
         let r = run(&mut peer(&p), &l, &mut &l, &opts(false)).unwrap();
-        assert_eq!(r.keys_repaired, 9);
-        assert!(r.round_trips > 1 + 1 + 1 + 1, "{r:?}");
+        assert_eq!(r.keys_repaired, 5);
+        assert!(
+            r.round_trips >= 5,
+            "root, nodes, buckets, two fetches: {r:?}"
+        );
         assert_eq!(l.root(), p.root());
     }
 
@@ -1077,6 +1220,7 @@ mod tests {
             Reply::Bulk(b"evil".to_vec()),
             Reply::Integer(9),
             Reply::Bulk(root.to_vec()),
+            Reply::Integer(1),
         ])
     }
 

@@ -3,8 +3,8 @@
 //!
 //! Replies are written straight into the connection's output buffer while
 //! the shard lock of the node, bucket or key being read is held; nothing
-//! here does I/O, so no lock is ever held across the network. `MKV.BUCKETS`
-//! and `MKV.FETCH` stop after the bucket or entry that takes the reply past
+//! here does I/O, so no lock is ever held across the network. `MKV.BUCKETS`,
+//! `MKV.ENTRIES` and `MKV.FETCH` stop after the bucket or entry that takes the reply past
 //! [`REPLY_BUDGET`] bytes; the requester asks again for the rest.
 
 use crate::exec::{Proto, array, bulk, error, integer};
@@ -53,13 +53,14 @@ fn prepend_array_header(out: &mut Vec<u8>, start: usize, n: usize) {
 pub fn execute(cmd: &Internal<'_>, store: &Store, id: Identity<'_>, out: &mut Vec<u8>) {
     match cmd {
         Internal::Root => {
-            array(out, 6);
+            array(out, 7);
             integer(out, WIRE_VERSION);
             integer(out, store.shape().bits as i64);
             integer(out, FANOUT_BITS as i64);
             bulk(out, id.node_id.as_bytes());
             integer(out, id.instance as i64);
             bulk(out, &store.root());
+            integer(out, (store.len() + store.tombstones()) as i64);
         }
         Internal::Nodes {
             bits,
@@ -81,7 +82,11 @@ pub fn execute(cmd: &Internal<'_>, store: &Store, id: Identity<'_>, out: &mut Ve
             }
             out.extend_from_slice(b"\r\n");
         }
-        Internal::Buckets { bits, buckets } => {
+        Internal::Buckets {
+            bits,
+            buckets,
+            values,
+        } => {
             if shape_mismatch(store, *bits, out) {
                 return;
             }
@@ -96,6 +101,13 @@ pub fn execute(cmd: &Internal<'_>, store: &Store, id: Identity<'_>, out: &mut Ve
                 let mut n = 0;
                 store.for_each_in_bucket(index(b), |r| {
                     bulk(&mut items, r.key());
+                    if *values {
+                        match r.value() {
+                            Some(v) => bulk(&mut items, v),
+                            None => items.extend_from_slice(NIL),
+                        }
+                        n += 1;
+                    }
                     bulk(&mut items, &encode_version(r.version()));
                     n += 2;
                 });

@@ -1,16 +1,20 @@
 //! Internal anti-entropy commands: their names, arguments, limits and the
 //! compact encodings both ends share (RESP only, binary-safe).
 //!
-//! A round (see `crate::antientropy`) needs four questions answered by the
+//! A round (see `crate::antientropy`) needs these questions answered by the
 //! peer, each for many tree nodes, buckets or keys per round trip:
 //!
 //! | Request | Reply |
 //! |---|---|
-//! | `MKV.ROOT` | `*6` `:<wire version>` `:<tree bits>` `:<fan-out bits>` `$<node id>` `:<instance>` `$<32-byte root>` |
+//! | `MKV.ROOT` | `*7` `:<wire version>` `:<tree bits>` `:<fan-out bits>` `$<node id>` `:<instance>` `$<32-byte root>` `:<records>` |
 //! | `MKV.NODES <bits> <level> <index>…` | one bulk string: the 32-byte digests of the nodes, concatenated in request order |
 //! | `MKV.BUCKETS <bits> <bucket>…` | `*m` (m ≤ n): per bucket `*2k` of `$<key>` `$<version>` pairs, any order, tombstones included |
 //! | `MKV.FETCH <key>…` | `*m` (m ≤ n): per key `*2` `$<value>`-or-`$-1` (tombstone) and `$<version>`, or `*-1` (no record) |
+//! | `MKV.ENTRIES <bits> <bucket>…` | like `MKV.BUCKETS` with whole records: per bucket `*3k` of `$<key>` `$<value>`-or-`$-1` `$<version>` |
 //!
+//! `MKV.ENTRIES` is for buckets the requester does not have at all (a node
+//! restarted empty): comparing versions would only say "fetch everything",
+//! so it saves the second round trip and sending every key twice.
 //! * `<bits>` is the requester's `tree_bits`: a node with a different tree
 //!   shape answers `-ERR tree parameters differ …` instead of digests that
 //!   would be compared against the wrong nodes. Indices and levels are
@@ -19,15 +23,18 @@
 //!   big-endian ([`encode_version`]), so byte order is version order.
 //! * `<instance>` is a random number drawn when the node starts: a node
 //!   that sees its own instance in a peer's `MKV.ROOT` is talking to itself.
+//! * `<records>` counts the peer's records (live and tombstones): it tells
+//!   the requester how dense the peer's tree is, i.e. whether pulling a
+//!   subtree it lacks whole is cheaper than descending into it.
 //!
 //! # Bounds
 //!
 //! A request names at most [`MAX_NODES`] nodes, [`MAX_BUCKETS`] buckets or
 //! [`MAX_KEYS`] keys; more is refused before anything is allocated for the
-//! reply. `MKV.BUCKETS` and `MKV.FETCH` replies also stop early, after the
-//! bucket or entry that takes them past [`REPLY_BUDGET`] bytes (at least
-//! one bucket or entry is always answered): `m < n` tells the requester to
-//! ask again for the rest. A reply is therefore bounded by the budget plus
+//! reply. `MKV.BUCKETS`, `MKV.ENTRIES` and `MKV.FETCH` replies also stop
+//! early, after the bucket or entry that takes them past [`REPLY_BUDGET`]
+//! bytes (at least one bucket or entry is always answered): `m < n` tells
+//! the requester to ask again for the rest. A reply is therefore bounded by the budget plus
 //! one bucket or one entry (≤ `store::MAX_VALUE_LEN`).
 
 use std::borrow::Cow;
@@ -41,11 +48,11 @@ use crate::store::merkle::FANOUT_BITS;
 pub const WIRE_VERSION: i64 = 1;
 /// Most tree nodes per `MKV.NODES`.
 pub const MAX_NODES: usize = 4096;
-/// Most buckets per `MKV.BUCKETS`.
+/// Most buckets per `MKV.BUCKETS` / `MKV.ENTRIES`.
 pub const MAX_BUCKETS: usize = 1024;
 /// Most keys per `MKV.FETCH`.
 pub const MAX_KEYS: usize = 1024;
-/// Soft bound on the bytes of one `MKV.BUCKETS` or `MKV.FETCH` reply.
+/// Soft bound on the bytes of one `MKV.BUCKETS`, `MKV.ENTRIES` or `MKV.FETCH` reply.
 pub const REPLY_BUDGET: usize = 4 << 20;
 /// Largest `tree_bits` a store supports (`store::StoreOptions`).
 pub const MAX_TREE_BITS: u32 = 24;
@@ -61,14 +68,25 @@ pub enum Internal<'a> {
         level: u32,
         indices: Args<'a>,
     },
-    /// `MKV.BUCKETS bits bucket…`.
-    Buckets { bits: u32, buckets: Args<'a> },
+    /// `MKV.BUCKETS bits bucket…` (`values: false`) or
+    /// `MKV.ENTRIES bits bucket…` (`values: true`).
+    Buckets {
+        bits: u32,
+        buckets: Args<'a>,
+        values: bool,
+    },
     /// `MKV.FETCH key…`.
     Fetch(Args<'a>),
 }
 
 /// The command names, upper case.
-pub const NAMES: [&str; 4] = ["MKV.ROOT", "MKV.NODES", "MKV.BUCKETS", "MKV.FETCH"];
+pub const NAMES: [&str; 5] = [
+    "MKV.ROOT",
+    "MKV.NODES",
+    "MKV.BUCKETS",
+    "MKV.FETCH",
+    "MKV.ENTRIES",
+];
 
 fn err(msg: String) -> ParseError {
     ParseError(Cow::Owned(msg))
@@ -158,19 +176,23 @@ pub fn parse<'a>(name: &[u8], args: Args<'a>) -> Result<Internal<'a>, ParseError
                 indices: rest,
             })
         }
-        b"MKV.BUCKETS" => {
+        b"MKV.BUCKETS" | b"MKV.ENTRIES" => {
+            let values = name == b"MKV.ENTRIES";
+            let label = if values { "MKV.ENTRIES" } else { "MKV.BUCKETS" };
             let Some(b) = it.next() else {
-                return Err(err(
-                    "wrong number of arguments for 'mkv.buckets' command".into()
-                ));
+                return Err(err(format!(
+                    "wrong number of arguments for '{}' command",
+                    label.to_ascii_lowercase()
+                )));
             };
             let bits = tree_bits(b)?;
             let rest = skip(args, 1);
-            count("MKV.BUCKETS", rest.len(), MAX_BUCKETS, "buckets")?;
+            count(label, rest.len(), MAX_BUCKETS, "buckets")?;
             indices(&rest, 1u64 << bits, "bucket")?;
             Ok(Internal::Buckets {
                 bits,
                 buckets: rest,
+                values,
             })
         }
         b"MKV.FETCH" => {
@@ -254,10 +276,19 @@ mod tests {
         };
         assert_eq!((bits, level), (16, 2));
         assert_eq!(indices.iter().map(index).collect::<Vec<_>>(), vec![0, 255]);
-        let Ok(Internal::Buckets { bits, buckets }) = p(&[b"MKV.BUCKETS", b"8", b"255"]) else {
+        let Ok(Internal::Buckets {
+            bits,
+            buckets,
+            values,
+        }) = p(&[b"MKV.BUCKETS", b"8", b"255"])
+        else {
             panic!()
         };
-        assert_eq!((bits, buckets.len()), (8, 1));
+        assert_eq!((bits, buckets.len(), values), (8, 1, false));
+        let Ok(Internal::Buckets { values, .. }) = p(&[b"mkv.entries", b"8", b"0", b"1"]) else {
+            panic!()
+        };
+        assert!(values);
         let Ok(Internal::Fetch(keys)) = p(&[b"MKV.FETCH", b"a b", b""]) else {
             panic!()
         };
