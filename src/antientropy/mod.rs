@@ -24,7 +24,8 @@
 //! stalls or disconnects fails that round only and is retried next
 //! interval. On shutdown the thread aborts the sockets of running rounds
 //! (their blocked reads return at once), answers queued SYNCs with an
-//! error and joins the round threads.
+//! error and joins the round threads (waiting at most [`STOP_GRACE`]: a
+//! round still inside `connect` is left behind rather than delay the exit).
 //!
 //! # Logging
 //!
@@ -59,6 +60,8 @@ use round::{RespPeer, RoundError, RoundOptions, RoundReport};
 /// Upper bound on one whole round (a trickling peer cannot hold a round
 /// slot longer than this).
 pub const ROUND_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long shutdown waits for aborted rounds to end.
+const STOP_GRACE: Duration = Duration::from_millis(500);
 /// SYNC targets (not in `peer_list`) remembered for INFO.
 const MAX_ADHOC_PEERS: usize = 16;
 
@@ -606,8 +609,23 @@ impl Scheduler {
         while let Ok(job) = self.shared.jobs.1.try_recv() {
             job.responder.respond(Err("shutting down".into()));
         }
+        // Aborted rounds end at once; one still connecting (up to the
+        // connect timeout) is left to finish on its own rather than delay
+        // the node's exit.
+        let deadline = Instant::now() + STOP_GRACE;
+        while self.running > 0 && self.done_rx.recv_deadline(deadline).is_ok() {
+            self.running -= 1;
+        }
         for h in self.threads.drain(..) {
-            let _ = h.join();
+            if h.is_finished() {
+                let _ = h.join();
+            }
+        }
+        if self.running > 0 {
+            log::debug!(
+                "anti-entropy: {} round(s) still connecting at exit",
+                self.running
+            );
         }
     }
 }
