@@ -152,6 +152,10 @@ fn a_delete_is_never_resurrected() {
     assert_eq!(cmd(&mut b.connect(), "EXISTS doomed kept"), "EXISTS 1");
     assert_eq!(hash(&a), hash(&b));
     assert_eq!(info_field(&b, "tombstones"), "1");
+    let age: u64 = info_field(&b, "tombstones_oldest_age_seconds")
+        .parse()
+        .unwrap();
+    assert!(age <= info_field(&b, "uptime_seconds").parse().unwrap());
     // Any number of further rounds either way changes nothing.
     assert_eq!(sync(&a, &b, " --verify"), "OK");
     assert_eq!(cmd(&mut ca, "GET doomed"), "NOT_FOUND");

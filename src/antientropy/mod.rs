@@ -648,10 +648,10 @@ pub fn write_info(shared: &Shared, s: &mut String) {
     let cfg = &shared.config.anti_entropy;
     let ae = &shared.antientropy;
     let now = crate::store::now_millis();
-    let oldest = shared
-        .store
-        .oldest_tombstone_ms()
-        .map_or(0, |t| now.saturating_sub(t) / 1000);
+    let oldest = match shared.store.oldest_tombstone_ms() {
+        Some(t) if shared.store.tombstones() > 0 => now.saturating_sub(t) / 1000,
+        _ => 0,
+    };
     let _ = write!(s, "tombstones_oldest_age_seconds:{oldest}\r\n");
     let st = lock(&ae.stats);
     let _ = write!(

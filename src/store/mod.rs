@@ -126,8 +126,11 @@ pub struct Store {
     node_id: String,
     hasher: ahash::RandomState,
     tombstone_ttl_ms: u64,
-    /// Version time (ms) of the oldest tombstone seen by the last
-    /// [`Store::collect_tombstones`] pass; 0 = none.
+    /// Version time (ms) of the oldest tombstone: the oldest kept by the
+    /// last [`Store::collect_tombstones`] pass, lowered by every tombstone
+    /// written since (`u64::MAX` = none known). A tombstone overwritten or
+    /// removed outside a pass leaves it lower than the truth until the
+    /// next pass.
     oldest_tombstone_ms: AtomicU64,
 }
 
@@ -271,7 +274,7 @@ impl Store {
             node_id: opts.node_id,
             hasher: ahash::RandomState::new(),
             tombstone_ttl_ms: opts.tombstone_ttl_ms,
-            oldest_tombstone_ms: AtomicU64::new(0),
+            oldest_tombstone_ms: AtomicU64::new(u64::MAX),
         })
     }
 
@@ -367,6 +370,8 @@ impl Store {
         }
         let v = self.local_version(&mut shard, now);
         shard.put(s, key, None, v, &self.hasher);
+        drop(shard);
+        self.note_tombstone(v.millis());
         Some(v)
     }
 
@@ -405,6 +410,10 @@ impl Store {
             _ => {}
         }
         shard.put(s, key, value, version, &self.hasher);
+        drop(shard);
+        if value.is_none() {
+            self.note_tombstone(version.millis());
+        }
         Applied::Stored
     }
 
@@ -427,6 +436,10 @@ impl Store {
         }
         shard.clock.observe(version.hlc);
         shard.put(s, key, value, version, &self.hasher);
+        drop(shard);
+        if value.is_none() {
+            self.note_tombstone(version.millis());
+        }
         true
     }
 
@@ -550,13 +563,15 @@ impl Store {
         for i in 0..self.shards.len() {
             self.shard(i).clear();
         }
-        self.oldest_tombstone_ms.store(0, Relaxed);
+        self.oldest_tombstone_ms.store(u64::MAX, Relaxed);
     }
 
     /// Drops tombstones whose version is older than the TTL at `now_ms`.
     /// Returns how many were collected and the version time of the oldest
     /// tombstone kept (if any).
     pub fn collect_tombstones(&self, now_ms: u64) -> (usize, Option<u64>) {
+        // Tombstones written during the pass lower the value again below.
+        self.oldest_tombstone_ms.store(u64::MAX, Relaxed);
         let mut collected = 0;
         let mut oldest: Option<u64> = None;
         for i in 0..self.shards.len() {
@@ -586,16 +601,26 @@ impl Store {
             shard.tombstones -= removed;
             collected += removed;
         }
-        self.oldest_tombstone_ms.store(oldest.unwrap_or(0), Relaxed);
+        if let Some(t) = oldest {
+            self.note_tombstone(t);
+        }
         (collected, oldest)
     }
 
-    /// Version time (Unix ms) of the oldest tombstone kept by the last
-    /// [`Store::collect_tombstones`] pass, if it kept any. Tombstones
-    /// written since that pass are newer, so this stays the oldest unless
-    /// the store was cleared meanwhile.
+    /// Records a tombstone's version time for [`Store::oldest_tombstone_ms`].
+    /// A plain load first: new tombstones are almost never the oldest, so
+    /// deletes do not contend on this cache line.
+    #[inline]
+    fn note_tombstone(&self, millis: u64) {
+        if millis < self.oldest_tombstone_ms.load(Relaxed) {
+            self.oldest_tombstone_ms.fetch_min(millis, Relaxed);
+        }
+    }
+
+    /// Version time (Unix ms) of the oldest tombstone, if any is known
+    /// (see the field's invariant; exact after each collection pass).
     pub fn oldest_tombstone_ms(&self) -> Option<u64> {
-        Some(self.oldest_tombstone_ms.load(Relaxed)).filter(|&t| t != 0)
+        Some(self.oldest_tombstone_ms.load(Relaxed)).filter(|&t| t != u64::MAX)
     }
 
     /// The Merkle root.
@@ -907,14 +932,22 @@ mod tests {
     }
 
     #[test]
-    fn oldest_tombstone_is_remembered_by_collection() {
+    fn oldest_tombstone_is_tracked_and_exact_after_collection() {
         let s = store(4);
         assert_eq!(s.oldest_tombstone_ms(), None);
-        s.apply(b"t", None, Version::new((now_millis() - 500) << 16, 1));
+        let old = now_millis() - 500;
+        s.apply(b"t", None, Version::new(old << 16, 1));
+        assert_eq!(s.oldest_tombstone_ms(), Some(old));
+        s.set(b"u", b"1");
+        let newer = s.delete(b"u").unwrap().millis();
+        assert_eq!(s.oldest_tombstone_ms(), Some(old));
+        // The old tombstone is overwritten: exact again after a pass.
+        s.apply(b"t", Some(b"back"), Version::new((old + 1) << 16, 1));
         s.collect_tombstones(now_millis());
-        let t = s.oldest_tombstone_ms().unwrap();
-        assert!(now_millis() - t >= 500);
+        assert_eq!(s.oldest_tombstone_ms(), Some(newer));
         s.clear();
+        assert_eq!(s.oldest_tombstone_ms(), None);
+        s.collect_tombstones(now_millis());
         assert_eq!(s.oldest_tombstone_ms(), None);
     }
 
