@@ -34,7 +34,10 @@ fn node(id: &str, anti_entropy: &str) -> Server {
         format!("node_id = \"{id}\"\n[anti_entropy]\n{anti_entropy}\n"),
     )
     .unwrap();
-    Server::start(&["--config", path.to_str().unwrap(), "--threads", "1"])
+    let server = Server::start(&["--config", path.to_str().unwrap(), "--threads", "1"]);
+    // The file was read at startup; leave nothing behind.
+    let _ = std::fs::remove_dir_all(&dir);
+    server
 }
 
 /// A node that pulls from `peer` every second.
