@@ -545,6 +545,18 @@ pub fn execute(cmd: Command<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>, proto: Pr
             ok(out, proto);
             return Flow::Close;
         }
+        Command::Internal(cmd) => match proto {
+            Proto::Resp => {
+                let shared = ctx.shared;
+                shared.antientropy.count_served();
+                let id = crate::antientropy::serve::Identity {
+                    node_id: &shared.config.node_id,
+                    instance: shared.antientropy.instance(),
+                };
+                crate::antientropy::serve::execute(&cmd, &shared.store, id, out);
+            }
+            Proto::Text => error(out, proto, "internal commands need RESP"),
+        },
     }
     Flow::Continue
 }
@@ -652,4 +664,5 @@ pub fn write_info(shared: &Shared, s: &mut String) {
         shared.outbox.dropped()
     );
     crate::persist::write_info(shared, s);
+    crate::antientropy::write_info(shared, s);
 }

@@ -11,7 +11,9 @@
 //! [`store::Store`]; [`replication`] carries change events; [`persist`]
 //! logs and snapshots them; [`node`] wires it all together.
 
+pub mod antientropy;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod exec;
 pub mod logging;

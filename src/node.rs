@@ -25,6 +25,8 @@ pub struct Shared {
     pub jobs: (Sender<Job>, Receiver<Job>),
     /// The persistent engine (`None` for an in-memory node).
     pub persist: Option<crate::persist::Persist>,
+    /// Anti-entropy identity, statistics and cancellation.
+    pub antientropy: crate::antientropy::AntiEntropy,
 }
 
 impl Shared {
@@ -41,6 +43,7 @@ impl Shared {
             started_unix: crate::stats::unix_now(),
             jobs: unbounded(),
             persist: None,
+            antientropy: crate::antientropy::AntiEntropy::new(),
         }
     }
 }
@@ -167,6 +170,7 @@ impl Node {
             crate::server::spawn_workers(&shared, listeners).map_err(StartError::Io)?;
         threads.push(spawn_housekeeping(shared.clone()).map_err(StartError::Io)?);
         threads.extend(crate::persist::Persist::spawn(&shared).map_err(StartError::Io)?);
+        threads.push(crate::antientropy::spawn(shared.clone()).map_err(StartError::Io)?);
         log::info!("Server listening on {addr}");
         Ok(Node {
             shared,
@@ -245,6 +249,8 @@ pub struct Applier {
     shared: Arc<Shared>,
     /// This thread's log segment (persistent engine only).
     log: Option<crate::persist::LogWriter>,
+    /// A `replace_if`/`remove_if` changed the store since the last commit.
+    forced: bool,
 }
 
 impl Applier {
@@ -252,7 +258,11 @@ impl Applier {
     /// in its log segment's file name).
     pub fn new(shared: Arc<Shared>, name: &str) -> Applier {
         let log = shared.persist.as_ref().map(|p| p.applier_writer(name));
-        Applier { shared, log }
+        Applier {
+            shared,
+            log,
+            forced: false,
+        }
     }
 
     /// Applies a remote write with LWW. Remote writes are never re-published.
@@ -277,10 +287,44 @@ impl Applier {
     /// `fsync = always`, makes it durable. Call it after each received
     /// batch / repair round (before answering SYNC); without it the
     /// background flusher writes and fsyncs within a second.
+    ///
+    /// After forced changes (`SYNC --full`), which last-writer-wins replay
+    /// of a log cannot reproduce (older versions stored, records removed
+    /// without tombstones), a snapshot is written before this returns.
     pub fn commit(&mut self) {
         if let Some(log) = &self.log {
             log.commit();
         }
+        if std::mem::take(&mut self.forced)
+            && let Some(p) = &self.shared.persist
+        {
+            let shutdown = &self.shared.shutdown;
+            if let Err(e) = p.snapshot(&self.shared.store, &|| shutdown.is_triggered()) {
+                log::warn!("snapshot after SYNC --full failed: {e}");
+            }
+        }
+    }
+
+    /// `SYNC --full`: stores exactly this record (even an older version) if
+    /// the local record is still `expected` ([`crate::store::Store::replace_if`]).
+    pub fn replace_if(
+        &mut self,
+        key: &[u8],
+        expected: Option<crate::store::Version>,
+        value: Option<&[u8]>,
+        version: crate::store::Version,
+    ) -> bool {
+        let done = self.shared.store.replace_if(key, expected, value, version);
+        self.forced |= done;
+        done
+    }
+
+    /// `SYNC --full`: drops a local-only record outright (no tombstone) if
+    /// it is still `expected` ([`crate::store::Store::remove_if`]).
+    pub fn remove_if(&mut self, key: &[u8], expected: crate::store::Version) -> bool {
+        let done = self.shared.store.remove_if(key, expected);
+        self.forced |= done;
+        done
     }
 
     /// The shared node state.

@@ -109,18 +109,7 @@ fn kill9(s: &mut Server) {
 
 /// `INFO` as (name, value) pairs.
 fn info(s: &mut TcpStream) -> Vec<(String, String)> {
-    s.write_all(b"INFO\r\n").unwrap();
-    assert_eq!(read_line(s), "INFO");
-    let mut out = Vec::new();
-    // Fields are read until the last persistence line.
-    loop {
-        let line = read_line(s);
-        let (k, v) = line.split_once(':').unwrap();
-        out.push((k.to_string(), v.to_string()));
-        if k == "persist_dropped_records" || k == "persistence" && v == "0" {
-            return out;
-        }
-    }
+    common::info_fields(s)
 }
 
 fn info_u64(s: &mut TcpStream, name: &str) -> u64 {

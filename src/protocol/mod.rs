@@ -13,6 +13,7 @@
 //! * Every front end (text, RESP) produces the same [`Command`] and is
 //!   answered by the same executor through a [`crate::exec::Encoder`].
 
+pub mod internal;
 pub mod resp;
 pub mod text;
 
@@ -90,6 +91,8 @@ pub enum Command<'a> {
     Select(&'a [u8]),
     /// RESP `QUIT`: reply `+OK` and close.
     Quit,
+    /// RESP-only internal anti-entropy commands (`MKV.*`, [`internal`]).
+    Internal(internal::Internal<'a>),
 }
 
 /// The action of a `REPLICATE` command.

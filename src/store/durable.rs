@@ -45,6 +45,10 @@ impl Store {
             _ => {}
         }
         shard.put(s, key, value, version, &self.hasher);
+        drop(shard);
+        if value.is_none() {
+            self.note_tombstone(version.millis());
+        }
         (Applied::Stored, stamp)
     }
 
@@ -69,6 +73,8 @@ impl Store {
             g.bytes = 0;
             g.clock.observe(floor + 1);
         }
+        self.oldest_tombstone_ms
+            .store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
         drop(guards);
         drop(old);
         floor

@@ -33,6 +33,7 @@ pub mod merkle;
 pub mod record;
 pub mod version;
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use hashbrown::HashTable;
@@ -126,6 +127,12 @@ pub struct Store {
     node_id: String,
     hasher: ahash::RandomState,
     tombstone_ttl_ms: u64,
+    /// Version time (ms) of the oldest tombstone: the oldest kept by the
+    /// last [`Store::collect_tombstones`] pass, lowered by every tombstone
+    /// written since (`u64::MAX` = none known). A tombstone overwritten or
+    /// removed outside a pass leaves it lower than the truth until the
+    /// next pass.
+    oldest_tombstone_ms: AtomicU64,
 }
 
 impl Shard {
@@ -194,6 +201,37 @@ impl Shard {
         self.tree.toggle(s.bucket, &new_leaf);
     }
 
+    /// Removes the record of `key` entirely (no tombstone) if its version
+    /// is `expected`, keeping the tree and counters in step.
+    fn remove_if(
+        &mut self,
+        s: Slot,
+        key: &[u8],
+        expected: Version,
+        hasher: &ahash::RandomState,
+    ) -> bool {
+        let table = &mut self.tables[s.bucket];
+        let Entry::Occupied(o) =
+            table.entry(s.hash, |r| r.key() == key, |r| hasher.hash_one(r.key()))
+        else {
+            return false;
+        };
+        if o.get().version() != expected {
+            return false;
+        }
+        let (rec, _) = o.remove();
+        self.tree
+            .toggle(s.bucket, &leaf_digest(key, rec.value(), rec.version()));
+        match rec.value() {
+            None => self.tombstones -= 1,
+            Some(v) => {
+                self.live -= 1;
+                self.bytes -= key.len() + v.len();
+            }
+        }
+        true
+    }
+
     fn clear(&mut self) {
         for t in self.tables.iter_mut() {
             *t = HashTable::new();
@@ -237,6 +275,7 @@ impl Store {
             node_id: opts.node_id,
             hasher: ahash::RandomState::new(),
             tombstone_ttl_ms: opts.tombstone_ttl_ms,
+            oldest_tombstone_ms: AtomicU64::new(u64::MAX),
         })
     }
 
@@ -332,6 +371,8 @@ impl Store {
         }
         let v = self.local_version(&mut shard, now);
         shard.put(s, key, None, v, &self.hasher);
+        drop(shard);
+        self.note_tombstone(v.millis());
         Some(v)
     }
 
@@ -360,6 +401,68 @@ impl Store {
     /// not have is dropped: it would be collected at once.
     pub fn apply(&self, key: &[u8], value: Option<&[u8]>, version: Version) -> Applied {
         self.apply_stamped(key, value, version).0
+    }
+
+    /// Unconditional replacement for a copy (`SYNC --full`): if the record
+    /// of `key` still has version `expected` (`None`: no record), store
+    /// `value` (None = tombstone) at `version`, even if `version` is older,
+    /// and advance the clock. Returns false (and changes nothing) if the
+    /// record changed meanwhile, so a write made during the copy is kept.
+    pub fn replace_if(
+        &self,
+        key: &[u8],
+        expected: Option<Version>,
+        value: Option<&[u8]>,
+        version: Version,
+    ) -> bool {
+        let s = self.slot(key);
+        let mut shard = self.shard(s.shard);
+        if shard.find(s, key).map(Record::version) != expected {
+            return false;
+        }
+        shard.clock.observe(version.hlc);
+        shard.put(s, key, value, version, &self.hasher);
+        drop(shard);
+        if value.is_none() {
+            self.note_tombstone(version.millis());
+        }
+        true
+    }
+
+    /// Removes the record of `key` outright (no tombstone; `SYNC --full`
+    /// dropping a local-only entry) if its version is still `expected`.
+    pub fn remove_if(&self, key: &[u8], expected: Version) -> bool {
+        let s = self.slot(key);
+        let mut shard = self.shard(s.shard);
+        shard.remove_if(s, key, expected, &self.hasher)
+    }
+
+    /// Calls `f` with the record of `key` (tombstones included) as
+    /// `(value, version)`, under the shard lock: copy what you need, do no
+    /// I/O.
+    pub fn with_entry<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(Option<(Option<&[u8]>, Version)>) -> R,
+    ) -> R {
+        let s = self.slot(key);
+        let shard = self.shard(s.shard);
+        f(shard.find(s, key).map(|r| (r.value(), r.version())))
+    }
+
+    /// Calls `f` for every record (tombstones included) of global bucket
+    /// `bucket`, in no particular order, under that bucket's shard lock.
+    /// Returns false if `bucket` is out of range.
+    pub fn for_each_in_bucket(&self, bucket: usize, mut f: impl FnMut(&Record)) -> bool {
+        if bucket >= self.shape.buckets() {
+            return false;
+        }
+        let span_bits = self.shape.bits - self.shard_bits;
+        let shard = self.shard(bucket >> span_bits);
+        shard.tables[bucket & ((1 << span_bits) - 1)]
+            .iter()
+            .for_each(&mut f);
+        true
     }
 
     fn tombstone_expired(&self, v: Version, now_ms: u64) -> bool {
@@ -446,12 +549,15 @@ impl Store {
         for i in 0..self.shards.len() {
             self.shard(i).clear();
         }
+        self.oldest_tombstone_ms.store(u64::MAX, Relaxed);
     }
 
     /// Drops tombstones whose version is older than the TTL at `now_ms`.
     /// Returns how many were collected and the version time of the oldest
     /// tombstone kept (if any).
     pub fn collect_tombstones(&self, now_ms: u64) -> (usize, Option<u64>) {
+        // Tombstones written during the pass lower the value again below.
+        self.oldest_tombstone_ms.store(u64::MAX, Relaxed);
         let mut collected = 0;
         let mut oldest: Option<u64> = None;
         for i in 0..self.shards.len() {
@@ -481,7 +587,26 @@ impl Store {
             shard.tombstones -= removed;
             collected += removed;
         }
+        if let Some(t) = oldest {
+            self.note_tombstone(t);
+        }
         (collected, oldest)
+    }
+
+    /// Records a tombstone's version time for [`Store::oldest_tombstone_ms`].
+    /// A plain load first: new tombstones are almost never the oldest, so
+    /// deletes do not contend on this cache line.
+    #[inline]
+    fn note_tombstone(&self, millis: u64) {
+        if millis < self.oldest_tombstone_ms.load(Relaxed) {
+            self.oldest_tombstone_ms.fetch_min(millis, Relaxed);
+        }
+    }
+
+    /// Version time (Unix ms) of the oldest tombstone, if any is known
+    /// (see the field's invariant; exact after each collection pass).
+    pub fn oldest_tombstone_ms(&self) -> Option<u64> {
+        Some(self.oldest_tombstone_ms.load(Relaxed)).filter(|&t| t != u64::MAX)
     }
 
     /// The Merkle root.
@@ -753,6 +878,63 @@ mod tests {
         assert!(list.iter().any(|(k, _)| k == b"k1"));
         assert!(s.bucket_versions(1 << 16).is_none());
         assert!(s.node_digest(5, 0).is_none());
+    }
+
+    #[test]
+    fn remove_if_and_replace_if_keep_tree_and_counters_exact() {
+        let s = store(4);
+        let v1 = s.set(b"a", b"12");
+        let vb = s.set(b"b", b"x");
+        s.delete(b"b");
+        let vt = s.entry(b"b").unwrap().version;
+        assert_ne!(vb, vt);
+        let only_b = s.root();
+        let other = Version::new(v1.hlc + 1, v1.node);
+        assert!(!s.remove_if(b"a", other), "wrong version: unchanged");
+        assert!(s.remove_if(b"a", v1));
+        assert!(!s.remove_if(b"a", v1), "already gone");
+        assert_eq!((s.len(), s.tombstones(), s.usage()), (0, 1, (0, 0)));
+        assert_ne!(s.root(), only_b);
+        assert!(s.remove_if(b"b", vt));
+        assert_eq!((s.tombstones(), s.root()), (0, ZERO));
+        // replace_if may go back to an older version, and advances the clock.
+        let hi = Version::new(u64::MAX >> 1, 9);
+        assert!(s.replace_if(b"c", None, Some(b"new"), hi));
+        assert!(s.replace_if(b"c", Some(hi), Some(b"old"), Version::new(5, 9)));
+        assert_eq!(
+            s.get(b"c", |v| v.map(<[u8]>::to_vec)),
+            Some(b"old".to_vec())
+        );
+        assert!(s.set(b"c", b"local") > hi);
+        let mut seen = Vec::new();
+        assert!(s.for_each_in_bucket(s.bucket_of_key(b"c"), |r| seen.push(r.key().to_vec())));
+        assert!(seen.contains(&b"c".to_vec()));
+        assert!(!s.for_each_in_bucket(1 << 16, |_| {}));
+        assert_eq!(
+            s.with_entry(b"c", |e| e.map(|(v, _)| v.map(<[u8]>::to_vec))),
+            Some(Some(b"local".to_vec()))
+        );
+        assert!(s.with_entry(b"zz", |e| e.is_none()));
+    }
+
+    #[test]
+    fn oldest_tombstone_is_tracked_and_exact_after_collection() {
+        let s = store(4);
+        assert_eq!(s.oldest_tombstone_ms(), None);
+        let old = now_millis() - 500;
+        s.apply(b"t", None, Version::new(old << 16, 1));
+        assert_eq!(s.oldest_tombstone_ms(), Some(old));
+        s.set(b"u", b"1");
+        let newer = s.delete(b"u").unwrap().millis();
+        assert_eq!(s.oldest_tombstone_ms(), Some(old));
+        // The old tombstone is overwritten: exact again after a pass.
+        s.apply(b"t", Some(b"back"), Version::new((old + 1) << 16, 1));
+        s.collect_tombstones(now_millis());
+        assert_eq!(s.oldest_tombstone_ms(), Some(newer));
+        s.clear();
+        assert_eq!(s.oldest_tombstone_ms(), None);
+        s.collect_tombstones(now_millis());
+        assert_eq!(s.oldest_tombstone_ms(), None);
     }
 
     #[test]

@@ -175,3 +175,19 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// The INFO reply of a text connection as `(name, value)` pairs. INFO has
+/// no terminator line, so a marker request follows it.
+pub fn info_fields(s: &mut TcpStream) -> Vec<(String, String)> {
+    s.write_all(b"INFO\r\nPING end-of-info\r\n").unwrap();
+    assert_eq!(read_line(s), "INFO");
+    let mut out = Vec::new();
+    loop {
+        let l = read_line(s);
+        if l == "PONG end-of-info" {
+            return out;
+        }
+        let (k, v) = l.split_once(':').expect("INFO line is name:value");
+        out.push((k.to_string(), v.to_string()));
+    }
+}

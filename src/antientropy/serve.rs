@@ -1,0 +1,143 @@
+//! The answering side of a round: replies to the internal `MKV.*` commands
+//! (wire format in [`crate::protocol::internal`]).
+//!
+//! Replies are written straight into the connection's output buffer while
+//! the shard lock of the node, bucket or key being read is held; nothing
+//! here does I/O, so no lock is ever held across the network. `MKV.BUCKETS`,
+//! `MKV.ENTRIES` and `MKV.FETCH` stop after the bucket or entry that takes the reply past
+//! [`REPLY_BUDGET`] bytes; the requester asks again for the rest.
+
+use crate::exec::{Proto, array, bulk, error, integer};
+use crate::protocol::internal::{Internal, REPLY_BUDGET, WIRE_VERSION, encode_version, index};
+use crate::store::Store;
+use crate::store::merkle::{FANOUT_BITS, ZERO};
+
+/// Who is answering: reported by `MKV.ROOT`.
+#[derive(Debug, Clone, Copy)]
+pub struct Identity<'a> {
+    /// The node id.
+    pub node_id: &'a str,
+    /// Random per-process number (self detection).
+    pub instance: u64,
+}
+
+const NIL: &[u8] = b"$-1\r\n";
+const NIL_ARRAY: &[u8] = b"*-1\r\n";
+
+fn shape_mismatch(store: &Store, bits: u32, out: &mut Vec<u8>) -> bool {
+    let ours = store.shape().bits;
+    if bits == ours {
+        return false;
+    }
+    error(
+        out,
+        Proto::Resp,
+        &format!(
+            "tree parameters differ: this node has tree_bits={ours} fanout={}, \
+             the request tree_bits={bits}",
+            1 << FANOUT_BITS
+        ),
+    );
+    true
+}
+
+/// Appends `header` (an array header for `n` items) in front of the bytes
+/// written since `start`.
+fn prepend_array_header(out: &mut Vec<u8>, start: usize, n: usize) {
+    let mut header = Vec::with_capacity(16);
+    array(&mut header, n);
+    out.splice(start..start, header);
+}
+
+/// Executes an internal command, appending its RESP reply to `out`.
+pub fn execute(cmd: &Internal<'_>, store: &Store, id: Identity<'_>, out: &mut Vec<u8>) {
+    match cmd {
+        Internal::Root => {
+            array(out, 7);
+            integer(out, WIRE_VERSION);
+            integer(out, store.shape().bits as i64);
+            integer(out, FANOUT_BITS as i64);
+            bulk(out, id.node_id.as_bytes());
+            integer(out, id.instance as i64);
+            bulk(out, &store.root());
+            integer(out, (store.len() + store.tombstones()) as i64);
+        }
+        Internal::Nodes {
+            bits,
+            level,
+            indices,
+        } => {
+            if shape_mismatch(store, *bits, out) {
+                return;
+            }
+            let n = indices.len();
+            let mut b = itoa::Buffer::new();
+            out.push(b'$');
+            out.extend_from_slice(b.format(n * 32).as_bytes());
+            out.extend_from_slice(b"\r\n");
+            for i in indices.iter() {
+                // Indices were range-checked against `bits` by the parser.
+                let d = store.node_digest(*level, index(i)).unwrap_or(ZERO);
+                out.extend_from_slice(&d);
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+        Internal::Buckets {
+            bits,
+            buckets,
+            values,
+        } => {
+            if shape_mismatch(store, *bits, out) {
+                return;
+            }
+            let start = out.len();
+            let mut answered = 0;
+            let mut items = Vec::new();
+            for b in buckets.iter() {
+                if out.len() - start > REPLY_BUDGET {
+                    break;
+                }
+                items.clear();
+                let mut n = 0;
+                store.for_each_in_bucket(index(b), |r| {
+                    bulk(&mut items, r.key());
+                    if *values {
+                        match r.value() {
+                            Some(v) => bulk(&mut items, v),
+                            None => items.extend_from_slice(NIL),
+                        }
+                        n += 1;
+                    }
+                    bulk(&mut items, &encode_version(r.version()));
+                    n += 2;
+                });
+                array(out, n);
+                out.extend_from_slice(&items);
+                answered += 1;
+            }
+            prepend_array_header(out, start, answered);
+        }
+        Internal::Fetch(keys) => {
+            let start = out.len();
+            let mut answered = 0;
+            for k in keys.iter() {
+                if out.len() - start > REPLY_BUDGET {
+                    break;
+                }
+                store.with_entry(k, |e| match e {
+                    None => out.extend_from_slice(NIL_ARRAY),
+                    Some((value, version)) => {
+                        array(out, 2);
+                        match value {
+                            Some(v) => bulk(out, v),
+                            None => out.extend_from_slice(NIL),
+                        }
+                        bulk(out, &encode_version(version));
+                    }
+                });
+                answered += 1;
+            }
+            prepend_array_header(out, start, answered);
+        }
+    }
+}
