@@ -152,6 +152,7 @@ impl Node {
         let mut threads =
             crate::server::spawn_workers(&shared, listeners).map_err(StartError::Io)?;
         threads.push(spawn_housekeeping(shared.clone()).map_err(StartError::Io)?);
+        threads.extend(crate::replication::spawn(&shared).map_err(StartError::Io)?);
         log::info!("Server listening on {addr}");
         Ok(Node {
             shared,
