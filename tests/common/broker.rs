@@ -71,13 +71,20 @@ pub struct Broker {
     child: Option<Child>,
     pub port: u16,
     dir: TempDir,
+    /// Extra mosquitto.conf lines.
+    extra: String,
 }
 
 impl Broker {
     /// Starts mosquitto on a fresh ephemeral port.
     pub fn start() -> Broker {
+        Broker::start_with("")
+    }
+
+    /// Starts mosquitto on a fresh ephemeral port with extra config lines.
+    pub fn start_with(extra: &str) -> Broker {
         for _ in 0..10 {
-            if let Ok(b) = Broker::start_on(free_port()) {
+            if let Ok(b) = Broker::start_on_with(free_port(), extra) {
                 return b;
             }
         }
@@ -86,10 +93,15 @@ impl Broker {
 
     /// Starts mosquitto on `port`; Err if it cannot listen there.
     pub fn start_on(port: u16) -> Result<Broker, String> {
+        Broker::start_on_with(port, "")
+    }
+
+    fn start_on_with(port: u16, extra: &str) -> Result<Broker, String> {
         let mut b = Broker {
             child: None,
             port,
             dir: TempDir::new("mosquitto"),
+            extra: extra.to_string(),
         };
         b.launch()?;
         Ok(b)
@@ -101,8 +113,8 @@ impl Broker {
             &format!(
                 "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n\
                  log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n\
-                 log_type information\n",
-                self.port
+                 log_type information\n{}\n",
+                self.port, self.extra
             ),
         );
         let mut child = Command::new(mosquitto_bin())
