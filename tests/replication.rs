@@ -486,3 +486,36 @@ fn shutdown_flushes_queued_events() {
         info_u64(&n[1], "replication_events_applied") == 100
     });
 }
+
+#[test]
+fn without_a_broker_the_queue_is_bounded_and_drops_are_counted() {
+    // Nothing listens on this port: every connection attempt is refused.
+    let node = replicated_node("lonely", common::broker::free_port(), "");
+    let total = 80_000;
+    let mut c = node.connect();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    let mut line = Vec::new();
+    for chunk in 0..total / 1000 {
+        let req: String = (0..1000)
+            .map(|i| format!("SET q{} x\r\n", chunk * 1000 + i))
+            .collect();
+        c.write_all(req.as_bytes()).unwrap();
+        for _ in 0..1000 {
+            line.clear();
+            r.read_until(b'\n', &mut line).unwrap();
+            assert_eq!(line, b"OK\r\n");
+        }
+    }
+    assert_eq!(cmd(&mut c, "PING"), "PONG");
+    let i = info(&node);
+    let dropped: u64 = i["replication_dropped"].parse().unwrap();
+    let queued: u64 = i["replication_queued"].parse().unwrap();
+    // The outbox holds OUTBOX_CAPACITY events; the publisher holds at most
+    // one more batch (MAX_BATCH_EVENTS) while it waits for the broker.
+    let cap = merklekv::replication::OUTBOX_CAPACITY as u64;
+    let held = total - dropped - queued;
+    assert_eq!(queued, cap, "{i:?}");
+    assert!(held <= 4097, "{held} held; {i:?}");
+    assert!(dropped >= total - cap - 4097, "{i:?}");
+    assert_eq!(i["replication_events_published"], "0");
+}

@@ -194,8 +194,7 @@ impl std::error::Error for DecodeError {}
 
 /// Decodes a batch (or a 1.x single event). Never panics.
 pub fn decode(payload: &[u8]) -> Result<Batch, DecodeError> {
-    let w: WireIn =
-        ciborium::from_reader(payload).map_err(|e| DecodeError::Cbor(e.to_string()))?;
+    let w: WireIn = ciborium::from_reader(payload).map_err(|e| DecodeError::Cbor(e.to_string()))?;
     if let Some(events) = w.events {
         let origin = w.origin.ok_or(DecodeError::Shape("batch without origin"))?;
         let format = w.format.ok_or(DecodeError::Shape("batch without format"))?;
