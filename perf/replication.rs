@@ -119,6 +119,21 @@ fn cluster(a: &Args) -> Cluster {
     }
 }
 
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(s: &Server) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", s.child.id())).unwrap_or_default();
+    // Fields after the ")" that ends the command name; utime and stime are
+    // the 12th and 13th of them, in clock ticks (100 per second on Linux).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    f.iter().sum::<u64>() as f64 / 100.0
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -290,6 +305,7 @@ fn throughput(a: &Args) {
         std::thread::sleep(Duration::from_millis(2));
     }
     let replicated = t0.elapsed();
+    let (cpu_a, cpu_b) = (cpu_seconds(&c.a), cpu_seconds(&c.b));
     let ia = info(&c.a);
     let batches: u64 = ia["replication_batches_published"].parse().unwrap();
     let published: u64 = ia["replication_events_published"].parse().unwrap();
@@ -297,13 +313,16 @@ fn throughput(a: &Args) {
         "throughput: {total} writes by {clients} clients x {depth} pipelined; \
          written on A in {:.2} s ({:.0}/s); all applied on B after {:.2} s \
          => {:.0} replicated writes/s; applied {applied}, dropped {dropped}, \
-         unpublished {}, {batches} batches (avg {:.0} events)",
+         unpublished {}, {batches} batches (avg {:.0} events); \
+         CPU: A {cpu_a:.2} s ({:.2} us/write), B {cpu_b:.2} s ({:.2} us/applied event)",
         written.as_secs_f64(),
         total as f64 / written.as_secs_f64(),
         replicated.as_secs_f64(),
         applied as f64 / replicated.as_secs_f64(),
         ia["replication_events_unpublished"],
         published as f64 / batches.max(1) as f64,
+        cpu_a * 1e6 / total as f64,
+        cpu_b * 1e6 / applied.max(1) as f64,
     );
 }
 

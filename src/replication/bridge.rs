@@ -47,7 +47,7 @@ use rumqttc::{
     SubscribeReasonCode,
 };
 
-use super::wire::{self, OwnPrefix};
+use super::wire::{self, EventRef, OwnPrefix};
 use super::{BrokerState, ChangeEvent, Metrics, Outbox};
 use crate::node::{Applier, Shared};
 use crate::store::{Applied, MAX_VALUE_LEN, Version, now_millis};
@@ -547,7 +547,7 @@ impl Receiving {
             m.batches_own.fetch_add(1, Relaxed);
             return;
         }
-        let batch = match wire::decode(&p.payload) {
+        let batch = match wire::decode_ref(&p.payload) {
             Ok(batch) => batch,
             Err(e) => {
                 m.payloads_undecodable.fetch_add(1, Relaxed);
@@ -561,26 +561,26 @@ impl Receiving {
                 return;
             }
         };
-        if batch.origin == self.node_id {
+        if batch.origin() == self.node_id {
             m.batches_own.fetch_add(1, Relaxed);
             return;
         }
         m.batches_received.fetch_add(1, Relaxed);
         let now_ms = now_millis();
-        let total = batch.events.len() as u64;
+        let total = batch.len() as u64;
         let (mut applied, mut stale, mut invalid, mut seen) = (0u64, 0u64, 0u64, 0u64);
         let mut newest = Version::default();
-        for ev in &batch.events {
+        for ev in batch.events() {
             // `REPLICATE disable` stops applying at once.
             if !b.outbox().is_enabled() {
                 break;
             }
             seen += 1;
-            if !valid(ev, now_ms) {
+            if !valid(&ev, now_ms) {
                 invalid += 1;
                 continue;
             }
-            match applier.apply(&ev.key, ev.value.as_deref(), ev.version) {
+            match applier.apply(ev.key, ev.value, ev.version) {
                 Applied::Stored => {
                     applied += 1;
                     newest = newest.max(ev.version);
@@ -593,7 +593,7 @@ impl Receiving {
         m.events_invalid.fetch_add(invalid, Relaxed);
         m.events_ignored.fetch_add(total - seen, Relaxed);
         if applied > 0 {
-            m.applied_from(&batch.origin, newest, applied);
+            m.applied_from(batch.origin(), newest, applied);
         }
         if invalid > 0 {
             self.invalid.warn(|| {
@@ -601,7 +601,7 @@ impl Receiving {
                     "replication: refused {invalid} invalid events from {:?} \
                      (empty key, value over {MAX_VALUE_LEN} bytes, or version over \
                      {MAX_FUTURE_MS} ms ahead)",
-                    batch.origin
+                    batch.origin()
                 )
             });
         }
@@ -609,9 +609,9 @@ impl Receiving {
 }
 
 /// A received event this node accepts.
-fn valid(ev: &ChangeEvent, now_ms: u64) -> bool {
+fn valid(ev: &EventRef<'_>, now_ms: u64) -> bool {
     !ev.key.is_empty()
-        && ev.value.as_ref().is_none_or(|v| v.len() <= MAX_VALUE_LEN)
+        && ev.value.is_none_or(|v| v.len() <= MAX_VALUE_LEN)
         && ev.version.millis() <= now_ms.saturating_add(MAX_FUTURE_MS)
 }
 
@@ -827,10 +827,11 @@ mod tests {
     fn received_events_are_validated() {
         let now = 1_000_000u64;
         let ok = |k: &[u8], v: Option<usize>, ms: u64| {
+            let value = v.map(|n| vec![0; n]);
             valid(
-                &ChangeEvent {
-                    key: k.to_vec(),
-                    value: v.map(|n| vec![0; n]),
+                &EventRef {
+                    key: k,
+                    value: value.as_deref(),
                     version: Version::new(ms << crate::store::version::LOGICAL_BITS, 1),
                 },
                 now,
