@@ -629,4 +629,11 @@ pub fn write_info(shared: &Shared, s: &mut String) {
         rss_kb()
     );
     crate::replication::write_info(shared, s);
+    let _ = write!(
+        s,
+        "replication_enabled:{}\r\nreplication_queued:{}\r\nreplication_dropped:{}\r\n",
+        shared.outbox.is_enabled() as u8,
+        shared.outbox.queued(),
+        shared.outbox.dropped()
+    );
 }

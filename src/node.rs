@@ -151,8 +151,8 @@ impl Node {
         let shared = Arc::new(Shared::new(config, store));
         let mut threads =
             crate::server::spawn_workers(&shared, listeners).map_err(StartError::Io)?;
-        threads.push(spawn_housekeeping(shared.clone()).map_err(StartError::Io)?);
         threads.extend(crate::replication::spawn(&shared).map_err(StartError::Io)?);
+        threads.push(spawn_housekeeping(shared.clone()).map_err(StartError::Io)?);
         log::info!("Server listening on {addr}");
         Ok(Node {
             shared,

@@ -372,7 +372,8 @@ impl Metrics {
     }
 }
 
-/// Writes the replication lines of INFO (`name:value\r\n` each).
+/// Writes the replication lines of INFO (`name:value\r\n` each), except
+/// `replication_enabled` / `_queued` / `_dropped`, which `exec` writes.
 pub fn write_info(shared: &Shared, s: &mut String) {
     let o = &shared.outbox;
     let m = &o.metrics;
@@ -380,13 +381,10 @@ pub fn write_info(shared: &Shared, s: &mut String) {
     let get = |a: &AtomicU64| a.load(Relaxed);
     let _ = write!(
         s,
-        "replication_enabled:{}\r\n\
-         replication_broker:{}:{}\r\n\
+        "replication_broker:{}:{}\r\n\
          replication_broker_state:{}\r\n\
          replication_connects:{}\r\n\
          replication_connect_failures:{}\r\n\
-         replication_queued:{}\r\n\
-         replication_dropped:{}\r\n\
          replication_events_published:{}\r\n\
          replication_batches_published:{}\r\n\
          replication_events_unpublished:{}\r\n\
@@ -397,14 +395,11 @@ pub fn write_info(shared: &Shared, s: &mut String) {
          replication_events_invalid:{}\r\n\
          replication_events_ignored:{}\r\n\
          replication_payloads_undecodable:{}\r\n",
-        o.is_enabled() as u8,
         r.broker_host,
         r.broker_port,
         m.state().name(),
         get(&m.connects),
         get(&m.connect_failures),
-        o.queued(),
-        o.dropped(),
         get(&m.events_published),
         get(&m.batches_published),
         get(&m.events_unpublished),
