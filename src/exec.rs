@@ -606,12 +606,12 @@ fn mget(ctx: &mut Ctx<'_>, keys: Args<'_>, out: &mut Vec<u8>, proto: Proto) {
 
 fn replicate(shared: &Shared, action: ReplicateAction, out: &mut Vec<u8>, proto: Proto) {
     match action {
-        ReplicateAction::Enable => {
-            shared.outbox.set_enabled(true);
-            ok(out, proto);
-        }
+        ReplicateAction::Enable => match shared.outbox.enable() {
+            Ok(()) => ok(out, proto),
+            Err(e) => error(out, proto, &e.to_string()),
+        },
         ReplicateAction::Disable => {
-            shared.outbox.set_enabled(false);
+            shared.outbox.disable();
             ok(out, proto);
         }
         ReplicateAction::Status => {
@@ -656,6 +656,7 @@ pub fn write_info(shared: &Shared, s: &mut String) {
         shared.store.tombstones(),
         rss_kb()
     );
+    crate::replication::write_info(shared, s);
     let _ = write!(
         s,
         "replication_enabled:{}\r\nreplication_queued:{}\r\nreplication_dropped:{}\r\n",

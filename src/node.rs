@@ -168,6 +168,7 @@ impl Node {
         let shared = Arc::new(shared);
         let mut threads =
             crate::server::spawn_workers(&shared, listeners).map_err(StartError::Io)?;
+        threads.extend(crate::replication::spawn(&shared).map_err(StartError::Io)?);
         threads.push(spawn_housekeeping(shared.clone()).map_err(StartError::Io)?);
         threads.extend(crate::persist::Persist::spawn(&shared).map_err(StartError::Io)?);
         threads.push(crate::antientropy::spawn(shared.clone()).map_err(StartError::Io)?);

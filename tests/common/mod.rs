@@ -2,6 +2,8 @@
 //! on an ephemeral port, talk to it over real sockets, poll with deadlines.
 #![allow(dead_code)]
 
+pub mod broker;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};

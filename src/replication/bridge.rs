@@ -1,0 +1,859 @@
+//! The MQTT bridge: two threads around one blocking rumqttc client.
+//!
+//! * **`mqtt-bridge`** owns the rumqttc [`Connection`] and is the only
+//!   thread that polls it (`Connection::recv`, blocking, never with a
+//!   timeout: cancelling rumqttc's poll mid-write can lose a packet). It
+//!   creates the session when replication is on, subscribes to
+//!   `<prefix>/events/#` on every ConnAck, reconnects with exponential
+//!   backoff ([`BACKOFF_MIN`]..[`BACKOFF_MAX`]), counts broker
+//!   acknowledgements, and decodes and applies received batches through
+//!   [`Applier`]. It never publishes.
+//! * **`mqtt-publish`** takes events from the [`Outbox`](super::Outbox),
+//!   cuts batches (at [`MAX_BATCH_EVENTS`] events, [`MAX_BATCH_BYTES`]
+//!   bytes, or [`LINGER`] after the batch's first event), encodes them and
+//!   hands them to the client with `try_publish` — never a blocking call,
+//!   so the two threads cannot deadlock on rumqttc's bounded request
+//!   channel. At most [`WINDOW`] batches are in flight (handed over, not yet
+//!   acknowledged); the request channel holds more than that, so
+//!   `try_publish` does not fail for want of room.
+//!
+//! The threads share a [`Link`] (mutex + condvar): the client of the
+//! current session, whether it is connected, the event counts of the
+//! batches in flight (in order, to count what the broker acknowledged and
+//! what a lost session took with it), and the drain state.
+//!
+//! While the broker is unreachable the publisher holds its current batch
+//! and stops taking events, so the outbox buffers (bounded) and a short
+//! outage loses nothing; beyond its bounds workers drop and count.
+//!
+//! Stopping (shutdown, `REPLICATE disable`): whoever notices first starts a
+//! *drain* with a deadline ([`DRAIN_BOUND`]): the publisher hands over
+//! what is queued, the bridge waits for the acknowledgements, then sends
+//! DISCONNECT and ends the session. What did not make it is counted as
+//! unpublished. Because the bridge blocks in `recv`, the publisher
+//! *nudges* it (an UNSUBSCRIBE of an unused topic, which the broker simply
+//! acknowledges) whenever the bridge must re-evaluate without traffic.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, select};
+use rumqttc::{
+    Client, ConnectionError, Event, Incoming, MqttOptions, NetworkOptions, Outgoing, Publish, QoS,
+    SubscribeReasonCode,
+};
+
+use super::wire::{self, EventRef, OwnPrefix};
+use super::{BrokerState, ChangeEvent, Metrics, Outbox};
+use crate::node::{Applier, Shared};
+use crate::store::{Applied, MAX_VALUE_LEN, Version, now_millis};
+
+/// Time bound of a batch: it is handed over at most this long after its
+/// first event was taken.
+pub const LINGER: Duration = Duration::from_millis(1);
+/// Most events per batch.
+pub const MAX_BATCH_EVENTS: usize = 4096;
+/// A batch is cut before an event that would take it past this many bytes
+/// (a single larger event travels alone).
+pub const MAX_BATCH_BYTES: usize = 512 << 10;
+/// Most batches handed to the client and not yet acknowledged.
+pub const WINDOW: usize = 32;
+/// MQTT packet limit, incoming and outgoing: room for one event with an
+/// 8 MiB key and an 8 MiB value (far above rumqttc's 10 KiB default).
+pub const MAX_PACKET: usize = 2 * MAX_VALUE_LEN + (1 << 20);
+const _: () = assert!(MAX_BATCH_BYTES < MAX_PACKET && WINDOW + CHANNEL_SLACK <= u16::MAX as usize);
+
+/// How long shutdown or `REPLICATE disable` may spend flushing.
+pub const DRAIN_BOUND: Duration = Duration::from_millis(300);
+/// First reconnect delay; doubles per failure up to [`BACKOFF_MAX`].
+pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest reconnect delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// TCP + MQTT connect timeout, in seconds (rumqttc's unit).
+const CONNECT_TIMEOUT_SECS: u64 = 1;
+/// Received versions more than this far ahead of the local wall clock
+/// are refused: one bogus event must not push the clock (and every later
+/// local write) into the far future.
+pub const MAX_FUTURE_MS: u64 = 3_600_000;
+/// Room in rumqttc's request channel besides the publish window
+/// (subscribe, nudges, disconnect).
+const CHANNEL_SLACK: usize = 16;
+/// Minimum time between two warnings of one kind.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Starts the bridge threads (always: they idle while replication is
+/// off, so `REPLICATE enable` can start it later).
+pub fn spawn(shared: &Arc<Shared>) -> io::Result<Vec<JoinHandle<()>>> {
+    let r = &shared.config.replication;
+    let bridge = Arc::new(Bridge {
+        shared: shared.clone(),
+        link: Mutex::new(Link::default()),
+        cv: Condvar::new(),
+        topic: format!("{}/events", r.topic_prefix),
+        qos: if r.qos == 0 {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        },
+    });
+    shared.outbox.running.store(true, Relaxed);
+    let b = bridge.clone();
+    let t1 = std::thread::Builder::new()
+        .name("mqtt-bridge".into())
+        .spawn(move || b.run_bridge());
+    let t1 = match t1 {
+        Ok(t) => t,
+        Err(e) => {
+            shared.outbox.running.store(false, Relaxed);
+            return Err(e);
+        }
+    };
+    let b = bridge.clone();
+    let t2 = std::thread::Builder::new()
+        .name("mqtt-publish".into())
+        .spawn(move || b.run_publisher());
+    match t2 {
+        Ok(t2) => Ok(vec![t1, t2]),
+        Err(e) => {
+            // The bridge thread would wait for a publisher that never comes.
+            bridge.lock().publisher_exited = true;
+            shared.outbox.running.store(false, Relaxed);
+            shared.outbox.set_enabled(false);
+            Err(e)
+        }
+    }
+}
+
+/// State shared by the two threads (see the module docs).
+#[derive(Default)]
+struct Link {
+    /// The current session's client.
+    client: Option<Client>,
+    /// The session is connected and subscribed.
+    connected: bool,
+    /// A session exists (the bridge thread is in it).
+    session: bool,
+    /// Events per batch handed over and not yet acknowledged, in order.
+    inflight: VecDeque<u32>,
+    /// Flushing before the session ends.
+    drain: Option<Drain>,
+    /// The publisher thread has returned.
+    publisher_exited: bool,
+    /// The bridge thread has returned.
+    bridge_exited: bool,
+}
+
+#[derive(Clone, Copy)]
+struct Drain {
+    deadline: Instant,
+    /// The publisher handed over (or gave up on) everything queued.
+    publisher_done: bool,
+}
+
+impl Link {
+    /// Starts a drain unless one runs. True if a new one started.
+    fn begin_drain(&mut self) -> bool {
+        if self.drain.is_some() {
+            return false;
+        }
+        self.drain = Some(Drain {
+            deadline: Instant::now() + DRAIN_BOUND,
+            publisher_done: false,
+        });
+        true
+    }
+
+    /// Wakes the bridge thread out of `Connection::recv`.
+    fn nudge(&self, topic: &str) {
+        if let (Some(c), true) = (&self.client, self.connected) {
+            let _ = c.try_unsubscribe(format!("{topic}/nudge"));
+        }
+    }
+
+    /// Forgets the batches in flight: they are counted as unpublished.
+    fn lose_inflight(&mut self, m: &Metrics) {
+        let lost: u64 = self.inflight.drain(..).map(u64::from).sum();
+        m.events_unpublished.fetch_add(lost, Relaxed);
+    }
+}
+
+struct Bridge {
+    shared: Arc<Shared>,
+    link: Mutex<Link>,
+    cv: Condvar,
+    /// `<prefix>/events`.
+    topic: String,
+    qos: QoS,
+}
+
+/// Logs one kind of warning at most once per [`WARN_EVERY`].
+#[derive(Default)]
+struct WarnLimiter {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl WarnLimiter {
+    fn warn(&mut self, msg: impl FnOnce() -> String) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < WARN_EVERY)
+        {
+            self.suppressed += 1;
+            return;
+        }
+        if self.suppressed > 0 {
+            log::warn!("{} ({} similar suppressed)", msg(), self.suppressed);
+        } else {
+            log::warn!("{}", msg());
+        }
+        self.last = Some(now);
+        self.suppressed = 0;
+    }
+}
+
+impl Bridge {
+    fn lock(&self) -> MutexGuard<'_, Link> {
+        self.link.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wait<'a>(&self, g: MutexGuard<'a, Link>, d: Duration) -> MutexGuard<'a, Link> {
+        self.cv
+            .wait_timeout(g, d)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+    }
+
+    fn outbox(&self) -> &Outbox {
+        &self.shared.outbox
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.shared.outbox.metrics
+    }
+
+    /// Replication should stop (or not run): shutdown or disabled.
+    fn stopping(&self) -> bool {
+        self.shared.shutdown.is_triggered() || !self.outbox().is_enabled()
+    }
+
+    // ---- the bridge thread ------------------------------------------------
+
+    fn run_bridge(&self) {
+        let stop = self.shared.shutdown.subscribe();
+        let wake = self.outbox().bridge_wake.1.clone();
+        let mut applier = Applier::new(self.shared.clone(), "mqtt");
+        let mut rx = Receiving::new(&self.shared.config.node_id);
+        while !self.shared.shutdown.is_triggered() {
+            if !self.outbox().is_enabled() {
+                self.metrics().set_state(BrokerState::Off);
+                select! {
+                    recv(wake) -> _ => {}
+                    recv(stop) -> _ => {}
+                    default(Duration::from_secs(1)) => {}
+                }
+                continue;
+            }
+            self.session(&stop, &wake, &mut applier, &mut rx);
+        }
+        self.metrics().set_state(BrokerState::Off);
+        self.lock().bridge_exited = true;
+        self.cv.notify_all();
+    }
+
+    fn options(&self) -> MqttOptions {
+        let r = &self.shared.config.replication;
+        let mut o = MqttOptions::new(r.client_id.clone(), r.broker_host.clone(), r.broker_port);
+        let ka = r.keep_alive;
+        o.set_keep_alive(if ka.is_zero() {
+            ka
+        } else {
+            ka.max(Duration::from_secs(1))
+        });
+        // rumqttc refuses a persistent session without a client id.
+        o.set_clean_session(r.clean_session || r.client_id.is_empty());
+        o.set_max_packet_size(MAX_PACKET, MAX_PACKET);
+        o.set_inflight((WINDOW + CHANNEL_SLACK) as u16);
+        match (&r.username, &r.password) {
+            (Some(u), p) => {
+                o.set_credentials(u.clone(), p.clone().unwrap_or_default());
+            }
+            (None, Some(p)) => {
+                o.set_credentials(r.client_id.clone(), p.clone());
+            }
+            (None, None) => {}
+        }
+        o
+    }
+
+    /// One MQTT session: from replication on until it is turned off or the
+    /// node shuts down (reconnecting as often as needed in between).
+    fn session(
+        &self,
+        stop: &Receiver<()>,
+        wake: &Receiver<()>,
+        applier: &mut Applier,
+        rx: &mut Receiving,
+    ) {
+        let r = &self.shared.config.replication;
+        let broker = format!("{}:{}", r.broker_host, r.broker_port);
+        let filter = format!("{}/#", self.topic);
+        let (client, mut conn) = Client::new(self.options(), WINDOW + CHANNEL_SLACK);
+        let mut net = NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        net.set_connection_timeout(CONNECT_TIMEOUT_SECS);
+        conn.eventloop.set_network_options(net);
+        {
+            let mut l = self.lock();
+            l.client = Some(client.clone());
+            l.connected = false;
+            l.session = true;
+            l.inflight.clear();
+            l.drain = None;
+        }
+        self.metrics().set_state(BrokerState::Connecting);
+        log::info!(
+            "replication: connecting to MQTT broker {broker} (topic {})",
+            self.topic
+        );
+        let mut backoff = BACKOFF_MIN;
+        let mut failing = false;
+        let mut graceful = false;
+        loop {
+            if self.stopping() {
+                let mut l = self.lock();
+                if !l.connected || l.publisher_exited {
+                    graceful = l.connected;
+                    break;
+                }
+                if l.begin_drain() {
+                    self.metrics().set_state(BrokerState::Draining);
+                    self.cv.notify_all();
+                    let _ = self.outbox().publisher_wake.0.try_send(());
+                }
+                let d = l.drain.expect("drain started above");
+                if (d.publisher_done && l.inflight.is_empty()) || Instant::now() >= d.deadline {
+                    graceful = true;
+                    break;
+                }
+            }
+            match conn.recv() {
+                Ok(Ok(ev)) => {
+                    if self.event(ev, &client, &filter, applier, rx) {
+                        if failing {
+                            log::info!("replication: reconnected to MQTT broker {broker}");
+                        } else {
+                            log::info!("replication: connected to MQTT broker {broker}");
+                        }
+                        failing = false;
+                        backoff = BACKOFF_MIN;
+                    }
+                }
+                Ok(Err(e)) => {
+                    self.lost(&e, &broker, &mut failing);
+                    if self.stopping() {
+                        break;
+                    }
+                    self.metrics().set_state(BrokerState::Backoff);
+                    select! {
+                        recv(wake) -> _ => {}
+                        recv(stop) -> _ => {}
+                        default(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    if !self.stopping() {
+                        self.metrics().set_state(BrokerState::Connecting);
+                    }
+                }
+                // Cannot happen while `conn` holds its own request sender.
+                Err(_) => break,
+            }
+        }
+        if graceful {
+            let _ = client.try_disconnect();
+            for _ in 0..(WINDOW + CHANNEL_SLACK) * 2 {
+                match conn.recv() {
+                    Ok(Ok(Event::Outgoing(Outgoing::Disconnect))) | Ok(Err(_)) | Err(_) => break,
+                    Ok(Ok(ev)) => {
+                        self.event(ev, &client, &filter, applier, rx);
+                    }
+                }
+            }
+        }
+        {
+            let mut l = self.lock();
+            l.client = None;
+            l.connected = false;
+            l.session = false;
+            l.drain = None;
+            l.lose_inflight(self.metrics());
+        }
+        self.cv.notify_all();
+        self.metrics().set_state(BrokerState::Off);
+        log::info!("replication: MQTT session with {broker} closed");
+    }
+
+    /// The connection failed or was lost.
+    fn lost(&self, e: &ConnectionError, broker: &str, failing: &mut bool) {
+        self.metrics().connect_failures.fetch_add(1, Relaxed);
+        {
+            let mut l = self.lock();
+            l.connected = false;
+        }
+        self.cv.notify_all();
+        if *failing {
+            log::debug!("replication: MQTT broker {broker} still unreachable: {e}");
+        } else {
+            log::warn!("replication: MQTT broker {broker} unreachable or lost: {e}; retrying");
+            *failing = true;
+        }
+    }
+
+    /// Handles one event of the connection; true on a new connection.
+    fn event(
+        &self,
+        ev: Event,
+        client: &Client,
+        filter: &str,
+        applier: &mut Applier,
+        rx: &mut Receiving,
+    ) -> bool {
+        match ev {
+            Event::Incoming(Incoming::ConnAck(ack)) => {
+                self.metrics().connects.fetch_add(1, Relaxed);
+                if let Err(e) = client.try_subscribe(filter, self.qos) {
+                    log::warn!("replication: cannot subscribe to {filter}: {e}");
+                }
+                let mut l = self.lock();
+                // Without a session on the broker, rumqttc dropped whatever
+                // it had not delivered: anti-entropy repairs it.
+                if !ack.session_present {
+                    l.lose_inflight(self.metrics());
+                }
+                l.connected = true;
+                drop(l);
+                self.cv.notify_all();
+                return true;
+            }
+            Event::Incoming(Incoming::PubAck(_)) if self.qos == QoS::AtLeastOnce => self.acked(),
+            Event::Outgoing(Outgoing::Publish(_)) if self.qos == QoS::AtMostOnce => self.acked(),
+            Event::Incoming(Incoming::Publish(p)) => rx.message(&p, self, applier),
+            Event::Incoming(Incoming::SubAck(s)) => {
+                if s.return_codes.contains(&SubscribeReasonCode::Failure) {
+                    log::warn!("replication: the broker refused the subscription to {filter}");
+                }
+                // INFO says "connected" once events can arrive.
+                self.metrics().set_state(if self.stopping() {
+                    BrokerState::Draining
+                } else {
+                    BrokerState::Connected
+                });
+            }
+            _ => {}
+        }
+        false
+    }
+
+    /// The oldest batch in flight reached the broker.
+    fn acked(&self) {
+        let mut l = self.lock();
+        if let Some(n) = l.inflight.pop_front() {
+            let m = self.metrics();
+            m.events_published.fetch_add(u64::from(n), Relaxed);
+            m.batches_published.fetch_add(1, Relaxed);
+        }
+        drop(l);
+        self.cv.notify_all();
+    }
+
+    // ---- the publisher thread ---------------------------------------------
+
+    fn run_publisher(&self) {
+        let mut p = Publisher::new(self);
+        let stop = self.shared.shutdown.subscribe();
+        let wake = self.outbox().publisher_wake.1.clone();
+        loop {
+            if self.shared.shutdown.is_triggered() {
+                p.drain();
+                break;
+            }
+            if !self.outbox().is_enabled() {
+                if self.lock().session {
+                    p.drain();
+                } else {
+                    p.discard();
+                }
+                select! {
+                    recv(wake) -> _ => {}
+                    recv(stop) -> _ => {}
+                    default(Duration::from_millis(200)) => {}
+                }
+                continue;
+            }
+            if p.is_empty() {
+                select! {
+                    recv(self.outbox().rx) -> ev => {
+                        if let Ok(ev) = ev {
+                            p.first(ev);
+                        }
+                    }
+                    recv(wake) -> _ => continue,
+                    recv(stop) -> _ => continue,
+                    default(Duration::from_millis(500)) => continue,
+                }
+            } else {
+                // A backlog: the previous batch was cut full.
+                p.fill();
+            }
+            p.hand_over(None);
+        }
+        // Wait (bounded) for the bridge to close the session, nudging it.
+        let give_up = Instant::now() + DRAIN_BOUND * 4;
+        let mut l = self.lock();
+        l.publisher_exited = true;
+        while !l.bridge_exited && Instant::now() < give_up {
+            l.nudge(&self.topic);
+            l = self.wait(l, Duration::from_millis(20));
+        }
+    }
+}
+
+/// Decoding and applying received batches (bridge thread).
+struct Receiving {
+    own: OwnPrefix,
+    node_id: String,
+    undecodable: WarnLimiter,
+    invalid: WarnLimiter,
+}
+
+impl Receiving {
+    fn new(node_id: &str) -> Receiving {
+        Receiving {
+            own: OwnPrefix::new(node_id),
+            node_id: node_id.to_string(),
+            undecodable: WarnLimiter::default(),
+            invalid: WarnLimiter::default(),
+        }
+    }
+
+    fn message(&mut self, p: &Publish, b: &Bridge, applier: &mut Applier) {
+        let m = b.metrics();
+        if self.own.matches(&p.payload) {
+            m.batches_own.fetch_add(1, Relaxed);
+            return;
+        }
+        let batch = match wire::decode_ref(&p.payload) {
+            Ok(batch) => batch,
+            Err(e) => {
+                m.payloads_undecodable.fetch_add(1, Relaxed);
+                self.undecodable.warn(|| {
+                    format!(
+                        "replication: undecodable payload on {} ({} bytes): {e}",
+                        p.topic,
+                        p.payload.len()
+                    )
+                });
+                return;
+            }
+        };
+        if batch.origin() == self.node_id {
+            m.batches_own.fetch_add(1, Relaxed);
+            return;
+        }
+        m.batches_received.fetch_add(1, Relaxed);
+        let now_ms = now_millis();
+        let total = batch.len() as u64;
+        let (mut applied, mut stale, mut invalid, mut seen) = (0u64, 0u64, 0u64, 0u64);
+        let mut newest = Version::default();
+        for ev in batch.events() {
+            // `REPLICATE disable` stops applying at once.
+            if !b.outbox().is_enabled() {
+                break;
+            }
+            seen += 1;
+            if !valid(&ev, now_ms) {
+                invalid += 1;
+                continue;
+            }
+            match applier.apply(ev.key, ev.value, ev.version) {
+                Applied::Stored => {
+                    applied += 1;
+                    newest = newest.max(ev.version);
+                }
+                Applied::Stale => stale += 1,
+            }
+        }
+        m.events_applied.fetch_add(applied, Relaxed);
+        m.events_stale.fetch_add(stale, Relaxed);
+        m.events_invalid.fetch_add(invalid, Relaxed);
+        m.events_ignored.fetch_add(total - seen, Relaxed);
+        if applied > 0 {
+            // One log write (and fsync under `fsync = always`) per batch.
+            applier.commit();
+            m.applied_from(batch.origin(), newest, applied);
+        }
+        if invalid > 0 {
+            self.invalid.warn(|| {
+                format!(
+                    "replication: refused {invalid} invalid events from {:?} \
+                     (empty key, value over {MAX_VALUE_LEN} bytes, or version over \
+                     {MAX_FUTURE_MS} ms ahead)",
+                    batch.origin()
+                )
+            });
+        }
+    }
+}
+
+/// A received event this node accepts.
+fn valid(ev: &EventRef<'_>, now_ms: u64) -> bool {
+    !ev.key.is_empty()
+        && ev.value.is_none_or(|v| v.len() <= MAX_VALUE_LEN)
+        && ev.version.millis() <= now_ms.saturating_add(MAX_FUTURE_MS)
+}
+
+/// Batch assembly and hand-over (publisher thread).
+struct Publisher<'a> {
+    b: &'a Bridge,
+    origin: String,
+    batch: Vec<ChangeEvent>,
+    bytes: usize,
+    /// The event that did not fit the current batch (starts the next).
+    carry: Option<ChangeEvent>,
+    /// The encoded current batch, if encoded.
+    payload: Vec<u8>,
+    oversized: WarnLimiter,
+}
+
+/// Outcome of a hand-over attempt.
+#[derive(Debug, PartialEq, Eq)]
+enum HandOver {
+    Sent,
+    /// Replication is stopping; the batch is kept for the drain.
+    Stopping,
+    /// Draining and the batch cannot be published (deadline, no connection).
+    Failed,
+}
+
+impl<'a> Publisher<'a> {
+    fn new(b: &'a Bridge) -> Publisher<'a> {
+        Publisher {
+            b,
+            origin: b.shared.config.node_id.clone(),
+            batch: Vec::new(),
+            bytes: 0,
+            carry: None,
+            payload: Vec::new(),
+            oversized: WarnLimiter::default(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.batch.is_empty() && self.carry.is_none()
+    }
+
+    /// Adds an event taken from the outbox; false if the batch is full
+    /// (the event is carried over to the next batch).
+    fn push(&mut self, ev: ChangeEvent) -> bool {
+        self.b.outbox().taken(&ev);
+        let len = wire::encoded_len(&ev);
+        if len + self.b.topic.len() + 64 > MAX_PACKET {
+            self.b.metrics().events_unpublished.fetch_add(1, Relaxed);
+            self.oversized.warn(|| {
+                format!("replication: an event of {len} bytes exceeds the MQTT packet limit of {MAX_PACKET}; not published")
+            });
+            return true;
+        }
+        if !self.batch.is_empty()
+            && (self.bytes + len > MAX_BATCH_BYTES || self.batch.len() >= MAX_BATCH_EVENTS)
+        {
+            self.carry = Some(ev);
+            return false;
+        }
+        self.bytes += len;
+        self.batch.push(ev);
+        self.payload.clear();
+        true
+    }
+
+    /// Moves the carried event into the (empty) batch.
+    fn take_carry(&mut self) {
+        if self.batch.is_empty()
+            && let Some(ev) = self.carry.take()
+        {
+            self.bytes = wire::encoded_len(&ev);
+            self.batch.push(ev);
+            self.payload.clear();
+        }
+    }
+
+    /// Takes what is queued now, without waiting, until the batch is full.
+    fn fill(&mut self) {
+        self.take_carry();
+        while self.carry.is_none() {
+            match self.b.outbox().rx.try_recv() {
+                Ok(ev) => {
+                    self.push(ev);
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Starts a batch with `ev` and collects for up to [`LINGER`].
+    fn first(&mut self, ev: ChangeEvent) {
+        let deadline = Instant::now() + LINGER;
+        self.push(ev);
+        self.fill();
+        // Sleep instead of blocking on the channel: a waiting receiver
+        // would make every producer's send a wake-up syscall.
+        if self.carry.is_none() {
+            let now = Instant::now();
+            if deadline > now {
+                std::thread::sleep(deadline - now);
+            }
+            self.fill();
+        }
+    }
+
+    /// Hands the current batch to the client. `deadline` is set while
+    /// draining; otherwise this waits for a connection and window room as
+    /// long as replication stays on.
+    fn hand_over(&mut self, deadline: Option<Instant>) -> HandOver {
+        self.take_carry();
+        if self.batch.is_empty() {
+            return HandOver::Sent;
+        }
+        let b = self.b;
+        let mut l = b.lock();
+        loop {
+            match deadline {
+                None if b.stopping() => return HandOver::Stopping,
+                Some(d) if Instant::now() >= d || !l.connected || !l.session => {
+                    return HandOver::Failed;
+                }
+                _ => {}
+            }
+            if l.connected && l.inflight.len() < WINDOW {
+                if self.payload.is_empty() {
+                    wire::encode(&self.origin, &self.batch, &mut self.payload);
+                }
+                let payload = std::mem::take(&mut self.payload);
+                let sent = l
+                    .client
+                    .as_ref()
+                    .map(|c| c.try_publish(b.topic.as_str(), b.qos, false, payload));
+                if let Some(Ok(())) = sent {
+                    l.inflight.push_back(self.batch.len() as u32);
+                    self.batch.clear();
+                    self.bytes = 0;
+                    return HandOver::Sent;
+                }
+                // The request channel is full or closed (session ending):
+                // re-encode on the next attempt.
+            }
+            l = b.wait(l, Duration::from_millis(50));
+        }
+    }
+
+    /// Flushes what is queued within [`DRAIN_BOUND`], then waits (bounded)
+    /// for the bridge to close the session.
+    fn drain(&mut self) {
+        let b = self.b;
+        let deadline = {
+            let mut l = b.lock();
+            if !(l.session && l.connected) {
+                drop(l);
+                self.discard();
+                return;
+            }
+            if l.begin_drain() {
+                b.metrics().set_state(BrokerState::Draining);
+            }
+            l.nudge(&b.topic);
+            l.drain.map_or_else(Instant::now, |d| d.deadline)
+        };
+        loop {
+            self.fill();
+            if self.batch.is_empty() || self.hand_over(Some(deadline)) != HandOver::Sent {
+                break;
+            }
+        }
+        self.discard();
+        let mut l = b.lock();
+        if let Some(d) = l.drain.as_mut() {
+            d.publisher_done = true;
+        }
+        // The bridge ends the session once the acknowledgements are in, or
+        // at the deadline; wake it for either.
+        let give_up = deadline + DRAIN_BOUND;
+        while l.session && Instant::now() < give_up {
+            l.nudge(&b.topic);
+            let until_deadline = deadline.saturating_duration_since(Instant::now());
+            let step = if until_deadline.is_zero() {
+                Duration::from_millis(20)
+            } else {
+                until_deadline.min(Duration::from_millis(50))
+            };
+            l = b.wait(l, step);
+        }
+    }
+
+    /// Drops the held batch and everything queued, counting it unpublished.
+    fn discard(&mut self) {
+        let mut n = self.batch.len() as u64 + u64::from(self.carry.is_some());
+        self.batch.clear();
+        self.carry = None;
+        self.bytes = 0;
+        self.payload.clear();
+        while let Ok(ev) = self.b.outbox().rx.try_recv() {
+            self.b.outbox().taken(&ev);
+            n += 1;
+        }
+        if n > 0 {
+            self.b.metrics().events_unpublished.fetch_add(n, Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn received_events_are_validated() {
+        let now = 1_000_000u64;
+        let ok = |k: &[u8], v: Option<usize>, ms: u64| {
+            let value = v.map(|n| vec![0; n]);
+            valid(
+                &EventRef {
+                    key: k,
+                    value: value.as_deref(),
+                    version: Version::new(ms << crate::store::version::LOGICAL_BITS, 1),
+                },
+                now,
+            )
+        };
+        assert!(ok(b"k", Some(1), now));
+        assert!(ok(b"k", None, 0));
+        assert!(ok(b"k", Some(MAX_VALUE_LEN), now + MAX_FUTURE_MS));
+        assert!(!ok(b"", Some(1), now));
+        assert!(!ok(b"k", Some(MAX_VALUE_LEN + 1), now));
+        assert!(!ok(b"k", None, now + MAX_FUTURE_MS + 1));
+    }
+
+    #[test]
+    fn packet_limit_fits_the_largest_value() {
+        let ev = ChangeEvent {
+            key: vec![b'k'; 1 << 20],
+            value: Some(vec![0; MAX_VALUE_LEN]),
+            version: Version::new(u64::MAX, u64::MAX),
+        };
+        assert!(wire::encoded_len(&ev) + 1024 < MAX_PACKET);
+    }
+}
