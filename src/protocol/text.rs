@@ -702,6 +702,7 @@ mod tests {
                 }
                 Parsed::Incomplete => break,
                 Parsed::Fatal(f) => panic!("unexpected {f:?}"),
+                Parsed::Skip(_) => panic!("the text parser never skips"),
             }
         }
         assert_eq!(consumed, [6, 1, 5, 7]);
@@ -1551,6 +1552,7 @@ mod proptests {
                             assert_eq!(f, Fatal::InvalidUtf8);
                             assert!(std::str::from_utf8(rest).is_err());
                         }
+                        Parsed::Skip(_) => panic!("the text parser never skips"),
                     }
                     return (outcomes, false);
                 }
@@ -1560,6 +1562,7 @@ mod proptests {
                     return (outcomes + 1, true);
                 }
                 Parsed::Fatal(f) => panic!("unexpected {f:?}"),
+                Parsed::Skip(_) => panic!("the text parser never skips"),
             }
             outcomes += 1;
         }
