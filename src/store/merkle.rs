@@ -115,7 +115,7 @@ pub struct Shape {
 impl Shape {
     /// A shape with 2^bits buckets. `bits` must be a multiple of 4, ≤ 32.
     pub fn new(bits: u32) -> Option<Shape> {
-        (bits % FANOUT_BITS == 0 && bits <= 32).then_some(Shape { bits })
+        (bits.is_multiple_of(FANOUT_BITS) && bits <= 32).then_some(Shape { bits })
     }
 
     /// Level of the buckets (= depth of the tree).

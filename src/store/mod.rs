@@ -326,7 +326,7 @@ impl Store {
         let now = now_millis();
         let s = self.slot(key);
         let mut shard = self.shard(s.shard);
-        if !shard.find(s, key).is_some_and(|r| !r.is_tombstone()) {
+        if shard.find(s, key).is_none_or(|r| r.is_tombstone()) {
             return None;
         }
         let v = self.local_version(&mut shard, now);
