@@ -417,6 +417,52 @@ impl Store {
         keys
     }
 
+    /// One step of a cursor scan (RESP `SCAN`): visits whole global buckets
+    /// from `cursor` upward, calling `f` with every live key, and stops
+    /// once at least `count` records were examined (or a bounded number of
+    /// buckets was visited). Returns the next cursor, 0 when the scan is
+    /// complete; a cursor past the last bucket completes at once.
+    ///
+    /// Guarantees, because the bucket of a key is fixed by the tree shape
+    /// and never changes: a full scan (cursor 0 back to 0) returns every
+    /// key that was live for the whole scan exactly once; a key written or
+    /// deleted during the scan may or may not be returned. Each call holds
+    /// one shard lock at a time and does bounded work.
+    pub fn scan_step(&self, cursor: u64, count: usize, mut f: impl FnMut(&[u8])) -> u64 {
+        /// Most buckets visited per call (bounds the work on sparse stores).
+        const MAX_BUCKETS: usize = 4096;
+        let buckets = self.shape.buckets();
+        let span_bits = self.shape.bits - self.shard_bits;
+        let Ok(mut b) = usize::try_from(cursor) else {
+            return 0;
+        };
+        let (mut examined, mut visited) = (0usize, 0usize);
+        while b < buckets {
+            let shard_end = ((b >> span_bits) + 1) << span_bits;
+            let shard = self.shard(b >> span_bits);
+            if shard.live == 0 {
+                // Nothing to return in this shard: skip it whole.
+                b = shard_end;
+                continue;
+            }
+            while b < shard_end {
+                let table = &shard.tables[b & ((1 << span_bits) - 1)];
+                for r in table.iter() {
+                    if !r.is_tombstone() {
+                        f(r.key());
+                    }
+                }
+                examined += table.len();
+                visited += 1;
+                b += 1;
+                if examined >= count.max(1) || visited >= MAX_BUCKETS {
+                    return if b >= buckets { 0 } else { b as u64 };
+                }
+            }
+        }
+        0
+    }
+
     /// Calls `f` for every record (tombstones included) of shard `i`, under
     /// that shard's lock only.
     pub fn for_each_in_shard(&self, i: usize, mut f: impl FnMut(&Record)) {
@@ -763,6 +809,48 @@ mod tests {
         assert!(list.iter().any(|(k, _)| k == b"k1"));
         assert!(s.bucket_versions(1 << 16).is_none());
         assert!(s.node_digest(5, 0).is_none());
+    }
+
+    #[test]
+    fn scan_step_returns_each_live_key_once_and_terminates() {
+        for shards in [1, 16] {
+            let s = store(shards);
+            let mut cursor = 0;
+            let mut calls = 0;
+            // Empty store: completes quickly.
+            loop {
+                cursor = s.scan_step(cursor, 10, |_| panic!("no keys"));
+                calls += 1;
+                if cursor == 0 {
+                    break;
+                }
+            }
+            assert!(calls <= 1 + (1 << 16) / 4096, "{calls}");
+            for i in 0..5000 {
+                s.set(format!("k{i}").as_bytes(), b"v");
+            }
+            s.delete(b"k7");
+            let mut seen = Vec::new();
+            let mut cursor = 0;
+            loop {
+                let mut batch = 0;
+                cursor = s.scan_step(cursor, 100, |k| {
+                    batch += 1;
+                    seen.push(k.to_vec());
+                });
+                assert!(batch < 100 + 64, "a step does bounded work: {batch}");
+                if cursor == 0 {
+                    break;
+                }
+            }
+            let n = seen.len();
+            seen.sort();
+            seen.dedup();
+            assert_eq!((n, seen.len()), (4999, 4999));
+            assert!(!seen.contains(&b"k7".to_vec()));
+            assert_eq!(s.scan_step(u64::MAX, 10, |_| panic!()), 0);
+            assert_eq!(s.scan_step(1 << 16, 10, |_| panic!()), 0);
+        }
     }
 
     #[test]
