@@ -13,6 +13,8 @@
 //! * Every front end (text, RESP) produces the same [`Command`] and is
 //!   answered by the same executor through a [`crate::exec::Encoder`].
 
+pub mod glob;
+pub mod redis;
 pub mod resp;
 pub mod text;
 
@@ -90,6 +92,8 @@ pub enum Command<'a> {
     Select(&'a [u8]),
     /// RESP `QUIT`: reply `+OK` and close.
     Quit,
+    /// A RESP-only Redis-compatibility command ([`redis::Redis`]).
+    Redis(redis::Redis<'a>),
 }
 
 /// The action of a `REPLICATE` command.

@@ -133,12 +133,7 @@ pub fn parse<'a>(buf: &'a [u8], spans: &'a mut Vec<(u32, u32)>) -> Parsed<'a> {
     }
 }
 
-fn wrong_args(name: &[u8]) -> ParseError {
-    ParseError(Cow::Owned(format!(
-        "wrong number of arguments for '{}' command",
-        String::from_utf8_lossy(name).to_lowercase()
-    )))
-}
+use super::redis::wrong_args;
 
 const NOT_INTEGER: ParseError =
     ParseError(Cow::Borrowed("value is not an integer or out of range"));
@@ -177,17 +172,7 @@ pub fn command<'a>(buf: &'a [u8], spans: &'a [(u32, u32)]) -> Result<Command<'a>
             key_cmd(2)?;
             Command::Get(arg(1))
         }
-        b"SET" => {
-            if argc < 3 {
-                return Err(wrong_args(name));
-            }
-            if argc > 3 {
-                return Err(ParseError(Cow::Borrowed(
-                    "SET options (EX, PX, NX, XX, KEEPTTL, GET) are not supported",
-                )));
-            }
-            Command::Set(arg(1), arg(2))
-        }
+        b"SET" if argc == 3 => Command::Set(arg(1), arg(2)),
         b"DEL" | b"UNLINK" => {
             if argc < 2 {
                 return Err(wrong_args(name));
@@ -231,7 +216,7 @@ pub fn command<'a>(buf: &'a [u8], spans: &'a [(u32, u32)]) -> Result<Command<'a>
             Command::MGet(rest)
         }
         b"MSET" => {
-            if argc < 3 || argc % 2 == 0 {
+            if argc < 3 || argc.is_multiple_of(2) {
                 return Err(wrong_args(name));
             }
             Command::MSet(rest)
@@ -252,7 +237,6 @@ pub fn command<'a>(buf: &'a [u8], spans: &'a [(u32, u32)]) -> Result<Command<'a>
             Command::Select(arg(1))
         }
         b"QUIT" => Command::Quit,
-        b"INFO" => Command::Info,
         b"DBINFO" | b"STATS" => Command::Stats,
         b"HASH" => match argc {
             1 => Command::Hash(None),
@@ -260,11 +244,15 @@ pub fn command<'a>(buf: &'a [u8], spans: &'a [(u32, u32)]) -> Result<Command<'a>
             _ => return Err(wrong_args(name)),
         },
         b"SHUTDOWN" => Command::Shutdown,
+        // Everything off the hot path (SET with options, INFO, COMMAND,
+        // CONFIG, CLIENT, HELLO, SCAN, KEYS, …) and unknown commands.
         _ => {
-            return Err(ParseError(Cow::Owned(format!(
-                "unknown command '{}'",
-                String::from_utf8_lossy(name)
-            ))));
+            let upper = if name.len() > 16 {
+                &[][..]
+            } else {
+                &upper[..n]
+            };
+            return super::redis::command(upper, name, rest);
         }
     };
     Ok(cmd)
