@@ -82,6 +82,9 @@ fn header(buf: &[u8], pos: usize, prefix: u8) -> Result<Option<(i64, usize)>, &'
 /// `(start, end)` offsets of its arguments.
 pub fn frame(buf: &[u8], spans: &mut Vec<(u32, u32)>) -> Frame {
     spans.clear();
+    if buf.first().is_some_and(|&b| b != b'*') {
+        return inline(buf, spans);
+    }
     let (n, mut pos) = match header(buf, 0, b'*') {
         Ok(Some(h)) => h,
         Ok(None) => return Frame::Incomplete,
@@ -117,6 +120,40 @@ pub fn frame(buf: &[u8], spans: &mut Vec<(u32, u32)>) -> Frame {
         pos = end + 2;
     }
     Frame::Complete(pos)
+}
+
+/// Longest inline request line (Redis's limit).
+pub const MAX_INLINE: usize = 64 << 10;
+
+/// Frames an inline request (a line not starting with `*`) on a RESP
+/// connection, as Redis does: the line is split on spaces and tabs; a blank
+/// line is an empty request (redis-cli `--pipe` sends one before its final
+/// ECHO). Quotes are not interpreted. A connection whose *first* byte is
+/// not `*` speaks the text protocol instead (PROTOCOL.md §15).
+fn inline(buf: &[u8], spans: &mut Vec<(u32, u32)>) -> Frame {
+    let limit = buf.len().min(MAX_INLINE);
+    let Some(lf) = memchr::memchr(b'\n', &buf[..limit]) else {
+        return if buf.len() >= MAX_INLINE {
+            Frame::Invalid("Protocol error: too big inline request")
+        } else {
+            Frame::Incomplete
+        };
+    };
+    let line = &buf[..lf];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut i = 0;
+    while i < line.len() {
+        if line[i] == b' ' || line[i] == b'\t' {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < line.len() && line[i] != b' ' && line[i] != b'\t' {
+            i += 1;
+        }
+        spans.push((start as u32, i as u32));
+    }
+    Frame::Complete(lf + 1)
 }
 
 /// Frames and decodes the request at the front of `buf`. `spans` is the
@@ -299,6 +336,25 @@ mod tests {
     }
 
     #[test]
+    fn inline_requests_and_blank_lines() {
+        let mut spans = Vec::new();
+        let buf = b"\r\n";
+        assert_eq!(frame(buf, &mut spans), Frame::Complete(2));
+        assert!(spans.is_empty());
+        let buf = b"  SET\tk  v \r\nrest";
+        assert_eq!(frame(buf, &mut spans), Frame::Complete(13));
+        assert_eq!(args(buf, &spans), vec![&b"SET"[..], b"k", b"v"]);
+        assert_eq!(frame(b"PING", &mut spans), Frame::Incomplete);
+        assert_eq!(frame(b"PING\n", &mut spans), Frame::Complete(5));
+        let mut s2 = Vec::new();
+        assert_eq!(parse(b"\r\n*1\r\n$4\r\nPING\r\n", &mut s2), Parsed::Skip(2));
+        assert_eq!(
+            parse(b"ping hi\r\n", &mut s2),
+            Parsed::Request(Command::Ping(Some(b"hi")), 9)
+        );
+    }
+
+    #[test]
     fn limits_and_garbage_are_invalid() {
         let mut s = Vec::new();
         assert!(matches!(frame(b"*1\r\n$-1\r\n", &mut s), Frame::Invalid(_)));
@@ -309,6 +365,10 @@ mod tests {
         assert!(matches!(frame(b"*x\r\n", &mut s), Frame::Invalid(_)));
         assert!(matches!(frame(b"*1\r\n:5\r\n", &mut s), Frame::Invalid(_)));
         assert!(matches!(
+            frame(&vec![b'a'; MAX_INLINE], &mut s),
+            Frame::Invalid(_)
+        ));
+        assert!(matches!(
             frame(b"*1\r\n$1\r\nab\r\n", &mut s),
             Frame::Invalid(_)
         ));
@@ -316,5 +376,98 @@ mod tests {
         assert!(matches!(frame(b"*1\r\n$1\n", &mut s), Frame::Invalid(_)));
         assert!(matches!(frame(&[b'*'; 40], &mut s), Frame::Invalid(_)));
         assert_eq!(frame(b"*0\r\n", &mut s), Frame::Complete(4));
+    }
+
+    #[test]
+    fn only_arrays_of_bulk_strings_are_requests() {
+        let mut s = Vec::new();
+        // Other RESP types as a request element are framing errors.
+        for bad in [
+            &b"*1\r\n+OK\r\n"[..],
+            b"*1\r\n-ERR\r\n",
+            b"*1\r\n:1\r\n",
+            b"*1\r\n*1\r\n$1\r\na\r\n",
+            b"*1\r\n_\r\n",
+        ] {
+            assert!(matches!(frame(bad, &mut s), Frame::Invalid(_)), "{bad:?}");
+        }
+        // Empty bulk strings are arguments like any other.
+        let buf = b"*3\r\n$3\r\nSET\r\n$0\r\n\r\n$0\r\n\r\n";
+        assert_eq!(frame(buf, &mut s), Frame::Complete(buf.len()));
+        assert_eq!(args(buf, &s), vec![&b"SET"[..], b"", b""]);
+        // `*-1` (null array) is an empty request, like `*0`.
+        assert_eq!(parse(b"*-1\r\n", &mut s), Parsed::Skip(5));
+    }
+
+    #[test]
+    fn declared_length_over_the_limit_is_refused_before_the_data() {
+        let mut s = Vec::new();
+        let head = format!("*2\r\n$3\r\nSET\r\n${}\r\n", MAX_BULK + 1);
+        // Refused from the header alone, whatever follows.
+        assert!(matches!(frame(head.as_bytes(), &mut s), Frame::Invalid(_)));
+        let ok = format!("*1\r\n${MAX_BULK}\r\n");
+        assert_eq!(frame(ok.as_bytes(), &mut s), Frame::Incomplete);
+    }
+
+    fn encode(args: &[Vec<u8>]) -> Vec<u8> {
+        let mut v = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            v.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            v.extend_from_slice(a);
+            v.extend_from_slice(b"\r\n");
+        }
+        v
+    }
+
+    fn check_outcome(buf: &[u8], p: &Parsed<'_>) {
+        match *p {
+            Parsed::Request(_, n) | Parsed::Invalid(_, n) | Parsed::Skip(n) => {
+                assert!(n > 0 && n <= buf.len(), "consumed {n} of {}", buf.len())
+            }
+            Parsed::Incomplete | Parsed::Fatal(_) => {}
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_bytes_never_panic(buf in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+            let mut s = Vec::new();
+            let p = parse(&buf, &mut s);
+            check_outcome(&buf, &p);
+        }
+
+        #[test]
+        fn random_frames_parse_truncate_and_mutate_safely(
+            name in proptest::sample::select(vec![
+                "GET", "SET", "DEL", "MGET", "MSET", "INCRBY", "SCAN", "KEYS", "CLIENT",
+                "CONFIG", "HELLO", "COMMAND", "INFO", "SYNC", "PING", "set", "nosuch",
+            ]),
+            rest in proptest::collection::vec(
+                proptest::collection::vec(proptest::num::u8::ANY, 0..12), 0..6),
+            cut in proptest::num::usize::ANY,
+            flip in proptest::option::of((proptest::num::usize::ANY, proptest::num::u8::ANY)),
+        ) {
+            let mut argv = vec![name.as_bytes().to_vec()];
+            argv.extend(rest);
+            let buf = encode(&argv);
+            let mut s = Vec::new();
+            // The whole frame is one complete request or a reply-able error.
+            let p = parse(&buf, &mut s);
+            proptest::prop_assert!(matches!(
+                p,
+                Parsed::Request(_, n) | Parsed::Invalid(_, n) if n == buf.len()
+            ), "{:?}", p);
+            // Every strict prefix is incomplete.
+            let cut = cut % buf.len();
+            proptest::prop_assert_eq!(frame(&buf[..cut], &mut s), Frame::Incomplete);
+            // A corrupted byte never panics and never over-consumes.
+            if let Some((at, b)) = flip {
+                let mut bad = buf.clone();
+                let at = at % bad.len();
+                bad[at] = b;
+                let p = parse(&bad, &mut s);
+                check_outcome(&bad, &p);
+            }
+        }
     }
 }
