@@ -67,6 +67,8 @@ struct Env {
     rmw: Vec<u8>,
     /// Reused RESP argument spans.
     spans: Vec<(u32, u32)>,
+    /// Scratch spans for peeking at the next pipelined RESP request.
+    peek: Vec<(u32, u32)>,
     now: Instant,
     now_ms: u64,
     completions: Sender<Completion>,
@@ -107,6 +109,7 @@ impl Worker {
                 shared,
                 rmw: Vec::new(),
                 spans: Vec::new(),
+                peek: Vec::new(),
                 now,
                 now_ms: 0,
                 completions: tx,
@@ -469,6 +472,14 @@ fn process(
             Parsed::Request(cmd, n) => {
                 pos += n;
                 *budget -= 1;
+                // Pipelined RESP: start loading the next request's bucket
+                // while this one executes (store lookups are cache-miss
+                // bound; measured in perf/README.md).
+                if proto == Proto::Resp
+                    && let Some(key) = resp::peek_key(&data[pos..], &mut env.peek)
+                {
+                    env.shared.store.prefetch(key);
+                }
                 if !touched {
                     conn.info.touch(env.now_ms);
                     touched = true;

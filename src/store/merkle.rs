@@ -206,6 +206,12 @@ impl Subtree {
         prefetch(self.levels[0].as_ptr().wrapping_add(bucket));
     }
 
+    /// Address of the bucket digests (for prefetch hints only; the array
+    /// is allocated once and never moves).
+    pub fn bucket_digests_ptr(&self) -> *const Digest {
+        self.levels[0].as_ptr()
+    }
+
     /// Digest of a bucket.
     pub fn bucket(&self, bucket: usize) -> Digest {
         self.levels[0][bucket]

@@ -116,9 +116,26 @@ struct Slot {
     hash: u64,
 }
 
+/// Where a shard's bucket tables and bucket digests live, captured at
+/// construction for [`Store::prefetch`]. Used only as cache prefetch hints,
+/// never dereferenced: both arrays are allocated once per shard and never
+/// move (clearing resets them in place); a stale address would only make a
+/// hint useless, since a prefetch cannot fault.
+#[derive(Clone, Copy)]
+struct Hint {
+    tables: *const HashTable<Record>,
+    digests: *const Digest,
+}
+
+// SAFETY: the pointers are never dereferenced (prefetch hints only).
+unsafe impl Send for Hint {}
+// SAFETY: as above.
+unsafe impl Sync for Hint {}
+
 /// The sharded store. Cheap to share behind an `Arc`.
 pub struct Store {
     shards: Box<[Padded<Mutex<Shard>>]>,
+    hints: Box<[Hint]>,
     shard_bits: u32,
     shape: Shape,
     node: u64,
@@ -231,11 +248,23 @@ impl Store {
             .trailing_zeros()
             .min(shape.bits);
         let span_bits = shape.bits - shard_bits;
-        let shards = (0..1usize << shard_bits)
-            .map(|_| Padded(Mutex::new(Shard::new(span_bits))))
+        let shards: Vec<Shard> = (0..1usize << shard_bits)
+            .map(|_| Shard::new(span_bits))
+            .collect();
+        let hints = shards
+            .iter()
+            .map(|s| Hint {
+                tables: s.tables.as_ptr(),
+                digests: s.tree.bucket_digests_ptr(),
+            })
+            .collect();
+        let shards = shards
+            .into_iter()
+            .map(|s| Padded(Mutex::new(s)))
             .collect();
         Ok(Store {
             shards,
+            hints,
             shard_bits,
             shape,
             node: node_hash(&opts.node_id),
@@ -289,6 +318,21 @@ impl Store {
             shard: bucket >> span,
             bucket: bucket & ((1 << span) - 1),
             hash: self.hasher.hash_one(key),
+        }
+    }
+
+    /// Starts loading the cache lines that an operation on `key` touches
+    /// first (its bucket's table header and digest), without locking. The
+    /// worker calls it for the next pipelined request while it executes
+    /// the current one, so those misses overlap with useful work.
+    #[inline]
+    pub fn prefetch(&self, key: &[u8]) {
+        let bucket = bucket_of(key_hash(key), self.shape.bits);
+        let span = self.shape.bits - self.shard_bits;
+        let (shard, local) = (bucket >> span, bucket & ((1 << span) - 1));
+        if let Some(h) = self.hints.get(shard) {
+            merkle::prefetch(h.tables.wrapping_add(local));
+            merkle::prefetch(h.digests.wrapping_add(local));
         }
     }
 
