@@ -431,8 +431,14 @@ impl Store {
     pub fn lock_keys<'a, 'k>(&'a self, keys: impl Iterator<Item = &'k [u8]>) -> MultiLock<'a> {
         let mut wanted = vec![0u64; self.shards.len().div_ceil(64)];
         for k in keys {
-            let i = self.slot(k).shard;
+            let s = self.slot(k);
+            let i = s.shard;
             wanted[i / 64] |= 1 << (i % 64);
+            // Start every key's bucket loads now, in parallel (MSET/MGET).
+            if let Some(h) = self.hints.get(i) {
+                merkle::prefetch(h.tables.wrapping_add(s.bucket));
+                merkle::prefetch(h.digests.wrapping_add(s.bucket));
+            }
         }
         let mut guards = Vec::new();
         for (w, word) in wanted.iter().enumerate() {
