@@ -7,9 +7,10 @@
 # Samples with the software event cpu-clock (these machines expose no
 # hardware counters) at 499 Hz with DWARF call graphs (the release profile
 # keeps line-table debug info), while redis-benchmark -c 50 runs TESTS
-# (default set,get) in a loop against the server on an ephemeral port.
+# (default set,get) against the server on an ephemeral port.
 # Needs linux-perf, redis-benchmark, and inferno (cargo install inferno) for
-# inferno-collapse-perf / inferno-flamegraph. Writes OUT.svg (default
+# inferno-collapse-perf / inferno-flamegraph. The tests run concurrently,
+# one redis-benchmark each, 50 connections in total. Writes OUT.svg (default
 # perf/out/flamegraph.svg) and the folded stacks next to it, and prints the
 # hottest functions (self time).
 set -euo pipefail
@@ -37,7 +38,8 @@ mkdir -p "$(dirname "$out")"
 work=$(mktemp -d)
 server_pid= bench_pid=
 cleanup() {
-  [ -n "$bench_pid" ] && kill "$bench_pid" 2>/dev/null || true
+  # shellcheck disable=SC2086
+  [ -n "$bench_pid" ] && kill $bench_pid 2>/dev/null || true
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
   wait 2>/dev/null || true
   rm -rf "$work"
@@ -54,16 +56,26 @@ for _ in $(seq 100); do
 done
 [ -n "$port" ] || { echo "server did not start" >&2; cat "$work/server.out" >&2; exit 1; }
 
-# Load: redis-benchmark in a loop for longer than the recording.
-redis-benchmark -h 127.0.0.1 -p "$port" -c 50 -P "$pipeline" -r 100000 -t "$tests" \
-  -n 100000000 -q >/dev/null 2>&1 &
-bench_pid=$!
+# Load: one redis-benchmark per test, concurrently (redis-benchmark runs
+# its -t list one test after the other, so a single process would only
+# exercise the first test during the recording); 50 connections in total.
+IFS=, read -r -a test_list <<<"$tests"
+per=$(( (50 + ${#test_list[@]} - 1) / ${#test_list[@]} ))
+bench_pids=()
+for t in "${test_list[@]}"; do
+  redis-benchmark -h 127.0.0.1 -p "$port" -c "$per" -P "$pipeline" -r 100000 -t "$t" \
+    -n 100000000 -q >/dev/null 2>&1 &
+  bench_pids+=($!)
+done
+bench_pid="${bench_pids[*]}"
 sleep 1
 
 echo "recording ${secs}s of pid $server_pid (-P $pipeline, $tests) ..." >&2
 perf record -e cpu-clock -F 499 --call-graph dwarf,16384 -p "$server_pid" \
   -o "$work/perf.data" -- sleep "$secs" 2>"$work/perf.log" || { cat "$work/perf.log" >&2; exit 1; }
-kill "$bench_pid" 2>/dev/null || true
+# shellcheck disable=SC2086
+kill $bench_pid 2>/dev/null || true
+bench_pid=
 
 perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf >"${out%.svg}.folded"
 inferno-flamegraph --title "MerkleKV, redis-benchmark -c 50 -P $pipeline -t $tests" \
