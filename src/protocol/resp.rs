@@ -68,7 +68,11 @@ fn header(buf: &[u8], pos: usize, prefix: u8) -> Result<Option<(i64, usize)>, &'
     loop {
         let Some(&c) = buf.get(i) else {
             // Incomplete, unless the header is already too long to be valid.
-            return if i - pos >= MAX_HEADER { Err(BAD) } else { Ok(None) };
+            return if i - pos >= MAX_HEADER {
+                Err(BAD)
+            } else {
+                Ok(None)
+            };
         };
         match c {
             b'0'..=b'9' => {

@@ -258,10 +258,7 @@ impl Store {
                 digests: s.tree.bucket_digests_ptr(),
             })
             .collect();
-        let shards = shards
-            .into_iter()
-            .map(|s| Padded(Mutex::new(s)))
-            .collect();
+        let shards = shards.into_iter().map(|s| Padded(Mutex::new(s))).collect();
         Ok(Store {
             shards,
             hints,
