@@ -10,6 +10,8 @@
 //! Commands that would block a worker (SYNC) are handed off as a [`Job`] and
 //! answered later through its [`Responder`].
 
+mod redis;
+
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
@@ -151,10 +153,13 @@ pub fn ok(out: &mut Vec<u8>, proto: Proto) {
     });
 }
 
-/// `ERROR <msg>` / `-ERR <msg>`.
+/// `ERROR <msg>` / `-ERR <msg>`. A RESP message that starts with a Redis
+/// error code other than ERR (only `NOPROTO` exists here) is sent as
+/// `-<msg>`, the way Redis clients expect to see the code.
 pub fn error(out: &mut Vec<u8>, proto: Proto, msg: &str) {
     out.extend_from_slice(match proto {
         Proto::Text => b"ERROR ",
+        Proto::Resp if msg.starts_with("NOPROTO ") => b"-",
         Proto::Resp => b"-ERR ",
     });
     // A reply line must stay one line whatever the message holds.
@@ -192,6 +197,14 @@ pub fn array(out: &mut Vec<u8>, n: usize) {
 }
 
 const NIL: &[u8] = b"$-1\r\n";
+
+/// The RESP null reply for this client: `$-1` in RESP2, `_` once it chose
+/// RESP3 with `HELLO 3` (the only data-reply difference between the two for
+/// the commands this server has).
+#[inline]
+pub fn null(client: &ClientInfo) -> &'static [u8] {
+    if client.is_resp3() { b"_\r\n" } else { NIL }
+}
 
 /// A value: text `VALUE <v>`, RESP bulk string.
 #[inline]
@@ -256,9 +269,11 @@ pub fn execute(cmd: Command<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>, proto: Pr
     match cmd {
         Command::Get(key) => {
             stats.incr(Counter::Get);
-            store.get(key, |v| match v {
-                Some(v) => value(out, proto, v),
-                None => not_found(out, proto),
+            let client = ctx.client;
+            store.get(key, |v| match (v, proto) {
+                (Some(v), _) => value(out, proto, v),
+                (None, Proto::Resp) => out.extend_from_slice(null(client)),
+                (None, Proto::Text) => not_found(out, proto),
             });
         }
         Command::Set(key, val) => {
@@ -557,6 +572,8 @@ pub fn execute(cmd: Command<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>, proto: Pr
             }
             Proto::Text => error(out, proto, "internal commands need RESP"),
         },
+        // RESP-only Redis-compatibility commands (exec/redis.rs).
+        Command::Redis(c) => return redis::execute(c, ctx, out),
     }
     Flow::Continue
 }
@@ -597,7 +614,7 @@ fn mget(ctx: &mut Ctx<'_>, keys: Args<'_>, out: &mut Vec<u8>, proto: Proto) {
             for k in keys.iter() {
                 lock.get(k, |v| match v {
                     Some(v) => bulk(out, v),
-                    None => out.extend_from_slice(NIL),
+                    None => out.extend_from_slice(null(ctx.client)),
                 });
             }
         }

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -96,6 +96,32 @@ pub struct ClientInfo {
     pub connected: Instant,
     /// Milliseconds since server start of the last parsed command.
     last_cmd_ms: AtomicU64,
+    /// What a RESP client said about itself (CLIENT SETNAME / SETINFO).
+    meta: Mutex<ClientMeta>,
+    /// The client switched to RESP3 with `HELLO 3` (nulls and maps are
+    /// encoded the RESP3 way).
+    resp3: AtomicBool,
+}
+
+/// A client's self-description (RESP `CLIENT SETNAME` / `CLIENT SETINFO`).
+/// Each field is at most [`ClientMeta::MAX_LEN`] printable non-space ASCII
+/// bytes, so it fits on a `CLIENT LIST` line.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ClientMeta {
+    pub name: String,
+    pub lib_name: String,
+    pub lib_ver: String,
+}
+
+impl ClientMeta {
+    /// Longest accepted name or library string.
+    pub const MAX_LEN: usize = 256;
+
+    /// Validates a name / library field: printable ASCII without spaces
+    /// (what Redis accepts), bounded length.
+    pub fn valid(v: &[u8]) -> bool {
+        v.len() <= Self::MAX_LEN && v.iter().all(|&b| (b'!'..=b'~').contains(&b))
+    }
 }
 
 impl ClientInfo {
@@ -103,6 +129,48 @@ impl ClientInfo {
     #[inline]
     pub fn touch(&self, ms: u64) {
         self.last_cmd_ms.store(ms, Relaxed);
+    }
+
+    /// True once the client asked for RESP3 (`HELLO 3`).
+    #[inline]
+    pub fn is_resp3(&self) -> bool {
+        self.resp3.load(Relaxed)
+    }
+
+    /// Records the protocol version chosen with `HELLO`.
+    pub fn set_resp3(&self, on: bool) {
+        self.resp3.store(on, Relaxed);
+    }
+
+    /// A copy of the client's self-description.
+    pub fn meta(&self) -> ClientMeta {
+        self.meta
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Changes the client's self-description.
+    pub fn update_meta(&self, f: impl FnOnce(&mut ClientMeta)) {
+        f(&mut self.meta.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// Writes this client's Redis-style `CLIENT LIST` / `CLIENT INFO` line
+    /// (terminated by `\n`, as Redis does).
+    pub fn write_redis_line(&self, out: &mut String, now: Instant, now_ms: u64) {
+        let m = self.meta();
+        let age = now.saturating_duration_since(self.connected).as_secs();
+        let idle = now_ms.saturating_sub(self.last_cmd_ms.load(Relaxed)) / 1000;
+        let _ = writeln!(
+            out,
+            "id={} addr={} name={} age={age} idle={idle} flags=N db=0 multi=-1 resp={} lib-name={} lib-ver={}",
+            self.id,
+            self.addr,
+            m.name,
+            if self.is_resp3() { 3 } else { 2 },
+            m.lib_name,
+            m.lib_ver
+        );
     }
 }
 
@@ -153,6 +221,8 @@ impl Stats {
             addr,
             connected: now,
             last_cmd_ms: AtomicU64::new(self.elapsed_ms(now)),
+            meta: Mutex::default(),
+            resp3: AtomicBool::new(false),
         });
         self.clients
             .lock()
@@ -197,6 +267,22 @@ impl Stats {
             let _ = write!(out, "{name}:{v}\r\n");
         }
         let _ = write!(out, "used_memory_kb:{}\r\n", rss_kb());
+    }
+
+    /// Writes the Redis-style `CLIENT LIST` body (RESP): one line per open
+    /// connection, ordered by id.
+    pub fn write_redis_client_list(&self, out: &mut String, now: Instant) {
+        let now_ms = self.elapsed_ms(now);
+        let clients: Vec<Arc<ClientInfo>> = self
+            .clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        for c in clients {
+            c.write_redis_line(out, now, now_ms);
+        }
     }
 
     /// Writes the CLIENT LIST lines (without the header and `END`).
@@ -281,6 +367,21 @@ mod tests {
             out.contains("id=2 addr=[::1]:6000 age=0 idle=0\r\n"),
             "{out}"
         );
+        b.update_meta(|m| m.name = "worker-1".into());
+        let mut redis = String::new();
+        s.write_redis_client_list(&mut redis, now);
+        assert!(
+            redis.starts_with("id=1 addr=127.0.0.1:5000 name= age=0"),
+            "{redis}"
+        );
+        assert!(
+            redis.contains("id=2 addr=[::1]:6000 name=worker-1 "),
+            "{redis}"
+        );
+        assert_eq!(redis.matches('\n').count(), 2);
+        assert!(ClientMeta::valid(b"redis-py"));
+        assert!(!ClientMeta::valid(b"a b"));
+        assert!(!ClientMeta::valid(b"a\nb"));
         s.disconnect(1);
         assert_eq!(s.active_connections(), 1);
         assert_eq!(s.total_connections(), 2);

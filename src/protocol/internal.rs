@@ -167,7 +167,7 @@ pub fn parse<'a>(name: &[u8], args: Args<'a>) -> Result<Internal<'a>, ParseError
                 return Err(err(format!("level {level} out of range (0..={depth})")));
             }
             let level = level as u32;
-            let rest = skip(args, 2);
+            let rest = args.skip(2);
             count("MKV.NODES", rest.len(), MAX_NODES, "nodes")?;
             indices(&rest, 1u64 << (FANOUT_BITS * level), "node index")?;
             Ok(Internal::Nodes {
@@ -186,7 +186,7 @@ pub fn parse<'a>(name: &[u8], args: Args<'a>) -> Result<Internal<'a>, ParseError
                 )));
             };
             let bits = tree_bits(b)?;
-            let rest = skip(args, 1);
+            let rest = args.skip(1);
             count(label, rest.len(), MAX_BUCKETS, "buckets")?;
             indices(&rest, 1u64 << bits, "bucket")?;
             Ok(Internal::Buckets {
@@ -203,25 +203,6 @@ pub fn parse<'a>(name: &[u8], args: Args<'a>) -> Result<Internal<'a>, ParseError
             "unknown command '{}'",
             String::from_utf8_lossy(name)
         ))),
-    }
-}
-
-/// `args` without its first `n` arguments.
-fn skip(args: Args<'_>, n: usize) -> Args<'_> {
-    match args {
-        Args::List(l) => Args::List(&l[n.min(l.len())..]),
-        Args::Spans(b, s) => Args::Spans(b, &s[n.min(s.len())..]),
-        Args::One(a) if n == 0 => Args::One(a),
-        Args::One(_) => Args::List(&[]),
-        Args::Words(w) => {
-            let mut rest = w;
-            for _ in 0..n {
-                rest = rest.trim_start();
-                let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-                rest = &rest[end..];
-            }
-            Args::Words(rest)
-        }
     }
 }
 
@@ -380,15 +361,15 @@ mod tests {
     fn skip_works_for_every_args_kind() {
         let l: [&[u8]; 3] = [b"a", b"b", b"c"];
         assert_eq!(
-            skip(Args::List(&l), 2).iter().collect::<Vec<_>>(),
+            Args::List(&l).skip(2).iter().collect::<Vec<_>>(),
             vec![b"c"]
         );
-        let w = skip(Args::Words(" a  b c"), 2);
+        let w = Args::Words(" a  b c").skip(2);
         assert_eq!(w.iter().collect::<Vec<_>>(), vec![b"c"]);
         let buf = b"xab";
         let spans = [(1u32, 2u32), (2, 3)];
         assert_eq!(
-            skip(Args::Spans(buf, &spans), 1).iter().collect::<Vec<_>>(),
+            Args::Spans(buf, &spans).skip(1).iter().collect::<Vec<_>>(),
             vec![b"b"]
         );
     }

@@ -13,7 +13,9 @@
 //! * Every front end (text, RESP) produces the same [`Command`] and is
 //!   answered by the same executor through a [`crate::exec::Encoder`].
 
+pub mod glob;
 pub mod internal;
+pub mod redis;
 pub mod resp;
 pub mod text;
 
@@ -93,6 +95,8 @@ pub enum Command<'a> {
     Quit,
     /// RESP-only internal anti-entropy commands (`MKV.*`, [`internal`]).
     Internal(internal::Internal<'a>),
+    /// A RESP-only Redis-compatibility command ([`redis::Redis`]).
+    Redis(redis::Redis<'a>),
 }
 
 /// The action of a `REPLICATE` command.
@@ -142,6 +146,25 @@ impl<'a> Args<'a> {
     /// True when there are no arguments.
     pub fn is_empty(&self) -> bool {
         self.iter().next().is_none()
+    }
+
+    /// The arguments after the first `n`.
+    pub fn skip(self, n: usize) -> Args<'a> {
+        match self {
+            Args::Spans(b, s) => Args::Spans(b, &s[n.min(s.len())..]),
+            Args::List(l) => Args::List(&l[n.min(l.len())..]),
+            Args::One(a) if n == 0 => Args::One(a),
+            Args::One(_) => Args::List(&[]),
+            Args::Words(w) => {
+                let mut rest = w;
+                for _ in 0..n {
+                    rest = rest.trim_start();
+                    let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+                    rest = &rest[end..];
+                }
+                Args::Words(rest)
+            }
+        }
     }
 }
 

@@ -70,6 +70,8 @@ struct Env {
     rmw: Vec<u8>,
     /// Reused RESP argument spans.
     spans: Vec<(u32, u32)>,
+    /// Scratch spans for peeking at the next pipelined RESP request.
+    peek: Vec<(u32, u32)>,
     now: Instant,
     now_ms: u64,
     completions: Sender<Completion>,
@@ -116,6 +118,7 @@ impl Worker {
                 shared,
                 rmw: Vec::new(),
                 spans: Vec::new(),
+                peek: Vec::new(),
                 now,
                 now_ms: 0,
                 completions: tx,
@@ -461,6 +464,21 @@ impl Worker {
     }
 }
 
+/// The probable key of the next complete text-protocol line in `buf` (the
+/// second space-separated word), for a prefetch hint only: no validation,
+/// a wrong guess merely prefetches a useless line. `None` without a
+/// complete line or a second word.
+#[inline]
+fn text_peek_key(buf: &[u8]) -> Option<&[u8]> {
+    let line = &buf[..memchr::memchr(b'\n', buf)?];
+    let rest = &line[memchr::memchr(b' ', line)? + 1..];
+    let end = rest
+        .iter()
+        .position(|&b| b == b' ' || b == b'\r' || b == b'\t')
+        .unwrap_or(rest.len());
+    (end > 0).then(|| &rest[..end])
+}
+
 /// Parses and executes the complete requests at the front of `data`.
 /// Returns the bytes consumed and why it stopped. With `eof`, a final
 /// unterminated request is executed too.
@@ -501,6 +519,16 @@ fn process(
             Parsed::Request(cmd, n) => {
                 pos += n;
                 *budget -= 1;
+                // Pipelined requests: start loading the next request's
+                // bucket while this one executes (store lookups are
+                // cache-miss bound; measured in perf/README.md).
+                let next = match proto {
+                    Proto::Resp => resp::peek_key(&data[pos..], &mut env.peek),
+                    Proto::Text => text_peek_key(&data[pos..]),
+                };
+                if let Some(key) = next {
+                    env.shared.store.prefetch(key);
+                }
                 if !touched {
                     conn.info.touch(env.now_ms);
                     touched = true;
@@ -556,5 +584,20 @@ fn process(
                 return (data.len(), Stop::Blocked);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::text_peek_key;
+
+    #[test]
+    fn text_peek_key_guesses_the_second_word() {
+        assert_eq!(text_peek_key(b"GET k1\r\nSET"), Some(&b"k1"[..]));
+        assert_eq!(text_peek_key(b"SET k2 v v\n"), Some(&b"k2"[..]));
+        assert_eq!(text_peek_key(b"GET k3"), None);
+        assert_eq!(text_peek_key(b"PING\r\n"), None);
+        assert_eq!(text_peek_key(b"SET  v\r\n"), None);
+        assert_eq!(text_peek_key(b""), None);
     }
 }

@@ -86,6 +86,19 @@ pub fn inner_digest(children: &[Digest]) -> Digest {
     h.finalize().into()
 }
 
+/// A cache prefetch hint for the line holding `p` (no-op off x86-64).
+#[inline(always)]
+pub fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint: it never faults and has no
+    // observable effect, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(p as *const i8, std::arch::x86_64::_MM_HINT_T0);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// XORs `b` into `a`.
 #[inline]
 pub fn xor_into(a: &mut Digest, b: &Digest) {
@@ -184,6 +197,19 @@ impl Subtree {
             bits[i / 64] |= 1 << (i % 64);
         }
         self.any_dirty = !self.dirty.is_empty();
+    }
+
+    /// Starts loading a bucket's digest into the cache: [`Subtree::toggle`]
+    /// of that bucket follows shortly (see `Shard::put`).
+    #[inline]
+    pub fn prefetch_bucket(&self, bucket: usize) {
+        prefetch(self.levels[0].as_ptr().wrapping_add(bucket));
+    }
+
+    /// Address of the bucket digests (for prefetch hints only; the array
+    /// is allocated once and never moves).
+    pub fn bucket_digests_ptr(&self) -> *const Digest {
+        self.levels[0].as_ptr()
     }
 
     /// Digest of a bucket.

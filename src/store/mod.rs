@@ -118,9 +118,26 @@ struct Slot {
     hash: u64,
 }
 
+/// Where a shard's bucket tables and bucket digests live, captured at
+/// construction for [`Store::prefetch`]. Used only as cache prefetch hints,
+/// never dereferenced: both arrays are allocated once per shard and never
+/// move (clearing resets them in place); a stale address would only make a
+/// hint useless, since a prefetch cannot fault.
+#[derive(Clone, Copy)]
+struct Hint {
+    tables: *const HashTable<Record>,
+    digests: *const Digest,
+}
+
+// SAFETY: the pointers are never dereferenced (prefetch hints only).
+unsafe impl Send for Hint {}
+// SAFETY: as above.
+unsafe impl Sync for Hint {}
+
 /// The sharded store. Cheap to share behind an `Arc`.
 pub struct Store {
     shards: Box<[Padded<Mutex<Shard>>]>,
+    hints: Box<[Hint]>,
     shard_bits: u32,
     shape: Shape,
     node: u64,
@@ -162,6 +179,12 @@ impl Shard {
         version: Version,
         hasher: &ahash::RandomState,
     ) {
+        // The table header and the bucket digest are likely cache misses
+        // (2^B small tables; measured: loads in this function were ~40% of
+        // server CPU under redis-benchmark -P 16 -t set): start both loads
+        // now so they overlap with the SHA-256 below and each other.
+        merkle::prefetch(&self.tables[s.bucket]);
+        self.tree.prefetch_bucket(s.bucket);
         let new_leaf = leaf_digest(key, value, version);
         let table = &mut self.tables[s.bucket];
         match table.entry(s.hash, |r| r.key() == key, |r| hasher.hash_one(r.key())) {
@@ -264,11 +287,20 @@ impl Store {
             .trailing_zeros()
             .min(shape.bits);
         let span_bits = shape.bits - shard_bits;
-        let shards = (0..1usize << shard_bits)
-            .map(|_| Padded(Mutex::new(Shard::new(span_bits))))
+        let shards: Vec<Shard> = (0..1usize << shard_bits)
+            .map(|_| Shard::new(span_bits))
             .collect();
+        let hints = shards
+            .iter()
+            .map(|s| Hint {
+                tables: s.tables.as_ptr(),
+                digests: s.tree.bucket_digests_ptr(),
+            })
+            .collect();
+        let shards = shards.into_iter().map(|s| Padded(Mutex::new(s))).collect();
         Ok(Store {
             shards,
+            hints,
             shard_bits,
             shape,
             node: node_hash(&opts.node_id),
@@ -323,6 +355,21 @@ impl Store {
             shard: bucket >> span,
             bucket: bucket & ((1 << span) - 1),
             hash: self.hasher.hash_one(key),
+        }
+    }
+
+    /// Starts loading the cache lines that an operation on `key` touches
+    /// first (its bucket's table header and digest), without locking. The
+    /// worker calls it for the next pipelined request while it executes
+    /// the current one, so those misses overlap with useful work.
+    #[inline]
+    pub fn prefetch(&self, key: &[u8]) {
+        let bucket = bucket_of(key_hash(key), self.shape.bits);
+        let span = self.shape.bits - self.shard_bits;
+        let (shard, local) = (bucket >> span, bucket & ((1 << span) - 1));
+        if let Some(h) = self.hints.get(shard) {
+            merkle::prefetch(h.tables.wrapping_add(local));
+            merkle::prefetch(h.digests.wrapping_add(local));
         }
     }
 
@@ -474,8 +521,14 @@ impl Store {
     pub fn lock_keys<'a, 'k>(&'a self, keys: impl Iterator<Item = &'k [u8]>) -> MultiLock<'a> {
         let mut wanted = vec![0u64; self.shards.len().div_ceil(64)];
         for k in keys {
-            let i = self.slot(k).shard;
+            let s = self.slot(k);
+            let i = s.shard;
             wanted[i / 64] |= 1 << (i % 64);
+            // Start every key's bucket loads now, in parallel (MSET/MGET).
+            if let Some(h) = self.hints.get(i) {
+                merkle::prefetch(h.tables.wrapping_add(s.bucket));
+                merkle::prefetch(h.digests.wrapping_add(s.bucket));
+            }
         }
         let mut guards = Vec::new();
         for (w, word) in wanted.iter().enumerate() {
@@ -508,6 +561,52 @@ impl Store {
         }
         keys.sort_unstable();
         keys
+    }
+
+    /// One step of a cursor scan (RESP `SCAN`): visits whole global buckets
+    /// from `cursor` upward, calling `f` with every live key, and stops
+    /// once at least `count` records were examined (or a bounded number of
+    /// buckets was visited). Returns the next cursor, 0 when the scan is
+    /// complete; a cursor past the last bucket completes at once.
+    ///
+    /// Guarantees, because the bucket of a key is fixed by the tree shape
+    /// and never changes: a full scan (cursor 0 back to 0) returns every
+    /// key that was live for the whole scan exactly once; a key written or
+    /// deleted during the scan may or may not be returned. Each call holds
+    /// one shard lock at a time and does bounded work.
+    pub fn scan_step(&self, cursor: u64, count: usize, mut f: impl FnMut(&[u8])) -> u64 {
+        /// Most buckets visited per call (bounds the work on sparse stores).
+        const MAX_BUCKETS: usize = 4096;
+        let buckets = self.shape.buckets();
+        let span_bits = self.shape.bits - self.shard_bits;
+        let Ok(mut b) = usize::try_from(cursor) else {
+            return 0;
+        };
+        let (mut examined, mut visited) = (0usize, 0usize);
+        while b < buckets {
+            let shard_end = ((b >> span_bits) + 1) << span_bits;
+            let shard = self.shard(b >> span_bits);
+            if shard.live == 0 {
+                // Nothing to return in this shard: skip it whole.
+                b = shard_end;
+                continue;
+            }
+            while b < shard_end {
+                let table = &shard.tables[b & ((1 << span_bits) - 1)];
+                for r in table.iter() {
+                    if !r.is_tombstone() {
+                        f(r.key());
+                    }
+                }
+                examined += table.len();
+                visited += 1;
+                b += 1;
+                if examined >= count.max(1) || visited >= MAX_BUCKETS {
+                    return if b >= buckets { 0 } else { b as u64 };
+                }
+            }
+        }
+        0
     }
 
     /// Calls `f` for every record (tombstones included) of shard `i`, under
@@ -935,6 +1034,48 @@ mod tests {
         assert_eq!(s.oldest_tombstone_ms(), None);
         s.collect_tombstones(now_millis());
         assert_eq!(s.oldest_tombstone_ms(), None);
+    }
+
+    #[test]
+    fn scan_step_returns_each_live_key_once_and_terminates() {
+        for shards in [1, 16] {
+            let s = store(shards);
+            let mut cursor = 0;
+            let mut calls = 0;
+            // Empty store: completes quickly.
+            loop {
+                cursor = s.scan_step(cursor, 10, |_| panic!("no keys"));
+                calls += 1;
+                if cursor == 0 {
+                    break;
+                }
+            }
+            assert!(calls <= 1 + (1 << 16) / 4096, "{calls}");
+            for i in 0..5000 {
+                s.set(format!("k{i}").as_bytes(), b"v");
+            }
+            s.delete(b"k7");
+            let mut seen = Vec::new();
+            let mut cursor = 0;
+            loop {
+                let mut batch = 0;
+                cursor = s.scan_step(cursor, 100, |k| {
+                    batch += 1;
+                    seen.push(k.to_vec());
+                });
+                assert!(batch < 100 + 64, "a step does bounded work: {batch}");
+                if cursor == 0 {
+                    break;
+                }
+            }
+            let n = seen.len();
+            seen.sort();
+            seen.dedup();
+            assert_eq!((n, seen.len()), (4999, 4999));
+            assert!(!seen.contains(&b"k7".to_vec()));
+            assert_eq!(s.scan_step(u64::MAX, 10, |_| panic!()), 0);
+            assert_eq!(s.scan_step(1 << 16, 10, |_| panic!()), 0);
+        }
     }
 
     #[test]

@@ -1,0 +1,489 @@
+//! Execution of the RESP-only Redis-compatibility commands
+//! ([`crate::protocol::redis::Redis`]): introspection, client bookkeeping,
+//! cursors, `SET` options. Replies are RESP2.
+//!
+//! Writes (`SET … NX|XX|GET`) go through [`Ctx::wrote`] like every other
+//! local write, so they replicate exactly like text-protocol writes.
+//!
+//! RESP3: `HELLO 3` switches a connection to RESP3 (current redis-py
+//! versions ask for it by default and fail on `-NOPROTO`). The replies of
+//! this server's commands are the same in both versions except nulls
+//! (`_` instead of `$-1`/`*-1`) and the map-typed replies of `HELLO`,
+//! `CONFIG GET` and `COMMAND DOCS` (`%n` instead of a flat array of 2n).
+//!
+//! Compatibility level: tools read `redis_version` (INFO) and `version`
+//! (HELLO) to pick features; this server reports [`REDIS_COMPAT_VERSION`],
+//! the Redis release whose RESP2 replies it follows for the commands it
+//! has, and its own version in `merklekv_version`.
+
+use std::fmt::Write as _;
+
+use super::{Ctx, Flow, array, bulk, integer, null, ok, write_info};
+use crate::config::Engine;
+use crate::protocol::Args;
+use crate::protocol::glob;
+use crate::protocol::redis::{COMMANDS, CommandQuery, CommandSpec, Redis, SetCond, spec};
+use crate::stats::{Counter, rss_kb};
+
+/// The Redis version whose RESP2 behaviour this server follows.
+pub const REDIS_COMPAT_VERSION: &str = "7.0.0";
+
+/// A map of `n` pairs: `%n` in RESP3, a flat array of `2n` in RESP2.
+fn map(out: &mut Vec<u8>, n: usize, resp3: bool) {
+    if resp3 {
+        out.push(b'%');
+        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    } else {
+        array(out, 2 * n);
+    }
+}
+
+fn simple(out: &mut Vec<u8>, s: &str) {
+    out.push(b'+');
+    out.extend_from_slice(s.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Executes one RESP-only command, appending its reply to `out`.
+pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Flow {
+    let stats = ctx.stats;
+    let resp3 = ctx.client.is_resp3();
+    let nil = null(ctx.client);
+    match cmd {
+        Redis::Command(q) => {
+            stats.incr(Counter::Management);
+            command(q, out, resp3);
+        }
+        Redis::ConfigGet(patterns) => {
+            stats.incr(Counter::Management);
+            config_get(ctx, patterns, out, resp3);
+        }
+        Redis::ConfigResetStat => {
+            stats.incr(Counter::Management);
+            ok(out, super::Proto::Resp);
+        }
+        Redis::ClientSetName(name) => {
+            stats.incr(Counter::Management);
+            let name = String::from_utf8_lossy(name).into_owned();
+            ctx.client.update_meta(|m| m.name = name);
+            ok(out, super::Proto::Resp);
+        }
+        Redis::ClientGetName => {
+            stats.incr(Counter::Management);
+            let m = ctx.client.meta();
+            if m.name.is_empty() {
+                out.extend_from_slice(nil);
+            } else {
+                bulk(out, m.name.as_bytes());
+            }
+        }
+        Redis::ClientSetInfo { lib_ver, value } => {
+            stats.incr(Counter::Management);
+            let v = String::from_utf8_lossy(value).into_owned();
+            ctx.client.update_meta(|m| {
+                if lib_ver {
+                    m.lib_ver = v;
+                } else {
+                    m.lib_name = v;
+                }
+            });
+            ok(out, super::Proto::Resp);
+        }
+        Redis::ClientId => {
+            stats.incr(Counter::Management);
+            integer(out, ctx.client.id as i64);
+        }
+        Redis::ClientList => {
+            stats.incr(Counter::ClientList);
+            stats.incr(Counter::Management);
+            let mut s = String::new();
+            ctx.shared.stats.write_redis_client_list(&mut s, ctx.now);
+            bulk(out, s.as_bytes());
+        }
+        Redis::ClientInfo => {
+            stats.incr(Counter::Management);
+            let mut s = String::new();
+            let now_ms = ctx.shared.stats.elapsed_ms(ctx.now);
+            ctx.client.write_redis_line(&mut s, ctx.now, now_ms);
+            bulk(out, s.as_bytes());
+        }
+        Redis::Hello { protover, setname } => {
+            stats.incr(Counter::Management);
+            if let Some(p) = protover {
+                ctx.client.set_resp3(p == 3);
+            }
+            if let Some(n) = setname {
+                let n = String::from_utf8_lossy(n).into_owned();
+                ctx.client.update_meta(|m| m.name = n);
+            }
+            hello(ctx, out);
+        }
+        Redis::Scan {
+            cursor,
+            pattern,
+            count,
+            any_type,
+        } => {
+            stats.incr(Counter::Scan);
+            let mut keys = Vec::new();
+            let mut n = 0;
+            let next = ctx.shared.store.scan_step(cursor, count, |k| {
+                if any_type && pattern.is_none_or(|p| glob::matches(p, k)) {
+                    bulk(&mut keys, k);
+                    n += 1;
+                }
+            });
+            array(out, 2);
+            bulk(out, itoa::Buffer::new().format(next).as_bytes());
+            array(out, n);
+            out.extend_from_slice(&keys);
+        }
+        Redis::Keys(pattern) => {
+            stats.incr(Counter::Scan);
+            let store = &ctx.shared.store;
+            let all = glob::matches_all(pattern);
+            let prefix = glob::literal_prefix(pattern);
+            let mut keys = Vec::new();
+            let mut n = 0;
+            for i in 0..store.shard_count() {
+                store.for_each_in_shard(i, |r| {
+                    let k = r.key();
+                    if !r.is_tombstone()
+                        && (all || (k.starts_with(prefix) && glob::matches(pattern, k)))
+                    {
+                        bulk(&mut keys, k);
+                        n += 1;
+                    }
+                });
+            }
+            array(out, n);
+            out.extend_from_slice(&keys);
+        }
+        Redis::Info(sections) => {
+            stats.incr(Counter::Stat);
+            let mut s = String::new();
+            info(ctx, sections, &mut s);
+            bulk(out, s.as_bytes());
+        }
+        Redis::SetWith {
+            key,
+            value,
+            cond,
+            get,
+        } => {
+            stats.incr(Counter::Set);
+            let store = &ctx.shared.store;
+            let (old, version) = {
+                // One shard lock around check-and-set: atomic per key.
+                let mut lock = store.lock_keys(std::iter::once(key));
+                let old = lock.get(key, |v| v.map(<[u8]>::to_vec));
+                let go = match cond {
+                    None => true,
+                    Some(SetCond::Nx) => old.is_none(),
+                    Some(SetCond::Xx) => old.is_some(),
+                };
+                (old, if go { lock.set(key, value) } else { None })
+            };
+            if let Some(v) = version {
+                ctx.wrote(key, Some(value), v);
+            }
+            match (get, old, version) {
+                (true, Some(old), _) => bulk(out, &old),
+                (true, None, _) | (false, _, None) => out.extend_from_slice(nil),
+                (false, _, Some(_)) => ok(out, super::Proto::Resp),
+            }
+        }
+        Redis::Type(key) => {
+            stats.incr(Counter::Get);
+            let exists = ctx.shared.store.contains(key);
+            simple(out, if exists { "string" } else { "none" });
+        }
+        Redis::Ttl(key) => {
+            stats.incr(Counter::Get);
+            let exists = ctx.shared.store.contains(key);
+            integer(out, if exists { -1 } else { -2 });
+        }
+    }
+    Flow::Continue
+}
+
+// ---- COMMAND ---------------------------------------------------------------
+
+fn command(q: CommandQuery<'_>, out: &mut Vec<u8>, resp3: bool) {
+    match q {
+        CommandQuery::All => {
+            array(out, COMMANDS.len());
+            COMMANDS.iter().for_each(|c| command_info(c, out));
+        }
+        CommandQuery::Count => integer(out, COMMANDS.len() as i64),
+        CommandQuery::List => {
+            array(out, COMMANDS.len());
+            COMMANDS.iter().for_each(|c| bulk(out, c.name.as_bytes()));
+        }
+        CommandQuery::Info(names) if names.is_empty() => command(CommandQuery::All, out, resp3),
+        CommandQuery::Info(names) => {
+            array(out, names.len());
+            for n in names.iter() {
+                match spec(n) {
+                    Some(c) => command_info(c, out),
+                    None => out.extend_from_slice(if resp3 { b"_\r\n" } else { b"*-1\r\n" }),
+                }
+            }
+        }
+        CommandQuery::Docs(names) => {
+            // Unknown names are left out, as Redis does.
+            let list: Vec<&CommandSpec> = if names.is_empty() {
+                COMMANDS.iter().collect()
+            } else {
+                names.iter().filter_map(spec).collect()
+            };
+            map(out, list.len(), resp3);
+            for c in list {
+                bulk(out, c.name.as_bytes());
+                command_docs(c, out, resp3);
+            }
+        }
+    }
+}
+
+/// One `COMMAND INFO` entry in Redis 7 layout: name, arity, flags, first
+/// key, last key, step, ACL categories, tips, key specs, subcommands.
+fn command_info(c: &CommandSpec, out: &mut Vec<u8>) {
+    array(out, 10);
+    bulk(out, c.name.as_bytes());
+    integer(out, c.arity);
+    array(out, c.flags.len());
+    c.flags.iter().for_each(|f| simple(out, f));
+    integer(out, c.keys.0);
+    integer(out, c.keys.1);
+    integer(out, c.keys.2);
+    let mut cats = vec![match c.group {
+        "generic" => "@keyspace",
+        "server" => "@admin",
+        "connection" => "@connection",
+        _ => "@string",
+    }];
+    for (flag, cat) in [
+        ("readonly", "@read"),
+        ("write", "@write"),
+        ("fast", "@fast"),
+    ] {
+        if c.flags.contains(&flag) {
+            cats.push(cat);
+        }
+    }
+    array(out, cats.len());
+    cats.iter().for_each(|f| simple(out, f));
+    array(out, 0);
+    array(out, 0);
+    array(out, 0);
+}
+
+/// One `COMMAND DOCS` value (a RESP2 flat map): summary, since, group,
+/// complexity, arguments.
+fn command_docs(c: &CommandSpec, out: &mut Vec<u8>, resp3: bool) {
+    map(out, 5, resp3);
+    for (k, v) in [
+        ("summary", c.summary),
+        ("since", c.since),
+        ("group", c.group),
+        ("complexity", "O(1) per key"),
+    ] {
+        bulk(out, k.as_bytes());
+        bulk(out, v.as_bytes());
+    }
+    bulk(out, b"arguments");
+    array(out, c.args.len());
+    for a in c.args {
+        let mut flags = Vec::new();
+        if a.optional {
+            flags.push("optional");
+        }
+        if a.multiple {
+            flags.push("multiple");
+        }
+        let pairs = 3 + usize::from(a.token.is_some()) + usize::from(!flags.is_empty());
+        map(out, pairs, resp3);
+        bulk(out, b"name");
+        bulk(out, a.name.to_lowercase().as_bytes());
+        bulk(out, b"type");
+        bulk(out, a.kind.as_bytes());
+        bulk(out, b"display_text");
+        bulk(out, a.name.as_bytes());
+        if let Some(t) = a.token {
+            bulk(out, b"token");
+            bulk(out, t.as_bytes());
+        }
+        if !flags.is_empty() {
+            bulk(out, b"flags");
+            array(out, flags.len());
+            flags.iter().for_each(|f| simple(out, f));
+        }
+    }
+}
+
+// ---- CONFIG GET, HELLO, INFO ----------------------------------------------
+
+/// The read-only parameters `CONFIG GET` knows, with this node's values.
+fn config_params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
+    let c = &ctx.shared.config;
+    vec![
+        ("save", String::new()),
+        (
+            "appendonly",
+            if c.engine == Engine::Persistent {
+                "yes"
+            } else {
+                "no"
+            }
+            .into(),
+        ),
+        ("databases", "1".into()),
+        ("bind", c.host.clone()),
+        ("port", c.port.to_string()),
+        ("maxclients", c.max_connections.to_string()),
+        (
+            "timeout",
+            c.connection_timeout.map_or(0, |d| d.as_secs()).to_string(),
+        ),
+        ("maxmemory", "0".into()),
+        ("maxmemory-policy", "noeviction".into()),
+        ("io-threads", c.threads.to_string()),
+    ]
+}
+
+fn config_get(ctx: &Ctx<'_>, patterns: Args<'_>, out: &mut Vec<u8>, resp3: bool) {
+    let params = config_params(ctx);
+    let hits: Vec<_> = params
+        .iter()
+        .filter(|(name, _)| {
+            patterns
+                .iter()
+                .any(|p| glob::matches(&p.to_ascii_lowercase(), name.as_bytes()))
+        })
+        .collect();
+    map(out, hits.len(), resp3);
+    for (name, value) in hits {
+        bulk(out, name.as_bytes());
+        bulk(out, value.as_bytes());
+    }
+}
+
+/// The `HELLO` reply (a map), in the protocol the connection now speaks.
+fn hello(ctx: &Ctx<'_>, out: &mut Vec<u8>) {
+    let resp3 = ctx.client.is_resp3();
+    map(out, 8, resp3);
+    for (k, v) in [
+        ("server", "merklekv"),
+        ("version", REDIS_COMPAT_VERSION),
+        ("merklekv_version", env!("CARGO_PKG_VERSION")),
+    ] {
+        bulk(out, k.as_bytes());
+        bulk(out, v.as_bytes());
+    }
+    bulk(out, b"proto");
+    integer(out, if resp3 { 3 } else { 2 });
+    bulk(out, b"id");
+    integer(out, ctx.client.id as i64);
+    bulk(out, b"mode");
+    bulk(out, b"standalone");
+    bulk(out, b"role");
+    bulk(out, b"master");
+    bulk(out, b"modules");
+    array(out, 0);
+}
+
+/// Sections of the Redis-style INFO, in order.
+const SECTIONS: &[&str] = &[
+    "server",
+    "clients",
+    "memory",
+    "persistence",
+    "stats",
+    "replication",
+    "keyspace",
+    "merklekv",
+];
+
+/// Writes the Redis-style INFO text for the requested sections (none,
+/// `default`, `all` or `everything`: every section; unknown names: none).
+fn info(ctx: &Ctx<'_>, sections: Args<'_>, s: &mut String) {
+    let everything = sections.is_empty()
+        || sections.iter().any(|a| {
+            ["all", "default", "everything"]
+                .iter()
+                .any(|w| a.eq_ignore_ascii_case(w.as_bytes()))
+        });
+    let shared = ctx.shared;
+    let up = shared.stats.started().elapsed().as_secs();
+    let rss = rss_kb() * 1024;
+    let keys = shared.store.len();
+    let mut first = true;
+    for &name in SECTIONS {
+        if !everything
+            && !sections
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(name.as_bytes()))
+        {
+            continue;
+        }
+        if !first {
+            s.push_str("\r\n");
+        }
+        first = false;
+        let title = if name == "merklekv" {
+            "MerkleKV".to_string()
+        } else {
+            let mut t = name.to_string();
+            t[..1].make_ascii_uppercase();
+            t
+        };
+        let _ = write!(s, "# {title}\r\n");
+        let c = &shared.config;
+        let _ = match name {
+            "server" => write!(
+                s,
+                "redis_version:{REDIS_COMPAT_VERSION}\r\nredis_mode:standalone\r\nmerklekv_version:{}\r\nos:{}\r\narch_bits:{}\r\nprocess_id:{}\r\nserver_time_usec:{}\r\nuptime_in_seconds:{up}\r\nuptime_in_days:{}\r\nio_threads_active:{}\r\n",
+                env!("CARGO_PKG_VERSION"),
+                std::env::consts::OS,
+                usize::BITS,
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros()),
+                up / 86400,
+                c.threads,
+            ),
+            "clients" => write!(
+                s,
+                "connected_clients:{}\r\nmaxclients:{}\r\n",
+                shared.stats.active_connections(),
+                c.max_connections
+            ),
+            "memory" => write!(
+                s,
+                "used_memory:{rss}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{rss}\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\n",
+                rss as f64 / (1024.0 * 1024.0)
+            ),
+            "persistence" => write!(
+                s,
+                "loading:0\r\naof_enabled:{}\r\n",
+                u8::from(c.engine == Engine::Persistent)
+            ),
+            "stats" => write!(
+                s,
+                "total_connections_received:{}\r\ntotal_commands_processed:{}\r\n",
+                shared.stats.total_connections(),
+                shared.stats.sum(Counter::TotalCommands)
+            ),
+            "replication" => write!(s, "role:master\r\nconnected_slaves:0\r\n"),
+            "keyspace" if keys > 0 => write!(s, "db0:keys={keys},expires=0,avg_ttl=0\r\n"),
+            "keyspace" => Ok(()),
+            _ => {
+                write_info(shared, s);
+                Ok(())
+            }
+        };
+    }
+}

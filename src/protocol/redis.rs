@@ -1,0 +1,1086 @@
+//! Redis-compatibility commands that only the RESP front end knows:
+//! introspection (`COMMAND`, `INFO` sections, `CONFIG GET`), client
+//! bookkeeping (`CLIENT …`, `HELLO`), cursors and patterns (`SCAN`,
+//! `KEYS`), `SET` with options, `TYPE`/`TTL`. They exist so that redis-cli,
+//! redis-benchmark and client libraries work unmodified (PROTOCOL.md §15);
+//! none of them is on the GET/SET hot path, which [`super::resp::command`]
+//! matches first and hands the rest here.
+//!
+//! Parsing is pure and allocation-free except for error texts; execution
+//! lives in `exec::redis`. The static command table used by `COMMAND` and
+//! `COMMAND DOCS` is [`COMMANDS`].
+
+use std::borrow::Cow;
+
+use super::{Args, Command, ParseError};
+
+/// A RESP-only command (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redis<'a> {
+    /// `COMMAND [COUNT | LIST | INFO name… | DOCS [name…]]`.
+    Command(CommandQuery<'a>),
+    /// `CONFIG GET pattern [pattern …]`.
+    ConfigGet(Args<'a>),
+    /// `CONFIG RESETSTAT`: accepted, nothing to reset (counters are
+    /// monotonic by PROTOCOL.md §6).
+    ConfigResetStat,
+    /// `CLIENT SETNAME name` (validated).
+    ClientSetName(&'a [u8]),
+    /// `CLIENT GETNAME`.
+    ClientGetName,
+    /// `CLIENT SETINFO LIB-NAME|LIB-VER value` (validated).
+    ClientSetInfo { lib_ver: bool, value: &'a [u8] },
+    /// `CLIENT ID`.
+    ClientId,
+    /// `CLIENT LIST` (Redis format).
+    ClientList,
+    /// `CLIENT INFO`.
+    ClientInfo,
+    /// `HELLO [protover [AUTH user pass] [SETNAME name]]`; `protover` is
+    /// 2 or 3 (others are refused with `-NOPROTO` at parse time).
+    Hello {
+        protover: Option<u8>,
+        setname: Option<&'a [u8]>,
+    },
+    /// `SCAN cursor [MATCH pattern] [COUNT n] [TYPE t]`.
+    Scan {
+        cursor: u64,
+        pattern: Option<&'a [u8]>,
+        count: usize,
+        /// False when `TYPE` names a type other than `string` (nothing matches).
+        any_type: bool,
+    },
+    /// `KEYS pattern`.
+    Keys(&'a [u8]),
+    /// `INFO [section …]` (Redis format).
+    Info(Args<'a>),
+    /// `SET key value [NX | XX] [GET]` (expiry options are refused).
+    SetWith {
+        key: &'a [u8],
+        value: &'a [u8],
+        cond: Option<SetCond>,
+        get: bool,
+    },
+    /// `TYPE key`.
+    Type(&'a [u8]),
+    /// `TTL key` / `PTTL key` (no key expires: -1, or -2 when missing).
+    Ttl(&'a [u8]),
+}
+
+/// `SET … NX` / `XX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetCond {
+    /// Only if the key does not exist.
+    Nx,
+    /// Only if the key exists.
+    Xx,
+}
+
+/// What `COMMAND` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandQuery<'a> {
+    /// Bare `COMMAND`: every command's info.
+    All,
+    /// `COMMAND COUNT`.
+    Count,
+    /// `COMMAND LIST`.
+    List,
+    /// `COMMAND INFO name …` (empty: all).
+    Info(Args<'a>),
+    /// `COMMAND DOCS [name …]` (empty: all).
+    Docs(Args<'a>),
+}
+
+/// Largest `COUNT` honoured by `SCAN` (bounds one reply's work).
+pub const MAX_SCAN_COUNT: usize = 100_000;
+
+fn err(msg: &'static str) -> ParseError {
+    ParseError(Cow::Borrowed(msg))
+}
+
+/// `wrong number of arguments for '<cmd>' command` (Redis text).
+pub fn wrong_args(name: &[u8]) -> ParseError {
+    ParseError(Cow::Owned(format!(
+        "wrong number of arguments for '{}' command",
+        String::from_utf8_lossy(name).to_lowercase()
+    )))
+}
+
+fn wrong_sub(name: &[u8], sub: &[u8]) -> ParseError {
+    ParseError(Cow::Owned(format!(
+        "wrong number of arguments for '{}|{}' command",
+        String::from_utf8_lossy(name).to_lowercase(),
+        String::from_utf8_lossy(sub).to_lowercase()
+    )))
+}
+
+fn unknown_sub(name: &[u8], sub: &[u8]) -> ParseError {
+    ParseError(Cow::Owned(format!(
+        "unknown subcommand '{}'. Try {} HELP.",
+        clip(sub, 128),
+        String::from_utf8_lossy(name).to_uppercase()
+    )))
+}
+
+fn clip(b: &[u8], max: usize) -> Cow<'_, str> {
+    String::from_utf8_lossy(&b[..b.len().min(max)])
+}
+
+/// Redis's text for an unknown command:
+/// `unknown command 'x', with args beginning with: 'a' 'b' `.
+pub fn unknown_command(name: &[u8], args: impl Iterator<Item = impl AsRef<[u8]>>) -> ParseError {
+    let mut s = format!(
+        "unknown command '{}', with args beginning with: ",
+        clip(name, 128)
+    );
+    let start = s.len();
+    for a in args {
+        if s.len() - start >= 128 {
+            break;
+        }
+        let room = 128 - (s.len() - start);
+        s.push('\'');
+        s.push_str(&clip(a.as_ref(), room));
+        s.push_str("' ");
+    }
+    ParseError(Cow::Owned(s))
+}
+
+fn eq(a: &[u8], b: &str) -> bool {
+    a.eq_ignore_ascii_case(b.as_bytes())
+}
+
+fn uint(a: &[u8]) -> Option<u64> {
+    std::str::from_utf8(a).ok()?.parse().ok()
+}
+
+/// Parses a RESP-only command. `upper` is the upper-cased command name
+/// (empty if longer than the caller's buffer), `args` the arguments after
+/// the name. Unknown names get Redis's unknown-command error.
+pub fn command<'a>(
+    upper: &[u8],
+    name: &'a [u8],
+    args: Args<'a>,
+) -> Result<Command<'a>, ParseError> {
+    let argv = |i: usize| args.iter().nth(i);
+    let argc = args.len();
+    let r = match upper {
+        b"COMMAND" => {
+            let Some(sub) = argv(0) else {
+                return Ok(Command::Redis(Redis::Command(CommandQuery::All)));
+            };
+            let rest = args.skip(1);
+            let q = if eq(sub, "COUNT") && argc == 1 {
+                CommandQuery::Count
+            } else if eq(sub, "LIST") {
+                // Filters (FILTERBY …) are not supported: list everything.
+                CommandQuery::List
+            } else if eq(sub, "INFO") {
+                CommandQuery::Info(rest)
+            } else if eq(sub, "DOCS") {
+                CommandQuery::Docs(rest)
+            } else if eq(sub, "COUNT") {
+                return Err(wrong_sub(name, sub));
+            } else {
+                return Err(unknown_sub(name, sub));
+            };
+            Redis::Command(q)
+        }
+        b"CONFIG" => {
+            let Some(sub) = argv(0) else {
+                return Err(wrong_args(name));
+            };
+            if eq(sub, "GET") {
+                if argc < 2 {
+                    return Err(wrong_sub(name, sub));
+                }
+                Redis::ConfigGet(args.skip(1))
+            } else if eq(sub, "RESETSTAT") {
+                Redis::ConfigResetStat
+            } else if eq(sub, "SET") || eq(sub, "REWRITE") {
+                return Err(err(
+                    "CONFIG SET and CONFIG REWRITE are not supported: MerkleKV is configured by its TOML file, command line and environment",
+                ));
+            } else {
+                return Err(unknown_sub(name, sub));
+            }
+        }
+        b"CLIENT" => {
+            let Some(sub) = argv(0) else {
+                return Err(wrong_args(name));
+            };
+            let want = |n: usize| {
+                if argc == n {
+                    Ok(())
+                } else {
+                    Err(wrong_sub(name, sub))
+                }
+            };
+            if eq(sub, "SETNAME") {
+                want(2)?;
+                let v = argv(1).unwrap_or_default();
+                if !crate::stats::ClientMeta::valid(v) {
+                    return Err(err(
+                        "Client names cannot contain spaces, newlines or special characters.",
+                    ));
+                }
+                Redis::ClientSetName(v)
+            } else if eq(sub, "GETNAME") {
+                want(1)?;
+                Redis::ClientGetName
+            } else if eq(sub, "SETINFO") {
+                want(3)?;
+                let attr = argv(1).unwrap_or_default();
+                let value = argv(2).unwrap_or_default();
+                let lib_ver = if eq(attr, "LIB-NAME") {
+                    false
+                } else if eq(attr, "LIB-VER") {
+                    true
+                } else {
+                    return Err(ParseError(Cow::Owned(format!(
+                        "Unrecognized option '{}'",
+                        clip(attr, 128)
+                    ))));
+                };
+                if !crate::stats::ClientMeta::valid(value) {
+                    return Err(err(
+                        "lib-name and lib-ver cannot contain spaces, newlines or special characters.",
+                    ));
+                }
+                Redis::ClientSetInfo { lib_ver, value }
+            } else if eq(sub, "ID") {
+                want(1)?;
+                Redis::ClientId
+            } else if eq(sub, "LIST") {
+                // Filters (TYPE, ID) are not supported: list everything.
+                Redis::ClientList
+            } else if eq(sub, "INFO") {
+                want(1)?;
+                Redis::ClientInfo
+            } else {
+                return Err(unknown_sub(name, sub));
+            }
+        }
+        b"HELLO" => hello(args)?,
+        b"AUTH" => {
+            return Err(err(
+                "AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+            ));
+        }
+        b"SCAN" => scan(name, args)?,
+        b"KEYS" => {
+            if argc != 1 {
+                return Err(wrong_args(name));
+            }
+            Redis::Keys(argv(0).unwrap_or_default())
+        }
+        b"INFO" => Redis::Info(args),
+        b"TYPE" => {
+            if argc != 1 {
+                return Err(wrong_args(name));
+            }
+            Redis::Type(argv(0).unwrap_or_default())
+        }
+        b"TTL" | b"PTTL" => {
+            if argc != 1 {
+                return Err(wrong_args(name));
+            }
+            Redis::Ttl(argv(0).unwrap_or_default())
+        }
+        b"SET" => return set(name, args),
+        b"SYNC" => return sync(name, args),
+        _ => return Err(unknown_command(name, args.iter())),
+    };
+    Ok(Command::Redis(r))
+}
+
+fn hello(args: Args<'_>) -> Result<Redis<'_>, ParseError> {
+    let mut it = args.iter();
+    let mut setname = None;
+    let mut protover = None;
+    if let Some(v) = it.next() {
+        protover = match uint(v) {
+            Some(p @ (2 | 3)) => Some(p as u8),
+            Some(_) => return Err(err(NOPROTO)),
+            None => return Err(err("Protocol version is not an integer or out of range")),
+        };
+        while let Some(opt) = it.next() {
+            if eq(opt, "AUTH") {
+                // No authentication exists: accept any credentials, as Redis
+                // does for the default user without a password.
+                if it.next().is_none() || it.next().is_none() {
+                    return Err(err("Syntax error in HELLO option 'auth'"));
+                }
+            } else if eq(opt, "SETNAME") {
+                let Some(n) = it.next() else {
+                    return Err(err("Syntax error in HELLO option 'setname'"));
+                };
+                if !crate::stats::ClientMeta::valid(n) {
+                    return Err(err(
+                        "Client names cannot contain spaces, newlines or special characters.",
+                    ));
+                }
+                setname = Some(n);
+            } else {
+                return Err(ParseError(Cow::Owned(format!(
+                    "Syntax error in HELLO option '{}'",
+                    clip(opt, 128)
+                ))));
+            }
+        }
+    }
+    Ok(Redis::Hello { protover, setname })
+}
+
+/// The refusal of an unknown protocol version. It starts with Redis's error
+/// code `NOPROTO`, so the worker sends it as `-NOPROTO …` (not `-ERR …`).
+pub const NOPROTO: &str = "NOPROTO unsupported protocol version";
+
+fn scan<'a>(name: &[u8], args: Args<'a>) -> Result<Redis<'a>, ParseError> {
+    let mut it = args.iter();
+    let Some(c) = it.next() else {
+        return Err(wrong_args(name));
+    };
+    let cursor = uint(c).ok_or(err("invalid cursor"))?;
+    let (mut pattern, mut count, mut any_type) = (None, 10usize, true);
+    while let Some(opt) = it.next() {
+        let Some(val) = it.next() else {
+            return Err(err("syntax error"));
+        };
+        if eq(opt, "MATCH") {
+            pattern = Some(val);
+        } else if eq(opt, "COUNT") {
+            count = match uint(val) {
+                Some(0) => return Err(err("syntax error")),
+                Some(n) => (n as usize).min(MAX_SCAN_COUNT),
+                None => return Err(err("value is not an integer or out of range")),
+            };
+        } else if eq(opt, "TYPE") {
+            any_type = eq(val, "string");
+        } else {
+            return Err(err("syntax error"));
+        }
+    }
+    Ok(Redis::Scan {
+        cursor,
+        pattern,
+        count,
+        any_type,
+    })
+}
+
+fn set<'a>(name: &[u8], args: Args<'a>) -> Result<Command<'a>, ParseError> {
+    let mut it = args.iter();
+    let (Some(key), Some(value)) = (it.next(), it.next()) else {
+        return Err(wrong_args(name));
+    };
+    let (mut cond, mut get) = (None, false);
+    for opt in it {
+        if eq(opt, "NX") || eq(opt, "XX") {
+            let c = if eq(opt, "NX") {
+                SetCond::Nx
+            } else {
+                SetCond::Xx
+            };
+            if cond.is_some_and(|old| old != c) {
+                return Err(err("syntax error"));
+            }
+            cond = Some(c);
+        } else if eq(opt, "GET") {
+            get = true;
+        } else if ["EX", "PX", "EXAT", "PXAT", "KEEPTTL"]
+            .iter()
+            .any(|o| eq(opt, o))
+        {
+            return Err(err(
+                "SET expiry options (EX, PX, EXAT, PXAT, KEEPTTL) are not supported: MerkleKV keys do not expire",
+            ));
+        } else {
+            return Err(err("syntax error"));
+        }
+    }
+    if cond.is_none() && !get {
+        return Ok(Command::Set(key, value));
+    }
+    Ok(Command::Redis(Redis::SetWith {
+        key,
+        value,
+        cond,
+        get,
+    }))
+}
+
+/// `SYNC host port [--full] [--verify]` over RESP (same meaning and error
+/// texts as the text protocol, PROTOCOL.md §10).
+fn sync<'a>(name: &[u8], args: Args<'a>) -> Result<Command<'a>, ParseError> {
+    let mut it = args.iter();
+    let Some(host) = it.next() else {
+        return Err(wrong_args(name));
+    };
+    let host = std::str::from_utf8(host).map_err(|_| err("host must be UTF-8"))?;
+    let Some(port) = it.next() else {
+        return Err(err("SYNC requires <port> as the second argument"));
+    };
+    let port = std::str::from_utf8(port)
+        .ok()
+        .and_then(|p| p.parse::<u16>().ok())
+        .ok_or(err("Invalid port: must be an integer in 0..=65535"))?;
+    let (mut full, mut verify) = (false, false);
+    for opt in it {
+        let flag = match opt {
+            b"--full" => &mut full,
+            b"--verify" => &mut verify,
+            _ => {
+                return Err(ParseError(Cow::Owned(format!(
+                    "Unknown option: {}",
+                    clip(opt, 128)
+                ))));
+            }
+        };
+        if *flag {
+            return Err(ParseError(Cow::Owned(format!(
+                "Duplicate option: {}",
+                String::from_utf8_lossy(opt)
+            ))));
+        }
+        *flag = true;
+    }
+    Ok(Command::Sync {
+        host,
+        port,
+        full,
+        verify,
+    })
+}
+
+// ---- the command table (COMMAND, COMMAND DOCS) ----------------------------
+
+/// One argument of a command, for `COMMAND DOCS` (redis-cli hints).
+#[derive(Debug, Clone, Copy)]
+pub struct ArgSpec {
+    /// Argument name (and display text).
+    pub name: &'static str,
+    /// Redis argument type: `key`, `string`, `integer`, `pattern`,
+    /// `pure-token`.
+    pub kind: &'static str,
+    /// For `pure-token`: the token itself.
+    pub token: Option<&'static str>,
+    pub optional: bool,
+    pub multiple: bool,
+}
+
+/// One command for `COMMAND` / `COMMAND DOCS`.
+#[derive(Debug, Clone, Copy)]
+pub struct CommandSpec {
+    /// Lower-case name.
+    pub name: &'static str,
+    /// Redis arity: the exact argument count including the name, or its
+    /// negation for "at least".
+    pub arity: i64,
+    /// Redis command flags (`readonly`, `write`, `fast`, …).
+    pub flags: &'static [&'static str],
+    /// First key position, last key position (-1: last argument), step.
+    pub keys: (i64, i64, i64),
+    /// Redis group (`string`, `keyspace`, `server`, `connection`, `generic`).
+    pub group: &'static str,
+    pub summary: &'static str,
+    /// Redis version the command appeared in.
+    pub since: &'static str,
+    pub args: &'static [ArgSpec],
+}
+
+const fn arg(name: &'static str, kind: &'static str) -> ArgSpec {
+    ArgSpec {
+        name,
+        kind,
+        token: None,
+        optional: false,
+        multiple: false,
+    }
+}
+
+const fn opt(a: ArgSpec) -> ArgSpec {
+    ArgSpec {
+        optional: true,
+        ..a
+    }
+}
+
+const fn many(a: ArgSpec) -> ArgSpec {
+    ArgSpec {
+        multiple: true,
+        ..a
+    }
+}
+
+const fn token(t: &'static str) -> ArgSpec {
+    ArgSpec {
+        name: t,
+        kind: "pure-token",
+        token: Some(t),
+        optional: true,
+        multiple: false,
+    }
+}
+
+const KEY: ArgSpec = arg("key", "key");
+const VALUE: ArgSpec = arg("value", "string");
+const RO: &[&str] = &["readonly", "fast"];
+const RW: &[&str] = &["write", "denyoom", "fast"];
+const ADMIN: &[&str] = &["loading", "stale"];
+
+/// Every RESP command this server answers (internal anti-entropy commands
+/// aside), as `COMMAND` and `COMMAND DOCS` report them.
+pub const COMMANDS: &[CommandSpec] = &[
+    CommandSpec {
+        name: "get",
+        arity: 2,
+        flags: RO,
+        keys: (1, 1, 1),
+        group: "string",
+        summary: "Returns the string value of a key.",
+        since: "1.0.0",
+        args: &[KEY],
+    },
+    CommandSpec {
+        name: "set",
+        arity: -3,
+        flags: &["write", "denyoom"],
+        keys: (1, 1, 1),
+        group: "string",
+        summary: "Sets the string value of a key (NX/XX/GET; no expiry options).",
+        since: "1.0.0",
+        args: &[KEY, VALUE, token("NX"), token("XX"), token("GET")],
+    },
+    CommandSpec {
+        name: "del",
+        arity: -2,
+        flags: &["write"],
+        keys: (1, -1, 1),
+        group: "generic",
+        summary: "Deletes one or more keys.",
+        since: "1.0.0",
+        args: &[many(KEY)],
+    },
+    CommandSpec {
+        name: "unlink",
+        arity: -2,
+        flags: &["write", "fast"],
+        keys: (1, -1, 1),
+        group: "generic",
+        summary: "Deletes one or more keys (same as DEL).",
+        since: "4.0.0",
+        args: &[many(KEY)],
+    },
+    CommandSpec {
+        name: "exists",
+        arity: -2,
+        flags: RO,
+        keys: (1, -1, 1),
+        group: "generic",
+        summary: "Counts how many of the given keys exist.",
+        since: "1.0.0",
+        args: &[many(KEY)],
+    },
+    CommandSpec {
+        name: "incr",
+        arity: 2,
+        flags: RW,
+        keys: (1, 1, 1),
+        group: "string",
+        summary: "Increments the integer value of a key by one.",
+        since: "1.0.0",
+        args: &[KEY],
+    },
+    CommandSpec {
+        name: "decr",
+        arity: 2,
+        flags: RW,
+        keys: (1, 1, 1),
+        group: "string",
+        summary: "Decrements the integer value of a key by one.",
+        since: "1.0.0",
+        args: &[KEY],
+    },
+    CommandSpec {
+        name: "incrby",
+        arity: 3,
+        flags: RW,
+        keys: (1, 1, 1),
+        group: "string",
+        summary: "Increments the integer value of a key by a number.",
+        since: "1.0.0",
+        args: &[KEY, arg("increment", "integer")],
+    },
+    CommandSpec {
+        name: "decrby",
+        arity: 3,
+        flags: RW,
+        keys: (1, 1, 1),
+        group: "string",
+        summary: "Decrements the integer value of a key by a number.",
+        since: "1.0.0",
+        args: &[KEY, arg("decrement", "integer")],
+    },
+    CommandSpec {
+        name: "append",
+        arity: 3,
+        flags: RW,
+        keys: (1, 1, 1),
+        group: "string",
+        summary: "Appends a string to the value of a key.",
+        since: "2.0.0",
+        args: &[KEY, VALUE],
+    },
+    CommandSpec {
+        name: "strlen",
+        arity: 2,
+        flags: RO,
+        keys: (1, 1, 1),
+        group: "string",
+        summary: "Returns the length of a string value.",
+        since: "2.2.0",
+        args: &[KEY],
+    },
+    CommandSpec {
+        name: "mget",
+        arity: -2,
+        flags: RO,
+        keys: (1, -1, 1),
+        group: "string",
+        summary: "Returns the values of one or more keys.",
+        since: "1.0.0",
+        args: &[many(KEY)],
+    },
+    CommandSpec {
+        name: "mset",
+        arity: -3,
+        flags: &["write", "denyoom"],
+        keys: (1, -1, 2),
+        group: "string",
+        summary: "Sets the values of one or more keys.",
+        since: "1.0.1",
+        args: &[many(KEY), VALUE],
+    },
+    CommandSpec {
+        name: "type",
+        arity: 2,
+        flags: RO,
+        keys: (1, 1, 1),
+        group: "generic",
+        summary: "Returns the type of a key (always string or none).",
+        since: "1.0.0",
+        args: &[KEY],
+    },
+    CommandSpec {
+        name: "ttl",
+        arity: 2,
+        flags: RO,
+        keys: (1, 1, 1),
+        group: "generic",
+        summary: "Returns the time to live of a key (keys never expire: -1).",
+        since: "1.0.0",
+        args: &[KEY],
+    },
+    CommandSpec {
+        name: "pttl",
+        arity: 2,
+        flags: RO,
+        keys: (1, 1, 1),
+        group: "generic",
+        summary: "Returns the time to live of a key in ms (keys never expire: -1).",
+        since: "2.6.0",
+        args: &[KEY],
+    },
+    CommandSpec {
+        name: "scan",
+        arity: -2,
+        flags: &["readonly"],
+        keys: (0, 0, 0),
+        group: "generic",
+        summary: "Iterates over the key names with a cursor.",
+        since: "2.8.0",
+        args: &[
+            arg("cursor", "integer"),
+            opt(arg("pattern", "pattern")),
+            opt(arg("count", "integer")),
+        ],
+    },
+    CommandSpec {
+        name: "keys",
+        arity: 2,
+        flags: &["readonly"],
+        keys: (0, 0, 0),
+        group: "generic",
+        summary: "Returns all key names that match a pattern.",
+        since: "1.0.0",
+        args: &[arg("pattern", "pattern")],
+    },
+    CommandSpec {
+        name: "dbsize",
+        arity: 1,
+        flags: RO,
+        keys: (0, 0, 0),
+        group: "server",
+        summary: "Returns the number of keys.",
+        since: "1.0.0",
+        args: &[],
+    },
+    CommandSpec {
+        name: "flushdb",
+        arity: -1,
+        flags: &["write"],
+        keys: (0, 0, 0),
+        group: "server",
+        summary: "Removes every key on this node (not replicated).",
+        since: "1.0.0",
+        args: &[],
+    },
+    CommandSpec {
+        name: "flushall",
+        arity: -1,
+        flags: &["write"],
+        keys: (0, 0, 0),
+        group: "server",
+        summary: "Removes every key on this node (not replicated).",
+        since: "1.0.0",
+        args: &[],
+    },
+    CommandSpec {
+        name: "ping",
+        arity: -1,
+        flags: &["fast"],
+        keys: (0, 0, 0),
+        group: "connection",
+        summary: "Returns the server's liveliness response.",
+        since: "1.0.0",
+        args: &[opt(arg("message", "string"))],
+    },
+    CommandSpec {
+        name: "echo",
+        arity: 2,
+        flags: &["fast"],
+        keys: (0, 0, 0),
+        group: "connection",
+        summary: "Returns the given string.",
+        since: "1.0.0",
+        args: &[arg("message", "string")],
+    },
+    CommandSpec {
+        name: "select",
+        arity: 2,
+        flags: &["loading", "stale", "fast"],
+        keys: (0, 0, 0),
+        group: "connection",
+        summary: "Selects the database (only 0 exists).",
+        since: "1.0.0",
+        args: &[arg("index", "integer")],
+    },
+    CommandSpec {
+        name: "quit",
+        arity: -1,
+        flags: &["fast"],
+        keys: (0, 0, 0),
+        group: "connection",
+        summary: "Closes the connection.",
+        since: "1.0.0",
+        args: &[],
+    },
+    CommandSpec {
+        name: "hello",
+        arity: -1,
+        flags: &["fast"],
+        keys: (0, 0, 0),
+        group: "connection",
+        summary: "Handshakes with the server (RESP2 only).",
+        since: "6.0.0",
+        args: &[opt(arg("protover", "integer"))],
+    },
+    CommandSpec {
+        name: "client",
+        arity: -2,
+        flags: ADMIN,
+        keys: (0, 0, 0),
+        group: "connection",
+        summary: "CLIENT SETNAME|GETNAME|SETINFO|ID|LIST|INFO.",
+        since: "2.4.0",
+        args: &[arg("subcommand", "string"), opt(many(arg("arg", "string")))],
+    },
+    CommandSpec {
+        name: "command",
+        arity: -1,
+        flags: ADMIN,
+        keys: (0, 0, 0),
+        group: "server",
+        summary: "Returns details about commands (COUNT, LIST, INFO, DOCS).",
+        since: "2.8.13",
+        args: &[
+            opt(arg("subcommand", "string")),
+            opt(many(arg("arg", "string"))),
+        ],
+    },
+    CommandSpec {
+        name: "config",
+        arity: -2,
+        flags: ADMIN,
+        keys: (0, 0, 0),
+        group: "server",
+        summary: "CONFIG GET parameter values (read-only).",
+        since: "2.0.0",
+        args: &[
+            arg("subcommand", "string"),
+            opt(many(arg("parameter", "pattern"))),
+        ],
+    },
+    CommandSpec {
+        name: "info",
+        arity: -1,
+        flags: ADMIN,
+        keys: (0, 0, 0),
+        group: "server",
+        summary: "Returns information and statistics about the server.",
+        since: "1.0.0",
+        args: &[opt(many(arg("section", "string")))],
+    },
+    CommandSpec {
+        name: "stats",
+        arity: -1,
+        flags: ADMIN,
+        keys: (0, 0, 0),
+        group: "server",
+        summary: "MerkleKV STATS counters (as one bulk string).",
+        since: "0.1.0",
+        args: &[],
+    },
+    CommandSpec {
+        name: "hash",
+        arity: -1,
+        flags: &["readonly"],
+        keys: (0, 0, 0),
+        group: "server",
+        summary: "MerkleKV: Merkle root, or a digest of the keys with a prefix.",
+        since: "0.1.0",
+        args: &[opt(arg("prefix", "string"))],
+    },
+    CommandSpec {
+        name: "sync",
+        arity: -3,
+        flags: &["admin"],
+        keys: (0, 0, 0),
+        group: "server",
+        summary: "MerkleKV: one anti-entropy round with a peer now.",
+        since: "0.1.0",
+        args: &[
+            arg("host", "string"),
+            arg("port", "integer"),
+            token("--full"),
+            token("--verify"),
+        ],
+    },
+    CommandSpec {
+        name: "shutdown",
+        arity: -1,
+        flags: &["admin"],
+        keys: (0, 0, 0),
+        group: "server",
+        summary: "Stops the server.",
+        since: "1.0.0",
+        args: &[],
+    },
+];
+
+/// The table entry of a command name (case-insensitive).
+pub fn spec(name: &[u8]) -> Option<&'static CommandSpec> {
+    COMMANDS.iter().find(|c| eq(name, c.name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(words: &[&str]) -> Result<Command<'static>, ParseError> {
+        let v: Vec<&'static [u8]> = words
+            .iter()
+            .map(|w| &*Box::leak(w.as_bytes().to_vec().into_boxed_slice()))
+            .collect();
+        let v: &'static [&'static [u8]] = Box::leak(v.into_boxed_slice());
+        let name = v[0];
+        let upper = name.to_ascii_uppercase();
+        command(&upper, name, Args::List(&v[1..]))
+    }
+
+    fn msg(r: Result<Command<'static>, ParseError>) -> String {
+        r.unwrap_err().0.into_owned()
+    }
+
+    #[test]
+    fn unknown_command_text_matches_redis() {
+        assert_eq!(
+            msg(parse(&["foo", "a", "b"])),
+            "unknown command 'foo', with args beginning with: 'a' 'b' "
+        );
+        assert_eq!(
+            msg(parse(&["foo"])),
+            "unknown command 'foo', with args beginning with: "
+        );
+        let long = "x".repeat(300);
+        let m = msg(parse(&["foo", &long, "y"]));
+        assert!(m.len() < 250, "{m}");
+    }
+
+    #[test]
+    fn set_options() {
+        assert_eq!(parse(&["set", "k", "v"]), Ok(Command::Set(b"k", b"v")));
+        assert_eq!(
+            parse(&["set", "k", "v", "nx", "GET"]),
+            Ok(Command::Redis(Redis::SetWith {
+                key: b"k",
+                value: b"v",
+                cond: Some(SetCond::Nx),
+                get: true
+            }))
+        );
+        assert!(msg(parse(&["set", "k", "v", "EX", "10"])).contains("not supported"));
+        assert_eq!(msg(parse(&["set", "k", "v", "NX", "XX"])), "syntax error");
+        assert_eq!(msg(parse(&["set", "k", "v", "bogus"])), "syntax error");
+        assert_eq!(
+            msg(parse(&["set", "k"])),
+            "wrong number of arguments for 'set' command"
+        );
+    }
+
+    #[test]
+    fn scan_options() {
+        assert_eq!(
+            parse(&["scan", "0"]),
+            Ok(Command::Redis(Redis::Scan {
+                cursor: 0,
+                pattern: None,
+                count: 10,
+                any_type: true
+            }))
+        );
+        assert_eq!(
+            parse(&["scan", "17", "match", "a*", "COUNT", "1000", "type", "hash"]),
+            Ok(Command::Redis(Redis::Scan {
+                cursor: 17,
+                pattern: Some(b"a*"),
+                count: 1000,
+                any_type: false
+            }))
+        );
+        assert_eq!(msg(parse(&["scan", "x"])), "invalid cursor");
+        assert_eq!(msg(parse(&["scan", "-1"])), "invalid cursor");
+        assert_eq!(msg(parse(&["scan", "0", "COUNT"])), "syntax error");
+        assert_eq!(msg(parse(&["scan", "0", "COUNT", "0"])), "syntax error");
+        assert_eq!(msg(parse(&["scan", "0", "FOO", "1"])), "syntax error");
+    }
+
+    #[test]
+    fn hello_and_client() {
+        assert_eq!(
+            parse(&["hello"]),
+            Ok(Command::Redis(Redis::Hello {
+                protover: None,
+                setname: None
+            }))
+        );
+        assert_eq!(
+            parse(&["HELLO", "2", "AUTH", "u", "p", "SETNAME", "me"]),
+            Ok(Command::Redis(Redis::Hello {
+                protover: Some(2),
+                setname: Some(b"me")
+            }))
+        );
+        assert_eq!(
+            parse(&["hello", "3", "SETNAME", "me"]),
+            Ok(Command::Redis(Redis::Hello {
+                protover: Some(3),
+                setname: Some(b"me")
+            }))
+        );
+        assert_eq!(msg(parse(&["hello", "4"])), NOPROTO);
+        assert!(msg(parse(&["hello", "2", "SETNAME"])).contains("setname"));
+        assert!(msg(parse(&["hello", "x"])).contains("Protocol version"));
+        assert_eq!(
+            parse(&["client", "setinfo", "LIB-VER", "5.0.1"]),
+            Ok(Command::Redis(Redis::ClientSetInfo {
+                lib_ver: true,
+                value: b"5.0.1"
+            }))
+        );
+        assert!(msg(parse(&["client", "setname", "a b"])).contains("cannot contain"));
+        assert_eq!(
+            msg(parse(&["client", "bogus"])),
+            "unknown subcommand 'bogus'. Try CLIENT HELP."
+        );
+        assert_eq!(
+            msg(parse(&["client", "id", "x"])),
+            "wrong number of arguments for 'client|id' command"
+        );
+        assert_eq!(
+            msg(parse(&["client"])),
+            "wrong number of arguments for 'client' command"
+        );
+    }
+
+    #[test]
+    fn command_and_config() {
+        assert_eq!(
+            parse(&["command"]),
+            Ok(Command::Redis(Redis::Command(CommandQuery::All)))
+        );
+        assert_eq!(
+            parse(&["command", "count"]),
+            Ok(Command::Redis(Redis::Command(CommandQuery::Count)))
+        );
+        assert!(matches!(
+            parse(&["command", "docs", "get"]),
+            Ok(Command::Redis(Redis::Command(CommandQuery::Docs(a)))) if a.len() == 1
+        ));
+        assert!(matches!(
+            parse(&["config", "get", "save", "appendonly"]),
+            Ok(Command::Redis(Redis::ConfigGet(a))) if a.len() == 2
+        ));
+        assert!(msg(parse(&["config", "set", "save", ""])).contains("not supported"));
+        assert_eq!(
+            msg(parse(&["config", "get"])),
+            "wrong number of arguments for 'config|get' command"
+        );
+    }
+
+    #[test]
+    fn sync_over_resp() {
+        assert_eq!(
+            parse(&["SYNC", "h", "7000", "--full"]),
+            Ok(Command::Sync {
+                host: "h",
+                port: 7000,
+                full: true,
+                verify: false
+            })
+        );
+        assert_eq!(
+            msg(parse(&["SYNC", "h"])),
+            "SYNC requires <port> as the second argument"
+        );
+        assert_eq!(
+            msg(parse(&["SYNC", "h", "1", "--full", "--full"])),
+            "Duplicate option: --full"
+        );
+    }
+
+    #[test]
+    fn table_is_consistent() {
+        let mut names: Vec<_> = COMMANDS.iter().map(|c| c.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), COMMANDS.len());
+        for c in COMMANDS {
+            assert_eq!(c.name, c.name.to_lowercase());
+            assert!(c.arity != 0);
+        }
+        assert!(spec(b"GET").is_some());
+        assert!(spec(b"nope").is_none());
+    }
+}

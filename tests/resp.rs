@@ -1,0 +1,493 @@
+//! RESP2 front end against the real binary: byte-exact pipelined
+//! exchanges, bad framing, the Redis-compatibility commands, and real
+//! redis-cli / redis-benchmark / redis-py runs (each skipped with a note
+//! when the tool is not installed; `.ci/run` installs redis-tools).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+
+use common::{Server, expect, read_n};
+
+/// Encodes a request as a RESP array of bulk strings.
+fn req(args: &[&[u8]]) -> Vec<u8> {
+    let mut v = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        v.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        v.extend_from_slice(a);
+        v.extend_from_slice(b"\r\n");
+    }
+    v
+}
+
+/// Reads one complete RESP reply (any type, nested) and returns its bytes.
+fn read_reply(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    read_into(s, &mut out);
+    out
+}
+
+fn read_line_raw(s: &mut TcpStream, out: &mut Vec<u8>) -> Vec<u8> {
+    let start = out.len();
+    let mut b = [0u8; 1];
+    while !out[start..].ends_with(b"\r\n") {
+        s.read_exact(&mut b).expect("read reply");
+        out.push(b[0]);
+    }
+    out[start..out.len() - 2].to_vec()
+}
+
+fn read_into(s: &mut TcpStream, out: &mut Vec<u8>) {
+    let line = read_line_raw(s, out);
+    let n: i64 = std::str::from_utf8(&line[1..])
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    match line[0] {
+        b'$' if n >= 0 => out.extend(read_n(s, n as usize + 2)),
+        b'*' | b'%' => {
+            let items = if line[0] == b'%' { 2 * n } else { n };
+            for _ in 0..items.max(0) {
+                read_into(s, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn call(s: &mut TcpStream, args: &[&[u8]]) -> Vec<u8> {
+    s.write_all(&req(args)).unwrap();
+    read_reply(s)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Bulk strings of an array reply, in order (nested arrays flattened).
+fn bulks(reply: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < reply.len() {
+        let end = pos + reply[pos..].windows(2).position(|w| w == b"\r\n").unwrap();
+        let head = &reply[pos..end];
+        pos = end + 2;
+        if head[0] == b'$' {
+            let n: i64 = text(&head[1..]).parse().unwrap();
+            if n >= 0 {
+                out.push(reply[pos..pos + n as usize].to_vec());
+                pos += n as usize + 2;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn pipelined_exchange_is_byte_exact() {
+    let srv = Server::start(&[]);
+    let mut s = srv.connect();
+    let mut batch = Vec::new();
+    for r in [
+        &[&b"PING"[..]][..],
+        &[b"SET", b"k", b"v1"],
+        &[b"GET", b"k"],
+        &[b"GET", b"missing"],
+        &[b"SET", b"bin", b"a\r\nb\x00c"],
+        &[b"GET", b"bin"],
+        &[b"INCR", b"n"],
+        &[b"INCRBY", b"n", b"41"],
+        &[b"DECRBY", b"n", b"2"],
+        &[b"INCR", b"k"],
+        &[b"APPEND", b"k", b"23"],
+        &[b"STRLEN", b"k"],
+        &[b"MSET", b"a", b"1", b"b", b"2"],
+        &[b"MGET", b"a", b"nope", b"b"],
+        &[b"EXISTS", b"a", b"a", b"zz"],
+        &[b"DEL", b"a", b"b", b"zz"],
+        &[b"DBSIZE"],
+        &[b"ECHO", b"hi"],
+        &[b"PING", b"msg"],
+        &[b"SELECT", b"0"],
+        &[b"SELECT", b"1"],
+        &[b"get"],
+        &[b"NOSUCH", b"x", b"y"],
+        &[b"SET", b"k", b"v", b"EX", b"10"],
+        &[b"SET", b"nx", b"1", b"NX"],
+        &[b"SET", b"nx", b"2", b"NX"],
+        &[b"SET", b"nx", b"3", b"XX", b"GET"],
+        &[b"TYPE", b"nx"],
+        &[b"TTL", b"nope"],
+    ] {
+        batch.extend(req(r));
+    }
+    let want: &[u8] = b"+PONG\r\n+OK\r\n$2\r\nv1\r\n$-1\r\n+OK\r\n$6\r\na\r\nb\x00c\r\n:1\r\n:42\r\n:40\r\n\
+-ERR value is not an integer or out of range\r\n:4\r\n:4\r\n+OK\r\n*3\r\n$1\r\n1\r\n$-1\r\n$1\r\n2\r\n\
+:2\r\n:2\r\n:3\r\n$2\r\nhi\r\n$3\r\nmsg\r\n+OK\r\n-ERR DB index is out of range\r\n\
+-ERR wrong number of arguments for 'get' command\r\n\
+-ERR unknown command 'NOSUCH', with args beginning with: 'x' 'y' \r\n\
+-ERR SET expiry options (EX, PX, EXAT, PXAT, KEEPTTL) are not supported: MerkleKV keys do not expire\r\n\
++OK\r\n$-1\r\n$1\r\n1\r\n+string\r\n:-2\r\n";
+    // One write for the whole pipeline; the replies come back in order.
+    expect(&mut s, &batch, want);
+}
+
+#[test]
+fn value_with_crlf_is_raw_bytes_on_one_text_reply() {
+    let srv = Server::start(&[]);
+    let mut r = srv.connect();
+    expect(
+        &mut r,
+        &req(&[b"SET", b"multi", b"line1\r\nline2"]),
+        b"+OK\r\n",
+    );
+    let mut t = srv.connect();
+    expect(&mut t, b"GET multi\r\n", b"VALUE line1\r\nline2\r\n");
+}
+
+#[test]
+fn bad_framing_gets_an_error_and_closes() {
+    let srv = Server::start(&[]);
+    for (bad, msg) in [
+        (&b"*1\r\n$-5\r\n"[..], "invalid bulk length"),
+        (b"*1\r\n$2000000000\r\n", "invalid bulk length"),
+        (b"*2\r\n:5\r\n", "expected '$'"),
+        (&[b'x'; 65_536][..], "too big inline request"),
+        (b"*x\r\n", "invalid length"),
+        (b"*1\r\n$1\r\nab\r\n", "not terminated by CRLF"),
+        (b"*99999999999\r\n", "too many arguments"),
+    ] {
+        let mut s = srv.connect();
+        // A valid request first: its reply still arrives.
+        s.write_all(&req(&[b"PING"])).unwrap();
+        s.write_all(bad).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got)
+            .expect("server closes the connection");
+        let got = text(&got);
+        assert!(got.starts_with("+PONG\r\n-ERR Protocol error: "), "{got}");
+        assert!(got.contains(msg), "{got}");
+        assert!(got.ends_with("\r\n"));
+    }
+    // The server is unaffected.
+    let mut s = srv.connect();
+    expect(&mut s, &req(&[b"PING"]), b"+PONG\r\n");
+}
+
+#[test]
+fn hello_resp3_and_noproto() {
+    let srv = Server::start(&[]);
+    let mut s = srv.connect();
+    expect(
+        &mut s,
+        &req(&[b"HELLO", b"4"]),
+        b"-NOPROTO unsupported protocol version\r\n",
+    );
+    let h2 = call(&mut s, &[b"HELLO", b"2", b"SETNAME", b"me"]);
+    assert!(h2.starts_with(b"*16\r\n$6\r\nserver\r\n"), "{}", text(&h2));
+    assert!(text(&h2).contains("$5\r\nproto\r\n:2\r\n"));
+    expect(&mut s, &req(&[b"CLIENT", b"GETNAME"]), b"$2\r\nme\r\n");
+    let h3 = call(&mut s, &[b"HELLO", b"3"]);
+    assert!(h3.starts_with(b"%8\r\n"), "{}", text(&h3));
+    assert!(text(&h3).contains("$5\r\nproto\r\n:3\r\n"));
+    // RESP3 nulls and maps.
+    expect(&mut s, &req(&[b"GET", b"nope"]), b"_\r\n");
+    expect(
+        &mut s,
+        &req(&[b"CONFIG", b"GET", b"appendonly"]),
+        b"%1\r\n$10\r\nappendonly\r\n$2\r\nno\r\n",
+    );
+    expect(
+        &mut s,
+        &req(&[b"MGET", b"nope", b"nope"]),
+        b"*2\r\n_\r\n_\r\n",
+    );
+}
+
+#[test]
+fn client_and_config_and_command() {
+    let srv = Server::start(&[]);
+    let mut s = srv.connect();
+    expect(&mut s, &req(&[b"CLIENT", b"GETNAME"]), b"$-1\r\n");
+    expect(&mut s, &req(&[b"CLIENT", b"SETNAME", b"app-1"]), b"+OK\r\n");
+    expect(
+        &mut s,
+        &req(&[b"CLIENT", b"SETINFO", b"LIB-NAME", b"mylib"]),
+        b"+OK\r\n",
+    );
+    let id = text(&call(&mut s, &[b"CLIENT", b"ID"]));
+    assert!(id.starts_with(':'), "{id}");
+    let id = id.trim()[1..].to_string();
+    let list = text(&call(&mut s, &[b"CLIENT", b"LIST"]));
+    assert!(
+        list.contains(&format!("id={id} addr=127.0.0.1:")) && list.contains(" name=app-1 "),
+        "{list}"
+    );
+    assert!(list.contains("lib-name=mylib"), "{list}");
+    expect(
+        &mut s,
+        &req(&[b"CLIENT", b"SETNAME", b"has space"]),
+        b"-ERR Client names cannot contain spaces, newlines or special characters.\r\n",
+    );
+    expect(
+        &mut s,
+        &req(&[b"CONFIG", b"GET", b"save"]),
+        b"*2\r\n$4\r\nsave\r\n$0\r\n\r\n",
+    );
+    let all = bulks(&call(&mut s, &[b"CONFIG", b"GET", b"*"]));
+    assert!(all.len() >= 10 && all.len().is_multiple_of(2));
+    let count = text(&call(&mut s, &[b"COMMAND", b"COUNT"]));
+    let n: usize = count.trim()[1..].parse().unwrap();
+    let all = text(&call(&mut s, &[b"COMMAND"]));
+    assert!(
+        all.starts_with(&format!("*{n}\r\n*10\r\n$3\r\nget\r\n:2\r\n")),
+        "{all}"
+    );
+    let info = text(&call(&mut s, &[b"COMMAND", b"INFO", b"get", b"nope"]));
+    assert!(info.starts_with("*2\r\n*10\r\n$3\r\nget\r\n") && info.ends_with("*-1\r\n"));
+    let docs = text(&call(&mut s, &[b"COMMAND", b"DOCS", b"set"]));
+    assert!(
+        docs.starts_with("*2\r\n$3\r\nset\r\n*10\r\n$7\r\nsummary\r\n"),
+        "{docs}"
+    );
+    assert!(docs.contains("$5\r\ntoken\r\n$2\r\nNX\r\n"), "{docs}");
+    expect(
+        &mut s,
+        &req(&[b"CLIENT", b"KILL"]),
+        b"-ERR unknown subcommand 'KILL'. Try CLIENT HELP.\r\n",
+    );
+}
+
+#[test]
+fn info_is_redis_style() {
+    let srv = Server::start(&[]);
+    let mut s = srv.connect();
+    call(&mut s, &[b"SET", b"a", b"1"]);
+    let all = text(&bulks(&call(&mut s, &[b"INFO"]))[0]);
+    for want in [
+        "# Server\r\nredis_version:",
+        "redis_mode:standalone\r\n",
+        "# Clients\r\nconnected_clients:",
+        "# Keyspace\r\ndb0:keys=1,expires=0,avg_ttl=0\r\n",
+        "# MerkleKV\r\nversion:0.1.0\r\n",
+        "db_keys:1\r\n",
+    ] {
+        assert!(all.contains(want), "{want:?} missing in {all}");
+    }
+    let server = text(&bulks(&call(&mut s, &[b"INFO", b"server"]))[0]);
+    assert!(server.starts_with("# Server\r\n") && !server.contains("# Clients"));
+    // The text protocol keeps its own INFO format (PROTOCOL.md §6).
+    let mut t = srv.connect();
+    t.write_all(b"INFO\r\n").unwrap();
+    assert_eq!(common::read_line(&mut t), "INFO");
+    assert!(common::read_line(&mut t).starts_with("version:"));
+}
+
+#[test]
+fn scan_visits_every_key_once_and_keys_matches_globs() {
+    let srv = Server::start(&[]);
+    let mut s = srv.connect();
+    let mut batch = Vec::new();
+    for i in 0..3000 {
+        let k = format!("user:{i}");
+        batch.extend(req(&[b"SET", k.as_bytes(), b"x"]));
+    }
+    batch.extend(req(&[b"SET", b"other", b"y"]));
+    s.write_all(&batch).unwrap();
+    read_n(&mut s, 5 * 3001);
+    let mut cursor = b"0".to_vec();
+    let mut seen = Vec::new();
+    let mut calls = 0;
+    loop {
+        let r = call(
+            &mut s,
+            &[b"SCAN", &cursor, b"MATCH", b"user:*", b"COUNT", b"100"],
+        );
+        let items = bulks(&r);
+        cursor = items[0].clone();
+        seen.extend(items[1..].iter().cloned());
+        calls += 1;
+        assert!(calls < 1000, "SCAN must terminate");
+        if cursor == b"0" {
+            break;
+        }
+    }
+    let n = seen.len();
+    seen.sort();
+    seen.dedup();
+    assert_eq!((n, seen.len()), (3000, 3000));
+    let keys = bulks(&call(&mut s, &[b"KEYS", b"user:1?9"]));
+    let mut keys: Vec<String> = keys.iter().map(|k| text(k)).collect();
+    keys.sort();
+    let want: Vec<String> = (0..10).map(|d| format!("user:1{d}9")).collect();
+    assert_eq!(keys, want);
+    assert_eq!(
+        bulks(&call(&mut s, &[b"KEYS", b"[o]the?"])),
+        vec![b"other".to_vec()]
+    );
+    assert_eq!(bulks(&call(&mut s, &[b"KEYS", b"*"])).len(), 3001);
+    expect(&mut s, &req(&[b"SCAN", b"abc"]), b"-ERR invalid cursor\r\n");
+}
+
+// ---- real Redis tools ---------------------------------------------------------------
+
+fn have(tool: &str) -> bool {
+    let ok = Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("note: {tool} is not installed; skipping this test");
+    }
+    ok
+}
+
+fn redis_cli(srv: &Server, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &srv.addr.port().to_string()])
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+    text(&out.stdout)
+}
+
+#[test]
+fn redis_cli_works_unmodified() {
+    if !have("redis-cli") {
+        return;
+    }
+    let srv = Server::start(&[]);
+    assert_eq!(redis_cli(&srv, &["PING"]), "PONG\n");
+    assert_eq!(redis_cli(&srv, &["SET", "greeting", "hello world"]), "OK\n");
+    assert_eq!(redis_cli(&srv, &["GET", "greeting"]), "hello world\n");
+    assert_eq!(redis_cli(&srv, &["GET", "nope"]), "\n");
+    assert_eq!(redis_cli(&srv, &["INCRBY", "c", "5"]), "5\n");
+    assert_eq!(redis_cli(&srv, &["MSET", "a", "1", "b", "2"]), "OK\n");
+    assert_eq!(redis_cli(&srv, &["MGET", "a", "x", "b"]), "1\n\n2\n");
+    assert_eq!(redis_cli(&srv, &["DBSIZE"]), "4\n");
+    // --scan drives SCAN with a cursor to the end.
+    let mut keys: Vec<String> = redis_cli(&srv, &["--scan"])
+        .lines()
+        .map(String::from)
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["a", "b", "c", "greeting"]);
+    let keys = redis_cli(&srv, &["--scan", "--pattern", "g*"]);
+    assert_eq!(keys, "greeting\n");
+    assert!(redis_cli(&srv, &["INFO", "server"]).contains("redis_version:"));
+    // Errors come back as errors.
+    let err = redis_cli(&srv, &["NOSUCH"]);
+    assert!(err.starts_with("ERR unknown command 'NOSUCH'"), "{err}");
+    // Binary-safe values from stdin (-x takes the last argument from stdin).
+    let mut child = Command::new("redis-cli")
+        .args(["-p", &srv.addr.port().to_string(), "-x", "SET", "bin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"l1\r\nl2\x00")
+        .unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    assert_eq!(redis_cli(&srv, &["STRLEN", "bin"]), "7\n");
+    // --pipe: raw RESP through redis-cli's mass-insert mode.
+    let mut payload = Vec::new();
+    for i in 0..500 {
+        payload.extend(req(&[b"SET", format!("p{i}").as_bytes(), b"v"]));
+    }
+    let mut child = Command::new("redis-cli")
+        .args(["-p", &srv.addr.port().to_string(), "--pipe"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&payload).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(
+        text(&out.stdout).contains("errors: 0, replies: 500"),
+        "{out:?}"
+    );
+    assert_eq!(redis_cli(&srv, &["DBSIZE"]), "505\n");
+}
+
+#[test]
+fn redis_benchmark_runs_against_it() {
+    if !have("redis-benchmark") {
+        return;
+    }
+    let srv = Server::start(&[]);
+    let out = Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &srv.addr.port().to_string()])
+        .args(["-n", "2000", "-c", "4", "-P", "4", "-q", "--csv"])
+        .args(["-t", "set,get,incr,mset,ping_mbulk"])
+        .output()
+        .expect("run redis-benchmark");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    for t in [
+        "\"SET\"",
+        "\"GET\"",
+        "\"INCR\"",
+        "\"MSET (10 keys)\"",
+        "\"PING_MBULK\"",
+    ] {
+        assert!(stdout.contains(t), "{t} missing:\n{stdout}");
+    }
+    // It fetched CONFIG without a warning.
+    assert!(!text(&out.stderr).contains("Could not fetch"), "{out:?}");
+}
+
+#[test]
+fn redis_py_works_unmodified() {
+    let probe = Command::new("python3")
+        .args(["-c", "import redis"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("note: python3 with the redis package is not installed; skipping this test");
+        return;
+    }
+    let srv = Server::start(&[]);
+    // redis-py 8 speaks RESP3 by default (HELLO 3); check both versions.
+    let script = r#"
+import sys, redis
+port = int(sys.argv[1])
+for proto in (3, 2):
+    r = redis.Redis(port=port, protocol=proto)
+    assert r.ping()
+    assert r.set("k", b"a\r\nb")
+    assert r.get("k") == b"a\r\nb"
+    assert r.get("missing") is None
+    assert r.incr("n") == (1 if proto == 3 else 2)
+    assert r.mget(["k", "zz"]) == [b"a\r\nb", None]
+    assert r.set(f"nx{proto}", "1", nx=True) and r.set(f"nx{proto}", "2", nx=True) is None
+    assert r.info()["redis_version"]
+    assert r.config_get("save") == {"save": ""}
+    p = r.pipeline(transaction=False)
+    for i in range(50):
+        p.set(f"p{i}", i)
+    assert all(p.execute())
+    assert sorted(r.scan_iter(match="p1*", count=7)) == sorted(
+        f"p1{d}".encode() for d in [""] + list(range(10)))
+    r.client_setname("py")
+    assert r.client_getname() in ("py", b"py")
+    try:
+        r.set("x", "1", ex=5)
+        raise SystemExit("EX accepted")
+    except redis.ResponseError as e:
+        assert "not supported" in str(e)
+print("ok")
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &srv.addr.port().to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout), "ok\n");
+}
