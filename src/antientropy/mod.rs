@@ -24,7 +24,7 @@
 //! stalls or disconnects fails that round only and is retried next
 //! interval. On shutdown the thread aborts the sockets of running rounds
 //! (their blocked reads return at once), answers queued SYNCs with an
-//! error and joins the round threads (waiting at most [`STOP_GRACE`]: a
+//! error and joins the round threads (waiting at most `STOP_GRACE`, 500 ms: a
 //! round still inside `connect` is left behind rather than delay the exit).
 //!
 //! # Logging

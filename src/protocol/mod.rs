@@ -11,7 +11,8 @@
 //! * A [`Command`] borrows its keys and values from the read buffer, so
 //!   parsing allocates nothing; the store copies what it keeps.
 //! * Every front end (text, RESP) produces the same [`Command`] and is
-//!   answered by the same executor through a [`crate::exec::Encoder`].
+//!   answered by the same executor ([`crate::exec::execute`]), which encodes
+//!   the reply in the connection's [`crate::exec::Proto`].
 
 pub mod glob;
 pub mod internal;

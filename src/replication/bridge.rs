@@ -1,6 +1,6 @@
 //! The MQTT bridge: two threads around one blocking rumqttc client.
 //!
-//! * **`mqtt-bridge`** owns the rumqttc [`Connection`] and is the only
+//! * **`mqtt-bridge`** owns the rumqttc [`Connection`](rumqttc::Connection) and is the only
 //!   thread that polls it (`Connection::recv`, blocking, never with a
 //!   timeout: cancelling rumqttc's poll mid-write can lose a packet). It
 //!   creates the session when replication is on, subscribes to
@@ -8,7 +8,7 @@
 //!   backoff ([`BACKOFF_MIN`]..[`BACKOFF_MAX`]), counts broker
 //!   acknowledgements, and decodes and applies received batches through
 //!   [`Applier`]. It never publishes.
-//! * **`mqtt-publish`** takes events from the [`Outbox`](super::Outbox),
+//! * **`mqtt-publish`** takes events from the [`Outbox`],
 //!   cuts batches (at [`MAX_BATCH_EVENTS`] events, [`MAX_BATCH_BYTES`]
 //!   bytes, or [`LINGER`] after the batch's first event), encodes them and
 //!   hands them to the client with `try_publish` — never a blocking call,
@@ -17,7 +17,7 @@
 //!   acknowledged); the request channel holds more than that, so
 //!   `try_publish` does not fail for want of room.
 //!
-//! The threads share a [`Link`] (mutex + condvar): the client of the
+//! The threads share a `Link` (mutex + condvar): the client of the
 //! current session, whether it is connected, the event counts of the
 //! batches in flight (in order, to count what the broker acknowledged and
 //! what a lost session took with it), and the drain state.
