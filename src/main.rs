@@ -26,6 +26,19 @@ fn main() -> ExitCode {
         log::info!("configuration: {}", src.display());
     }
 
+    // SIGINT/SIGTERM handlers go in before the node starts: its workers
+    // serve as soon as the port is bound, and a signal from then on must
+    // mean a graceful stop, not the default action (death by signal, with
+    // persistence unflushed). A signal during startup is handled once the
+    // node is up.
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ]);
+    if let Err(e) = &signals {
+        log::warn!("cannot install signal handlers: {e}");
+    }
+
     let node = match Node::start(loaded.config) {
         Ok(node) => node,
         Err(e) => {
@@ -33,6 +46,27 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+
+    // A first signal requests a graceful stop; a second one exits at once.
+    if let Ok(mut signals) = signals {
+        let shared = node.shared().clone();
+        let spawned = std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                let mut seen = false;
+                for sig in signals.forever() {
+                    if seen {
+                        std::process::exit(128 + sig);
+                    }
+                    seen = true;
+                    log::info!("signal {sig}: shutting down");
+                    shared.shutdown.trigger();
+                }
+            });
+        if let Err(e) = spawned {
+            log::warn!("cannot start the signal thread: {e}");
+        }
+    }
 
     // One line on stdout says where the node listens (tests and scripts
     // started with `--port 0` read the port from it).
@@ -55,33 +89,6 @@ fn main() -> ExitCode {
             cfg.threads
         );
         let _ = out.flush();
-    }
-
-    // SIGINT/SIGTERM request a graceful stop; a second signal exits at once.
-    let shared = node.shared().clone();
-    match signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ]) {
-        Ok(mut signals) => {
-            let spawned = std::thread::Builder::new()
-                .name("signals".into())
-                .spawn(move || {
-                    let mut seen = false;
-                    for sig in signals.forever() {
-                        if seen {
-                            std::process::exit(128 + sig);
-                        }
-                        seen = true;
-                        log::info!("signal {sig}: shutting down");
-                        shared.shutdown.trigger();
-                    }
-                });
-            if let Err(e) = spawned {
-                log::warn!("cannot start the signal thread: {e}");
-            }
-        }
-        Err(e) => log::warn!("cannot install signal handlers: {e}"),
     }
 
     node.wait();

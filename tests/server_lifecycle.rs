@@ -96,6 +96,47 @@ fn sigterm_and_sigint_exit_0_promptly() {
     }
 }
 
+/// The node serves from the moment its port accepts connections, so a
+/// signal from then on must already mean "shut down gracefully" — even
+/// while the main thread is still busy (here: its readiness line is stuck
+/// in a full stdout pipe nobody reads, which PROTOCOL.md §7 allows).
+#[test]
+fn a_signal_right_after_the_port_opens_is_a_graceful_stop() {
+    let (mut stdout_r, mut stdout_w) = std::io::pipe().unwrap();
+    // Fill the pipe (Linux default capacity: 64 KiB) so that the banner
+    // write blocks until the test drains it.
+    stdout_w.write_all(&[b'#'; 64 << 10]).unwrap();
+    let port = common::broker::free_port();
+    let mut child = Command::new(bin())
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(stdout_w)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut s = None;
+    assert!(common::wait_until(common::DEADLINE, || {
+        s = std::net::TcpStream::connect(("127.0.0.1", port)).ok();
+        s.is_some()
+    }));
+    let mut s = s.unwrap();
+    s.set_read_timeout(Some(common::DEADLINE)).unwrap();
+    expect(&mut s, b"SET a 1\r\n", b"OK\r\n");
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let drain = std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = stdout_r.read_to_end(&mut sink);
+    });
+    let status = child.wait().unwrap();
+    drain.join().unwrap();
+    assert!(status.success(), "SIGTERM right after start: {status:?}");
+}
+
 #[test]
 fn shutdown_answers_ok_and_drops_pipelined_rest() {
     let mut server = Server::start(&[]);
