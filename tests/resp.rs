@@ -134,6 +134,27 @@ fn pipelined_exchange_is_byte_exact() {
     expect(&mut s, &batch, want);
 }
 
+/// A RESP request may be far larger than one text line (up to
+/// `MAX_REQUEST`): a 12 MiB MSET is read in ordinary chunks, not one byte
+/// per `read` once the first MiB is buffered (that took ~2 µs per byte).
+#[test]
+fn a_request_of_many_megabytes_is_read_at_full_speed() {
+    let srv = Server::start(&["--threads", "1"]);
+    let mut s = srv.connect();
+    let values: Vec<Vec<u8>> = (0..12u8).map(|i| vec![b'a' + i; 1 << 20]).collect();
+    let keys: Vec<Vec<u8>> = (0..12).map(|i| format!("big{i}").into_bytes()).collect();
+    let mut args: Vec<&[u8]> = vec![b"MSET"];
+    for (k, v) in keys.iter().zip(&values) {
+        args.push(k);
+        args.push(v);
+    }
+    assert_eq!(call(&mut s, &args), b"+OK\r\n");
+    let mut want = format!("${}\r\n", 1 << 20).into_bytes();
+    want.extend_from_slice(&values[11]);
+    want.extend_from_slice(b"\r\n");
+    assert!(call(&mut s, &[b"GET", b"big11"]) == want, "GET big11");
+}
+
 #[test]
 fn value_with_crlf_is_raw_bytes_on_one_text_reply() {
     let srv = Server::start(&[]);

@@ -20,7 +20,8 @@
 //!
 //! Invariants: a connection whose unsent output reaches [`WBUF_HIGH`] is not
 //! read or parsed until it drains; its buffered input is bounded by one
-//! request (≤ `MAX_LINE`) plus one scratch read. A deferred request (SYNC)
+//! request (a text line ≤ `MAX_LINE`, a RESP request ≤ `resp::MAX_REQUEST`)
+//! plus one read. A deferred request (SYNC)
 //! stops processing of that connection until its reply arrives, so replies
 //! stay in request order.
 
@@ -36,7 +37,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::conn::{Conn, WBUF_HIGH};
 use crate::exec::{self, Completion, Ctx, Flow, Job, Proto, Responder};
 use crate::node::Shared;
-use crate::protocol::{Fatal, MAX_LINE, Parsed, resp, text};
+use crate::protocol::{Fatal, Parsed, resp, text};
 use crate::stats::WorkerStats;
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -317,11 +318,10 @@ impl Worker {
             let res = if conn.rbuf.is_empty() {
                 conn.sock.read(&mut self.scratch)
             } else {
+                // Growth is bounded by the parsers, which refuse a request
+                // as soon as it is known to exceed its protocol's limit.
                 let len = conn.rbuf.len();
-                let room = RBUF_STEP
-                    .min((MAX_LINE + RBUF_STEP).saturating_sub(len))
-                    .max(1);
-                conn.rbuf.resize(len + room, 0);
+                conn.rbuf.resize(len + RBUF_STEP, 0);
                 let r = conn.sock.read(&mut conn.rbuf[len..]);
                 conn.rbuf.truncate(len + *r.as_ref().unwrap_or(&0));
                 r
