@@ -307,11 +307,7 @@ impl Worker {
 
         // Input left over from an earlier turn goes first.
         if !conn.rbuf.is_empty() && !conn.blocked() {
-            let buf = std::mem::take(&mut conn.rbuf);
-            let (used, s) = process(env, i, conn, &buf, false, &mut budget);
-            conn.rbuf = buf;
-            conn.rbuf.drain(..used);
-            stop = s;
+            stop = process_rbuf(env, i, conn, false, &mut budget);
         }
 
         while stop == Stop::Drained && conn.want_read && !conn.read_closed {
@@ -331,11 +327,9 @@ impl Worker {
                 Ok(n) => {
                     conn.last_active = env.now;
                     let from_scratch = conn.rbuf.is_empty();
-                    let full = if from_scratch {
-                        n == self.scratch.len()
-                    } else {
-                        true
-                    };
+                    // A read into the connection's buffer may have been
+                    // cut by its room, not by the socket: read again.
+                    let full = !from_scratch || n == self.scratch.len();
                     if !full && !conn.hup {
                         conn.want_read = false;
                     }
@@ -345,11 +339,7 @@ impl Worker {
                         conn.rbuf.extend_from_slice(&self.scratch[used..n]);
                         stop = s;
                     } else {
-                        let buf = std::mem::take(&mut conn.rbuf);
-                        let (used, s) = process(env, i, conn, &buf, false, &mut budget);
-                        conn.rbuf = buf;
-                        conn.rbuf.drain(..used);
-                        stop = s;
+                        stop = process_rbuf(env, i, conn, false, &mut budget);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.want_read = false,
@@ -363,11 +353,7 @@ impl Worker {
 
         // The peer half-closed: answer what is left, then close.
         if stop == Stop::Drained && conn.read_closed && !conn.blocked() {
-            let buf = std::mem::take(&mut conn.rbuf);
-            let (used, s) = process(env, i, conn, &buf, true, &mut budget);
-            conn.rbuf = buf;
-            conn.rbuf.drain(..used);
-            stop = s;
+            stop = process_rbuf(env, i, conn, true, &mut budget);
             if stop == Stop::Drained {
                 conn.closing = true;
             }
@@ -405,6 +391,25 @@ impl Worker {
             self.mark_dirty(i);
             return;
         }
+        self.flush(i);
+    }
+
+    fn flush_dirty(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for &i in &dirty {
+            let Some(conn) = self.conn(i) else { continue };
+            conn.dirty = false;
+            self.flush(i);
+        }
+        self.dirty = dirty;
+        self.dirty.clear();
+    }
+
+    /// Writes what connection `i` can take; closes it on error or once a
+    /// closing connection is drained, and resumes its input when the write
+    /// relieved backpressure.
+    fn flush(&mut self, i: usize) {
+        let Some(conn) = self.conn(i) else { return };
         let was_blocked = conn.unsent() >= WBUF_HIGH;
         match conn.flush() {
             Err(_) => self.close(i),
@@ -415,26 +420,6 @@ impl Worker {
                 }
             }
         }
-    }
-
-    fn flush_dirty(&mut self) {
-        let dirty = std::mem::take(&mut self.dirty);
-        for &i in &dirty {
-            let Some(conn) = self.conn(i) else { continue };
-            conn.dirty = false;
-            let was_blocked = conn.unsent() >= WBUF_HIGH;
-            match conn.flush() {
-                Err(_) => self.close(i),
-                Ok(true) if conn.closing => self.close(i),
-                Ok(_) => {
-                    if was_blocked && !conn.blocked() {
-                        self.mark_pending(i);
-                    }
-                }
-            }
-        }
-        self.dirty = dirty;
-        self.dirty.clear();
     }
 
     fn close(&mut self, i: usize) {
@@ -477,6 +462,21 @@ fn text_peek_key(buf: &[u8]) -> Option<&[u8]> {
         .position(|&b| b == b' ' || b == b'\r' || b == b'\t')
         .unwrap_or(rest.len());
     (end > 0).then(|| &rest[..end])
+}
+
+/// [`process`] on the connection's own input buffer; drops what was used.
+fn process_rbuf(
+    env: &mut Env,
+    token: usize,
+    conn: &mut Conn,
+    eof: bool,
+    budget: &mut usize,
+) -> Stop {
+    let buf = std::mem::take(&mut conn.rbuf);
+    let (used, stop) = process(env, token, conn, &buf, eof, budget);
+    conn.rbuf = buf;
+    conn.rbuf.drain(..used);
+    stop
 }
 
 /// Parses and executes the complete requests at the front of `data`.
