@@ -201,6 +201,55 @@ impl<T: Transport> RespPeer<T> {
         }
         Ok(self.transport.call(args)?.into_result()?)
     }
+
+    /// Sends `head` followed by `indices` in decimal.
+    fn call_indexed(&mut self, head: &[&[u8]], indices: &[usize]) -> Result<Reply, RoundError> {
+        let mut b = itoa::Buffer::new();
+        let idx: Vec<Vec<u8>> = indices
+            .iter()
+            .map(|&i| b.format(i).as_bytes().to_vec())
+            .collect();
+        let mut args = head.to_vec();
+        args.extend(idx.iter().map(Vec::as_slice));
+        self.call(&args)
+    }
+
+    /// `name bits bucket…` (`MKV.BUCKETS`, `MKV.ENTRIES`): per bucket
+    /// answered, a flat array of `N` items per record, each record decoded
+    /// by `record`.
+    fn per_bucket<const N: usize, E>(
+        &mut self,
+        name: &str,
+        bits: u32,
+        buckets: &[usize],
+        mut record: impl FnMut([Reply; N]) -> Result<E, RoundError>,
+    ) -> Result<Vec<Vec<E>>, RoundError> {
+        let b = bits.to_string();
+        let reply = self.call_indexed(&[name.as_bytes(), b.as_bytes()], buckets)?;
+        let mut out = Vec::new();
+        for bucket in items(reply, name, buckets.len())? {
+            let Reply::Array(flat) = bucket else {
+                return Err(bad(&format!("{name} bucket"), &bucket));
+            };
+            if flat.len() % N != 0 {
+                return Err(RoundError::BadReply(format!(
+                    "{name}: a list of {} items for records of {N} items",
+                    flat.len()
+                )));
+            }
+            let records = flat.len() / N;
+            let mut list = Vec::with_capacity(records);
+            let mut it = flat.into_iter();
+            for _ in 0..records {
+                // Never `Nil`: the length was checked above.
+                list.push(record(std::array::from_fn(|_| {
+                    it.next().unwrap_or(Reply::Nil)
+                }))?);
+            }
+            out.push(list);
+        }
+        Ok(out)
+    }
 }
 
 fn bad(what: &str, got: &Reply) -> RoundError {
@@ -224,13 +273,6 @@ fn version(r: &Reply, what: &str) -> Result<Version, RoundError> {
             .ok_or_else(|| RoundError::BadReply(format!("{what}: version of {} bytes", b.len()))),
         other => Err(bad(what, other)),
     }
-}
-
-fn decimal(args: &[usize]) -> Vec<Vec<u8>> {
-    let mut b = itoa::Buffer::new();
-    args.iter()
-        .map(|i| b.format(*i).as_bytes().to_vec())
-        .collect()
 }
 
 impl<T: Transport> Peer for RespPeer<T> {
@@ -285,10 +327,7 @@ impl<T: Transport> Peer for RespPeer<T> {
         indices: &[usize],
     ) -> Result<Vec<Digest>, RoundError> {
         let (b, l) = (bits.to_string(), level.to_string());
-        let idx = decimal(indices);
-        let mut args: Vec<&[u8]> = vec![b"MKV.NODES", b.as_bytes(), l.as_bytes()];
-        args.extend(idx.iter().map(Vec::as_slice));
-        match self.call(&args)? {
+        match self.call_indexed(&[b"MKV.NODES", b.as_bytes(), l.as_bytes()], indices)? {
             Reply::Bulk(d) if d.len() == 32 * indices.len() => Ok(d
                 .chunks_exact(32)
                 .map(|c| c.try_into().unwrap_or(ZERO))
@@ -303,62 +342,26 @@ impl<T: Transport> Peer for RespPeer<T> {
     }
 
     fn buckets(&mut self, bits: u32, buckets: &[usize]) -> Result<Vec<Listing>, RoundError> {
-        let b = bits.to_string();
-        let idx = decimal(buckets);
-        let mut args: Vec<&[u8]> = vec![b"MKV.BUCKETS", b.as_bytes()];
-        args.extend(idx.iter().map(Vec::as_slice));
-        let reply = self.call(&args)?;
-        let mut out = Vec::new();
-        for bucket in items(reply, "MKV.BUCKETS", buckets.len())? {
-            let Reply::Array(flat) = bucket else {
-                return Err(bad("MKV.BUCKETS bucket", &bucket));
+        self.per_bucket("MKV.BUCKETS", bits, buckets, |[k, v]| {
+            let Reply::Bulk(key) = k else {
+                return Err(bad("MKV.BUCKETS key", &k));
             };
-            if flat.len() % 2 != 0 {
-                return Err(RoundError::BadReply("MKV.BUCKETS: odd list".into()));
-            }
-            let mut list = Vec::with_capacity(flat.len() / 2);
-            let mut it = flat.into_iter();
-            while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                let Reply::Bulk(key) = k else {
-                    return Err(bad("MKV.BUCKETS key", &k));
-                };
-                list.push((key, version(&v, "MKV.BUCKETS")?));
-            }
-            out.push(list);
-        }
-        Ok(out)
+            Ok((key, version(&v, "MKV.BUCKETS")?))
+        })
     }
 
     fn entries(&mut self, bits: u32, buckets: &[usize]) -> Result<Vec<Records>, RoundError> {
-        let b = bits.to_string();
-        let idx = decimal(buckets);
-        let mut args: Vec<&[u8]> = vec![b"MKV.ENTRIES", b.as_bytes()];
-        args.extend(idx.iter().map(Vec::as_slice));
-        let reply = self.call(&args)?;
-        let mut out = Vec::new();
-        for bucket in items(reply, "MKV.ENTRIES", buckets.len())? {
-            let Reply::Array(flat) = bucket else {
-                return Err(bad("MKV.ENTRIES bucket", &bucket));
+        self.per_bucket("MKV.ENTRIES", bits, buckets, |[k, v, ver]| {
+            let Reply::Bulk(key) = k else {
+                return Err(bad("MKV.ENTRIES key", &k));
             };
-            if flat.len() % 3 != 0 {
-                return Err(RoundError::BadReply("MKV.ENTRIES: ragged list".into()));
-            }
-            let mut list = Vec::with_capacity(flat.len() / 3);
-            let mut it = flat.into_iter();
-            while let (Some(k), Some(v), Some(ver)) = (it.next(), it.next(), it.next()) {
-                let Reply::Bulk(key) = k else {
-                    return Err(bad("MKV.ENTRIES key", &k));
-                };
-                let value = match v {
-                    Reply::Bulk(v) => Some(v),
-                    Reply::Nil => None,
-                    other => return Err(bad("MKV.ENTRIES value", &other)),
-                };
-                list.push((key, value, version(&ver, "MKV.ENTRIES")?));
-            }
-            out.push(list);
-        }
-        Ok(out)
+            let value = match v {
+                Reply::Bulk(v) => Some(v),
+                Reply::Nil => None,
+                other => return Err(bad("MKV.ENTRIES value", &other)),
+            };
+            Ok((key, value, version(&ver, "MKV.ENTRIES")?))
+        })
     }
 
     fn fetch(&mut self, keys: &[&[u8]]) -> Result<Vec<Option<RemoteEntry>>, RoundError> {
@@ -691,12 +694,7 @@ fn repair_buckets<P: Peer, R: Repair>(
         let mut expected = Vec::new();
         for (&b, mut remote) in chunk.iter().zip(lists) {
             pos += 1;
-            if let Some((k, _)) = remote.iter().find(|(k, _)| store.bucket_of_key(k) != b) {
-                return Err(RoundError::BadReply(format!(
-                    "MKV.BUCKETS: key {:?} does not belong to bucket {b}",
-                    String::from_utf8_lossy(&k[..k.len().min(64)])
-                )));
-            }
+            check_bucket(store, "MKV.BUCKETS", b, remote.iter().map(|(k, _)| k))?;
             sort_listing(&mut remote);
             let local = store.bucket_versions(b).unwrap_or_default();
             let d = diff_bucket(&local, &remote, opts.full);
@@ -736,12 +734,7 @@ fn pull_buckets<P: Peer, R: Repair>(
         report.round_trips += 1;
         for (&b, records) in chunk.iter().zip(lists) {
             pos += 1;
-            if let Some((k, _, _)) = records.iter().find(|(k, _, _)| store.bucket_of_key(k) != b) {
-                return Err(RoundError::BadReply(format!(
-                    "MKV.ENTRIES: key {:?} does not belong to bucket {b}",
-                    String::from_utf8_lossy(&k[..k.len().min(64)])
-                )));
-            }
+            check_bucket(store, "MKV.ENTRIES", b, records.iter().map(|(k, _, _)| k))?;
             report.buckets_differing += !records.is_empty() as usize;
             for (key, value, version) in records {
                 report.keys_fetched += 1;
@@ -757,6 +750,22 @@ fn pull_buckets<P: Peer, R: Repair>(
         }
     }
     Ok(())
+}
+
+/// Refuses a peer's bucket listing that holds a key of another bucket.
+fn check_bucket<'k>(
+    store: &Store,
+    what: &str,
+    bucket: usize,
+    mut keys: impl Iterator<Item = &'k Vec<u8>>,
+) -> Result<(), RoundError> {
+    match keys.find(|k| store.bucket_of_key(k) != bucket) {
+        Some(k) => Err(RoundError::BadReply(format!(
+            "{what}: key {:?} does not belong to bucket {bucket}",
+            String::from_utf8_lossy(&k[..k.len().min(64)])
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn fetch_and_repair<P: Peer, R: Repair>(
