@@ -39,6 +39,7 @@
 
 use std::borrow::Cow;
 
+use super::redis::wrong_args;
 use super::{Args, ParseError};
 use crate::store::Version;
 use crate::store::merkle::FANOUT_BITS;
@@ -79,15 +80,6 @@ pub enum Internal<'a> {
     Fetch(Args<'a>),
 }
 
-/// The command names, upper case.
-pub const NAMES: [&str; 5] = [
-    "MKV.ROOT",
-    "MKV.NODES",
-    "MKV.BUCKETS",
-    "MKV.FETCH",
-    "MKV.ENTRIES",
-];
-
 fn err(msg: String) -> ParseError {
     ParseError(Cow::Owned(msg))
 }
@@ -126,39 +118,34 @@ fn indices(args: &Args<'_>, limit: u64, what: &str) -> Result<(), ParseError> {
     Ok(())
 }
 
-fn count(name: &str, n: usize, max: usize, what: &str) -> Result<(), ParseError> {
+fn count(name: &[u8], n: usize, max: usize, what: &str) -> Result<(), ParseError> {
     if n == 0 {
-        return Err(err(format!(
-            "wrong number of arguments for '{}' command",
-            name.to_ascii_lowercase()
-        )));
+        return Err(wrong_args(name));
     }
     if n > max {
         return Err(err(format!(
-            "{name}: too many {what} ({n}, at most {max} per call)"
+            "{}: too many {what} ({n}, at most {max} per call)",
+            String::from_utf8_lossy(name)
         )));
     }
     Ok(())
 }
 
-/// Parses an internal command. `name` is the upper-cased command name (one
-/// of [`NAMES`]), `args` the arguments after it.
+/// Parses an internal command. `name` is the upper-cased command name
+/// (`MKV.ROOT`, `MKV.NODES`, `MKV.BUCKETS`, `MKV.FETCH` or `MKV.ENTRIES`),
+/// `args` the arguments after it.
 pub fn parse<'a>(name: &[u8], args: Args<'a>) -> Result<Internal<'a>, ParseError> {
     let mut it = args.iter();
     match name {
         b"MKV.ROOT" => {
             if !args.is_empty() {
-                return Err(err(
-                    "wrong number of arguments for 'mkv.root' command".into()
-                ));
+                return Err(wrong_args(name));
             }
             Ok(Internal::Root)
         }
         b"MKV.NODES" => {
             let (Some(b), Some(l)) = (it.next(), it.next()) else {
-                return Err(err(
-                    "wrong number of arguments for 'mkv.nodes' command".into()
-                ));
+                return Err(wrong_args(name));
             };
             let bits = tree_bits(b)?;
             let depth = bits / FANOUT_BITS;
@@ -168,7 +155,7 @@ pub fn parse<'a>(name: &[u8], args: Args<'a>) -> Result<Internal<'a>, ParseError
             }
             let level = level as u32;
             let rest = args.skip(2);
-            count("MKV.NODES", rest.len(), MAX_NODES, "nodes")?;
+            count(name, rest.len(), MAX_NODES, "nodes")?;
             indices(&rest, 1u64 << (FANOUT_BITS * level), "node index")?;
             Ok(Internal::Nodes {
                 bits,
@@ -178,16 +165,12 @@ pub fn parse<'a>(name: &[u8], args: Args<'a>) -> Result<Internal<'a>, ParseError
         }
         b"MKV.BUCKETS" | b"MKV.ENTRIES" => {
             let values = name == b"MKV.ENTRIES";
-            let label = if values { "MKV.ENTRIES" } else { "MKV.BUCKETS" };
             let Some(b) = it.next() else {
-                return Err(err(format!(
-                    "wrong number of arguments for '{}' command",
-                    label.to_ascii_lowercase()
-                )));
+                return Err(wrong_args(name));
             };
             let bits = tree_bits(b)?;
             let rest = args.skip(1);
-            count(label, rest.len(), MAX_BUCKETS, "buckets")?;
+            count(name, rest.len(), MAX_BUCKETS, "buckets")?;
             indices(&rest, 1u64 << bits, "bucket")?;
             Ok(Internal::Buckets {
                 bits,
@@ -196,7 +179,7 @@ pub fn parse<'a>(name: &[u8], args: Args<'a>) -> Result<Internal<'a>, ParseError
             })
         }
         b"MKV.FETCH" => {
-            count("MKV.FETCH", args.len(), MAX_KEYS, "keys")?;
+            count(name, args.len(), MAX_KEYS, "keys")?;
             Ok(Internal::Fetch(args))
         }
         _ => Err(err(format!(
