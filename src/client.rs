@@ -215,15 +215,12 @@ impl<R: BufRead> Reader<'_, R> {
     }
 
     fn int(line: &[u8]) -> Result<i64, ClientError> {
-        std::str::from_utf8(line)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| {
-                ClientError::Protocol(format!(
-                    "invalid integer {:?}",
-                    String::from_utf8_lossy(&line[..line.len().min(32)])
-                ))
-            })
+        crate::protocol::parse_int(line).ok_or_else(|| {
+            ClientError::Protocol(format!(
+                "invalid integer {:?}",
+                String::from_utf8_lossy(&line[..line.len().min(32)])
+            ))
+        })
     }
 
     fn value(&mut self, depth: usize) -> Result<Reply, ClientError> {

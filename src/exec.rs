@@ -19,7 +19,7 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 
 use crate::node::Shared;
-use crate::protocol::{Args, Command, ReplicateAction};
+use crate::protocol::{Args, Command, ReplicateAction, parse_int};
 use crate::stats::{ClientInfo, Counter, WorkerStats, rss_kb, unix_now, uptime};
 use crate::store::{MAX_VALUE_LEN, Version, merkle};
 
@@ -251,14 +251,6 @@ fn block(out: &mut Vec<u8>, proto: Proto, text: &str) {
     }
 }
 
-// ---- numeric --------------------------------------------------------------
-
-/// Parses a stored value as i64 the way PROTOCOL.md §5 specifies
-/// (`i64::from_str`: optional sign, ASCII digits, in range).
-pub fn parse_i64(v: &[u8]) -> Option<i64> {
-    std::str::from_utf8(v).ok()?.parse().ok()
-}
-
 // ---- the executor ---------------------------------------------------------
 
 /// Executes one command, appending its reply to `out`.
@@ -336,7 +328,8 @@ pub fn execute(cmd: Command<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>, proto: Pr
             let res = store.update(key, ctx.scratch, |old, new| {
                 let old = match old {
                     None => 0,
-                    Some(v) => parse_i64(v).ok_or(())?,
+                    // PROTOCOL.md §5: what `i64::from_str` accepts.
+                    Some(v) => parse_int::<i64>(v).ok_or(())?,
                 };
                 let n = if decrement {
                     old.wrapping_sub(amount)

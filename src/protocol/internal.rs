@@ -85,10 +85,11 @@ fn err(msg: String) -> ParseError {
 }
 
 fn number(arg: &[u8], what: &str) -> Result<u64, ParseError> {
-    std::str::from_utf8(arg)
-        .ok()
-        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|s| s.parse().ok())
+    // Digits only: `u64::from_str` would also take a leading `+`, which
+    // `index` does not.
+    Some(arg)
+        .filter(|a| a.iter().all(u8::is_ascii_digit))
+        .and_then(super::parse_int)
         .ok_or_else(|| {
             err(format!(
                 "{what} must be a non-negative integer, got '{}'",

@@ -20,6 +20,13 @@ pub mod redis;
 pub mod resp;
 pub mod text;
 
+/// A decimal argument: what `T::from_str` accepts (for integers: an
+/// optional sign, then ASCII digits, in range), from bytes.
+#[inline]
+pub fn parse_int<T: std::str::FromStr>(arg: &[u8]) -> Option<T> {
+    std::str::from_utf8(arg).ok()?.parse().ok()
+}
+
 /// Maximum size of one text request line, terminator included
 /// (PROTOCOL.md §1). Also the bound on one RESP bulk string.
 pub const MAX_LINE: usize = 1_048_576;

@@ -12,7 +12,7 @@
 
 use std::borrow::Cow;
 
-use super::{Args, Command, ParseError};
+use super::{Args, Command, ParseError, parse_int};
 
 /// A RESP-only command (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,10 +148,6 @@ pub fn unknown_command(name: &[u8], args: impl Iterator<Item = impl AsRef<[u8]>>
 
 fn eq(a: &[u8], b: &str) -> bool {
     a.eq_ignore_ascii_case(b.as_bytes())
-}
-
-fn uint(a: &[u8]) -> Option<u64> {
-    std::str::from_utf8(a).ok()?.parse().ok()
 }
 
 /// Parses a RESP-only command. `upper` is the upper-cased command name
@@ -299,7 +295,7 @@ fn hello(args: Args<'_>) -> Result<Redis<'_>, ParseError> {
     let mut setname = None;
     let mut protover = None;
     if let Some(v) = it.next() {
-        protover = match uint(v) {
+        protover = match parse_int::<u64>(v) {
             Some(p @ (2 | 3)) => Some(p as u8),
             Some(_) => return Err(err(NOPROTO)),
             None => return Err(err("Protocol version is not an integer or out of range")),
@@ -341,7 +337,7 @@ fn scan<'a>(name: &[u8], args: Args<'a>) -> Result<Redis<'a>, ParseError> {
     let Some(c) = it.next() else {
         return Err(wrong_args(name));
     };
-    let cursor = uint(c).ok_or(err("invalid cursor"))?;
+    let cursor = parse_int::<u64>(c).ok_or(err("invalid cursor"))?;
     let (mut pattern, mut count, mut any_type) = (None, 10usize, true);
     while let Some(opt) = it.next() {
         let Some(val) = it.next() else {
@@ -350,7 +346,7 @@ fn scan<'a>(name: &[u8], args: Args<'a>) -> Result<Redis<'a>, ParseError> {
         if eq(opt, "MATCH") {
             pattern = Some(val);
         } else if eq(opt, "COUNT") {
-            count = match uint(val) {
+            count = match parse_int::<u64>(val) {
                 Some(0) => return Err(err("syntax error")),
                 Some(n) => (n as usize).min(MAX_SCAN_COUNT),
                 None => return Err(err("value is not an integer or out of range")),
@@ -421,10 +417,8 @@ fn sync<'a>(name: &[u8], args: Args<'a>) -> Result<Command<'a>, ParseError> {
     let Some(port) = it.next() else {
         return Err(err("SYNC requires <port> as the second argument"));
     };
-    let port = std::str::from_utf8(port)
-        .ok()
-        .and_then(|p| p.parse::<u16>().ok())
-        .ok_or(err("Invalid port: must be an integer in 0..=65535"))?;
+    let port =
+        parse_int::<u16>(port).ok_or(err("Invalid port: must be an integer in 0..=65535"))?;
     let (mut full, mut verify) = (false, false);
     for opt in it {
         let flag = match opt {

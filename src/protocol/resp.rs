@@ -206,10 +206,7 @@ const NOT_INTEGER: ParseError =
     ParseError(Cow::Borrowed("value is not an integer or out of range"));
 
 fn int(arg: &[u8]) -> Result<i64, ParseError> {
-    std::str::from_utf8(arg)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or(NOT_INTEGER)
+    super::parse_int(arg).ok_or(NOT_INTEGER)
 }
 
 /// Maps a framed request (at least one argument) to a [`Command`].
