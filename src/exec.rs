@@ -170,12 +170,26 @@ pub fn error(out: &mut Vec<u8>, proto: Proto, msg: &str) {
     crlf(out);
 }
 
+/// A RESP header: the type byte, then `n`, then CRLF (`$5`, `*2`, `%1`).
+pub fn header(out: &mut Vec<u8>, kind: u8, n: usize) {
+    let mut b = itoa::Buffer::new();
+    out.push(kind);
+    out.extend_from_slice(b.format(n).as_bytes());
+    crlf(out);
+}
+
+/// Inserts the line `<prefix><n>\r\n` at `at`, in front of the bytes
+/// written since: for replies whose count is known only at their end.
+/// Allocates nothing (the inserted bytes come from an exact-size iterator).
+pub fn insert_counted(out: &mut Vec<u8>, at: usize, prefix: &[u8], n: usize) {
+    let mut b = itoa::Buffer::new();
+    let line = prefix.iter().chain(b.format(n).as_bytes()).chain(b"\r\n");
+    out.splice(at..at, line.copied());
+}
+
 /// RESP bulk string.
 pub fn bulk(out: &mut Vec<u8>, v: &[u8]) {
-    let mut b = itoa::Buffer::new();
-    out.push(b'$');
-    out.extend_from_slice(b.format(v.len()).as_bytes());
-    crlf(out);
+    header(out, b'$', v.len());
     out.extend_from_slice(v);
     crlf(out);
 }
@@ -190,13 +204,13 @@ pub fn integer(out: &mut Vec<u8>, n: i64) {
 
 /// RESP array header.
 pub fn array(out: &mut Vec<u8>, n: usize) {
-    let mut b = itoa::Buffer::new();
-    out.push(b'*');
-    out.extend_from_slice(b.format(n).as_bytes());
-    crlf(out);
+    header(out, b'*', n);
 }
 
-const NIL: &[u8] = b"$-1\r\n";
+/// RESP2 null bulk string.
+pub const NIL: &[u8] = b"$-1\r\n";
+/// RESP2 null array.
+pub const NIL_ARRAY: &[u8] = b"*-1\r\n";
 
 /// The RESP null reply for this client: `$-1` in RESP2, `_` once it chose
 /// RESP3 with `HELLO 3` (the only data-reply difference between the two for
@@ -595,11 +609,7 @@ fn mget(ctx: &mut Ctx<'_>, keys: Args<'_>, out: &mut Vec<u8>, proto: Proto) {
                 out.truncate(start);
                 out.extend_from_slice(b"NOT_FOUND\r\n");
             } else {
-                let mut b = itoa::Buffer::new();
-                let mut header = b"VALUES ".to_vec();
-                header.extend_from_slice(b.format(found).as_bytes());
-                header.extend_from_slice(b"\r\n");
-                out.splice(start..start, header);
+                insert_counted(out, start, b"VALUES ", found);
             }
         }
         Proto::Resp => {

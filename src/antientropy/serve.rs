@@ -7,7 +7,7 @@
 //! `MKV.ENTRIES` and `MKV.FETCH` stop after the bucket or entry that takes the reply past
 //! [`REPLY_BUDGET`] bytes; the requester asks again for the rest.
 
-use crate::exec::{Proto, array, bulk, error, integer};
+use crate::exec::{NIL, NIL_ARRAY, Proto, array, bulk, error, header, insert_counted, integer};
 use crate::protocol::internal::{Internal, REPLY_BUDGET, WIRE_VERSION, encode_version, index};
 use crate::store::Store;
 use crate::store::merkle::{FANOUT_BITS, ZERO};
@@ -20,9 +20,6 @@ pub struct Identity<'a> {
     /// Random per-process number (self detection).
     pub instance: u64,
 }
-
-const NIL: &[u8] = b"$-1\r\n";
-const NIL_ARRAY: &[u8] = b"*-1\r\n";
 
 fn shape_mismatch(store: &Store, bits: u32, out: &mut Vec<u8>) -> bool {
     let ours = store.shape().bits;
@@ -39,14 +36,6 @@ fn shape_mismatch(store: &Store, bits: u32, out: &mut Vec<u8>) -> bool {
         ),
     );
     true
-}
-
-/// Appends `header` (an array header for `n` items) in front of the bytes
-/// written since `start`.
-fn prepend_array_header(out: &mut Vec<u8>, start: usize, n: usize) {
-    let mut header = Vec::with_capacity(16);
-    array(&mut header, n);
-    out.splice(start..start, header);
 }
 
 /// Executes an internal command, appending its RESP reply to `out`.
@@ -70,11 +59,7 @@ pub fn execute(cmd: &Internal<'_>, store: &Store, id: Identity<'_>, out: &mut Ve
             if shape_mismatch(store, *bits, out) {
                 return;
             }
-            let n = indices.len();
-            let mut b = itoa::Buffer::new();
-            out.push(b'$');
-            out.extend_from_slice(b.format(n * 32).as_bytes());
-            out.extend_from_slice(b"\r\n");
+            header(out, b'$', indices.len() * 32);
             for i in indices.iter() {
                 // Indices were range-checked against `bits` by the parser.
                 let d = store.node_digest(*level, index(i)).unwrap_or(ZERO);
@@ -115,7 +100,7 @@ pub fn execute(cmd: &Internal<'_>, store: &Store, id: Identity<'_>, out: &mut Ve
                 out.extend_from_slice(&items);
                 answered += 1;
             }
-            prepend_array_header(out, start, answered);
+            insert_counted(out, start, b"*", answered);
         }
         Internal::Fetch(keys) => {
             let start = out.len();
@@ -137,7 +122,7 @@ pub fn execute(cmd: &Internal<'_>, store: &Store, id: Identity<'_>, out: &mut Ve
                 });
                 answered += 1;
             }
-            prepend_array_header(out, start, answered);
+            insert_counted(out, start, b"*", answered);
         }
     }
 }

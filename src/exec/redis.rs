@@ -18,7 +18,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Ctx, Flow, array, bulk, integer, null, ok, write_info};
+use super::{Ctx, Flow, NIL_ARRAY, array, bulk, header, integer, null, ok, write_info};
 use crate::config::Engine;
 use crate::protocol::Args;
 use crate::protocol::glob;
@@ -31,9 +31,7 @@ pub const REDIS_COMPAT_VERSION: &str = "7.0.0";
 /// A map of `n` pairs: `%n` in RESP3, a flat array of `2n` in RESP2.
 fn map(out: &mut Vec<u8>, n: usize, resp3: bool) {
     if resp3 {
-        out.push(b'%');
-        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-        out.extend_from_slice(b"\r\n");
+        header(out, b'%', n);
     } else {
         array(out, 2 * n);
     }
@@ -227,7 +225,7 @@ fn command(q: CommandQuery<'_>, out: &mut Vec<u8>, resp3: bool) {
             for n in names.iter() {
                 match spec(n) {
                     Some(c) => command_info(c, out),
-                    None => out.extend_from_slice(if resp3 { b"_\r\n" } else { b"*-1\r\n" }),
+                    None => out.extend_from_slice(if resp3 { b"_\r\n" } else { NIL_ARRAY }),
                 }
             }
         }
