@@ -26,8 +26,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Server;
-use common::broker::{Broker, TempDir, info, info_u64, wait_connected};
+use common::broker::{Broker, info, info_u64, wait_connected};
+use common::{Server, TempDir};
 
 struct Args {
     lag: bool,

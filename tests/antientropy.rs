@@ -6,38 +6,20 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{DEADLINE, Server, cmd, expect, read_line, read_n, wait_until};
-
-/// A fresh directory for this test's config files.
-fn temp_dir(name: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "merklekv-ae-{}-{}-{name}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use common::{DEADLINE, Server, TempDir, cmd, expect, read_line, read_n, wait_until};
 
 /// Starts a node with id `id`, the given `[anti_entropy]` body (may be
 /// empty) and one worker thread.
 fn node(id: &str, anti_entropy: &str) -> Server {
-    let dir = temp_dir(id);
-    let path = dir.join("node.toml");
-    std::fs::write(
-        &path,
-        format!("node_id = \"{id}\"\n[anti_entropy]\n{anti_entropy}\n"),
-    )
-    .unwrap();
-    let server = Server::start(&["--config", path.to_str().unwrap(), "--threads", "1"]);
-    // The file was read at startup; leave nothing behind.
-    let _ = std::fs::remove_dir_all(&dir);
-    server
+    // The file is read at startup; the directory goes when this returns.
+    let dir = TempDir::new(&format!("ae-{id}"));
+    let path = dir.file(
+        "node.toml",
+        &format!("node_id = \"{id}\"\n[anti_entropy]\n{anti_entropy}\n"),
+    );
+    Server::start(&["--config", path.to_str().unwrap(), "--threads", "1"])
 }
 
 /// A node that pulls from `peer` every second.

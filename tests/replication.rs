@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use common::broker::{
-    Broker, Node, TempDir, eventually, get_value, info, info_u64, mqtt_publish, node_with_config,
-    one, replicated_node, wait_connected, wait_same_hash, wait_value,
+    Broker, Node, eventually, get_value, info, info_u64, mqtt_publish, node_with_config, one,
+    replicated_node, wait_connected, wait_same_hash, wait_value,
 };
-use common::{DEADLINE, cmd, read_line};
+use common::{DEADLINE, TempDir, cmd, free_port, read_line};
 use merklekv::replication::{ChangeEvent, wire};
 use merklekv::store::{Version, node_hash, now_millis};
 
@@ -155,7 +155,7 @@ fn concurrent_writes_of_one_key_converge_everywhere() {
 
 #[test]
 fn a_node_started_before_the_broker_serves_and_catches_up() {
-    let port = common::broker::free_port();
+    let port = free_port();
     let early = replicated_node("early", port, "");
     // Serving at once, no broker anywhere.
     let mut c = early.connect();
@@ -490,7 +490,7 @@ fn shutdown_flushes_queued_events() {
 #[test]
 fn without_a_broker_the_queue_is_bounded_and_drops_are_counted() {
     // Nothing listens on this port: every connection attempt is refused.
-    let node = replicated_node("lonely", common::broker::free_port(), "");
+    let node = replicated_node("lonely", free_port(), "");
     let total = 80_000;
     let mut c = node.connect();
     let mut r = BufReader::new(c.try_clone().unwrap());

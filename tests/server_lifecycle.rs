@@ -106,7 +106,7 @@ fn a_signal_right_after_the_port_opens_is_a_graceful_stop() {
     // Fill the pipe (Linux default capacity: 64 KiB) so that the banner
     // write blocks until the test drains it.
     stdout_w.write_all(&[b'#'; 64 << 10]).unwrap();
-    let port = common::broker::free_port();
+    let port = common::free_port();
     let mut child = Command::new(bin())
         .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
         .stdin(Stdio::null())
@@ -205,13 +205,8 @@ fn run_err(args: &[&str], env: &[(&str, &str)]) -> String {
 
 #[test]
 fn bad_configuration_exits_1_naming_the_problem() {
-    let dir = std::env::temp_dir().join(format!("mkv-cfg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = |name: &str, body: &str| {
-        let path = dir.join(name);
-        std::fs::write(&path, body).unwrap();
-        path.to_string_lossy().into_owned()
-    };
+    let dir = common::TempDir::new("cfg");
+    let p = |name: &str, body: &str| dir.file(name, body).to_string_lossy().into_owned();
     let err = run_err(&["--config", "/nonexistent/merklekv.toml"], &[]);
     assert!(
         err.contains("configuration file \"/nonexistent/merklekv.toml\" not found"),
@@ -237,7 +232,6 @@ fn bad_configuration_exits_1_naming_the_problem() {
         err.contains("--frobnicate") && err.contains("Usage"),
         "{err}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -7,13 +7,12 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use super::{DEADLINE, Server, read_line, wait_until};
+use super::{DEADLINE, Server, TempDir, free_port, info_fields, wait_until};
 
 /// Path of the mosquitto binary.
 pub fn mosquitto_bin() -> &'static str {
@@ -23,47 +22,6 @@ pub fn mosquitto_bin() -> &'static str {
     } else {
         "mosquitto"
     }
-}
-
-/// A private temporary directory, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!(
-            "merklekv-{tag}-{}-{n}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-
-    pub fn file(&self, name: &str, content: &str) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::write(&p, content).unwrap();
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A free TCP port on 127.0.0.1 (free when this returns).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A running mosquitto.
@@ -234,18 +192,7 @@ pub fn node_with_config(id: &str, dir: TempDir, conf: PathBuf) -> Node {
 
 /// The node's INFO fields.
 pub fn info(s: &Server) -> HashMap<String, String> {
-    let mut c = s.connect();
-    c.write_all(b"INFO\r\nPING\r\n").unwrap();
-    assert_eq!(read_line(&mut c), "INFO");
-    let mut m = HashMap::new();
-    loop {
-        let line = read_line(&mut c);
-        if line == "PONG" {
-            return m;
-        }
-        let (k, v) = line.split_once(':').expect("INFO line name:value");
-        m.insert(k.to_string(), v.to_string());
-    }
+    info_fields(&mut s.connect()).into_iter().collect()
 }
 
 /// One numeric INFO field (0 when absent).
