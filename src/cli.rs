@@ -251,8 +251,8 @@ impl RawArgs {
 mod tests {
     use super::*;
     use crate::config::Engine;
+    use crate::testutil::TempDir;
     use std::collections::HashMap;
-    use std::sync::atomic::{AtomicU32, Ordering};
 
     fn args(list: &[&str]) -> Vec<OsString> {
         std::iter::once("merklekv")
@@ -263,19 +263,6 @@ mod tests {
 
     fn no_env(_: &str) -> Option<String> {
         None
-    }
-
-    /// A fresh, empty directory under the system temp dir.
-    fn temp_dir() -> PathBuf {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "merklekv-cli-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
     }
 
     /// A working directory without config.toml (it does not exist).
@@ -408,9 +395,10 @@ mod tests {
 
     #[test]
     fn config_toml_in_working_directory() {
-        let dir = temp_dir();
+        let tmp = TempDir::new("cli");
+        let dir = tmp.path();
         // Absent: built-in defaults.
-        match parse_in(args(&[]), &no_env, &dir).unwrap() {
+        match parse_in(args(&[]), &no_env, dir).unwrap() {
             CliOutcome::Run(l) => {
                 assert_eq!(l.source, None);
                 assert_eq!(l.config.port, 7379);
@@ -418,7 +406,7 @@ mod tests {
             o => panic!("{o:?}"),
         }
         std::fs::write(dir.join("config.toml"), "port = 7555\n").unwrap();
-        match parse_in(args(&[]), &no_env, &dir).unwrap() {
+        match parse_in(args(&[]), &no_env, dir).unwrap() {
             CliOutcome::Run(l) => {
                 assert_eq!(l.source, Some(dir.join("config.toml")));
                 assert_eq!(l.config.port, 7555);
@@ -427,16 +415,16 @@ mod tests {
         }
         // --config is resolved against the same directory and wins.
         std::fs::write(dir.join("other.toml"), "port = 7556\n").unwrap();
-        match parse_in(args(&["--config", "other.toml"]), &no_env, &dir).unwrap() {
+        match parse_in(args(&["--config", "other.toml"]), &no_env, dir).unwrap() {
             CliOutcome::Run(l) => assert_eq!(l.config.port, 7556),
             o => panic!("{o:?}"),
         }
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn precedence_defaults_file_env_cli() {
-        let dir = temp_dir();
+        let tmp = TempDir::new("cli");
+        let dir = tmp.path();
         let file = dir.join("c.toml");
         std::fs::write(
             &file,
@@ -454,7 +442,7 @@ mod tests {
         let get = |extra: &[&str], env: &dyn Fn(&str) -> Option<String>| {
             let mut list = vec!["--config", file.as_str()];
             list.extend_from_slice(extra);
-            match parse_in(args(&list), env, &dir).unwrap() {
+            match parse_in(args(&list), env, dir).unwrap() {
                 CliOutcome::Run(l) => l.config,
                 o => panic!("{o:?}"),
             }
@@ -486,7 +474,6 @@ mod tests {
         assert_eq!(c.storage_path, PathBuf::from("/cli"));
         assert_eq!(c.engine, Engine::Memory);
         assert_eq!(c.replication.client_id, "file-id");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

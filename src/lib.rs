@@ -24,3 +24,6 @@ pub mod replication;
 pub mod server;
 pub mod stats;
 pub mod store;
+
+#[cfg(test)]
+mod testutil;

@@ -138,7 +138,7 @@ impl fmt::Write for JsonEscaper<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
+    use crate::testutil::TempDir;
 
     fn json_line(level: log::Level, target: &str, args: fmt::Arguments<'_>) -> String {
         let record = log::Record::builder()
@@ -191,24 +191,19 @@ mod tests {
         );
     }
 
-    fn temp_path(name: &str) -> PathBuf {
-        std::env::temp_dir().join(format!("merklekv-log-test-{}-{name}", std::process::id()))
-    }
-
     #[test]
     fn log_file_is_created_and_appended() {
-        let dir = temp_path("dir");
-        let _ = std::fs::remove_dir_all(&dir);
-        let path = dir.join("nested/node.log");
+        let dir = TempDir::new("logging-dir");
+        let path = dir.path().join("nested/node.log");
         open_log_file(&path).unwrap().write_all(b"one\n").unwrap();
         open_log_file(&path).unwrap().write_all(b"two\n").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "one\ntwo\n");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn unopenable_log_file_falls_back_to_stderr() {
-        let blocker = temp_path("blocker");
+        let dir = TempDir::new("logging-blocker");
+        let blocker = dir.path().join("blocker");
         std::fs::write(&blocker, b"a file, not a directory").unwrap();
         let cfg = LoggingConfig {
             level: "info".into(),
@@ -219,15 +214,13 @@ mod tests {
         let w = warning.expect("a warning");
         assert!(w.starts_with("cannot open log file \""), "{w}");
         assert!(w.ends_with("; logging to stderr"), "{w}");
-        let _ = std::fs::remove_file(&blocker);
     }
 
     #[test]
     fn json_records_reach_the_file() {
         use log::Log;
-        let dir = temp_path("e2e");
-        let _ = std::fs::remove_dir_all(&dir);
-        let path = dir.join("logs/node.log");
+        let dir = TempDir::new("logging-e2e");
+        let path = dir.path().join("logs/node.log");
         let cfg = LoggingConfig {
             level: "info".into(),
             format: LogFormat::Json,
@@ -262,7 +255,6 @@ mod tests {
             b.build()
                 .enabled(&log::Metadata::builder().level(log::Level::Debug).build())
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

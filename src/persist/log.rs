@@ -506,24 +506,7 @@ impl Drop for LogWriter {
 mod tests {
     use super::*;
     use crate::persist::record::{Item, Reader};
-
-    struct Dir(PathBuf);
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn dir(tag: &str) -> Dir {
-        let p = std::env::temp_dir().join(format!(
-            "merklekv-log-{tag}-{}-{}",
-            std::process::id(),
-            crate::store::now_millis()
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
+    use crate::testutil::TempDir;
 
     /// Keys of the data records in a segment file.
     fn keys_in(path: &Path) -> Vec<String> {
@@ -547,7 +530,7 @@ mod tests {
 
     #[test]
     fn records_reach_the_file_on_commit_and_flusher_and_rotate_by_epoch() {
-        let d = dir("rotate");
+        let d = TempDir::new("log-rotate");
         let log = Arc::new(LogShared::new(d.0.clone(), FsyncPolicy::EverySec, 1, 0));
         let w = log.writer("w0", true);
         let seg1 = d.0.join(segment_name(1, "w0"));
@@ -590,7 +573,7 @@ mod tests {
 
     #[test]
     fn write_errors_keep_the_buffer_and_a_later_retry_succeeds() {
-        let d = dir("errors");
+        let d = TempDir::new("log-errors");
         let gone = d.0.join("missing");
         let log = Arc::new(LogShared::new(gone.clone(), FsyncPolicy::No, 1, 0));
         let w = log.writer("w0", true);
@@ -606,7 +589,7 @@ mod tests {
 
     #[test]
     fn always_asks_for_a_commit_before_replies() {
-        let d = dir("always");
+        let d = TempDir::new("log-always");
         let log = Arc::new(LogShared::new(d.0.clone(), FsyncPolicy::Always, 1, 0));
         let w = log.writer("w0", true);
         assert!(!w.must_commit_before_reply());

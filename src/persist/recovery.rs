@@ -635,24 +635,7 @@ mod tests {
     use crate::persist::log::LogShared;
     use crate::persist::snapshot;
     use crate::store::{Applied, StoreOptions, Version, node_hash, now_millis};
-
-    struct Dir(PathBuf);
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn dir(tag: &str) -> Dir {
-        let p = std::env::temp_dir().join(format!(
-            "merklekv-recovery-{tag}-{}-{}",
-            std::process::id(),
-            now_millis()
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
+    use crate::testutil::TempDir;
 
     fn store(shards: usize) -> Store {
         Store::new(StoreOptions {
@@ -727,7 +710,7 @@ mod tests {
 
     #[test]
     fn snapshot_plus_segments_replay_to_the_same_state_with_any_window() {
-        let d = dir("replay");
+        let d = TempDir::new("recovery-replay");
         let (live, floor) = history(&d.0);
         for (window, shards) in [(WINDOW, 16), (64, 1), (300, 64)] {
             let back = store(shards);
@@ -749,7 +732,7 @@ mod tests {
 
     #[test]
     fn empty_directory_recovers_nothing_and_foreign_files_are_refused() {
-        let d = dir("empty");
+        let d = TempDir::new("recovery-empty");
         let s = store(4);
         let r = recover(&d.0, &s).unwrap();
         assert_eq!((r.records(), r.next_epoch), (0, 1));
