@@ -171,32 +171,26 @@ fn inline(buf: &[u8], spans: &mut Vec<(u32, u32)>) -> Frame {
     Frame::Complete(lf + 1)
 }
 
-/// The first argument after the command name of the complete request at
-/// the front of `buf` (its key, for the commands that have one), using
-/// `spans` as scratch. `None` if incomplete, invalid or argument-less.
-/// Used to prefetch the next pipelined request's key.
-#[inline]
-pub fn peek_key<'a>(buf: &'a [u8], spans: &mut Vec<(u32, u32)>) -> Option<&'a [u8]> {
-    match frame(buf, spans) {
-        Frame::Complete(_) if spans.len() >= 2 => {
-            let (s, e) = spans[1];
-            Some(&buf[s as usize..e as usize])
-        }
-        _ => None,
-    }
-}
-
 /// Frames and decodes the request at the front of `buf`. `spans` is the
 /// caller's reusable argument vector.
 pub fn parse<'a>(buf: &'a [u8], spans: &'a mut Vec<(u32, u32)>) -> Parsed<'a> {
     match frame(buf, spans) {
         Frame::Incomplete => Parsed::Incomplete,
         Frame::Invalid(msg) => Parsed::Fatal(super::Fatal::Protocol(msg)),
-        Frame::Complete(n) if spans.is_empty() => Parsed::Skip(n),
-        Frame::Complete(n) => match command(buf, spans) {
-            Ok(cmd) => Parsed::Request(cmd, n),
-            Err(e) => Parsed::Invalid(e, n),
-        },
+        Frame::Complete(n) => decode(buf, n, spans),
+    }
+}
+
+/// Decodes a request [`frame`] already found at the front of `buf`: `n`
+/// bytes, arguments in `spans`.
+#[inline]
+pub fn decode<'a>(buf: &'a [u8], n: usize, spans: &'a [(u32, u32)]) -> Parsed<'a> {
+    if spans.is_empty() {
+        return Parsed::Skip(n);
+    }
+    match command(buf, spans) {
+        Ok(cmd) => Parsed::Request(cmd, n),
+        Err(e) => Parsed::Invalid(e, n),
     }
 }
 

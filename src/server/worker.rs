@@ -71,7 +71,8 @@ struct Env {
     rmw: Vec<u8>,
     /// Reused RESP argument spans.
     spans: Vec<(u32, u32)>,
-    /// Scratch spans for peeking at the next pipelined RESP request.
+    /// Spans of the next pipelined RESP request, framed ahead to prefetch
+    /// its key (then swapped into `spans` instead of framing it again).
     peek: Vec<(u32, u32)>,
     now: Instant,
     now_ms: u64,
@@ -492,6 +493,9 @@ fn process(
 ) -> (usize, Stop) {
     let mut pos = 0;
     let mut touched = false;
+    // Length of the RESP request at `pos` when it was already framed into
+    // `env.peek` (while prefetching), so it is not framed twice.
+    let mut framed: Option<usize> = None;
     loop {
         if conn.blocked() {
             return (pos, Stop::Blocked);
@@ -508,12 +512,16 @@ fn process(
         } else {
             Proto::Text
         });
-        let parsed = match proto {
-            Proto::Text => match text::parse(rest) {
+        let parsed = match (proto, framed.take()) {
+            (Proto::Text, _) => match text::parse(rest) {
                 Parsed::Incomplete if eof => text::parse_eof(rest),
                 p => p,
             },
-            Proto::Resp => resp::parse(rest, &mut env.spans),
+            (Proto::Resp, Some(n)) => {
+                std::mem::swap(&mut env.spans, &mut env.peek);
+                resp::decode(rest, n, &env.spans)
+            }
+            (Proto::Resp, None) => resp::parse(rest, &mut env.spans),
         };
         match parsed {
             Parsed::Request(cmd, n) => {
@@ -523,7 +531,15 @@ fn process(
                 // bucket while this one executes (store lookups are
                 // cache-miss bound; measured in perf/README.md).
                 let next = match proto {
-                    Proto::Resp => resp::peek_key(&data[pos..], &mut env.peek),
+                    Proto::Resp => match resp::frame(&data[pos..], &mut env.peek) {
+                        resp::Frame::Complete(n) => {
+                            framed = Some(n);
+                            env.peek
+                                .get(1)
+                                .map(|&(s, e)| &data[pos + s as usize..pos + e as usize])
+                        }
+                        _ => None,
+                    },
                     Proto::Text => text_peek_key(&data[pos..]),
                 };
                 if let Some(key) = next {
