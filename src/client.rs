@@ -305,6 +305,15 @@ pub fn read_reply<R: BufRead>(r: &mut R, limits: &Limits) -> Result<Reply, Clien
     .value(0)
 }
 
+/// `host:port`, with an IPv6 host in brackets (`[::1]:7379`).
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 /// Appends a request (array of bulk strings) to `out`.
 pub fn encode_request(out: &mut Vec<u8>, args: &[&[u8]]) {
     let mut b = itoa::Buffer::new();
@@ -363,11 +372,7 @@ pub struct Client {
 impl Client {
     /// Connects to `host:port`, trying each resolved address in turn.
     pub fn connect(host: &str, port: u16, opts: &Options) -> Result<Client, ClientError> {
-        let name = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
+        let name = host_port(host, port);
         let fail = |source| ClientError::Connect {
             addr: name.clone(),
             source,

@@ -271,7 +271,7 @@ pub fn sync_with(
     configured: bool,
 ) -> (Result<RoundReport, RoundError>, Option<Client>) {
     let ae = &shared.antientropy;
-    let name = peer_name(host, port);
+    let name = crate::client::host_port(host, port);
     let start = Instant::now();
     let started_unix_ms = crate::store::now_millis();
     let opts = RoundOptions {
@@ -293,20 +293,13 @@ pub fn sync_with(
                 transport: c,
                 cancel: Some(ae.cancel.clone()),
             };
-            let pooled = ae
-                .appliers
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .pop();
+            let pooled = lock(&ae.appliers).pop();
             let mut applier =
                 pooled.unwrap_or_else(|| Applier::new(shared.clone(), "anti-entropy"));
             let mut res = round::run(&mut peer, &shared.store, &mut applier, &opts);
             // Repairs are durable (per the fsync policy) before SYNC answers.
             applier.commit();
-            ae.appliers
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(applier);
+            lock(&ae.appliers).push(applier);
             ae.unregister(id);
             let c = peer.transport;
             let (sent, received) = (c.bytes_sent() - s0, c.bytes_received() - r0);
@@ -341,14 +334,6 @@ pub fn sync_with(
         );
     }
     (res, client)
-}
-
-fn peer_name(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
 }
 
 /// A configured peer and its scheduling state.
@@ -405,7 +390,7 @@ impl Scheduler {
                 .iter()
                 .filter_map(|p| match crate::config::parse_host_port(p) {
                     Some((host, port)) => Some(PeerSlot {
-                        name: peer_name(&host, port),
+                        name: crate::client::host_port(&host, port),
                         host,
                         port,
                         client: None,
