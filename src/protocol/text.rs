@@ -465,8 +465,7 @@ fn key_value<'a>(r: &'a str, errs: &KeyValueErrors) -> Result<(&'a [u8], &'a [u8
     }
 }
 
-/// `DEL`/`DELETE`: one-token, returned as `Args::Words(r)` holding exactly
-/// one word.
+/// `DEL`/`DELETE`: one-token, returned as `Args::One`.
 ///
 /// The key is one token split at SP only, so it may contain other
 /// whitespace (NBSP, VT, a lone CR) exactly like a key stored by SET; it is
