@@ -45,7 +45,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Mutex, PoisonError};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::node::Shared;
 use crate::store::Version;
@@ -71,10 +71,15 @@ pub struct ChangeEvent {
     pub version: Version,
 }
 
+/// Bytes an event with this key and value is charged in the outbox.
+fn charge(key: &[u8], value: Option<&[u8]>) -> usize {
+    EVENT_CHARGE + key.len() + value.map_or(0, <[u8]>::len)
+}
+
 impl ChangeEvent {
     /// Bytes this event is charged in the outbox.
     fn charge(&self) -> usize {
-        EVENT_CHARGE + self.key.len() + self.value.as_ref().map_or(0, Vec::len)
+        charge(&self.key, self.value.as_deref())
     }
 }
 
@@ -178,19 +183,21 @@ impl Outbox {
         if !self.is_enabled() {
             return;
         }
-        let ev = ChangeEvent {
-            key: key.to_vec(),
-            value: value.map(<[u8]>::to_vec),
-            version,
-        };
-        let charge = ev.charge();
+        // Charged before copying: a full outbox (broker down) costs no
+        // allocation per dropped write.
+        let charge = charge(key, value);
         let before = self.queued_bytes.fetch_add(charge, Relaxed);
         if before != 0 && before + charge > OUTBOX_MAX_BYTES {
             self.queued_bytes.fetch_sub(charge, Relaxed);
             self.dropped.fetch_add(1, Relaxed);
             return;
         }
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(ev) {
+        let ev = ChangeEvent {
+            key: key.to_vec(),
+            value: value.map(<[u8]>::to_vec),
+            version,
+        };
+        if self.tx.try_send(ev).is_err() {
             self.queued_bytes.fetch_sub(charge, Relaxed);
             self.dropped.fetch_add(1, Relaxed);
         }
