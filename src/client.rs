@@ -366,7 +366,6 @@ pub struct Client {
     wbuf: Vec<u8>,
     sent: u64,
     limits: Limits,
-    addr: SocketAddr,
 }
 
 impl Client {
@@ -393,7 +392,6 @@ impl Client {
     pub fn from_stream(stream: TcpStream, opts: &Options) -> io::Result<Client> {
         stream.set_nodelay(true)?;
         stream.set_write_timeout(Some(opts.io_timeout))?;
-        let addr = stream.peer_addr()?;
         Ok(Client {
             reader: BufReader::with_capacity(
                 64 << 10,
@@ -408,13 +406,7 @@ impl Client {
             wbuf: Vec::new(),
             sent: 0,
             limits: opts.limits,
-            addr,
         })
-    }
-
-    /// The peer's address.
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.addr
     }
 
     /// Sets (or clears) a deadline for every later read: each read waits at

@@ -99,11 +99,6 @@ impl Rec<'_> {
     }
 }
 
-/// Size of the frame of a record with these key and value lengths.
-pub fn framed_len(key: usize, value: usize) -> usize {
-    FRAME + FIXED + key + value
-}
-
 /// Appends one framed record to `out`. Returns false (and appends nothing)
 /// when the body would exceed [`MAX_BODY`].
 pub fn encode(
