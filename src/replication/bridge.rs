@@ -101,6 +101,11 @@ pub fn spawn(shared: &Arc<Shared>) -> io::Result<Vec<JoinHandle<()>>> {
         },
     });
     shared.outbox.running.store(true, Relaxed);
+    if shared.outbox.is_enabled() {
+        // INFO must not say "off" for a node configured to replicate while
+        // the bridge thread is still starting.
+        shared.outbox.metrics.set_state(BrokerState::Connecting);
+    }
     let b = bridge.clone();
     let t1 = std::thread::Builder::new()
         .name("mqtt-bridge".into())
