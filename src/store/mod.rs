@@ -1078,6 +1078,55 @@ mod tests {
         }
     }
 
+    /// Deterministic data for [`root_values_are_pinned`]: values of many
+    /// lengths (empty included), tombstones, and overwrites that change
+    /// the value size.
+    fn pinned_store(shards: usize, tree_bits: u32) -> Store {
+        let s = Store::new(StoreOptions {
+            shards,
+            tree_bits,
+            node_id: "pin".into(),
+            // Never expire: tombstones with old versions stay leaves.
+            tombstone_ttl_ms: u64::MAX,
+        })
+        .unwrap();
+        for i in 0..3000u64 {
+            let key = format!("pin:{i}");
+            let value = match i % 7 {
+                0 => None,
+                1 => Some(Vec::new()),
+                n => Some(vec![b'a' + n as u8; (i % 300) as usize]),
+            };
+            let v = Version::new(1_000_000 + i * 13, i % 5);
+            s.apply(key.as_bytes(), value.as_deref(), v);
+        }
+        for i in (0..3000u64).step_by(11) {
+            let key = format!("pin:{i}");
+            let value = (i % 3 != 0).then_some(&b"overwritten"[..]);
+            s.apply(key.as_bytes(), value, Version::new(2_000_000 + i, 7));
+        }
+        s
+    }
+
+    /// The tree's values are part of the wire protocol (peers compare
+    /// them): these were computed by the store before leaf digests were
+    /// stored in records and hashed lazily (commit df02bef), and must
+    /// never change for the same data.
+    #[test]
+    fn root_values_are_pinned() {
+        const ROOT_16: &str = "c56b8cacac2eae36ee8abc13049c539ad3ae507a9eef55d984871e2634311892";
+        const NODE_16: &str = "cbf9c1f439f6f7feb5d91981eed2bf0e723244b6027d19cbd4a78df594327ade";
+        const PREFIX: &str = "7a8ec91ef271c9fe715e48cca0ff85c8fdfc65a29313a6a064b95339cfa46eef";
+        const ROOT_8: &str = "e14e5d7bb21130c9d7a4e2412dcb2e5618b404a160496c5abb57dc4b1d55cb9c";
+        for shards in [1, 64] {
+            let s = pinned_store(shards, 16);
+            assert_eq!(merkle::hex(&s.root()), ROOT_16, "{shards} shards");
+            assert_eq!(merkle::hex(&s.node_digest(2, 77).unwrap()), NODE_16);
+            assert_eq!(merkle::hex(&s.prefix_digest(b"pin:1")), PREFIX);
+        }
+        assert_eq!(merkle::hex(&pinned_store(4, 8).root()), ROOT_8);
+    }
+
     #[test]
     fn prefix_digest_tracks_matching_live_entries() {
         let s = store(4);
