@@ -540,6 +540,19 @@ impl Store {
         }
     }
 
+    /// [`Store::slot`], and starts loading the bucket's table header (a
+    /// likely cache miss, then needed at once by the write): the clock
+    /// read and the lock that come first overlap with it. Measured with
+    /// `benches/merkle.rs`: once writes stopped hashing, the misses of
+    /// the table header, its control bytes and the record are most of a
+    /// write's cost.
+    #[inline]
+    fn slot_prefetched(&self, key: &[u8]) -> Slot {
+        let s = self.slot(key);
+        merkle::prefetch(self.hints[s.shard].tables.wrapping_add(s.bucket));
+        s
+    }
+
     /// Starts loading the cache line that an operation on `key` touches
     /// first (its bucket's table header), without locking. The
     /// worker calls it for the next pipelined request while it executes
@@ -580,8 +593,8 @@ impl Store {
 
     /// Local write: stores `value` under a fresh version and returns it.
     pub fn set(&self, key: &[u8], value: &[u8]) -> Version {
+        let s = self.slot_prefetched(key);
         let now = now_millis();
-        let s = self.slot(key);
         let mut shard = self.shard(s.shard);
         let v = self.local_version(&mut shard, now);
         shard.put(s, key, Some(value), v, &self.hasher);
@@ -591,8 +604,8 @@ impl Store {
     /// Local delete: replaces a live value with a tombstone and returns its
     /// version; `None` (and no change) if the key was not live.
     pub fn delete(&self, key: &[u8]) -> Option<Version> {
+        let s = self.slot_prefetched(key);
         let now = now_millis();
-        let s = self.slot(key);
         let mut shard = self.shard(s.shard);
         if shard.find(s, key).is_none_or(Record::is_tombstone) {
             return None;
@@ -613,8 +626,8 @@ impl Store {
         out: &mut Vec<u8>,
         f: impl FnOnce(Option<&[u8]>, &mut Vec<u8>) -> Result<T, E>,
     ) -> Result<(T, Version), E> {
+        let s = self.slot_prefetched(key);
         let now = now_millis();
-        let s = self.slot(key);
         let mut shard = self.shard(s.shard);
         out.clear();
         let t = f(shard.find(s, key).and_then(Record::value), out)?;
