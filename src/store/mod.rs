@@ -338,7 +338,11 @@ impl Shard {
         work.pending.clear();
         work.bytes.clear();
         let mut from = lo;
+        let mut prefetched = lo;
         while let Some(bucket) = self.tree.next_stale(from, hi) {
+            if bucket >= prefetched {
+                prefetched = self.prefetch_stale(bucket, hi);
+            }
             let table = &self.tables[bucket];
             let mut slot = if self.cursor.0 == bucket {
                 self.cursor.1
@@ -376,6 +380,37 @@ impl Shard {
             }
             from = bucket + 1;
         }
+    }
+
+    /// Starts loading the table headers and records of the next few stale
+    /// buckets from `from` (cache hints only) and returns the bucket after
+    /// the last one. Measured (perf, redis-benchmark SET -P 16): without
+    /// it the refresh spent most of its time waiting, one dependent miss
+    /// after another, on control bytes and record headers read only to
+    /// test the stale flag; issued together the misses overlap.
+    fn prefetch_stale(&self, from: usize, hi: usize) -> usize {
+        /// Buckets looked ahead.
+        const AHEAD: usize = 16;
+        /// Records prefetched per bucket (big buckets: the first few only).
+        const PER_BUCKET: usize = 32;
+        let mut ahead = [0usize; AHEAD];
+        let (mut n, mut next) = (0, from);
+        while n < AHEAD {
+            let Some(b) = self.tree.next_stale(next, hi) else {
+                break;
+            };
+            merkle::prefetch(&self.tables[b]);
+            ahead[n] = b;
+            n += 1;
+            next = b + 1;
+        }
+        for &b in &ahead[..n] {
+            self.tables[b]
+                .iter()
+                .take(PER_BUCKET)
+                .for_each(Record::prefetch);
+        }
+        next
     }
 
     /// Refresh step 3: stores each computed digest into the record at its

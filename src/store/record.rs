@@ -195,6 +195,12 @@ impl Record {
         unsafe { &*(self.data().add(h.key_len() + h.value_len()) as *const Digest) }
     }
 
+    /// Starts loading the record's header into the cache (a hint).
+    #[inline]
+    pub fn prefetch(&self) {
+        super::merkle::prefetch(self.ptr.as_ptr());
+    }
+
     /// True if the contents changed since the stored digest was computed.
     #[inline]
     pub fn is_stale(&self) -> bool {
