@@ -249,6 +249,8 @@ pub struct Store {
     /// removed outside a pass leaves it lower than the truth until the
     /// next pass.
     oldest_tombstone_ms: AtomicU64,
+    /// Leaf digests computed by refreshes so far (INFO).
+    leaves_hashed: AtomicU64,
 }
 
 impl Shard {
@@ -525,6 +527,7 @@ impl Store {
             hasher: ahash::RandomState::new(),
             tombstone_ttl_ms: opts.tombstone_ttl_ms,
             oldest_tombstone_ms: AtomicU64::new(u64::MAX),
+            leaves_hashed: AtomicU64::new(0),
         })
     }
 
@@ -1042,6 +1045,9 @@ impl Store {
         let mut guard = self.shard(i);
         loop {
             if guard.tree.next_stale(lo, hi).is_none() {
+                if hashed > 0 {
+                    self.leaves_hashed.fetch_add(hashed as u64, Relaxed);
+                }
                 return (f(&mut guard), hashed);
             }
             let w = work.get_or_insert_with(Refresh::default);
@@ -1070,6 +1076,12 @@ impl Store {
         (0..self.shards.len())
             .map(|i| self.refresh_then(i, 0, span, |_| ()).1)
             .sum()
+    }
+
+    /// Leaf digests computed by refreshes since the store was built: one
+    /// per record written (or rewritten) since the previous refresh.
+    pub fn leaves_hashed(&self) -> u64 {
+        self.leaves_hashed.load(Relaxed)
     }
 
     /// Number of records whose stored digest is stale (a full scan; for
@@ -1474,6 +1486,7 @@ mod tests {
         }
         assert_eq!(s.refresh_digests(), 100);
         assert_eq!((s.stale_records(), s.refresh_digests()), (0, 0));
+        assert_eq!(s.leaves_hashed(), 100);
         for _ in 0..3 {
             for i in 0..7 {
                 s.set(format!("k{i}").as_bytes(), b"w");
