@@ -65,7 +65,9 @@
 //! invisible to other readers. A resume cursor `(bucket, slot)` lets a
 //! huge bucket be refreshed across chunks without rescanning; any write
 //! into that bucket resets it. A background thread calls
-//! [`Store::refresh_digests`] every 100 ms so stale sets stay small.
+//! [`Store::refresh_digests_paced`] every 100 ms so stale sets stay small,
+//! pausing briefly between chunks (with no lock held) so that it never
+//! competes with the workers for CPU for long at a stretch.
 //!
 //! No lock is held across I/O; multi-key operations lock the shards they
 //! touch in ascending order, so they cannot deadlock.
@@ -1027,29 +1029,35 @@ impl Store {
     }
 
     /// Refreshes the stale records of local buckets `lo..hi` of shard `i`
-    /// in chunks, then calls `f` on the shard under the same lock
-    /// acquisition that found the range clean (see the module docs).
-    /// Returns `f`'s result and the number of records rehashed.
-    fn refresh_then<R>(
+    /// in chunks (see the module docs) until the range is clean or
+    /// `max_chunks` chunks ran. Returns the shard's guard if the range is
+    /// clean — the lock acquisition that found it clean, so a node read
+    /// under it is consistent — and the number of records rehashed.
+    ///
+    /// Between chunks nothing is in flight, so the per-shard refresh
+    /// mutex is held only for the duration of this call: a budgeted
+    /// caller can pause between calls without blocking readers.
+    fn refresh_range(
         &self,
         i: usize,
         lo: usize,
         hi: usize,
-        f: impl FnOnce(&mut Shard) -> R,
-    ) -> (R, usize) {
+        max_chunks: usize,
+    ) -> (Option<MutexGuard<'_, Shard>>, usize) {
         let _serial = self.refreshing[i]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let mut hashed = 0;
+        let (mut hashed, mut chunks) = (0, 0);
         let mut work: Option<Refresh> = None;
         let mut guard = self.shard(i);
-        loop {
+        let clean = loop {
             if guard.tree.next_stale(lo, hi).is_none() {
-                if hashed > 0 {
-                    self.leaves_hashed.fetch_add(hashed as u64, Relaxed);
-                }
-                return (f(&mut guard), hashed);
+                break true;
             }
+            if chunks == max_chunks {
+                break false;
+            }
+            chunks += 1;
             let w = work.get_or_insert_with(Refresh::default);
             guard.collect_stale(lo, hi, w);
             if w.pending.is_empty() {
@@ -1060,22 +1068,50 @@ impl Store {
             w.hash();
             guard = self.shard(i);
             hashed += guard.store_digests(w);
+        };
+        if hashed > 0 {
+            self.leaves_hashed.fetch_add(hashed as u64, Relaxed);
+        }
+        (clean.then_some(guard), hashed)
+    }
+
+    /// Refreshes local buckets `lo..hi` of shard `i`, then calls `f` on
+    /// the shard under the lock acquisition that found them clean.
+    fn with_clean<R>(&self, i: usize, lo: usize, hi: usize, f: impl FnOnce(&mut Shard) -> R) -> R {
+        loop {
+            // Without a chunk budget the range is always clean on return.
+            if let (Some(mut guard), _) = self.refresh_range(i, lo, hi, usize::MAX) {
+                return f(&mut guard);
+            }
         }
     }
 
-    /// [`Store::refresh_then`] returning only `f`'s result.
-    fn with_clean<R>(&self, i: usize, lo: usize, hi: usize, f: impl FnOnce(&mut Shard) -> R) -> R {
-        self.refresh_then(i, lo, hi, f).0
+    /// Rehashes every stale record (all shards, in chunks; see the module
+    /// docs) and returns how many were rehashed.
+    pub fn refresh_digests(&self) -> usize {
+        self.refresh_digests_paced(|| true)
     }
 
-    /// Rehashes every stale record (all shards, in chunks; see the module
-    /// docs) and returns how many were rehashed. The background refresher
-    /// calls it periodically so that tree reads find little to do.
-    pub fn refresh_digests(&self) -> usize {
+    /// Like [`Store::refresh_digests`], calling `pause` between chunks
+    /// with no lock held; `pause` returns false to stop early. The
+    /// background refresher sleeps briefly there, so that on a busy
+    /// machine it never runs long enough at a stretch to delay a worker.
+    pub fn refresh_digests_paced(&self, mut pause: impl FnMut() -> bool) -> usize {
         let span = 1usize << (self.shape.bits - self.shard_bits);
-        (0..self.shards.len())
-            .map(|i| self.refresh_then(i, 0, span, |_| ()).1)
-            .sum()
+        let mut total = 0;
+        for i in 0..self.shards.len() {
+            loop {
+                let (clean, n) = self.refresh_range(i, 0, span, 1);
+                total += n;
+                if clean.is_some() {
+                    break;
+                }
+                if !pause() {
+                    return total;
+                }
+            }
+        }
+        total
     }
 
     /// Leaf digests computed by refreshes since the store was built: one
@@ -1501,6 +1537,26 @@ mod tests {
         let _ = s.node_digest(s.shape().depth(), b);
         assert_eq!(s.stale_records(), expect);
         assert_same_tree(&s, "after partial refresh");
+    }
+
+    #[test]
+    fn paced_refresh_pauses_between_chunks_and_can_stop() {
+        let s = store(1);
+        for i in 0..(3 * REFRESH_CHUNK + 10) {
+            s.set(format!("k{i}").as_bytes(), b"v");
+        }
+        assert_eq!(s.refresh_digests_paced(|| false), REFRESH_CHUNK);
+        assert_eq!(s.stale_records(), 2 * REFRESH_CHUNK + 10);
+        let mut pauses = 0;
+        let n = s.refresh_digests_paced(|| {
+            pauses += 1;
+            true
+        });
+        assert_eq!(
+            (n, pauses, s.stale_records()),
+            (2 * REFRESH_CHUNK + 10, 2, 0)
+        );
+        assert_same_tree(&s, "paced");
     }
 
     #[test]
