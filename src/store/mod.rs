@@ -59,10 +59,15 @@
 //!
 //! So a shard lock is held for at most one chunk's copying or
 //! bookkeeping, never for the hashing, and writers get the lock between
-//! chunks however many records are stale. Refreshes of one shard are
+//! chunks however many records are stale. (Hashing a chunk under the lock
+//! would bound each hold, but not a writer's wait: a thread that unlocks
+//! and re-locks at once gets the lock back before the waiter it woke has
+//! run, so the waiter could wait for the whole refresh.) Refreshes of one shard are
 //! serialized by a second, per-shard mutex (taken before the shard lock,
 //! never while holding one), which makes the in-flight copies of step 1
-//! invisible to other readers. A resume cursor `(bucket, slot)` lets a
+//! invisible to other readers; a reader whose range has no stale bit
+//! while no refresh of the shard is in flight (a flag in the shard) skips
+//! that mutex. A resume cursor `(bucket, slot)` lets a
 //! huge bucket be refreshed across chunks without rescanning; any write
 //! into that bucket resets it. A background thread calls
 //! [`Store::refresh_digests_paced`] every 100 ms so stale sets stay small,
@@ -163,6 +168,10 @@ pub struct Shard {
     /// stale record of that bucket at a lower slot is in flight (see the
     /// module docs). Reset by any write into the bucket.
     cursor: (usize, usize),
+    /// A refresh has copies of this shard's stale records in flight (steps
+    /// 1 to 3): stale bits may be clear for records still stale, so a
+    /// reader must wait for the refresh (its per-shard mutex).
+    in_flight: bool,
 }
 
 /// One stale record copied by a refresh (offsets into `Refresh::bytes`).
@@ -265,6 +274,7 @@ impl Shard {
             tombstones: 0,
             bytes: 0,
             cursor: NO_CURSOR,
+            in_flight: false,
         }
     }
 
@@ -1044,6 +1054,13 @@ impl Store {
         hi: usize,
         max_chunks: usize,
     ) -> (Option<MutexGuard<'_, Shard>>, usize) {
+        // Fast path, no refresh mutex: nothing stale and nothing in flight
+        // (a root read visits every shard; most are clean).
+        let guard = self.shard(i);
+        if !guard.in_flight && guard.tree.next_stale(lo, hi).is_none() {
+            return (Some(guard), 0);
+        }
+        drop(guard);
         let _serial = self.refreshing[i]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
@@ -1064,10 +1081,12 @@ impl Store {
                 // Only marks of buckets without stale records were left.
                 continue;
             }
+            guard.in_flight = true;
             drop(guard);
             w.hash();
             guard = self.shard(i);
             hashed += guard.store_digests(w);
+            guard.in_flight = false;
         };
         if hashed > 0 {
             self.leaves_hashed.fetch_add(hashed as u64, Relaxed);
