@@ -676,6 +676,11 @@ pub fn write_info(shared: &Shared, s: &mut String) {
         shared.store.tombstones(),
         rss_kb()
     );
+    let _ = write!(
+        s,
+        "merkle_leaves_hashed:{}\r\n",
+        shared.store.leaves_hashed()
+    );
     crate::replication::write_info(shared, s);
     let _ = write!(
         s,

@@ -67,10 +67,7 @@ impl Store {
                 &mut g.tables,
                 (0..span).map(|_| HashTable::new()).collect(),
             ));
-            g.tree.clear();
-            g.live = 0;
-            g.tombstones = 0;
-            g.bytes = 0;
+            g.reset_counts();
             g.clock.observe(floor + 1);
         }
         self.oldest_tombstone_ms

@@ -15,19 +15,40 @@
 //! * Leaf ([`leaf_digest`]): SHA-256 over
 //!   `u32le(len key) ‖ key ‖ u64le(hlc) ‖ u64le(node) ‖ u8(tombstone) ‖
 //!   u32le(len value) ‖ value` (a tombstone has an empty value).
-//! * Bucket: XOR of its leaf digests, so a write updates it in O(1) and an
-//!   empty bucket is all zeros. XOR is order independent: the same entries
-//!   give the same digest whatever order they were written in.
+//! * Bucket: XOR of its leaf digests, so one record changes it in O(1) and
+//!   an empty bucket is all zeros. XOR is order independent: the same
+//!   entries give the same digest whatever order they were written in.
 //! * Inner node ([`inner_digest`]): SHA-256 of the 16 child digests
 //!   concatenated, except that a node whose children are all zero is zero.
 //!
-//! # Per-shard subtrees
+//! # Per-shard subtrees and lazy leaves
 //!
 //! A store with 2^s shards gives shard `j` the buckets
 //! `[j * 2^(B-s), (j+1) * 2^(B-s))`: whole subtrees. A [`Subtree`] keeps the
-//! bucket digests of its shard and every inner node that lies entirely
-//! inside it; a write XORs its bucket and marks the path above it dirty
-//! (a few bit sets), and dirty nodes are recomputed only when asked for.
+//! bucket digests of its shard, every inner node that lies entirely inside
+//! it, and two kinds of dirty marks:
+//!
+//! * **stale buckets** (one bit per bucket, [`Subtree::mark_stale`]): the
+//!   bucket may hold records whose leaf digest was not computed yet. Each
+//!   record stores the leaf digest that is XORed into its bucket (ZERO if
+//!   none yet) and a stale flag (`record.rs`), so the invariant is: *a
+//!   bucket digest is the XOR of the stored digests of its records*, and
+//!   it is the XOR of their true leaf digests once no record is stale.
+//!   A write only flags its record and sets its bucket's bit: no SHA-256
+//!   on the write path. Before a digest is read the store rehashes the
+//!   stale records of the buckets below it (`bucket ^= stored ^ new`,
+//!   [`Subtree::toggle`]) and clears their bits (`store/mod.rs`).
+//! * **dirty inner nodes** (one bit per node per level): set by
+//!   [`Subtree::toggle`] along the path above a changed bucket digest, and
+//!   recomputed bottom up only when a node is read ([`Subtree::node`]).
+//!
+//! Why lazy leaves: hashing on the write path cost two SHA-256 per
+//! overwrite (the old leaf had to be recomputed, as it was not stored),
+//! +1.15 µs per write against the raw table, 12% of SET's server CPU at
+//! pipeline depth 16 (`perf/antientropy.md`). Lazily, a write costs a flag
+//! and a bit, and the deferred work is one SHA-256 per distinct key
+//! written between two reads of the tree.
+//!
 //! The few nodes above the shards are combined by the store on demand.
 
 use sha2::{Digest as _, Sha256};
@@ -156,6 +177,8 @@ pub struct Subtree {
     dirty: Vec<Vec<u64>>,
     /// True if any dirty bit is set.
     any_dirty: bool,
+    /// One bit per bucket: it may hold stale records (see the module docs).
+    stale: Vec<u64>,
 }
 
 impl Subtree {
@@ -171,10 +194,12 @@ impl Subtree {
                 dirty.push(vec![0u64; n.div_ceil(64)]);
             }
         }
+        let stale = vec![0u64; (1usize << span_bits).div_ceil(64)];
         Subtree {
             levels,
             dirty,
             any_dirty: false,
+            stale,
         }
     }
 
@@ -199,17 +224,34 @@ impl Subtree {
         self.any_dirty = !self.dirty.is_empty();
     }
 
-    /// Starts loading a bucket's digest into the cache: [`Subtree::toggle`]
-    /// of that bucket follows shortly (see `Shard::put`).
+    /// Marks a bucket as possibly holding stale records (a write).
     #[inline]
-    pub fn prefetch_bucket(&self, bucket: usize) {
-        prefetch(self.levels[0].as_ptr().wrapping_add(bucket));
+    pub fn mark_stale(&mut self, bucket: usize) {
+        self.stale[bucket / 64] |= 1 << (bucket % 64);
     }
 
-    /// Address of the bucket digests (for prefetch hints only; the array
-    /// is allocated once and never moves).
-    pub fn bucket_digests_ptr(&self) -> *const Digest {
-        self.levels[0].as_ptr()
+    /// Clears a bucket's stale mark (its records were all rehashed).
+    #[inline]
+    pub fn clear_stale(&mut self, bucket: usize) {
+        self.stale[bucket / 64] &= !(1 << (bucket % 64));
+    }
+
+    /// The first bucket in `from..to` marked stale, if any.
+    pub fn next_stale(&self, from: usize, to: usize) -> Option<usize> {
+        let to = to.min(self.buckets());
+        let mut w = from / 64;
+        while w * 64 < to {
+            let mut word = self.stale[w];
+            if w == from / 64 {
+                word &= u64::MAX << (from % 64);
+            }
+            if word != 0 {
+                let b = w * 64 + word.trailing_zeros() as usize;
+                return (b < to).then_some(b);
+            }
+            w += 1;
+        }
+        None
     }
 
     /// Digest of a bucket.
@@ -218,8 +260,14 @@ impl Subtree {
     }
 
     /// Digest of local node `index` at local level `k` (0 = buckets),
-    /// recomputing dirty nodes first.
+    /// recomputing dirty inner nodes first. Exact only if no bucket below
+    /// the node is stale: the caller refreshes those leaves first.
     pub fn node(&mut self, k: u32, index: usize) -> Digest {
+        debug_assert!(
+            self.next_stale(index << (FANOUT_BITS * k), (index + 1) << (FANOUT_BITS * k))
+                .is_none(),
+            "node read over stale buckets"
+        );
         self.refresh();
         self.levels[k as usize][index]
     }
@@ -259,6 +307,7 @@ impl Subtree {
         for d in &mut self.dirty {
             d.fill(0);
         }
+        self.stale.fill(0);
         self.any_dirty = false;
     }
 }
@@ -322,6 +371,27 @@ mod tests {
         assert_eq!(t.level(1).len(), 4);
         assert_ne!(t.node(1, 3), ZERO);
         assert_eq!(t.node(1, 0), ZERO);
+    }
+
+    #[test]
+    fn stale_marks_are_found_in_range_and_cleared() {
+        let mut t = Subtree::new(8);
+        assert_eq!(t.next_stale(0, 256), None);
+        for b in [0, 63, 64, 130, 255] {
+            t.mark_stale(b);
+        }
+        assert_eq!(t.next_stale(0, 256), Some(0));
+        assert_eq!(t.next_stale(1, 256), Some(63));
+        assert_eq!(t.next_stale(64, 65), Some(64));
+        assert_eq!(t.next_stale(65, 130), None);
+        assert_eq!(t.next_stale(65, 131), Some(130));
+        assert_eq!(t.next_stale(131, 1000), Some(255));
+        t.clear_stale(63);
+        assert_eq!(t.next_stale(1, 64), None);
+        // Marking touches no digest and no inner node.
+        assert_eq!(t.node(0, 1), ZERO);
+        t.clear();
+        assert_eq!(t.next_stale(0, 256), None);
     }
 
     #[test]

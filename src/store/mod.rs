@@ -20,10 +20,59 @@
 //!
 //! # Invariants (per shard, under its lock)
 //!
-//! * every bucket digest is the XOR of the leaf digests of the records in
-//!   that bucket's table (tombstones included);
+//! * every bucket digest is the XOR of the *stored* digests of the records
+//!   in that bucket's table (tombstones included; a record never hashed
+//!   stores ZERO, see `record.rs`);
+//! * a record that is not stale stores its true leaf digest; a bucket that
+//!   holds a stale record has its stale bit set in the subtree (except
+//!   while the shard's serialized refresh has copies of those records in
+//!   flight, see below);
 //! * `live`/`tombstones`/`bytes` count exactly the records in the tables;
 //! * the clock is ≥ every version stored in the shard.
+//!
+//! # Lazy leaf digests (why: `perf/antientropy.md`)
+//!
+//! Writes never hash. A write replaces or inserts its record (flagged
+//! stale, its stored digest kept, also when reallocated) and sets its
+//! bucket's stale bit; a removal (tombstone GC, `remove_if`, clear) XORs
+//! the record's stored digest out of its bucket at once (32-byte XOR).
+//! Hashing eagerly cost two SHA-256 per overwrite under the shard lock,
+//! about +1.1 µs per write on the shared VM; lazily a write costs a flag
+//! and a bit, and the deferred work is one SHA-256 per distinct key
+//! written between two reads of the tree.
+//!
+//! Every digest read ([`Store::root`], [`Store::node_digest`], and hence
+//! HASH and the anti-entropy `MKV.*` replies) first **refreshes** the
+//! stale buckets below the node, per shard, in chunks:
+//!
+//! 1. under the shard lock, copy up to [`REFRESH_CHUNK`] stale records
+//!    (≤ [`REFRESH_CHUNK_BYTES`] of keys and values) with their table
+//!    slots, clearing the stale bit of each bucket fully copied;
+//! 2. without the lock, compute their leaf digests (the SHA-256 work);
+//! 3. under the lock again, store each digest into the record at its slot
+//!    if that record still has exactly the copied contents (otherwise it
+//!    was rewritten, moved or removed meanwhile, and any rewrite or insert
+//!    set the bucket's bit again): `bucket ^= stored ^ new`, flag cleared.
+//!    If no stale bucket remains below the node, the node is computed
+//!    under this same lock acquisition (a consistent digest); otherwise
+//!    the lock is released and the next chunk starts.
+//!
+//! So a shard lock is held for at most one chunk's copying or
+//! bookkeeping, never for the hashing, and writers get the lock between
+//! chunks however many records are stale. (Hashing a chunk under the lock
+//! would bound each hold, but not a writer's wait: a thread that unlocks
+//! and re-locks at once gets the lock back before the waiter it woke has
+//! run, so the waiter could wait for the whole refresh.) Refreshes of one shard are
+//! serialized by a second, per-shard mutex (taken before the shard lock,
+//! never while holding one), which makes the in-flight copies of step 1
+//! invisible to other readers; a reader whose range has no stale bit
+//! while no refresh of the shard is in flight (a flag in the shard) skips
+//! that mutex. A resume cursor `(bucket, slot)` lets a
+//! huge bucket be refreshed across chunks without rescanning; any write
+//! into that bucket resets it. A background thread calls
+//! [`Store::refresh_digests_paced`] every 100 ms so stale sets stay small,
+//! pausing briefly between chunks (with no lock held) so that it never
+//! competes with the workers for CPU for long at a stretch.
 //!
 //! No lock is held across I/O; multi-key operations lock the shards they
 //! touch in ascending order, so they cannot deadlock.
@@ -40,6 +89,13 @@ use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
 
 use merkle::{Digest, Shape, Subtree, ZERO, bucket_of, inner_digest, key_hash, leaf_digest};
+
+/// Most stale records rehashed per shard-lock acquisition by a refresh.
+pub const REFRESH_CHUNK: usize = 256;
+/// Most key + value bytes copied per refresh chunk (at least one record).
+pub const REFRESH_CHUNK_BYTES: usize = 256 << 10;
+/// No resume cursor.
+const NO_CURSOR: (usize, usize) = (usize::MAX, 0);
 pub use record::Record;
 pub use version::{Hlc, Version, node_hash, now_millis};
 
@@ -108,6 +164,57 @@ pub struct Shard {
     live: usize,
     tombstones: usize,
     bytes: usize,
+    /// Where the refresh stopped inside a bucket: `(bucket, slot)`; every
+    /// stale record of that bucket at a lower slot is in flight (see the
+    /// module docs). Reset by any write into the bucket.
+    cursor: (usize, usize),
+    /// A refresh has copies of this shard's stale records in flight (steps
+    /// 1 to 3): stale bits may be clear for records still stale, so a
+    /// reader must wait for the refresh (its per-shard mutex).
+    in_flight: bool,
+}
+
+/// One stale record copied by a refresh (offsets into `Refresh::bytes`).
+struct Pending {
+    bucket: usize,
+    slot: usize,
+    version: Version,
+    tombstone: bool,
+    key_end: usize,
+    value_end: usize,
+}
+
+/// The copies and digests of one refresh chunk.
+#[derive(Default)]
+struct Refresh {
+    pending: Vec<Pending>,
+    /// Key then value bytes of each pending record, back to back.
+    bytes: Vec<u8>,
+    digests: Vec<Digest>,
+}
+
+impl Refresh {
+    fn parts(&self, i: usize) -> (&[u8], Option<&[u8]>) {
+        let p = &self.pending[i];
+        let start = if i == 0 {
+            0
+        } else {
+            self.pending[i - 1].value_end
+        };
+        let key = &self.bytes[start..p.key_end];
+        let value = &self.bytes[p.key_end..p.value_end];
+        (key, (!p.tombstone).then_some(value))
+    }
+
+    /// Step 2: the leaf digests of the copies (no lock held).
+    fn hash(&mut self) {
+        self.digests.clear();
+        for i in 0..self.pending.len() {
+            let (key, value) = self.parts(i);
+            self.digests
+                .push(leaf_digest(key, value, self.pending[i].version));
+        }
+    }
 }
 
 /// Where a key lives.
@@ -118,18 +225,18 @@ struct Slot {
     hash: u64,
 }
 
-/// Where a shard's bucket tables and bucket digests live, captured at
-/// construction for [`Store::prefetch`]. Used only as cache prefetch hints,
-/// never dereferenced: both arrays are allocated once per shard and never
-/// move (clearing resets them in place); a stale address would only make a
-/// hint useless, since a prefetch cannot fault.
+/// Where a shard's bucket tables live, captured at construction for
+/// [`Store::prefetch`]. Used only as a cache prefetch hint, never
+/// dereferenced: the array is allocated once per shard and never moves
+/// (clearing resets it in place); a stale address would only make a hint
+/// useless, since a prefetch cannot fault. (Writes no longer touch the
+/// bucket digests, so those are not prefetched.)
 #[derive(Clone, Copy)]
 struct Hint {
     tables: *const HashTable<Record>,
-    digests: *const Digest,
 }
 
-// SAFETY: the pointers are never dereferenced (prefetch hints only).
+// SAFETY: the pointer is never dereferenced (prefetch hint only).
 unsafe impl Send for Hint {}
 // SAFETY: as above.
 unsafe impl Sync for Hint {}
@@ -137,6 +244,9 @@ unsafe impl Sync for Hint {}
 /// The sharded store. Cheap to share behind an `Arc`.
 pub struct Store {
     shards: Box<[Padded<Mutex<Shard>>]>,
+    /// Per shard: serializes refreshes of its digests (module docs).
+    /// Always taken before the shard lock, never while holding one.
+    refreshing: Box<[Mutex<()>]>,
     hints: Box<[Hint]>,
     shard_bits: u32,
     shape: Shape,
@@ -150,6 +260,8 @@ pub struct Store {
     /// removed outside a pass leaves it lower than the truth until the
     /// next pass.
     oldest_tombstone_ms: AtomicU64,
+    /// Leaf digests computed by refreshes so far (INFO).
+    leaves_hashed: AtomicU64,
 }
 
 impl Shard {
@@ -161,6 +273,8 @@ impl Shard {
             live: 0,
             tombstones: 0,
             bytes: 0,
+            cursor: NO_CURSOR,
+            in_flight: false,
         }
     }
 
@@ -170,7 +284,8 @@ impl Shard {
     }
 
     /// Stores `value` (None = tombstone) at `version` unconditionally,
-    /// keeping the tree and counters in step.
+    /// keeping the tree and counters in step. Hashes nothing: the record
+    /// becomes stale and its bucket is marked (module docs).
     fn put(
         &mut self,
         s: Slot,
@@ -179,22 +294,16 @@ impl Shard {
         version: Version,
         hasher: &ahash::RandomState,
     ) {
-        // The table header and the bucket digest are likely cache misses
-        // (2^B small tables; measured: loads in this function were ~40% of
-        // server CPU under redis-benchmark -P 16 -t set): start both loads
-        // now so they overlap with the SHA-256 below and each other.
-        merkle::prefetch(&self.tables[s.bucket]);
-        self.tree.prefetch_bucket(s.bucket);
-        let new_leaf = leaf_digest(key, value, version);
+        // (No prefetch here any more: with no SHA-256 to overlap with, the
+        // table header is used at once; the worker prefetches the next
+        // pipelined request's bucket instead, see `Store::prefetch`.)
         let table = &mut self.tables[s.bucket];
         match table.entry(s.hash, |r| r.key() == key, |r| hasher.hash_one(r.key())) {
             Entry::Occupied(mut o) => {
                 let rec = o.get_mut();
-                let old_leaf = leaf_digest(key, rec.value(), rec.version());
                 let (was_tomb, old_bytes) =
                     (rec.is_tombstone(), rec.value().map_or(0, |v| v.len()));
                 rec.replace(value, version);
-                self.tree.toggle(s.bucket, &old_leaf);
                 match (was_tomb, value) {
                     (true, Some(v)) => {
                         self.tombstones -= 1;
@@ -221,7 +330,123 @@ impl Shard {
                 }
             }
         }
-        self.tree.toggle(s.bucket, &new_leaf);
+        self.tree.mark_stale(s.bucket);
+        if self.cursor.0 == s.bucket {
+            self.cursor = NO_CURSOR;
+        }
+    }
+
+    /// XORs a record's stored digest out of its bucket (it is removed).
+    #[inline]
+    fn unlink(tree: &mut Subtree, bucket: usize, rec: &Record) {
+        if *rec.digest() != ZERO {
+            tree.toggle(bucket, rec.digest());
+        }
+    }
+
+    /// Refresh step 1: copies up to one chunk of stale records of local
+    /// buckets `lo..hi` into `work` (see the module docs), clearing the
+    /// stale bit of every bucket copied whole. Empty `work.pending` with
+    /// no stale bit left in the range means the range is clean.
+    fn collect_stale(&mut self, lo: usize, hi: usize, work: &mut Refresh) {
+        work.pending.clear();
+        work.bytes.clear();
+        let mut from = lo;
+        let mut prefetched = lo;
+        while let Some(bucket) = self.tree.next_stale(from, hi) {
+            if bucket >= prefetched {
+                prefetched = self.prefetch_stale(bucket, hi);
+            }
+            let table = &self.tables[bucket];
+            let mut slot = if self.cursor.0 == bucket {
+                self.cursor.1
+            } else {
+                0
+            };
+            while slot < table.num_buckets() {
+                if let Some(r) = table.get_bucket(slot).filter(|r| r.is_stale()) {
+                    let value = r.value().unwrap_or(&[]);
+                    let full = work.pending.len() >= REFRESH_CHUNK
+                        || (!work.pending.is_empty()
+                            && work.bytes.len() + r.key().len() + value.len()
+                                > REFRESH_CHUNK_BYTES);
+                    if full {
+                        self.cursor = (bucket, slot);
+                        return;
+                    }
+                    work.bytes.extend_from_slice(r.key());
+                    let key_end = work.bytes.len();
+                    work.bytes.extend_from_slice(value);
+                    work.pending.push(Pending {
+                        bucket,
+                        slot,
+                        version: r.version(),
+                        tombstone: r.is_tombstone(),
+                        key_end,
+                        value_end: work.bytes.len(),
+                    });
+                }
+                slot += 1;
+            }
+            self.tree.clear_stale(bucket);
+            if self.cursor.0 == bucket {
+                self.cursor = NO_CURSOR;
+            }
+            from = bucket + 1;
+        }
+    }
+
+    /// Starts loading the table headers and records of the next few stale
+    /// buckets from `from` (cache hints only) and returns the bucket after
+    /// the last one. Measured (perf, redis-benchmark SET -P 16): without
+    /// it the refresh spent most of its time waiting, one dependent miss
+    /// after another, on control bytes and record headers read only to
+    /// test the stale flag; issued together the misses overlap.
+    fn prefetch_stale(&self, from: usize, hi: usize) -> usize {
+        /// Buckets looked ahead.
+        const AHEAD: usize = 16;
+        /// Records prefetched per bucket (big buckets: the first few only).
+        const PER_BUCKET: usize = 32;
+        let mut ahead = [0usize; AHEAD];
+        let (mut n, mut next) = (0, from);
+        while n < AHEAD {
+            let Some(b) = self.tree.next_stale(next, hi) else {
+                break;
+            };
+            merkle::prefetch(&self.tables[b]);
+            ahead[n] = b;
+            n += 1;
+            next = b + 1;
+        }
+        for &b in &ahead[..n] {
+            self.tables[b]
+                .iter()
+                .take(PER_BUCKET)
+                .for_each(Record::prefetch);
+        }
+        next
+    }
+
+    /// Refresh step 3: stores each computed digest into the record at its
+    /// slot if that record still has exactly the copied contents.
+    /// Returns how many records were updated.
+    fn store_digests(&mut self, work: &Refresh) -> usize {
+        let mut done = 0;
+        for (i, (p, d)) in work.pending.iter().zip(&work.digests).enumerate() {
+            let Some(r) = self.tables[p.bucket].get_bucket_mut(p.slot) else {
+                continue;
+            };
+            let (key, value) = work.parts(i);
+            if !r.is_stale() || r.version() != p.version || r.key() != key || r.value() != value {
+                continue;
+            }
+            let mut delta = *r.digest();
+            merkle::xor_into(&mut delta, d);
+            r.set_digest(d);
+            self.tree.toggle(p.bucket, &delta);
+            done += 1;
+        }
+        done
     }
 
     /// Removes the record of `key` entirely (no tombstone) if its version
@@ -243,8 +468,7 @@ impl Shard {
             return false;
         }
         let (rec, _) = o.remove();
-        self.tree
-            .toggle(s.bucket, &leaf_digest(key, rec.value(), rec.version()));
+        Shard::unlink(&mut self.tree, s.bucket, &rec);
         match rec.value() {
             None => self.tombstones -= 1,
             Some(v) => {
@@ -259,7 +483,13 @@ impl Shard {
         for t in self.tables.iter_mut() {
             *t = HashTable::new();
         }
+        self.reset_counts();
+    }
+
+    /// Resets the tree, counters and cursor after the tables were emptied.
+    fn reset_counts(&mut self) {
         self.tree.clear();
+        self.cursor = NO_CURSOR;
         self.live = 0;
         self.tombstones = 0;
         self.bytes = 0;
@@ -294,12 +524,13 @@ impl Store {
             .iter()
             .map(|s| Hint {
                 tables: s.tables.as_ptr(),
-                digests: s.tree.bucket_digests_ptr(),
             })
             .collect();
+        let refreshing = shards.iter().map(|_| Mutex::new(())).collect();
         let shards = shards.into_iter().map(|s| Padded(Mutex::new(s))).collect();
         Ok(Store {
             shards,
+            refreshing,
             hints,
             shard_bits,
             shape,
@@ -308,6 +539,7 @@ impl Store {
             hasher: ahash::RandomState::new(),
             tombstone_ttl_ms: opts.tombstone_ttl_ms,
             oldest_tombstone_ms: AtomicU64::new(u64::MAX),
+            leaves_hashed: AtomicU64::new(0),
         })
     }
 
@@ -358,8 +590,21 @@ impl Store {
         }
     }
 
-    /// Starts loading the cache lines that an operation on `key` touches
-    /// first (its bucket's table header and digest), without locking. The
+    /// [`Store::slot`], and starts loading the bucket's table header (a
+    /// likely cache miss, then needed at once by the write): the clock
+    /// read and the lock that come first overlap with it. Measured with
+    /// `benches/merkle.rs`: once writes stopped hashing, the misses of
+    /// the table header, its control bytes and the record are most of a
+    /// write's cost.
+    #[inline]
+    fn slot_prefetched(&self, key: &[u8]) -> Slot {
+        let s = self.slot(key);
+        merkle::prefetch(self.hints[s.shard].tables.wrapping_add(s.bucket));
+        s
+    }
+
+    /// Starts loading the cache line that an operation on `key` touches
+    /// first (its bucket's table header), without locking. The
     /// worker calls it for the next pipelined request while it executes
     /// the current one, so those misses overlap with useful work.
     #[inline]
@@ -369,7 +614,6 @@ impl Store {
         let (shard, local) = (bucket >> span, bucket & ((1 << span) - 1));
         if let Some(h) = self.hints.get(shard) {
             merkle::prefetch(h.tables.wrapping_add(local));
-            merkle::prefetch(h.digests.wrapping_add(local));
         }
     }
 
@@ -399,8 +643,8 @@ impl Store {
 
     /// Local write: stores `value` under a fresh version and returns it.
     pub fn set(&self, key: &[u8], value: &[u8]) -> Version {
+        let s = self.slot_prefetched(key);
         let now = now_millis();
-        let s = self.slot(key);
         let mut shard = self.shard(s.shard);
         let v = self.local_version(&mut shard, now);
         shard.put(s, key, Some(value), v, &self.hasher);
@@ -410,8 +654,8 @@ impl Store {
     /// Local delete: replaces a live value with a tombstone and returns its
     /// version; `None` (and no change) if the key was not live.
     pub fn delete(&self, key: &[u8]) -> Option<Version> {
+        let s = self.slot_prefetched(key);
         let now = now_millis();
-        let s = self.slot(key);
         let mut shard = self.shard(s.shard);
         if shard.find(s, key).is_none_or(Record::is_tombstone) {
             return None;
@@ -432,8 +676,8 @@ impl Store {
         out: &mut Vec<u8>,
         f: impl FnOnce(Option<&[u8]>, &mut Vec<u8>) -> Result<T, E>,
     ) -> Result<(T, Version), E> {
+        let s = self.slot_prefetched(key);
         let now = now_millis();
-        let s = self.slot(key);
         let mut shard = self.shard(s.shard);
         out.clear();
         let t = f(shard.find(s, key).and_then(Record::value), out)?;
@@ -527,7 +771,6 @@ impl Store {
             // Start every key's bucket loads now, in parallel (MSET/MGET).
             if let Some(h) = self.hints.get(i) {
                 merkle::prefetch(h.tables.wrapping_add(s.bucket));
-                merkle::prefetch(h.digests.wrapping_add(s.bucket));
             }
         }
         let mut guards = Vec::new();
@@ -674,7 +917,7 @@ impl Store {
                     }
                     let v = r.version();
                     if self.tombstone_expired(v, now_ms) {
-                        tree.toggle(b, &leaf_digest(r.key(), None, v));
+                        Shard::unlink(tree, b, r);
                         removed += 1;
                         false
                     } else {
@@ -724,8 +967,12 @@ impl Store {
         let k = depth - level;
         if k <= span_bits / merkle::FANOUT_BITS {
             let first = index << (merkle::FANOUT_BITS * k);
-            let local = (first & ((1 << span_bits) - 1)) >> (merkle::FANOUT_BITS * k);
-            Some(self.shard(first >> span_bits).tree.node(k, local))
+            let lo = first & ((1 << span_bits) - 1);
+            let hi = lo + (1 << (merkle::FANOUT_BITS * k));
+            let local = lo >> (merkle::FANOUT_BITS * k);
+            Some(self.with_clean(first >> span_bits, lo, hi, |shard| {
+                shard.tree.node(k, local)
+            }))
         } else {
             let mut children = [ZERO; merkle::FANOUT];
             for (c, d) in children.iter_mut().enumerate() {
@@ -768,7 +1015,9 @@ impl Store {
     }
 
     /// XOR of the leaf digests of live records whose key starts with
-    /// `prefix` (zero when none match). Linear in the number of records.
+    /// `prefix` (zero when none match). Linear in the number of records;
+    /// uses the stored digest of records that are not stale and hashes
+    /// the others (without storing: this is a read of one shard at a time).
     pub fn prefix_digest(&self, prefix: &[u8]) -> Digest {
         let mut acc = ZERO;
         for i in 0..self.shards.len() {
@@ -776,12 +1025,131 @@ impl Store {
             for t in shard.tables.iter() {
                 for r in t.iter() {
                     if !r.is_tombstone() && r.key().starts_with(prefix) {
-                        merkle::xor_into(&mut acc, &leaf_digest(r.key(), r.value(), r.version()));
+                        if r.is_stale() {
+                            let d = leaf_digest(r.key(), r.value(), r.version());
+                            merkle::xor_into(&mut acc, &d);
+                        } else {
+                            merkle::xor_into(&mut acc, r.digest());
+                        }
                     }
                 }
             }
         }
         acc
+    }
+
+    /// Refreshes the stale records of local buckets `lo..hi` of shard `i`
+    /// in chunks (see the module docs) until the range is clean or
+    /// `max_chunks` chunks ran. Returns the shard's guard if the range is
+    /// clean — the lock acquisition that found it clean, so a node read
+    /// under it is consistent — and the number of records rehashed.
+    ///
+    /// Between chunks nothing is in flight, so the per-shard refresh
+    /// mutex is held only for the duration of this call: a budgeted
+    /// caller can pause between calls without blocking readers.
+    fn refresh_range(
+        &self,
+        i: usize,
+        lo: usize,
+        hi: usize,
+        max_chunks: usize,
+    ) -> (Option<MutexGuard<'_, Shard>>, usize) {
+        // Fast path, no refresh mutex: nothing stale and nothing in flight
+        // (a root read visits every shard; most are clean).
+        let guard = self.shard(i);
+        if !guard.in_flight && guard.tree.next_stale(lo, hi).is_none() {
+            return (Some(guard), 0);
+        }
+        drop(guard);
+        let _serial = self.refreshing[i]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (mut hashed, mut chunks) = (0, 0);
+        let mut work: Option<Refresh> = None;
+        let mut guard = self.shard(i);
+        let clean = loop {
+            if guard.tree.next_stale(lo, hi).is_none() {
+                break true;
+            }
+            if chunks == max_chunks {
+                break false;
+            }
+            chunks += 1;
+            let w = work.get_or_insert_with(Refresh::default);
+            guard.collect_stale(lo, hi, w);
+            if w.pending.is_empty() {
+                // Only marks of buckets without stale records were left.
+                continue;
+            }
+            guard.in_flight = true;
+            drop(guard);
+            w.hash();
+            guard = self.shard(i);
+            hashed += guard.store_digests(w);
+            guard.in_flight = false;
+        };
+        if hashed > 0 {
+            self.leaves_hashed.fetch_add(hashed as u64, Relaxed);
+        }
+        (clean.then_some(guard), hashed)
+    }
+
+    /// Refreshes local buckets `lo..hi` of shard `i`, then calls `f` on
+    /// the shard under the lock acquisition that found them clean.
+    fn with_clean<R>(&self, i: usize, lo: usize, hi: usize, f: impl FnOnce(&mut Shard) -> R) -> R {
+        loop {
+            // Without a chunk budget the range is always clean on return.
+            if let (Some(mut guard), _) = self.refresh_range(i, lo, hi, usize::MAX) {
+                return f(&mut guard);
+            }
+        }
+    }
+
+    /// Rehashes every stale record (all shards, in chunks; see the module
+    /// docs) and returns how many were rehashed.
+    pub fn refresh_digests(&self) -> usize {
+        self.refresh_digests_paced(|| true)
+    }
+
+    /// Like [`Store::refresh_digests`], calling `pause` between chunks
+    /// with no lock held; `pause` returns false to stop early. The
+    /// background refresher sleeps briefly there, so that on a busy
+    /// machine it never runs long enough at a stretch to delay a worker.
+    pub fn refresh_digests_paced(&self, mut pause: impl FnMut() -> bool) -> usize {
+        let span = 1usize << (self.shape.bits - self.shard_bits);
+        let mut total = 0;
+        for i in 0..self.shards.len() {
+            loop {
+                let (clean, n) = self.refresh_range(i, 0, span, 1);
+                total += n;
+                if clean.is_some() {
+                    break;
+                }
+                if !pause() {
+                    return total;
+                }
+            }
+        }
+        total
+    }
+
+    /// Leaf digests computed by refreshes since the store was built: one
+    /// per record written (or rewritten) since the previous refresh.
+    pub fn leaves_hashed(&self) -> u64 {
+        self.leaves_hashed.load(Relaxed)
+    }
+
+    /// Number of records whose stored digest is stale (a full scan; for
+    /// tests and diagnostics).
+    pub fn stale_records(&self) -> usize {
+        let mut n = 0;
+        for i in 0..self.shards.len() {
+            let shard = self.shard(i);
+            for t in shard.tables.iter() {
+                n += t.iter().filter(|r| r.is_stale()).count();
+            }
+        }
+        n
     }
 }
 
@@ -1076,6 +1444,279 @@ mod tests {
             assert_eq!(s.scan_step(u64::MAX, 10, |_| panic!()), 0);
             assert_eq!(s.scan_step(1 << 16, 10, |_| panic!()), 0);
         }
+    }
+
+    /// Deterministic data for [`root_values_are_pinned`]: values of many
+    /// lengths (empty included), tombstones, and overwrites that change
+    /// the value size.
+    fn pinned_store(shards: usize, tree_bits: u32) -> Store {
+        let s = Store::new(StoreOptions {
+            shards,
+            tree_bits,
+            node_id: "pin".into(),
+            // Never expire: tombstones with old versions stay leaves.
+            tombstone_ttl_ms: u64::MAX,
+        })
+        .unwrap();
+        for i in 0..3000u64 {
+            let key = format!("pin:{i}");
+            let value = match i % 7 {
+                0 => None,
+                1 => Some(Vec::new()),
+                n => Some(vec![b'a' + n as u8; (i % 300) as usize]),
+            };
+            let v = Version::new(1_000_000 + i * 13, i % 5);
+            s.apply(key.as_bytes(), value.as_deref(), v);
+        }
+        for i in (0..3000u64).step_by(11) {
+            let key = format!("pin:{i}");
+            let value = (i % 3 != 0).then_some(&b"overwritten"[..]);
+            s.apply(key.as_bytes(), value, Version::new(2_000_000 + i, 7));
+        }
+        s
+    }
+
+    /// The tree's values are part of the wire protocol (peers compare
+    /// them): these were computed by the store before leaf digests were
+    /// stored in records and hashed lazily (commit df02bef), and must
+    /// never change for the same data.
+    #[test]
+    fn root_values_are_pinned() {
+        const ROOT_16: &str = "c56b8cacac2eae36ee8abc13049c539ad3ae507a9eef55d984871e2634311892";
+        const NODE_16: &str = "cbf9c1f439f6f7feb5d91981eed2bf0e723244b6027d19cbd4a78df594327ade";
+        const PREFIX: &str = "7a8ec91ef271c9fe715e48cca0ff85c8fdfc65a29313a6a064b95339cfa46eef";
+        const ROOT_8: &str = "e14e5d7bb21130c9d7a4e2412dcb2e5618b404a160496c5abb57dc4b1d55cb9c";
+        for shards in [1, 64] {
+            let s = pinned_store(shards, 16);
+            assert_eq!(merkle::hex(&s.root()), ROOT_16, "{shards} shards");
+            assert_eq!(merkle::hex(&s.node_digest(2, 77).unwrap()), NODE_16);
+            assert_eq!(merkle::hex(&s.prefix_digest(b"pin:1")), PREFIX);
+        }
+        assert_eq!(merkle::hex(&pinned_store(4, 8).root()), ROOT_8);
+    }
+
+    /// A fresh store holding exactly the records of `s` (tombstones
+    /// included, same versions), written in one pass.
+    fn rebuilt(s: &Store) -> Store {
+        let fresh = Store::new(StoreOptions {
+            shards: 16,
+            tree_bits: s.shape().bits,
+            node_id: "fresh".into(),
+            tombstone_ttl_ms: u64::MAX,
+        })
+        .unwrap();
+        for i in 0..s.shard_count() {
+            s.for_each_in_shard(i, |r| {
+                fresh.apply(r.key(), r.value(), r.version());
+            });
+        }
+        assert_eq!(fresh.stale_records(), fresh.len() + fresh.tombstones());
+        fresh
+    }
+
+    fn assert_same_tree(s: &Store, why: &str) {
+        let fresh = rebuilt(s);
+        assert_eq!(s.root(), fresh.root(), "{why}");
+        assert_eq!(s.stale_records(), 0, "{why}: a root read refreshes all");
+        let level = s.shape().depth().min(2);
+        for i in 0..s.shape().nodes_at(level) {
+            assert_eq!(
+                s.node_digest(level, i),
+                fresh.node_digest(level, i),
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
+    fn writes_hash_nothing_and_reads_hash_each_stale_record_once() {
+        let s = store(4);
+        for i in 0..100 {
+            s.set(format!("k{i}").as_bytes(), b"v");
+        }
+        assert_eq!(s.stale_records(), 100);
+        // Rewrites of a stale record add no work.
+        for i in 0..10 {
+            s.set(format!("k{i}").as_bytes(), b"longer value");
+        }
+        assert_eq!(s.refresh_digests(), 100);
+        assert_eq!((s.stale_records(), s.refresh_digests()), (0, 0));
+        assert_eq!(s.leaves_hashed(), 100);
+        for _ in 0..3 {
+            for i in 0..7 {
+                s.set(format!("k{i}").as_bytes(), b"w");
+            }
+        }
+        s.delete(b"k50");
+        assert_eq!(s.stale_records(), 8);
+        // Reading one bucket refreshes only the buckets below that node.
+        let b = s.bucket_of_key(b"k3");
+        let in_bucket = (0..7).filter(|i| s.bucket_of_key(format!("k{i}").as_bytes()) == b);
+        let expect = 8 - in_bucket.count();
+        let _ = s.node_digest(s.shape().depth(), b);
+        assert_eq!(s.stale_records(), expect);
+        assert_same_tree(&s, "after partial refresh");
+    }
+
+    #[test]
+    fn paced_refresh_pauses_between_chunks_and_can_stop() {
+        let s = store(1);
+        for i in 0..(3 * REFRESH_CHUNK + 10) {
+            s.set(format!("k{i}").as_bytes(), b"v");
+        }
+        assert_eq!(s.refresh_digests_paced(|| false), REFRESH_CHUNK);
+        assert_eq!(s.stale_records(), 2 * REFRESH_CHUNK + 10);
+        let mut pauses = 0;
+        let n = s.refresh_digests_paced(|| {
+            pauses += 1;
+            true
+        });
+        assert_eq!(
+            (n, pauses, s.stale_records()),
+            (2 * REFRESH_CHUNK + 10, 2, 0)
+        );
+        assert_same_tree(&s, "paced");
+    }
+
+    #[test]
+    fn stale_records_give_the_root_of_a_freshly_built_store() {
+        let s = Store::new(StoreOptions {
+            shards: 8,
+            tree_bits: 8,
+            node_id: "n1".into(),
+            tombstone_ttl_ms: 1000,
+        })
+        .unwrap();
+        let now = now_millis();
+        let key = |i: u64| format!("key{i}").into_bytes();
+        for i in 0..600u64 {
+            s.set(&key(i), &vec![b'x'; (i % 40) as usize]);
+        }
+        assert_same_tree(&s, "inserts");
+        // Half the records hashed, half stale, then each kind of change.
+        for i in (0..600u64).step_by(2) {
+            s.set(&key(i), &vec![b'y'; (i % 40) as usize]); // in place
+        }
+        assert_same_tree(&s, "overwrite in place");
+        for i in (0..600u64).step_by(3) {
+            s.set(&key(i), &vec![b'z'; 50 + (i % 7) as usize]); // reallocated
+        }
+        let _ = s.node_digest(2, 5); // some records hashed, most stale
+        for i in (0..600u64).step_by(5) {
+            s.delete(&key(i)); // value -> tombstone, reallocated
+        }
+        assert_same_tree(&s, "realloc + delete");
+        // Expired tombstones, stale and hashed ones, collected.
+        let expire = |i: u64| {
+            let expected = s.entry(&key(i)).map(|e| e.version);
+            let old = Version::new((now - 5000) << 16, 3);
+            assert!(s.replace_if(&key(i), expected, None, old));
+        };
+        for i in (1..600u64).step_by(7) {
+            expire(i);
+        }
+        let _ = s.root();
+        assert_eq!(s.collect_tombstones(now_millis()).0, 86);
+        assert_same_tree(&s, "tombstone GC (hashed)");
+        for i in (2..600u64).step_by(7) {
+            expire(i);
+        }
+        assert_eq!(s.collect_tombstones(now_millis()).0, 86);
+        assert_same_tree(&s, "tombstone GC (stale)");
+        // remove_if of stale and hashed records, replace_if (older versions
+        // allowed, with reallocation).
+        for i in (3..600u64).step_by(11) {
+            if let Some(e) = s.entry(&key(i)) {
+                assert!(s.remove_if(&key(i), e.version));
+            }
+            if i % 2 == 0 {
+                let _ = s.root();
+            }
+        }
+        for i in (4..600u64).step_by(13) {
+            let expected = s.entry(&key(i)).map(|e| e.version);
+            let value = (i % 2 == 0).then(|| vec![b'r'; (i % 90) as usize]);
+            assert!(s.replace_if(&key(i), expected, value.as_deref(), Version::new(5, 9)));
+        }
+        assert_same_tree(&s, "remove_if + replace_if");
+        // Clearing drops stale records and marks.
+        s.set(b"before clear", b"1");
+        s.clear();
+        assert_eq!((s.root(), s.stale_records()), (ZERO, 0));
+        s.set(b"after clear", b"2");
+        assert_same_tree(&s, "clear");
+        s.set(b"more", b"3");
+        s.clear_versioned();
+        s.set(b"after versioned clear", b"4");
+        assert_same_tree(&s, "clear_versioned");
+        assert_eq!(s.prefix_digest(b""), rebuilt(&s).prefix_digest(b""));
+    }
+
+    /// Big buckets (16 buckets, 2 shards): refreshes take several chunks
+    /// per bucket and resume through the cursor while writers keep
+    /// changing, inserting into and removing from the same buckets.
+    #[test]
+    fn chunked_refresh_under_concurrent_writers_ends_exact() {
+        let s = Store::new(StoreOptions {
+            shards: 2,
+            tree_bits: 4,
+            node_id: "n1".into(),
+            tombstone_ttl_ms: 60_000,
+        })
+        .unwrap();
+        for i in 0..6000 {
+            s.set(format!("k{i}").as_bytes(), b"initial");
+        }
+        assert!(s.stale_records() > 8 * REFRESH_CHUNK);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let roots = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|t| {
+            let writers: Vec<_> = (0..3u64)
+                .map(|w| {
+                    let s = &s;
+                    t.spawn(move || {
+                        for n in 0..3000u64 {
+                            let i = (n * 7919 + w * 1013) % 8000;
+                            let k = format!("k{i}");
+                            match n % 5 {
+                                0 => {
+                                    s.delete(k.as_bytes());
+                                }
+                                1 => {
+                                    if let Some(e) = s.entry(k.as_bytes()) {
+                                        s.remove_if(k.as_bytes(), e.version);
+                                    }
+                                }
+                                2 => {
+                                    s.set(k.as_bytes(), &vec![b'a'; (n % 64) as usize]);
+                                }
+                                _ => {
+                                    s.set(k.as_bytes(), b"fixed-size");
+                                }
+                            }
+                        }
+                    })
+                })
+                .collect();
+            t.spawn(|| {
+                while !stop.load(Relaxed) {
+                    let _ = s.root();
+                    roots.fetch_add(1, Relaxed);
+                }
+            });
+            t.spawn(|| {
+                while !stop.load(Relaxed) {
+                    s.refresh_digests();
+                    let _ = s.node_digest(1, 3);
+                }
+            });
+            for w in writers {
+                w.join().unwrap();
+            }
+            stop.store(true, Relaxed);
+        });
+        assert!(roots.load(Relaxed) > 0);
+        assert_same_tree(&s, "after concurrent writers");
     }
 
     #[test]
