@@ -6,11 +6,9 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::sync::LazyLock;
 
 use proptest::prelude::*;
-
-static SERVER: LazyLock<common::Server> = LazyLock::new(|| common::Server::start(&[]));
+use proptest::test_runner::{Config, TestRunner};
 
 const WORDS: &[&str] = &[
     "GET",
@@ -76,12 +74,18 @@ fn line() -> impl Strategy<Value = String> {
     .prop_filter("single-line replies only", |l| !excluded(l))
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
-
-    #[test]
-    fn one_reply_line_per_request_line(lines in prop::collection::vec(line(), 1..40)) {
-        let mut s = SERVER.connect();
+/// Runs the property with the server owned by the test (a `static` server
+/// would never be dropped, leaving a process behind after `cargo test`).
+#[test]
+fn one_reply_line_per_request_line() {
+    let server = common::Server::start(&[]);
+    let mut runner = TestRunner::new(Config {
+        cases: 64,
+        ..Config::default()
+    });
+    let strategy = prop::collection::vec(line(), 1..40);
+    let result = runner.run(&strategy, |lines| {
+        let mut s = server.connect();
         // The first byte picks the protocol (`*` = RESP): settle on text.
         common::expect(&mut s, b"PING\r\n", b"PONG\r\n");
         let mut req = String::new();
@@ -97,7 +101,11 @@ proptest! {
         loop {
             let mut buf = Vec::new();
             r.read_until(b'\n', &mut buf).unwrap();
-            prop_assert!(buf.ends_with(b"\r\n"), "reply {:?}", String::from_utf8_lossy(&buf));
+            prop_assert!(
+                buf.ends_with(b"\r\n"),
+                "reply {:?}",
+                String::from_utf8_lossy(&buf)
+            );
             if buf == b"ECHO end-of-batch\r\n" {
                 break;
             }
@@ -105,5 +113,9 @@ proptest! {
             prop_assert!(replies.len() <= lines.len(), "more replies than requests");
         }
         prop_assert_eq!(replies.len(), lines.len());
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
     }
 }

@@ -21,6 +21,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// Everything the process wrote to stderr so far.
     pub stderr: Arc<Mutex<String>>,
+    /// The stderr reader thread (finished once the process closed stderr).
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Path of the server binary built by cargo for this test run.
@@ -49,17 +51,17 @@ impl Server {
         }
         let mut child = cmd.spawn().expect("spawn merklekv");
         let stderr = Arc::new(Mutex::new(String::new()));
-        {
+        let stderr_reader = {
             let mut err = BufReader::new(child.stderr.take().unwrap());
             let sink = stderr.clone();
-            std::thread::spawn(move || {
+            Some(std::thread::spawn(move || {
                 let mut line = String::new();
                 while err.read_line(&mut line).unwrap_or(0) > 0 {
                     sink.lock().unwrap().push_str(&line);
                     line.clear();
                 }
-            });
-        }
+            }))
+        };
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         let addr = loop {
@@ -83,6 +85,7 @@ impl Server {
             child,
             addr,
             stderr,
+            stderr_reader,
         }
     }
 
@@ -106,10 +109,16 @@ impl Server {
     }
 
     /// Waits for the process to exit, up to `timeout`.
+    /// Once it returns `Some`, `stderr` holds everything the process wrote.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
+                // The process is gone, so its stderr is closed: let the
+                // reader take the last lines.
+                if let Some(r) = self.stderr_reader.take() {
+                    let _ = r.join();
+                }
                 return Some(st);
             }
             if Instant::now() > deadline {
