@@ -242,6 +242,7 @@ fn spawn_housekeeping(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinH
     std::thread::Builder::new()
         .name("housekeeping".into())
         .spawn(move || {
+            lower_priority();
             let mut next_gc = std::time::Instant::now() + period;
             while stop.recv_timeout(DIGEST_REFRESH_PERIOD).is_err() {
                 // Chunks of ≤ 256 records (~0.1-0.2 ms of work), each
@@ -260,6 +261,22 @@ fn spawn_housekeeping(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinH
                 }
             }
         })
+}
+
+/// Moves the calling thread to `SCHED_IDLE`: background digest refresh
+/// runs on CPU time the workers leave over instead of preempting them
+/// (on a saturated machine a reader of the tree refreshes what is left).
+fn lower_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain syscall on the calling thread (pid 0) with a valid
+    // parameter; failure only leaves the normal policy in place.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    if rc != 0 {
+        log::debug!(
+            "housekeeping: SCHED_IDLE unavailable: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 /// A background thread's funnel for writes received from peers
