@@ -385,7 +385,7 @@ pub fn execute(cmd: Command<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>, proto: Pr
         }
         Command::MSet(pairs) => {
             stats.incr(Counter::Bulk);
-            let mut versions = Vec::new();
+            let mut versions = Vec::with_capacity(pairs.len() / 2);
             {
                 let mut lock = store.lock_keys(pairs.iter().step_by(2));
                 let mut it = pairs.iter();

@@ -177,6 +177,7 @@ impl<'a> Args<'a> {
 }
 
 /// Iterator returned by [`Args::iter`].
+#[derive(Clone)]
 pub enum ArgsIter<'a> {
     Words(std::str::SplitWhitespace<'a>),
     One(Option<&'a [u8]>),

@@ -106,7 +106,7 @@ pub const MAX_VALUE_LEN: usize = 8 << 20;
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// Number of shards; rounded up to a power of two and capped at the
-    /// number of buckets.
+    /// number of buckets and at 2^[`MAX_SHARD_BITS`].
     pub shards: usize,
     /// Tree shape: log2 of the number of buckets (multiple of 4, ≤ 24).
     pub tree_bits: u32,
@@ -503,6 +503,9 @@ fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// log2 of the largest shard count a store uses (more are capped).
+pub const MAX_SHARD_BITS: u32 = 12;
+
 impl Store {
     /// Builds an empty store.
     pub fn new(opts: StoreOptions) -> Result<Store, StoreError> {
@@ -515,7 +518,8 @@ impl Store {
             .max(1)
             .next_power_of_two()
             .trailing_zeros()
-            .min(shape.bits);
+            .min(shape.bits)
+            .min(MAX_SHARD_BITS);
         let span_bits = shape.bits - shard_bits;
         let shards: Vec<Shard> = (0..1usize << shard_bits)
             .map(|_| Shard::new(span_bits))
@@ -762,19 +766,48 @@ impl Store {
 
     /// Locks the shards of `keys` (ascending order, each once) for an
     /// atomic multi-key operation.
-    pub fn lock_keys<'a, 'k>(&'a self, keys: impl Iterator<Item = &'k [u8]>) -> MultiLock<'a> {
-        let mut wanted = vec![0u64; self.shards.len().div_ceil(64)];
-        for k in keys {
+    ///
+    /// When the keys span several shards, each key is first probed under
+    /// its own shard's lock alone (a read; nothing is decided on it). That
+    /// pass takes the cache misses of the table header, control bytes and
+    /// record, so that the shards are then held together only for the
+    /// cached work. Measured with `redis-benchmark -t mset -P 16` (10
+    /// random keys of 100,000, two workers): without it the workers
+    /// collided on nearly every MSET and ~20% of the CPU went to futex
+    /// waits and wakes (perf/README.md).
+    pub fn lock_keys<'a, 'k>(
+        &'a self,
+        keys: impl Iterator<Item = &'k [u8]> + Clone,
+    ) -> MultiLock<'a> {
+        // One bit per shard, on the stack.
+        let mut wanted = [0u64; (1 << MAX_SHARD_BITS) / 64];
+        let mut distinct = 0;
+        for k in keys.clone() {
             let s = self.slot(k);
             let i = s.shard;
-            wanted[i / 64] |= 1 << (i % 64);
-            // Start every key's bucket loads now, in parallel (MSET/MGET).
+            let (w, bit) = (i / 64, 1u64 << (i % 64));
+            if wanted[w] & bit == 0 {
+                wanted[w] |= bit;
+                distinct += 1;
+            }
+            // Start every key's bucket loads now, in parallel.
             if let Some(h) = self.hints.get(i) {
                 merkle::prefetch(h.tables.wrapping_add(s.bucket));
             }
         }
-        let mut guards = Vec::new();
-        for (w, word) in wanted.iter().enumerate() {
+        if distinct > 1 {
+            for k in keys {
+                let s = self.slot(k);
+                let shard = self.shard(s.shard);
+                std::hint::black_box(shard.find(s, k).is_some());
+            }
+        }
+        let mut guards = Vec::with_capacity(distinct);
+        for (w, word) in wanted
+            .iter()
+            .enumerate()
+            .take(self.shards.len().div_ceil(64))
+        {
             let mut word = *word;
             while word != 0 {
                 let i = w * 64 + word.trailing_zeros() as usize;
