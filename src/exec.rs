@@ -11,6 +11,7 @@
 //! answered later through its [`Responder`].
 
 mod redis;
+pub mod tx;
 
 use std::fmt::Write as _;
 use std::sync::Arc;

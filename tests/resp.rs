@@ -494,6 +494,23 @@ for proto in (3, 2):
     for i in range(50):
         p.set(f"p{i}", i)
     assert all(p.execute())
+    # The default pipeline is a MULTI/EXEC transaction.
+    p = r.pipeline()
+    p.set(f"t{proto}", "1").incr(f"t{proto}").get(f"t{proto}")
+    assert p.execute() == [True, 2, b"2"]
+    # WATCH-based check-and-set; a concurrent write aborts the EXEC.
+    w = redis.Redis(port=port, protocol=proto)
+    with r.pipeline() as p:
+        p.watch("cas")
+        w.set("cas", "other")
+        p.multi()
+        p.set("cas", "mine")
+        try:
+            p.execute()
+            raise SystemExit("EXEC ran despite a changed watched key")
+        except redis.WatchError:
+            pass
+    assert r.get("cas") == b"other"
     assert sorted(r.scan_iter(match="p1*", count=7)) == sorted(
         f"p1{d}".encode() for d in [""] + list(range(10)))
     r.client_setname("py")
@@ -511,4 +528,117 @@ print("ok")
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert_eq!(text(&out.stdout), "ok\n");
+}
+
+#[test]
+fn multi_exec_discard_watch_are_byte_exact() {
+    let srv = Server::start(&[]);
+    let mut s = srv.connect();
+    let r = |a: &[&[u8]]| req(a);
+    expect(&mut s, &r(&[b"EXEC"]), b"-ERR EXEC without MULTI\r\n");
+    expect(&mut s, &r(&[b"DISCARD"]), b"-ERR DISCARD without MULTI\r\n");
+    // Queue, then run: replies come back as one array, in order.
+    let mut w = r(&[b"MULTI"]);
+    w.extend(r(&[b"SET", b"a", b"1"]));
+    w.extend(r(&[b"INCR", b"a"]));
+    w.extend(r(&[b"GET", b"a"]));
+    w.extend(r(&[b"MULTI"]));
+    w.extend(r(&[b"WATCH", b"a"]));
+    w.extend(r(&[b"EXEC"]));
+    expect(
+        &mut s,
+        &w,
+        b"+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n\
+          -ERR MULTI calls can not be nested\r\n\
+          -ERR WATCH inside MULTI is not allowed\r\n\
+          *3\r\n+OK\r\n:2\r\n$1\r\n2\r\n",
+    );
+    // A queueing error aborts the whole transaction; nothing runs.
+    let mut w = r(&[b"MULTI"]);
+    w.extend(r(&[b"SET", b"a", b"9"]));
+    w.extend(r(&[b"GET"]));
+    w.extend(r(&[b"HASH"]));
+    w.extend(r(&[b"EXEC"]));
+    w.extend(r(&[b"GET", b"a"]));
+    expect(
+        &mut s,
+        &w,
+        b"+OK\r\n+QUEUED\r\n-ERR wrong number of arguments for 'get' command\r\n\
+          -ERR Command not allowed inside a transaction\r\n\
+          -EXECABORT Transaction discarded because of previous errors.\r\n$1\r\n2\r\n",
+    );
+    // DISCARD drops the queue.
+    let mut w = r(&[b"MULTI"]);
+    w.extend(r(&[b"SET", b"a", b"9"]));
+    w.extend(r(&[b"DISCARD"]));
+    w.extend(r(&[b"GET", b"a"]));
+    expect(&mut s, &w, b"+OK\r\n+QUEUED\r\n+OK\r\n$1\r\n2\r\n");
+    // WATCH: a write from another connection (even of the same value)
+    // makes EXEC answer a null array without running anything.
+    let mut other = srv.connect();
+    expect(&mut s, &r(&[b"WATCH", b"a", b"nokey"]), b"+OK\r\n");
+    expect(&mut other, &r(&[b"SET", b"a", b"2"]), b"+OK\r\n");
+    let mut w = r(&[b"MULTI"]);
+    w.extend(r(&[b"SET", b"a", b"mine"]));
+    w.extend(r(&[b"EXEC"]));
+    w.extend(r(&[b"GET", b"a"]));
+    expect(&mut s, &w, b"+OK\r\n+QUEUED\r\n*-1\r\n$1\r\n2\r\n");
+    // Unchanged watched keys (one still missing) let it run; UNWATCH
+    // forgets them.
+    expect(&mut s, &r(&[b"WATCH", b"a", b"nokey"]), b"+OK\r\n");
+    let mut w = r(&[b"MULTI"]);
+    w.extend(r(&[b"SET", b"a", b"mine"]));
+    w.extend(r(&[b"EXEC"]));
+    expect(&mut s, &w, b"+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n");
+    expect(&mut s, &r(&[b"WATCH", b"a"]), b"+OK\r\n");
+    expect(&mut other, &r(&[b"DEL", b"a"]), b":1\r\n");
+    expect(&mut s, &r(&[b"UNWATCH"]), b"+OK\r\n");
+    let mut w = r(&[b"MULTI"]);
+    w.extend(r(&[b"EXISTS", b"a"]));
+    w.extend(r(&[b"EXEC"]));
+    expect(&mut s, &w, b"+OK\r\n+QUEUED\r\n*1\r\n:0\r\n");
+}
+
+#[test]
+fn exec_is_isolated_from_other_connections() {
+    // One client moves a unit from `x` to `y` in transactions; readers
+    // on other connections (other workers) must always see x + y = 0.
+    let srv = Server::start(&["--threads", "2"]);
+    let mut w = srv.connect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let mut s = srv.connect();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut reads = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let v = bulks(&call(&mut s, &[b"MGET", b"x", b"y"]));
+                    let n = |b: &Vec<u8>| text(b).parse::<i64>().unwrap();
+                    if v.len() == 2 {
+                        assert_eq!(n(&v[0]) + n(&v[1]), 0, "saw half a transaction");
+                    }
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    for _ in 0..2000 {
+        let mut t = req(&[b"MULTI"]);
+        t.extend(req(&[b"DECR", b"x"]));
+        t.extend(req(&[b"INCR", b"y"]));
+        t.extend(req(&[b"EXEC"]));
+        w.write_all(&t).unwrap();
+        for _ in 0..4 {
+            read_reply(&mut w);
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads: usize = readers.into_iter().map(|h| h.join().unwrap()).sum();
+    assert!(reads > 0);
+    assert_eq!(
+        call(&mut w, &[b"MGET", b"x", b"y"]),
+        b"*2\r\n$5\r\n-2000\r\n$4\r\n2000\r\n"
+    );
 }

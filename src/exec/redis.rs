@@ -202,6 +202,11 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
             let exists = ctx.shared.store.contains(key);
             integer(out, if exists { -1 } else { -2 });
         }
+        // Transactions need the connection's state: the worker hands them
+        // to `exec::tx::step` before they get here.
+        Redis::Multi | Redis::Exec | Redis::Discard | Redis::Watch(_) | Redis::Unwatch => {
+            out.extend_from_slice(b"-ERR transactions need a client connection\r\n");
+        }
     }
     Flow::Continue
 }

@@ -65,6 +65,16 @@ pub enum Redis<'a> {
     Type(&'a [u8]),
     /// `TTL key` / `PTTL key` (no key expires: -1, or -2 when missing).
     Ttl(&'a [u8]),
+    /// `MULTI`: start queueing a transaction (see `exec::tx`).
+    Multi,
+    /// `EXEC`: run the queued transaction.
+    Exec,
+    /// `DISCARD`: drop the queued transaction.
+    Discard,
+    /// `WATCH key [key …]`: make the next `EXEC` fail if a key changes.
+    Watch(Args<'a>),
+    /// `UNWATCH`.
+    Unwatch,
 }
 
 /// `SET … NX` / `XX`.
@@ -282,6 +292,23 @@ pub fn command<'a>(
                 return Err(wrong_args(name));
             }
             Redis::Ttl(argv(0).unwrap_or_default())
+        }
+        b"MULTI" | b"EXEC" | b"DISCARD" | b"UNWATCH" => {
+            if argc != 0 {
+                return Err(wrong_args(name));
+            }
+            match upper {
+                b"MULTI" => Redis::Multi,
+                b"EXEC" => Redis::Exec,
+                b"DISCARD" => Redis::Discard,
+                _ => Redis::Unwatch,
+            }
+        }
+        b"WATCH" => {
+            if argc == 0 {
+                return Err(wrong_args(name));
+            }
+            Redis::Watch(args)
         }
         b"SET" => return set(name, args),
         b"SYNC" => return sync(name, args),
@@ -769,6 +796,56 @@ pub const COMMANDS: &[CommandSpec] = &[
         summary: "Selects the database (only 0 exists).",
         since: "1.0.0",
         args: &[arg("index", "integer")],
+    },
+    CommandSpec {
+        name: "multi",
+        arity: 1,
+        flags: &["noscript", "loading", "stale", "fast", "allow_busy"],
+        keys: (0, 0, 0),
+        group: "transactions",
+        summary: "Starts a transaction.",
+        since: "1.2.0",
+        args: &[],
+    },
+    CommandSpec {
+        name: "exec",
+        arity: 1,
+        flags: &["noscript", "loading", "stale", "skip_slowlog"],
+        keys: (0, 0, 0),
+        group: "transactions",
+        summary: "Executes all commands in a transaction.",
+        since: "1.2.0",
+        args: &[],
+    },
+    CommandSpec {
+        name: "discard",
+        arity: 1,
+        flags: &["noscript", "loading", "stale", "fast", "allow_busy"],
+        keys: (0, 0, 0),
+        group: "transactions",
+        summary: "Discards a transaction.",
+        since: "2.0.0",
+        args: &[],
+    },
+    CommandSpec {
+        name: "watch",
+        arity: -2,
+        flags: &["noscript", "loading", "stale", "fast", "allow_busy"],
+        keys: (1, -1, 1),
+        group: "transactions",
+        summary: "Monitors changes to keys to determine the execution of a transaction.",
+        since: "2.2.0",
+        args: &[many(KEY)],
+    },
+    CommandSpec {
+        name: "unwatch",
+        arity: 1,
+        flags: &["noscript", "loading", "stale", "fast", "allow_busy"],
+        keys: (0, 0, 0),
+        group: "transactions",
+        summary: "Forgets about watched keys of a transaction.",
+        since: "2.2.0",
+        args: &[],
     },
     CommandSpec {
         name: "quit",

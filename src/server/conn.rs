@@ -13,6 +13,7 @@ use std::time::Instant;
 use mio::net::TcpStream;
 
 use crate::exec::Proto;
+use crate::exec::tx::TxState;
 use crate::stats::ClientInfo;
 
 /// Unsent reply bytes above which a connection is not read (backpressure).
@@ -49,6 +50,8 @@ pub struct Conn {
     pub dirty: bool,
     /// Last time a request was read (for `connection_timeout`).
     pub last_active: Instant,
+    /// RESP `MULTI`/`WATCH` state (`exec::tx`), allocated on first use.
+    pub tx: Option<Box<TxState>>,
 }
 
 impl Conn {
@@ -68,6 +71,7 @@ impl Conn {
             pending: false,
             dirty: false,
             last_active: now,
+            tx: None,
         }
     }
 

@@ -525,6 +525,7 @@ fn process(
         };
         match parsed {
             Parsed::Request(cmd, n) => {
+                let start = pos;
                 pos += n;
                 *budget -= 1;
                 // Pipelined requests: start loading the next request's
@@ -557,6 +558,22 @@ fn process(
                     now: env.now,
                     log: env.log.as_ref(),
                 };
+                // RESP transactions (exec::tx): only connections that used
+                // MULTI/WATCH pay for more than this test.
+                let cmd = if conn.tx.is_some() || exec::tx::is_tx_command(&cmd) {
+                    match exec::tx::step(
+                        cmd,
+                        &data[start..pos],
+                        &mut conn.tx,
+                        &mut ctx,
+                        &mut conn.wbuf,
+                    ) {
+                        Some(cmd) => cmd,
+                        None => continue,
+                    }
+                } else {
+                    cmd
+                };
                 match exec::execute(cmd, &mut ctx, &mut conn.wbuf, proto) {
                     Flow::Continue => {}
                     Flow::Shutdown => return (pos, Stop::Shutdown),
@@ -586,6 +603,9 @@ fn process(
             Parsed::Invalid(e, n) => {
                 pos += n;
                 *budget -= 1;
+                if let Some(tx) = &mut conn.tx {
+                    tx.flag_error();
+                }
                 exec::error(&mut conn.wbuf, proto, &e.0);
             }
             Parsed::Skip(n) => pos += n,

@@ -503,6 +503,46 @@ fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// A locked shard: its own mutex guard, or a shard this thread already
+/// holds inside [`Store::exclusive`].
+enum ShardGuard<'a> {
+    Own(MutexGuard<'a, Shard>),
+    Held(&'a mut Shard),
+}
+
+impl std::ops::Deref for ShardGuard<'_> {
+    type Target = Shard;
+    #[inline]
+    fn deref(&self) -> &Shard {
+        match self {
+            ShardGuard::Own(g) => g,
+            ShardGuard::Held(s) => s,
+        }
+    }
+}
+
+impl std::ops::DerefMut for ShardGuard<'_> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut Shard {
+        match self {
+            ShardGuard::Own(g) => g,
+            ShardGuard::Held(s) => s,
+        }
+    }
+}
+
+/// The shards a thread holds inside [`Store::exclusive`].
+struct Held {
+    store: *const Store,
+    shards: Box<[*mut Shard]>,
+}
+
+thread_local! {
+    /// Set only for the duration of a [`Store::exclusive`] call on this
+    /// thread (null otherwise).
+    static HELD: std::cell::Cell<*const Held> = const { std::cell::Cell::new(std::ptr::null()) };
+}
+
 /// log2 of the largest shard count a store uses (more are capped).
 pub const MAX_SHARD_BITS: u32 = 12;
 
@@ -622,8 +662,57 @@ impl Store {
     }
 
     #[inline]
-    fn shard(&self, i: usize) -> MutexGuard<'_, Shard> {
-        lock(&self.shards[i].0)
+    fn shard(&self, i: usize) -> ShardGuard<'_> {
+        let held = HELD.with(std::cell::Cell::get);
+        if !held.is_null() {
+            // SAFETY: HELD is non-null only inside `exclusive` on this
+            // thread, whose frame owns the `Held` and the guards behind its
+            // pointers until it resets HELD. No store code holds two
+            // guards of one shard at once (with mutexes that would
+            // deadlock), so this is the only live reference to the shard.
+            let held = unsafe { &*held };
+            if std::ptr::eq(held.store, self) {
+                return ShardGuard::Held(unsafe { &mut *held.shards[i] });
+            }
+        }
+        ShardGuard::Own(lock(&self.shards[i].0))
+    }
+
+    /// Runs `f` holding every shard lock (in ascending order, like every
+    /// multi-shard lock), so that the store operations `f` makes on this
+    /// thread are isolated from every other thread: RESP `MULTI`/`EXEC`.
+    /// Store calls inside `f` use the held shards instead of locking.
+    ///
+    /// `f` must not wait for another thread that needs a shard lock, and
+    /// must not compute Merkle digests ([`Store::root`], the internal
+    /// anti-entropy reads): a refresh in progress on another thread would
+    /// wait for this one. Nested calls run `f` directly.
+    pub fn exclusive<R: 'static>(&self, f: impl FnOnce() -> R) -> R {
+        let nested = HELD.with(|h| {
+            let p = h.get();
+            // SAFETY: see `shard`.
+            !p.is_null() && std::ptr::eq(unsafe { &*p }.store, self)
+        });
+        if nested {
+            return f();
+        }
+        let mut guards: Vec<MutexGuard<'_, Shard>> =
+            self.shards.iter().map(|m| lock(&m.0)).collect();
+        let held = Held {
+            store: self,
+            shards: guards.iter_mut().map(|g| &mut **g as *mut Shard).collect(),
+        };
+        struct Reset;
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                HELD.with(|h| h.set(std::ptr::null()));
+            }
+        }
+        HELD.with(|h| h.set(&held));
+        // Dropped first (reverse declaration order): HELD is cleared before
+        // `held` and the guards go, also when `f` panics.
+        let _reset = Reset;
+        f()
     }
 
     #[inline]
@@ -1036,7 +1125,14 @@ impl Store {
         bucket_of(key_hash(key), self.shape.bits)
     }
 
-    /// The record of `key`, tombstones included.
+    /// The version of `key`'s record (live or tombstone), if any.
+    pub fn version(&self, key: &[u8]) -> Option<Version> {
+        let s = self.slot(key);
+        let shard = self.shard(s.shard);
+        shard.find(s, key).map(Record::version)
+    }
+
+    /// The entry of `key` (live or tombstone), copied out.
     pub fn entry(&self, key: &[u8]) -> Option<OwnedEntry> {
         let s = self.slot(key);
         let shard = self.shard(s.shard);
@@ -1086,7 +1182,7 @@ impl Store {
         lo: usize,
         hi: usize,
         max_chunks: usize,
-    ) -> (Option<MutexGuard<'_, Shard>>, usize) {
+    ) -> (Option<ShardGuard<'_>>, usize) {
         // Fast path, no refresh mutex: nothing stale and nothing in flight
         // (a root read visits every shard; most are clean).
         let guard = self.shard(i);
@@ -1189,7 +1285,7 @@ impl Store {
 /// Shards locked for one multi-key operation ([`Store::lock_keys`]).
 pub struct MultiLock<'a> {
     store: &'a Store,
-    guards: Vec<(usize, MutexGuard<'a, Shard>)>,
+    guards: Vec<(usize, ShardGuard<'a>)>,
     now: u64,
 }
 
@@ -1367,6 +1463,44 @@ mod tests {
         assert_eq!(s.scan(b"b"), vec![b"b".to_vec()]);
         s.clear();
         assert_eq!((s.len(), s.root()), (0, ZERO));
+    }
+
+    #[test]
+    fn exclusive_runs_store_calls_on_held_shards_and_excludes_others() {
+        let s = std::sync::Arc::new(store(8));
+        s.set(b"a", b"1");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let other = s.clone();
+        s.exclusive(|| {
+            // Every store call works inside, including multi-shard and
+            // whole-store ones, and a nested call.
+            s.set(b"b", b"2");
+            let keys: [&[u8]; 3] = [b"a", b"b", b"zz"];
+            let mut m = s.lock_keys(keys.iter().copied());
+            assert!(m.set(b"zz", b"3").is_some());
+            drop(m);
+            s.exclusive(|| assert_eq!(s.len(), 3));
+            assert_eq!(s.scan(b"").len(), 3);
+            // Another thread cannot get in meanwhile.
+            let t = std::thread::spawn(move || {
+                other.set(b"late", b"x");
+                tx.send(()).unwrap();
+            });
+            assert!(
+                rx.recv_timeout(std::time::Duration::from_millis(100))
+                    .is_err()
+            );
+            t
+        })
+        .join()
+        .unwrap();
+        assert!(rx.try_recv().is_ok());
+        assert_eq!(s.len(), 4);
+        // A second store on the same thread is not affected by the first's
+        // hold.
+        let t = store(4);
+        s.exclusive(|| t.set(b"k", b"v"));
+        assert!(t.contains(b"k"));
     }
 
     #[test]

@@ -1,0 +1,247 @@
+//! RESP transactions: `MULTI` / `EXEC` / `DISCARD` / `WATCH` / `UNWATCH`.
+//!
+//! Redis clients use them more than their authors may know: redis-py's
+//! `pipeline()` wraps every pipeline in `MULTI`/`EXEC` unless told
+//! otherwise, and `WATCH` is the standard optimistic check-and-set.
+//!
+//! Design and invariants:
+//!
+//! * After `MULTI`, each request is checked when it arrives (a parse
+//!   error, or a command that cannot run inside a transaction, gets its
+//!   error now and makes `EXEC` answer `-EXECABORT`) and its raw RESP
+//!   frame is appended to the connection's queue (`+QUEUED`). The queue
+//!   is bounded ([`MAX_QUEUED_BYTES`]); the frames are parsed again at
+//!   `EXEC`, so nothing borrowed from the read buffer outlives it.
+//! * `EXEC` runs the queued commands through the ordinary executor inside
+//!   [`Store::exclusive`](crate::store::Store::exclusive): every shard is
+//!   held, so no other connection, replication or anti-entropy write can
+//!   interleave, and the transaction is isolated like a Redis `EXEC`.
+//!   Writes inside it replicate and are logged like any other write.
+//! * Commands that wait for another thread or compute Merkle digests
+//!   (`SYNC`, `HASH`, `REPLICATE`, `SHUTDOWN`, the internal `MKV.*`
+//!   commands, `HELLO`) are refused inside a transaction: under
+//!   `Store::exclusive` they could wait for a thread that waits for a
+//!   shard.
+//! * `WATCH` records each key's version (or its absence). `EXEC` compares
+//!   them under the exclusive hold and answers a null array without
+//!   running anything when one changed, whoever changed it (another
+//!   client, a replicated write, anti-entropy, FLUSHDB). Versions make
+//!   this exact: an overwrite with the same value still counts as a change.
+//! * Without `MULTI`, `EXEC`/`DISCARD` are errors, as in Redis; `QUIT`
+//!   inside `MULTI` closes the connection at once.
+
+use super::{Ctx, Flow, NIL_ARRAY, Proto, array, error, ok};
+use crate::protocol::redis::Redis;
+use crate::protocol::{Command, Parsed, resp};
+use crate::stats::Counter;
+use crate::store::Version;
+
+/// Upper bound on the bytes of queued requests of one transaction.
+pub const MAX_QUEUED_BYTES: usize = 64 << 20;
+/// Upper bound on the keys one connection watches.
+pub const MAX_WATCHED_KEYS: usize = 100_000;
+
+/// Per-connection transaction state (allocated on first use).
+#[derive(Debug, Default)]
+pub struct TxState {
+    /// `Some` between `MULTI` and `EXEC`/`DISCARD`.
+    queue: Option<Queue>,
+    /// Watched keys and the version each had when watched (None: absent).
+    watched: Vec<(Vec<u8>, Option<Version>)>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    /// Concatenated raw RESP frames.
+    frames: Vec<u8>,
+    count: usize,
+    /// An error was answered while queueing: `EXEC` aborts.
+    dirty: bool,
+}
+
+impl TxState {
+    /// True between `MULTI` and `EXEC`/`DISCARD`.
+    pub fn queuing(&self) -> bool {
+        self.queue.is_some()
+    }
+
+    /// A request inside `MULTI` failed to parse: `EXEC` will abort.
+    pub fn flag_error(&mut self) {
+        if let Some(q) = &mut self.queue {
+            q.dirty = true;
+        }
+    }
+
+    fn idle(&self) -> bool {
+        self.queue.is_none() && self.watched.is_empty()
+    }
+}
+
+/// True for the commands this module handles even outside `MULTI`.
+#[inline]
+pub fn is_tx_command(cmd: &Command<'_>) -> bool {
+    matches!(
+        cmd,
+        Command::Redis(
+            Redis::Multi | Redis::Exec | Redis::Discard | Redis::Watch(_) | Redis::Unwatch
+        )
+    )
+}
+
+/// Commands refused inside `MULTI` (see the module docs).
+fn forbidden(cmd: &Command<'_>) -> bool {
+    matches!(
+        cmd,
+        Command::Sync { .. }
+            | Command::Hash(_)
+            | Command::Replicate(_)
+            | Command::Shutdown
+            | Command::Internal(_)
+            | Command::Redis(Redis::Hello { .. })
+    )
+}
+
+/// Handles `cmd` on a RESP connection whose transaction state is `tx`
+/// (`frame`: its raw bytes). Returns the command back when it is to run
+/// normally; `None` when it was handled here (reply written).
+pub fn step<'a>(
+    cmd: Command<'a>,
+    frame: &[u8],
+    tx: &mut Option<Box<TxState>>,
+    ctx: &mut Ctx<'_>,
+    out: &mut Vec<u8>,
+) -> Option<Command<'a>> {
+    if is_tx_command(&cmd) {
+        ctx.stats.incr(Counter::TotalCommands);
+    }
+    let queuing = tx.as_ref().is_some_and(|t| t.queuing());
+    match cmd {
+        Command::Redis(Redis::Multi) => {
+            if queuing {
+                error(out, Proto::Resp, "MULTI calls can not be nested");
+            } else {
+                tx.get_or_insert_with(Box::default).queue = Some(Queue::default());
+                ok(out, Proto::Resp);
+            }
+        }
+        Command::Redis(Redis::Exec) => match tx.as_deref_mut() {
+            Some(t) if t.queuing() => {
+                exec(t, ctx, out);
+                *tx = None;
+            }
+            _ => error(out, Proto::Resp, "EXEC without MULTI"),
+        },
+        Command::Redis(Redis::Discard) => {
+            if queuing {
+                *tx = None;
+                ok(out, Proto::Resp);
+            } else {
+                error(out, Proto::Resp, "DISCARD without MULTI");
+            }
+        }
+        Command::Redis(Redis::Watch(keys)) => {
+            if queuing {
+                error(out, Proto::Resp, "WATCH inside MULTI is not allowed");
+                return None;
+            }
+            let t = tx.get_or_insert_with(Box::default);
+            if t.watched.len() + keys.len() > MAX_WATCHED_KEYS {
+                error(
+                    out,
+                    Proto::Resp,
+                    &format!("too many watched keys (at most {MAX_WATCHED_KEYS})"),
+                );
+                return None;
+            }
+            let store = &ctx.shared.store;
+            for k in keys.iter() {
+                let v = store.version(k);
+                t.watched.push((k.to_vec(), v));
+            }
+            ok(out, Proto::Resp);
+        }
+        Command::Redis(Redis::Unwatch) => {
+            if let Some(t) = tx.as_deref_mut() {
+                t.watched.clear();
+                if t.idle() {
+                    *tx = None;
+                }
+            }
+            ok(out, Proto::Resp);
+        }
+        // QUIT closes at once, as in Redis.
+        cmd @ Command::Quit => return Some(cmd),
+        cmd if !queuing => return Some(cmd),
+        cmd => {
+            let q = tx
+                .as_deref_mut()
+                .and_then(|t| t.queue.as_mut())
+                .expect("queuing");
+            if forbidden(&cmd) {
+                q.dirty = true;
+                error(out, Proto::Resp, "Command not allowed inside a transaction");
+            } else if q.frames.len() + frame.len() > MAX_QUEUED_BYTES {
+                q.dirty = true;
+                error(
+                    out,
+                    Proto::Resp,
+                    &format!(
+                        "transaction too large (more than {} MiB queued)",
+                        MAX_QUEUED_BYTES >> 20
+                    ),
+                );
+            } else {
+                q.frames.extend_from_slice(frame);
+                q.count += 1;
+                out.extend_from_slice(b"+QUEUED\r\n");
+            }
+        }
+    }
+    None
+}
+
+/// Runs the queued transaction of `t` (which is queuing).
+fn exec(t: &mut TxState, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) {
+    let q = t.queue.take().unwrap_or_default();
+    let watched = std::mem::take(&mut t.watched);
+    if q.dirty {
+        out.extend_from_slice(b"-EXECABORT Transaction discarded because of previous errors.\r\n");
+        return;
+    }
+    let shared = ctx.shared;
+    let store = &shared.store;
+    store.exclusive(|| {
+        if watched.iter().any(|(k, v)| store.version(k) != *v) {
+            out.extend_from_slice(if ctx.client.is_resp3() {
+                b"_\r\n"
+            } else {
+                NIL_ARRAY
+            });
+            return;
+        }
+        array(out, q.count);
+        let mut spans = Vec::new();
+        let mut pos = 0;
+        for _ in 0..q.count {
+            // Every frame parsed as a command when it was queued.
+            match resp::parse(&q.frames[pos..], &mut spans) {
+                Parsed::Request(cmd, n) => {
+                    pos += n;
+                    match super::execute(cmd, ctx, out, Proto::Resp) {
+                        Flow::Continue => {}
+                        // Refused at queue time (module docs); never here.
+                        _ => error(out, Proto::Resp, "command not allowed inside a transaction"),
+                    }
+                }
+                Parsed::Invalid(e, n) => {
+                    pos += n;
+                    error(out, Proto::Resp, &e.0);
+                }
+                _ => {
+                    error(out, Proto::Resp, "transaction queue corrupted");
+                    pos = q.frames.len();
+                }
+            }
+        }
+    });
+}
