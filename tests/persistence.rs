@@ -740,3 +740,75 @@ fn corrupt_snapshot_loads_its_intact_prefix_and_says_what_was_lost() {
     let copy = PathBuf::from(format!("{}.corrupt", snaps[0].display()));
     assert_eq!(std::fs::metadata(copy).unwrap().len(), original_len as u64);
 }
+
+#[test]
+fn a_restarted_cluster_node_recovers_locally_then_anti_entropy_brings_it_current() {
+    // Peer A: in memory, no anti-entropy of its own. Node B: persistent
+    // (`always`), pulls from A every second.
+    let a = Server::start(&["--node-id", "peer-a"]);
+    let tmp = TempDir::new("cluster-restart");
+    let config = tmp.file(
+        "b.toml",
+        &format!(
+            "engine = \"sled\"\nstorage_path = \"{}\"\n\n[storage]\nfsync = \"always\"\n\n\
+             [anti_entropy]\nenabled = true\ninterval_seconds = 1\npeer_list = [\"{}\"]\n",
+            tmp.path().join("data").display(),
+            a.addr
+        ),
+    );
+    let start_b = || Server::start(&["--config", config.to_str().unwrap(), "--node-id", "node-b"]);
+    let dbsize = |s: &mut TcpStream| cmd(s, "DBSIZE");
+    let mut b = start_b();
+    let (mut ca, mut cb) = (a.connect(), b.connect());
+    for i in 0..500 {
+        assert_eq!(cmd(&mut ca, &format!("SET shared{i} v{i}")), "OK");
+    }
+    // Keys only B has: after the crash they can come from B's disk alone.
+    let local: Vec<String> = (0..100).map(|i| format!("local{i}")).collect();
+    for k in &local {
+        assert_eq!(cmd(&mut cb, &format!("SET {k} mine")), "OK");
+    }
+    assert!(
+        wait_until(DEADLINE, || dbsize(&mut cb) == "DBSIZE 600"),
+        "B never pulled A's keys: {}",
+        dbsize(&mut cb)
+    );
+    kill9(&mut b);
+
+    // While B is down, A moves on: deletes, new keys, an overwrite.
+    for i in 0..100 {
+        assert_eq!(cmd(&mut ca, &format!("DEL shared{i}")), "DELETED");
+    }
+    for i in 500..800 {
+        assert_eq!(cmd(&mut ca, &format!("SET shared{i} v{i}")), "OK");
+    }
+    assert_eq!(cmd(&mut ca, "SET shared200 changed"), "OK");
+
+    let b = start_b();
+    let mut cb = b.connect();
+    assert!(info_u64(&mut cb, "persist_recovery_records") >= 600);
+    assert!(
+        get_many(&mut cb, &local)
+            .iter()
+            .all(|v| v.as_deref() == Some("mine")),
+        "B lost keys it had acknowledged"
+    );
+    assert!(
+        wait_until(DEADLINE, || {
+            dbsize(&mut cb) == "DBSIZE 800" && cmd(&mut cb, "GET shared200") == "VALUE changed"
+        }),
+        "anti-entropy did not bring B current: {}",
+        dbsize(&mut cb)
+    );
+    let deleted: Vec<String> = (0..100).map(|i| format!("shared{i}")).collect();
+    assert!(get_many(&mut cb, &deleted).iter().all(Option::is_none));
+    let kept: Vec<String> = (100..800).map(|i| format!("shared{i}")).collect();
+    let got = get_many(&mut cb, &kept);
+    assert!(got.iter().all(Option::is_some));
+    // And B's view of A's keys is exactly A's: same digest over `shared`.
+    assert_eq!(
+        cmd(&mut cb, "HASH shared"),
+        cmd(&mut ca, "HASH shared"),
+        "B's shared keys differ from A's"
+    );
+}
