@@ -642,3 +642,35 @@ fn exec_is_isolated_from_other_connections() {
         b"*2\r\n$5\r\n-2000\r\n$4\r\n2000\r\n"
     );
 }
+
+#[test]
+fn setnx_getset_getdel_msetnx_persist_and_expiry_refusals() {
+    let srv = Server::start(&[]);
+    let mut s = srv.connect();
+    let mut w = Vec::new();
+    for a in [
+        &[&b"SETNX"[..], b"a", b"1"][..],
+        &[b"SETNX", b"a", b"2"],
+        &[b"GETSET", b"a", b"3"],
+        &[b"GETSET", b"new", b"x"],
+        &[b"GETDEL", b"a"],
+        &[b"GETDEL", b"a"],
+        &[b"EXISTS", b"a"],
+        &[b"MSETNX", b"m1", b"1", b"m2", b"2"],
+        &[b"MSETNX", b"m2", b"x", b"m3", b"y"],
+        &[b"MGET", b"m1", b"m2", b"m3"],
+        &[b"PERSIST", b"m1"],
+        &[b"EXPIRE", b"m1", b"10"],
+        &[b"MSETNX", b"odd"],
+    ] {
+        w.extend(req(a));
+    }
+    expect(
+        &mut s,
+        &w,
+        b":1\r\n:0\r\n$1\r\n1\r\n$-1\r\n$1\r\n3\r\n$-1\r\n:0\r\n:1\r\n:0\r\n\
+          *3\r\n$1\r\n1\r\n$1\r\n2\r\n$-1\r\n:0\r\n\
+          -ERR EXPIRE is not supported: MerkleKV keys do not expire\r\n\
+          -ERR wrong number of arguments for 'msetnx' command\r\n",
+    );
+}

@@ -192,6 +192,61 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
                 (false, _, Some(_)) => ok(out, super::Proto::Resp),
             }
         }
+        Redis::SetNx(key, value) => {
+            stats.incr(Counter::Set);
+            let version = {
+                let mut lock = ctx.shared.store.lock_keys(std::iter::once(key));
+                match lock.get(key, |v| v.is_some()) {
+                    true => None,
+                    false => lock.set(key, value),
+                }
+            };
+            if let Some(v) = version {
+                ctx.wrote(key, Some(value), v);
+            }
+            integer(out, i64::from(version.is_some()));
+        }
+        Redis::GetDel(key) => {
+            stats.incr(Counter::Get);
+            stats.incr(Counter::Delete);
+            let (old, version) = {
+                let mut lock = ctx.shared.store.lock_keys(std::iter::once(key));
+                let old = lock.get(key, |v| v.map(<[u8]>::to_vec));
+                (old, lock.delete(key))
+            };
+            if let Some(v) = version {
+                ctx.wrote(key, None, v);
+            }
+            match old {
+                Some(old) => bulk(out, &old),
+                None => out.extend_from_slice(nil),
+            }
+        }
+        Redis::MSetNx(pairs) => {
+            stats.incr(Counter::Bulk);
+            let keys = pairs.iter().step_by(2);
+            let mut versions = Vec::new();
+            {
+                let mut lock = ctx.shared.store.lock_keys(keys.clone());
+                if !keys.clone().any(|k| lock.get(k, |v| v.is_some())) {
+                    let mut it = pairs.iter();
+                    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                        versions.extend(lock.set(k, v));
+                    }
+                }
+            }
+            let mut it = pairs.iter();
+            let mut vs = versions.iter();
+            let set = !versions.is_empty();
+            while let (Some(k), Some(val), Some(&ver)) = (it.next(), it.next(), vs.next()) {
+                ctx.wrote(k, Some(val), ver);
+            }
+            integer(out, i64::from(set));
+        }
+        Redis::Persist(_) => {
+            stats.incr(Counter::Get);
+            integer(out, 0);
+        }
         Redis::Type(key) => {
             stats.incr(Counter::Get);
             let exists = ctx.shared.store.contains(key);

@@ -65,6 +65,14 @@ pub enum Redis<'a> {
     Type(&'a [u8]),
     /// `TTL key` / `PTTL key` (no key expires: -1, or -2 when missing).
     Ttl(&'a [u8]),
+    /// `SETNX key value`: set if absent, reply 1 or 0.
+    SetNx(&'a [u8], &'a [u8]),
+    /// `GETDEL key`: the value, deleted in the same step.
+    GetDel(&'a [u8]),
+    /// `MSETNX k v [k v …]`: set all only if none exists, reply 1 or 0.
+    MSetNx(Args<'a>),
+    /// `PERSIST key`: no key has a time to live, so always 0.
+    Persist(&'a [u8]),
     /// `MULTI`: start queueing a transaction (see `exec::tx`).
     Multi,
     /// `EXEC`: run the queued transaction.
@@ -292,6 +300,48 @@ pub fn command<'a>(
                 return Err(wrong_args(name));
             }
             Redis::Ttl(argv(0).unwrap_or_default())
+        }
+        b"SETNX" => {
+            if argc != 2 {
+                return Err(wrong_args(name));
+            }
+            Redis::SetNx(argv(0).unwrap_or_default(), argv(1).unwrap_or_default())
+        }
+        b"GETSET" => {
+            if argc != 2 {
+                return Err(wrong_args(name));
+            }
+            Redis::SetWith {
+                key: argv(0).unwrap_or_default(),
+                value: argv(1).unwrap_or_default(),
+                cond: None,
+                get: true,
+            }
+        }
+        b"GETDEL" => {
+            if argc != 1 {
+                return Err(wrong_args(name));
+            }
+            Redis::GetDel(argv(0).unwrap_or_default())
+        }
+        b"MSETNX" => {
+            if argc == 0 || !argc.is_multiple_of(2) {
+                return Err(wrong_args(name));
+            }
+            Redis::MSetNx(args)
+        }
+        b"PERSIST" => {
+            if argc != 1 {
+                return Err(wrong_args(name));
+            }
+            Redis::Persist(argv(0).unwrap_or_default())
+        }
+        b"EXPIRE" | b"PEXPIRE" | b"EXPIREAT" | b"PEXPIREAT" | b"SETEX" | b"PSETEX" | b"GETEX"
+        | b"EXPIRETIME" | b"PEXPIRETIME" => {
+            return Err(ParseError(Cow::Owned(format!(
+                "{} is not supported: MerkleKV keys do not expire",
+                String::from_utf8_lossy(upper)
+            ))));
         }
         b"MULTI" | b"EXEC" | b"DISCARD" | b"UNWATCH" => {
             if argc != 0 {
@@ -682,6 +732,56 @@ pub const COMMANDS: &[CommandSpec] = &[
         summary: "Sets the values of one or more keys.",
         since: "1.0.1",
         args: &[many(KEY), VALUE],
+    },
+    CommandSpec {
+        name: "msetnx",
+        arity: -3,
+        flags: &["write", "denyoom"],
+        keys: (1, -1, 2),
+        group: "string",
+        summary: "Atomically sets the values of one or more keys only when none of them exist.",
+        since: "1.0.1",
+        args: &[many(KEY), VALUE],
+    },
+    CommandSpec {
+        name: "setnx",
+        arity: 3,
+        flags: RW,
+        keys: (1, 1, 1),
+        group: "string",
+        summary: "Sets the value of a key only when the key doesn't exist.",
+        since: "1.0.0",
+        args: &[KEY, VALUE],
+    },
+    CommandSpec {
+        name: "getset",
+        arity: 3,
+        flags: RW,
+        keys: (1, 1, 1),
+        group: "string",
+        summary: "Returns the previous value of a key after setting it to a new value.",
+        since: "1.0.0",
+        args: &[KEY, VALUE],
+    },
+    CommandSpec {
+        name: "getdel",
+        arity: 2,
+        flags: &["write", "fast"],
+        keys: (1, 1, 1),
+        group: "string",
+        summary: "Returns the value of a key after deleting the key.",
+        since: "6.2.0",
+        args: &[KEY],
+    },
+    CommandSpec {
+        name: "persist",
+        arity: 2,
+        flags: &["write", "fast"],
+        keys: (1, 1, 1),
+        group: "generic",
+        summary: "Removes the expiration time of a key (MerkleKV keys never expire: always 0).",
+        since: "2.2.0",
+        args: &[KEY],
     },
     CommandSpec {
         name: "type",

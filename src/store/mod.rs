@@ -1312,6 +1312,19 @@ impl MultiLock<'_> {
         shard.put(s, key, Some(value), v, &store.hasher);
         Some(v)
     }
+
+    /// Like [`Store::delete`]; `key` must have been passed to `lock_keys`.
+    pub fn delete(&mut self, key: &[u8]) -> Option<Version> {
+        let (store, now) = (self.store, self.now);
+        let (s, shard) = self.shard_for(key)?;
+        if shard.find(s, key).is_none_or(Record::is_tombstone) {
+            return None;
+        }
+        let v = store.local_version(shard, now);
+        shard.put(s, key, None, v, &store.hasher);
+        store.note_tombstone(v.millis());
+        Some(v)
+    }
 }
 
 #[cfg(test)]
