@@ -597,6 +597,16 @@ fn multi_exec_discard_watch_are_byte_exact() {
     w.extend(r(&[b"EXISTS", b"a"]));
     w.extend(r(&[b"EXEC"]));
     expect(&mut s, &w, b"+OK\r\n+QUEUED\r\n*1\r\n:0\r\n");
+    // What one connection may watch is bounded.
+    let keys: Vec<Vec<u8>> = (0..100_001).map(|i| format!("w{i}").into_bytes()).collect();
+    let mut args: Vec<&[u8]> = vec![b"WATCH"];
+    args.extend(keys.iter().map(Vec::as_slice));
+    expect(
+        &mut s,
+        &r(&args),
+        b"-ERR too many watched keys (at most 100000 keys, 16 MiB)\r\n",
+    );
+    expect(&mut s, &r(&[b"PING"]), b"+PONG\r\n");
 }
 
 #[test]

@@ -40,6 +40,8 @@ use crate::store::Version;
 pub const MAX_QUEUED_BYTES: usize = 64 << 20;
 /// Upper bound on the keys one connection watches.
 pub const MAX_WATCHED_KEYS: usize = 100_000;
+/// Upper bound on the bytes of the keys one connection watches.
+pub const MAX_WATCHED_BYTES: usize = 16 << 20;
 
 /// Per-connection transaction state (allocated on first use).
 #[derive(Debug, Default)]
@@ -48,6 +50,8 @@ pub struct TxState {
     queue: Option<Queue>,
     /// Watched keys and the version each had when watched (None: absent).
     watched: Vec<(Vec<u8>, Option<Version>)>,
+    /// Total bytes of the watched keys.
+    watched_bytes: usize,
 }
 
 #[derive(Debug, Default)]
@@ -145,11 +149,17 @@ pub fn step<'a>(
                 return None;
             }
             let t = tx.get_or_insert_with(Box::default);
-            if t.watched.len() + keys.len() > MAX_WATCHED_KEYS {
+            let bytes: usize = keys.iter().map(<[u8]>::len).sum();
+            if t.watched.len() + keys.len() > MAX_WATCHED_KEYS
+                || t.watched_bytes + bytes > MAX_WATCHED_BYTES
+            {
                 error(
                     out,
                     Proto::Resp,
-                    &format!("too many watched keys (at most {MAX_WATCHED_KEYS})"),
+                    &format!(
+                        "too many watched keys (at most {MAX_WATCHED_KEYS} keys, {} MiB)",
+                        MAX_WATCHED_BYTES >> 20
+                    ),
                 );
                 return None;
             }
@@ -158,11 +168,13 @@ pub fn step<'a>(
                 let v = store.version(k);
                 t.watched.push((k.to_vec(), v));
             }
+            t.watched_bytes += bytes;
             ok(out, Proto::Resp);
         }
         Command::Redis(Redis::Unwatch) => {
             if let Some(t) = tx.as_deref_mut() {
                 t.watched.clear();
+                t.watched_bytes = 0;
                 if t.idle() {
                     *tx = None;
                 }
@@ -204,6 +216,7 @@ pub fn step<'a>(
 fn exec(t: &mut TxState, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) {
     let q = t.queue.take().unwrap_or_default();
     let watched = std::mem::take(&mut t.watched);
+    t.watched_bytes = 0;
     if q.dirty {
         out.extend_from_slice(b"-EXECABORT Transaction discarded because of previous errors.\r\n");
         return;
