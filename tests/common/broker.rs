@@ -41,12 +41,18 @@ impl Broker {
 
     /// Starts mosquitto on a fresh ephemeral port with extra config lines.
     pub fn start_with(extra: &str) -> Broker {
+        let mut last = String::new();
         for _ in 0..10 {
-            if let Ok(b) = Broker::start_on_with(free_port(), extra) {
-                return b;
+            match Broker::start_on_with(free_port(), extra) {
+                Ok(b) => return b,
+                Err(e) if e.starts_with("cannot run") => panic!(
+                    "{e}\nThe replication tests need a real MQTT broker: \
+                     `apt-get install mosquitto` (or run `.ci/run`, which installs it)."
+                ),
+                Err(e) => last = e,
             }
         }
-        panic!("could not start mosquitto on any port");
+        panic!("could not start mosquitto on any port; last attempt: {last}");
     }
 
     /// Starts mosquitto on `port`; Err if it cannot listen there.
