@@ -263,21 +263,35 @@ fn spawn_housekeeping(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinH
         })
 }
 
-/// Moves the calling thread to `SCHED_IDLE`: background digest refresh
-/// runs on CPU time the workers leave over instead of preempting them
-/// (on a saturated machine a reader of the tree refreshes what is left).
+/// Lowers the calling thread's priority to nice [`HOUSEKEEPING_NICE`], so
+/// that background digest refresh and tombstone collection yield the CPU
+/// to the workers when both want it.
+///
+/// Not `SCHED_IDLE`: that was tried and measured. The housekeeping thread
+/// holds a shard lock (briefly) and a shard's refresh mutex (while hashing
+/// a chunk), which tree readers (HASH, anti-entropy) and writers wait for.
+/// An idle-class thread on a saturated machine gets almost no CPU while
+/// holding them, so a worker waited for seconds on it (priority inversion;
+/// a HASH took over 10 s with both cores busy). At nice 10 the thread still
+/// gets about a tenth of a contended core, which bounds such a wait to a
+/// few times the ~1 ms a chunk takes.
 fn lower_priority() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: plain syscall on the calling thread (pid 0) with a valid
-    // parameter; failure only leaves the normal policy in place.
-    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    // SAFETY: plain syscalls on the calling thread; `gettid` cannot fail
+    // and `setpriority` on our own thread id only affects this thread.
+    let rc = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, HOUSEKEEPING_NICE)
+    };
     if rc != 0 {
         log::debug!(
-            "housekeeping: SCHED_IDLE unavailable: {}",
+            "housekeeping: cannot lower priority: {}",
             std::io::Error::last_os_error()
         );
     }
 }
+
+/// Nice value of the housekeeping thread (see [`lower_priority`]).
+const HOUSEKEEPING_NICE: libc::c_int = 10;
 
 /// A background thread's funnel for writes received from peers
 /// (replication events, anti-entropy repairs): last-writer-wins apply,

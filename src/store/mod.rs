@@ -1853,9 +1853,15 @@ mod tests {
         std::thread::scope(|t| {
             let writers: Vec<_> = (0..3u64)
                 .map(|w| {
-                    let s = &s;
+                    let (s, roots) = (&s, &roots);
                     t.spawn(move || {
-                        for n in 0..3000u64 {
+                        // At least 3000 writes each, and on until a root has
+                        // been read meanwhile (a busy machine may not run
+                        // the reader at once).
+                        for n in 0..3_000_000u64 {
+                            if n >= 3000 && roots.load(Relaxed) > 0 {
+                                break;
+                            }
                             let i = (n * 7919 + w * 1013) % 8000;
                             let k = format!("k{i}");
                             match n % 5 {
