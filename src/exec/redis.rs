@@ -196,9 +196,10 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
             stats.incr(Counter::Set);
             let version = {
                 let mut lock = ctx.shared.store.lock_keys(std::iter::once(key));
-                match lock.get(key, |v| v.is_some()) {
-                    true => None,
-                    false => lock.set(key, value),
+                if lock.get(key, |v| v.is_some()) {
+                    None
+                } else {
+                    lock.set(key, value)
                 }
             };
             if let Some(v) = version {
