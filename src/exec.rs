@@ -386,19 +386,7 @@ pub fn execute(cmd: Command<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>, proto: Pr
         }
         Command::MSet(pairs) => {
             stats.incr(Counter::Bulk);
-            let mut versions = Vec::with_capacity(pairs.len() / 2);
-            {
-                let mut lock = store.lock_keys(pairs.iter().step_by(2));
-                let mut it = pairs.iter();
-                while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                    versions.extend(lock.set(k, v));
-                }
-            }
-            let mut it = pairs.iter();
-            let mut vs = versions.into_iter();
-            while let (Some(k), Some(val), Some(ver)) = (it.next(), it.next(), vs.next()) {
-                ctx.wrote(k, Some(val), ver);
-            }
+            mset(ctx, pairs, false);
             ok(out, proto);
         }
         Command::Exists(keys) => {
@@ -584,6 +572,31 @@ pub fn execute(cmd: Command<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>, proto: Pr
         Command::Redis(c) => return redis::execute(c, ctx, out),
     }
     Flow::Continue
+}
+
+/// MSET / MSETNX: sets every `(key, value)` pair of `pairs` under one
+/// multi-shard lock (atomic), then reports the writes. With
+/// `only_if_none`, sets nothing when any of the keys exists. Returns
+/// whether the pairs were set.
+fn mset(ctx: &mut Ctx<'_>, pairs: Args<'_>, only_if_none: bool) -> bool {
+    let keys = pairs.iter().step_by(2);
+    let mut versions = Vec::with_capacity(pairs.len() / 2);
+    {
+        let mut lock = ctx.shared.store.lock_keys(keys.clone());
+        if only_if_none && keys.clone().any(|k| lock.get(k, |v| v.is_some())) {
+            return false;
+        }
+        let mut it = pairs.iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            versions.extend(lock.set(k, v));
+        }
+    }
+    let mut it = pairs.iter();
+    let mut vs = versions.into_iter();
+    while let (Some(k), Some(val), Some(ver)) = (it.next(), it.next(), vs.next()) {
+        ctx.wrote(k, Some(val), ver);
+    }
+    true
 }
 
 fn mget(ctx: &mut Ctx<'_>, keys: Args<'_>, out: &mut Vec<u8>, proto: Proto) {

@@ -225,23 +225,7 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
         }
         Redis::MSetNx(pairs) => {
             stats.incr(Counter::Bulk);
-            let keys = pairs.iter().step_by(2);
-            let mut versions = Vec::new();
-            {
-                let mut lock = ctx.shared.store.lock_keys(keys.clone());
-                if !keys.clone().any(|k| lock.get(k, |v| v.is_some())) {
-                    let mut it = pairs.iter();
-                    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                        versions.extend(lock.set(k, v));
-                    }
-                }
-            }
-            let mut it = pairs.iter();
-            let mut vs = versions.iter();
-            let set = !versions.is_empty();
-            while let (Some(k), Some(val), Some(&ver)) = (it.next(), it.next(), vs.next()) {
-                ctx.wrote(k, Some(val), ver);
-            }
+            let set = super::mset(ctx, pairs, true);
             integer(out, i64::from(set));
         }
         Redis::Persist(_) => {

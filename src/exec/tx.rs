@@ -36,6 +36,9 @@ use crate::protocol::{Command, Parsed, resp};
 use crate::stats::Counter;
 use crate::store::Version;
 
+/// Reply to a command refused inside `MULTI` (Redis's text).
+const NOT_ALLOWED: &str = "Command not allowed inside a transaction";
+
 /// Upper bound on the bytes of queued requests of one transaction.
 pub const MAX_QUEUED_BYTES: usize = 64 << 20;
 /// Upper bound on the keys one connection watches.
@@ -191,7 +194,7 @@ pub fn step<'a>(
                 .expect("queuing");
             if forbidden(&cmd) {
                 q.dirty = true;
-                error(out, Proto::Resp, "Command not allowed inside a transaction");
+                error(out, Proto::Resp, NOT_ALLOWED);
             } else if q.frames.len() + frame.len() > MAX_QUEUED_BYTES {
                 q.dirty = true;
                 error(
@@ -243,7 +246,7 @@ fn exec(t: &mut TxState, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) {
                     match super::execute(cmd, ctx, out, Proto::Resp) {
                         Flow::Continue => {}
                         // Refused at queue time (module docs); never here.
-                        _ => error(out, Proto::Resp, "command not allowed inside a transaction"),
+                        _ => error(out, Proto::Resp, NOT_ALLOWED),
                     }
                 }
                 Parsed::Invalid(e, n) => {
