@@ -24,6 +24,7 @@ pub mod replication;
 pub mod server;
 pub mod stats;
 pub mod store;
+pub mod strings;
 
 #[cfg(test)]
 mod testutil;
