@@ -11,6 +11,7 @@
 //! answered later through its [`Responder`].
 
 mod redis;
+mod strings;
 pub mod tx;
 
 use std::fmt::Write as _;
@@ -340,16 +341,23 @@ pub fn execute(cmd: Command<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>, proto: Pr
             decrement,
         } => {
             stats.incr(Counter::Numeric);
+            // RESP follows Redis: overflow is an error. The text protocol
+            // keeps 1.x's wrapping arithmetic (PROTOCOL.md §5).
+            if proto == Proto::Resp && decrement && amount == i64::MIN {
+                error(out, proto, "decrement would overflow");
+                return Flow::Continue;
+            }
             let res = store.update(key, ctx.scratch, |old, new| {
                 let old = match old {
                     None => 0,
                     // PROTOCOL.md §5: what `i64::from_str` accepts.
-                    Some(v) => parse_int::<i64>(v).ok_or(())?,
+                    Some(v) => parse_int::<i64>(v).ok_or(false)?,
                 };
-                let n = if decrement {
-                    old.wrapping_sub(amount)
-                } else {
-                    old.wrapping_add(amount)
+                let n = match (proto, decrement) {
+                    (Proto::Text, true) => old.wrapping_sub(amount),
+                    (Proto::Text, false) => old.wrapping_add(amount),
+                    (Proto::Resp, true) => old.checked_sub(amount).ok_or(true)?,
+                    (Proto::Resp, false) => old.checked_add(amount).ok_or(true)?,
                 };
                 new.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
                 Ok(n)
@@ -367,7 +375,8 @@ pub fn execute(cmd: Command<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>, proto: Pr
                         Proto::Resp => integer(out, n),
                     }
                 }
-                Err(()) => match proto {
+                Err(true) => error(out, proto, "increment or decrement would overflow"),
+                Err(false) => match proto {
                     Proto::Text => error(
                         out,
                         proto,

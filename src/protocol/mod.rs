@@ -18,6 +18,7 @@ pub mod glob;
 pub mod internal;
 pub mod redis;
 pub mod resp;
+pub mod strings;
 pub mod text;
 
 /// A decimal argument: what `T::from_str` accepts (for integers: an

@@ -596,7 +596,9 @@ mod tests {
     #[test]
     fn printing_rounds_at_17_decimals() {
         // 1/3 has more digits than 17 decimals can show.
-        let third = ld("1").checked_add(ld("-0.66666666666666666666666")).unwrap();
+        let third = ld("1")
+            .checked_add(ld("-0.66666666666666666666666"))
+            .unwrap();
         assert_eq!(third.to_human(), "0.33333333333333333");
         assert_eq!(ld("1e-18").to_human(), "0");
         assert_eq!(ld("-1e-18").to_human(), "0");
