@@ -5,7 +5,10 @@
 //! resolved to the deepest module that is a file (`src/a/b.rs` or
 //! `src/a/b/mod.rs`); `super` inside an inline module (`mod tests { … }`)
 //! counts from that inline module. Comments and string literals are
-//! ignored. Pure file reading: no build, no sockets.
+//! ignored, and so are `#[cfg(test)] mod … { … }` blocks: a unit test may
+//! reach any module to check a round trip (e.g. log → recovery) without
+//! making the product code depend on it. Pure file reading: no build, no
+//! sockets.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -189,8 +192,8 @@ fn tokens(src: &str) -> Vec<Tok> {
 /// written at.
 fn paths(toks: &[Tok]) -> Vec<(Vec<String>, Vec<String>)> {
     let mut found = Vec::new();
-    // Inline modules: (name, brace depth at which it opened).
-    let mut inline: Vec<(String, usize)> = Vec::new();
+    // Inline modules: (name, brace depth at which it opened, test-only).
+    let mut inline: Vec<(String, usize, bool)> = Vec::new();
     let mut depth = 0usize;
     let mut i = 0;
     while i < toks.len() {
@@ -198,7 +201,7 @@ fn paths(toks: &[Tok]) -> Vec<(Vec<String>, Vec<String>)> {
             Tok::Open => depth += 1,
             Tok::Close => {
                 depth -= 1;
-                if inline.last().is_some_and(|(_, d)| *d == depth) {
+                if inline.last().is_some_and(|(_, d, _)| *d == depth) {
                     inline.pop();
                 }
             }
@@ -206,7 +209,8 @@ fn paths(toks: &[Tok]) -> Vec<(Vec<String>, Vec<String>)> {
                 if let (Some(Tok::Ident(name)), Some(Tok::Open)) =
                     (toks.get(i + 1), toks.get(i + 2))
                 {
-                    inline.push((name.clone(), depth));
+                    let test = inline.last().is_some_and(|m| m.2) || after_cfg_test(&toks[..i]);
+                    inline.push((name.clone(), depth, test));
                     depth += 1;
                     i += 3;
                     continue;
@@ -215,10 +219,11 @@ fn paths(toks: &[Tok]) -> Vec<(Vec<String>, Vec<String>)> {
             // Not `impl Trait + use<'a>` (precise capturing).
             Tok::Ident(k) if k == "use" && toks.get(i + 1) != Some(&Tok::Other('<')) => {
                 let end = toks[i..].iter().position(|t| *t == Tok::Semi).unwrap() + i;
-                let here: Vec<String> = inline.iter().map(|(n, _)| n.clone()).collect();
+                let here: Vec<String> = inline.iter().map(|(n, _, _)| n.clone()).collect();
                 let mut p = Vec::new();
-                use_tree(&toks[i + 1..end], &mut Vec::new(), &mut p);
-                for path in p {
+                use_tree(&toks[i + 1..end], &[], &mut p);
+                let in_test = inline.last().is_some_and(|m| m.2);
+                for path in p.into_iter().filter(|_| !in_test) {
                     if matches!(path.first().map(String::as_str), Some("crate" | "super")) {
                         found.push((path, here.clone()));
                     }
@@ -230,7 +235,8 @@ fn paths(toks: &[Tok]) -> Vec<(Vec<String>, Vec<String>)> {
                 if (k == "crate" || k == "super") && toks.get(i + 1) == Some(&Tok::Sep) =>
             {
                 let prev_sep = i > 0 && toks[i - 1] == Tok::Sep;
-                if !prev_sep {
+                let in_test = inline.last().is_some_and(|m| m.2);
+                if !prev_sep && !in_test {
                     let mut path = vec![k.clone()];
                     let mut j = i + 1;
                     while toks.get(j) == Some(&Tok::Sep) {
@@ -240,7 +246,7 @@ fn paths(toks: &[Tok]) -> Vec<(Vec<String>, Vec<String>)> {
                         }
                         j += 2;
                     }
-                    let here = inline.iter().map(|(n, _)| n.clone()).collect();
+                    let here = inline.iter().map(|(n, _, _)| n.clone()).collect();
                     found.push((path, here));
                     i = j;
                     continue;
@@ -253,9 +259,28 @@ fn paths(toks: &[Tok]) -> Vec<(Vec<String>, Vec<String>)> {
     found
 }
 
+/// True if `before` ends with `#[cfg(test)]` (possibly after `pub`).
+fn after_cfg_test(before: &[Tok]) -> bool {
+    let id = |s: &str| Tok::Ident(s.to_string());
+    let attr = [
+        Tok::Other('#'),
+        Tok::Other('['),
+        id("cfg"),
+        Tok::Other('('),
+        id("test"),
+        Tok::Other(')'),
+        Tok::Other(']'),
+    ];
+    let before = match before.last() {
+        Some(Tok::Ident(p)) if p == "pub" => &before[..before.len() - 1],
+        _ => before,
+    };
+    before.ends_with(&attr)
+}
+
 /// Expands a `use` tree into full paths.
-fn use_tree(toks: &[Tok], prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
-    let mut path = prefix.clone();
+fn use_tree(toks: &[Tok], prefix: &[String], out: &mut Vec<Vec<String>>) {
+    let mut path = prefix.to_vec();
     let mut i = 0;
     while i < toks.len() {
         match &toks[i] {
@@ -274,12 +299,12 @@ fn use_tree(toks: &[Tok], prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) 
                     match toks[j] {
                         Tok::Open => level += 1,
                         Tok::Close if level == 0 => {
-                            use_tree(&toks[start..j], &mut path.clone(), out);
+                            use_tree(&toks[start..j], &path, out);
                             return;
                         }
                         Tok::Close => level -= 1,
                         Tok::Comma if level == 0 => {
-                            use_tree(&toks[start..j], &mut path.clone(), out);
+                            use_tree(&toks[start..j], &path, out);
                             start = j + 1;
                         }
                         _ => {}
@@ -423,7 +448,8 @@ fn src_has_no_import_cycle() {
 #[test]
 fn the_graph_sees_every_kind_of_path() {
     let src = "use crate::a::{b::C, d};\nuse super::e;\nfn f() { crate::g::h(); }\n\
-               mod tests { use super::*; use super::super::k; }\n// crate::comment\n\
+               mod inner { use super::*; use super::super::k; }\n// crate::comment\n\
+               #[cfg(test)]\nmod tests { use crate::only::in_tests; }\n\
                const S: &str = \"crate::string\";";
     let found: Vec<_> = paths(&tokens(&strip(src)));
     let as_text: Vec<String> = found
@@ -437,8 +463,8 @@ fn the_graph_sees_every_kind_of_path() {
             "crate::a::d@",
             "super::e@",
             "crate::g::h@",
-            "super@tests",
-            "super::super::k@tests",
+            "super@inner",
+            "super::super::k@inner",
         ]
     );
     let files: BTreeSet<ModPath> = [vec![], vec!["a".to_string()], vec!["x".to_string()]]
