@@ -13,7 +13,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Ctx, Flow, Proto, array, bulk, error, integer, null, ok};
+use super::{Ctx, Flow};
+use crate::protocol::reply::{Proto, array, bulk, error, integer, null, ok};
 use crate::protocol::strings::StrCmd;
 use crate::protocol::{Args, parse_int};
 use crate::stats::Counter;
@@ -173,7 +174,7 @@ pub(super) fn execute(cmd: StrCmd<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
             stats.incr(Counter::Get);
             match random_key(ctx) {
                 Some(k) => bulk(out, &k),
-                None => out.extend_from_slice(null(ctx.client)),
+                None => out.extend_from_slice(null(ctx.client.is_resp3())),
             }
         }
         StrCmd::Touch(keys) => {
@@ -461,7 +462,7 @@ fn object(ctx: &mut Ctx<'_>, args: Args<'_>, out: &mut Vec<u8>) -> Flow {
         e.and_then(|(v, ver)| v.map(|v| (encoding_of(v), ver.millis())))
     });
     let Some((encoding, written_ms)) = entry else {
-        out.extend_from_slice(null(ctx.client));
+        out.extend_from_slice(null(ctx.client.is_resp3()));
         return Flow::Continue;
     };
     if eq("ENCODING") {
