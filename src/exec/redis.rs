@@ -30,7 +30,7 @@ use crate::stats::{Counter, rss_kb};
 pub const REDIS_COMPAT_VERSION: &str = "7.0.0";
 
 /// A map of `n` pairs: `%n` in RESP3, a flat array of `2n` in RESP2.
-pub(super) fn map(out: &mut Vec<u8>, n: usize, resp3: bool) {
+fn map(out: &mut Vec<u8>, n: usize, resp3: bool) {
     if resp3 {
         header(out, b'%', n);
     } else {

@@ -14,7 +14,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Ctx, Flow};
-use crate::protocol::reply::{Proto, array, bulk, error, integer, null, ok};
+use crate::protocol::reply::{Proto, array, bulk, error, header, integer, null, ok};
 use crate::protocol::strings::StrCmd;
 use crate::protocol::{Args, parse_int};
 use crate::stats::Counter;
@@ -253,7 +253,12 @@ fn lcs_command(ctx: &mut Ctx<'_>, a: &[u8], b: &[u8], opts: Args<'_>, out: &mut 
         Err(e) => return err(out, &e.to_string()),
     };
     if idx {
-        super::redis::map(out, 2, ctx.client.is_resp3());
+        // A map of two pairs: `%2` in RESP3, a flat array in RESP2.
+        if ctx.client.is_resp3() {
+            header(out, b'%', 2);
+        } else {
+            array(out, 4);
+        }
         bulk(out, b"matches");
         array(out, r.matches.len());
         for m in &r.matches {

@@ -390,8 +390,9 @@ pub fn command<'a>(
             }
             Redis::FunctionFlush
         }
-        _ => match super::strings::parse(upper, name, args) {
-            Some(r) => Redis::Str(r?),
+        _ => match super::strings::parse(upper, args) {
+            Some(Ok(c)) => Redis::Str(c),
+            Some(Err(_)) => return Err(wrong_args(name)),
             None => return Err(unknown_command(name, args.iter())),
         },
     };

@@ -9,8 +9,12 @@
 //! transaction, and errors come in Redis's order (e.g. a missing key
 //! before a malformed range for `BITCOUNT`).
 
-use super::redis::wrong_args;
-use super::{Args, ParseError};
+use super::Args;
+
+/// The argument count does not fit the command (the caller answers with
+/// Redis's "wrong number of arguments" text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WrongArity;
 
 /// A string or keyspace command (arguments unvalidated, see module docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,11 +71,7 @@ pub enum StrCmd<'a> {
 
 /// Parses one of this module's commands; `None` if `upper` names none of
 /// them. `upper` is the upper-cased name, `args` the arguments after it.
-pub fn parse<'a>(
-    upper: &[u8],
-    name: &[u8],
-    args: Args<'a>,
-) -> Option<Result<StrCmd<'a>, ParseError>> {
+pub fn parse<'a>(upper: &[u8], args: Args<'a>) -> Option<Result<StrCmd<'a>, WrongArity>> {
     // Redis arity: n exact (name included), -n at least n.
     let arity: i64 = match upper {
         b"INCRBYFLOAT" | b"GETBIT" | b"RENAME" | b"RENAMENX" => 3,
@@ -84,7 +84,7 @@ pub fn parse<'a>(
     };
     let argc = args.len() as i64 + 1;
     if (arity > 0 && argc != arity) || argc < -arity {
-        return Some(Err(wrong_args(name)));
+        return Some(Err(WrongArity));
     }
     let mut it = args.iter();
     let mut next = || it.next().unwrap_or_default();
