@@ -22,7 +22,7 @@ use crossbeam_channel::Sender;
 use crate::node::Shared;
 use crate::protocol::{Args, Command, ReplicateAction, parse_int};
 use crate::stats::{ClientInfo, Counter, WorkerStats, rss_kb, unix_now, uptime};
-use crate::store::{MAX_VALUE_LEN, Version, merkle};
+use crate::store::{Db, MAX_VALUE_LEN, Version, merkle};
 
 /// The wire protocol of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +105,10 @@ pub struct Job {
 /// Per-call execution context.
 pub struct Ctx<'a> {
     pub shared: &'a Shared,
+    /// The keyspace as commands see it: locking per call, or the shards
+    /// of the exclusive hold of a running `EXEC` (`exec::tx`). Commands
+    /// reach the keyspace only through it, never through `shared.store`.
+    pub db: Db<'a>,
     pub stats: &'a WorkerStats,
     pub client: &'a ClientInfo,
     /// Reusable buffer for read-modify-write results.
@@ -271,7 +275,7 @@ fn block(out: &mut Vec<u8>, proto: Proto, text: &str) {
 /// Executes one command, appending its reply to `out`.
 pub fn execute(cmd: Command<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>, proto: Proto) -> Flow {
     let stats = ctx.stats;
-    let store = &ctx.shared.store;
+    let store = ctx.db;
     stats.incr(Counter::TotalCommands);
     match cmd {
         Command::Get(key) => {
@@ -471,7 +475,7 @@ pub fn execute(cmd: Command<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>, proto: Pr
         Command::Info => {
             stats.incr(Counter::Stat);
             let mut s = String::from("INFO\r\n");
-            write_info(ctx.shared, &mut s);
+            write_info(ctx.shared, ctx.db, &mut s);
             block(out, proto, &s);
         }
         Command::Version => {
@@ -499,9 +503,9 @@ pub fn execute(cmd: Command<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>, proto: Pr
         Command::Hash(prefix) => {
             stats.incr(Counter::Hash);
             let (label, digest) = match prefix {
-                None => (None, store.root()),
-                Some(b"*") => (prefix, store.root()),
-                Some(p) => (prefix, store.prefix_digest(p)),
+                None => (None, ctx.shared.store.root()),
+                Some(b"*") => (prefix, ctx.shared.store.root()),
+                Some(p) => (prefix, ctx.shared.store.prefix_digest(p)),
             };
             let hex = merkle::hex(&digest);
             match proto {
@@ -582,7 +586,7 @@ fn mset(ctx: &mut Ctx<'_>, pairs: Args<'_>, only_if_none: bool) -> bool {
     let keys = pairs.iter().step_by(2);
     let mut versions = Vec::with_capacity(pairs.len() / 2);
     {
-        let mut lock = ctx.shared.store.lock_keys(keys.clone());
+        let mut lock = ctx.db.lock_keys(keys.clone());
         if only_if_none && keys.clone().any(|k| lock.get(k, |v| v.is_some())) {
             return false;
         }
@@ -600,7 +604,7 @@ fn mset(ctx: &mut Ctx<'_>, pairs: Args<'_>, only_if_none: bool) -> bool {
 }
 
 fn mget(ctx: &mut Ctx<'_>, keys: Args<'_>, out: &mut Vec<u8>, proto: Proto) {
-    let mut lock = ctx.shared.store.lock_keys(keys.iter());
+    let mut lock = ctx.db.lock_keys(keys.iter());
     match proto {
         Proto::Text => {
             // `VALUES <found>` precedes the lines, so write the lines first
@@ -670,7 +674,7 @@ fn replicate(shared: &Shared, action: ReplicateAction, out: &mut Vec<u8>, proto:
 
 /// Writes the INFO body (after the `INFO` line): the five fields of
 /// PROTOCOL.md §6, then this node's extra `name:value` lines.
-pub fn write_info(shared: &Shared, s: &mut String) {
+pub fn write_info(shared: &Shared, db: Db<'_>, s: &mut String) {
     let up = shared.stats.started().elapsed().as_secs();
     let _ = write!(
         s,
@@ -678,23 +682,19 @@ pub fn write_info(shared: &Shared, s: &mut String) {
         env!("CARGO_PKG_VERSION"),
         uptime(up),
         unix_now(),
-        shared.store.len()
+        db.len()
     );
     let _ = write!(
         s,
         "node_id:{}\r\nthreads:{}\r\nshards:{}\r\ntree_bits:{}\r\ntombstones:{}\r\nused_memory_kb:{}\r\n",
         shared.config.node_id,
         shared.config.threads,
-        shared.store.shard_count(),
-        shared.store.shape().bits,
-        shared.store.tombstones(),
+        db.shard_count(),
+        db.shape().bits,
+        db.tombstones(),
         rss_kb()
     );
-    let _ = write!(
-        s,
-        "merkle_leaves_hashed:{}\r\n",
-        shared.store.leaves_hashed()
-    );
+    let _ = write!(s, "merkle_leaves_hashed:{}\r\n", db.leaves_hashed());
     crate::replication::write_info(shared, s);
     let _ = write!(
         s,
@@ -704,5 +704,5 @@ pub fn write_info(shared: &Shared, s: &mut String) {
         shared.outbox.dropped()
     );
     crate::persist::write_info(shared, s);
-    crate::antientropy::write_info(shared, s);
+    crate::antientropy::write_info(shared, db, s);
 }

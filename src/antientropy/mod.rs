@@ -645,12 +645,13 @@ fn sync_reply(host: &str, port: u16, res: &Result<RoundReport, RoundError>) -> R
 }
 
 /// Appends the anti-entropy and tombstone lines to INFO.
-pub fn write_info(shared: &Shared, s: &mut String) {
+/// (`db`: the keyspace as the caller sees it, possibly an `EXEC` hold.)
+pub fn write_info(shared: &Shared, db: crate::store::Db<'_>, s: &mut String) {
     let cfg = &shared.config.anti_entropy;
     let ae = &shared.antientropy;
     let now = crate::store::now_millis();
-    let oldest = match shared.store.oldest_tombstone_ms() {
-        Some(t) if shared.store.tombstones() > 0 => now.saturating_sub(t) / 1000,
+    let oldest = match db.oldest_tombstone_ms() {
+        Some(t) if db.tombstones() > 0 => now.saturating_sub(t) / 1000,
         _ => 0,
     };
     let _ = write!(s, "tombstones_oldest_age_seconds:{oldest}\r\n");
