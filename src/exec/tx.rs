@@ -46,8 +46,9 @@
 //! * Without `MULTI`, `EXEC`/`DISCARD` are errors, as in Redis; `QUIT`
 //!   inside `MULTI` closes the connection at once.
 
-use super::{Ctx, Flow, NIL_ARRAY, Proto, array, error, ok};
+use super::{Ctx, Flow};
 use crate::protocol::redis::Redis;
+use crate::protocol::reply::{NIL_ARRAY, NULL3, Proto, array, error, ok};
 use crate::protocol::{Command, Parsed, resp};
 use crate::stats::Counter;
 use crate::store::Version;
@@ -259,7 +260,7 @@ fn exec(t: &mut TxState, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) {
         let db = ctx.db;
         if watched.iter().any(|(k, v)| db.version(k) != *v) {
             out.extend_from_slice(if ctx.client.is_resp3() {
-                b"_\r\n"
+                NULL3
             } else {
                 NIL_ARRAY
             });
