@@ -125,10 +125,17 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
             any_type,
         } => {
             stats.incr(Counter::Scan);
+            let pattern = match pattern.map(glob::Pattern::new).transpose() {
+                Ok(p) => p,
+                Err(e) => {
+                    crate::protocol::reply::error(out, Proto::Resp, &e.to_string());
+                    return Flow::Continue;
+                }
+            };
             let mut keys = Vec::new();
             let mut n = 0;
-            let next = ctx.shared.store.scan_step(cursor, count, |k| {
-                if any_type && pattern.is_none_or(|p| glob::matches(p, k)) {
+            let next = ctx.db.scan_step(cursor, count, |k| {
+                if any_type && pattern.as_ref().is_none_or(|p| p.matches(k)) {
                     bulk(&mut keys, k);
                     n += 1;
                 }
@@ -140,17 +147,21 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
         }
         Redis::Keys(pattern) => {
             stats.incr(Counter::Scan);
-            let store = &ctx.shared.store;
-            let all = glob::matches_all(pattern);
+            let store = ctx.db;
             let prefix = glob::literal_prefix(pattern);
+            let pattern = match glob::Pattern::new(pattern) {
+                Ok(p) => p,
+                Err(e) => {
+                    crate::protocol::reply::error(out, Proto::Resp, &e.to_string());
+                    return Flow::Continue;
+                }
+            };
             let mut keys = Vec::new();
             let mut n = 0;
             for i in 0..store.shard_count() {
                 store.for_each_in_shard(i, |r| {
                     let k = r.key();
-                    if !r.is_tombstone()
-                        && (all || (k.starts_with(prefix) && glob::matches(pattern, k)))
-                    {
+                    if !r.is_tombstone() && k.starts_with(prefix) && pattern.matches(k) {
                         bulk(&mut keys, k);
                         n += 1;
                     }
@@ -172,7 +183,7 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
             get,
         } => {
             stats.incr(Counter::Set);
-            let store = &ctx.shared.store;
+            let store = ctx.db;
             let (old, version) = {
                 // One shard lock around check-and-set: atomic per key.
                 let mut lock = store.lock_keys(std::iter::once(key));
@@ -196,7 +207,7 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
         Redis::SetNx(key, value) => {
             stats.incr(Counter::Set);
             let version = {
-                let mut lock = ctx.shared.store.lock_keys(std::iter::once(key));
+                let mut lock = ctx.db.lock_keys(std::iter::once(key));
                 if lock.get(key, |v| v.is_some()) {
                     None
                 } else {
@@ -212,7 +223,7 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
             stats.incr(Counter::Get);
             stats.incr(Counter::Delete);
             let (old, version) = {
-                let mut lock = ctx.shared.store.lock_keys(std::iter::once(key));
+                let mut lock = ctx.db.lock_keys(std::iter::once(key));
                 let old = lock.get(key, |v| v.map(<[u8]>::to_vec));
                 (old, lock.delete(key))
             };
@@ -235,12 +246,12 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
         }
         Redis::Type(key) => {
             stats.incr(Counter::Get);
-            let exists = ctx.shared.store.contains(key);
+            let exists = ctx.db.contains(key);
             simple(out, if exists { "string" } else { "none" });
         }
         Redis::Ttl(key) => {
             stats.incr(Counter::Get);
-            let exists = ctx.shared.store.contains(key);
+            let exists = ctx.db.contains(key);
             integer(out, if exists { -1 } else { -2 });
         }
         // Transactions need the connection's state: the worker hands them
@@ -416,13 +427,15 @@ fn config_params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
 
 fn config_get(ctx: &Ctx<'_>, patterns: Args<'_>, out: &mut Vec<u8>, resp3: bool) {
     let params = config_params(ctx);
+    // Over-long patterns were refused by the parser; one that still fails
+    // to compile matches nothing.
+    let patterns: Vec<_> = patterns
+        .iter()
+        .filter_map(|p| glob::Pattern::new(&p.to_ascii_lowercase()).ok())
+        .collect();
     let hits: Vec<_> = params
         .iter()
-        .filter(|(name, _)| {
-            patterns
-                .iter()
-                .any(|p| glob::matches(&p.to_ascii_lowercase(), name.as_bytes()))
-        })
+        .filter(|(name, _)| patterns.iter().any(|p| p.matches(name.as_bytes())))
         .collect();
     map(out, hits.len(), resp3);
     for (name, value) in hits {
@@ -479,7 +492,7 @@ fn info(ctx: &Ctx<'_>, sections: Args<'_>, s: &mut String) {
     let shared = ctx.shared;
     let up = shared.stats.started().elapsed().as_secs();
     let rss = rss_kb() * 1024;
-    let keys = shared.store.len();
+    let keys = ctx.db.len();
     let mut first = true;
     for &name in SECTIONS {
         if !everything
@@ -540,7 +553,7 @@ fn info(ctx: &Ctx<'_>, sections: Args<'_>, s: &mut String) {
             "keyspace" if keys > 0 => write!(s, "db0:keys={keys},expires=0,avg_ttl=0\r\n"),
             "keyspace" => Ok(()),
             _ => {
-                shared.write_info(s);
+                shared.write_info(ctx.db, s);
                 Ok(())
             }
         };
