@@ -42,7 +42,7 @@ fn int(arg: &[u8]) -> Option<i64> {
 /// Executes one string/keyspace command, appending its reply to `out`.
 pub(super) fn execute(cmd: StrCmd<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Flow {
     let stats = ctx.stats;
-    let store = &ctx.shared.store;
+    let store = ctx.db;
     match cmd {
         StrCmd::IncrByFloat { key, incr } => {
             stats.incr(Counter::Numeric);
@@ -239,7 +239,7 @@ fn lcs_command(ctx: &mut Ctx<'_>, a: &[u8], b: &[u8], opts: Args<'_>, out: &mut 
             "If you want both the length and indexes, please just use IDX.",
         );
     }
-    let store = &ctx.shared.store;
+    let store = ctx.db;
     let (va, vb) = {
         let keys = [a, b];
         let mut lock = store.lock_keys(keys.iter().copied());
@@ -285,7 +285,7 @@ fn lcs_command(ctx: &mut Ctx<'_>, a: &[u8], b: &[u8], opts: Args<'_>, out: &mut 
 fn rename(ctx: &mut Ctx<'_>, src: &[u8], dst: &[u8], nx: bool, out: &mut Vec<u8>) -> Flow {
     let keys = [src, dst];
     let (value, vset, vdel) = {
-        let mut lock = ctx.shared.store.lock_keys(keys.iter().copied());
+        let mut lock = ctx.db.lock_keys(keys.iter().copied());
         let Some(value) = lock.get(src, |v| v.map(<[u8]>::to_vec)) else {
             return err(out, "no such key");
         };
@@ -343,7 +343,7 @@ fn copy(ctx: &mut Ctx<'_>, src: &[u8], dst: &[u8], opts: Args<'_>, out: &mut Vec
     }
     let keys = [src, dst];
     let (value, version) = {
-        let mut lock = ctx.shared.store.lock_keys(keys.iter().copied());
+        let mut lock = ctx.db.lock_keys(keys.iter().copied());
         let Some(value) = lock.get(src, |v| v.map(<[u8]>::to_vec)) else {
             drop(lock);
             integer(out, 0);
@@ -375,7 +375,7 @@ fn random_u64() -> u64 {
 /// A random live key: scans from a random bucket to the first buckets
 /// holding live keys (wrapping around), then picks one of those keys.
 fn random_key(ctx: &Ctx<'_>) -> Option<Vec<u8>> {
-    let store = &ctx.shared.store;
+    let store = ctx.db;
     let buckets = store.shape().buckets() as u64;
     let start = random_u64() % buckets.max(1);
     let mut found: Vec<Vec<u8>> = Vec::new();
@@ -463,9 +463,10 @@ fn object(ctx: &mut Ctx<'_>, args: Args<'_>, out: &mut Vec<u8>) -> Flow {
         );
     }
     let key = rest[0];
-    let entry = ctx.shared.store.with_entry(key, |e| {
-        e.and_then(|(v, ver)| v.map(|v| (encoding_of(v), ver.millis())))
-    });
+    let db = ctx.db;
+    let entry = db
+        .get(key, |v| v.map(encoding_of))
+        .zip(db.version(key).map(|v| v.millis()));
     let Some((encoding, written_ms)) = entry else {
         out.extend_from_slice(null(ctx.client.is_resp3()));
         return Flow::Continue;
