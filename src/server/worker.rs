@@ -107,7 +107,7 @@ impl Worker {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         shared.shutdown.add_waker(waker.clone());
-        let (tx, rx) = unbounded();
+        let (completion_sender, completion_receiver) = unbounded();
         let now = Instant::now();
         let log = shared
             .persist
@@ -125,11 +125,11 @@ impl Worker {
                 peek: Vec::new(),
                 now,
                 now_ms: 0,
-                completions: tx,
+                completions: completion_sender,
                 waker,
                 log,
             },
-            completions: rx,
+            completions: completion_receiver,
             conns: Vec::new(),
             free: Vec::new(),
             pending: VecDeque::new(),
