@@ -622,7 +622,7 @@ fn process(
             Parsed::Fatal(f) => {
                 match f {
                     Fatal::LineTooLong => reply::error(&mut conn.wbuf, proto, "line too long"),
-                    Fatal::Protocol(msg) => reply::error(&mut conn.wbuf, proto, msg),
+                    Fatal::Protocol(e) => reply::error(&mut conn.wbuf, proto, &e.to_string()),
                     Fatal::InvalidUtf8 => {}
                 }
                 conn.closing = true;
