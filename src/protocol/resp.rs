@@ -25,10 +25,12 @@
 
 use std::borrow::Cow;
 
-use super::{Args, Command, MAX_LINE, ParseError, Parsed};
+use super::{Args, Command, ParseError, Parsed};
 
-/// Largest bulk string (key or value) accepted.
-pub const MAX_BULK: usize = MAX_LINE;
+/// Largest bulk string (key or value) accepted: the store's value limit
+/// (Redis's `proto-max-bulk-len` is 512 MiB; values that large are not
+/// stored here, see docs/redis-compat.md). Keys are bounded by the store.
+pub const MAX_BULK: usize = crate::store::MAX_VALUE_LEN;
 /// Most arguments in one request.
 pub const MAX_ARGS: usize = 1 << 20;
 /// Largest whole request.
