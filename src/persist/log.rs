@@ -1,7 +1,7 @@
 //! Per-thread append-only log writers and the shared log state.
 //!
 //! Every thread that applies writes owns one [`LogWriter`]: each worker,
-//! and each [`crate::node::Applier`] (replication, anti-entropy). A writer
+//! and each [`crate::applier::Applier`] (replication, anti-entropy). A writer
 //! appends framed records ([`super::record`]) to an in-memory buffer and
 //! writes the buffer to its own segment file `log-<epoch>-<name>.seg`:
 //!
@@ -37,24 +37,31 @@
 //!
 //! # Errors
 //!
-//! A failed write is undone (`set_len` back to the last good length) so a
-//! later retry never leaves a damaged record in the middle of a segment.
-//! The buffer is kept for the retry up to [`MAX_BUFFER`]; beyond that its
-//! records are dropped and counted. Under `always` a write or fsync error
+//! Writes are positioned: a writer writes its buffer at `written`, the
+//! length of the segment's intact prefix, never at a file cursor. A failed
+//! write (which may have written part of a record) is undone by cutting
+//! the file back to `written`; if even that fails, the cut is retried
+//! before the next write. So a retry continues exactly after the last good
+//! record: never after a partial record or a run of zeros, which recovery
+//! would take for corruption and cut, losing every later record of the
+//! segment. The buffer is kept for the retry up to [`MAX_BUFFER`]; beyond
+//! that its records are dropped and counted. Under `always` a write or fsync error
 //! is fatal to the process: replies of the turn are already encoded and
 //! must not be sent for writes that may not be durable.
 
 use std::cell::Cell;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::record::{self, FORMAT, Kind};
 use crate::config::FsyncPolicy;
 use crate::store::Version;
+use crate::sync::lock;
 
 /// Buffered bytes that trigger a write before the end of the turn.
 pub const WRITE_THRESHOLD: usize = 256 << 10;
@@ -97,14 +104,53 @@ fn sanitize(name: &str) -> String {
     if s.is_empty() { "x".to_string() } else { s }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// Fsyncs a directory so that created or renamed entries are durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
+
+/// What a writer needs of a segment file: [`File`] in production; tests
+/// wrap it to inject faults.
+pub(crate) trait SegmentFile: Send + Sync {
+    /// Writes a prefix of `buf` at `offset` (like [`io::Write::write`],
+    /// but positioned), returning how many bytes it wrote.
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize>;
+    /// Truncates (or extends) the file to `len` bytes.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Makes the file's data durable.
+    fn sync_data(&self) -> io::Result<()>;
+}
+
+impl SegmentFile for File {
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
+        FileExt::write_at(self, buf, offset)
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        File::set_len(self, len)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        File::sync_data(self)
+    }
+}
+
+/// Writes all of `buf` at `offset`. On error, part of it may be written.
+fn write_all_at(f: &dyn SegmentFile, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        match f.write_at(buf, offset) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                buf = &buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Turns a freshly created segment file into a writer's handle.
+type WrapSegment = Box<dyn Fn(File) -> Arc<dyn SegmentFile> + Send + Sync>;
 
 /// State shared by every writer of a node and the background threads.
 pub struct LogShared {
@@ -121,6 +167,7 @@ pub struct LogShared {
     pub(crate) write_errors: AtomicU64,
     pub(crate) dropped_records: AtomicU64,
     pub(crate) records: AtomicU64,
+    wrap: WrapSegment,
 }
 
 impl LogShared {
@@ -138,7 +185,18 @@ impl LogShared {
             write_errors: AtomicU64::new(0),
             dropped_records: AtomicU64::new(0),
             records: AtomicU64::new(0),
+            wrap: Box::new(|f| Arc::new(f)),
         }
+    }
+
+    /// Wraps every segment file a writer opens (fault injection in tests).
+    #[cfg(test)]
+    pub(crate) fn with_wrapper(
+        mut self,
+        wrap: impl Fn(File) -> Arc<dyn SegmentFile> + Send + Sync + 'static,
+    ) -> LogShared {
+        self.wrap = Box::new(wrap);
+        self
     }
 
     /// A new writer named `name` (unique per process: appliers get a
@@ -155,6 +213,7 @@ impl LogShared {
             epoch: 0,
             file: None,
             written: 0,
+            dirty_tail: false,
             synced: 0,
             new_file: false,
             buf: Vec::new(),
@@ -192,10 +251,10 @@ impl LogShared {
                 continue;
             }
             for f in &retired {
-                self.sync_or_count(f);
+                self.sync_or_count(&**f);
             }
             if let Some(f) = file
-                && self.sync_or_count(&f)
+                && self.sync_or_count(&*f)
             {
                 let mut st = lock(&w);
                 if st.file.as_ref().is_some_and(|cur| Arc::ptr_eq(cur, &f)) {
@@ -209,7 +268,7 @@ impl LogShared {
         }
     }
 
-    fn sync_or_count(&self, f: &File) -> bool {
+    fn sync_or_count(&self, f: &dyn SegmentFile) -> bool {
         match f.sync_data() {
             Ok(()) => true,
             Err(e) => {
@@ -227,9 +286,13 @@ struct WriterState {
     /// Epoch of `file` (or of the next file to open).
     epoch: u64,
     /// Current segment; opened lazily at the first write of an epoch.
-    file: Option<Arc<File>>,
-    /// Bytes successfully written to `file`.
+    file: Option<Arc<dyn SegmentFile>>,
+    /// Bytes successfully written to `file`: its intact prefix, where the
+    /// next write goes.
     written: u64,
+    /// A failed write may have left bytes after `written` that could not
+    /// be cut yet: cut them before writing again.
+    dirty_tail: bool,
     /// Prefix of `file` known to be fsynced.
     synced: u64,
     /// `file` was created and the directory not yet fsynced for it.
@@ -238,7 +301,7 @@ struct WriterState {
     buf: Vec<u8>,
     buf_records: u64,
     /// Finished segments of older epochs still to be fsynced (`everysec`).
-    retired: Vec<Arc<File>>,
+    retired: Vec<Arc<dyn SegmentFile>>,
     last_error_log: Option<Instant>,
 }
 
@@ -269,12 +332,14 @@ impl WriterState {
                 Err(e) => return Err(e),
             }
         };
-        if let Err(e) = (&file).write_all(&header) {
+        let file = (shared.wrap)(file);
+        if let Err(e) = write_all_at(&*file, &header, 0) {
             let _ = std::fs::remove_file(&path);
             return Err(e);
         }
-        self.file = Some(Arc::new(file));
+        self.file = Some(file);
         self.written = header.len() as u64;
+        self.dirty_tail = false;
         self.synced = 0;
         self.new_file = true;
         shared
@@ -324,10 +389,14 @@ impl WriterState {
             self.open_segment(shared)?;
         }
         let file = self.file.as_ref().expect("segment is open");
-        if let Err(e) = (&**file).write_all(&self.buf) {
-            // Undo a partial write so a retry cannot leave a damaged record
-            // in the middle of the segment.
-            let _ = file.set_len(self.written);
+        if self.dirty_tail {
+            file.set_len(self.written)?;
+            self.dirty_tail = false;
+        }
+        if let Err(e) = write_all_at(&**file, &self.buf, self.written) {
+            // Undo a partial write: the segment ends at its last intact
+            // record again, and the retry writes there.
+            self.dirty_tail = file.set_len(self.written).is_err();
             return Err(e);
         }
         let n = self.buf.len() as u64;
@@ -389,6 +458,7 @@ impl WriterState {
         }
         self.epoch = epoch;
         self.written = 0;
+        self.dirty_tail = false;
         self.synced = 0;
         res
     }
@@ -585,6 +655,126 @@ mod tests {
         w.commit();
         assert_eq!(keys_in(&gone.join(segment_name(1, "w0"))), ["a", "b"]);
         assert_eq!(log.dropped_records.load(Ordering::Relaxed), 0);
+    }
+
+    /// Faults to inject into a segment's next operations.
+    #[derive(Default)]
+    struct Faults {
+        /// Bytes the next writes may still write before one fails.
+        fail_after: Option<usize>,
+        /// Number of `set_len` calls still to fail.
+        fail_set_len: u32,
+    }
+
+    /// A segment file whose writes fail mid-record when told to.
+    struct Faulty {
+        file: File,
+        faults: Arc<Mutex<Faults>>,
+    }
+
+    impl SegmentFile for Faulty {
+        fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
+            let mut f = lock(&self.faults);
+            match f.fail_after {
+                Some(0) => {
+                    f.fail_after = None;
+                    Err(io::Error::other("injected write failure"))
+                }
+                Some(budget) => {
+                    // A short write: the caller must come back for the rest.
+                    let n = FileExt::write_at(&self.file, &buf[..budget.min(buf.len())], offset)?;
+                    f.fail_after = Some(budget - n);
+                    Ok(n)
+                }
+                None => FileExt::write_at(&self.file, buf, offset),
+            }
+        }
+        fn set_len(&self, len: u64) -> io::Result<()> {
+            let mut f = lock(&self.faults);
+            if f.fail_set_len > 0 {
+                f.fail_set_len -= 1;
+                return Err(io::Error::other("injected set_len failure"));
+            }
+            self.file.set_len(len)
+        }
+        fn sync_data(&self) -> io::Result<()> {
+            self.file.sync_data()
+        }
+    }
+
+    #[test]
+    fn a_write_failing_mid_record_loses_nothing_acknowledged_before_or_after() {
+        use crate::store::{Store, StoreOptions};
+        let d = TempDir::new("log-fault");
+        let faults = Arc::new(Mutex::new(Faults::default()));
+        let f2 = faults.clone();
+        let log = Arc::new(
+            LogShared::new(d.0.clone(), FsyncPolicy::EverySec, 1, 0).with_wrapper(move |file| {
+                Arc::new(Faulty {
+                    file,
+                    faults: f2.clone(),
+                })
+            }),
+        );
+        let opts = || StoreOptions {
+            shards: 4,
+            tree_bits: 12,
+            node_id: "n1".into(),
+            tombstone_ttl_ms: 3_600_000,
+        };
+        let live = Store::new(opts()).unwrap();
+        let w = log.writer("w0", true);
+        // Applies a write and logs it; under `everysec` its reply leaves at
+        // the end of the turn, whether or not the write reached the file.
+        let set = |k: &str, v: &str| {
+            let ver = live.set(k.as_bytes(), v.as_bytes());
+            w.append(k.as_bytes(), Some(v.as_bytes()), ver, ver.hlc);
+        };
+        set("a", "1");
+        set("b", "2");
+        w.commit();
+        // 30 bytes reach the file, ending inside the first record; then
+        // the write fails.
+        lock(&faults).fail_after = Some(30);
+        set("c", "3");
+        set("d", "4");
+        w.commit();
+        assert_eq!(log.write_errors.load(Ordering::Relaxed), 1);
+        // Fails again after 5 bytes, and so does the cut of those bytes: the
+        // next write cuts them first.
+        *lock(&faults) = Faults {
+            fail_after: Some(5),
+            fail_set_len: 1,
+        };
+        set("a", "5");
+        w.commit();
+        assert_eq!(log.write_errors.load(Ordering::Relaxed), 2);
+        set("e", "6");
+        w.commit();
+        set("f", "7");
+        w.commit();
+        assert_eq!(log.write_errors.load(Ordering::Relaxed), 2);
+        assert_eq!(log.dropped_records.load(Ordering::Relaxed), 0);
+        let seg = d.0.join(segment_name(1, "w0"));
+        assert_eq!(keys_in(&seg), ["a", "b", "c", "d", "a", "e", "f"]);
+        drop(w);
+
+        let back = Store::new(opts()).unwrap();
+        let r = super::super::recovery::recover(&d.0, &back).unwrap();
+        assert_eq!((r.damaged_files, r.dropped_bytes), (0, 0), "{r:?}");
+        assert_eq!(r.log_records, 7);
+        for (k, v) in [
+            ("a", "5"),
+            ("b", "2"),
+            ("c", "3"),
+            ("d", "4"),
+            ("e", "6"),
+            ("f", "7"),
+        ] {
+            let got = back.get(k.as_bytes(), |v| v.map(<[u8]>::to_vec));
+            assert_eq!(got.as_deref(), Some(v.as_bytes()), "key {k}");
+        }
+        assert_eq!(back.root(), live.root());
     }
 
     #[test]

@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 
-use crate::exec::Proto;
 use crate::exec::tx::TxState;
+use crate::protocol::reply::Proto;
 use crate::stats::ClientInfo;
 
 /// Unsent reply bytes above which a connection is not read (backpressure).
