@@ -8,7 +8,7 @@
 //! file's peers). Of a setting's several variables the first one set wins
 //! (`MERKLE_KV_MQTT_CLIENT_ID` over the 1.x name `CLIENT_ID`).
 
-use super::ConfigError;
+use super::error::ConfigError;
 use super::resolve::Layers;
 use super::settings::SETTINGS;
 use super::values::{Refused, Val, from_text};

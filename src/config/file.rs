@@ -9,9 +9,10 @@
 
 use toml::{Table, Value};
 
+use super::error::ConfigError;
 use super::settings::SETTINGS;
+use super::types::{Engine, Layout};
 use super::values::{Refused, Val, describe, from_toml, list_entry};
-use super::{ConfigError, Engine, Layout};
 
 /// Top-level keys and tables read only in the flat layout.
 const FLAT_ONLY: [&str; 4] = ["host", "port", "replication", "sync_interval_seconds"];

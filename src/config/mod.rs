@@ -12,6 +12,7 @@
 //! - `file`: the TOML layouts (flat and nested) and unknown-key warnings.
 //! - `env`: the `MERKLE_KV_*` variables (and 1.x `CLIENT_ID`,
 //!   `CLIENT_PASSWORD`).
+//! - [`types`]: [`Config`] and its parts, [`Layout`], [`Overrides`]: plain data.
 //! - `resolve`: defaults, layering, command-line overrides, derived defaults.
 //! - [`error`]: the error type, [`ConfigError`].
 //!
@@ -108,175 +109,24 @@ pub mod error;
 mod file;
 mod resolve;
 pub mod settings;
+pub mod types;
 pub mod values;
 
 #[cfg(test)]
 mod tests;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 pub use error::ConfigError;
+pub use resolve::{default_node_id, default_threads, hostname};
 pub use settings::{SETTINGS, Setting};
+pub use types::{
+    AntiEntropyConfig, Config, Engine, FsyncPolicy, Layout, LogFormat, LoggingConfig, MAX_SHARDS,
+    MAX_THREADS, Overrides, ReplicationConfig,
+};
 pub use values::{parse_broker_address, parse_engine, parse_host_port};
 
 use resolve::Layers;
-
-/// Storage engine selected by `engine` / `storage.persistence_enabled`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Engine {
-    /// `rwlock` or `kv`: in-memory only.
-    Memory,
-    /// `sled`, or nested `storage.persistence_enabled = true`: append-only
-    /// log + snapshots under `storage_path`.
-    Persistent,
-}
-
-/// When the append-only log is fsynced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FsyncPolicy {
-    /// Reply only after the record is durable (group commit per loop turn).
-    Always,
-    /// Fsync once per second in the background.
-    EverySec,
-    /// Leave it to the OS.
-    No,
-}
-
-/// Fully resolved node configuration.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Config {
-    /// Node id: origin of change events and Merkle versions.
-    pub node_id: String,
-    /// Bind address (host name or IP).
-    pub host: String,
-    /// Client port; 0 asks the OS for an ephemeral port (tests).
-    pub port: u16,
-    /// Worker threads (event loops); default: available cores.
-    pub threads: usize,
-    /// Store shards, a power of two; default 64.
-    pub shards: usize,
-    /// Maximum simultaneous client connections; default 10000.
-    pub max_connections: usize,
-    /// Close connections idle for longer than this; `None` = never (default).
-    pub connection_timeout: Option<Duration>,
-    /// Storage engine.
-    pub engine: Engine,
-    /// Directory of the persistent engine.
-    pub storage_path: PathBuf,
-    /// Persistence fsync policy; default `EverySec`.
-    pub fsync: FsyncPolicy,
-    /// Interval between snapshots of the persistent engine; default 300 s.
-    pub snapshot_interval: Duration,
-    /// How long tombstones are kept before they are collected; default 24 h.
-    pub tombstone_ttl: Duration,
-    /// Merkle tree depth: 2^tree_bits leaf buckets; default 16; multiple of 4
-    /// in 4..=24 (fan-out 16). Must be equal on every node of a cluster.
-    pub tree_bits: u32,
-    /// MQTT replication settings.
-    pub replication: ReplicationConfig,
-    /// Anti-entropy settings.
-    pub anti_entropy: AntiEntropyConfig,
-    /// Logging settings.
-    pub logging: LoggingConfig,
-}
-
-/// MQTT replication settings (PROTOCOL.md §9, §11).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReplicationConfig {
-    /// Connect at startup.
-    pub enabled: bool,
-    /// Broker host name or IP (no scheme).
-    pub broker_host: String,
-    /// Broker port; default 1883.
-    pub broker_port: u16,
-    /// Topic prefix: publish `<prefix>/events`, subscribe `<prefix>/events/#`.
-    pub topic_prefix: String,
-    /// MQTT client id (default: node id; env `CLIENT_ID` overrides).
-    pub client_id: String,
-    /// MQTT user name (flat layout: the client id when a password is set).
-    pub username: Option<String>,
-    /// MQTT password (env `CLIENT_PASSWORD` overrides).
-    pub password: Option<String>,
-    /// Keep-alive interval; default 60 s.
-    pub keep_alive: Duration,
-    /// MQTT clean session flag; default true.
-    pub clean_session: bool,
-    /// Publish QoS, 0 or 1; default 1.
-    pub qos: u8,
-    /// `replication.peer_list` (only counted by `REPLICATE status`).
-    pub peer_list: Vec<String>,
-}
-
-/// Anti-entropy settings (PROTOCOL.md §10).
-#[derive(Debug, Clone, PartialEq)]
-pub struct AntiEntropyConfig {
-    /// Run background rounds (only when `peer_list` is non-empty).
-    pub enabled: bool,
-    /// Time between rounds; at least 1 s.
-    pub interval: Duration,
-    /// Peers synchronised at once; default 3.
-    pub max_concurrent_syncs: usize,
-    /// Peers as `host:port` of their client port.
-    pub peer_list: Vec<String>,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-/// Logging settings; `RUST_LOG` wins over `level` when set.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LoggingConfig {
-    /// Default level: trace|debug|info|warn|error; default "info".
-    pub level: String,
-    /// Output format; default text.
-    pub format: LogFormat,
-    /// Log to this file instead of stderr.
-    pub file_path: Option<PathBuf>,
-}
-
-impl FsyncPolicy {
-    /// The names used in the file and the environment, in variant order.
-    pub const NAMES: [&'static str; 3] = ["always", "everysec", "no"];
-
-    /// The policy named `name` (one of [`FsyncPolicy::NAMES`]).
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "always" => Some(FsyncPolicy::Always),
-            "everysec" => Some(FsyncPolicy::EverySec),
-            "no" => Some(FsyncPolicy::No),
-            _ => None,
-        }
-    }
-
-    /// The policy's name in the file and the environment.
-    pub fn name(self) -> &'static str {
-        match self {
-            FsyncPolicy::Always => "always",
-            FsyncPolicy::EverySec => "everysec",
-            FsyncPolicy::No => "no",
-        }
-    }
-}
-
-/// Upper bound for `threads`.
-pub const MAX_THREADS: usize = 1024;
-/// Upper bound for `storage.shards`.
-pub const MAX_SHARDS: usize = 4096;
-
-/// Which layout a configuration file was read as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
-    /// 1.x layout (§11.2): top-level `host`/`port`, `[replication]`.
-    Flat,
-    /// Documented layout (§11.3): `node_id`, `[network]`, `[mqtt]`, ...
-    Nested,
-}
 
 /// A resolved configuration plus what the caller should log once the logger
 /// is up.
@@ -291,26 +141,6 @@ pub struct Loaded {
     pub source: Option<PathBuf>,
     /// The layout the file was read as; `None` without a file.
     pub layout: Option<Layout>,
-}
-
-/// Command-line overrides: the last and strongest layer.
-///
-/// `crate::cli` validates these; [`load`] only clamps `threads` into
-/// `1..=MAX_THREADS` so that a hand-built value cannot break the server.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Overrides {
-    /// `--node-id`
-    pub node_id: Option<String>,
-    /// `--bind` / `--host`
-    pub host: Option<String>,
-    /// `--port` (0 = ephemeral port, allowed only here)
-    pub port: Option<u16>,
-    /// `--threads`
-    pub threads: Option<usize>,
-    /// `--engine`
-    pub engine: Option<Engine>,
-    /// `--storage-path`
-    pub storage_path: Option<PathBuf>,
 }
 
 /// Loads the configuration: defaults, then the file at `path` (if any), then
@@ -385,45 +215,4 @@ fn finish(
         source,
         layout,
     })
-}
-
-///
-/// With port 0 (an ephemeral port, chosen by the OS after binding) the port
-/// does not identify the node, so the id becomes `<hostname>-0-<pid>-<n>`,
-/// unique per process and call: several test nodes in one process must not
-/// share an id, or each would drop the others' events as its own.
-pub fn default_node_id(port: u16) -> String {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let host = hostname();
-    if port == 0 {
-        let n = SEQ.fetch_add(1, Ordering::Relaxed);
-        format!("{host}-0-{}-{n}", std::process::id())
-    } else {
-        format!("{host}-{port}")
-    }
-}
-
-/// The machine's host name from `/proc/sys/kernel/hostname`, or `localhost`.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty() && !s.chars().any(char::is_whitespace))
-        .unwrap_or_else(|| "localhost".to_string())
-}
-
-/// Default worker count: available cores, at most [`MAX_THREADS`].
-pub fn default_threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, MAX_THREADS)
-}
-
-impl Default for Config {
-    /// Built-in defaults: what a node runs with without file, environment or
-    /// flags (PROTOCOL.md §11.1).
-    fn default() -> Self {
-        Layers::new().finish(&Overrides::default())
-    }
 }

@@ -10,14 +10,15 @@
 //! the number of cores.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::settings::{Initial, SETTINGS};
-use super::values::{Val, from_text};
-use super::{
+use super::types::{
     AntiEntropyConfig, Config, Engine, FsyncPolicy, LogFormat, LoggingConfig, MAX_THREADS,
-    Overrides, ReplicationConfig, default_node_id, default_threads,
+    Overrides, ReplicationConfig,
 };
+use super::values::{Val, from_text};
 
 /// The configuration being built, and which settings a layer has given.
 pub struct Layers {
@@ -148,5 +149,47 @@ fn blank() -> Config {
             format: LogFormat::Text,
             file_path: None,
         },
+    }
+}
+
+/// The default node id: `<hostname>-<port>`.
+///
+/// With port 0 (an ephemeral port, chosen by the OS after binding) the port
+/// does not identify the node, so the id becomes `<hostname>-0-<pid>-<n>`,
+/// unique per process and call: several test nodes in one process must not
+/// share an id, or each would drop the others' events as its own.
+pub fn default_node_id(port: u16) -> String {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let host = hostname();
+    if port == 0 {
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        format!("{host}-0-{}-{n}", std::process::id())
+    } else {
+        format!("{host}-{port}")
+    }
+}
+
+/// The machine's host name from `/proc/sys/kernel/hostname`, or `localhost`.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty() && !s.chars().any(char::is_whitespace))
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// Default worker count: available cores, at most [`MAX_THREADS`].
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, MAX_THREADS)
+}
+
+impl Default for Config {
+    /// Built-in defaults: what a node runs with without file, environment or
+    /// flags (PROTOCOL.md §11.1).
+    fn default() -> Self {
+        Layers::new().finish(&Overrides::default())
     }
 }

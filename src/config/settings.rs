@@ -11,8 +11,8 @@
 //!
 //! See the module documentation of `config` for how to add a setting.
 
+use super::types::{Config, Engine, FsyncPolicy, LogFormat, MAX_SHARDS, MAX_THREADS};
 use super::values::{Kind, Val, join_host_port};
-use super::{Config, Engine, FsyncPolicy, LogFormat, MAX_SHARDS, MAX_THREADS};
 
 /// Ten years: the cap on every duration setting, so that `Instant +
 /// duration` can never overflow downstream.

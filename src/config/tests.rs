@@ -1,5 +1,6 @@
 use super::*;
 use std::collections::HashMap;
+use std::time::Duration;
 
 /// §11.2, verbatim.
 const FLAT_EXAMPLE: &str = r#"

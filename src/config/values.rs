@@ -9,7 +9,8 @@
 
 use toml::Value;
 
-use super::{ConfigError, Engine};
+use super::error::ConfigError;
+use super::types::Engine;
 
 /// Default MQTT broker port (an address without `:port`).
 pub const DEFAULT_BROKER_PORT: u16 = 1883;
