@@ -125,10 +125,17 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
             any_type,
         } => {
             stats.incr(Counter::Scan);
+            let pattern = match pattern.map(glob::Pattern::new).transpose() {
+                Ok(p) => p,
+                Err(e) => {
+                    crate::protocol::reply::error(out, Proto::Resp, &e.to_string());
+                    return Flow::Continue;
+                }
+            };
             let mut keys = Vec::new();
             let mut n = 0;
             let next = ctx.shared.store.scan_step(cursor, count, |k| {
-                if any_type && pattern.is_none_or(|p| glob::matches(p, k)) {
+                if any_type && pattern.as_ref().is_none_or(|p| p.matches(k)) {
                     bulk(&mut keys, k);
                     n += 1;
                 }
@@ -141,16 +148,20 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
         Redis::Keys(pattern) => {
             stats.incr(Counter::Scan);
             let store = &ctx.shared.store;
-            let all = glob::matches_all(pattern);
             let prefix = glob::literal_prefix(pattern);
+            let pattern = match glob::Pattern::new(pattern) {
+                Ok(p) => p,
+                Err(e) => {
+                    crate::protocol::reply::error(out, Proto::Resp, &e.to_string());
+                    return Flow::Continue;
+                }
+            };
             let mut keys = Vec::new();
             let mut n = 0;
             for i in 0..store.shard_count() {
                 store.for_each_in_shard(i, |r| {
                     let k = r.key();
-                    if !r.is_tombstone()
-                        && (all || (k.starts_with(prefix) && glob::matches(pattern, k)))
-                    {
+                    if !r.is_tombstone() && k.starts_with(prefix) && pattern.matches(k) {
                         bulk(&mut keys, k);
                         n += 1;
                     }
@@ -399,13 +410,15 @@ fn config_params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
 
 fn config_get(ctx: &Ctx<'_>, patterns: Args<'_>, out: &mut Vec<u8>, resp3: bool) {
     let params = config_params(ctx);
+    // Over-long patterns were refused by the parser; one that still fails
+    // to compile matches nothing.
+    let patterns: Vec<_> = patterns
+        .iter()
+        .filter_map(|p| glob::Pattern::new(&p.to_ascii_lowercase()).ok())
+        .collect();
     let hits: Vec<_> = params
         .iter()
-        .filter(|(name, _)| {
-            patterns
-                .iter()
-                .any(|p| glob::matches(&p.to_ascii_lowercase(), name.as_bytes()))
-        })
+        .filter(|(name, _)| patterns.iter().any(|p| p.matches(name.as_bytes())))
         .collect();
     map(out, hits.len(), resp3);
     for (name, value) in hits {

@@ -21,7 +21,9 @@
 //! Invariants: a connection whose unsent output reaches [`WBUF_HIGH`] is not
 //! read or parsed until it drains; its buffered input is bounded by one
 //! request (a text line ≤ `MAX_LINE`, a RESP request ≤ `resp::MAX_REQUEST`)
-//! plus one read. A deferred request (SYNC)
+//! plus one read, and is framed incrementally across reads
+//! (`resp::Partial`, `text::parse_resume`), so a request costs time linear
+//! in its size however it is split. A deferred request (SYNC)
 //! stops processing of that connection until its reply arrives, so replies
 //! stay in request order.
 
@@ -515,7 +517,7 @@ fn process(
             Proto::Text
         });
         let parsed = match (proto, framed.take()) {
-            (Proto::Text, _) => match text::parse(rest) {
+            (Proto::Text, _) => match text::parse_resume(rest, &mut conn.text_scanned) {
                 Parsed::Incomplete if eof => text::parse_eof(rest),
                 p => p,
             },
@@ -523,7 +525,11 @@ fn process(
                 std::mem::swap(&mut env.spans, &mut env.peek);
                 resp::decode(rest, n, &env.spans)
             }
-            (Proto::Resp, None) => resp::parse(rest, &mut env.spans),
+            (Proto::Resp, None) => {
+                // A remembered prefix always describes the front of `data`.
+                debug_assert!(pos == 0 || !conn.resp.is_active());
+                conn.resp.parse(rest, &mut env.spans)
+            }
         };
         match parsed {
             Parsed::Request(cmd, n) => {
