@@ -49,7 +49,7 @@ pub enum ConfigError {
         /// What was expected and what was found.
         message: String,
     },
-    /// `engine` (file, or `--engine`) names no known engine (PROTOCOL.md §8).
+    /// `engine` (file, or `--engine`) names no known engine (docs/protocol.md §8).
     UnknownEngine {
         /// The value given.
         name: String,

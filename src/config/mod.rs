@@ -1,5 +1,5 @@
 //! Node configuration: the resolved [`Config`] every subsystem reads, and
-//! how it is loaded (PROTOCOL.md §11).
+//! how it is loaded (docs/protocol.md §11).
 //!
 //! # Where things are
 //!

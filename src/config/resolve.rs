@@ -188,7 +188,7 @@ pub fn default_threads() -> usize {
 
 impl Default for Config {
     /// Built-in defaults: what a node runs with without file, environment or
-    /// flags (PROTOCOL.md §11.1).
+    /// flags (docs/protocol.md §11.1).
     fn default() -> Self {
         Layers::new().finish(&Overrides::default())
     }

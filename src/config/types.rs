@@ -64,7 +64,7 @@ pub struct Config {
     pub logging: LoggingConfig,
 }
 
-/// MQTT replication settings (PROTOCOL.md §9, §11).
+/// MQTT replication settings (docs/protocol.md §9, §11).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplicationConfig {
     /// Connect at startup.
@@ -91,7 +91,7 @@ pub struct ReplicationConfig {
     pub peer_list: Vec<String>,
 }
 
-/// Anti-entropy settings (PROTOCOL.md §10).
+/// Anti-entropy settings (docs/protocol.md §10).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AntiEntropyConfig {
     /// Run background rounds (only when `peer_list` is non-empty).

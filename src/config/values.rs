@@ -253,7 +253,7 @@ pub fn from_text(kind: Kind, s: &str) -> Result<Val, Refused> {
     }
 }
 
-/// Maps an `engine` value to an [`Engine`] (PROTOCOL.md §8).
+/// Maps an `engine` value to an [`Engine`] (docs/protocol.md §8).
 pub fn parse_engine(name: &str) -> Result<Engine, ConfigError> {
     match name {
         "rwlock" | "kv" => Ok(Engine::Memory),
