@@ -32,7 +32,7 @@ fn exchange(s: &mut TcpStream, args: &[&str], want: &[u8]) {
 /// The bulk strings of a flat array reply.
 fn list(s: &mut TcpStream, args: &[&str]) -> Vec<String> {
     s.write_all(&req(args)).unwrap();
-    let mut line = |s: &mut TcpStream| {
+    let line = |s: &mut TcpStream| {
         let mut l = Vec::new();
         let mut b = [0u8];
         while !l.ends_with(b"\r\n") {
