@@ -511,7 +511,8 @@ fn process(
             return (pos, Stop::Budget);
         }
         let rest = &data[pos..];
-        let proto = *conn.proto.get_or_insert(if rest[0] == b'*' {
+        let text_ok = env.shared.config.text_protocol;
+        let proto = *conn.proto.get_or_insert(if rest[0] == b'*' || !text_ok {
             Proto::Resp
         } else {
             Proto::Text
