@@ -18,6 +18,7 @@ use crate::applier::Applier;
 use crate::client::Client;
 use crate::jobs::{Job, Task};
 use crate::state::{InfoSection, Shared};
+use crate::store::Db;
 use crate::store::{Applied, Version};
 use crate::sync::lock;
 
@@ -416,17 +417,17 @@ fn sync_reply(host: &str, port: u16, res: &Result<RoundReport, RoundError>) -> R
 pub struct AntiEntropyInfo;
 
 impl InfoSection for AntiEntropyInfo {
-    fn write_info(&self, shared: &Shared, s: &mut String) {
-        write_info(shared, s);
+    fn write_info(&self, shared: &Shared, db: Db<'_>, s: &mut String) {
+        write_info(shared, db, s);
     }
 }
 
-fn write_info(shared: &Shared, s: &mut String) {
+fn write_info(shared: &Shared, db: Db<'_>, s: &mut String) {
     let cfg = &shared.config.anti_entropy;
     let ae = &shared.antientropy;
     let now = crate::clock::unix_millis();
-    let oldest = match shared.store.oldest_tombstone_ms() {
-        Some(t) if shared.store.tombstones() > 0 => now.saturating_sub(t) / 1000,
+    let oldest = match db.oldest_tombstone_ms() {
+        Some(t) if db.tombstones() > 0 => now.saturating_sub(t) / 1000,
         _ => 0,
     };
     let _ = write!(s, "tombstones_oldest_age_seconds:{oldest}\r\n");

@@ -561,6 +561,7 @@ fn process(
                 }
                 let mut ctx = Ctx {
                     shared: &env.shared,
+                    db: env.shared.store.db(),
                     stats: &env.stats,
                     client: &conn.info,
                     scratch: &mut env.rmw,

@@ -73,7 +73,7 @@ use hashbrown::HashTable;
 use merkle::{Shape, bucket_of, key_hash};
 use shard::{Padded, Shard, Slot};
 
-pub use lock::MultiLock;
+pub use lock::{Db, Exclusive, MultiLock};
 pub use record::Record;
 pub use refresh::{REFRESH_CHUNK, REFRESH_CHUNK_BYTES};
 pub use version::{Hlc, Version, node_hash, now_millis};
