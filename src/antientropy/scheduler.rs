@@ -146,8 +146,8 @@ struct Scheduler {
     periodic: VecDeque<usize>,
     running: usize,
     threads: Vec<JoinHandle<()>>,
-    done_tx: Sender<Done>,
-    done_rx: Receiver<Done>,
+    done_sender: Sender<Done>,
+    done_receiver: Receiver<Done>,
 }
 
 impl Scheduler {
@@ -176,7 +176,7 @@ impl Scheduler {
         } else {
             Vec::new()
         };
-        let (done_tx, done_rx) = unbounded();
+        let (done_sender, done_receiver) = unbounded();
         Scheduler {
             shared,
             peers,
@@ -184,8 +184,8 @@ impl Scheduler {
             periodic: VecDeque::new(),
             running: 0,
             threads: Vec::new(),
-            done_tx,
-            done_rx,
+            done_sender,
+            done_receiver,
         }
     }
 
@@ -217,7 +217,7 @@ impl Scheduler {
                     Ok(job) => self.syncs.push_back(job),
                     Err(_) => break,
                 },
-                recv(self.done_rx) -> done => {
+                recv(self.done_receiver) -> done => {
                     if let Ok(done) = done {
                         self.finish(done);
                     }
@@ -263,7 +263,7 @@ impl Scheduler {
 
     fn spawn_round(&mut self, work: Work) {
         let shared = self.shared.clone();
-        let tx = self.done_tx.clone();
+        let done = self.done_sender.clone();
         let (host, port, opts, client, peer, responder) = match work {
             Work::Sync(job) => {
                 let Task::Sync {
@@ -304,7 +304,7 @@ impl Scheduler {
                 if let Some(r) = lock(&theirs).take() {
                     r.respond(sync_reply(&host, port, &result));
                 }
-                let _ = tx.send(Done {
+                let _ = done.send(Done {
                     peer,
                     result,
                     client,
@@ -383,7 +383,7 @@ impl Scheduler {
         // connect timeout) is left to finish on its own rather than delay
         // the node's exit.
         let deadline = Instant::now() + STOP_GRACE;
-        while self.running > 0 && self.done_rx.recv_deadline(deadline).is_ok() {
+        while self.running > 0 && self.done_receiver.recv_deadline(deadline).is_ok() {
             self.running -= 1;
         }
         for h in self.threads.drain(..) {

@@ -241,11 +241,6 @@ impl Store {
         &self.node_id
     }
 
-    /// This node's version tie-breaker ([`node_hash`] of its id).
-    pub fn node(&self) -> u64 {
-        self.node
-    }
-
     /// Tombstone time to live in milliseconds.
     pub fn tombstone_ttl_ms(&self) -> u64 {
         self.tombstone_ttl_ms
