@@ -15,6 +15,7 @@
 //! how that looks in the text protocol and in RESP.
 
 mod redis;
+mod strings;
 pub mod tx;
 
 use std::time::Instant;
@@ -146,16 +147,25 @@ fn execute_with(cmd: Command<'_>, ctx: &mut Ctx<'_>, reply: &mut Reply<'_>) -> F
             decrement,
         } => {
             stats.incr(Counter::Numeric);
+            // RESP follows Redis: overflow is an error. The text protocol
+            // keeps 1.x's wrapping arithmetic (docs/protocol.md).
+            let proto = reply.proto();
+            if proto == Proto::Resp && decrement && amount == i64::MIN {
+                reply.error("decrement would overflow");
+                return Flow::Continue;
+            }
+            // Err(true): overflow; Err(false): not a number.
             let res = store.update(key, ctx.scratch, |old, new| {
                 let old = match old {
                     None => 0,
                     // docs/protocol.md: what `i64::from_str` accepts.
-                    Some(v) => parse_int::<i64>(v).ok_or(())?,
+                    Some(v) => parse_int::<i64>(v).ok_or(false)?,
                 };
-                let n = if decrement {
-                    old.wrapping_sub(amount)
-                } else {
-                    old.wrapping_add(amount)
+                let n = match (proto, decrement) {
+                    (Proto::Text, true) => old.wrapping_sub(amount),
+                    (Proto::Text, false) => old.wrapping_add(amount),
+                    (Proto::Resp, true) => old.checked_sub(amount).ok_or(true)?,
+                    (Proto::Resp, false) => old.checked_add(amount).ok_or(true)?,
                 };
                 new.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
                 Ok(n)
@@ -167,7 +177,8 @@ fn execute_with(cmd: Command<'_>, ctx: &mut Ctx<'_>, reply: &mut Reply<'_>) -> F
                     *ctx.scratch = new;
                     reply.number(n);
                 }
-                Err(()) => reply.error_per_proto(
+                Err(true) => reply.error("increment or decrement would overflow"),
+                Err(false) => reply.error_per_proto(
                     format_args!(
                         "Value for key '{}' is not a valid number",
                         String::from_utf8_lossy(key)

@@ -125,6 +125,8 @@ fn examples(name: &str, arity: i64) -> Vec<Vec<String>> {
         "scan" => vec![v(&["SCAN", "0"]), v(&["SCAN", "0", "MATCH", "*"])],
         "keys" => vec![v(&["KEYS", "*"])],
         "hello" => vec![v(&["HELLO"])],
+        "function" => vec![v(&["FUNCTION", "FLUSH"])],
+        "object" => vec![v(&["OBJECT", "ENCODING", "k"])],
         _ => {
             let n = if arity > 0 { arity } else { -arity } as usize - 1;
             let mut r = vec![name.to_uppercase()];

@@ -259,6 +259,23 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
         Redis::Multi | Redis::Exec | Redis::Discard | Redis::Watch(_) | Redis::Unwatch => {
             out.extend_from_slice(b"-ERR transactions need a client connection\r\n");
         }
+        Redis::Str(c) => return super::strings::execute(c, ctx, out),
+        Redis::Time => {
+            stats.incr(Counter::Management);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            array(out, 2);
+            bulk(out, itoa::Buffer::new().format(now.as_secs()).as_bytes());
+            bulk(
+                out,
+                itoa::Buffer::new().format(now.subsec_micros()).as_bytes(),
+            );
+        }
+        Redis::FunctionFlush => {
+            stats.incr(Counter::Management);
+            ok(out, super::Proto::Resp);
+        }
     }
     Flow::Continue
 }
