@@ -67,7 +67,10 @@ fn command_list_and_filters() {
         &mut s,
         &["COMMAND", "LIST", "FILTERBY", "PATTERN", "config*"],
     );
-    assert_eq!(cfg, ["config", "config|get", "config|resetstat"]);
+    assert_eq!(
+        cfg,
+        ["config", "config|get", "config|set", "config|resetstat"]
+    );
     assert!(list(&mut s, &["COMMAND", "LIST", "FILTERBY", "MODULE", "m"]).is_empty());
     assert!(list(&mut s, &["COMMAND", "LIST", "FILTERBY", "ACLCAT", "nope"]).is_empty());
     let bitmap = list(&mut s, &["COMMAND", "LIST", "FILTERBY", "ACLCAT", "bitmap"]);
@@ -120,5 +123,41 @@ fn command_getkeys() {
         &mut s,
         &["COMMAND", "GETKEYS"],
         b"-ERR wrong number of arguments for 'command|getkeys' command\r\n",
+    );
+}
+
+#[test]
+fn config_set_takes_current_values_and_refuses_changes() {
+    let srv = Server::start(&[]);
+    let mut s = srv.connect();
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "maxmemory", "0", "save", ""],
+        b"+OK\r\n",
+    );
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "maxmemory", "10"],
+        b"-ERR CONFIG SET failed (possibly related to argument 'maxmemory') - can't set immutable config (MerkleKV reads it at startup only)\r\n",
+    );
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "maxmemory", "1", "maxmemory", "2"],
+        b"-ERR CONFIG SET failed (possibly related to argument 'maxmemory') - duplicate parameter\r\n",
+    );
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "nosuch", "1"],
+        b"-ERR Unknown option or number of arguments for CONFIG SET - 'nosuch'\r\n",
+    );
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "maxmemory"],
+        b"-ERR wrong number of arguments for 'config|set' command\r\n",
+    );
+    exchange(
+        &mut s,
+        &["CONFIG", "GET", "replicaof"],
+        b"*2\r\n$9\r\nreplicaof\r\n$0\r\n\r\n",
     );
 }

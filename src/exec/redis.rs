@@ -61,6 +61,13 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
             stats.incr(Counter::Management);
             config_get(ctx, patterns, out, resp3);
         }
+        Redis::ConfigSet(pairs) => {
+            stats.incr(Counter::Management);
+            match config_set(ctx, pairs) {
+                Ok(()) => ok(out, Proto::Resp),
+                Err(e) => crate::protocol::reply::error(out, Proto::Resp, &e),
+            }
+        }
         Redis::ConfigResetStat => {
             stats.incr(Counter::Management);
             ok(out, Proto::Resp);
@@ -455,7 +462,61 @@ fn config_params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
         ("maxmemory", "0".into()),
         ("maxmemory-policy", "noeviction".into()),
         ("io-threads", c.threads.to_string()),
+        ("daemonize", "no".into()),
+        ("replicaof", String::new()),
+        (
+            "proto-max-bulk-len",
+            crate::store::MAX_VALUE_LEN.to_string(),
+        ),
     ]
+}
+
+/// `CONFIG SET`: every parameter `CONFIG GET` reports is read at startup
+/// only, so setting one to its current value succeeds and changes nothing,
+/// and any other value is refused as for an immutable Redis parameter.
+/// Checked as Redis does: all pairs first (unknown names, duplicates),
+/// nothing applied unless all pass.
+fn config_set(ctx: &Ctx<'_>, pairs: Args<'_>) -> Result<(), String> {
+    let params = config_params(ctx);
+    let args: Vec<&[u8]> = pairs.iter().collect();
+    let failed = |name: &[u8], why: &str| {
+        format!(
+            "CONFIG SET failed (possibly related to argument '{}') - {why}",
+            String::from_utf8_lossy(name)
+        )
+    };
+    let mut seen: Vec<&[u8]> = Vec::new();
+    for pair in args.chunks(2) {
+        let name = pair[0];
+        if !params
+            .iter()
+            .any(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
+        {
+            return Err(format!(
+                "Unknown option or number of arguments for CONFIG SET - '{}'",
+                String::from_utf8_lossy(name)
+            ));
+        }
+        if seen.iter().any(|s| s.eq_ignore_ascii_case(name)) {
+            return Err(failed(name, "duplicate parameter"));
+        }
+        seen.push(name);
+    }
+    for pair in args.chunks(2) {
+        let (name, value) = (pair[0], pair[1]);
+        let current = params
+            .iter()
+            .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_bytes())
+            .unwrap_or_default();
+        if current != value {
+            return Err(failed(
+                name,
+                "can't set immutable config (MerkleKV reads it at startup only)",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn config_get(ctx: &Ctx<'_>, patterns: Args<'_>, out: &mut Vec<u8>, resp3: bool) {

@@ -21,6 +21,9 @@ pub enum Redis<'a> {
     Command(CommandQuery<'a>),
     /// `CONFIG GET pattern [pattern …]`.
     ConfigGet(Args<'a>),
+    /// `CONFIG SET parameter value [parameter value …]` (pairs; checked
+    /// when it runs, as Redis does).
+    ConfigSet(Args<'a>),
     /// `CONFIG RESETSTAT`: accepted, nothing to reset (counters are
     /// monotonic by PROTOCOL.md §6).
     ConfigResetStat,
@@ -257,9 +260,14 @@ pub fn command<'a>(
                 Redis::ConfigGet(patterns)
             } else if eq(sub, "RESETSTAT") {
                 Redis::ConfigResetStat
-            } else if eq(sub, "SET") || eq(sub, "REWRITE") {
+            } else if eq(sub, "SET") {
+                if argc < 3 || argc.is_multiple_of(2) {
+                    return Err(wrong_sub(name, sub));
+                }
+                Redis::ConfigSet(args.skip(1))
+            } else if eq(sub, "REWRITE") {
                 return Err(err(
-                    "CONFIG SET and CONFIG REWRITE are not supported: MerkleKV is configured by its TOML file, command line and environment",
+                    "CONFIG REWRITE is not supported: MerkleKV is configured by its TOML file, command line and environment",
                 ));
             } else {
                 return Err(unknown_sub(name, sub));
@@ -1334,7 +1342,7 @@ pub fn subcommands(name: &str) -> &'static [&'static str] {
             "getkeys",
             "getkeysandflags",
         ],
-        "config" => &["get", "resetstat"],
+        "config" => &["get", "set", "resetstat"],
         "object" => &["encoding", "freq", "idletime", "refcount", "help"],
         "function" => &["flush"],
         _ => &[],
