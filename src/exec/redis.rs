@@ -280,6 +280,12 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
                 itoa::Buffer::new().format(now.subsec_micros()).as_bytes(),
             );
         }
+        Redis::Reset => {
+            stats.incr(Counter::Management);
+            ctx.client.set_resp3(false);
+            ctx.client.update_meta(|m| *m = Default::default());
+            out.extend_from_slice(b"+RESET\r\n");
+        }
         Redis::FunctionFlush => {
             stats.incr(Counter::Management);
             ok(out, super::Proto::Resp);
@@ -562,6 +568,19 @@ fn hello(ctx: &Ctx<'_>, out: &mut Vec<u8>) {
     array(out, 0);
 }
 
+/// (system, user) CPU seconds of this process or of its waited-for
+/// children (`getrusage`).
+fn cpu_seconds(who: libc::c_int) -> (f64, f64) {
+    // SAFETY: getrusage writes a plain struct we own; zeroed is valid.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage.
+    if unsafe { libc::getrusage(who, &mut ru) } != 0 {
+        return (0.0, 0.0);
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (secs(ru.ru_stime), secs(ru.ru_utime))
+}
+
 /// Sections of the Redis-style INFO, in order.
 const SECTIONS: &[&str] = &[
     "server",
@@ -570,6 +589,7 @@ const SECTIONS: &[&str] = &[
     "persistence",
     "stats",
     "replication",
+    "cpu",
     "keyspace",
     "merklekv",
 ];
@@ -602,6 +622,8 @@ fn info(ctx: &Ctx<'_>, sections: Args<'_>, s: &mut String) {
         first = false;
         let title = if name == "merklekv" {
             "MerkleKV".to_string()
+        } else if name == "cpu" {
+            "CPU".to_string()
         } else {
             let mut t = name.to_string();
             t[..1].make_ascii_uppercase();
@@ -644,6 +666,14 @@ fn info(ctx: &Ctx<'_>, sections: Args<'_>, s: &mut String) {
                 shared.stats.sum(Counter::TotalCommands)
             ),
             "replication" => write!(s, "role:master\r\nconnected_slaves:0\r\n"),
+            "cpu" => {
+                let (sys, user) = cpu_seconds(libc::RUSAGE_SELF);
+                let (csys, cuser) = cpu_seconds(libc::RUSAGE_CHILDREN);
+                write!(
+                    s,
+                    "used_cpu_sys:{sys:.6}\r\nused_cpu_user:{user:.6}\r\nused_cpu_sys_children:{csys:.6}\r\nused_cpu_user_children:{cuser:.6}\r\n"
+                )
+            }
             "keyspace" if keys > 0 => write!(s, "db0:keys={keys},expires=0,avg_ttl=0\r\n"),
             "keyspace" => Ok(()),
             _ => {

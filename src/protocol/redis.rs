@@ -90,6 +90,9 @@ pub enum Redis<'a> {
     Str(super::strings::StrCmd<'a>),
     /// `TIME`.
     Time,
+    /// `RESET`: drop the connection's transaction and watched keys, its
+    /// name and library strings, and go back to RESP2.
+    Reset,
     /// `FUNCTION FLUSH [ASYNC | SYNC]`: there are no functions, so there is
     /// nothing to flush (Redis's test harness and tools call it to reset).
     FunctionFlush,
@@ -420,11 +423,15 @@ pub fn command<'a>(
         }
         b"SET" => return set(name, args),
         b"SYNC" => return sync(name, args),
-        b"TIME" => {
+        b"TIME" | b"RESET" => {
             if argc != 0 {
                 return Err(wrong_args(name));
             }
-            Redis::Time
+            if upper == b"TIME" {
+                Redis::Time
+            } else {
+                Redis::Reset
+            }
         }
         b"FUNCTION" => {
             let Some(sub) = argv(0) else {
@@ -1301,6 +1308,16 @@ pub const COMMANDS: &[CommandSpec] = &[
         summary: "OBJECT ENCODING|REFCOUNT|IDLETIME|FREQ|HELP.",
         since: "2.2.3",
         args: &[arg("subcommand", "string"), KEY],
+    },
+    CommandSpec {
+        name: "reset",
+        arity: 1,
+        flags: &["noscript", "loading", "stale", "fast"],
+        keys: (0, 0, 0),
+        group: "connection",
+        summary: "Resets the connection: transaction, watched keys, name, protocol version.",
+        since: "6.2.0",
+        args: &[],
     },
     CommandSpec {
         name: "time",
