@@ -1600,7 +1600,15 @@ mod tests {
             parse(&["config", "get", "save", "appendonly"]),
             Ok(Command::Redis(Redis::ConfigGet(a))) if a.len() == 2
         ));
-        assert!(msg(parse(&["config", "set", "save", ""])).contains("not supported"));
+        assert!(matches!(
+            parse(&["config", "set", "save", ""]),
+            Ok(Command::Redis(Redis::ConfigSet(a))) if a.len() == 2
+        ));
+        assert!(msg(parse(&["config", "rewrite"])).contains("not supported"));
+        assert_eq!(
+            msg(parse(&["config", "set", "save"])),
+            "wrong number of arguments for 'config|set' command"
+        );
         assert_eq!(
             msg(parse(&["config", "get"])),
             "wrong number of arguments for 'config|get' command"
