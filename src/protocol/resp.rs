@@ -1,4 +1,4 @@
-//! RESP2 request framing (PROTOCOL.md §15).
+//! RESP2 request framing (docs/protocol.md §15).
 //!
 //! A RESP request is an array of bulk strings:
 //! `*<n>\r\n` then `n` times `$<len>\r\n<len bytes>\r\n`. [`frame`] checks
@@ -242,7 +242,7 @@ pub const MAX_INLINE: usize = 64 << 10;
 /// connection, as Redis does: the line is split on spaces and tabs; a blank
 /// line is an empty request (redis-cli `--pipe` sends one before its final
 /// ECHO). Quotes are not interpreted. A connection whose *first* byte is
-/// not `*` speaks the text protocol instead (PROTOCOL.md §15).
+/// not `*` speaks the text protocol instead (docs/protocol.md §15).
 fn inline(buf: &[u8], spans: &mut Vec<(u32, u32)>) -> Frame {
     let limit = buf.len().min(MAX_INLINE);
     let Some(lf) = memchr::memchr(b'\n', &buf[..limit]) else {
