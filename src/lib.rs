@@ -20,6 +20,7 @@ pub mod config;
 pub mod exec;
 pub mod housekeeping;
 pub mod jobs;
+pub mod limits;
 pub mod logging;
 pub mod node;
 pub mod persist;
