@@ -34,6 +34,7 @@ pub fn spawn(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>
             lower_priority();
             let mut next_gc = std::time::Instant::now() + period;
             while stop.recv_timeout(DIGEST_REFRESH_PERIOD).is_err() {
+                crate::failfast::checkpoint();
                 // Used-memory estimate for `maxmemory` and INFO.
                 let growth = shared.memory.growth();
                 shared.memory.refresh_store(shared.store.usage(), growth);

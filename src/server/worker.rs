@@ -162,6 +162,7 @@ impl Worker {
     pub fn run(&mut self) {
         let mut events = Events::with_capacity(1024);
         loop {
+            crate::failfast::checkpoint();
             if self.env.shared.shutdown.is_triggered() {
                 break;
             }
@@ -698,7 +699,8 @@ fn process(
             return (pos, Stop::Budget);
         }
         let rest = &data[pos..];
-        let proto = *conn.proto.get_or_insert(if rest[0] == b'*' {
+        let text_ok = env.shared.config.text_protocol;
+        let proto = *conn.proto.get_or_insert(if rest[0] == b'*' || !text_ok {
             Proto::Resp
         } else {
             Proto::Text
@@ -829,7 +831,7 @@ fn process(
             Parsed::Fatal(f) => {
                 match f {
                     Fatal::LineTooLong => reply::error(&mut conn.wbuf, proto, "line too long"),
-                    Fatal::Protocol(msg) => reply::error(&mut conn.wbuf, proto, msg),
+                    Fatal::Protocol(e) => reply::error(&mut conn.wbuf, proto, &e.to_string()),
                     Fatal::InvalidUtf8 => {}
                 }
                 conn.start_close(env.now);
