@@ -158,10 +158,11 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
             };
             let mut keys = Vec::new();
             let mut n = 0;
+            let now = crate::store::now_millis();
             for i in 0..store.shard_count() {
                 store.for_each_in_shard(i, |r| {
                     let k = r.key();
-                    if !r.is_tombstone() && k.starts_with(prefix) && pattern.matches(k) {
+                    if r.is_live(now) && k.starts_with(prefix) && pattern.matches(k) {
                         bulk(&mut keys, k);
                         n += 1;
                     }
@@ -240,19 +241,10 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
             let set = super::mset(ctx, pairs, true);
             integer(out, i64::from(set));
         }
-        Redis::Persist(_) => {
-            stats.incr(Counter::Get);
-            integer(out, 0);
-        }
         Redis::Type(key) => {
             stats.incr(Counter::Get);
             let exists = ctx.db.contains(key);
             simple(out, if exists { "string" } else { "none" });
-        }
-        Redis::Ttl(key) => {
-            stats.incr(Counter::Get);
-            let exists = ctx.db.contains(key);
-            integer(out, if exists { -1 } else { -2 });
         }
         // Transactions need the connection's state: the worker hands them
         // to `exec::tx::step` before they get here.
@@ -550,7 +542,11 @@ fn info(ctx: &Ctx<'_>, sections: Args<'_>, s: &mut String) {
                 shared.stats.sum(Counter::TotalCommands)
             ),
             "replication" => write!(s, "role:master\r\nconnected_slaves:0\r\n"),
-            "keyspace" if keys > 0 => write!(s, "db0:keys={keys},expires=0,avg_ttl=0\r\n"),
+            "keyspace" if keys > 0 => write!(
+                s,
+                "db0:keys={keys},expires={},avg_ttl=0\r\n",
+                ctx.db.expiring()
+            ),
             "keyspace" => Ok(()),
             _ => {
                 shared.write_info(ctx.db, s);

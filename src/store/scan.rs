@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::lock::Db;
 use super::merkle::{bucket_of, key_hash};
-use super::{Record, Store, Version};
+use super::{Record, Store, Version, now_millis};
 
 impl Store {
     /// Calls `f` for every record (tombstones included) of global bucket
@@ -85,12 +85,13 @@ impl Db<'_> {
     /// Live keys starting with `prefix`, in ascending byte order.
     pub fn scan(self, prefix: &[u8]) -> Vec<Vec<u8>> {
         let mut keys = Vec::new();
+        let now = now_millis();
         for i in 0..self.store.shards.len() {
             let shard = self.shard(i);
             for t in shard.tables.iter() {
                 keys.extend(
                     t.iter()
-                        .filter(|r| !r.is_tombstone() && r.key().starts_with(prefix))
+                        .filter(|r| r.is_live(now) && r.key().starts_with(prefix))
                         .map(|r| r.key().to_vec()),
                 );
             }
@@ -119,6 +120,7 @@ impl Db<'_> {
             return 0;
         };
         let (mut examined, mut visited) = (0usize, 0usize);
+        let now = now_millis();
         while b < buckets {
             let shard_end = ((b >> span_bits) + 1) << span_bits;
             let shard = self.shard(b >> span_bits);
@@ -130,7 +132,7 @@ impl Db<'_> {
             while b < shard_end {
                 let table = &shard.tables[b & ((1 << span_bits) - 1)];
                 for r in table.iter() {
-                    if !r.is_tombstone() {
+                    if r.is_live(now) {
                         f(r.key());
                     }
                 }
@@ -154,10 +156,12 @@ impl Db<'_> {
         }
     }
 
-    /// Number of live keys.
+    /// Number of live keys (expired ones not included, even before the
+    /// active cycle converted them).
     pub fn len(self) -> usize {
+        let now = now_millis();
         (0..self.store.shards.len())
-            .map(|i| self.shard(i).live)
+            .map(|i| self.shard(i).visible(now))
             .sum()
     }
 
@@ -173,7 +177,8 @@ impl Db<'_> {
             .sum()
     }
 
-    /// `(live keys, Σ key + value bytes of live keys)`.
+    /// `(live keys, Σ key + value bytes of live keys)`; records expired
+    /// but not yet converted still count here (memory they hold).
     pub fn usage(self) -> (usize, usize) {
         (0..self.store.shards.len()).fold((0, 0), |(n, b), i| {
             let s = self.shard(i);
