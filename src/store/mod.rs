@@ -46,7 +46,8 @@
 //! * `scan.rs`: whole-store and per-bucket visits, counts and clearing;
 //! * `expiry.rs`: key expiry (TTL): the per-shard expiry index, the
 //!   conversion of expired records into tombstones of their own version,
-//!   the active expiry cycle;
+//!   the active expiry cycle; `expiry_index.rs`: the per-shard index of
+//!   expiring records;
 //! * `gc.rs`: tombstone expiry and the oldest-tombstone estimate;
 //! * `refresh.rs`: lazy leaf digests and every Merkle digest read;
 //! * `durable.rs`: what persistence needs (stamps, versioned clear,
@@ -60,6 +61,7 @@
 
 mod durable;
 pub mod expiry;
+pub mod expiry_index;
 mod gc;
 mod lock;
 pub mod merkle;

@@ -5,7 +5,7 @@
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
 
-use super::expiry::ExpiryIndex;
+use super::expiry_index::ExpiryIndex;
 use super::merkle::{Subtree, ZERO};
 use super::{Hlc, Record, Version};
 
