@@ -115,10 +115,7 @@ fn a_1x_event_with_ttl_expires() {
             (Value::from("ts"), Value::from(ts_ns)),
             (Value::from("src"), Value::from("old-node")),
         ];
-        m.push((
-            Value::from("ttl"),
-            ttl.map_or(Value::Null, |t| Value::from(t)),
-        ));
+        m.push((Value::from("ttl"), ttl.map_or(Value::Null, Value::from)));
         let mut out = Vec::new();
         ciborium::into_writer(&Value::Map(m), &mut out).unwrap();
         out
