@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -92,6 +92,23 @@ pub struct ClientInfo {
     /// The client switched to RESP3 with `HELLO 3` (nulls and maps are
     /// encoded the RESP3 way).
     resp3: AtomicBool,
+    /// `CLIENT REPLY` state ([`ReplyMode`] as a byte); only the owning
+    /// worker reads or writes it.
+    reply_mode: AtomicU8,
+}
+
+/// `CLIENT REPLY` state of a connection (Redis semantics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ReplyMode {
+    /// Replies are sent.
+    On = 0,
+    /// `CLIENT REPLY OFF`: every reply is dropped until `CLIENT REPLY ON`.
+    Off = 1,
+    /// `CLIENT REPLY SKIP`: the next command's reply is dropped.
+    SkipNext = 2,
+    /// The command now running had `SkipNext` set: its reply is dropped.
+    Skip = 3,
 }
 
 /// A client's self-description (RESP `CLIENT SETNAME` / `CLIENT SETINFO`).
@@ -131,6 +148,23 @@ impl ClientInfo {
     /// Records the protocol version chosen with `HELLO`.
     pub fn set_resp3(&self, on: bool) {
         self.resp3.store(on, Relaxed);
+    }
+
+    /// The connection's `CLIENT REPLY` state.
+    #[inline]
+    pub fn reply_mode(&self) -> ReplyMode {
+        match self.reply_mode.load(Relaxed) {
+            1 => ReplyMode::Off,
+            2 => ReplyMode::SkipNext,
+            3 => ReplyMode::Skip,
+            _ => ReplyMode::On,
+        }
+    }
+
+    /// Changes the connection's `CLIENT REPLY` state.
+    #[inline]
+    pub fn set_reply_mode(&self, m: ReplyMode) {
+        self.reply_mode.store(m as u8, Relaxed);
     }
 
     /// A copy of the client's self-description.
@@ -211,6 +245,7 @@ impl Stats {
             last_cmd_ms: AtomicU64::new(self.elapsed_ms(now)),
             meta: Mutex::default(),
             resp3: AtomicBool::new(false),
+            reply_mode: AtomicU8::new(ReplyMode::On as u8),
         });
         lock(&self.clients).insert(id, info.clone());
         info

@@ -119,6 +119,20 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
             ctx.client.write_redis_line(&mut s, ctx.now, now_ms);
             bulk(out, s.as_bytes());
         }
+        Redis::ClientReply(mode) => {
+            use crate::stats::ReplyMode;
+            stats.incr(Counter::Management);
+            // As in Redis: ON answers +OK (and cancels a pending skip);
+            // OFF and SKIP answer nothing; SKIP while OFF changes nothing.
+            match mode {
+                ReplyMode::On => {
+                    ctx.client.set_reply_mode(ReplyMode::On);
+                    ok(out, Proto::Resp);
+                }
+                ReplyMode::SkipNext if ctx.client.reply_mode() == ReplyMode::Off => {}
+                m => ctx.client.set_reply_mode(m),
+            }
+        }
         Redis::Hello { protover, setname } => {
             stats.incr(Counter::Management);
             if let Some(p) = protover {
@@ -297,6 +311,7 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
         Redis::Reset => {
             stats.incr(Counter::Management);
             ctx.client.set_resp3(false);
+            ctx.client.set_reply_mode(crate::stats::ReplyMode::On);
             ctx.client.update_meta(|m| *m = Default::default());
             out.extend_from_slice(b"+RESET\r\n");
         }

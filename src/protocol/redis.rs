@@ -39,6 +39,8 @@ pub enum Redis<'a> {
     ClientList,
     /// `CLIENT INFO`.
     ClientInfo,
+    /// `CLIENT REPLY ON | OFF | SKIP`.
+    ClientReply(crate::stats::ReplyMode),
     /// `HELLO [protover [AUTH user pass] [SETNAME name]]`; `protover` is
     /// 2 or 3 (others are refused with `-NOPROTO` at parse time).
     Hello {
@@ -325,6 +327,18 @@ pub fn command<'a>(
             } else if eq(sub, "INFO") {
                 want(1)?;
                 Redis::ClientInfo
+            } else if eq(sub, "REPLY") {
+                want(2)?;
+                let mode = argv(1).unwrap_or_default();
+                Redis::ClientReply(if eq(mode, "ON") {
+                    crate::stats::ReplyMode::On
+                } else if eq(mode, "OFF") {
+                    crate::stats::ReplyMode::Off
+                } else if eq(mode, "SKIP") {
+                    crate::stats::ReplyMode::SkipNext
+                } else {
+                    return Err(err("syntax error"));
+                })
             } else {
                 return Err(unknown_sub(name, sub));
             }
@@ -1054,7 +1068,7 @@ pub const COMMANDS: &[CommandSpec] = &[
         flags: ADMIN,
         keys: (0, 0, 0),
         group: "connection",
-        summary: "CLIENT SETNAME|GETNAME|SETINFO|ID|LIST|INFO.",
+        summary: "CLIENT SETNAME|GETNAME|SETINFO|ID|LIST|INFO|REPLY.",
         since: "2.4.0",
         args: &[arg("subcommand", "string"), opt(many(arg("arg", "string")))],
     },

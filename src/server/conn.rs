@@ -84,6 +84,8 @@ pub struct Conn {
     pub text_scanned: usize,
     /// RESP `MULTI`/`WATCH` state (`exec::tx`), allocated on first use.
     pub tx: Option<Box<TxState>>,
+    /// The deferred reply now awaited is to be dropped (`CLIENT REPLY`).
+    pub drop_deferred: bool,
 }
 
 impl Conn {
@@ -111,6 +113,7 @@ impl Conn {
             resp: resp::Partial::default(),
             text_scanned: 0,
             tx: None,
+            drop_deferred: false,
         }
     }
 

@@ -46,7 +46,7 @@ use crate::limits::LogKind;
 use crate::protocol::reply::{self, Proto};
 use crate::protocol::{Fatal, Parsed, resp, text};
 use crate::state::Shared;
-use crate::stats::WorkerStats;
+use crate::stats::{ClientInfo, ReplyMode, WorkerStats};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -291,7 +291,9 @@ impl Worker {
             if conn.info.id != c.conn_id || conn.lingering {
                 continue;
             }
-            conn.wbuf.extend_from_slice(&c.bytes);
+            if !std::mem::take(&mut conn.drop_deferred) {
+                conn.wbuf.extend_from_slice(&c.bytes);
+            }
             conn.deferred = false;
             self.mark_dirty(c.token);
             self.mark_pending(c.token);
@@ -755,6 +757,7 @@ fn process(
                 // `cut`; any reply past the limit closes the connection.
                 let hard = env.shared.memory.limits.output_hard;
                 let reply_start = conn.wbuf.len();
+                skip_armed(&conn.info);
                 let mut ctx = Ctx {
                     shared: &env.shared,
                     db: env.shared.store.db(),
@@ -786,6 +789,13 @@ fn process(
                 } else {
                     exec::execute(cmd, &mut ctx, &mut conn.wbuf, proto)
                 };
+                if suppress_reply(&conn.info) {
+                    conn.wbuf.truncate(reply_start);
+                    ctx.cut = false;
+                    if matches!(flow, Flow::Defer(_)) {
+                        conn.drop_deferred = true;
+                    }
+                }
                 if ctx.cut || (hard != 0 && conn.unsent() > hard) {
                     let unsent = conn.unsent();
                     conn.wbuf.truncate(reply_start);
@@ -827,7 +837,10 @@ fn process(
                 if let Some(tx) = &mut conn.tx {
                     tx.flag_error();
                 }
-                reply::error(&mut conn.wbuf, proto, &e.0);
+                skip_armed(&conn.info);
+                if !suppress_reply(&conn.info) {
+                    reply::error(&mut conn.wbuf, proto, &e.0);
+                }
             }
             Parsed::Skip(n) => pos += n,
             Parsed::Incomplete => return (pos, Stop::Drained),
@@ -840,6 +853,31 @@ fn process(
                 conn.start_close(env.now);
                 return (data.len(), Stop::Blocked);
             }
+        }
+    }
+}
+
+/// `CLIENT REPLY SKIP` applies to the command about to run: turns a
+/// pending skip into the current command's skip.
+#[inline]
+fn skip_armed(info: &ClientInfo) {
+    if info.reply_mode() == ReplyMode::SkipNext {
+        info.set_reply_mode(ReplyMode::Skip);
+    }
+}
+
+/// After a command ran: true when its reply is to be dropped (`CLIENT
+/// REPLY OFF`, or the one command a `SKIP` covered, which ends the skip).
+/// Checked after running so that `CLIENT REPLY ON` answers `+OK` and a
+/// fresh `SKIP` covers the next command, not itself.
+#[inline]
+fn suppress_reply(info: &ClientInfo) -> bool {
+    match info.reply_mode() {
+        ReplyMode::On | ReplyMode::SkipNext => false,
+        ReplyMode::Off => true,
+        ReplyMode::Skip => {
+            info.set_reply_mode(ReplyMode::On);
+            true
         }
     }
 }
