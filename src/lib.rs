@@ -16,6 +16,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod exec;
+pub mod fuzz;
 pub mod logging;
 pub mod node;
 pub mod persist;

@@ -31,7 +31,9 @@ use std::time::{Duration, Instant};
 
 use super::PersistError;
 use super::log::{LOG_MAGIC, parse_segment_name};
-use super::record::{Damage, Item, Kind, Reader, count_after, decode_body, frame_len, next_frame};
+use super::record::{
+    Damage, FRAME, Item, Kind, Reader, count_after, decode_body, frame_len, next_frame,
+};
 use super::snapshot::{SNAP_MAGIC, parse_snapshot_name};
 use crate::store::Store;
 
@@ -97,7 +99,7 @@ enum Header {
     Invalid(String),
 }
 
-fn read_header(r: &mut Reader<File>, magic: &[u8]) -> io::Result<Header> {
+fn read_header<R: Read>(r: &mut Reader<R>, magic: &[u8]) -> io::Result<Header> {
     Ok(match r.next_item()? {
         Item::End => Header::Torn,
         Item::Damaged {
@@ -179,7 +181,6 @@ fn scan_segment(
     floor: &mut Option<u64>,
 ) -> Result<Result<Segment, String>, PersistError> {
     let (f, len) = open(path)?;
-    let mut r = Reader::new(f, len);
     let mut seg = Segment {
         path: path.to_path_buf(),
         valid: 0,
@@ -187,40 +188,52 @@ fn scan_segment(
         headerless: false,
         damage: None,
     };
-    match read_header(&mut r, LOG_MAGIC).map_err(io_at(path))? {
+    let res = scan_log(&mut Reader::new(f, len), floor, &mut seg).map_err(io_at(path))?;
+    Ok(res.map(|()| seg))
+}
+
+/// Pass 1 over the segment `r` reads: fills `seg`'s `valid`, `headerless`
+/// and `damage`, and raises `floor` to the segment's largest clear floor.
+/// `Err(why)` when the file is not a log segment.
+fn scan_log<R: Read>(
+    r: &mut Reader<R>,
+    floor: &mut Option<u64>,
+    seg: &mut Segment,
+) -> io::Result<Result<(), String>> {
+    match read_header(r, LOG_MAGIC)? {
         Header::Ok(_) => {}
         Header::Torn => {
             seg.headerless = true;
-            if len > 0 {
+            if r.len() > 0 {
                 seg.damage = Some((0, Damage::Torn, 0));
             }
-            return Ok(Ok(seg));
+            return Ok(Ok(()));
         }
         Header::Invalid(why) => return Ok(Err(why)),
     }
     loop {
         seg.valid = r.offset();
-        match r.next_item().map_err(io_at(path))? {
+        match r.next_item()? {
             Item::Rec(rec) => match rec.kind {
                 Kind::Put | Kind::Tombstone => {}
                 Kind::Clear => *floor = (*floor).max(Some(rec.version.hlc)),
                 Kind::Header | Kind::End => {
                     seg.damage = Some((seg.valid, Damage::Corrupt("unexpected record"), 0));
-                    return Ok(Ok(seg));
+                    return Ok(Ok(()));
                 }
             },
-            Item::End => return Ok(Ok(seg)),
+            Item::End => return Ok(Ok(())),
             Item::Damaged {
                 offset,
                 damage,
                 frame,
             } => {
                 let after = match damage {
-                    Damage::Corrupt(_) => count_after(&mut r, frame),
+                    Damage::Corrupt(_) => count_after(r, frame),
                     Damage::Torn => 0,
                 };
                 seg.damage = Some((offset, damage, after));
-                return Ok(Ok(seg));
+                return Ok(Ok(()));
             }
         }
     }
@@ -258,8 +271,8 @@ type Stop = Option<(u64, Damage, Option<u64>)>;
 /// Applies the puts and tombstones of `r` owned by `part` and stamped
 /// above `floor`. Returns the damage that stopped it, if any (snapshots
 /// only: segments are replayed up to their validated length).
-fn replay(
-    r: &mut Reader<File>,
+fn replay<R: Read>(
+    r: &mut Reader<R>,
     store: &Store,
     floor: Option<u64>,
     snapshot: bool,
@@ -368,24 +381,32 @@ fn replay_segment(
     window: usize,
     out: &mut Replay,
 ) -> Result<(), PersistError> {
-    let changed = |what: &str| {
-        PersistError::Io(
-            path.to_path_buf(),
-            io::Error::other(format!("{what} on second read: the file changed")),
-        )
-    };
-    let mut f = File::open(path).map_err(io_at(path))?;
+    let f = File::open(path).map_err(io_at(path))?;
+    replay_log(f, valid, store, floor, part, window, out).map_err(io_at(path))
+}
+
+/// [`replay_segment`] over any reader holding at least `valid` bytes.
+fn replay_log(
+    mut f: impl Read,
+    valid: u64,
+    store: &Store,
+    floor: Option<u64>,
+    part: Part,
+    window: usize,
+    out: &mut Replay,
+) -> io::Result<()> {
+    let changed = |what: &str| io::Error::other(format!("{what} on second read: the file changed"));
     let mut remaining = valid;
     let mut buf: Vec<u8> = Vec::new();
     let mut order: Vec<(u32, u32)> = Vec::new();
     let mut header = true;
     loop {
         // Top up to a window (more if one frame is larger).
-        let target = window.max(frame_len(&buf).unwrap_or(0));
+        let target = window.max(frame_len(&buf).unwrap_or(FRAME));
         let want = (target.saturating_sub(buf.len()) as u64).min(remaining) as usize;
         let old = buf.len();
         buf.resize(old + want, 0);
-        f.read_exact(&mut buf[old..]).map_err(io_at(path))?;
+        f.read_exact(&mut buf[old..])?;
         remaining -= want as u64;
 
         let mut pos = 0;
@@ -626,6 +647,62 @@ fn recover_with(dir: &Path, store: &Store, window: usize) -> Result<RecoveryRepo
     Ok(report)
 }
 
+/// Recovery's two passes over `data` as one log segment, into `store`
+/// (the fuzzing entry `crate::fuzz::log_segment`). Returns the records
+/// replayed, or `None` if `data` is not a log segment. Panics if pass 2
+/// cannot read what pass 1 validated.
+pub fn replay_segment_bytes(data: &[u8], store: &Store, window: usize) -> Option<u64> {
+    let len = data.len() as u64;
+    let mut seg = Segment {
+        path: PathBuf::new(),
+        valid: 0,
+        len,
+        headerless: false,
+        damage: None,
+    };
+    let mut floor = None;
+    let res = scan_log(&mut Reader::new(data, len), &mut floor, &mut seg);
+    if res.expect("reading a slice cannot fail").is_err() {
+        return None;
+    }
+    let valid = seg.damage.map_or(len, |(offset, ..)| offset);
+    assert!(valid <= len && seg.valid <= valid);
+    if seg.headerless {
+        return Some(0);
+    }
+    let mut out = Replay::default();
+    let part = Part { index: 0, count: 1 };
+    replay_log(data, valid, store, floor, part, window, &mut out)
+        .expect("pass 2 reads what pass 1 validated");
+    assert_eq!(out.seen, out.records);
+    Some(out.records)
+}
+
+/// Recovery's snapshot reader over `data`, into `store` (the fuzzing entry
+/// `crate::fuzz::snapshot`). Returns the entries read before the end or
+/// the damage, or `None` if `data` has no valid snapshot header.
+pub fn load_snapshot_bytes(data: &[u8], store: &Store) -> Option<u64> {
+    let len = data.len() as u64;
+    let mut r = Reader::new(data, len);
+    match read_header(&mut r, SNAP_MAGIC).expect("reading a slice cannot fail") {
+        Header::Ok(_) => {}
+        Header::Torn | Header::Invalid(_) => return None,
+    }
+    let mut out = Replay::default();
+    let part = Part { index: 0, count: 1 };
+    let stop = replay(&mut r, store, None, true, part, &mut out).expect("reading a slice");
+    match stop {
+        None => assert_eq!(r.offset(), len, "a clean read ends at the end of the file"),
+        Some((offset, damage, frame)) => {
+            assert!(offset <= len);
+            if let Damage::Corrupt(_) = damage {
+                count_after(&mut r, frame);
+            }
+        }
+    }
+    Some(out.records)
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -712,7 +789,9 @@ mod tests {
     fn snapshot_plus_segments_replay_to_the_same_state_with_any_window() {
         let d = TempDir::new("recovery-replay");
         let (live, floor) = history(&d.0);
-        for (window, shards) in [(WINDOW, 16), (64, 1), (300, 64)] {
+        // A window smaller than a frame header once made replay spin (found
+        // by fuzzing).
+        for (window, shards) in [(WINDOW, 16), (64, 1), (300, 64), (1, 4), (7, 2)] {
             let back = store(shards);
             let r = recover_with(&d.0, &back, window).unwrap();
             assert!(r.snapshot.is_some() && r.segments == 3, "{r:?}");
