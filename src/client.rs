@@ -315,19 +315,7 @@ pub fn host_port(host: &str, port: u16) -> String {
 }
 
 /// Appends a request (array of bulk strings) to `out`.
-pub fn encode_request(out: &mut Vec<u8>, args: &[&[u8]]) {
-    let mut b = itoa::Buffer::new();
-    out.push(b'*');
-    out.extend_from_slice(b.format(args.len()).as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for a in args {
-        out.push(b'$');
-        out.extend_from_slice(b.format(a.len()).as_bytes());
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-}
+pub use crate::protocol::reply::request as encode_request;
 
 // ---- the connection --------------------------------------------------------
 

@@ -12,19 +12,25 @@
 //! logs and snapshots them; [`node`] wires it all together.
 
 pub mod antientropy;
+pub mod applier;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod exec;
 pub mod fuzz;
+pub mod housekeeping;
+pub mod jobs;
 pub mod logging;
 pub mod node;
 pub mod persist;
 pub mod protocol;
 pub mod replication;
 pub mod server;
+pub mod state;
 pub mod stats;
 pub mod store;
+pub mod sync;
 
 #[cfg(test)]
 mod testutil;

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 /// A STATS counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -306,13 +306,6 @@ pub fn uptime(secs: u64) -> String {
         secs / 60 % 60,
         secs % 60
     )
-}
-
-/// Current Unix time in seconds.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Resident set size of this process in KiB (0 if unknown).

@@ -350,6 +350,16 @@ fn scan_visits_every_key_once_and_keys_matches_globs() {
     );
     assert_eq!(bulks(&call(&mut s, &[b"KEYS", b"*"])).len(), 3001);
     expect(&mut s, &req(&[b"SCAN", b"abc"]), b"-ERR invalid cursor\r\n");
+    // Patterns are bounded; a hostile one within the bound is answered.
+    let long = vec![b'a'; 1025];
+    let too_long = b"-ERR pattern too long (max 1024 bytes)\r\n";
+    expect(&mut s, &req(&[b"KEYS", &long]), too_long);
+    expect(&mut s, &req(&[b"SCAN", b"0", b"MATCH", &long]), too_long);
+    expect(&mut s, &req(&[b"CONFIG", b"GET", &long]), too_long);
+    let mut hostile = b"u*".repeat(500);
+    hostile.extend_from_slice(b"?x");
+    assert_eq!(hostile.len(), 1002);
+    assert!(bulks(&call(&mut s, &[b"KEYS", &hostile])).is_empty());
 }
 
 // ---- real Redis tools ---------------------------------------------------------------

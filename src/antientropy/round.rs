@@ -41,7 +41,6 @@
 //! unit tests).
 
 use crate::client::{Client, ClientError, Reply};
-use crate::node::Applier;
 use crate::protocol::internal::{MAX_BUCKETS, MAX_KEYS, MAX_NODES, WIRE_VERSION, decode_version};
 use crate::store::merkle::{Digest, FANOUT_BITS, ZERO, hex};
 use crate::store::{Applied, Store, Version};
@@ -390,7 +389,7 @@ impl<T: Transport> Peer for RespPeer<T> {
     }
 }
 
-/// Where a round's repairs go ([`Applier`] in a node; a plain [`Store`] in
+/// Where a round's repairs go ([`crate::applier::Applier`] in a node; a plain [`Store`] in
 /// tests and tools).
 pub trait Repair {
     /// Last-writer-wins apply.
@@ -407,24 +406,6 @@ pub trait Repair {
     /// `--full`: drop the local record if it is still `expected`
     /// ([`Store::remove_if`]).
     fn remove_if(&mut self, key: &[u8], expected: Version) -> bool;
-}
-
-impl Repair for Applier {
-    fn apply(&mut self, key: &[u8], value: Option<&[u8]>, version: Version) -> Applied {
-        Applier::apply(self, key, value, version)
-    }
-    fn replace_if(
-        &mut self,
-        key: &[u8],
-        expected: Option<Version>,
-        value: Option<&[u8]>,
-        version: Version,
-    ) -> bool {
-        Applier::replace_if(self, key, expected, value, version)
-    }
-    fn remove_if(&mut self, key: &[u8], expected: Version) -> bool {
-        Applier::remove_if(self, key, expected)
-    }
 }
 
 impl Repair for &Store {
@@ -819,7 +800,7 @@ mod tests {
     use super::*;
     use crate::antientropy::serve::{Identity, execute};
     use crate::client::{Limits, encode_request, read_reply};
-    use crate::exec::{Proto, error};
+    use crate::protocol::reply::{Proto, error};
     use crate::protocol::{Command, Parsed, resp};
     use crate::store::{StoreOptions, now_millis};
 

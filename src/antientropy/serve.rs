@@ -7,8 +7,10 @@
 //! `MKV.ENTRIES` and `MKV.FETCH` stop after the bucket or entry that takes the reply past
 //! [`REPLY_BUDGET`] bytes; the requester asks again for the rest.
 
-use crate::exec::{NIL, NIL_ARRAY, Proto, array, bulk, error, header, insert_counted, integer};
 use crate::protocol::internal::{Internal, REPLY_BUDGET, WIRE_VERSION, encode_version, index};
+use crate::protocol::reply::{
+    NIL, NIL_ARRAY, Proto, array, bulk, error, header, insert_counted, integer,
+};
 use crate::store::Store;
 use crate::store::merkle::{FANOUT_BITS, ZERO};
 

@@ -18,11 +18,12 @@
 
 use std::fmt::Write as _;
 
-use super::{Ctx, Flow, NIL_ARRAY, array, bulk, header, integer, null, ok, write_info};
+use super::{Ctx, Flow};
 use crate::config::Engine;
 use crate::protocol::Args;
 use crate::protocol::glob;
 use crate::protocol::redis::{COMMANDS, CommandQuery, CommandSpec, Redis, SetCond, spec};
+use crate::protocol::reply::{NIL_ARRAY, NULL3, Proto, array, bulk, header, integer, null, ok};
 use crate::stats::{Counter, rss_kb};
 
 /// The Redis version whose RESP2 behaviour this server follows.
@@ -47,7 +48,7 @@ fn simple(out: &mut Vec<u8>, s: &str) {
 pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> Flow {
     let stats = ctx.stats;
     let resp3 = ctx.client.is_resp3();
-    let nil = null(ctx.client);
+    let nil = null(resp3);
     match cmd {
         Redis::Command(q) => {
             stats.incr(Counter::Management);
@@ -59,13 +60,13 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
         }
         Redis::ConfigResetStat => {
             stats.incr(Counter::Management);
-            ok(out, super::Proto::Resp);
+            ok(out, Proto::Resp);
         }
         Redis::ClientSetName(name) => {
             stats.incr(Counter::Management);
             let name = String::from_utf8_lossy(name).into_owned();
             ctx.client.update_meta(|m| m.name = name);
-            ok(out, super::Proto::Resp);
+            ok(out, Proto::Resp);
         }
         Redis::ClientGetName => {
             stats.incr(Counter::Management);
@@ -86,7 +87,7 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
                     m.lib_name = v;
                 }
             });
-            ok(out, super::Proto::Resp);
+            ok(out, Proto::Resp);
         }
         Redis::ClientId => {
             stats.incr(Counter::Management);
@@ -124,10 +125,17 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
             any_type,
         } => {
             stats.incr(Counter::Scan);
+            let pattern = match pattern.map(glob::Pattern::new).transpose() {
+                Ok(p) => p,
+                Err(e) => {
+                    crate::protocol::reply::error(out, Proto::Resp, &e.to_string());
+                    return Flow::Continue;
+                }
+            };
             let mut keys = Vec::new();
             let mut n = 0;
             let next = ctx.shared.store.scan_step(cursor, count, |k| {
-                if any_type && pattern.is_none_or(|p| glob::matches(p, k)) {
+                if any_type && pattern.as_ref().is_none_or(|p| p.matches(k)) {
                     bulk(&mut keys, k);
                     n += 1;
                 }
@@ -140,16 +148,20 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
         Redis::Keys(pattern) => {
             stats.incr(Counter::Scan);
             let store = &ctx.shared.store;
-            let all = glob::matches_all(pattern);
             let prefix = glob::literal_prefix(pattern);
+            let pattern = match glob::Pattern::new(pattern) {
+                Ok(p) => p,
+                Err(e) => {
+                    crate::protocol::reply::error(out, Proto::Resp, &e.to_string());
+                    return Flow::Continue;
+                }
+            };
             let mut keys = Vec::new();
             let mut n = 0;
             for i in 0..store.shard_count() {
                 store.for_each_in_shard(i, |r| {
                     let k = r.key();
-                    if !r.is_tombstone()
-                        && (all || (k.starts_with(prefix) && glob::matches(pattern, k)))
-                    {
+                    if !r.is_tombstone() && k.starts_with(prefix) && pattern.matches(k) {
                         bulk(&mut keys, k);
                         n += 1;
                     }
@@ -189,7 +201,7 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
             match (get, old, version) {
                 (true, Some(old), _) => bulk(out, &old),
                 (true, None, _) | (false, _, None) => out.extend_from_slice(nil),
-                (false, _, Some(_)) => ok(out, super::Proto::Resp),
+                (false, _, Some(_)) => ok(out, Proto::Resp),
             }
         }
         Redis::SetNx(key, value) => {
@@ -270,7 +282,7 @@ fn command(q: CommandQuery<'_>, out: &mut Vec<u8>, resp3: bool) {
             for n in names.iter() {
                 match spec(n) {
                     Some(c) => command_info(c, out),
-                    None => out.extend_from_slice(if resp3 { b"_\r\n" } else { NIL_ARRAY }),
+                    None => out.extend_from_slice(if resp3 { NULL3 } else { NIL_ARRAY }),
                 }
             }
         }
@@ -398,13 +410,15 @@ fn config_params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
 
 fn config_get(ctx: &Ctx<'_>, patterns: Args<'_>, out: &mut Vec<u8>, resp3: bool) {
     let params = config_params(ctx);
+    // Over-long patterns were refused by the parser; one that still fails
+    // to compile matches nothing.
+    let patterns: Vec<_> = patterns
+        .iter()
+        .filter_map(|p| glob::Pattern::new(&p.to_ascii_lowercase()).ok())
+        .collect();
     let hits: Vec<_> = params
         .iter()
-        .filter(|(name, _)| {
-            patterns
-                .iter()
-                .any(|p| glob::matches(&p.to_ascii_lowercase(), name.as_bytes()))
-        })
+        .filter(|(name, _)| patterns.iter().any(|p| p.matches(name.as_bytes())))
         .collect();
     map(out, hits.len(), resp3);
     for (name, value) in hits {
@@ -492,9 +506,7 @@ fn info(ctx: &Ctx<'_>, sections: Args<'_>, s: &mut String) {
                 std::env::consts::OS,
                 usize::BITS,
                 std::process::id(),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_micros()),
+                crate::clock::since_epoch().as_micros(),
                 up / 86400,
                 c.threads,
             ),
@@ -524,7 +536,7 @@ fn info(ctx: &Ctx<'_>, sections: Args<'_>, s: &mut String) {
             "keyspace" if keys > 0 => write!(s, "db0:keys={keys},expires=0,avg_ttl=0\r\n"),
             "keyspace" => Ok(()),
             _ => {
-                write_info(shared, s);
+                shared.write_info(s);
                 Ok(())
             }
         };

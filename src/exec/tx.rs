@@ -30,8 +30,9 @@
 //! * Without `MULTI`, `EXEC`/`DISCARD` are errors, as in Redis; `QUIT`
 //!   inside `MULTI` closes the connection at once.
 
-use super::{Ctx, Flow, NIL_ARRAY, Proto, array, error, ok};
+use super::{Ctx, Flow};
 use crate::protocol::redis::Redis;
+use crate::protocol::reply::{NIL_ARRAY, NULL3, Proto, array, error, ok};
 use crate::protocol::{Command, Parsed, resp};
 use crate::stats::Counter;
 use crate::store::Version;
@@ -229,7 +230,7 @@ fn exec(t: &mut TxState, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) {
     store.exclusive(|| {
         if watched.iter().any(|(k, v)| store.version(k) != *v) {
             out.extend_from_slice(if ctx.client.is_resp3() {
-                b"_\r\n"
+                NULL3
             } else {
                 NIL_ARRAY
             });

@@ -1,7 +1,7 @@
 //! Per-thread append-only log writers and the shared log state.
 //!
 //! Every thread that applies writes owns one [`LogWriter`]: each worker,
-//! and each [`crate::node::Applier`] (replication, anti-entropy). A writer
+//! and each [`crate::applier::Applier`] (replication, anti-entropy). A writer
 //! appends framed records ([`super::record`]) to an in-memory buffer and
 //! writes the buffer to its own segment file `log-<epoch>-<name>.seg`:
 //!
@@ -55,12 +55,13 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::record::{self, FORMAT, Kind};
 use crate::config::FsyncPolicy;
 use crate::store::Version;
+use crate::sync::lock;
 
 /// Buffered bytes that trigger a write before the end of the turn.
 pub const WRITE_THRESHOLD: usize = 256 << 10;
@@ -101,10 +102,6 @@ fn sanitize(name: &str) -> String {
         .take(48)
         .collect();
     if s.is_empty() { "x".to_string() } else { s }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Fsyncs a directory so that created or renamed entries are durable.

@@ -17,7 +17,7 @@
 //!
 //! Every applied write reaches the log exactly once, after the store
 //! applied it: local writes through `exec::Ctx::wrote` (the worker's
-//! [`LogWriter`]), remote writes through `node::Applier` (one writer per
+//! [`LogWriter`]), remote writes through `applier::Applier` (one writer per
 //! applying thread). A write is logged with its version and its *stamp*
 //! (`store::durable`); FLUSHDB/TRUNCATE log a clear record with a floor.
 //! Fsync policies, group commit and rotation: see [`log`].
@@ -47,19 +47,19 @@ pub mod log;
 pub mod record;
 pub mod recovery;
 pub mod snapshot;
+pub mod threads;
 
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, FsyncPolicy};
-use crate::node::Shared;
 use crate::store::Store;
+use crate::sync::lock;
 
 pub use log::{LogShared, LogWriter};
 pub use recovery::RecoveryReport;
@@ -137,10 +137,6 @@ impl std::fmt::Display for PersistError {
 }
 
 impl std::error::Error for PersistError {}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// Snapshot bookkeeping.
 struct State {
@@ -243,11 +239,6 @@ impl Persist {
         self.log.policy
     }
 
-    /// What recovery did at startup.
-    pub fn recovery(&self) -> RecoveryReport {
-        lock(&self.state).recovery.clone()
-    }
-
     /// Bytes in log segments not yet covered by a snapshot.
     pub fn log_bytes(&self) -> u64 {
         self.log.log_bytes.load(Ordering::Relaxed)
@@ -294,7 +285,7 @@ impl Persist {
                     info.duration.as_millis(),
                     info.freed
                 );
-                st.last = Some((crate::stats::unix_now(), info.clone()));
+                st.last = Some((crate::clock::unix_millis() / 1000, info.clone()));
                 st.snapshots += 1;
                 st.last_at = Instant::now();
                 st.last_failure = None;
@@ -308,43 +299,6 @@ impl Persist {
             }
         }
         res
-    }
-
-    /// Starts the background flusher and snapshot threads of `shared`'s
-    /// persistent engine (none for an in-memory node).
-    pub fn spawn(shared: &Arc<Shared>) -> io::Result<Vec<JoinHandle<()>>> {
-        if shared.persist.is_none() {
-            return Ok(Vec::new());
-        }
-        let mut handles = Vec::new();
-        let s = shared.clone();
-        let stop = shared.shutdown.subscribe();
-        handles.push(
-            std::thread::Builder::new()
-                .name("persist-flush".into())
-                .spawn(move || {
-                    let Some(p) = &s.persist else { return };
-                    let sync = p.policy() != FsyncPolicy::No;
-                    while stop.recv_timeout(FLUSH_EVERY).is_err() {
-                        p.log.flush_all(sync);
-                    }
-                })?,
-        );
-        let s = shared.clone();
-        let stop = shared.shutdown.subscribe();
-        handles.push(
-            std::thread::Builder::new()
-                .name("persist-snapshot".into())
-                .spawn(move || {
-                    let Some(p) = &s.persist else { return };
-                    while stop.recv_timeout(Duration::from_millis(200)).is_err() {
-                        if p.should_snapshot() {
-                            let _ = p.snapshot(&s.store, &|| s.shutdown.is_triggered());
-                        }
-                    }
-                })?,
-        );
-        Ok(handles)
     }
 
     /// Final flush at shutdown, after every writing thread stopped: write
@@ -381,7 +335,7 @@ impl Persist {
     }
 
     /// Writes the INFO lines of the persistent engine.
-    fn write_info(&self, s: &mut String) {
+    pub fn write_info(&self, s: &mut String) {
         let st = lock(&self.state);
         let policy = match self.policy() {
             FsyncPolicy::Always => "always",
@@ -415,13 +369,5 @@ impl Persist {
             self.log.write_errors.load(Ordering::Relaxed),
             self.log.dropped_records.load(Ordering::Relaxed),
         );
-    }
-}
-
-/// INFO lines about persistence (called by `exec::write_info`).
-pub fn write_info(shared: &Shared, s: &mut String) {
-    match &shared.persist {
-        Some(p) => p.write_info(s),
-        None => s.push_str("persistence:0\r\n"),
     }
 }

@@ -11,12 +11,14 @@
 //! * A [`Command`] borrows its keys and values from the read buffer, so
 //!   parsing allocates nothing; the store copies what it keeps.
 //! * Every front end (text, RESP) produces the same [`Command`] and is
-//!   answered by the same executor ([`crate::exec::execute`]), which encodes
-//!   the reply in the connection's [`crate::exec::Proto`].
+//!   answered by the same executor (`exec::execute`), which says what it
+//!   answers through a [`reply::Reply`]; [`reply`] encodes it in the
+//!   connection's [`reply::Proto`]. Every reply byte is written there.
 
 pub mod glob;
 pub mod internal;
 pub mod redis;
+pub mod reply;
 pub mod resp;
 pub mod text;
 

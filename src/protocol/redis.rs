@@ -12,7 +12,7 @@
 
 use std::borrow::Cow;
 
-use super::{Args, Command, ParseError, parse_int};
+use super::{Args, Command, ParseError, glob, parse_int};
 
 /// A RESP-only command (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,7 +208,11 @@ pub fn command<'a>(
                 if argc < 2 {
                     return Err(wrong_sub(name, sub));
                 }
-                Redis::ConfigGet(args.skip(1))
+                let patterns = args.skip(1);
+                if patterns.iter().any(|p| p.len() > glob::MAX_PATTERN) {
+                    return Err(err(glob::PATTERN_TOO_LONG));
+                }
+                Redis::ConfigGet(patterns)
             } else if eq(sub, "RESETSTAT") {
                 Redis::ConfigResetStat
             } else if eq(sub, "SET") || eq(sub, "REWRITE") {
@@ -286,7 +290,11 @@ pub fn command<'a>(
             if argc != 1 {
                 return Err(wrong_args(name));
             }
-            Redis::Keys(argv(0).unwrap_or_default())
+            let pattern = argv(0).unwrap_or_default();
+            if pattern.len() > glob::MAX_PATTERN {
+                return Err(err(glob::PATTERN_TOO_LONG));
+            }
+            Redis::Keys(pattern)
         }
         b"INFO" => Redis::Info(args),
         b"TYPE" => {
@@ -421,6 +429,9 @@ fn scan<'a>(name: &[u8], args: Args<'a>) -> Result<Redis<'a>, ParseError> {
             return Err(err("syntax error"));
         };
         if eq(opt, "MATCH") {
+            if val.len() > glob::MAX_PATTERN {
+                return Err(err(glob::PATTERN_TOO_LONG));
+            }
             pattern = Some(val);
         } else if eq(opt, "COUNT") {
             count = match parse_int::<u64>(val) {

@@ -7,6 +7,16 @@
 //! framing allocates nothing once that vector has grown, and a large bulk
 //! string that arrives in pieces is re-scanned only by its header.
 //!
+//! Resumption: a request with many arguments may arrive over many reads.
+//! [`frame_resume`] records in a [`Progress`] how far it got (the declared
+//! argument count and the offset of the next argument header; the spans of
+//! the arguments already framed stay in `spans`), and the next call with
+//! the same buffer start, more bytes appended, continues from there. So a
+//! request of n arguments costs O(n) header parses however it is split,
+//! instead of O(n) per read (quadratic in total). [`Partial`] bundles the
+//! two for a connection: it owns spans only while a request is incomplete,
+//! so connections between requests hold nothing.
+//!
 //! Limits (checked on the declared sizes, before anything is buffered for
 //! them): a bulk string ≤ [`MAX_BULK`], at most [`MAX_ARGS`] arguments, a
 //! whole request ≤ [`MAX_REQUEST`]. Violations and malformed headers are
@@ -48,6 +58,8 @@ pub enum Frame {
 #[inline]
 fn header(buf: &[u8], pos: usize, prefix: u8) -> Result<Option<(i64, usize)>, &'static str> {
     const BAD: &str = "Protocol error: invalid length";
+    #[cfg(test)]
+    tests::HEADERS.with(|h| h.set(h.get() + 1));
     let Some(&first) = buf.get(pos) else {
         return Ok(None);
     };
@@ -94,28 +106,65 @@ fn header(buf: &[u8], pos: usize, prefix: u8) -> Result<Option<(i64, usize)>, &'
 }
 
 /// Frames the request at the front of `buf`, filling `spans` with the
-/// `(start, end)` offsets of its arguments.
+/// `(start, end)` offsets of its arguments. Stateless: an incomplete request
+/// is framed again from its start on the next call (see [`frame_resume`]).
 pub fn frame(buf: &[u8], spans: &mut Vec<(u32, u32)>) -> Frame {
-    spans.clear();
-    if buf.first().is_some_and(|&b| b != b'*') {
-        return inline(buf, spans);
+    frame_resume(buf, &mut Progress::default(), spans)
+}
+
+/// How far [`frame_resume`] got through an incomplete multi-bulk request.
+/// The default value means "nothing framed yet".
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Declared argument count of the request (0: nothing remembered).
+    args: usize,
+    /// Offset of the next argument header, from the request's start.
+    pos: usize,
+}
+
+impl Progress {
+    /// True while an incomplete request's prefix is remembered.
+    pub fn is_active(&self) -> bool {
+        self.args > 0
     }
-    let (n, mut pos) = match header(buf, 0, b'*') {
-        Ok(Some(h)) => h,
-        Ok(None) => return Frame::Incomplete,
-        Err(e) => return Frame::Invalid(e),
-    };
-    if n <= 0 {
-        // `*0` / `*-1`: an empty request; nothing to execute.
-        return Frame::Complete(pos);
-    }
-    if n as u64 > MAX_ARGS as u64 {
-        return Frame::Invalid("Protocol error: too many arguments");
-    }
-    for _ in 0..n {
-        let (len, start) = match header(buf, pos, b'$') {
+}
+
+/// [`frame`], resuming from `progress`. Contract: on
+/// [`Frame::Incomplete`], `progress` and `spans` together describe the
+/// framed prefix; the next call must pass a buffer that starts at the same
+/// request (more bytes appended) with both unchanged. On any other outcome
+/// `progress` is reset, ready for the next request.
+pub fn frame_resume(buf: &[u8], progress: &mut Progress, spans: &mut Vec<(u32, u32)>) -> Frame {
+    let (n, mut pos) = if progress.is_active() {
+        debug_assert!(spans.len() < progress.args);
+        (progress.args, progress.pos)
+    } else {
+        spans.clear();
+        if buf.first().is_some_and(|&b| b != b'*') {
+            return inline(buf, spans);
+        }
+        let (n, pos) = match header(buf, 0, b'*') {
             Ok(Some(h)) => h,
             Ok(None) => return Frame::Incomplete,
+            Err(e) => return Frame::Invalid(e),
+        };
+        if n <= 0 {
+            // `*0` / `*-1`: an empty request; nothing to execute.
+            return Frame::Complete(pos);
+        }
+        if n as u64 > MAX_ARGS as u64 {
+            return Frame::Invalid("Protocol error: too many arguments");
+        }
+        (n as usize, pos)
+    };
+    *progress = Progress::default();
+    while spans.len() < n {
+        let (len, start) = match header(buf, pos, b'$') {
+            Ok(Some(h)) => h,
+            Ok(None) => {
+                *progress = Progress { args: n, pos };
+                return Frame::Incomplete;
+            }
             Err(e) => return Frame::Invalid(e),
         };
         if len < 0 || len as u64 > MAX_BULK as u64 {
@@ -126,6 +175,8 @@ pub fn frame(buf: &[u8], spans: &mut Vec<(u32, u32)>) -> Frame {
             return Frame::Invalid("Protocol error: request too large");
         }
         if buf.len() < end + 2 {
+            // Resume at this argument's header: re-reading it is O(1).
+            *progress = Progress { args: n, pos };
             return Frame::Incomplete;
         }
         if &buf[end..end + 2] != b"\r\n" {
@@ -135,6 +186,53 @@ pub fn frame(buf: &[u8], spans: &mut Vec<(u32, u32)>) -> Frame {
         pos = end + 2;
     }
     Frame::Complete(pos)
+}
+
+/// A connection's RESP framing state between reads: the [`Progress`] and
+/// argument spans of its incomplete request. Holds no allocation until a
+/// request is left incomplete, and gives it back when the request ends.
+#[derive(Debug, Default)]
+pub struct Partial {
+    progress: Progress,
+    spans: Vec<(u32, u32)>,
+}
+
+impl Partial {
+    /// True while an incomplete request's prefix is remembered.
+    pub fn is_active(&self) -> bool {
+        self.progress.is_active()
+    }
+
+    /// Frames (resuming) and decodes the request at the front of `buf`,
+    /// which must start at the same request as the previous call while
+    /// [`Partial::is_active`]. `spans` is the caller's reusable vector; the
+    /// prefix's spans are swapped in and out of it, never copied.
+    pub fn parse<'a>(&mut self, buf: &'a [u8], spans: &'a mut Vec<(u32, u32)>) -> Parsed<'a> {
+        let resumed = self.is_active();
+        if resumed {
+            std::mem::swap(&mut self.spans, spans);
+        }
+        let frame = frame_resume(buf, &mut self.progress, spans);
+        if self.is_active() {
+            // Still incomplete: keep the prefix's spans here.
+            std::mem::swap(&mut self.spans, spans);
+        } else if resumed {
+            // Done with it: `spans` now holds the request's arguments;
+            // drop the spare vector instead of keeping it per connection.
+            self.spans = Vec::new();
+        }
+        match frame {
+            Frame::Incomplete => Parsed::Incomplete,
+            Frame::Invalid(msg) => Parsed::Fatal(super::Fatal::Protocol(msg)),
+            Frame::Complete(n) => decode(buf, n, spans),
+        }
+    }
+
+    /// Forgets any remembered prefix (the buffer it described is gone).
+    pub fn reset(&mut self) {
+        self.progress = Progress::default();
+        self.spans = Vec::new();
+    }
 }
 
 /// Longest inline request line (Redis's limit).
@@ -322,6 +420,100 @@ pub fn command<'a>(buf: &'a [u8], spans: &'a [(u32, u32)]) -> Result<Command<'a>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Header parses on this thread: the unit of framing work.
+        pub(super) static HEADERS: Cell<u64> = const { Cell::new(0) };
+    }
+
+    fn header_parses() -> u64 {
+        HEADERS.with(Cell::get)
+    }
+
+    /// Feeds `buf` to a [`Partial`] in `piece`-byte reads, as a connection
+    /// would; returns the outcome for the whole buffer and the header parses
+    /// it took.
+    fn feed_in_pieces(buf: &[u8], piece: usize) -> (Vec<Vec<u8>>, u64) {
+        let mut partial = Partial::default();
+        let mut spans = Vec::new();
+        let before = header_parses();
+        let mut have = 0;
+        loop {
+            have = (have + piece).min(buf.len());
+            match partial.parse(&buf[..have], &mut spans) {
+                Parsed::Incomplete => assert!(have < buf.len(), "complete input is incomplete"),
+                Parsed::Request(_, n) | Parsed::Invalid(_, n) => {
+                    assert_eq!(n, buf.len());
+                    assert!(!partial.is_active());
+                    let argv = args(buf, &spans).into_iter().map(<[u8]>::to_vec).collect();
+                    return (argv, header_parses() - before);
+                }
+                p => panic!("{p:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn split_request_costs_linear_header_parses() {
+        for n in [1_000usize, 4_000, 16_000] {
+            let mut argv = vec![b"EXISTS".to_vec()];
+            argv.extend((0..n).map(|i| vec![b'a' + (i % 26) as u8]));
+            let buf = encode(&argv);
+            for piece in [1usize, 7, 16 << 10] {
+                let reads = buf.len().div_ceil(piece) as u64;
+                let (got, steps) = feed_in_pieces(&buf, piece);
+                assert_eq!(got, argv);
+                // One parse per argument header plus, per read, the `*`
+                // header at most once and one header re-read where the
+                // previous read stopped.
+                let bound = argv.len() as u64 + 2 * reads;
+                assert!(steps <= bound, "n={n} piece={piece}: {steps} > {bound}");
+            }
+        }
+        // Without resumption the same feed is quadratic: framing from the
+        // start on every read parses far more headers.
+        let mut argv = vec![b"EXISTS".to_vec()];
+        argv.extend((0..4_000).map(|_| b"k".to_vec()));
+        let buf = encode(&argv);
+        let mut spans = Vec::new();
+        let before = header_parses();
+        for have in (1..=buf.len()).step_by(64) {
+            let _ = frame(&buf[..have], &mut spans);
+        }
+        assert!(header_parses() - before > 50 * argv.len() as u64);
+    }
+
+    #[test]
+    fn partial_gives_back_its_spans_and_resets() {
+        let buf = encode(&[b"MGET".to_vec(), b"a".to_vec(), b"b".to_vec()]);
+        let mut partial = Partial::default();
+        let mut spans = Vec::new();
+        let cut = buf.len() - 3;
+        assert_eq!(partial.parse(&buf[..cut], &mut spans), Parsed::Incomplete);
+        assert!(partial.is_active());
+        assert!(partial.spans.len() == 2);
+        assert!(matches!(partial.parse(&buf, &mut spans), Parsed::Request(_, n) if n == buf.len()));
+        assert!(!partial.is_active() && partial.spans.capacity() == 0);
+        // A fatal error mid-request forgets the prefix.
+        let mut bad = buf[..cut].to_vec();
+        assert_eq!(partial.parse(&bad, &mut spans), Parsed::Incomplete);
+        bad.extend_from_slice(b"x\r\n");
+        bad[cut - 4] = b'!';
+        assert!(matches!(partial.parse(&bad, &mut spans), Parsed::Fatal(_)));
+        assert!(!partial.is_active());
+        // Pipelined: the request after a resumed one starts fresh.
+        let mut two = buf.clone();
+        two.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+        assert_eq!(partial.parse(&two[..5], &mut spans), Parsed::Incomplete);
+        let Parsed::Request(_, n) = partial.parse(&two, &mut spans) else {
+            panic!()
+        };
+        assert_eq!(
+            partial.parse(&two[n..], &mut spans),
+            Parsed::Request(Command::Ping(None), 14)
+        );
+    }
 
     fn args<'a>(buf: &'a [u8], spans: &[(u32, u32)]) -> Vec<&'a [u8]> {
         spans
@@ -512,6 +704,16 @@ mod tests {
             // Every strict prefix is incomplete.
             let cut = cut % buf.len();
             proptest::prop_assert_eq!(frame(&buf[..cut], &mut s), Frame::Incomplete);
+            // Split at any two points, resumed framing gives the same request.
+            let (a, b) = (cut, (cut * 7 + 3) % (buf.len() + 1));
+            let (a, b) = (a.min(b), a.max(b));
+            let mut partial = Partial::default();
+            let mut s2 = Vec::new();
+            proptest::prop_assert_eq!(partial.parse(&buf[..a], &mut s2), Parsed::Incomplete);
+            if b < buf.len() {
+                proptest::prop_assert_eq!(partial.parse(&buf[..b], &mut s2), Parsed::Incomplete);
+            }
+            proptest::prop_assert_eq!(partial.parse(&buf, &mut s2), parse(&buf, &mut s));
             // A corrupted byte never panics and never over-consumes.
             if let Some((at, b)) = flip {
                 let mut bad = buf.clone();

@@ -51,15 +51,31 @@ use super::{Args, Command, Fatal, MAX_LINE, ParseError, Parsed, ReplicateAction}
 /// Parses the first request line of `buf`.
 ///
 /// See the [module docs](self) for the outcomes.
+#[inline]
 pub fn parse(buf: &[u8]) -> Parsed<'_> {
+    parse_resume(buf, &mut 0)
+}
+
+/// [`parse`] for a line that arrives over several reads: the first
+/// `*scanned` bytes of `buf` are known to hold no LF (an earlier call saw
+/// them) and are not searched again, so an unterminated line costs linear
+/// time however it is split. Sets `*scanned` to `buf.len()` when the result
+/// is `Incomplete`, to 0 otherwise.
+pub fn parse_resume<'a>(buf: &'a [u8], scanned: &mut usize) -> Parsed<'a> {
     let window = buf.get(..MAX_LINE).unwrap_or(buf);
-    match memchr::memchr(b'\n', window) {
-        Some(lf) => {
+    let from = (*scanned).min(window.len());
+    *scanned = 0;
+    match memchr::memchr(b'\n', &window[from..]) {
+        Some(i) => {
+            let lf = from + i;
             let (line, _) = buf.split_at(lf);
             parse_line(line, lf + 1)
         }
         None if buf.len() >= MAX_LINE => Parsed::Fatal(Fatal::LineTooLong),
-        None => Parsed::Incomplete,
+        None => {
+            *scanned = buf.len();
+            Parsed::Incomplete
+        }
     }
 }
 
@@ -623,6 +639,32 @@ fn replicate(r: &str) -> Result<Command<'_>, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resumed_line_search_skips_what_was_searched() {
+        let line = b"SET k vvvvvvvvvv\r\nGET k\r\n";
+        let mut scanned = 0;
+        for cut in 0..17 {
+            assert_eq!(parse_resume(&line[..cut], &mut scanned), Parsed::Incomplete);
+            assert_eq!(scanned, cut);
+        }
+        assert_eq!(
+            parse_resume(line, &mut scanned),
+            Parsed::Request(Command::Set(b"k", b"vvvvvvvvvv"), 18)
+        );
+        assert_eq!(scanned, 0);
+        // The line limit still applies to a resumed line.
+        let long = vec![b'a'; MAX_LINE];
+        let mut scanned = MAX_LINE - 1;
+        assert_eq!(
+            parse_resume(&long, &mut scanned),
+            Parsed::Fatal(Fatal::LineTooLong)
+        );
+        // Skipping the searched prefix is what makes it linear: a prefix
+        // claimed searched is not searched (here it does hold an LF).
+        let mut scanned = 3;
+        assert_eq!(parse_resume(b"a\nbc", &mut scanned), Parsed::Incomplete);
+    }
 
     /// Parses `line`, expecting a request that consumes all of it.
     #[track_caller]

@@ -35,8 +35,9 @@
 //! acknowledges) whenever the bridge must re-evaluate without traffic.
 
 use std::collections::VecDeque;
+use std::fmt::Write as _;
 use std::io;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -49,7 +50,8 @@ use rumqttc::{
 
 use super::wire::{self, EventRef, OwnPrefix};
 use super::{BrokerState, ChangeEvent, Metrics, Outbox};
-use crate::node::{Applier, Shared};
+use crate::applier::Applier;
+use crate::state::{InfoSection, Shared};
 use crate::store::{Applied, MAX_VALUE_LEN, Version, now_millis};
 
 /// Time bound of a batch: it is handed over at most this long after its
@@ -224,7 +226,7 @@ impl WarnLimiter {
 
 impl Bridge {
     fn lock(&self) -> MutexGuard<'_, Link> {
-        self.link.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.link)
     }
 
     fn wait<'a>(&self, g: MutexGuard<'a, Link>, d: Duration) -> MutexGuard<'a, Link> {
@@ -824,6 +826,81 @@ impl<'a> Publisher<'a> {
             self.b.metrics().events_unpublished.fetch_add(n, Relaxed);
         }
     }
+}
+
+/// The `replication_*` lines of INFO (`name:value\r\n` each).
+pub struct ReplicationInfo;
+
+impl InfoSection for ReplicationInfo {
+    fn write_info(&self, shared: &Shared, s: &mut String) {
+        write_info(shared, s);
+    }
+}
+
+fn write_info(shared: &Shared, s: &mut String) {
+    let o = &shared.outbox;
+    let m = &o.metrics;
+    let r = &shared.config.replication;
+    let get = |a: &AtomicU64| a.load(Relaxed);
+    let _ = write!(
+        s,
+        "replication_broker:{}:{}\r\n\
+         replication_broker_state:{}\r\n\
+         replication_connects:{}\r\n\
+         replication_connect_failures:{}\r\n\
+         replication_events_published:{}\r\n\
+         replication_batches_published:{}\r\n\
+         replication_events_unpublished:{}\r\n\
+         replication_batches_received:{}\r\n\
+         replication_batches_own:{}\r\n\
+         replication_events_applied:{}\r\n\
+         replication_events_stale:{}\r\n\
+         replication_events_invalid:{}\r\n\
+         replication_events_ignored:{}\r\n\
+         replication_payloads_undecodable:{}\r\n",
+        r.broker_host,
+        r.broker_port,
+        m.state().name(),
+        get(&m.connects),
+        get(&m.connect_failures),
+        get(&m.events_published),
+        get(&m.batches_published),
+        get(&m.events_unpublished),
+        get(&m.batches_received),
+        get(&m.batches_own),
+        get(&m.events_applied),
+        get(&m.events_stale),
+        get(&m.events_invalid),
+        get(&m.events_ignored),
+        get(&m.payloads_undecodable),
+    );
+    let origins = m.origins();
+    let _ = write!(s, "replication_origins:{}\r\n", origins.len());
+    for (id, v, n) in origins {
+        let name: String = id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let _ = write!(
+            s,
+            "replication_origin_{name}:last_version={}.{},events={n}\r\n",
+            v.millis(),
+            v.hlc & ((1 << crate::store::version::LOGICAL_BITS) - 1)
+        );
+    }
+    let _ = write!(
+        s,
+        "replication_enabled:{}\r\nreplication_queued:{}\r\nreplication_dropped:{}\r\n",
+        o.is_enabled() as u8,
+        o.queued(),
+        o.dropped()
+    );
 }
 
 #[cfg(test)]

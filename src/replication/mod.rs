@@ -13,7 +13,7 @@
 //!                            v
 //!                   "mqtt-bridge" thread: owns the rumqttc Connection; connects,
 //!                            |  subscribes, reconnects with backoff; decodes
-//!                            |  received batches, applies them via node::Applier
+//!                            |  received batches, applies them via applier::Applier
 //!                            v
 //!                         broker  <prefix>/events  (QoS 1 default, retain false)
 //! ```
@@ -28,7 +28,7 @@
 //! * [`Node::start`](crate::node::Node::start) never waits for the broker:
 //!   the bridge connects in the background.
 //! * Received events are applied with last-writer-wins through
-//!   [`crate::node::Applier`] (which advances the clock) and are never
+//!   [`crate::applier::Applier`] (which advances the clock) and are never
 //!   re-published; a node ignores batches whose origin is its own node id.
 //! * Only one MQTT session exists at a time: `REPLICATE enable` (re)starts
 //!   the one bridge, it never opens a second client.
@@ -41,14 +41,13 @@ pub mod bridge;
 pub mod wire;
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Mutex, PoisonError};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
-use crate::node::Shared;
 use crate::store::Version;
+use crate::sync::lock;
 
 pub use bridge::spawn;
 
@@ -337,7 +336,7 @@ impl Metrics {
             }
             id = &id[..end];
         }
-        let mut o = self.origins.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut o = lock(&self.origins);
         o.tick += 1;
         let tick = o.tick;
         if let Some(s) = o.map.get_mut(id) {
@@ -368,7 +367,7 @@ impl Metrics {
 
     /// Last applied version per origin, sorted by origin.
     pub fn origins(&self) -> Vec<(String, Version, u64)> {
-        let o = self.origins.lock().unwrap_or_else(PoisonError::into_inner);
+        let o = lock(&self.origins);
         let mut v: Vec<_> = o
             .map
             .iter()
@@ -376,67 +375,6 @@ impl Metrics {
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
-    }
-}
-
-/// Writes the replication lines of INFO (`name:value\r\n` each), except
-/// `replication_enabled` / `_queued` / `_dropped`, which `exec` writes.
-pub fn write_info(shared: &Shared, s: &mut String) {
-    let o = &shared.outbox;
-    let m = &o.metrics;
-    let r = &shared.config.replication;
-    let get = |a: &AtomicU64| a.load(Relaxed);
-    let _ = write!(
-        s,
-        "replication_broker:{}:{}\r\n\
-         replication_broker_state:{}\r\n\
-         replication_connects:{}\r\n\
-         replication_connect_failures:{}\r\n\
-         replication_events_published:{}\r\n\
-         replication_batches_published:{}\r\n\
-         replication_events_unpublished:{}\r\n\
-         replication_batches_received:{}\r\n\
-         replication_batches_own:{}\r\n\
-         replication_events_applied:{}\r\n\
-         replication_events_stale:{}\r\n\
-         replication_events_invalid:{}\r\n\
-         replication_events_ignored:{}\r\n\
-         replication_payloads_undecodable:{}\r\n",
-        r.broker_host,
-        r.broker_port,
-        m.state().name(),
-        get(&m.connects),
-        get(&m.connect_failures),
-        get(&m.events_published),
-        get(&m.batches_published),
-        get(&m.events_unpublished),
-        get(&m.batches_received),
-        get(&m.batches_own),
-        get(&m.events_applied),
-        get(&m.events_stale),
-        get(&m.events_invalid),
-        get(&m.events_ignored),
-        get(&m.payloads_undecodable),
-    );
-    let origins = m.origins();
-    let _ = write!(s, "replication_origins:{}\r\n", origins.len());
-    for (id, v, n) in origins {
-        let name: String = id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let _ = write!(
-            s,
-            "replication_origin_{name}:last_version={}.{},events={n}\r\n",
-            v.millis(),
-            v.hlc & ((1 << crate::store::version::LOGICAL_BITS) - 1)
-        );
     }
 }
 

@@ -12,8 +12,9 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 
-use crate::exec::Proto;
 use crate::exec::tx::TxState;
+use crate::protocol::reply::Proto;
+use crate::protocol::resp;
 use crate::stats::ClientInfo;
 
 /// Unsent reply bytes above which a connection is not read (backpressure).
@@ -50,6 +51,12 @@ pub struct Conn {
     pub dirty: bool,
     /// Last time a request was read (for `connection_timeout`).
     pub last_active: Instant,
+    /// Framing progress of an incomplete RESP request at the front of
+    /// `rbuf`, so the next read resumes instead of re-framing it.
+    pub resp: resp::Partial,
+    /// Bytes at the front of `rbuf` already searched for the end of an
+    /// unterminated text line (`text::parse_resume`).
+    pub text_scanned: usize,
     /// RESP `MULTI`/`WATCH` state (`exec::tx`), allocated on first use.
     pub tx: Option<Box<TxState>>,
 }
@@ -71,6 +78,8 @@ impl Conn {
             pending: false,
             dirty: false,
             last_active: now,
+            resp: resp::Partial::default(),
+            text_scanned: 0,
             tx: None,
         }
     }

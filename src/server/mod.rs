@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::node::Shared;
+use crate::state::Shared;
 
 pub use worker::Worker;
 

@@ -21,7 +21,9 @@
 //! Invariants: a connection whose unsent output reaches [`WBUF_HIGH`] is not
 //! read or parsed until it drains; its buffered input is bounded by one
 //! request (a text line ≤ `MAX_LINE`, a RESP request ≤ `resp::MAX_REQUEST`)
-//! plus one read. A deferred request (SYNC)
+//! plus one read, and is framed incrementally across reads
+//! (`resp::Partial`, `text::parse_resume`), so a request costs time linear
+//! in its size however it is split. A deferred request (SYNC)
 //! stops processing of that connection until its reply arrives, so replies
 //! stay in request order.
 
@@ -35,9 +37,11 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::conn::{Conn, WBUF_HIGH};
-use crate::exec::{self, Completion, Ctx, Flow, Job, Proto, Responder};
-use crate::node::Shared;
+use crate::exec::{self, Ctx, Flow};
+use crate::jobs::{Completion, Job, Responder};
+use crate::protocol::reply::{self, Proto};
 use crate::protocol::{Fatal, Parsed, resp, text};
+use crate::state::Shared;
 use crate::stats::WorkerStats;
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -60,7 +64,7 @@ enum Stop {
     /// Deferred reply, backpressure, or closing.
     Blocked,
     /// SHUTDOWN was executed.
-    Shutdown,
+    NodeStopping,
 }
 
 /// What [`process`] needs besides the connection.
@@ -367,7 +371,7 @@ impl Worker {
         if resume {
             self.mark_pending(i);
         }
-        if stop == Stop::Shutdown {
+        if stop == Stop::NodeStopping {
             self.shutting_down = true;
             self.commit_log();
             if let Some(c) = self.conn(i) {
@@ -513,7 +517,7 @@ fn process(
             Proto::Text
         });
         let parsed = match (proto, framed.take()) {
-            (Proto::Text, _) => match text::parse(rest) {
+            (Proto::Text, _) => match text::parse_resume(rest, &mut conn.text_scanned) {
                 Parsed::Incomplete if eof => text::parse_eof(rest),
                 p => p,
             },
@@ -521,7 +525,11 @@ fn process(
                 std::mem::swap(&mut env.spans, &mut env.peek);
                 resp::decode(rest, n, &env.spans)
             }
-            (Proto::Resp, None) => resp::parse(rest, &mut env.spans),
+            (Proto::Resp, None) => {
+                // A remembered prefix always describes the front of `data`.
+                debug_assert!(pos == 0 || !conn.resp.is_active());
+                conn.resp.parse(rest, &mut env.spans)
+            }
         };
         match parsed {
             Parsed::Request(cmd, n) => {
@@ -576,7 +584,7 @@ fn process(
                 };
                 match exec::execute(cmd, &mut ctx, &mut conn.wbuf, proto) {
                     Flow::Continue => {}
-                    Flow::Shutdown => return (pos, Stop::Shutdown),
+                    Flow::StopNode => return (pos, Stop::NodeStopping),
                     Flow::Close => {
                         conn.closing = true;
                         return (pos, Stop::Blocked);
@@ -585,7 +593,7 @@ fn process(
                         let job = Job {
                             task,
                             responder: Responder {
-                                tx: env.completions.clone(),
+                                completions: env.completions.clone(),
                                 waker: env.waker.clone(),
                                 token,
                                 conn_id: conn.info.id,
@@ -595,7 +603,7 @@ fn process(
                         if env.shared.jobs.0.send(job).is_ok() {
                             conn.deferred = true;
                         } else {
-                            exec::error(&mut conn.wbuf, proto, "no executor for this command");
+                            reply::error(&mut conn.wbuf, proto, "no executor for this command");
                         }
                     }
                 }
@@ -606,14 +614,14 @@ fn process(
                 if let Some(tx) = &mut conn.tx {
                     tx.flag_error();
                 }
-                exec::error(&mut conn.wbuf, proto, &e.0);
+                reply::error(&mut conn.wbuf, proto, &e.0);
             }
             Parsed::Skip(n) => pos += n,
             Parsed::Incomplete => return (pos, Stop::Drained),
             Parsed::Fatal(f) => {
                 match f {
-                    Fatal::LineTooLong => exec::error(&mut conn.wbuf, proto, "line too long"),
-                    Fatal::Protocol(msg) => exec::error(&mut conn.wbuf, proto, msg),
+                    Fatal::LineTooLong => reply::error(&mut conn.wbuf, proto, "line too long"),
+                    Fatal::Protocol(msg) => reply::error(&mut conn.wbuf, proto, msg),
                     Fatal::InvalidUtf8 => {}
                 }
                 conn.closing = true;

@@ -20,8 +20,10 @@ use std::sync::MutexGuard;
 
 use hashbrown::HashTable;
 
+use super::lock::lock;
 use super::merkle::{bucket_of, key_hash};
-use super::{Applied, Record, Shard, Store, Version, lock, now_millis};
+use super::shard::Shard;
+use super::{Applied, Record, Store, Version, now_millis};
 
 impl Store {
     /// Like [`Store::apply`], also returning the write's stamp (the
@@ -138,7 +140,7 @@ mod tests {
         let floor = s.clear_versioned();
         assert!(before.iter().all(|&st| st <= floor));
         assert_eq!((s.len(), s.tombstones()), (0, 0));
-        assert_eq!(s.root(), super::super::ZERO);
+        assert_eq!(s.root(), super::super::merkle::ZERO);
         // A remote write with an old version after the clear is stored and
         // stamped above the floor; so is every local write.
         let (r, st) = s.apply_stamped(b"late", Some(b"z"), Version::new(1, 3));

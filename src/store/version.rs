@@ -15,8 +15,6 @@
 //! everywhere (last-writer-wins). Applying the same set of writes in any
 //! order therefore yields the same state on every node.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 /// Number of bits of the logical counter inside an HLC timestamp.
 pub const LOGICAL_BITS: u32 = 16;
 
@@ -59,12 +57,7 @@ pub fn node_hash(node_id: &str) -> u64 {
 }
 
 /// Current wall-clock time in Unix milliseconds.
-pub fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use crate::clock::unix_millis as now_millis;
 
 /// A hybrid logical clock.
 ///

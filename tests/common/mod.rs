@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod durable;
+pub mod proxy;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -106,6 +108,15 @@ impl Server {
             .unwrap()
             .success();
         assert!(ok, "kill -{sig} failed");
+    }
+
+    /// SIGKILL, then waits for the process: nothing of its shutdown runs.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(r) = self.stderr_reader.take() {
+            let _ = r.join();
+        }
     }
 
     /// Waits for the process to exit, up to `timeout`.

@@ -1,0 +1,81 @@
+//! The housekeeping thread: background maintenance of the store.
+//!
+//! Every [`DIGEST_REFRESH_PERIOD`] it rehashes stale Merkle leaves, in
+//! small paced chunks, so that tree reads (HASH, anti-entropy) find little
+//! to do; every `tombstone_ttl / 4` (clamped to 100 ms … 60 s) it collects
+//! expired tombstones. It runs at a lowered priority ([`lower_priority`]).
+
+use std::sync::Arc;
+
+use crate::state::Shared;
+
+/// How often the housekeeping thread rehashes stale Merkle leaves, so that
+/// tree reads (HASH, anti-entropy) find little to do and hold each shard
+/// lock only briefly (see `store/mod.rs`, "Lazy leaf digests").
+const DIGEST_REFRESH_PERIOD: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Sleep between two refresh chunks of the background refresher.
+const REFRESH_PAUSE: std::time::Duration = std::time::Duration::from_micros(100);
+
+/// Background maintenance: Merkle leaf refresh (every
+/// [`DIGEST_REFRESH_PERIOD`]) and tombstone collection.
+pub fn spawn(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let stop = shared.shutdown.subscribe();
+    let ttl = shared.config.tombstone_ttl;
+    let period = (ttl / 4).clamp(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(60),
+    );
+    std::thread::Builder::new()
+        .name("housekeeping".into())
+        .spawn(move || {
+            lower_priority();
+            let mut next_gc = std::time::Instant::now() + period;
+            while stop.recv_timeout(DIGEST_REFRESH_PERIOD).is_err() {
+                // Chunks of ≤ 256 records (~0.1-0.2 ms of work), each
+                // followed by a short sleep: one long burst per tick
+                // measurably raised the workers' p99 on a busy machine.
+                shared.store.refresh_digests_paced(|| {
+                    std::thread::sleep(REFRESH_PAUSE);
+                    !shared.shutdown.is_triggered()
+                });
+                if std::time::Instant::now() >= next_gc {
+                    let (n, _) = shared.store.collect_tombstones(crate::clock::unix_millis());
+                    if n > 0 {
+                        log::debug!("collected {n} tombstones");
+                    }
+                    next_gc = std::time::Instant::now() + period;
+                }
+            }
+        })
+}
+
+/// Lowers the calling thread's priority to nice [`HOUSEKEEPING_NICE`], so
+/// that background digest refresh and tombstone collection yield the CPU
+/// to the workers when both want it.
+///
+/// Not `SCHED_IDLE`: that was tried and measured. The housekeeping thread
+/// holds a shard lock (briefly) and a shard's refresh mutex (while hashing
+/// a chunk), which tree readers (HASH, anti-entropy) and writers wait for.
+/// An idle-class thread on a saturated machine gets almost no CPU while
+/// holding them, so a worker waited for seconds on it (priority inversion;
+/// a HASH took over 10 s with both cores busy). At nice 10 the thread still
+/// gets about a tenth of a contended core, which bounds such a wait to a
+/// few times the ~1 ms a chunk takes.
+fn lower_priority() {
+    // SAFETY: plain syscalls on the calling thread; `gettid` cannot fail
+    // and `setpriority` on our own thread id only affects this thread.
+    let rc = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, HOUSEKEEPING_NICE)
+    };
+    if rc != 0 {
+        log::debug!(
+            "housekeeping: cannot lower priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Nice value of the housekeeping thread (see [`lower_priority`]).
+const HOUSEKEEPING_NICE: libc::c_int = 10;

@@ -1,0 +1,60 @@
+//! The persistence threads of a node (the background flusher and the
+//! snapshot thread) and its INFO section.
+
+use std::io;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::FLUSH_EVERY;
+use crate::config::FsyncPolicy;
+use crate::state::{InfoSection, Shared};
+
+/// Starts the background flusher and snapshot threads of `shared`'s
+/// persistent engine (none for an in-memory node).
+pub fn spawn(shared: &Arc<Shared>) -> io::Result<Vec<JoinHandle<()>>> {
+    if shared.persist.is_none() {
+        return Ok(Vec::new());
+    }
+    let mut handles = Vec::new();
+    let s = shared.clone();
+    let stop = shared.shutdown.subscribe();
+    handles.push(
+        std::thread::Builder::new()
+            .name("persist-flush".into())
+            .spawn(move || {
+                let Some(p) = &s.persist else { return };
+                let sync = p.policy() != FsyncPolicy::No;
+                while stop.recv_timeout(FLUSH_EVERY).is_err() {
+                    p.log.flush_all(sync);
+                }
+            })?,
+    );
+    let s = shared.clone();
+    let stop = shared.shutdown.subscribe();
+    handles.push(
+        std::thread::Builder::new()
+            .name("persist-snapshot".into())
+            .spawn(move || {
+                let Some(p) = &s.persist else { return };
+                while stop.recv_timeout(Duration::from_millis(200)).is_err() {
+                    if p.should_snapshot() {
+                        let _ = p.snapshot(&s.store, &|| s.shutdown.is_triggered());
+                    }
+                }
+            })?,
+    );
+    Ok(handles)
+}
+
+/// The `persistence*` / `persist_*` lines of INFO.
+pub struct PersistInfo;
+
+impl InfoSection for PersistInfo {
+    fn write_info(&self, shared: &Shared, s: &mut String) {
+        match &shared.persist {
+            Some(p) => p.write_info(s),
+            None => s.push_str("persistence:0\r\n"),
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The state shared by every thread of a node ([`Shared`]), the stop
+//! signal, and the INFO section interface.
+//!
+//! Plain data: every field is built before the node starts a thread
+//! (`node::Node::start` builds it in one step) and never replaced. The
+//! subsystems that own a part of it (store, replication outbox,
+//! persistence, anti-entropy) sit below this module; the threads that use
+//! it (workers, replication bridge, anti-entropy scheduler, persistence
+//! and housekeeping threads) sit above it.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crossbeam_channel::{Receiver, Sender, unbounded};
+
+use crate::antientropy::AntiEntropy;
+use crate::clock;
+use crate::config::Config;
+use crate::jobs::Job;
+use crate::persist::Persist;
+use crate::replication::Outbox;
+use crate::stats::{Stats, rss_kb, uptime};
+use crate::store::Store;
+use crate::sync::lock;
+
+/// Everything the workers and background threads share.
+pub struct Shared {
+    pub config: Config,
+    pub store: Store,
+    pub stats: Stats,
+    pub outbox: Outbox,
+    pub shutdown: StopSignal,
+    /// Jobs that must not run on a worker (SYNC): consumed by the
+    /// anti-entropy thread, answered through their [`crate::jobs::Responder`].
+    pub jobs: (Sender<Job>, Receiver<Job>),
+    /// The persistent engine (`None` for an in-memory node).
+    pub persist: Option<Persist>,
+    /// Anti-entropy identity, statistics and cancellation.
+    pub antientropy: AntiEntropy,
+    /// The sections of INFO after the node's own lines, in order.
+    pub info: &'static [&'static dyn InfoSection],
+}
+
+impl Shared {
+    /// Shared state for `config`, an already built (and recovered) store,
+    /// its persistent engine, and the subsystems' INFO sections.
+    pub fn new(
+        config: Config,
+        store: Store,
+        persist: Option<Persist>,
+        info: &'static [&'static dyn InfoSection],
+    ) -> Shared {
+        let workers = config.threads.max(1);
+        let replicate = config.replication.enabled;
+        Shared {
+            config,
+            store,
+            stats: Stats::new(workers),
+            outbox: Outbox::new(replicate),
+            shutdown: StopSignal::default(),
+            jobs: unbounded(),
+            persist,
+            antientropy: AntiEntropy::new(),
+            info,
+        }
+    }
+
+    /// Writes the INFO body (after the `INFO` line): the node's own lines,
+    /// then every registered section in order.
+    pub fn write_info(&self, s: &mut String) {
+        write_node_info(self, s);
+        for section in self.info {
+            section.write_info(self, s);
+        }
+    }
+}
+
+/// One section of INFO (`name:value\r\n` lines), provided by a subsystem.
+pub trait InfoSection: Sync {
+    /// Appends this section's lines.
+    fn write_info(&self, shared: &Shared, out: &mut String);
+}
+
+/// The node's own INFO lines: the five fields every node reports
+/// (docs/protocol.md, INFO), then identity, shape and store counters.
+fn write_node_info(shared: &Shared, s: &mut String) {
+    let up = shared.stats.started().elapsed().as_secs();
+    let _ = write!(
+        s,
+        "version:{}\r\nuptime_seconds:{up}\r\nuptime:{}\r\nserver_time_unix:{}\r\ndb_keys:{}\r\n",
+        env!("CARGO_PKG_VERSION"),
+        uptime(up),
+        clock::unix_millis() / 1000,
+        shared.store.len()
+    );
+    let _ = write!(
+        s,
+        "node_id:{}\r\nthreads:{}\r\nshards:{}\r\ntree_bits:{}\r\ntombstones:{}\r\nused_memory_kb:{}\r\n",
+        shared.config.node_id,
+        shared.config.threads,
+        shared.store.shard_count(),
+        shared.store.shape().bits,
+        shared.store.tombstones(),
+        rss_kb()
+    );
+    let _ = write!(
+        s,
+        "merkle_leaves_hashed:{}\r\n",
+        shared.store.leaves_hashed()
+    );
+}
+
+/// A process-wide stop signal: a flag, the workers' wakers, and channels
+/// the owner of the node and the background threads wait on.
+#[derive(Default)]
+pub struct StopSignal {
+    flag: AtomicBool,
+    wakers: Mutex<Vec<Arc<mio::Waker>>>,
+    waiters: Mutex<Vec<Sender<()>>>,
+}
+
+impl StopSignal {
+    /// True once shutdown was requested.
+    #[inline]
+    pub fn is_triggered(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+
+    /// Requests shutdown: every worker is woken and every waiter notified.
+    pub fn trigger(&self) {
+        self.flag.store(true, Ordering::Release);
+        for w in lock(&self.wakers).iter() {
+            let _ = w.wake();
+        }
+        for waiter in lock(&self.waiters).iter() {
+            let _ = waiter.try_send(());
+        }
+    }
+
+    /// Registers a worker's waker.
+    pub fn add_waker(&self, w: Arc<mio::Waker>) {
+        lock(&self.wakers).push(w);
+        if self.is_triggered() {
+            self.trigger();
+        }
+    }
+
+    /// A channel that receives a message when shutdown is triggered.
+    pub fn subscribe(&self) -> Receiver<()> {
+        let (notify, rx) = crossbeam_channel::bounded(1);
+        if self.is_triggered() {
+            let _ = notify.try_send(());
+        }
+        lock(&self.waiters).push(notify);
+        rx
+    }
+}

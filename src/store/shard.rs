@@ -1,0 +1,168 @@
+//! One shard: its bucket tables, their Merkle subtree, its clock and
+//! counters, and the record-level changes that keep them in step (the
+//! invariants of the module docs of [`super`] hold between any two calls).
+
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
+
+use super::merkle::{Subtree, ZERO};
+use super::{Hlc, Record, Version};
+
+/// No resume cursor.
+pub(super) const NO_CURSOR: (usize, usize) = (usize::MAX, 0);
+
+#[repr(align(128))]
+pub(super) struct Padded<T>(pub(super) T);
+
+/// One shard: bucket tables, their Merkle subtree, a clock and counters.
+pub struct Shard {
+    pub(super) tables: Box<[HashTable<Record>]>,
+    pub(super) tree: Subtree,
+    pub(super) clock: Hlc,
+    pub(super) live: usize,
+    pub(super) tombstones: usize,
+    pub(super) bytes: usize,
+    /// Where the refresh stopped inside a bucket: `(bucket, slot)`; every
+    /// stale record of that bucket at a lower slot is in flight (see the
+    /// module docs). Reset by any write into the bucket.
+    pub(super) cursor: (usize, usize),
+    /// A refresh has copies of this shard's stale records in flight (steps
+    /// 1 to 3): stale bits may be clear for records still stale, so a
+    /// reader must wait for the refresh (its per-shard mutex).
+    pub(super) in_flight: bool,
+}
+
+/// Where a key lives.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Slot {
+    pub(super) shard: usize,
+    pub(super) bucket: usize,
+    pub(super) hash: u64,
+}
+
+impl Shard {
+    pub(super) fn new(span_bits: u32) -> Shard {
+        Shard {
+            tables: (0..1usize << span_bits).map(|_| HashTable::new()).collect(),
+            tree: Subtree::new(span_bits),
+            clock: Hlc::new(),
+            live: 0,
+            tombstones: 0,
+            bytes: 0,
+            cursor: NO_CURSOR,
+            in_flight: false,
+        }
+    }
+
+    #[inline]
+    pub(super) fn find(&self, s: Slot, key: &[u8]) -> Option<&Record> {
+        self.tables[s.bucket].find(s.hash, |r| r.key() == key)
+    }
+
+    /// Stores `value` (None = tombstone) at `version` unconditionally,
+    /// keeping the tree and counters in step. Hashes nothing: the record
+    /// becomes stale and its bucket is marked (module docs).
+    pub(super) fn put(
+        &mut self,
+        s: Slot,
+        key: &[u8],
+        value: Option<&[u8]>,
+        version: Version,
+        hasher: &ahash::RandomState,
+    ) {
+        // (No prefetch here any more: with no SHA-256 to overlap with, the
+        // table header is used at once; the worker prefetches the next
+        // pipelined request's bucket instead, see `Store::prefetch`.)
+        let table = &mut self.tables[s.bucket];
+        match table.entry(s.hash, |r| r.key() == key, |r| hasher.hash_one(r.key())) {
+            Entry::Occupied(mut o) => {
+                let rec = o.get_mut();
+                let (was_tomb, old_bytes) =
+                    (rec.is_tombstone(), rec.value().map_or(0, |v| v.len()));
+                rec.replace(value, version);
+                match (was_tomb, value) {
+                    (true, Some(v)) => {
+                        self.tombstones -= 1;
+                        self.live += 1;
+                        self.bytes += key.len() + v.len();
+                    }
+                    (false, None) => {
+                        self.live -= 1;
+                        self.tombstones += 1;
+                        self.bytes -= key.len() + old_bytes;
+                    }
+                    (false, Some(v)) => self.bytes = self.bytes - old_bytes + v.len(),
+                    (true, None) => {}
+                }
+            }
+            Entry::Vacant(v) => {
+                v.insert(Record::new(key, value, version));
+                match value {
+                    None => self.tombstones += 1,
+                    Some(val) => {
+                        self.live += 1;
+                        self.bytes += key.len() + val.len();
+                    }
+                }
+            }
+        }
+        self.tree.mark_stale(s.bucket);
+        if self.cursor.0 == s.bucket {
+            self.cursor = NO_CURSOR;
+        }
+    }
+
+    /// XORs a record's stored digest out of its bucket (it is removed).
+    #[inline]
+    pub(super) fn unlink(tree: &mut Subtree, bucket: usize, rec: &Record) {
+        if *rec.digest() != ZERO {
+            tree.toggle(bucket, rec.digest());
+        }
+    }
+
+    /// Removes the record of `key` entirely (no tombstone) if its version
+    /// is `expected`, keeping the tree and counters in step.
+    pub(super) fn remove_if(
+        &mut self,
+        s: Slot,
+        key: &[u8],
+        expected: Version,
+        hasher: &ahash::RandomState,
+    ) -> bool {
+        let table = &mut self.tables[s.bucket];
+        let Entry::Occupied(o) =
+            table.entry(s.hash, |r| r.key() == key, |r| hasher.hash_one(r.key()))
+        else {
+            return false;
+        };
+        if o.get().version() != expected {
+            return false;
+        }
+        let (rec, _) = o.remove();
+        Shard::unlink(&mut self.tree, s.bucket, &rec);
+        match rec.value() {
+            None => self.tombstones -= 1,
+            Some(v) => {
+                self.live -= 1;
+                self.bytes -= key.len() + v.len();
+            }
+        }
+        true
+    }
+
+    pub(super) fn clear(&mut self) {
+        for t in self.tables.iter_mut() {
+            *t = HashTable::new();
+        }
+        self.reset_counts();
+    }
+
+    /// Resets the tree, counters and cursor after the tables were emptied.
+    pub(super) fn reset_counts(&mut self) {
+        self.tree.clear();
+        self.cursor = NO_CURSOR;
+        self.live = 0;
+        self.tombstones = 0;
+        self.bytes = 0;
+    }
+}

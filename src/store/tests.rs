@@ -1,0 +1,593 @@
+//! Unit tests of the store as a whole (the parts test their own pieces).
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::merkle::{self, ZERO};
+use super::refresh::REFRESH_CHUNK;
+use super::*;
+
+fn store(shards: usize) -> Store {
+    Store::new(StoreOptions {
+        shards,
+        tree_bits: 16,
+        node_id: "n1".into(),
+        tombstone_ttl_ms: 1000,
+    })
+    .unwrap()
+}
+
+#[test]
+fn set_get_delete_with_tombstones() {
+    let s = store(4);
+    assert!(s.get(b"a", |v| v.is_none()));
+    s.set(b"a", b"1");
+    assert_eq!(s.get(b"a", |v| v.map(<[u8]>::to_vec)), Some(b"1".to_vec()));
+    assert_eq!(s.len(), 1);
+    assert!(s.delete(b"a").is_some());
+    assert!(s.delete(b"a").is_none());
+    assert_eq!(s.len(), 0);
+    assert_eq!(s.tombstones(), 1);
+    assert!(!s.contains(b"a"));
+    assert!(s.entry(b"a").unwrap().value.is_none());
+    assert!(s.scan(b"").is_empty());
+    s.set(b"a", b"2");
+    assert_eq!((s.len(), s.tombstones()), (1, 0));
+    assert_eq!(s.usage(), (1, 2));
+}
+
+#[test]
+fn lww_apply_keeps_the_larger_version() {
+    let s = store(4);
+    let hi = Version::new(100 << 16, 1);
+    let lo = Version::new(50 << 16, 2);
+    assert_eq!(s.apply(b"k", Some(b"new"), hi), Applied::Stored);
+    assert_eq!(s.apply(b"k", Some(b"old"), lo), Applied::Stale);
+    assert_eq!(s.apply(b"k", Some(b"dup"), hi), Applied::Stale);
+    assert_eq!(
+        s.get(b"k", |v| v.map(<[u8]>::to_vec)),
+        Some(b"new".to_vec())
+    );
+    // A local write after observing `hi` must win over it.
+    let v = s.set(b"k", b"local");
+    assert!(v > hi);
+}
+
+#[test]
+fn same_writes_any_order_and_shard_count_same_root() {
+    let writes: Vec<(Vec<u8>, Option<Vec<u8>>, Version)> = (0..2000u64)
+        .map(|i| {
+            let key = format!("key{}", i % 700).into_bytes();
+            let val = (i % 5 != 0).then(|| format!("v{i}").into_bytes());
+            (key, val, Version::new((i * 7919 % 3001) << 16 | i, i % 3))
+        })
+        .collect();
+    let now = now_millis() << 16;
+    let mut roots = Vec::new();
+    for (shards, rev) in [(1, false), (64, true), (4096, false), (16, true)] {
+        let s = store(shards);
+        let it: Box<dyn Iterator<Item = _>> = if rev {
+            Box::new(writes.iter().rev())
+        } else {
+            Box::new(writes.iter())
+        };
+        for (k, v, ver) in it {
+            // Keep tombstones unexpired: shift versions to "now".
+            s.apply(k, v.as_deref(), Version::new(now + ver.hlc, ver.node));
+        }
+        roots.push((s.root(), s.len()));
+    }
+    assert!(roots.windows(2).all(|w| w[0] == w[1]), "{roots:?}");
+    assert_ne!(roots[0].0, ZERO);
+}
+
+#[test]
+fn one_change_changes_exactly_one_bucket_path() {
+    let a = store(16);
+    let b = store(16);
+    for i in 0..1000 {
+        let k = format!("k{i}");
+        let v = Version::new((now_millis() << 16) + i, 1);
+        a.apply(k.as_bytes(), Some(b"x"), v);
+        b.apply(k.as_bytes(), Some(b"x"), v);
+    }
+    assert_eq!(a.root(), b.root());
+    b.set(b"k500", b"changed");
+    let depth = a.shape().depth();
+    let bucket = a.bucket_of_key(b"k500");
+    for level in 0..=depth {
+        let n = a.shape().nodes_at(level);
+        let diff: Vec<usize> = (0..n)
+            .filter(|&i| a.node_digest(level, i) != b.node_digest(level, i))
+            .collect();
+        assert_eq!(diff, vec![bucket >> (4 * (depth - level))], "level {level}");
+    }
+}
+
+#[test]
+fn empty_root_is_zero_and_delete_all_restores_it_after_gc() {
+    let s = store(8);
+    assert_eq!(s.root(), ZERO);
+    s.set(b"a", b"1");
+    s.delete(b"a");
+    assert_ne!(s.root(), ZERO, "tombstone is a leaf");
+    let (n, _) = s.collect_tombstones(now_millis() + 10_000);
+    assert_eq!(n, 1);
+    assert_eq!(s.root(), ZERO);
+    assert_eq!(s.tombstones(), 0);
+}
+
+#[test]
+fn expired_tombstone_for_missing_key_is_not_inserted() {
+    let s = store(8);
+    let old = Version::new(1 << 16, 5);
+    assert_eq!(s.apply(b"gone", None, old), Applied::Stale);
+    assert_eq!(s.tombstones(), 0);
+    // But it still deletes an older live value.
+    s.apply(b"x", Some(b"1"), Version::new(1, 5));
+    assert_eq!(s.apply(b"x", None, old), Applied::Stored);
+    assert!(!s.contains(b"x"));
+}
+
+#[test]
+fn update_and_multilock() {
+    let s = store(8);
+    let mut buf = Vec::new();
+    let r: Result<_, ()> = s.update(b"c", &mut buf, |old, out| {
+        assert!(old.is_none());
+        out.extend_from_slice(b"1");
+        Ok(7)
+    });
+    assert_eq!(r.unwrap().0, 7);
+    let keys: [&[u8]; 3] = [b"a", b"b", b"c"];
+    let mut m = s.lock_keys(keys.iter().copied());
+    m.set(b"a", b"x").unwrap();
+    m.set(b"b", b"y").unwrap();
+    assert_eq!(m.get(b"c", |v| v.map(<[u8]>::to_vec)), Some(b"1".to_vec()));
+    drop(m);
+    assert_eq!(
+        s.scan(b""),
+        vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
+    );
+    assert_eq!(s.scan(b"b"), vec![b"b".to_vec()]);
+    s.clear();
+    assert_eq!((s.len(), s.root()), (0, ZERO));
+}
+
+#[test]
+fn exclusive_runs_store_calls_on_held_shards_and_excludes_others() {
+    let s = std::sync::Arc::new(store(8));
+    s.set(b"a", b"1");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let other = s.clone();
+    s.exclusive(|| {
+        // Every store call works inside, including multi-shard and
+        // whole-store ones, and a nested call.
+        s.set(b"b", b"2");
+        let keys: [&[u8]; 3] = [b"a", b"b", b"zz"];
+        let mut m = s.lock_keys(keys.iter().copied());
+        assert!(m.set(b"zz", b"3").is_some());
+        drop(m);
+        s.exclusive(|| assert_eq!(s.len(), 3));
+        assert_eq!(s.scan(b"").len(), 3);
+        // Another thread cannot get in meanwhile.
+        let t = std::thread::spawn(move || {
+            other.set(b"late", b"x");
+            tx.send(()).unwrap();
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(100))
+                .is_err()
+        );
+        t
+    })
+    .join()
+    .unwrap();
+    assert!(rx.try_recv().is_ok());
+    assert_eq!(s.len(), 4);
+    // A second store on the same thread is not affected by the first's
+    // hold.
+    let t = store(4);
+    s.exclusive(|| t.set(b"k", b"v"));
+    assert!(t.contains(b"k"));
+}
+
+#[test]
+fn bucket_versions_lists_the_bucket() {
+    let s = store(4);
+    s.set(b"k1", b"v");
+    let b = s.bucket_of_key(b"k1");
+    let list = s.bucket_versions(b).unwrap();
+    assert!(list.iter().any(|(k, _)| k == b"k1"));
+    assert!(s.bucket_versions(1 << 16).is_none());
+    assert!(s.node_digest(5, 0).is_none());
+}
+
+#[test]
+fn remove_if_and_replace_if_keep_tree_and_counters_exact() {
+    let s = store(4);
+    let v1 = s.set(b"a", b"12");
+    let vb = s.set(b"b", b"x");
+    s.delete(b"b");
+    let vt = s.entry(b"b").unwrap().version;
+    assert_ne!(vb, vt);
+    let only_b = s.root();
+    let other = Version::new(v1.hlc + 1, v1.node);
+    assert!(!s.remove_if(b"a", other), "wrong version: unchanged");
+    assert!(s.remove_if(b"a", v1));
+    assert!(!s.remove_if(b"a", v1), "already gone");
+    assert_eq!((s.len(), s.tombstones(), s.usage()), (0, 1, (0, 0)));
+    assert_ne!(s.root(), only_b);
+    assert!(s.remove_if(b"b", vt));
+    assert_eq!((s.tombstones(), s.root()), (0, ZERO));
+    // replace_if may go back to an older version, and advances the clock.
+    let hi = Version::new(u64::MAX >> 1, 9);
+    assert!(s.replace_if(b"c", None, Some(b"new"), hi));
+    assert!(s.replace_if(b"c", Some(hi), Some(b"old"), Version::new(5, 9)));
+    assert_eq!(
+        s.get(b"c", |v| v.map(<[u8]>::to_vec)),
+        Some(b"old".to_vec())
+    );
+    assert!(s.set(b"c", b"local") > hi);
+    let mut seen = Vec::new();
+    assert!(s.for_each_in_bucket(s.bucket_of_key(b"c"), |r| seen.push(r.key().to_vec())));
+    assert!(seen.contains(&b"c".to_vec()));
+    assert!(!s.for_each_in_bucket(1 << 16, |_| {}));
+    assert_eq!(
+        s.with_entry(b"c", |e| e.map(|(v, _)| v.map(<[u8]>::to_vec))),
+        Some(Some(b"local".to_vec()))
+    );
+    assert!(s.with_entry(b"zz", |e| e.is_none()));
+}
+
+#[test]
+fn oldest_tombstone_is_tracked_and_exact_after_collection() {
+    let s = store(4);
+    assert_eq!(s.oldest_tombstone_ms(), None);
+    let old = now_millis() - 500;
+    s.apply(b"t", None, Version::new(old << 16, 1));
+    assert_eq!(s.oldest_tombstone_ms(), Some(old));
+    s.set(b"u", b"1");
+    let newer = s.delete(b"u").unwrap().millis();
+    assert_eq!(s.oldest_tombstone_ms(), Some(old));
+    // The old tombstone is overwritten: exact again after a pass.
+    s.apply(b"t", Some(b"back"), Version::new((old + 1) << 16, 1));
+    s.collect_tombstones(now_millis());
+    assert_eq!(s.oldest_tombstone_ms(), Some(newer));
+    s.clear();
+    assert_eq!(s.oldest_tombstone_ms(), None);
+    s.collect_tombstones(now_millis());
+    assert_eq!(s.oldest_tombstone_ms(), None);
+}
+
+#[test]
+fn scan_step_returns_each_live_key_once_and_terminates() {
+    for shards in [1, 16] {
+        let s = store(shards);
+        let mut cursor = 0;
+        let mut calls = 0;
+        // Empty store: completes quickly.
+        loop {
+            cursor = s.scan_step(cursor, 10, |_| panic!("no keys"));
+            calls += 1;
+            if cursor == 0 {
+                break;
+            }
+        }
+        assert!(calls <= 1 + (1 << 16) / 4096, "{calls}");
+        for i in 0..5000 {
+            s.set(format!("k{i}").as_bytes(), b"v");
+        }
+        s.delete(b"k7");
+        let mut seen = Vec::new();
+        let mut cursor = 0;
+        loop {
+            let mut batch = 0;
+            cursor = s.scan_step(cursor, 100, |k| {
+                batch += 1;
+                seen.push(k.to_vec());
+            });
+            assert!(batch < 100 + 64, "a step does bounded work: {batch}");
+            if cursor == 0 {
+                break;
+            }
+        }
+        let n = seen.len();
+        seen.sort();
+        seen.dedup();
+        assert_eq!((n, seen.len()), (4999, 4999));
+        assert!(!seen.contains(&b"k7".to_vec()));
+        assert_eq!(s.scan_step(u64::MAX, 10, |_| panic!()), 0);
+        assert_eq!(s.scan_step(1 << 16, 10, |_| panic!()), 0);
+    }
+}
+
+/// Deterministic data for [`root_values_are_pinned`]: values of many
+/// lengths (empty included), tombstones, and overwrites that change
+/// the value size.
+fn pinned_store(shards: usize, tree_bits: u32) -> Store {
+    let s = Store::new(StoreOptions {
+        shards,
+        tree_bits,
+        node_id: "pin".into(),
+        // Never expire: tombstones with old versions stay leaves.
+        tombstone_ttl_ms: u64::MAX,
+    })
+    .unwrap();
+    for i in 0..3000u64 {
+        let key = format!("pin:{i}");
+        let value = match i % 7 {
+            0 => None,
+            1 => Some(Vec::new()),
+            n => Some(vec![b'a' + n as u8; (i % 300) as usize]),
+        };
+        let v = Version::new(1_000_000 + i * 13, i % 5);
+        s.apply(key.as_bytes(), value.as_deref(), v);
+    }
+    for i in (0..3000u64).step_by(11) {
+        let key = format!("pin:{i}");
+        let value = (i % 3 != 0).then_some(&b"overwritten"[..]);
+        s.apply(key.as_bytes(), value, Version::new(2_000_000 + i, 7));
+    }
+    s
+}
+
+/// The tree's values are part of the wire protocol (peers compare
+/// them): these were computed by the store before leaf digests were
+/// stored in records and hashed lazily (commit df02bef), and must
+/// never change for the same data.
+#[test]
+fn root_values_are_pinned() {
+    const ROOT_16: &str = "c56b8cacac2eae36ee8abc13049c539ad3ae507a9eef55d984871e2634311892";
+    const NODE_16: &str = "cbf9c1f439f6f7feb5d91981eed2bf0e723244b6027d19cbd4a78df594327ade";
+    const PREFIX: &str = "7a8ec91ef271c9fe715e48cca0ff85c8fdfc65a29313a6a064b95339cfa46eef";
+    const ROOT_8: &str = "e14e5d7bb21130c9d7a4e2412dcb2e5618b404a160496c5abb57dc4b1d55cb9c";
+    for shards in [1, 64] {
+        let s = pinned_store(shards, 16);
+        assert_eq!(merkle::hex(&s.root()), ROOT_16, "{shards} shards");
+        assert_eq!(merkle::hex(&s.node_digest(2, 77).unwrap()), NODE_16);
+        assert_eq!(merkle::hex(&s.prefix_digest(b"pin:1")), PREFIX);
+    }
+    assert_eq!(merkle::hex(&pinned_store(4, 8).root()), ROOT_8);
+}
+
+/// A fresh store holding exactly the records of `s` (tombstones
+/// included, same versions), written in one pass.
+fn rebuilt(s: &Store) -> Store {
+    let fresh = Store::new(StoreOptions {
+        shards: 16,
+        tree_bits: s.shape().bits,
+        node_id: "fresh".into(),
+        tombstone_ttl_ms: u64::MAX,
+    })
+    .unwrap();
+    for i in 0..s.shard_count() {
+        s.for_each_in_shard(i, |r| {
+            fresh.apply(r.key(), r.value(), r.version());
+        });
+    }
+    assert_eq!(fresh.stale_records(), fresh.len() + fresh.tombstones());
+    fresh
+}
+
+fn assert_same_tree(s: &Store, why: &str) {
+    let fresh = rebuilt(s);
+    assert_eq!(s.root(), fresh.root(), "{why}");
+    assert_eq!(s.stale_records(), 0, "{why}: a root read refreshes all");
+    let level = s.shape().depth().min(2);
+    for i in 0..s.shape().nodes_at(level) {
+        assert_eq!(
+            s.node_digest(level, i),
+            fresh.node_digest(level, i),
+            "{why}"
+        );
+    }
+}
+
+#[test]
+fn writes_hash_nothing_and_reads_hash_each_stale_record_once() {
+    let s = store(4);
+    for i in 0..100 {
+        s.set(format!("k{i}").as_bytes(), b"v");
+    }
+    assert_eq!(s.stale_records(), 100);
+    // Rewrites of a stale record add no work.
+    for i in 0..10 {
+        s.set(format!("k{i}").as_bytes(), b"longer value");
+    }
+    assert_eq!(s.refresh_digests(), 100);
+    assert_eq!((s.stale_records(), s.refresh_digests()), (0, 0));
+    assert_eq!(s.leaves_hashed(), 100);
+    for _ in 0..3 {
+        for i in 0..7 {
+            s.set(format!("k{i}").as_bytes(), b"w");
+        }
+    }
+    s.delete(b"k50");
+    assert_eq!(s.stale_records(), 8);
+    // Reading one bucket refreshes only the buckets below that node.
+    let b = s.bucket_of_key(b"k3");
+    let in_bucket = (0..7).filter(|i| s.bucket_of_key(format!("k{i}").as_bytes()) == b);
+    let expect = 8 - in_bucket.count();
+    let _ = s.node_digest(s.shape().depth(), b);
+    assert_eq!(s.stale_records(), expect);
+    assert_same_tree(&s, "after partial refresh");
+}
+
+#[test]
+fn paced_refresh_pauses_between_chunks_and_can_stop() {
+    let s = store(1);
+    for i in 0..(3 * REFRESH_CHUNK + 10) {
+        s.set(format!("k{i}").as_bytes(), b"v");
+    }
+    assert_eq!(s.refresh_digests_paced(|| false), REFRESH_CHUNK);
+    assert_eq!(s.stale_records(), 2 * REFRESH_CHUNK + 10);
+    let mut pauses = 0;
+    let n = s.refresh_digests_paced(|| {
+        pauses += 1;
+        true
+    });
+    assert_eq!(
+        (n, pauses, s.stale_records()),
+        (2 * REFRESH_CHUNK + 10, 2, 0)
+    );
+    assert_same_tree(&s, "paced");
+}
+
+#[test]
+fn stale_records_give_the_root_of_a_freshly_built_store() {
+    let s = Store::new(StoreOptions {
+        shards: 8,
+        tree_bits: 8,
+        node_id: "n1".into(),
+        tombstone_ttl_ms: 1000,
+    })
+    .unwrap();
+    let now = now_millis();
+    let key = |i: u64| format!("key{i}").into_bytes();
+    for i in 0..600u64 {
+        s.set(&key(i), &vec![b'x'; (i % 40) as usize]);
+    }
+    assert_same_tree(&s, "inserts");
+    // Half the records hashed, half stale, then each kind of change.
+    for i in (0..600u64).step_by(2) {
+        s.set(&key(i), &vec![b'y'; (i % 40) as usize]); // in place
+    }
+    assert_same_tree(&s, "overwrite in place");
+    for i in (0..600u64).step_by(3) {
+        s.set(&key(i), &vec![b'z'; 50 + (i % 7) as usize]); // reallocated
+    }
+    let _ = s.node_digest(2, 5); // some records hashed, most stale
+    for i in (0..600u64).step_by(5) {
+        s.delete(&key(i)); // value -> tombstone, reallocated
+    }
+    assert_same_tree(&s, "realloc + delete");
+    // Expired tombstones, stale and hashed ones, collected.
+    let expire = |i: u64| {
+        let expected = s.entry(&key(i)).map(|e| e.version);
+        let old = Version::new((now - 5000) << 16, 3);
+        assert!(s.replace_if(&key(i), expected, None, old));
+    };
+    for i in (1..600u64).step_by(7) {
+        expire(i);
+    }
+    let _ = s.root();
+    assert_eq!(s.collect_tombstones(now_millis()).0, 86);
+    assert_same_tree(&s, "tombstone GC (hashed)");
+    for i in (2..600u64).step_by(7) {
+        expire(i);
+    }
+    assert_eq!(s.collect_tombstones(now_millis()).0, 86);
+    assert_same_tree(&s, "tombstone GC (stale)");
+    // remove_if of stale and hashed records, replace_if (older versions
+    // allowed, with reallocation).
+    for i in (3..600u64).step_by(11) {
+        if let Some(e) = s.entry(&key(i)) {
+            assert!(s.remove_if(&key(i), e.version));
+        }
+        if i % 2 == 0 {
+            let _ = s.root();
+        }
+    }
+    for i in (4..600u64).step_by(13) {
+        let expected = s.entry(&key(i)).map(|e| e.version);
+        let value = (i % 2 == 0).then(|| vec![b'r'; (i % 90) as usize]);
+        assert!(s.replace_if(&key(i), expected, value.as_deref(), Version::new(5, 9)));
+    }
+    assert_same_tree(&s, "remove_if + replace_if");
+    // Clearing drops stale records and marks.
+    s.set(b"before clear", b"1");
+    s.clear();
+    assert_eq!((s.root(), s.stale_records()), (ZERO, 0));
+    s.set(b"after clear", b"2");
+    assert_same_tree(&s, "clear");
+    s.set(b"more", b"3");
+    s.clear_versioned();
+    s.set(b"after versioned clear", b"4");
+    assert_same_tree(&s, "clear_versioned");
+    assert_eq!(s.prefix_digest(b""), rebuilt(&s).prefix_digest(b""));
+}
+
+/// Big buckets (16 buckets, 2 shards): refreshes take several chunks
+/// per bucket and resume through the cursor while writers keep
+/// changing, inserting into and removing from the same buckets.
+#[test]
+fn chunked_refresh_under_concurrent_writers_ends_exact() {
+    let s = Store::new(StoreOptions {
+        shards: 2,
+        tree_bits: 4,
+        node_id: "n1".into(),
+        tombstone_ttl_ms: 60_000,
+    })
+    .unwrap();
+    for i in 0..6000 {
+        s.set(format!("k{i}").as_bytes(), b"initial");
+    }
+    assert!(s.stale_records() > 8 * REFRESH_CHUNK);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let roots = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|t| {
+        let writers: Vec<_> = (0..3u64)
+            .map(|w| {
+                let (s, roots) = (&s, &roots);
+                t.spawn(move || {
+                    // At least 3000 writes each, and on until a root has
+                    // been read meanwhile (a busy machine may not run
+                    // the reader at once).
+                    for n in 0..3_000_000u64 {
+                        if n >= 3000 && roots.load(Relaxed) > 0 {
+                            break;
+                        }
+                        let i = (n * 7919 + w * 1013) % 8000;
+                        let k = format!("k{i}");
+                        match n % 5 {
+                            0 => {
+                                s.delete(k.as_bytes());
+                            }
+                            1 => {
+                                if let Some(e) = s.entry(k.as_bytes()) {
+                                    s.remove_if(k.as_bytes(), e.version);
+                                }
+                            }
+                            2 => {
+                                s.set(k.as_bytes(), &vec![b'a'; (n % 64) as usize]);
+                            }
+                            _ => {
+                                s.set(k.as_bytes(), b"fixed-size");
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        t.spawn(|| {
+            while !stop.load(Relaxed) {
+                let _ = s.root();
+                roots.fetch_add(1, Relaxed);
+            }
+        });
+        t.spawn(|| {
+            while !stop.load(Relaxed) {
+                s.refresh_digests();
+                let _ = s.node_digest(1, 3);
+            }
+        });
+        for w in writers {
+            w.join().unwrap();
+        }
+        stop.store(true, Relaxed);
+    });
+    assert!(roots.load(Relaxed) > 0);
+    assert_same_tree(&s, "after concurrent writers");
+}
+
+#[test]
+fn prefix_digest_tracks_matching_live_entries() {
+    let s = store(4);
+    assert_eq!(s.prefix_digest(b"user:"), ZERO);
+    s.set(b"user:1", b"a");
+    let d1 = s.prefix_digest(b"user:");
+    s.set(b"other", b"b");
+    assert_eq!(s.prefix_digest(b"user:"), d1);
+    s.set(b"user:2", b"c");
+    assert_ne!(s.prefix_digest(b"user:"), d1);
+}
