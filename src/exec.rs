@@ -264,6 +264,7 @@ fn execute_with(cmd: Command<'_>, ctx: &mut Ctx<'_>, reply: &mut Reply<'_>) -> F
             port,
             full,
             verify,
+            force,
         } => {
             stats.incr(Counter::Sync);
             return Flow::Defer(Task::Sync {
@@ -271,6 +272,7 @@ fn execute_with(cmd: Command<'_>, ctx: &mut Ctx<'_>, reply: &mut Reply<'_>) -> F
                 port,
                 full,
                 verify,
+                force,
             });
         }
         Command::Replicate(action) => {

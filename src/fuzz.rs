@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | [`text`] | `protocol::text::parse` | every request consumes 1..=len bytes up to its LF; `Incomplete` only without an LF |
 //! | [`resp`] | `protocol::resp::parse` | consumption in bounds; argument spans inside the frame |
-//! | [`internal`] | `protocol::internal::parse` + the `MKV.*` server, or a whole anti-entropy round against a peer whose replies are the input | a served reply reads back as one RESP reply; a round against any peer ends without panicking |
+//! | [`internal`] | `protocol::internal::parse` + the `MKV.*` server, or a whole anti-entropy round against a peer whose replies are the input | a served reply reads back as one RESP reply; a round against a hostile peer plants no version past the clock bound and (without `--force`) deletes at most half of the records |
 //! | [`cbor`] | `replication::wire::decode_ref` and `decode` | the in-place decoder agrees with serde |
 //! | [`log_segment`] | recovery's two passes over a log segment | pass 2 reads everything pass 1 validated; any replay window gives the same state |
 //! | [`snapshot`] | recovery's snapshot reader | a clean read ends exactly at the end record |
@@ -30,7 +30,7 @@ use crate::persist::recovery;
 use crate::persist::snapshot::SNAP_MAGIC;
 use crate::protocol::{Args, MAX_LINE, Parsed, internal, resp, text};
 use crate::replication::wire;
-use crate::store::{Store, StoreOptions, Version, now_millis};
+use crate::store::{Store, StoreOptions, Version, now_millis, version};
 
 /// A small store for one input (tree of 256 buckets).
 fn small_store() -> Store {
@@ -145,10 +145,25 @@ pub fn internal(data: &[u8]) {
     });
     let opts = RoundOptions {
         full: mode % 2 == 1,
+        force: mode % 4 == 3,
         verify: false,
         instance: 1,
     };
-    let _ = round::run(&mut peer, &store, &mut &store, &opts);
+    let records = store.len() + store.tombstones();
+    let res = round::run(&mut peer, &store, &mut &store, &opts);
+    // Whatever the peer says, no version past the clock bound gets in, and
+    // without --force at most half of the records are deleted.
+    let ceiling = version::ceiling(now_millis(), store.max_clock_skew());
+    for b in 0..store.shape().buckets() {
+        for (key, v) in store.bucket_versions(b).unwrap_or_default() {
+            assert!(v.hlc <= ceiling, "version {v} of {key:?} is past the bound");
+        }
+    }
+    if let Ok(r) = res
+        && !opts.force
+    {
+        assert!(r.keys_removed <= records / 2, "{r:?}");
+    }
 }
 
 /// A peer that answers every request with the next reply of a byte stream.

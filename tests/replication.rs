@@ -286,8 +286,15 @@ fn garbage_payloads_are_harmless_and_counted() {
     assert_eq!(one(node, "PING"), "PONG");
     assert_eq!(one(node, "SET still ok"), "OK");
 
-    // Decodable but refused events: empty key, a version an hour ahead.
-    let far = now + 2 * 3_600_000;
+    // Decodable but refused events: empty key, versions past the clock
+    // bound (max_clock_skew, 60 s by default): two minutes ahead, and the
+    // (u64::MAX, u64::MAX) poison.
+    let far = now + 2 * 60_000;
+    let poison = ChangeEvent {
+        key: b"poison".to_vec(),
+        value: Some(b"v".to_vec()),
+        version: Version::new(u64::MAX, u64::MAX),
+    };
     mqtt_publish(
         broker.port,
         TOPIC,
@@ -296,13 +303,22 @@ fn garbage_payloads_are_harmless_and_counted() {
             &[
                 event(b"", Some(b"v"), "elsewhere", now),
                 event(b"future", Some(b"v"), "elsewhere", far),
+                poison,
             ],
         )],
     );
     eventually("invalid events counted", || {
-        info_u64(node, "replication_events_invalid") == 2
+        info_u64(node, "replication_events_invalid") == 3
     });
     assert_eq!(one(node, "GET future"), "NOT_FOUND");
+    assert_eq!(one(node, "GET poison"), "NOT_FOUND");
+    let i = info(node);
+    assert_eq!(i["max_clock_skew_ms"], "60000");
+    assert_eq!(i["versions_refused"], "2");
+    assert!(
+        i["versions_refused_from_mqtt_elsewhere"].starts_with("count=2,"),
+        "{i:?}"
+    );
 
     // A batch claiming this node's own origin is skipped; a foreign batch
     // and a 1.x single event published after it are applied.

@@ -53,6 +53,10 @@ pub fn sync_with(
             let mut peer = RespPeer {
                 transport: c,
                 cancel: Some(ae.cancel.clone()),
+                source: format!(
+                    "{} {name}",
+                    if configured { "anti-entropy" } else { "sync" }
+                ),
             };
             let mut applier = match lock(&ae.writers).pop() {
                 Some(w) => Applier::with_writer(shared.clone(), w),
@@ -267,10 +271,12 @@ impl Scheduler {
                     port,
                     full,
                     verify,
+                    force,
                 } = job.task;
                 let opts = RoundOptions {
                     full,
                     verify,
+                    force,
                     instance: 0,
                 };
                 (host, port, opts, None, None, Some(job.responder))
@@ -481,7 +487,7 @@ impl Repair for Applier {
     ) -> bool {
         Applier::replace_if(self, key, expected, value, version)
     }
-    fn remove_if(&mut self, key: &[u8], expected: Version) -> bool {
-        Applier::remove_if(self, key, expected)
+    fn delete_if(&mut self, key: &[u8], expected: Version) -> bool {
+        Applier::delete_if(self, key, expected)
     }
 }

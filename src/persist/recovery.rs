@@ -23,6 +23,17 @@
 //! Startup fails only when the directory holds our files but none of them
 //! is readable, or only foreign files: never silently start empty on top
 //! of data.
+//!
+//! # Clock bound
+//!
+//! Replayed versions pass the same bound as received ones
+//! ([`Store::accept_remote`], source `recovery`): a record dated more than
+//! `max_clock_skew` ahead (say, accepted from a peer by an older release)
+//! is refused and counted, never applied. The clocks are advanced past the
+//! replayed stamps and clear floors, but never beyond that bound; when a
+//! stamp or floor lies beyond it, [`RecoveryReport::clock_clamped`] asks
+//! the caller to write a snapshot before the first new write, so that no
+//! later replay sees those floors above the new writes' stamps.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -35,7 +46,11 @@ use super::record::{
     Damage, FRAME, Item, Kind, Reader, count_after, decode_body, frame_len, next_frame,
 };
 use super::snapshot::{SNAP_MAGIC, parse_snapshot_name};
-use crate::store::Store;
+use crate::store::version::ceiling;
+use crate::store::{Store, now_millis};
+
+/// Source name of replayed records for the clock bound's counters.
+const RECOVERY: &str = "recovery";
 
 /// What recovery found and did.
 #[derive(Debug, Clone, Default)]
@@ -61,6 +76,12 @@ pub struct RecoveryReport {
     pub next_epoch: u64,
     /// Bytes of the segments kept (not covered by a snapshot).
     pub log_bytes: u64,
+    /// Records refused by the clock bound (module docs).
+    pub refused: u64,
+    /// A replayed stamp or clear floor lay beyond the clock bound: the
+    /// clocks stopped at the bound, and a snapshot must be written before
+    /// the first new write.
+    pub clock_clamped: bool,
 }
 
 impl RecoveryReport {
@@ -204,7 +225,7 @@ fn scan_log<R: Read>(
         Header::Ok(_) => {}
         Header::Torn => {
             seg.headerless = true;
-            if r.len() > 0 {
+            if !r.is_empty() {
                 seg.damage = Some((0, Damage::Torn, 0));
             }
             return Ok(Ok(()));
@@ -263,6 +284,8 @@ struct Replay {
     records: u64,
     /// Owned records dropped because a clear covers them.
     cleared: u64,
+    /// Owned records refused by the clock bound.
+    refused: u64,
     max_stamp: u64,
 }
 
@@ -293,6 +316,8 @@ fn replay<R: Read>(
                     out.records += 1;
                     if floor.is_some_and(|f| rec.stamp <= f) {
                         out.cleared += 1;
+                    } else if !store.accept_remote(rec.version, RECOVERY) {
+                        out.refused += 1;
                     } else {
                         store.apply(rec.key, rec.store_value(), rec.version);
                     }
@@ -422,6 +447,8 @@ fn replay_log(
                         out.records += 1;
                         if floor.is_some_and(|fl| rec.stamp <= fl) {
                             out.cleared += 1;
+                        } else if !store.accept_remote(rec.version, RECOVERY) {
+                            out.refused += 1;
                         } else {
                             order.push((store.bucket_of_key(rec.key) as u32, pos as u32));
                         }
@@ -612,6 +639,7 @@ fn recover_with(dir: &Path, store: &Store, window: usize) -> Result<RecoveryRepo
         snap_damage = snap_damage.or(part.snapshot_damage);
         for r in [&part.snapshot, &part.log] {
             totals.cleared += r.cleared;
+            totals.refused += r.refused;
             totals.max_stamp = totals.max_stamp.max(r.max_stamp);
         }
     }
@@ -638,10 +666,34 @@ fn recover_with(dir: &Path, store: &Store, window: usize) -> Result<RecoveryRepo
         report.log_bytes += seg.damage.map_or(seg.len, |(offset, ..)| offset);
     }
     report.cleared = totals.cleared;
-    // New writes must be stamped above every replayed clear floor.
-    let advance = totals.max_stamp.max(floor.map_or(0, |f| f + 1));
+    report.refused = totals.refused;
+    // New writes must be stamped above every replayed clear floor, and no
+    // clock may leave the bound (module docs).
+    let past_floor = floor.map_or(Some(0), |f| f.checked_add(1));
+    let bound = ceiling(now_millis(), store.max_clock_skew());
+    let advance = match past_floor {
+        Some(p) if p.max(totals.max_stamp) <= bound => p.max(totals.max_stamp),
+        _ => {
+            report.clock_clamped = true;
+            bound
+        }
+    };
     if advance > 0 {
         store.advance_clocks(advance);
+    }
+    if report.refused > 0 || report.clock_clamped {
+        log::warn!(
+            "persistence: recovery refused {} records dated more than max_clock_skew \
+             ({} ms) ahead{}",
+            report.refused,
+            store.max_clock_skew(),
+            if report.clock_clamped {
+                "; stamps or FLUSHDB floors beyond it: the clocks stop at the bound \
+                 and a snapshot is written before the first new write"
+            } else {
+                ""
+            }
+        );
     }
     report.duration = started.elapsed();
     Ok(report)
@@ -768,9 +820,10 @@ mod tests {
                 snapshot::write(&live, &log, &|| false).unwrap();
             }
         }
-        // A peer clock an hour ahead puts the clear's floor in the future:
-        // only advancing the clocks at recovery keeps new writes above it.
-        apply("future", Some(b"f"), now + (3_600_000 << 16));
+        // A peer clock half a minute ahead (within max_clock_skew) puts the
+        // clear's floor in the future: only advancing the clocks at
+        // recovery keeps new writes above it.
+        apply("future", Some(b"f"), now + (30_000 << 16));
         let floor = live.clear_versioned();
         w1.append_clear(floor);
         for i in 0..100u64 {
@@ -807,6 +860,53 @@ mod tests {
                 assert!(back.set(format!("new{i}").as_bytes(), b"1").hlc > floor);
             }
         }
+    }
+
+    #[test]
+    fn versions_and_floors_past_the_clock_bound_are_refused_and_clamped() {
+        // What an older release could have logged after a peer served
+        // (u64::MAX, u64::MAX): the poisoned record, writes stamped at the
+        // stuck clock, and a FLUSHDB whose floor is u64::MAX.
+        let d = TempDir::new("recovery-bound");
+        let log = Arc::new(LogShared::new(d.0.clone(), FsyncPolicy::No, 1, 0));
+        let w = log.writer("w0", true);
+        let now = now_millis() << 16;
+        w.append(b"ok", Some(b"1"), Version::new(now, 1), now);
+        w.append(
+            b"poison",
+            Some(b"x"),
+            Version::new(u64::MAX, u64::MAX),
+            u64::MAX,
+        );
+        w.append(
+            b"ahead",
+            Some(b"x"),
+            Version::new(now + (3_600_000 << 16), 2),
+            now,
+        );
+        drop(w);
+        let s = store(4);
+        let r = recover(&d.0, &s).unwrap();
+        assert_eq!((r.refused, r.log_records), (2, 3), "{r:?}");
+        assert!(r.clock_clamped, "the poisoned stamp lies beyond the bound");
+        assert!(!s.contains(b"poison"));
+        assert!(s.contains(b"ok"));
+        assert_eq!(s.versions_refused(), 2);
+        // The clocks stopped at the bound: new writes are dated (about) now.
+        let v = s.set(b"new", b"1");
+        assert!(v.millis() <= now_millis() + 61_000, "{v}");
+
+        // A clear floor at u64::MAX: `floor + 1` must not wrap to 0.
+        let d = TempDir::new("recovery-floor");
+        let log = Arc::new(LogShared::new(d.0.clone(), FsyncPolicy::No, 1, 0));
+        let w = log.writer("w0", true);
+        w.append(b"before", Some(b"1"), Version::new(now, 1), now);
+        w.append_clear(u64::MAX);
+        drop(w);
+        let s = store(4);
+        let r = recover(&d.0, &s).unwrap();
+        assert!(r.clock_clamped && r.cleared == 1, "{r:?}");
+        assert!(s.set(b"new", b"1").millis() <= now_millis() + 61_000);
     }
 
     #[test]

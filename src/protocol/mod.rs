@@ -86,12 +86,14 @@ pub enum Command<'a> {
     /// echoes the argument (`HASH * <hex64>`, PROTOCOL.md §3.2): the executor
     /// treats a `*` argument as "all keys".
     Hash(Option<&'a [u8]>),
-    /// `SYNC host port [--full] [--verify]`.
+    /// `SYNC host port [--full] [--verify] [--force]`.
     Sync {
         host: &'a str,
         port: u16,
         full: bool,
         verify: bool,
+        /// Let `--full` remove more than half of the local records.
+        force: bool,
     },
     /// `REPLICATE enable|disable|status`.
     Replicate(ReplicateAction),

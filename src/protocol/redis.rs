@@ -494,7 +494,7 @@ fn set<'a>(name: &[u8], args: Args<'a>) -> Result<Command<'a>, ParseError> {
     }))
 }
 
-/// `SYNC host port [--full] [--verify]` over RESP (same meaning and error
+/// `SYNC host port [--full] [--verify] [--force]` over RESP (same meaning and error
 /// texts as the text protocol, PROTOCOL.md §10).
 fn sync<'a>(name: &[u8], args: Args<'a>) -> Result<Command<'a>, ParseError> {
     let mut it = args.iter();
@@ -507,11 +507,12 @@ fn sync<'a>(name: &[u8], args: Args<'a>) -> Result<Command<'a>, ParseError> {
     };
     let port =
         parse_int::<u16>(port).ok_or(err("Invalid port: must be an integer in 0..=65535"))?;
-    let (mut full, mut verify) = (false, false);
+    let (mut full, mut verify, mut force) = (false, false, false);
     for opt in it {
         let flag = match opt {
             b"--full" => &mut full,
             b"--verify" => &mut verify,
+            b"--force" => &mut force,
             _ => {
                 return Err(ParseError(Cow::Owned(format!(
                     "Unknown option: {}",
@@ -532,6 +533,7 @@ fn sync<'a>(name: &[u8], args: Args<'a>) -> Result<Command<'a>, ParseError> {
         port,
         full,
         verify,
+        force,
     })
 }
 
@@ -1057,6 +1059,7 @@ pub const COMMANDS: &[CommandSpec] = &[
             arg("port", "integer"),
             token("--full"),
             token("--verify"),
+            token("--force"),
         ],
     },
     CommandSpec {
@@ -1239,7 +1242,8 @@ mod tests {
                 host: "h",
                 port: 7000,
                 full: true,
-                verify: false
+                verify: false,
+                force: false
             })
         );
         assert_eq!(

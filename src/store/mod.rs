@@ -43,6 +43,8 @@
 //! * `scan.rs`: whole-store and per-bucket visits, counts and clearing;
 //! * `gc.rs`: tombstone expiry and the oldest-tombstone estimate;
 //! * `refresh.rs`: lazy leaf digests and every Merkle digest read;
+//! * `bound.rs`: the bound on received versions
+//!   ([`Store::accept_remote`]) and the count of refusals;
 //! * `durable.rs`: what persistence needs (stamps, versioned clear,
 //!   snapshot copies).
 //!
@@ -52,6 +54,7 @@
 //! No lock is held across I/O; multi-key operations lock the shards they
 //! touch in ascending order, so they cannot deadlock.
 
+mod bound;
 mod durable;
 mod gc;
 mod lock;
@@ -73,6 +76,7 @@ use hashbrown::HashTable;
 use merkle::{Shape, bucket_of, key_hash};
 use shard::{Padded, Shard, Slot};
 
+pub use bound::SourceRefusals;
 pub use lock::MultiLock;
 pub use record::Record;
 pub use refresh::{REFRESH_CHUNK, REFRESH_CHUNK_BYTES};
@@ -169,6 +173,8 @@ pub struct Store {
     oldest_tombstone_ms: AtomicU64,
     /// Leaf digests computed by refreshes so far (INFO).
     leaves_hashed: AtomicU64,
+    /// The bound on received versions and its refusals (`bound.rs`).
+    bound: bound::Bound,
 }
 
 /// log2 of the largest shard count a store uses (more are capped).
@@ -212,6 +218,7 @@ impl Store {
             tombstone_ttl_ms: opts.tombstone_ttl_ms,
             oldest_tombstone_ms: AtomicU64::new(u64::MAX),
             leaves_hashed: AtomicU64::new(0),
+            bound: bound::Bound::default(),
         })
     }
 
