@@ -15,6 +15,7 @@
 //! how that looks in the text protocol and in RESP.
 
 mod redis;
+mod strings;
 pub mod tx;
 
 use std::time::Instant;
@@ -24,7 +25,7 @@ use crate::protocol::reply::{Proto, Reply};
 use crate::protocol::{Args, Command, ReplicateAction, parse_int};
 use crate::state::Shared;
 use crate::stats::{ClientInfo, Counter, WorkerStats};
-use crate::store::{MAX_VALUE_LEN, Version, merkle};
+use crate::store::{Db, MAX_VALUE_LEN, Version, merkle};
 
 /// What the connection should do after a command.
 #[derive(Debug, PartialEq, Eq)]
@@ -43,6 +44,11 @@ pub enum Flow {
 /// Per-call execution context.
 pub struct Ctx<'a> {
     pub shared: &'a Shared,
+    /// The keyspace as commands see it: locking per call, or the shards
+    /// of the exclusive hold of a running `EXEC` (`exec::tx`). Commands
+    /// reach the keyspace only through it, never through `shared.store`
+    /// (except those refused inside `MULTI`: digests, internal commands).
+    pub db: Db<'a>,
     pub stats: &'a WorkerStats,
     pub client: &'a ClientInfo,
     /// Reusable buffer for read-modify-write results.
@@ -86,7 +92,7 @@ pub fn execute(cmd: Command<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>, proto: Pr
 /// answers; `reply` encodes it.
 fn execute_with(cmd: Command<'_>, ctx: &mut Ctx<'_>, reply: &mut Reply<'_>) -> Flow {
     let stats = ctx.stats;
-    let store = &ctx.shared.store;
+    let store = ctx.db;
     stats.incr(Counter::TotalCommands);
     match cmd {
         Command::Get(key) => {
@@ -141,16 +147,25 @@ fn execute_with(cmd: Command<'_>, ctx: &mut Ctx<'_>, reply: &mut Reply<'_>) -> F
             decrement,
         } => {
             stats.incr(Counter::Numeric);
+            // RESP follows Redis: overflow is an error. The text protocol
+            // keeps 1.x's wrapping arithmetic (docs/protocol.md).
+            let proto = reply.proto();
+            if proto == Proto::Resp && decrement && amount == i64::MIN {
+                reply.error("decrement would overflow");
+                return Flow::Continue;
+            }
+            // Err(true): overflow; Err(false): not a number.
             let res = store.update(key, ctx.scratch, |old, new| {
                 let old = match old {
                     None => 0,
                     // docs/protocol.md: what `i64::from_str` accepts.
-                    Some(v) => parse_int::<i64>(v).ok_or(())?,
+                    Some(v) => parse_int::<i64>(v).ok_or(false)?,
                 };
-                let n = if decrement {
-                    old.wrapping_sub(amount)
-                } else {
-                    old.wrapping_add(amount)
+                let n = match (proto, decrement) {
+                    (Proto::Text, true) => old.wrapping_sub(amount),
+                    (Proto::Text, false) => old.wrapping_add(amount),
+                    (Proto::Resp, true) => old.checked_sub(amount).ok_or(true)?,
+                    (Proto::Resp, false) => old.checked_add(amount).ok_or(true)?,
                 };
                 new.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
                 Ok(n)
@@ -162,7 +177,8 @@ fn execute_with(cmd: Command<'_>, ctx: &mut Ctx<'_>, reply: &mut Reply<'_>) -> F
                     *ctx.scratch = new;
                     reply.number(n);
                 }
-                Err(()) => reply.error_per_proto(
+                Err(true) => reply.error("increment or decrement would overflow"),
+                Err(false) => reply.error_per_proto(
                     format_args!(
                         "Value for key '{}' is not a valid number",
                         String::from_utf8_lossy(key)
@@ -236,7 +252,7 @@ fn execute_with(cmd: Command<'_>, ctx: &mut Ctx<'_>, reply: &mut Reply<'_>) -> F
         Command::Info => {
             stats.incr(Counter::Stat);
             let mut s = String::from("INFO\r\n");
-            ctx.shared.write_info(&mut s);
+            ctx.shared.write_info(ctx.db, &mut s);
             reply.block(&s);
         }
         Command::Version => {
@@ -253,9 +269,9 @@ fn execute_with(cmd: Command<'_>, ctx: &mut Ctx<'_>, reply: &mut Reply<'_>) -> F
         Command::Hash(prefix) => {
             stats.incr(Counter::Hash);
             let (label, digest) = match prefix {
-                None => (None, store.root()),
-                Some(b"*") => (prefix, store.root()),
-                Some(p) => (prefix, store.prefix_digest(p)),
+                None => (None, ctx.shared.store.root()),
+                Some(b"*") => (prefix, ctx.shared.store.root()),
+                Some(p) => (prefix, ctx.shared.store.prefix_digest(p)),
             };
             reply.hash(label, &merkle::hex(&digest));
         }
@@ -326,7 +342,7 @@ fn mset(ctx: &mut Ctx<'_>, pairs: Args<'_>, only_if_none: bool) -> bool {
     let keys = pairs.iter().step_by(2);
     let mut versions = Vec::with_capacity(pairs.len() / 2);
     {
-        let mut lock = ctx.shared.store.lock_keys(keys.clone());
+        let mut lock = ctx.db.lock_keys(keys.clone());
         if only_if_none && keys.clone().any(|k| lock.get(k, |v| v.is_some())) {
             return false;
         }

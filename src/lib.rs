@@ -30,6 +30,7 @@ pub mod server;
 pub mod state;
 pub mod stats;
 pub mod store;
+pub mod strings;
 pub mod sync;
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use crate::jobs::Job;
 use crate::persist::Persist;
 use crate::replication::Outbox;
 use crate::stats::{Stats, rss_kb, uptime};
-use crate::store::Store;
+use crate::store::{Db, Store};
 use crate::sync::lock;
 
 /// Everything the workers and background threads share.
@@ -68,24 +68,26 @@ impl Shared {
     }
 
     /// Writes the INFO body (after the `INFO` line): the node's own lines,
-    /// then every registered section in order.
-    pub fn write_info(&self, s: &mut String) {
-        write_node_info(self, s);
+    /// then every registered section in order. `db` is the keyspace as
+    /// the caller sees it (the held shards inside `EXEC`).
+    pub fn write_info(&self, db: Db<'_>, s: &mut String) {
+        write_node_info(self, db, s);
         for section in self.info {
-            section.write_info(self, s);
+            section.write_info(self, db, s);
         }
     }
 }
 
 /// One section of INFO (`name:value\r\n` lines), provided by a subsystem.
 pub trait InfoSection: Sync {
-    /// Appends this section's lines.
-    fn write_info(&self, shared: &Shared, out: &mut String);
+    /// Appends this section's lines; store counters come from `db`, never
+    /// from `shared.store` (inside `EXEC` that would lock a held shard).
+    fn write_info(&self, shared: &Shared, db: Db<'_>, out: &mut String);
 }
 
 /// The node's own INFO lines: the five fields every node reports
 /// (docs/protocol.md, INFO), then identity, shape and store counters.
-fn write_node_info(shared: &Shared, s: &mut String) {
+fn write_node_info(shared: &Shared, db: Db<'_>, s: &mut String) {
     let up = shared.stats.started().elapsed().as_secs();
     let _ = write!(
         s,
@@ -93,23 +95,19 @@ fn write_node_info(shared: &Shared, s: &mut String) {
         env!("CARGO_PKG_VERSION"),
         uptime(up),
         clock::unix_millis() / 1000,
-        shared.store.len()
+        db.len()
     );
     let _ = write!(
         s,
         "node_id:{}\r\nthreads:{}\r\nshards:{}\r\ntree_bits:{}\r\ntombstones:{}\r\nused_memory_kb:{}\r\n",
         shared.config.node_id,
         shared.config.threads,
-        shared.store.shard_count(),
-        shared.store.shape().bits,
-        shared.store.tombstones(),
+        db.shard_count(),
+        db.shape().bits,
+        db.tombstones(),
         rss_kb()
     );
-    let _ = write!(
-        s,
-        "merkle_leaves_hashed:{}\r\n",
-        shared.store.leaves_hashed()
-    );
+    let _ = write!(s, "merkle_leaves_hashed:{}\r\n", db.leaves_hashed());
     write_refusals(&shared.store, s);
 }
 

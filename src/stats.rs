@@ -10,60 +10,51 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-/// A STATS counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(usize)]
-pub enum Counter {
-    TotalCommands,
-    Get,
-    Scan,
-    Ping,
-    Echo,
-    FlushDb,
-    Memory,
-    ClientList,
-    Exists,
-    DbSize,
-    Set,
-    Delete,
-    Numeric,
-    String,
-    Bulk,
-    Stat,
-    Sync,
-    Hash,
-    Replicate,
-    Management,
+use crate::sync::lock;
+
+/// Declares [`Counter`] and its STATS field names from one table of
+/// `Variant => "field_name"` rows, in STATS order.
+macro_rules! counters {
+    ($($variant:ident => $name:literal,)*) => {
+        /// A STATS counter.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[repr(usize)]
+        pub enum Counter {
+            $($variant,)*
+        }
+
+        /// STATS field names of the counters, in [`Counter`] order.
+        const COUNTER_NAMES: &[&str] = &[$($name,)*];
+    };
 }
 
-const COUNTERS: usize = Counter::Management as usize + 1;
+counters! {
+    TotalCommands => "total_commands",
+    Get => "get_commands",
+    Scan => "scan_commands",
+    Ping => "ping_commands",
+    Echo => "echo_commands",
+    FlushDb => "flushdb_commands",
+    Memory => "memory_commands",
+    ClientList => "clientlist_commands",
+    Exists => "exists_commands",
+    DbSize => "dbsize_commands",
+    Set => "set_commands",
+    Delete => "delete_commands",
+    Numeric => "numeric_commands",
+    String => "string_commands",
+    Bulk => "bulk_commands",
+    Stat => "stat_commands",
+    Sync => "sync_commands",
+    Hash => "hash_commands",
+    Replicate => "replicate_commands",
+    Management => "management_commands",
+}
 
-/// STATS field names of the counters, in [`Counter`] order.
-const COUNTER_NAMES: [&str; COUNTERS] = [
-    "total_commands",
-    "get_commands",
-    "scan_commands",
-    "ping_commands",
-    "echo_commands",
-    "flushdb_commands",
-    "memory_commands",
-    "clientlist_commands",
-    "exists_commands",
-    "dbsize_commands",
-    "set_commands",
-    "delete_commands",
-    "numeric_commands",
-    "string_commands",
-    "bulk_commands",
-    "stat_commands",
-    "sync_commands",
-    "hash_commands",
-    "replicate_commands",
-    "management_commands",
-];
+const COUNTERS: usize = COUNTER_NAMES.len();
 
 /// Counters owned by one worker (single writer).
 #[repr(align(128))]
@@ -144,15 +135,12 @@ impl ClientInfo {
 
     /// A copy of the client's self-description.
     pub fn meta(&self) -> ClientMeta {
-        self.meta
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        lock(&self.meta).clone()
     }
 
     /// Changes the client's self-description.
     pub fn update_meta(&self, f: impl FnOnce(&mut ClientMeta)) {
-        f(&mut self.meta.lock().unwrap_or_else(PoisonError::into_inner));
+        f(&mut lock(&self.meta));
     }
 
     /// Writes this client's Redis-style `CLIENT LIST` / `CLIENT INFO` line
@@ -224,27 +212,18 @@ impl Stats {
             meta: Mutex::default(),
             resp3: AtomicBool::new(false),
         });
-        self.clients
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, info.clone());
+        lock(&self.clients).insert(id, info.clone());
         info
     }
 
     /// Removes a closed connection.
     pub fn disconnect(&self, id: u64) {
-        self.clients
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id);
+        lock(&self.clients).remove(&id);
     }
 
     /// Open connections.
     pub fn active_connections(&self) -> usize {
-        self.clients
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        lock(&self.clients).len()
     }
 
     /// Connections accepted since start.
@@ -273,13 +252,7 @@ impl Stats {
     /// connection, ordered by id.
     pub fn write_redis_client_list(&self, out: &mut String, now: Instant) {
         let now_ms = self.elapsed_ms(now);
-        let clients: Vec<Arc<ClientInfo>> = self
-            .clients
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
+        let clients: Vec<Arc<ClientInfo>> = lock(&self.clients).values().cloned().collect();
         for c in clients {
             c.write_redis_line(out, now, now_ms);
         }
@@ -288,7 +261,7 @@ impl Stats {
     /// Writes the CLIENT LIST lines (without the header and `END`).
     pub fn write_client_list(&self, out: &mut String, now: Instant) {
         let now_ms = self.elapsed_ms(now);
-        let clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        let clients = lock(&self.clients);
         for c in clients.values() {
             let age = now.saturating_duration_since(c.connected).as_secs();
             let idle = now_ms.saturating_sub(c.last_cmd_ms.load(Relaxed)) / 1000;

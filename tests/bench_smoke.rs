@@ -1,15 +1,61 @@
 //! Smoke run of the `merklekv-bench` load generator against the real
 //! server, over both protocols: it must finish, report, see no error
 //! replies, and its writes must really land in the store.
+//!
+//! The load generator needs the `bench-tools` feature (its histogram crate
+//! is no dependency of the server), so this test builds it once with that
+//! feature through the `cargo` that runs the tests.
 
 mod common;
 
+use std::path::PathBuf;
 use std::process::Command;
+use std::sync::OnceLock;
 
 use common::{Server, cmd};
 
+/// The load generator's executable, built on first use.
+fn bench_exe() -> &'static PathBuf {
+    static EXE: OnceLock<PathBuf> = OnceLock::new();
+    EXE.get_or_init(|| {
+        let out = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "--features",
+                "bench-tools",
+                "--bin",
+                "merklekv-bench",
+                "--message-format",
+                "json",
+                "--manifest-path",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"),
+            ])
+            .output()
+            .expect("run cargo build");
+        assert!(
+            out.status.success(),
+            "cannot build merklekv-bench: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The compiler-artifact message of the binary names its executable.
+        let json = String::from_utf8_lossy(&out.stdout);
+        let exe = json
+            .lines()
+            .filter(|l| l.contains("\"name\":\"merklekv-bench\""))
+            .find_map(|l| {
+                let at = l.find("\"executable\":\"")? + "\"executable\":\"".len();
+                let len = l[at..].find('"')?;
+                Some(PathBuf::from(&l[at..at + len]))
+            })
+            .expect("no executable in cargo's output");
+        assert!(exe.exists(), "{exe:?}");
+        exe
+    })
+}
+
 fn bench(srv: &Server, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_merklekv-bench"))
+    let out = Command::new(bench_exe())
         .args([
             "--host",
             "127.0.0.1",
@@ -63,7 +109,7 @@ fn load_generator_smoke_run_both_protocols() {
     let out = bench(&srv, &["--duration", "0.3", "--clients", "2"]);
     assert!(out.contains("ops/s") && out.contains("p99.9"), "{out}");
     // Bad options are refused with the usage text.
-    let bad = Command::new(env!("CARGO_BIN_EXE_merklekv-bench"))
+    let bad = Command::new(bench_exe())
         .args(["--clients", "0"])
         .output()
         .unwrap();

@@ -120,12 +120,7 @@ struct PeerStats {
 fn random_instance() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
+    h.write_u128(crate::clock::since_epoch().as_nanos());
     h.write_u32(std::process::id());
     h.finish().max(1)
 }

@@ -144,7 +144,14 @@ impl std::fmt::Display for RoundError {
     }
 }
 
-impl std::error::Error for RoundError {}
+impl std::error::Error for RoundError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RoundError::Transport(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl From<ClientError> for RoundError {
     fn from(e: ClientError) -> Self {

@@ -18,6 +18,7 @@ use crate::applier::Applier;
 use crate::client::Client;
 use crate::jobs::{Job, Task};
 use crate::state::{InfoSection, Shared};
+use crate::store::Db;
 use crate::store::{Applied, Version};
 use crate::sync::lock;
 
@@ -146,8 +147,8 @@ struct Scheduler {
     periodic: VecDeque<usize>,
     running: usize,
     threads: Vec<JoinHandle<()>>,
-    done_tx: Sender<Done>,
-    done_rx: Receiver<Done>,
+    done_sender: Sender<Done>,
+    done_receiver: Receiver<Done>,
 }
 
 impl Scheduler {
@@ -176,7 +177,7 @@ impl Scheduler {
         } else {
             Vec::new()
         };
-        let (done_tx, done_rx) = unbounded();
+        let (done_sender, done_receiver) = unbounded();
         Scheduler {
             shared,
             peers,
@@ -184,8 +185,8 @@ impl Scheduler {
             periodic: VecDeque::new(),
             running: 0,
             threads: Vec::new(),
-            done_tx,
-            done_rx,
+            done_sender,
+            done_receiver,
         }
     }
 
@@ -217,7 +218,7 @@ impl Scheduler {
                     Ok(job) => self.syncs.push_back(job),
                     Err(_) => break,
                 },
-                recv(self.done_rx) -> done => {
+                recv(self.done_receiver) -> done => {
                     if let Ok(done) = done {
                         self.finish(done);
                     }
@@ -263,7 +264,7 @@ impl Scheduler {
 
     fn spawn_round(&mut self, work: Work) {
         let shared = self.shared.clone();
-        let tx = self.done_tx.clone();
+        let done = self.done_sender.clone();
         let (host, port, opts, client, peer, responder) = match work {
             Work::Sync(job) => {
                 let Task::Sync {
@@ -305,7 +306,7 @@ impl Scheduler {
                 if let Some(r) = lock(&theirs).take() {
                     r.respond(sync_reply(&host, port, &result));
                 }
-                let _ = tx.send(Done {
+                let _ = done.send(Done {
                     peer,
                     result,
                     client,
@@ -384,7 +385,7 @@ impl Scheduler {
         // connect timeout) is left to finish on its own rather than delay
         // the node's exit.
         let deadline = Instant::now() + STOP_GRACE;
-        while self.running > 0 && self.done_rx.recv_deadline(deadline).is_ok() {
+        while self.running > 0 && self.done_receiver.recv_deadline(deadline).is_ok() {
             self.running -= 1;
         }
         for h in self.threads.drain(..) {
@@ -418,17 +419,17 @@ fn sync_reply(host: &str, port: u16, res: &Result<RoundReport, RoundError>) -> R
 pub struct AntiEntropyInfo;
 
 impl InfoSection for AntiEntropyInfo {
-    fn write_info(&self, shared: &Shared, s: &mut String) {
-        write_info(shared, s);
+    fn write_info(&self, shared: &Shared, db: Db<'_>, s: &mut String) {
+        write_info(shared, db, s);
     }
 }
 
-fn write_info(shared: &Shared, s: &mut String) {
+fn write_info(shared: &Shared, db: Db<'_>, s: &mut String) {
     let cfg = &shared.config.anti_entropy;
     let ae = &shared.antientropy;
     let now = crate::clock::unix_millis();
-    let oldest = match shared.store.oldest_tombstone_ms() {
-        Some(t) if shared.store.tombstones() > 0 => now.saturating_sub(t) / 1000,
+    let oldest = match db.oldest_tombstone_ms() {
+        Some(t) if db.tombstones() > 0 => now.saturating_sub(t) / 1000,
         _ => 0,
     };
     let _ = write!(s, "tombstones_oldest_age_seconds:{oldest}\r\n");

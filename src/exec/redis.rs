@@ -134,7 +134,7 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
             };
             let mut keys = Vec::new();
             let mut n = 0;
-            let next = ctx.shared.store.scan_step(cursor, count, |k| {
+            let next = ctx.db.scan_step(cursor, count, |k| {
                 if any_type && pattern.as_ref().is_none_or(|p| p.matches(k)) {
                     bulk(&mut keys, k);
                     n += 1;
@@ -147,7 +147,7 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
         }
         Redis::Keys(pattern) => {
             stats.incr(Counter::Scan);
-            let store = &ctx.shared.store;
+            let store = ctx.db;
             let prefix = glob::literal_prefix(pattern);
             let pattern = match glob::Pattern::new(pattern) {
                 Ok(p) => p,
@@ -183,7 +183,7 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
             get,
         } => {
             stats.incr(Counter::Set);
-            let store = &ctx.shared.store;
+            let store = ctx.db;
             let (old, version) = {
                 // One shard lock around check-and-set: atomic per key.
                 let mut lock = store.lock_keys(std::iter::once(key));
@@ -207,7 +207,7 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
         Redis::SetNx(key, value) => {
             stats.incr(Counter::Set);
             let version = {
-                let mut lock = ctx.shared.store.lock_keys(std::iter::once(key));
+                let mut lock = ctx.db.lock_keys(std::iter::once(key));
                 if lock.get(key, |v| v.is_some()) {
                     None
                 } else {
@@ -223,7 +223,7 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
             stats.incr(Counter::Get);
             stats.incr(Counter::Delete);
             let (old, version) = {
-                let mut lock = ctx.shared.store.lock_keys(std::iter::once(key));
+                let mut lock = ctx.db.lock_keys(std::iter::once(key));
                 let old = lock.get(key, |v| v.map(<[u8]>::to_vec));
                 (old, lock.delete(key))
             };
@@ -246,18 +246,35 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
         }
         Redis::Type(key) => {
             stats.incr(Counter::Get);
-            let exists = ctx.shared.store.contains(key);
+            let exists = ctx.db.contains(key);
             simple(out, if exists { "string" } else { "none" });
         }
         Redis::Ttl(key) => {
             stats.incr(Counter::Get);
-            let exists = ctx.shared.store.contains(key);
+            let exists = ctx.db.contains(key);
             integer(out, if exists { -1 } else { -2 });
         }
         // Transactions need the connection's state: the worker hands them
         // to `exec::tx::step` before they get here.
         Redis::Multi | Redis::Exec | Redis::Discard | Redis::Watch(_) | Redis::Unwatch => {
             out.extend_from_slice(b"-ERR transactions need a client connection\r\n");
+        }
+        Redis::Str(c) => return super::strings::execute(c, ctx, out),
+        Redis::Time => {
+            stats.incr(Counter::Management);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            array(out, 2);
+            bulk(out, itoa::Buffer::new().format(now.as_secs()).as_bytes());
+            bulk(
+                out,
+                itoa::Buffer::new().format(now.subsec_micros()).as_bytes(),
+            );
+        }
+        Redis::FunctionFlush => {
+            stats.incr(Counter::Management);
+            ok(out, super::Proto::Resp);
         }
     }
     Flow::Continue
@@ -475,7 +492,7 @@ fn info(ctx: &Ctx<'_>, sections: Args<'_>, s: &mut String) {
     let shared = ctx.shared;
     let up = shared.stats.started().elapsed().as_secs();
     let rss = rss_kb() * 1024;
-    let keys = shared.store.len();
+    let keys = ctx.db.len();
     let mut first = true;
     for &name in SECTIONS {
         if !everything
@@ -536,7 +553,7 @@ fn info(ctx: &Ctx<'_>, sections: Args<'_>, s: &mut String) {
             "keyspace" if keys > 0 => write!(s, "db0:keys={keys},expires=0,avg_ttl=0\r\n"),
             "keyspace" => Ok(()),
             _ => {
-                shared.write_info(s);
+                shared.write_info(ctx.db, s);
                 Ok(())
             }
         };

@@ -16,12 +16,28 @@
 //!   [`Store::exclusive`](crate::store::Store::exclusive): every shard is
 //!   held, so no other connection, replication or anti-entropy write can
 //!   interleave, and the transaction is isolated like a Redis `EXEC`.
+//!   The commands get a [`Ctx`] whose `db` is the hold's
+//!   [`Db`](crate::store::Db): they run on the held shards and cannot
+//!   lock one again (a locking store call on this thread meanwhile is a
+//!   bug that panics instead of freezing the node; see `store/lock.rs`).
 //!   Writes inside it replicate and are logged like any other write.
+//! * `FLUSHDB`, `FLUSHALL` (and text `TRUNCATE`, which has no MULTI) run
+//!   on the held shards: the versioned clear empties them under the hold
+//!   and is logged with its floor like outside a transaction; commands
+//!   queued after it in the same `EXEC` see the empty keyspace.
 //! * Commands that wait for another thread or compute Merkle digests
 //!   (`SYNC`, `HASH`, `REPLICATE`, `SHUTDOWN`, the internal `MKV.*`
 //!   commands, `HELLO`) are refused inside a transaction: under
 //!   `Store::exclusive` they could wait for a thread that waits for a
 //!   shard.
+//! * `KEYS` and `SCAN` are refused inside a transaction, with their own
+//!   error: their work is sized by the client (the whole keyspace, or a
+//!   `COUNT` of records, each matched against a glob pattern), and inside
+//!   `EXEC` it would run while every shard is held, stalling every other
+//!   client, replication and anti-entropy for its whole duration. Outside
+//!   `MULTI` they hold one shard at a time. (Redis queues them; a client
+//!   that needs a consistent key list with other reads can WATCH the keys
+//!   it reads instead.)
 //! * `WATCH` records each key's version (or its absence). `EXEC` compares
 //!   them under the exclusive hold and answers a null array without
 //!   running anything when one changed, whoever changed it (another
@@ -39,6 +55,9 @@ use crate::store::Version;
 
 /// Reply to a command refused inside `MULTI` (Redis's text).
 const NOT_ALLOWED: &str = "Command not allowed inside a transaction";
+/// Reply to `KEYS`/`SCAN` inside `MULTI` (module docs).
+const NO_SCANS: &str = "KEYS and SCAN are not allowed inside a transaction: \
+                        EXEC holds every shard, run them outside MULTI";
 
 /// Upper bound on the bytes of queued requests of one transaction.
 pub const MAX_QUEUED_BYTES: usize = 64 << 20;
@@ -96,17 +115,18 @@ pub fn is_tx_command(cmd: &Command<'_>) -> bool {
     )
 }
 
-/// Commands refused inside `MULTI` (see the module docs).
-fn forbidden(cmd: &Command<'_>) -> bool {
-    matches!(
-        cmd,
+/// Why `cmd` is refused inside `MULTI` (see the module docs), if it is.
+fn refusal(cmd: &Command<'_>) -> Option<&'static str> {
+    match cmd {
         Command::Sync { .. }
-            | Command::Hash(_)
-            | Command::Replicate(_)
-            | Command::Shutdown
-            | Command::Internal(_)
-            | Command::Redis(Redis::Hello { .. })
-    )
+        | Command::Hash(_)
+        | Command::Replicate(_)
+        | Command::Shutdown
+        | Command::Internal(_)
+        | Command::Redis(Redis::Hello { .. }) => Some(NOT_ALLOWED),
+        Command::Scan(_) | Command::Redis(Redis::Keys(_) | Redis::Scan { .. }) => Some(NO_SCANS),
+        _ => None,
+    }
 }
 
 /// Handles `cmd` on a RESP connection whose transaction state is `tx`
@@ -193,9 +213,9 @@ pub fn step<'a>(
                 .as_deref_mut()
                 .and_then(|t| t.queue.as_mut())
                 .expect("queuing");
-            if forbidden(&cmd) {
+            if let Some(why) = refusal(&cmd) {
                 q.dirty = true;
-                error(out, Proto::Resp, NOT_ALLOWED);
+                error(out, Proto::Resp, why);
             } else if q.frames.len() + frame.len() > MAX_QUEUED_BYTES {
                 q.dirty = true;
                 error(
@@ -226,9 +246,19 @@ fn exec(t: &mut TxState, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) {
         return;
     }
     let shared = ctx.shared;
-    let store = &shared.store;
-    store.exclusive(|| {
-        if watched.iter().any(|(k, v)| store.version(k) != *v) {
+    shared.store.exclusive(|held| {
+        // The queued commands see the held shards and nothing else.
+        let mut ctx = Ctx {
+            shared,
+            db: held.db(),
+            stats: ctx.stats,
+            client: ctx.client,
+            scratch: &mut *ctx.scratch,
+            now: ctx.now,
+            log: ctx.log,
+        };
+        let db = ctx.db;
+        if watched.iter().any(|(k, v)| db.version(k) != *v) {
             out.extend_from_slice(if ctx.client.is_resp3() {
                 NULL3
             } else {
@@ -244,7 +274,7 @@ fn exec(t: &mut TxState, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) {
             match resp::parse(&q.frames[pos..], &mut spans) {
                 Parsed::Request(cmd, n) => {
                     pos += n;
-                    match super::execute(cmd, ctx, out, Proto::Resp) {
+                    match super::execute(cmd, &mut ctx, out, Proto::Resp) {
                         Flow::Continue => {}
                         // Refused at queue time (module docs); never here.
                         _ => error(out, Proto::Resp, NOT_ALLOWED),

@@ -136,7 +136,16 @@ impl std::fmt::Display for PersistError {
     }
 }
 
-impl std::error::Error for PersistError {}
+impl std::error::Error for PersistError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PersistError::Dir(_, e) | PersistError::Io(_, e) => Some(e),
+            PersistError::Locked(_)
+            | PersistError::NotOurs { .. }
+            | PersistError::NothingValid { .. } => None,
+        }
+    }
+}
 
 /// Snapshot bookkeeping.
 struct State {

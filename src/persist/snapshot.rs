@@ -84,7 +84,14 @@ impl std::fmt::Display for SnapshotError {
     }
 }
 
-impl std::error::Error for SnapshotError {}
+impl std::error::Error for SnapshotError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SnapshotError::Io(_, e) => Some(e),
+            SnapshotError::Aborted => None,
+        }
+    }
+}
 
 /// Writes a snapshot of `store` (see the module docs). `abort` is polled
 /// between shards; when it returns true the temporary file is removed.

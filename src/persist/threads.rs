@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::FLUSH_EVERY;
 use crate::config::FsyncPolicy;
 use crate::state::{InfoSection, Shared};
+use crate::store::Db;
 
 /// Starts the background flusher and snapshot threads of `shared`'s
 /// persistent engine (none for an in-memory node).
@@ -51,7 +52,7 @@ pub fn spawn(shared: &Arc<Shared>) -> io::Result<Vec<JoinHandle<()>>> {
 pub struct PersistInfo;
 
 impl InfoSection for PersistInfo {
-    fn write_info(&self, shared: &Shared, s: &mut String) {
+    fn write_info(&self, shared: &Shared, _db: Db<'_>, s: &mut String) {
         match &shared.persist {
             Some(p) => p.write_info(s),
             None => s.push_str("persistence:0\r\n"),

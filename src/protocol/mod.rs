@@ -20,6 +20,7 @@ pub mod internal;
 pub mod redis;
 pub mod reply;
 pub mod resp;
+pub mod strings;
 pub mod text;
 
 /// A decimal argument: what `T::from_str` accepts (for integers: an

@@ -83,6 +83,13 @@ pub enum Redis<'a> {
     Watch(Args<'a>),
     /// `UNWATCH`.
     Unwatch,
+    /// String and keyspace commands ([`super::strings`]).
+    Str(super::strings::StrCmd<'a>),
+    /// `TIME`.
+    Time,
+    /// `FUNCTION FLUSH [ASYNC | SYNC]`: there are no functions, so there is
+    /// nothing to flush (Redis's test harness and tools call it to reset).
+    FunctionFlush,
 }
 
 /// `SET … NX` / `XX`.
@@ -370,7 +377,32 @@ pub fn command<'a>(
         }
         b"SET" => return set(name, args),
         b"SYNC" => return sync(name, args),
-        _ => return Err(unknown_command(name, args.iter())),
+        b"TIME" => {
+            if argc != 0 {
+                return Err(wrong_args(name));
+            }
+            Redis::Time
+        }
+        b"FUNCTION" => {
+            let Some(sub) = argv(0) else {
+                return Err(wrong_args(name));
+            };
+            if !eq(sub, "FLUSH") {
+                return Err(unknown_sub(name, sub));
+            }
+            match argv(1) {
+                None => {}
+                Some(m) if argc == 2 && (eq(m, "ASYNC") || eq(m, "SYNC")) => {}
+                Some(_) if argc > 2 => return Err(wrong_sub(name, sub)),
+                Some(_) => return Err(err("FUNCTION FLUSH only supports SYNC|ASYNC option")),
+            }
+            Redis::FunctionFlush
+        }
+        _ => match super::strings::parse(upper, args) {
+            Some(Ok(c)) => Redis::Str(c),
+            Some(Err(_)) => return Err(wrong_args(name)),
+            None => return Err(unknown_command(name, args.iter())),
+        },
     };
     Ok(Command::Redis(r))
 }
@@ -1071,6 +1103,184 @@ pub const COMMANDS: &[CommandSpec] = &[
         summary: "Stops the server.",
         since: "1.0.0",
         args: &[],
+    },
+    CommandSpec {
+        name: "incrbyfloat",
+        arity: 3,
+        flags: RW,
+        keys: (1, 1, 1),
+        group: "string",
+        summary: "Increments the floating point value of a key (Redis's long double formatting).",
+        since: "2.6.0",
+        args: &[KEY, arg("increment", "double")],
+    },
+    CommandSpec {
+        name: "setrange",
+        arity: 4,
+        flags: &["write", "denyoom"],
+        keys: (1, 1, 1),
+        group: "string",
+        summary: "Overwrites part of a string at an offset, padding with zero bytes.",
+        since: "2.2.0",
+        args: &[KEY, arg("offset", "integer"), VALUE],
+    },
+    CommandSpec {
+        name: "getrange",
+        arity: 4,
+        flags: &["readonly"],
+        keys: (1, 1, 1),
+        group: "string",
+        summary: "Returns a substring of a string.",
+        since: "2.4.0",
+        args: &[KEY, arg("start", "integer"), arg("end", "integer")],
+    },
+    CommandSpec {
+        name: "substr",
+        arity: 4,
+        flags: &["readonly"],
+        keys: (1, 1, 1),
+        group: "string",
+        summary: "Returns a substring of a string (old name of GETRANGE).",
+        since: "1.0.0",
+        args: &[KEY, arg("start", "integer"), arg("end", "integer")],
+    },
+    CommandSpec {
+        name: "setbit",
+        arity: 4,
+        flags: &["write", "denyoom"],
+        keys: (1, 1, 1),
+        group: "bitmap",
+        summary: "Sets or clears the bit at an offset, growing the string.",
+        since: "2.2.0",
+        args: &[KEY, arg("offset", "integer"), arg("value", "integer")],
+    },
+    CommandSpec {
+        name: "getbit",
+        arity: 3,
+        flags: RO,
+        keys: (1, 1, 1),
+        group: "bitmap",
+        summary: "Returns the bit at an offset.",
+        since: "2.2.0",
+        args: &[KEY, arg("offset", "integer")],
+    },
+    CommandSpec {
+        name: "bitcount",
+        arity: -2,
+        flags: &["readonly"],
+        keys: (1, 1, 1),
+        group: "bitmap",
+        summary: "Counts the set bits of a string, optionally in a BYTE or BIT range.",
+        since: "2.6.0",
+        args: &[
+            KEY,
+            opt(arg("start", "integer")),
+            opt(arg("end", "integer")),
+            token("BYTE"),
+            token("BIT"),
+        ],
+    },
+    CommandSpec {
+        name: "lcs",
+        arity: -3,
+        flags: &["readonly"],
+        keys: (1, 1, 1),
+        group: "string",
+        summary: "Finds the longest common subsequence of two strings.",
+        since: "7.0.0",
+        args: &[
+            KEY,
+            KEY,
+            token("LEN"),
+            token("IDX"),
+            opt(arg("min-match-len", "integer")),
+            token("WITHMATCHLEN"),
+        ],
+    },
+    CommandSpec {
+        name: "rename",
+        arity: 3,
+        flags: &["write"],
+        keys: (1, 2, 1),
+        group: "generic",
+        summary: "Renames a key, overwriting the destination.",
+        since: "1.0.0",
+        args: &[KEY, arg("newkey", "key")],
+    },
+    CommandSpec {
+        name: "renamenx",
+        arity: 3,
+        flags: &["write", "fast"],
+        keys: (1, 2, 1),
+        group: "generic",
+        summary: "Renames a key only if the new name does not exist.",
+        since: "1.0.0",
+        args: &[KEY, arg("newkey", "key")],
+    },
+    CommandSpec {
+        name: "copy",
+        arity: -3,
+        flags: &["write", "denyoom"],
+        keys: (1, 2, 1),
+        group: "generic",
+        summary: "Copies the value of a key to a new key (DB 0 only).",
+        since: "6.2.0",
+        args: &[
+            arg("source", "key"),
+            arg("destination", "key"),
+            opt(arg("destination-db", "integer")),
+            token("REPLACE"),
+        ],
+    },
+    CommandSpec {
+        name: "randomkey",
+        arity: 1,
+        flags: &["readonly"],
+        keys: (0, 0, 0),
+        group: "generic",
+        summary: "Returns a random key name.",
+        since: "1.0.0",
+        args: &[],
+    },
+    CommandSpec {
+        name: "touch",
+        arity: -2,
+        flags: &["readonly", "fast"],
+        keys: (1, -1, 1),
+        group: "generic",
+        summary: "Counts how many of the given keys exist (no access times are kept).",
+        since: "3.2.1",
+        args: &[many(KEY)],
+    },
+    CommandSpec {
+        name: "object",
+        arity: -2,
+        flags: &["readonly"],
+        keys: (2, 2, 1),
+        group: "generic",
+        summary: "OBJECT ENCODING|REFCOUNT|IDLETIME|FREQ|HELP.",
+        since: "2.2.3",
+        args: &[arg("subcommand", "string"), KEY],
+    },
+    CommandSpec {
+        name: "time",
+        arity: 1,
+        flags: &["loading", "stale", "fast"],
+        keys: (0, 0, 0),
+        group: "server",
+        summary: "Returns the server time (seconds, microseconds).",
+        since: "2.6.0",
+        args: &[],
+    },
+    CommandSpec {
+        name: "function",
+        arity: -2,
+        flags: &["noscript"],
+        keys: (0, 0, 0),
+        group: "scripting",
+        summary: "FUNCTION FLUSH: there are no functions; accepted for tools.",
+        since: "7.0.0",
+        args: &[arg("subcommand", "string")],
     },
 ];
 

@@ -52,6 +52,7 @@ use super::wire::{self, EventRef, OwnPrefix};
 use super::{BrokerState, ChangeEvent, Metrics, Outbox};
 use crate::applier::Applier;
 use crate::state::{InfoSection, Shared};
+use crate::store::Db;
 use crate::store::{Applied, MAX_VALUE_LEN, Version};
 
 /// Time bound of a batch: it is handed over at most this long after its
@@ -831,7 +832,7 @@ impl<'a> Publisher<'a> {
 pub struct ReplicationInfo;
 
 impl InfoSection for ReplicationInfo {
-    fn write_info(&self, shared: &Shared, s: &mut String) {
+    fn write_info(&self, shared: &Shared, _db: Db<'_>, s: &mut String) {
         write_info(shared, s);
     }
 }

@@ -103,7 +103,7 @@ impl std::error::Error for ReplicationError {}
 /// The node's replication handle: the workers' outbox, the on/off switch
 /// shared with the bridge threads, and the counters INFO reports.
 pub struct Outbox {
-    tx: Sender<ChangeEvent>,
+    sender: Sender<ChangeEvent>,
     pub(crate) rx: Receiver<ChangeEvent>,
     /// Replication on: local writes are queued and received events applied.
     enabled: AtomicBool,
@@ -122,9 +122,9 @@ pub struct Outbox {
 impl Outbox {
     /// An outbox, initially replicating iff `enabled`.
     pub fn new(enabled: bool) -> Outbox {
-        let (tx, rx) = bounded(OUTBOX_CAPACITY);
+        let (sender, rx) = bounded(OUTBOX_CAPACITY);
         Outbox {
-            tx,
+            sender,
             rx,
             enabled: AtomicBool::new(enabled),
             dropped: AtomicU64::new(0),
@@ -196,7 +196,7 @@ impl Outbox {
             value: value.map(<[u8]>::to_vec),
             version,
         };
-        if self.tx.try_send(ev).is_err() {
+        if self.sender.try_send(ev).is_err() {
             self.queued_bytes.fetch_sub(charge, Relaxed);
             self.dropped.fetch_add(1, Relaxed);
         }
@@ -215,7 +215,7 @@ impl Outbox {
 
     /// Events waiting to be published.
     pub fn queued(&self) -> usize {
-        self.tx.len()
+        self.sender.len()
     }
 
     /// Bytes waiting to be published (as charged).

@@ -45,7 +45,14 @@ impl std::fmt::Display for BindError {
     }
 }
 
-impl std::error::Error for BindError {}
+impl std::error::Error for BindError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BindError::Resolve(_, e) | BindError::Io(_, e) => Some(e),
+            BindError::InUse(_) => None,
+        }
+    }
+}
 
 fn socket_for(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;

@@ -109,7 +109,7 @@ impl Worker {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         shared.shutdown.add_waker(waker.clone());
-        let (tx, rx) = unbounded();
+        let (completion_sender, completion_receiver) = unbounded();
         let now = Instant::now();
         let log = shared
             .persist
@@ -127,11 +127,11 @@ impl Worker {
                 peek: Vec::new(),
                 now,
                 now_ms: 0,
-                completions: tx,
+                completions: completion_sender,
                 waker,
                 log,
             },
-            completions: rx,
+            completions: completion_receiver,
             conns: Vec::new(),
             free: Vec::new(),
             pending: VecDeque::new(),
@@ -560,6 +560,7 @@ fn process(
                 }
                 let mut ctx = Ctx {
                     shared: &env.shared,
+                    db: env.shared.store.db(),
                     stats: &env.stats,
                     client: &conn.info,
                     scratch: &mut env.rmw,

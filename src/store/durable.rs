@@ -16,13 +16,10 @@
 //! applied before C. Replay drops exactly the records whose stamp is at
 //! most the largest floor it has seen, in any order.
 
-use std::sync::MutexGuard;
-
 use hashbrown::HashTable;
 
-use super::lock::lock;
+use super::lock::{Db, ShardGuard};
 use super::merkle::{bucket_of, key_hash};
-use super::shard::Shard;
 use super::{Applied, Record, Store, Version, now_millis};
 
 impl Store {
@@ -53,30 +50,9 @@ impl Store {
         }
         (Applied::Stored, stamp)
     }
-
-    /// Removes every record atomically (all shard locks held at once) and
-    /// returns the clear's floor: every write applied before it has a
-    /// stamp `<= floor`, every write applied after it a stamp `> floor`.
-    /// The records are freed after the locks are released.
+    /// [`Db::clear_versioned`] on a locking view.
     pub fn clear_versioned(&self) -> u64 {
-        let mut guards: Vec<MutexGuard<'_, Shard>> =
-            self.shards.iter().map(|s| lock(&s.0)).collect();
-        let floor = guards.iter().map(|g| g.clock.last()).max().unwrap_or(0);
-        let mut old: Vec<Box<[HashTable<Record>]>> = Vec::with_capacity(guards.len());
-        for g in guards.iter_mut() {
-            let span = g.tables.len();
-            old.push(std::mem::replace(
-                &mut g.tables,
-                (0..span).map(|_| HashTable::new()).collect(),
-            ));
-            g.reset_counts();
-            g.clock.observe(floor + 1);
-        }
-        self.oldest_tombstone_ms
-            .store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
-        drop(guards);
-        drop(old);
-        floor
+        self.db().clear_versioned()
     }
 
     /// Calls `f(clock, record)` for every record of shard `i` (tombstones
@@ -101,9 +77,40 @@ impl Store {
     /// Advances every shard's clock to at least `hlc` (after recovery, so
     /// that new writes are stamped above every replayed clear floor).
     pub fn advance_clocks(&self, hlc: u64) {
-        for s in self.shards.iter() {
-            lock(&s.0).clock.observe(hlc);
+        for i in 0..self.shards.len() {
+            self.shard(i).clock.observe(hlc);
         }
+    }
+}
+
+impl Db<'_> {
+    /// Removes every record atomically (all shard locks held at once, or
+    /// the shards of the exclusive hold this view runs on) and returns
+    /// the clear's floor: every write applied before it has a stamp
+    /// `<= floor`, every write applied after it a stamp `> floor`. The
+    /// records are freed after the shards are released (inside an
+    /// exclusive hold: at the end of this call).
+    pub fn clear_versioned(self) -> u64 {
+        let mut guards: Vec<ShardGuard<'_>> = (0..self.store.shards.len())
+            .map(|i| self.shard(i))
+            .collect();
+        let floor = guards.iter().map(|g| g.clock.last()).max().unwrap_or(0);
+        let mut old: Vec<Box<[HashTable<Record>]>> = Vec::with_capacity(guards.len());
+        for g in guards.iter_mut() {
+            let span = g.tables.len();
+            old.push(std::mem::replace(
+                &mut g.tables,
+                (0..span).map(|_| HashTable::new()).collect(),
+            ));
+            g.reset_counts();
+            g.clock.observe(floor + 1);
+        }
+        self.store
+            .oldest_tombstone_ms
+            .store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
+        drop(guards);
+        drop(old);
+        floor
     }
 }
 

@@ -1,7 +1,21 @@
-//! Shard locking: one shard ([`Store::shard`]), the shards of a set of
-//! keys ([`Store::lock_keys`], ascending order) and every shard at once
-//! ([`Store::exclusive`]).
+//! Shard locking: one shard (`Store::shard`), the shards of a set of
+//! keys ([`Db::lock_keys`], ascending order) and every shard at once
+//! ([`Store::exclusive`]), and the [`Db`] view that runs the keyspace
+//! operations either by locking or on the shards of an exclusive hold.
+//!
+//! # Why the exclusive hold is sound
+//!
+//! A thread inside [`Store::exclusive`] owns every shard's guard. Store
+//! code reaches those shards only through the [`Exclusive`] it is given
+//! (its [`Db`]), which borrows one shard per call from a `RefCell`; the
+//! locking paths of the store (`Store::shard`, and everything built on
+//! it: digest reads, anti-entropy and persistence operations, a nested
+//! `exclusive`) check a thread-local mark and panic rather than wait for
+//! a lock this thread holds. So no code inside a hold can lock a shard
+//! again (the freeze of `MULTI`/`FLUSHDB`/`EXEC` was exactly that), and no
+//! shard is ever reachable through two `&mut` at once.
 
+use std::cell::{Cell, RefCell, RefMut};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::shard::{Shard, Slot};
@@ -14,11 +28,11 @@ pub(super) fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A locked shard: its own mutex guard, or a shard this thread already
-/// holds inside [`Store::exclusive`].
+/// A locked shard: its own mutex guard, or a shard of an
+/// [`Exclusive`] hold, borrowed from it.
 pub(super) enum ShardGuard<'a> {
     Own(MutexGuard<'a, Shard>),
-    Held(&'a mut Shard),
+    Held(RefMut<'a, Shard>),
 }
 
 impl std::ops::Deref for ShardGuard<'_> {
@@ -42,71 +56,98 @@ impl std::ops::DerefMut for ShardGuard<'_> {
     }
 }
 
-/// The shards a thread holds inside [`Store::exclusive`].
-struct Held {
-    store: *const Store,
-    shards: Box<[*mut Shard]>,
-}
-
 thread_local! {
-    /// Set only for the duration of a [`Store::exclusive`] call on this
-    /// thread (null otherwise).
-    static HELD: std::cell::Cell<*const Held> = const { std::cell::Cell::new(std::ptr::null()) };
+    /// Address of the store this thread holds inside [`Store::exclusive`]
+    /// (0: none). Compared, never dereferenced: it turns a lock of a shard
+    /// this thread already holds (a self-deadlock) into a panic that names
+    /// the bug.
+    static EXCLUSIVE: Cell<usize> = const { Cell::new(0) };
 }
 
-impl Store {
-    #[inline]
-    pub(super) fn shard(&self, i: usize) -> ShardGuard<'_> {
-        let held = HELD.with(std::cell::Cell::get);
-        if !held.is_null() {
-            // SAFETY: HELD is non-null only inside `exclusive` on this
-            // thread, whose frame owns the `Held` and the guards behind its
-            // pointers until it resets HELD. No store code holds two
-            // guards of one shard at once (with mutexes that would
-            // deadlock), so this is the only live reference to the shard.
-            let held = unsafe { &*held };
-            if std::ptr::eq(held.store, self) {
-                return ShardGuard::Held(unsafe { &mut *held.shards[i] });
-            }
+/// Every shard of one store, locked by this thread ([`Store::exclusive`]).
+///
+/// The only way to reach the held shards is [`Exclusive::db`], whose
+/// operations borrow a shard from here for the duration of one call
+/// (a `RefCell` per shard: a second borrow of one shard would be a bug and
+/// panics, it cannot alias). Neither this type nor a [`Db`] made from it can
+/// leave the thread (`MutexGuard` is not `Send`, `RefCell` not `Sync`).
+pub struct Exclusive<'a> {
+    store: &'a Store,
+    shards: Box<[RefCell<MutexGuard<'a, Shard>>]>,
+}
+
+/// The held shards, behind a trait object so that [`Db`] needs one
+/// lifetime (a `RefCell` makes the guards' lifetime invariant).
+pub(super) trait HeldShards {
+    fn borrow(&self, i: usize) -> RefMut<'_, Shard>;
+}
+
+impl HeldShards for Exclusive<'_> {
+    fn borrow(&self, i: usize) -> RefMut<'_, Shard> {
+        match self.shards[i].try_borrow_mut() {
+            Ok(g) => RefMut::map(g, |g| &mut **g),
+            Err(_) => panic!("store bug: shard {i} borrowed twice inside Store::exclusive"),
         }
-        ShardGuard::Own(lock(&self.shards[i].0))
+    }
+}
+
+impl Exclusive<'_> {
+    /// The keyspace operations, on the held shards (no locking).
+    pub fn db(&self) -> Db<'_> {
+        Db {
+            store: self.store,
+            held: Some(self),
+        }
+    }
+}
+
+/// The keyspace operations a command runs: reads, local writes, scans,
+/// counts and the versioned clear. Made by [`Store::db`] (each call locks
+/// the shards it needs) or by [`Exclusive::db`] (each call uses the shards
+/// already held, and cannot lock). The executor runs every command
+/// through a `Db`, so the same command code runs inside and outside
+/// `MULTI`/`EXEC`. Digest reads and anti-entropy/persistence operations
+/// are not here: they stay on [`Store`] and so cannot be reached from an
+/// exclusive section.
+#[derive(Clone, Copy)]
+pub struct Db<'a> {
+    pub(super) store: &'a Store,
+    held: Option<&'a dyn HeldShards>,
+}
+
+impl<'a> Db<'a> {
+    /// Shard `i`: borrowed from the hold, or locked.
+    #[inline]
+    pub(super) fn shard(self, i: usize) -> ShardGuard<'a> {
+        match self.held {
+            Some(h) => ShardGuard::Held(h.borrow(i)),
+            None => ShardGuard::Own(self.store.shard(i)),
+        }
     }
 
-    /// Runs `f` holding every shard lock (in ascending order, like every
-    /// multi-shard lock), so that the store operations `f` makes on this
-    /// thread are isolated from every other thread: RESP `MULTI`/`EXEC`.
-    /// Store calls inside `f` use the held shards instead of locking.
-    ///
-    /// `f` must not wait for another thread that needs a shard lock, and
-    /// must not compute Merkle digests ([`Store::root`], the internal
-    /// anti-entropy reads): a refresh in progress on another thread would
-    /// wait for this one. Nested calls run `f` directly.
-    pub fn exclusive<R: 'static>(&self, f: impl FnOnce() -> R) -> R {
-        let nested = HELD.with(|h| {
-            let p = h.get();
-            // SAFETY: see `shard`.
-            !p.is_null() && std::ptr::eq(unsafe { &*p }.store, self)
-        });
-        if nested {
-            return f();
-        }
-        let mut guards: Vec<MutexGuard<'_, Shard>> =
-            self.shards.iter().map(|m| lock(&m.0)).collect();
-        let held = Held {
-            store: self,
-            shards: guards.iter_mut().map(|g| &mut **g as *mut Shard).collect(),
-        };
-        struct Reset;
-        impl Drop for Reset {
-            fn drop(&mut self) {
-                HELD.with(|h| h.set(std::ptr::null()));
-            }
-        }
-        HELD.with(|h| h.set(&held));
-        // Dropped first (reverse declaration order): HELD is cleared before
-        // `held` and the guards go, also when `f` panics.
-        let _reset = Reset;
-        f()
+    /// True when this view runs on the shards of an [`Exclusive`] hold.
+    pub fn is_exclusive(self) -> bool {
+        self.held.is_some()
+    }
+
+    /// Number of shards.
+    pub fn shard_count(self) -> usize {
+        self.store.shard_count()
+    }
+
+    /// The tree shape.
+    pub fn shape(self) -> super::merkle::Shape {
+        self.store.shape()
+    }
+
+    /// See [`Store::leaves_hashed`] (a counter, no lock).
+    pub fn leaves_hashed(self) -> u64 {
+        self.store.leaves_hashed()
+    }
+
+    /// See [`Store::oldest_tombstone_ms`] (no lock).
+    pub fn oldest_tombstone_ms(self) -> Option<u64> {
+        self.store.oldest_tombstone_ms()
     }
 
     /// Locks the shards of `keys` (ascending order, each once) for an
@@ -120,15 +161,12 @@ impl Store {
     /// random keys of 100,000, two workers): without it the workers
     /// collided on nearly every MSET and ~20% of the CPU went to futex
     /// waits and wakes (perf/README.md).
-    pub fn lock_keys<'a, 'k>(
-        &'a self,
-        keys: impl Iterator<Item = &'k [u8]> + Clone,
-    ) -> MultiLock<'a> {
+    pub fn lock_keys<'k>(self, keys: impl Iterator<Item = &'k [u8]> + Clone) -> MultiLock<'a> {
         // One bit per shard, on the stack.
         let mut wanted = [0u64; (1 << MAX_SHARD_BITS) / 64];
         let mut distinct = 0;
         for k in keys.clone() {
-            let s = self.slot(k);
+            let s = self.store.slot(k);
             let i = s.shard;
             let (w, bit) = (i / 64, 1u64 << (i % 64));
             if wanted[w] & bit == 0 {
@@ -136,13 +174,14 @@ impl Store {
                 distinct += 1;
             }
             // Start every key's bucket loads now, in parallel.
-            if let Some(h) = self.hints.get(i) {
+            if let Some(h) = self.store.hints.get(i) {
                 merkle::prefetch(h.tables.wrapping_add(s.bucket));
             }
         }
-        if distinct > 1 {
+        // (Inside an exclusive hold the shards are not contended.)
+        if distinct > 1 && self.held.is_none() {
             for k in keys {
-                let s = self.slot(k);
+                let s = self.store.slot(k);
                 let shard = self.shard(s.shard);
                 std::hint::black_box(shard.find(s, k).is_some());
             }
@@ -151,7 +190,7 @@ impl Store {
         for (w, word) in wanted
             .iter()
             .enumerate()
-            .take(self.shards.len().div_ceil(64))
+            .take(self.store.shards.len().div_ceil(64))
         {
             let mut word = *word;
             while word != 0 {
@@ -161,10 +200,83 @@ impl Store {
             }
         }
         MultiLock {
-            store: self,
+            store: self.store,
             guards,
             now: now_millis(),
         }
+    }
+}
+
+impl Store {
+    /// Locks shard `i`.
+    ///
+    /// Panics if this thread holds this store inside [`Store::exclusive`]:
+    /// that lock would wait for itself forever. Code inside an exclusive
+    /// section reaches the shards only through [`Exclusive::db`].
+    #[inline]
+    pub(super) fn shard(&self, i: usize) -> MutexGuard<'_, Shard> {
+        self.assert_not_held();
+        lock(&self.shards[i].0)
+    }
+
+    #[inline]
+    fn assert_not_held(&self) {
+        let me = std::ptr::from_ref(self) as usize;
+        if EXCLUSIVE.with(Cell::get) == me {
+            panic!("store bug: a shard locked again inside Store::exclusive (use its Db)");
+        }
+    }
+
+    /// The keyspace operations, each call locking the shards it needs.
+    #[inline]
+    pub fn db(&self) -> Db<'_> {
+        Db {
+            store: self,
+            held: None,
+        }
+    }
+
+    /// Runs `f` holding every shard lock (taken in ascending order, like
+    /// every multi-shard lock), so that what `f` does through
+    /// [`Exclusive::db`] is isolated from every other thread: RESP
+    /// `MULTI`/`EXEC`.
+    ///
+    /// Sound by construction: the held shards are reachable only through
+    /// the [`Exclusive`] (no thread-local pointers, no `unsafe`), and any
+    /// locking path of this store taken on this thread meanwhile panics
+    /// instead of deadlocking (see `Store::shard`); so does a nested
+    /// call. `f` must not wait for another thread that needs a shard lock
+    /// (digest reads are not offered by [`Db`] for that reason: a refresh
+    /// in progress on another thread would wait for this one).
+    pub fn exclusive<R>(&self, f: impl FnOnce(&Exclusive<'_>) -> R) -> R {
+        self.assert_not_held();
+        let held = Exclusive {
+            store: self,
+            shards: self
+                .shards
+                .iter()
+                .map(|m| RefCell::new(lock(&m.0)))
+                .collect(),
+        };
+        struct Reset;
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                EXCLUSIVE.with(|h| h.set(0));
+            }
+        }
+        EXCLUSIVE.with(|h| h.set(std::ptr::from_ref(self) as usize));
+        // Dropped first (reverse declaration order): the mark is cleared
+        // before the guards go, also when `f` panics.
+        let _reset = Reset;
+        f(&held)
+    }
+
+    /// [`Db::lock_keys`] on a locking view.
+    pub fn lock_keys<'a, 'k>(
+        &'a self,
+        keys: impl Iterator<Item = &'k [u8]> + Clone,
+    ) -> MultiLock<'a> {
+        self.db().lock_keys(keys)
     }
 }
 

@@ -77,7 +77,7 @@ use merkle::{Shape, bucket_of, key_hash};
 use shard::{Padded, Shard, Slot};
 
 pub use bound::SourceRefusals;
-pub use lock::MultiLock;
+pub use lock::{Db, Exclusive, MultiLock};
 pub use record::Record;
 pub use refresh::{REFRESH_CHUNK, REFRESH_CHUNK_BYTES};
 pub use version::{Hlc, Version, node_hash, now_millis};
@@ -246,11 +246,6 @@ impl Store {
     /// This node's id.
     pub fn node_id(&self) -> &str {
         &self.node_id
-    }
-
-    /// This node's version tie-breaker ([`node_hash`] of its id).
-    pub fn node(&self) -> u64 {
-        self.node
     }
 
     /// Tombstone time to live in milliseconds.

@@ -2,6 +2,7 @@
 //! shard clock), last-writer-wins applies and the conditional
 //! replacements of `SYNC --full`.
 
+use super::lock::Db;
 use super::shard::Shard;
 use super::{Applied, OwnedEntry, Record, Store, Version, now_millis};
 
@@ -10,64 +11,31 @@ impl Store {
     pub(super) fn local_version(&self, shard: &mut Shard, now_ms: u64) -> Version {
         Version::new(shard.clock.tick(now_ms), self.node)
     }
-
-    /// Calls `f` with the live value of `key` (None if missing or deleted),
-    /// under the shard lock: copy what you need, do no I/O.
+    /// [`Db::get`] on a locking view.
     #[inline]
     pub fn get<R>(&self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R {
-        let s = self.slot(key);
-        let shard = self.shard(s.shard);
-        f(shard.find(s, key).and_then(Record::value))
+        self.db().get(key, f)
     }
-
-    /// True if `key` has a live value.
+    /// [`Db::contains`] on a locking view.
     pub fn contains(&self, key: &[u8]) -> bool {
-        self.get(key, |v| v.is_some())
+        self.db().contains(key)
     }
-
-    /// Local write: stores `value` under a fresh version and returns it.
+    /// [`Db::set`] on a locking view.
     pub fn set(&self, key: &[u8], value: &[u8]) -> Version {
-        let s = self.slot_prefetched(key);
-        let now = now_millis();
-        let mut shard = self.shard(s.shard);
-        let v = self.local_version(&mut shard, now);
-        shard.put(s, key, Some(value), v, &self.hasher);
-        v
+        self.db().set(key, value)
     }
-
-    /// Local delete: replaces a live value with a tombstone and returns its
-    /// version; `None` (and no change) if the key was not live.
+    /// [`Db::delete`] on a locking view.
     pub fn delete(&self, key: &[u8]) -> Option<Version> {
-        let s = self.slot_prefetched(key);
-        let now = now_millis();
-        let mut shard = self.shard(s.shard);
-        if shard.find(s, key).is_none_or(Record::is_tombstone) {
-            return None;
-        }
-        let v = self.local_version(&mut shard, now);
-        shard.put(s, key, None, v, &self.hasher);
-        drop(shard);
-        self.note_tombstone(v.millis());
-        Some(v)
+        self.db().delete(key)
     }
-
-    /// Local read-modify-write, atomic per key. `f` gets the live value (if
-    /// any) and writes the new value into `out` (cleared first); on `Ok`
-    /// the new value is stored under a fresh version.
+    /// [`Db::update`] on a locking view.
     pub fn update<T, E>(
         &self,
         key: &[u8],
         out: &mut Vec<u8>,
         f: impl FnOnce(Option<&[u8]>, &mut Vec<u8>) -> Result<T, E>,
     ) -> Result<(T, Version), E> {
-        let s = self.slot_prefetched(key);
-        let now = now_millis();
-        let mut shard = self.shard(s.shard);
-        out.clear();
-        let t = f(shard.find(s, key).and_then(Record::value), out)?;
-        let v = self.local_version(&mut shard, now);
-        shard.put(s, key, Some(out), v, &self.hasher);
-        Ok((t, v))
+        self.db().update(key, out, f)
     }
 
     /// Applies a write received from elsewhere (replication, anti-entropy,
@@ -144,12 +112,9 @@ impl Store {
         let shard = self.shard(s.shard);
         f(shard.find(s, key).map(|r| (r.value(), r.version())))
     }
-
-    /// The version of `key`'s record (live or tombstone), if any.
+    /// [`Db::version`] on a locking view.
     pub fn version(&self, key: &[u8]) -> Option<Version> {
-        let s = self.slot(key);
-        let shard = self.shard(s.shard);
-        shard.find(s, key).map(Record::version)
+        self.db().version(key)
     }
 
     /// The entry of `key` (live or tombstone), copied out.
@@ -161,5 +126,73 @@ impl Store {
             value: r.value().map(<[u8]>::to_vec),
             version: r.version(),
         })
+    }
+}
+
+impl Db<'_> {
+    /// Calls `f` with the live value of `key` (None if missing or deleted),
+    /// under the shard lock: copy what you need, do no I/O.
+    #[inline]
+    pub fn get<R>(self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+        let s = self.store.slot(key);
+        let shard = self.shard(s.shard);
+        f(shard.find(s, key).and_then(Record::value))
+    }
+
+    /// True if `key` has a live value.
+    pub fn contains(self, key: &[u8]) -> bool {
+        self.get(key, |v| v.is_some())
+    }
+
+    /// Local write: stores `value` under a fresh version and returns it.
+    pub fn set(self, key: &[u8], value: &[u8]) -> Version {
+        let s = self.store.slot_prefetched(key);
+        let now = now_millis();
+        let mut shard = self.shard(s.shard);
+        let v = self.store.local_version(&mut shard, now);
+        shard.put(s, key, Some(value), v, &self.store.hasher);
+        v
+    }
+
+    /// Local delete: replaces a live value with a tombstone and returns its
+    /// version; `None` (and no change) if the key was not live.
+    pub fn delete(self, key: &[u8]) -> Option<Version> {
+        let s = self.store.slot_prefetched(key);
+        let now = now_millis();
+        let mut shard = self.shard(s.shard);
+        if shard.find(s, key).is_none_or(Record::is_tombstone) {
+            return None;
+        }
+        let v = self.store.local_version(&mut shard, now);
+        shard.put(s, key, None, v, &self.store.hasher);
+        drop(shard);
+        self.store.note_tombstone(v.millis());
+        Some(v)
+    }
+
+    /// Local read-modify-write, atomic per key. `f` gets the live value (if
+    /// any) and writes the new value into `out` (cleared first); on `Ok`
+    /// the new value is stored under a fresh version.
+    pub fn update<T, E>(
+        self,
+        key: &[u8],
+        out: &mut Vec<u8>,
+        f: impl FnOnce(Option<&[u8]>, &mut Vec<u8>) -> Result<T, E>,
+    ) -> Result<(T, Version), E> {
+        let s = self.store.slot_prefetched(key);
+        let now = now_millis();
+        let mut shard = self.shard(s.shard);
+        out.clear();
+        let t = f(shard.find(s, key).and_then(Record::value), out)?;
+        let v = self.store.local_version(&mut shard, now);
+        shard.put(s, key, Some(out), v, &self.store.hasher);
+        Ok((t, v))
+    }
+
+    /// The version of `key`'s record (live or tombstone), if any.
+    pub fn version(self, key: &[u8]) -> Option<Version> {
+        let s = self.store.slot(key);
+        let shard = self.shard(s.shard);
+        shard.find(s, key).map(Record::version)
     }
 }

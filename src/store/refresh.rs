@@ -45,10 +45,9 @@
 //! pausing briefly between chunks (with no lock held) so that it never
 //! competes with the workers for CPU for long at a stretch.
 
-use std::sync::PoisonError;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{MutexGuard, PoisonError};
 
-use super::lock::ShardGuard;
 use super::merkle::{self, Digest, ZERO, inner_digest, leaf_digest};
 use super::shard::{NO_CURSOR, Shard};
 use super::{Record, Store, Version};
@@ -279,7 +278,7 @@ impl Store {
         lo: usize,
         hi: usize,
         max_chunks: usize,
-    ) -> (Option<ShardGuard<'_>>, usize) {
+    ) -> (Option<MutexGuard<'_, Shard>>, usize) {
         // Fast path, no refresh mutex: nothing stale and nothing in flight
         // (a root read visits every shard; most are clean).
         let guard = self.shard(i);

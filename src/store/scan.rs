@@ -3,6 +3,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use super::lock::Db;
 use super::merkle::{bucket_of, key_hash};
 use super::{Record, Store, Version};
 
@@ -21,11 +22,70 @@ impl Store {
             .for_each(&mut f);
         true
     }
-
-    /// Live keys starting with `prefix`, in ascending byte order.
+    /// [`Db::scan`] on a locking view.
     pub fn scan(&self, prefix: &[u8]) -> Vec<Vec<u8>> {
-        let mut keys = Vec::new();
+        self.db().scan(prefix)
+    }
+    /// [`Db::scan_step`] on a locking view.
+    pub fn scan_step(&self, cursor: u64, count: usize, f: impl FnMut(&[u8])) -> u64 {
+        self.db().scan_step(cursor, count, f)
+    }
+    /// [`Db::for_each_in_shard`] on a locking view.
+    pub fn for_each_in_shard(&self, i: usize, f: impl FnMut(&Record)) {
+        self.db().for_each_in_shard(i, f)
+    }
+    /// [`Db::len`] on a locking view.
+    pub fn len(&self) -> usize {
+        self.db().len()
+    }
+    /// [`Db::is_empty`] on a locking view.
+    pub fn is_empty(&self) -> bool {
+        self.db().is_empty()
+    }
+    /// [`Db::tombstones`] on a locking view.
+    pub fn tombstones(&self) -> usize {
+        self.db().tombstones()
+    }
+    /// [`Db::usage`] on a locking view.
+    pub fn usage(&self) -> (usize, usize) {
+        self.db().usage()
+    }
+
+    /// Removes every record (local only; not a replicated delete).
+    pub fn clear(&self) {
         for i in 0..self.shards.len() {
+            self.shard(i).clear();
+        }
+        self.oldest_tombstone_ms.store(u64::MAX, Relaxed);
+    }
+
+    /// `(key, version)` of every record (tombstones included) in global
+    /// bucket `bucket`, sorted by key; `None` if out of range.
+    pub fn bucket_versions(&self, bucket: usize) -> Option<Vec<(Vec<u8>, Version)>> {
+        if bucket >= self.shape.buckets() {
+            return None;
+        }
+        let span_bits = self.shape.bits - self.shard_bits;
+        let shard = self.shard(bucket >> span_bits);
+        let mut out: Vec<_> = shard.tables[bucket & ((1 << span_bits) - 1)]
+            .iter()
+            .map(|r| (r.key().to_vec(), r.version()))
+            .collect();
+        out.sort_unstable();
+        Some(out)
+    }
+
+    /// Global bucket of a key.
+    pub fn bucket_of_key(&self, key: &[u8]) -> usize {
+        bucket_of(key_hash(key), self.shape.bits)
+    }
+}
+
+impl Db<'_> {
+    /// Live keys starting with `prefix`, in ascending byte order.
+    pub fn scan(self, prefix: &[u8]) -> Vec<Vec<u8>> {
+        let mut keys = Vec::new();
+        for i in 0..self.store.shards.len() {
             let shard = self.shard(i);
             for t in shard.tables.iter() {
                 keys.extend(
@@ -50,11 +110,11 @@ impl Store {
     /// key that was live for the whole scan exactly once; a key written or
     /// deleted during the scan may or may not be returned. Each call holds
     /// one shard lock at a time and does bounded work.
-    pub fn scan_step(&self, cursor: u64, count: usize, mut f: impl FnMut(&[u8])) -> u64 {
+    pub fn scan_step(self, cursor: u64, count: usize, mut f: impl FnMut(&[u8])) -> u64 {
         /// Most buckets visited per call (bounds the work on sparse stores).
         const MAX_BUCKETS: usize = 4096;
-        let buckets = self.shape.buckets();
-        let span_bits = self.shape.bits - self.shard_bits;
+        let buckets = self.store.shape.buckets();
+        let span_bits = self.store.shape.bits - self.store.shard_bits;
         let Ok(mut b) = usize::try_from(cursor) else {
             return 0;
         };
@@ -87,7 +147,7 @@ impl Store {
 
     /// Calls `f` for every record (tombstones included) of shard `i`, under
     /// that shard's lock only.
-    pub fn for_each_in_shard(&self, i: usize, mut f: impl FnMut(&Record)) {
+    pub fn for_each_in_shard(self, i: usize, mut f: impl FnMut(&Record)) {
         let shard = self.shard(i);
         for t in shard.tables.iter() {
             t.iter().for_each(&mut f);
@@ -95,56 +155,29 @@ impl Store {
     }
 
     /// Number of live keys.
-    pub fn len(&self) -> usize {
-        (0..self.shards.len()).map(|i| self.shard(i).live).sum()
+    pub fn len(self) -> usize {
+        (0..self.store.shards.len())
+            .map(|i| self.shard(i).live)
+            .sum()
     }
 
     /// True when there is no live key.
-    pub fn is_empty(&self) -> bool {
+    pub fn is_empty(self) -> bool {
         self.len() == 0
     }
 
     /// Number of tombstones currently kept.
-    pub fn tombstones(&self) -> usize {
-        (0..self.shards.len())
+    pub fn tombstones(self) -> usize {
+        (0..self.store.shards.len())
             .map(|i| self.shard(i).tombstones)
             .sum()
     }
 
     /// `(live keys, Σ key + value bytes of live keys)`.
-    pub fn usage(&self) -> (usize, usize) {
-        (0..self.shards.len()).fold((0, 0), |(n, b), i| {
+    pub fn usage(self) -> (usize, usize) {
+        (0..self.store.shards.len()).fold((0, 0), |(n, b), i| {
             let s = self.shard(i);
             (n + s.live, b + s.bytes)
         })
-    }
-
-    /// Removes every record (local only; not a replicated delete).
-    pub fn clear(&self) {
-        for i in 0..self.shards.len() {
-            self.shard(i).clear();
-        }
-        self.oldest_tombstone_ms.store(u64::MAX, Relaxed);
-    }
-
-    /// `(key, version)` of every record (tombstones included) in global
-    /// bucket `bucket`, sorted by key; `None` if out of range.
-    pub fn bucket_versions(&self, bucket: usize) -> Option<Vec<(Vec<u8>, Version)>> {
-        if bucket >= self.shape.buckets() {
-            return None;
-        }
-        let span_bits = self.shape.bits - self.shard_bits;
-        let shard = self.shard(bucket >> span_bits);
-        let mut out: Vec<_> = shard.tables[bucket & ((1 << span_bits) - 1)]
-            .iter()
-            .map(|r| (r.key().to_vec(), r.version()))
-            .collect();
-        out.sort_unstable();
-        Some(out)
-    }
-
-    /// Global bucket of a key.
-    pub fn bucket_of_key(&self, key: &[u8]) -> usize {
-        bucket_of(key_hash(key), self.shape.bits)
     }
 }

@@ -64,7 +64,15 @@ fn same_writes_any_order_and_shard_count_same_root() {
     let now = now_millis() << 16;
     let mut roots = Vec::new();
     for (shards, rev) in [(1, false), (64, true), (4096, false), (16, true)] {
-        let s = store(shards);
+        // A TTL far longer than the test: with `store()`'s 1 s, a loaded
+        // machine collected some tombstones in one store and not another.
+        let s = Store::new(StoreOptions {
+            shards,
+            tree_bits: 16,
+            node_id: "n1".into(),
+            tombstone_ttl_ms: 3_600_000,
+        })
+        .unwrap();
         let it: Box<dyn Iterator<Item = _>> = if rev {
             Box::new(writes.iter().rev())
         } else {
@@ -154,21 +162,33 @@ fn update_and_multilock() {
 }
 
 #[test]
-fn exclusive_runs_store_calls_on_held_shards_and_excludes_others() {
+fn exclusive_runs_db_calls_on_held_shards_and_excludes_others() {
     let s = std::sync::Arc::new(store(8));
     s.set(b"a", b"1");
     let (tx, rx) = std::sync::mpsc::channel();
     let other = s.clone();
-    s.exclusive(|| {
-        // Every store call works inside, including multi-shard and
-        // whole-store ones, and a nested call.
-        s.set(b"b", b"2");
+    s.exclusive(|held| {
+        // Every keyspace call works on the held shards, including
+        // multi-shard and whole-store ones.
+        let db = held.db();
+        assert!(db.is_exclusive() && !s.db().is_exclusive());
+        db.set(b"b", b"2");
         let keys: [&[u8]; 3] = [b"a", b"b", b"zz"];
-        let mut m = s.lock_keys(keys.iter().copied());
+        let mut m = db.lock_keys(keys.iter().copied());
         assert!(m.set(b"zz", b"3").is_some());
+        assert!(m.delete(b"b").is_some());
         drop(m);
-        s.exclusive(|| assert_eq!(s.len(), 3));
-        assert_eq!(s.scan(b"").len(), 3);
+        assert_eq!((db.len(), db.tombstones(), db.usage()), (2, 1, (2, 5)));
+        assert_eq!(db.scan(b""), vec![b"a".to_vec(), b"zz".to_vec()]);
+        assert!(db.version(b"b").is_some() && !db.contains(b"b"));
+        let (mut n, mut cursor) = (0, 0);
+        loop {
+            cursor = db.scan_step(cursor, 10, |_| n += 1);
+            if cursor == 0 {
+                break;
+            }
+        }
+        assert_eq!(n, 2);
         // Another thread cannot get in meanwhile.
         let t = std::thread::spawn(move || {
             other.set(b"late", b"x");
@@ -183,12 +203,76 @@ fn exclusive_runs_store_calls_on_held_shards_and_excludes_others() {
     .join()
     .unwrap();
     assert!(rx.try_recv().is_ok());
-    assert_eq!(s.len(), 4);
+    assert_eq!(s.len(), 3);
+    // The versioned clear runs on the held shards (MULTI/FLUSHDB/EXEC):
+    // stamps before it are at most its floor, writes after it above.
+    let before = s.set(b"x", b"1").hlc;
+    let floor = s.exclusive(|held| {
+        let db = held.db();
+        let floor = db.clear_versioned();
+        assert!(db.is_empty());
+        db.set(b"after", b"1");
+        floor
+    });
+    assert!(floor >= before);
+    assert_eq!(s.len(), 1);
+    assert!(s.version(b"after").unwrap().hlc > floor);
+    assert_same_tree(&s, "after a clear inside a hold");
     // A second store on the same thread is not affected by the first's
     // hold.
     let t = store(4);
-    s.exclusive(|| t.set(b"k", b"v"));
+    s.exclusive(|_| t.set(b"k", b"v"));
     assert!(t.contains(b"k"));
+}
+
+/// Inside a hold, every path that would lock a shard of the held store
+/// again (a self-deadlock) panics instead, and the hold is released.
+#[test]
+fn locking_inside_exclusive_panics_instead_of_deadlocking() {
+    type Call = fn(&Store);
+    let calls: [(&str, Call); 6] = [
+        ("set", |s| {
+            s.set(b"k", b"v");
+        }),
+        ("len", |s| {
+            s.len();
+        }),
+        ("root", |s| {
+            s.root();
+        }),
+        ("clear_versioned", |s| {
+            s.clear_versioned();
+        }),
+        ("apply", |s| {
+            s.apply(b"k", None, Version::new(1, 1));
+        }),
+        ("nested exclusive", |s| s.exclusive(|_| ())),
+    ];
+    let s = store(4);
+    for (what, call) in calls {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            s.exclusive(|_| call(&s));
+        }));
+        assert!(r.is_err(), "{what} inside a hold did not panic");
+        // The hold was released on unwind: the store works again.
+        s.set(b"after", what.as_bytes());
+        assert!(s.contains(b"after"));
+    }
+}
+
+/// A second borrow of one held shard (a `MultiLock` alive while another
+/// call on the same shard runs) panics: it can never alias.
+#[test]
+fn a_held_shard_is_never_borrowed_twice() {
+    let s = store(1);
+    s.exclusive(|held| {
+        let db = held.db();
+        let m = db.lock_keys(std::iter::once(&b"a"[..]));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.contains(b"a")));
+        assert!(r.is_err());
+        drop(m);
+        assert!(!db.contains(b"a"));
+    });
 }
 
 #[test]
