@@ -1,0 +1,195 @@
+//! Resolving the layers into a [`Config`]: built-in defaults, then the
+//! file, then the environment (each stored through the settings table as
+//! it is read), then the command-line [`Overrides`], then the derived
+//! defaults.
+//!
+//! Derived defaults are computed only after all layers are applied: the
+//! node id defaults to `<hostname>-<port>` with the *final* port, the MQTT
+//! client id to the final node id, the MQTT user name (when a password is
+//! set but no user name) to the final client id, and the worker count to
+//! the number of cores.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::settings::{Initial, SETTINGS};
+use super::types::{
+    AntiEntropyConfig, Config, Engine, FsyncPolicy, LogFormat, LoggingConfig, MAX_THREADS,
+    Overrides, ReplicationConfig,
+};
+use super::values::{Val, from_text};
+
+/// The configuration being built, and which settings a layer has given.
+pub struct Layers {
+    config: Config,
+    given: Vec<bool>,
+}
+
+impl Layers {
+    /// Every setting at its built-in default.
+    pub fn new() -> Self {
+        let mut config = blank();
+        for s in SETTINGS {
+            if let Initial::Value(text) = s.initial
+                && let Ok(v) = from_text(s.kind, text)
+            {
+                (s.apply)(&mut config, v);
+            }
+        }
+        Layers {
+            config,
+            given: vec![false; SETTINGS.len()],
+        }
+    }
+
+    /// Stores `value` for the setting at `index` of [`SETTINGS`].
+    pub fn set(&mut self, index: usize, value: Val) {
+        if let Some(s) = SETTINGS.get(index) {
+            (s.apply)(&mut self.config, value);
+            self.given[index] = true;
+        }
+    }
+
+    /// Stores `value` for the setting named `name`.
+    pub fn set_named(&mut self, name: &str, value: Val) {
+        if let Some(i) = index(name) {
+            self.set(i, value);
+        }
+    }
+
+    fn given(&self, name: &str) -> bool {
+        index(name).is_some_and(|i| self.given[i])
+    }
+
+    /// Applies the command-line overrides and the derived defaults.
+    pub fn finish(self, o: &Overrides) -> Config {
+        let threads_given = self.given("network.threads");
+        let node_id_given = self.given("node_id");
+        let client_id_given = self.given("mqtt.client_id");
+        let username_given = self.given("mqtt.username");
+        let mut c = self.config;
+        if let Some(port) = o.port {
+            c.port = port;
+        }
+        if let Some(host) = &o.host {
+            c.host.clone_from(host);
+        }
+        if let Some(engine) = o.engine {
+            c.engine = engine;
+        }
+        if let Some(path) = &o.storage_path {
+            c.storage_path.clone_from(path);
+        }
+        c.threads = match o.threads {
+            Some(t) => t,
+            None if threads_given => c.threads,
+            None => default_threads(),
+        }
+        .clamp(1, MAX_THREADS);
+        match &o.node_id {
+            Some(id) => c.node_id.clone_from(id),
+            None if node_id_given => {}
+            None => c.node_id = default_node_id(c.port),
+        }
+        if !client_id_given {
+            c.replication.client_id.clone_from(&c.node_id);
+        }
+        // MQTT 3.1.1 sends a password only with a user name; 1.x uses the
+        // client id.
+        if !username_given && c.replication.password.is_some() {
+            c.replication.username = Some(c.replication.client_id.clone());
+        }
+        c
+    }
+}
+
+fn index(name: &str) -> Option<usize> {
+    SETTINGS.iter().position(|s| s.name == name)
+}
+
+/// Placeholders, each overwritten by its setting's default or derived
+/// default. (The compiler asks for a line here when `Config` gains a field.)
+fn blank() -> Config {
+    Config {
+        node_id: String::new(),
+        host: String::new(),
+        port: 0,
+        threads: 1,
+        shards: 1,
+        max_connections: 0,
+        connection_timeout: None,
+        engine: Engine::Memory,
+        storage_path: PathBuf::new(),
+        fsync: FsyncPolicy::EverySec,
+        snapshot_interval: Duration::ZERO,
+        tombstone_ttl: Duration::ZERO,
+        tree_bits: 0,
+        replication: ReplicationConfig {
+            enabled: false,
+            broker_host: String::new(),
+            broker_port: 0,
+            topic_prefix: String::new(),
+            client_id: String::new(),
+            username: None,
+            password: None,
+            keep_alive: Duration::ZERO,
+            clean_session: false,
+            qos: 0,
+            peer_list: Vec::new(),
+        },
+        anti_entropy: AntiEntropyConfig {
+            enabled: false,
+            interval: Duration::ZERO,
+            max_concurrent_syncs: 0,
+            peer_list: Vec::new(),
+        },
+        logging: LoggingConfig {
+            level: String::new(),
+            format: LogFormat::Text,
+            file_path: None,
+        },
+    }
+}
+
+/// The default node id: `<hostname>-<port>`.
+///
+/// With port 0 (an ephemeral port, chosen by the OS after binding) the port
+/// does not identify the node, so the id becomes `<hostname>-0-<pid>-<n>`,
+/// unique per process and call: several test nodes in one process must not
+/// share an id, or each would drop the others' events as its own.
+pub fn default_node_id(port: u16) -> String {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let host = hostname();
+    if port == 0 {
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        format!("{host}-0-{}-{n}", std::process::id())
+    } else {
+        format!("{host}-{port}")
+    }
+}
+
+/// The machine's host name from `/proc/sys/kernel/hostname`, or `localhost`.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty() && !s.chars().any(char::is_whitespace))
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// Default worker count: available cores, at most [`MAX_THREADS`].
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, MAX_THREADS)
+}
+
+impl Default for Config {
+    /// Built-in defaults: what a node runs with without file, environment or
+    /// flags (docs/protocol.md §11.1).
+    fn default() -> Self {
+        Layers::new().finish(&Overrides::default())
+    }
+}

@@ -1,0 +1,614 @@
+//! The settings table: every setting described once.
+//!
+//! Each [`Setting`] row gives the setting's name in the file, its other
+//! names (the flat layout's, or a top-level shortcut), its environment
+//! variables, its [`Kind`] (type and bounds), its default, its
+//! documentation, how a checked value is stored into [`Config`] and how the
+//! stored value is shown. The file reader, the environment reader, the
+//! defaults, the README's settings table (checked by a test below) and any
+//! listing of the running configuration (INFO, `CONFIG GET`) all read
+//! [`SETTINGS`]; none of them names a setting's bound or default itself.
+//!
+//! See the module documentation of `config` for how to add a setting.
+
+use super::types::{Config, Engine, FsyncPolicy, LogFormat, MAX_SHARDS, MAX_THREADS};
+use super::values::{Kind, Val, join_host_port};
+
+/// Ten years: the cap on every duration setting, so that `Instant +
+/// duration` can never overflow downstream.
+const MAX_SECS: i64 = 10 * 365 * 86_400;
+/// No upper bound.
+const ANY: i64 = i64::MAX;
+
+/// A setting's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Initial {
+    /// This value, written as in the environment and checked by the
+    /// setting's kind.
+    Value(&'static str),
+    /// Computed after all sources are read (see `resolve`); the text
+    /// describes it for the documentation.
+    Derived(&'static str),
+    /// Set together with another setting, which carries the default.
+    See(&'static str),
+    /// Unset unless given (an optional or an accepted-and-ignored setting).
+    Unset,
+}
+
+/// One setting. Rows are written as struct literals ending in `..BASE`, so
+/// a row names only what it uses.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    /// Dotted name in the file (`table.key`, or `key` at the top level):
+    /// the nested layout's name, which the documentation and INFO use.
+    pub name: &'static str,
+    /// Other names in the file. When one file gives a setting under two
+    /// names, a top-level key wins over a table key (with a warning). A
+    /// name in `[replication]` or `sync_interval_seconds` is read only in
+    /// the flat layout, one in `[mqtt]` only in the nested layout.
+    pub aliases: &'static [&'static str],
+    /// Environment variables; the first one set to a non-empty value wins.
+    pub env: &'static [&'static str],
+    /// Type and bounds, for every source.
+    pub kind: Kind,
+    /// Default.
+    pub initial: Initial,
+    /// One sentence for the README's settings table.
+    pub doc: &'static str,
+    /// Hidden from listings of the running configuration (passwords).
+    pub secret: bool,
+    /// Stores a value checked by `kind` into the configuration.
+    pub apply: fn(&mut Config, Val),
+    /// The current value as written in the environment (empty: not kept).
+    pub show: fn(&Config) -> String,
+}
+
+/// The fields a row need not write.
+const BASE: Setting = Setting {
+    name: "",
+    aliases: &[],
+    env: &[],
+    kind: Kind::Str,
+    initial: Initial::Unset,
+    doc: "",
+    secret: false,
+    apply: |_, _| {},
+    show: |_| String::new(),
+};
+
+/// Finds a setting by its name.
+pub fn find(name: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.name == name)
+}
+
+/// Every setting. Within a table (and among top-level keys) the file is
+/// read in this order, and so is the environment; the order decides only
+/// which of two bad values is reported.
+pub static SETTINGS: &[Setting] = &[
+    Setting {
+        name: "description",
+        doc: "Accepted and ignored.",
+        ..BASE
+    },
+    Setting {
+        name: "node_id",
+        env: &["MERKLE_KV_NODE_ID"],
+        kind: Kind::NonEmpty,
+        initial: Initial::Derived(
+            "`<hostname>-<port>`; flat layout: `replication.client_id` if given",
+        ),
+        doc: "Node id, the origin of replicated writes.",
+        apply: |c, v| c.node_id = v.string(),
+        show: |c| c.node_id.clone(),
+        ..BASE
+    },
+    Setting {
+        name: "network.bind_address",
+        aliases: &["host"],
+        env: &["MERKLE_KV_NETWORK_BIND_ADDRESS"],
+        kind: Kind::Host,
+        initial: Initial::Value("127.0.0.1"),
+        doc: "Address the client port binds to.",
+        apply: |c, v| c.host = v.string(),
+        show: |c| c.host.clone(),
+        ..BASE
+    },
+    Setting {
+        name: "network.bind_port",
+        aliases: &["port"],
+        env: &["MERKLE_KV_NETWORK_BIND_PORT"],
+        kind: Kind::Port,
+        initial: Initial::Value("7379"),
+        doc: "Client port (text protocol and RESP).",
+        apply: |c, v| c.port = v.int() as u16,
+        show: |c| c.port.to_string(),
+        ..BASE
+    },
+    Setting {
+        name: "network.max_connections",
+        env: &["MERKLE_KV_NETWORK_MAX_CONNECTIONS"],
+        kind: Kind::Int { min: 1, max: ANY },
+        initial: Initial::Value("10000"),
+        doc: "Maximum simultaneous client connections.",
+        apply: |c, v| c.max_connections = v.usize(),
+        show: |c| c.max_connections.to_string(),
+        ..BASE
+    },
+    Setting {
+        name: "network.connection_timeout",
+        env: &["MERKLE_KV_NETWORK_CONNECTION_TIMEOUT"],
+        kind: Kind::Int {
+            min: 0,
+            max: MAX_SECS,
+        },
+        initial: Initial::Value("0"),
+        doc: "Seconds a client connection may stay idle before it is closed; 0 = never.",
+        apply: |c, v| c.connection_timeout = (v.u64() > 0).then(|| v.secs()),
+        show: |c| c.connection_timeout.map_or(0, |d| d.as_secs()).to_string(),
+        ..BASE
+    },
+    Setting {
+        name: "network.threads",
+        aliases: &["threads"],
+        env: &["MERKLE_KV_NETWORK_THREADS"],
+        kind: Kind::Int {
+            min: 1,
+            max: MAX_THREADS as i64,
+        },
+        initial: Initial::Derived("number of cores"),
+        doc: "Worker threads (event loops).",
+        apply: |c, v| c.threads = v.usize(),
+        show: |c| c.threads.to_string(),
+        ..BASE
+    },
+    Setting {
+        name: "sync_interval_seconds",
+        kind: Kind::Int {
+            min: 0,
+            max: MAX_SECS,
+        },
+        doc: "Flat layout; accepted and ignored (as in 1.x).",
+        ..BASE
+    },
+    Setting {
+        name: "replication.enabled",
+        kind: Kind::Bool,
+        initial: Initial::Value("false"),
+        doc: "Flat layout: connect to the MQTT broker (nested layout: `[mqtt]` present).",
+        apply: |c, v| c.replication.enabled = v.bool(),
+        show: |c| c.replication.enabled.to_string(),
+        ..BASE
+    },
+    Setting {
+        name: "mqtt.broker_address",
+        env: &["MERKLE_KV_MQTT_BROKER_ADDRESS"],
+        kind: Kind::Broker,
+        initial: Initial::Value("localhost:1883"),
+        doc: "MQTT broker; setting it in the environment turns replication on.",
+        apply: |c, v| {
+            if let Val::HostPort(host, port) = v {
+                c.replication.broker_host = host;
+                c.replication.broker_port = port;
+            }
+        },
+        show: |c| join_host_port(&c.replication.broker_host, c.replication.broker_port),
+        ..BASE
+    },
+    Setting {
+        name: "replication.mqtt_broker",
+        kind: Kind::Host,
+        initial: Initial::See("mqtt.broker_address"),
+        doc: "Flat layout: MQTT broker host.",
+        apply: |c, v| c.replication.broker_host = v.string(),
+        show: |c| c.replication.broker_host.clone(),
+        ..BASE
+    },
+    Setting {
+        name: "replication.mqtt_port",
+        kind: Kind::Port,
+        initial: Initial::See("mqtt.broker_address"),
+        doc: "Flat layout: MQTT broker port.",
+        apply: |c, v| c.replication.broker_port = v.int() as u16,
+        show: |c| c.replication.broker_port.to_string(),
+        ..BASE
+    },
+    Setting {
+        name: "mqtt.topic_prefix",
+        aliases: &["replication.topic_prefix"],
+        env: &["MERKLE_KV_MQTT_TOPIC_PREFIX"],
+        kind: Kind::Topic,
+        initial: Initial::Value("merkle_kv"),
+        doc: "Publish to `<prefix>/events`, subscribe to `<prefix>/events/#`.",
+        apply: |c, v| c.replication.topic_prefix = v.string(),
+        show: |c| c.replication.topic_prefix.clone(),
+        ..BASE
+    },
+    Setting {
+        name: "mqtt.client_id",
+        aliases: &["replication.client_id"],
+        env: &["MERKLE_KV_MQTT_CLIENT_ID", "CLIENT_ID"],
+        kind: Kind::NonEmpty,
+        initial: Initial::Derived("`node_id`"),
+        doc: "MQTT client id (the environment does not change the node id).",
+        apply: |c, v| c.replication.client_id = v.string(),
+        show: |c| c.replication.client_id.clone(),
+        ..BASE
+    },
+    Setting {
+        name: "mqtt.qos",
+        aliases: &["replication.qos"],
+        kind: Kind::Int { min: 0, max: 1 },
+        initial: Initial::Value("1"),
+        doc: "QoS of published events.",
+        apply: |c, v| c.replication.qos = v.int() as u8,
+        show: |c| c.replication.qos.to_string(),
+        ..BASE
+    },
+    Setting {
+        name: "mqtt.username",
+        env: &["MERKLE_KV_MQTT_USERNAME"],
+        kind: Kind::Str,
+        initial: Initial::Derived("the client id when a password is set"),
+        doc: "MQTT user name.",
+        apply: |c, v| c.replication.username = Some(v.string()),
+        show: |c| c.replication.username.clone().unwrap_or_default(),
+        ..BASE
+    },
+    Setting {
+        name: "mqtt.password",
+        aliases: &["replication.client_password"],
+        env: &["MERKLE_KV_MQTT_PASSWORD", "CLIENT_PASSWORD"],
+        kind: Kind::Str,
+        doc: "MQTT password.",
+        secret: true,
+        apply: |c, v| c.replication.password = Some(v.string()),
+        show: |c| c.replication.password.clone().unwrap_or_default(),
+        ..BASE
+    },
+    Setting {
+        name: "mqtt.keep_alive",
+        env: &["MERKLE_KV_MQTT_KEEP_ALIVE"],
+        kind: Kind::Int { min: 0, max: 65535 },
+        initial: Initial::Value("60"),
+        doc: "MQTT keep-alive interval in seconds.",
+        apply: |c, v| c.replication.keep_alive = v.secs(),
+        show: |c| c.replication.keep_alive.as_secs().to_string(),
+        ..BASE
+    },
+    Setting {
+        name: "mqtt.clean_session",
+        env: &["MERKLE_KV_MQTT_CLEAN_SESSION"],
+        kind: Kind::Bool,
+        initial: Initial::Value("true"),
+        doc: "MQTT clean-session flag.",
+        apply: |c, v| c.replication.clean_session = v.bool(),
+        show: |c| c.replication.clean_session.to_string(),
+        ..BASE
+    },
+    Setting {
+        name: "replication.peer_list",
+        kind: Kind::List,
+        doc: "Flat layout: only counted by `REPLICATE status`; any strings.",
+        apply: |c, v| c.replication.peer_list = v.list(),
+        show: |c| c.replication.peer_list.join(","),
+        ..BASE
+    },
+    Setting {
+        name: "storage.memory_limit_mb",
+        kind: Kind::Int { min: 0, max: ANY },
+        doc: "Accepted and ignored.",
+        ..BASE
+    },
+    Setting {
+        name: "storage.backup_interval_hours",
+        kind: Kind::Int { min: 0, max: ANY },
+        doc: "Accepted and ignored.",
+        ..BASE
+    },
+    Setting {
+        name: "storage.persistence_enabled",
+        env: &["MERKLE_KV_STORAGE_PERSISTENCE_ENABLED"],
+        kind: Kind::Bool,
+        initial: Initial::Value("false"),
+        doc: "`true` selects the persistent engine (as `engine = \"sled\"`).",
+        apply: |c, v| {
+            c.engine = if v.bool() {
+                Engine::Persistent
+            } else {
+                Engine::Memory
+            }
+        },
+        show: |c| (c.engine == Engine::Persistent).to_string(),
+        ..BASE
+    },
+    Setting {
+        name: "storage.storage_path",
+        aliases: &["storage_path"],
+        env: &["MERKLE_KV_STORAGE_PATH"],
+        kind: Kind::NonEmpty,
+        initial: Initial::Value("data"),
+        doc: "Directory of the persistent engine.",
+        apply: |c, v| c.storage_path = v.string().into(),
+        show: |c| c.storage_path.display().to_string(),
+        ..BASE
+    },
+    Setting {
+        name: "engine",
+        kind: Kind::Engine,
+        initial: Initial::Value("rwlock"),
+        doc: "Storage engine: `rwlock` or `kv` (in memory), `sled` (persistent).",
+        apply: |c, v| {
+            if let Val::Engine(e) = v {
+                c.engine = e;
+            }
+        },
+        show: |c| match c.engine {
+            Engine::Memory => "rwlock".to_string(),
+            Engine::Persistent => "sled".to_string(),
+        },
+        ..BASE
+    },
+    Setting {
+        name: "storage.shards",
+        kind: Kind::PowerOfTwo {
+            max: MAX_SHARDS as i64,
+        },
+        initial: Initial::Value("64"),
+        doc: "Store shards.",
+        apply: |c, v| c.shards = v.usize(),
+        show: |c| c.shards.to_string(),
+        ..BASE
+    },
+    Setting {
+        name: "storage.fsync",
+        env: &["MERKLE_KV_STORAGE_FSYNC"],
+        kind: Kind::Choice {
+            names: &FsyncPolicy::NAMES,
+            fold: false,
+        },
+        initial: Initial::Value("everysec"),
+        doc: "When the append-only log is fsynced: before the reply, once a second, or as the OS decides.",
+        apply: |c, v| c.fsync = FsyncPolicy::from_name(&v.string()).unwrap_or(c.fsync),
+        show: |c| c.fsync.name().to_string(),
+        ..BASE
+    },
+    Setting {
+        name: "storage.snapshot_interval_seconds",
+        kind: Kind::Int {
+            min: 1,
+            max: MAX_SECS,
+        },
+        initial: Initial::Value("300"),
+        doc: "Seconds between snapshots of the persistent engine.",
+        apply: |c, v| c.snapshot_interval = v.secs(),
+        show: |c| c.snapshot_interval.as_secs().to_string(),
+        ..BASE
+    },
+    Setting {
+        name: "storage.tombstone_ttl_seconds",
+        kind: Kind::Int {
+            min: 1,
+            max: MAX_SECS,
+        },
+        initial: Initial::Value("86400"),
+        doc: "Seconds a delete's tombstone is kept before it is collected.",
+        apply: |c, v| c.tombstone_ttl = v.secs(),
+        show: |c| c.tombstone_ttl.as_secs().to_string(),
+        ..BASE
+    },
+    Setting {
+        name: "anti_entropy.enabled",
+        env: &["MERKLE_KV_ANTI_ENTROPY_ENABLED"],
+        kind: Kind::Bool,
+        initial: Initial::Value("true"),
+        doc: "Run background anti-entropy rounds (when `peer_list` is not empty).",
+        apply: |c, v| c.anti_entropy.enabled = v.bool(),
+        show: |c| c.anti_entropy.enabled.to_string(),
+        ..BASE
+    },
+    Setting {
+        name: "anti_entropy.interval_seconds",
+        env: &["MERKLE_KV_ANTI_ENTROPY_INTERVAL_SECONDS"],
+        kind: Kind::Int {
+            min: 1,
+            max: MAX_SECS,
+        },
+        initial: Initial::Value("300"),
+        doc: "Seconds between anti-entropy rounds.",
+        apply: |c, v| c.anti_entropy.interval = v.secs(),
+        show: |c| c.anti_entropy.interval.as_secs().to_string(),
+        ..BASE
+    },
+    Setting {
+        name: "anti_entropy.peer_discovery_interval",
+        kind: Kind::Int {
+            min: 0,
+            max: MAX_SECS,
+        },
+        doc: "Accepted and ignored.",
+        ..BASE
+    },
+    Setting {
+        name: "anti_entropy.max_concurrent_syncs",
+        env: &["MERKLE_KV_ANTI_ENTROPY_MAX_CONCURRENT_SYNCS"],
+        kind: Kind::Int { min: 1, max: 1024 },
+        initial: Initial::Value("3"),
+        doc: "Peers synchronised at once.",
+        apply: |c, v| c.anti_entropy.max_concurrent_syncs = v.usize(),
+        show: |c| c.anti_entropy.max_concurrent_syncs.to_string(),
+        ..BASE
+    },
+    Setting {
+        name: "anti_entropy.peer_list",
+        env: &["MERKLE_KV_ANTI_ENTROPY_PEER_LIST"],
+        kind: Kind::PeerList,
+        doc: "Peers' client ports; comma-separated in the environment.",
+        apply: |c, v| c.anti_entropy.peer_list = v.list(),
+        show: |c| c.anti_entropy.peer_list.join(","),
+        ..BASE
+    },
+    Setting {
+        name: "anti_entropy.tree_bits",
+        kind: Kind::Multiple {
+            of: 4,
+            min: 4,
+            max: 24,
+        },
+        initial: Initial::Value("16"),
+        doc: "Merkle tree depth: 2^tree_bits leaf buckets; must be equal on every node.",
+        apply: |c, v| c.tree_bits = v.int() as u32,
+        show: |c| c.tree_bits.to_string(),
+        ..BASE
+    },
+    Setting {
+        name: "logging.level",
+        env: &["MERKLE_KV_LOGGING_LEVEL"],
+        kind: Kind::Choice {
+            names: &["trace", "debug", "info", "warn", "error", "off"],
+            fold: true,
+        },
+        initial: Initial::Value("info"),
+        doc: "Log level; `RUST_LOG` wins when set.",
+        apply: |c, v| c.logging.level = v.string(),
+        show: |c| c.logging.level.clone(),
+        ..BASE
+    },
+    Setting {
+        name: "logging.format",
+        kind: Kind::Choice {
+            names: &["json", "text"],
+            fold: true,
+        },
+        initial: Initial::Value("text"),
+        doc: "Log line format.",
+        apply: |c, v| {
+            c.logging.format = if v.string() == "json" {
+                LogFormat::Json
+            } else {
+                LogFormat::Text
+            }
+        },
+        show: |c| match c.logging.format {
+            LogFormat::Json => "json".to_string(),
+            LogFormat::Text => "text".to_string(),
+        },
+        ..BASE
+    },
+    Setting {
+        name: "logging.file_path",
+        kind: Kind::NonEmpty,
+        doc: "Log to this file instead of stderr.",
+        apply: |c, v| c.logging.file_path = Some(v.string().into()),
+        show: |c| {
+            c.logging
+                .file_path
+                .as_ref()
+                .map_or(String::new(), |p| p.display().to_string())
+        },
+        ..BASE
+    },
+];
+
+impl Setting {
+    /// This setting's row of the README's settings table.
+    pub fn readme_row(&self) -> String {
+        let code = |names: &[&str]| {
+            names
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let default = match self.initial {
+            Initial::Value(v) => format!("`{v}`"),
+            Initial::Derived(text) => text.to_string(),
+            Initial::See(other) => format!("see `{other}`"),
+            Initial::Unset => "none".to_string(),
+        };
+        format!(
+            "| `{}` | {} | {} | {} | {} | {} |",
+            self.name,
+            code(self.aliases),
+            code(self.env),
+            default,
+            self.kind.allowed(),
+            self.doc
+        )
+    }
+}
+
+/// The README's settings table, header included.
+pub fn readme_table() -> String {
+    let mut out = String::from(
+        "| Setting | Also read as | Environment | Default | Values | Meaning |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for s in SETTINGS {
+        out.push_str(&s.readme_row());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::values::from_text;
+    use super::*;
+
+    #[test]
+    fn names_are_unique() {
+        let mut seen = Vec::new();
+        for s in SETTINGS {
+            for name in std::iter::once(&s.name).chain(s.aliases).chain(s.env) {
+                assert!(!seen.contains(name), "{name} appears twice");
+                seen.push(*name);
+            }
+        }
+    }
+
+    /// Every default passes its own kind, and a default configuration shows
+    /// exactly the documented default.
+    #[test]
+    fn defaults_are_valid_and_applied() {
+        let c = Config::default();
+        for s in SETTINGS {
+            match s.initial {
+                Initial::Value(v) => {
+                    assert!(
+                        from_text(s.kind, v).is_ok(),
+                        "{}: bad default {v:?}",
+                        s.name
+                    );
+                    assert_eq!((s.show)(&c), v, "{}", s.name);
+                }
+                Initial::See(other) => {
+                    assert!(find(other).is_some(), "{}: see {other}", s.name);
+                }
+                Initial::Derived(_) | Initial::Unset => {}
+            }
+        }
+    }
+
+    /// README.md's settings table is exactly [`readme_table`]: a setting
+    /// added here must be documented there (paste the table printed on
+    /// failure).
+    #[test]
+    fn readme_lists_every_setting() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let want = readme_table();
+        let header = want.lines().next().unwrap();
+        let found: String = match readme.find(header) {
+            Some(at) => readme[at..]
+                .lines()
+                .take_while(|l| l.starts_with('|'))
+                .map(|l| format!("{l}\n"))
+                .collect(),
+            None => String::new(),
+        };
+        assert!(
+            found == want,
+            "README.md's settings table is out of date; replace it with:\n\n{want}"
+        );
+    }
+}

@@ -1,0 +1,181 @@
+//! The resolved configuration's types: [`Config`] and its parts, the
+//! layouts, the command-line overrides. Plain data; every other file of
+//! `config` builds on these.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Storage engine selected by `engine` / `storage.persistence_enabled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// `rwlock` or `kv`: in-memory only.
+    Memory,
+    /// `sled`, or nested `storage.persistence_enabled = true`: append-only
+    /// log + snapshots under `storage_path`.
+    Persistent,
+}
+
+/// When the append-only log is fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Reply only after the record is durable (group commit per loop turn).
+    Always,
+    /// Fsync once per second in the background.
+    EverySec,
+    /// Leave it to the OS.
+    No,
+}
+
+/// Fully resolved node configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Node id: origin of change events and Merkle versions.
+    pub node_id: String,
+    /// Bind address (host name or IP).
+    pub host: String,
+    /// Client port; 0 asks the OS for an ephemeral port (tests).
+    pub port: u16,
+    /// Worker threads (event loops); default: available cores.
+    pub threads: usize,
+    /// Store shards, a power of two; default 64.
+    pub shards: usize,
+    /// Maximum simultaneous client connections; default 10000.
+    pub max_connections: usize,
+    /// Close connections idle for longer than this; `None` = never (default).
+    pub connection_timeout: Option<Duration>,
+    /// Storage engine.
+    pub engine: Engine,
+    /// Directory of the persistent engine.
+    pub storage_path: PathBuf,
+    /// Persistence fsync policy; default `EverySec`.
+    pub fsync: FsyncPolicy,
+    /// Interval between snapshots of the persistent engine; default 300 s.
+    pub snapshot_interval: Duration,
+    /// How long tombstones are kept before they are collected; default 24 h.
+    pub tombstone_ttl: Duration,
+    /// Merkle tree depth: 2^tree_bits leaf buckets; default 16; multiple of 4
+    /// in 4..=24 (fan-out 16). Must be equal on every node of a cluster.
+    pub tree_bits: u32,
+    /// MQTT replication settings.
+    pub replication: ReplicationConfig,
+    /// Anti-entropy settings.
+    pub anti_entropy: AntiEntropyConfig,
+    /// Logging settings.
+    pub logging: LoggingConfig,
+}
+
+/// MQTT replication settings (docs/protocol.md §9, §11).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicationConfig {
+    /// Connect at startup.
+    pub enabled: bool,
+    /// Broker host name or IP (no scheme).
+    pub broker_host: String,
+    /// Broker port; default 1883.
+    pub broker_port: u16,
+    /// Topic prefix: publish `<prefix>/events`, subscribe `<prefix>/events/#`.
+    pub topic_prefix: String,
+    /// MQTT client id (default: node id; env `CLIENT_ID` overrides).
+    pub client_id: String,
+    /// MQTT user name (flat layout: the client id when a password is set).
+    pub username: Option<String>,
+    /// MQTT password (env `CLIENT_PASSWORD` overrides).
+    pub password: Option<String>,
+    /// Keep-alive interval; default 60 s.
+    pub keep_alive: Duration,
+    /// MQTT clean session flag; default true.
+    pub clean_session: bool,
+    /// Publish QoS, 0 or 1; default 1.
+    pub qos: u8,
+    /// `replication.peer_list` (only counted by `REPLICATE status`).
+    pub peer_list: Vec<String>,
+}
+
+/// Anti-entropy settings (docs/protocol.md §10).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AntiEntropyConfig {
+    /// Run background rounds (only when `peer_list` is non-empty).
+    pub enabled: bool,
+    /// Time between rounds; at least 1 s.
+    pub interval: Duration,
+    /// Peers synchronised at once; default 3.
+    pub max_concurrent_syncs: usize,
+    /// Peers as `host:port` of their client port.
+    pub peer_list: Vec<String>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logging settings; `RUST_LOG` wins over `level` when set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggingConfig {
+    /// Default level: trace|debug|info|warn|error; default "info".
+    pub level: String,
+    /// Output format; default text.
+    pub format: LogFormat,
+    /// Log to this file instead of stderr.
+    pub file_path: Option<PathBuf>,
+}
+
+impl FsyncPolicy {
+    /// The names used in the file and the environment, in variant order.
+    pub const NAMES: [&'static str; 3] = ["always", "everysec", "no"];
+
+    /// The policy named `name` (one of [`FsyncPolicy::NAMES`]).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "always" => Some(FsyncPolicy::Always),
+            "everysec" => Some(FsyncPolicy::EverySec),
+            "no" => Some(FsyncPolicy::No),
+            _ => None,
+        }
+    }
+
+    /// The policy's name in the file and the environment.
+    pub fn name(self) -> &'static str {
+        match self {
+            FsyncPolicy::Always => "always",
+            FsyncPolicy::EverySec => "everysec",
+            FsyncPolicy::No => "no",
+        }
+    }
+}
+
+/// Upper bound for `threads`.
+pub const MAX_THREADS: usize = 1024;
+/// Upper bound for `storage.shards`.
+pub const MAX_SHARDS: usize = 4096;
+
+/// Which layout a configuration file was read as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// 1.x layout (§11.2): top-level `host`/`port`, `[replication]`.
+    Flat,
+    /// Documented layout (§11.3): `node_id`, `[network]`, `[mqtt]`, ...
+    Nested,
+}
+
+/// Command-line overrides: the last and strongest layer.
+///
+/// `crate::cli` validates these; [`load`] only clamps `threads` into
+/// `1..=MAX_THREADS` so that a hand-built value cannot break the server.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    /// `--node-id`
+    pub node_id: Option<String>,
+    /// `--bind` / `--host`
+    pub host: Option<String>,
+    /// `--port` (0 = ephemeral port, allowed only here)
+    pub port: Option<u16>,
+    /// `--threads`
+    pub threads: Option<usize>,
+    /// `--engine`
+    pub engine: Option<Engine>,
+    /// `--storage-path`
+    pub storage_path: Option<PathBuf>,
+}

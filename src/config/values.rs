@@ -1,0 +1,422 @@
+//! Value kinds: how a setting's value is written and checked.
+//!
+//! A [`Kind`] is the one description of a setting's type and bounds. The
+//! file reader ([`from_toml`]), the environment reader and the built-in
+//! defaults ([`from_text`]) all check values through it, so a bound is
+//! written once and every source reports it with the same
+//! `expected ..., got ...` text; the caller adds the file and field, or the
+//! variable.
+
+use toml::Value;
+
+use super::error::ConfigError;
+use super::types::Engine;
+
+/// Default MQTT broker port (an address without `:port`).
+pub const DEFAULT_BROKER_PORT: u16 = 1883;
+
+/// How a setting's value is written and which values are allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An integer in `min..=max` (`max == i64::MAX`: no upper bound).
+    Int { min: i64, max: i64 },
+    /// A power of two in `1..=max`.
+    PowerOfTwo { max: i64 },
+    /// A multiple of `of` in `min..=max`.
+    Multiple { of: i64, min: i64, max: i64 },
+    /// A TCP port in 1..=65535; the file also accepts it as a string of digits.
+    Port,
+    /// `true`/`false`; the environment also accepts 1/0, yes/no, on/off.
+    Bool,
+    /// Any string.
+    Str,
+    /// A non-empty string.
+    NonEmpty,
+    /// A host name or IP address: no spaces, no `/`, no scheme.
+    Host,
+    /// An MQTT topic prefix: non-empty, no `+` or `#`.
+    Topic,
+    /// An MQTT broker address (`tcp://host:port`, `mqtt://…`, `host:port`,
+    /// `host`); the environment's value is trimmed first.
+    Broker,
+    /// One of `names`. With `fold`, the value is trimmed and lower-cased
+    /// first; the environment's value is always trimmed.
+    Choice {
+        names: &'static [&'static str],
+        fold: bool,
+    },
+    /// A storage engine name (`rwlock`, `kv`, `sled`); an unknown one is
+    /// [`ConfigError::UnknownEngine`], not a field error.
+    Engine,
+    /// Strings: a TOML array in the file, comma-separated in the
+    /// environment (where an empty value means "none", not "unset").
+    List,
+    /// Like [`Kind::List`], each entry `host:port`.
+    PeerList,
+}
+
+/// A checked value, ready to be stored by a setting's `apply`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val {
+    Int(i64),
+    Bool(bool),
+    Str(String),
+    List(Vec<String>),
+    /// A broker address, split.
+    HostPort(String, u16),
+    Engine(Engine),
+}
+
+// The accessors return a neutral value for a variant the kind cannot
+// produce; `apply` functions only see values their own kind produced.
+impl Val {
+    pub fn int(&self) -> i64 {
+        match self {
+            Val::Int(n) => *n,
+            _ => 0,
+        }
+    }
+    pub fn usize(&self) -> usize {
+        usize::try_from(self.int()).unwrap_or(usize::MAX)
+    }
+    pub fn u64(&self) -> u64 {
+        u64::try_from(self.int()).unwrap_or(0)
+    }
+    /// The integer as a number of seconds.
+    pub fn secs(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.u64())
+    }
+    pub fn bool(&self) -> bool {
+        matches!(self, Val::Bool(true))
+    }
+    pub fn string(self) -> String {
+        match self {
+            Val::Str(s) => s,
+            _ => String::new(),
+        }
+    }
+    pub fn list(self) -> Vec<String> {
+        match self {
+            Val::List(l) => l,
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Why a value was refused.
+#[derive(Debug)]
+pub enum Refused {
+    /// `expected ..., got ...`; the caller names the file and field or the
+    /// variable.
+    Expected(String),
+    /// A complete error (an unknown engine).
+    Error(ConfigError),
+}
+
+impl From<String> for Refused {
+    fn from(s: String) -> Self {
+        Refused::Expected(s)
+    }
+}
+
+impl Kind {
+    /// What is expected, for messages: `an integer in 1..=1024`.
+    pub fn expected(&self) -> String {
+        match *self {
+            Kind::Int { min, max } => range_text(min, max),
+            Kind::PowerOfTwo { max } => format!("a power of two in 1..={max}"),
+            Kind::Multiple { of, min, max } => format!("a multiple of {of} in {min}..={max}"),
+            Kind::Port => range_text(1, 65535),
+            Kind::Bool => "true or false".to_string(),
+            Kind::List | Kind::PeerList => "an array of strings".to_string(),
+            _ => "a string".to_string(),
+        }
+    }
+
+    /// The allowed values, for the README's settings table.
+    pub fn allowed(&self) -> String {
+        match *self {
+            Kind::Int { min, max } if max == i64::MAX => format!("integer >= {min}"),
+            Kind::Int { min, max } => format!("{min}..={max}"),
+            Kind::PowerOfTwo { max } => format!("power of two, 1..={max}"),
+            Kind::Multiple { of, min, max } => format!("multiple of {of}, {min}..={max}"),
+            Kind::Port => "1..=65535".to_string(),
+            Kind::Bool => "true, false".to_string(),
+            Kind::Str => "string".to_string(),
+            Kind::NonEmpty => "non-empty string".to_string(),
+            Kind::Host => "host name or IP".to_string(),
+            Kind::Topic => "topic without `+`, `#`".to_string(),
+            Kind::Broker => "`tcp://host:port`, `host:port`, `host`".to_string(),
+            Kind::Choice { names, .. } => names.join(", "),
+            Kind::Engine => "rwlock, kv, sled".to_string(),
+            Kind::List => "list of strings".to_string(),
+            Kind::PeerList => "list of `host:port`".to_string(),
+        }
+    }
+
+    /// Whether the file gives this kind as an array.
+    pub fn is_list(&self) -> bool {
+        matches!(self, Kind::List | Kind::PeerList)
+    }
+
+    fn is_int(&self) -> bool {
+        matches!(
+            self,
+            Kind::Int { .. } | Kind::PowerOfTwo { .. } | Kind::Multiple { .. } | Kind::Port
+        )
+    }
+
+    /// Checks an integer against the bounds.
+    fn check_int(&self, n: i64) -> Result<i64, String> {
+        let ok = match *self {
+            Kind::Int { min, max } => (min..=max).contains(&n),
+            Kind::PowerOfTwo { max } => n >= 1 && n <= max && (n as u64).is_power_of_two(),
+            Kind::Multiple { of, min, max } => (min..=max).contains(&n) && n % of == 0,
+            Kind::Port => (1..=65535).contains(&n),
+            _ => false,
+        };
+        if ok {
+            Ok(n)
+        } else {
+            Err(format!("expected {}, got {n}", self.expected()))
+        }
+    }
+
+    /// Checks one string (a string setting, or one entry of a list).
+    fn check_str(&self, s: &str) -> Result<Val, Refused> {
+        let text = |r: Result<String, String>| r.map(Val::Str).map_err(Refused::Expected);
+        match *self {
+            Kind::Str | Kind::List => Ok(Val::Str(s.to_string())),
+            Kind::NonEmpty => text(check_non_empty(s)),
+            Kind::Host => text(check_host(s)),
+            Kind::Topic => text(check_topic(s)),
+            Kind::PeerList => text(check_peer(s)),
+            Kind::Broker => parse_broker_address(s)
+                .map(|(h, p)| Val::HostPort(h, p))
+                .ok_or_else(|| {
+                    Refused::Expected(format!(
+                        "expected \"tcp://host:port\", \"mqtt://host:port\" or \"host:port\", \
+                         got {s:?}"
+                    ))
+                }),
+            Kind::Choice { names, fold } => text(check_choice(s, names, fold)),
+            Kind::Engine => parse_engine(s).map(Val::Engine).map_err(Refused::Error),
+            _ => Err(Refused::Expected(format!(
+                "expected {}, got {s:?}",
+                self.expected()
+            ))),
+        }
+    }
+}
+
+/// Checks a value from the TOML file. An array for a list kind is checked
+/// entry by entry by the caller (which names the entry), through
+/// [`list_entry`].
+pub fn from_toml(kind: Kind, v: &Value) -> Result<Val, Refused> {
+    let wrong = || Refused::Expected(format!("expected {}, got {}", kind.expected(), describe(v)));
+    match (kind, v) {
+        (Kind::Port, Value::String(s)) => Ok(Val::Int(int_from_str(kind, s)?)),
+        (k, Value::Integer(n)) if k.is_int() => Ok(Val::Int(k.check_int(*n)?)),
+        (Kind::Bool, Value::Boolean(b)) => Ok(Val::Bool(*b)),
+        (k, _) if k.is_list() => Err(wrong()),
+        (k, Value::String(s)) if !k.is_int() && k != Kind::Bool => k.check_str(s),
+        _ => Err(wrong()),
+    }
+}
+
+/// Checks one entry of a TOML array of strings.
+pub fn list_entry(kind: Kind, v: &Value) -> Result<String, Refused> {
+    match v {
+        Value::String(s) => kind.check_str(s).map(Val::string),
+        v => Err(Refused::Expected(format!(
+            "expected a string, got {}",
+            describe(v)
+        ))),
+    }
+}
+
+/// Checks a value written as text: an environment variable or a built-in
+/// default.
+pub fn from_text(kind: Kind, s: &str) -> Result<Val, Refused> {
+    match kind {
+        k if k.is_int() => Ok(Val::Int(int_from_str(k, s)?)),
+        Kind::Bool => Ok(Val::Bool(check_bool(s)?)),
+        Kind::Broker | Kind::Choice { .. } | Kind::Engine => kind.check_str(s.trim()),
+        Kind::List | Kind::PeerList => {
+            let mut out = Vec::new();
+            for p in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                out.push(kind.check_str(p)?.string());
+            }
+            Ok(Val::List(out))
+        }
+        k => k.check_str(s),
+    }
+}
+
+/// Maps an `engine` value to an [`Engine`] (docs/protocol.md §8).
+pub fn parse_engine(name: &str) -> Result<Engine, ConfigError> {
+    match name {
+        "rwlock" | "kv" => Ok(Engine::Memory),
+        "sled" => Ok(Engine::Persistent),
+        _ => Err(ConfigError::UnknownEngine {
+            name: name.to_string(),
+        }),
+    }
+}
+
+/// Splits `host:port` (IPv6 as `[addr]:port`) into host and port.
+///
+/// The host must be non-empty and free of whitespace and `/`; the port must be
+/// plain digits in 1..=65535. No name resolution is done.
+pub fn parse_host_port(s: &str) -> Option<(String, u16)> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        (host, after.strip_prefix(':')?)
+    } else {
+        let (host, port) = s.rsplit_once(':')?;
+        if host.contains(':') {
+            return None; // bare IPv6 is ambiguous; require brackets
+        }
+        (host, port)
+    };
+    if !valid_host(host) || port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Some((host.to_string(), p)),
+        _ => None,
+    }
+}
+
+/// Parses an MQTT broker address: `tcp://H:P`, `mqtt://H:P`, `H:P`, or any of
+/// these without `:P` (port 1883). A trailing `/` is tolerated.
+pub fn parse_broker_address(s: &str) -> Option<(String, u16)> {
+    let lower = s.to_ascii_lowercase();
+    let rest = if lower.starts_with("tcp://") || lower.starts_with("mqtt://") {
+        &s[s.find("://")? + 3..]
+    } else if s.contains("://") {
+        return None; // other schemes (ssl, ws, ...) are not supported
+    } else {
+        s
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if let Some(hp) = parse_host_port(rest) {
+        return Some(hp);
+    }
+    let host = match rest.strip_prefix('[') {
+        Some(inner) => inner.strip_suffix(']')?,
+        None if rest.contains(':') => return None,
+        None => rest,
+    };
+    valid_host(host).then(|| (host.to_string(), DEFAULT_BROKER_PORT))
+}
+
+/// `host:port`, with brackets around an IPv6 host.
+pub fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// How a value looks in an error message.
+pub fn describe(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("{s:?}"),
+        Value::Integer(i) => i.to_string(),
+        Value::Float(x) => x.to_string(),
+        Value::Boolean(b) => b.to_string(),
+        Value::Datetime(d) => d.to_string(),
+        Value::Array(_) => "an array".to_string(),
+        Value::Table(_) => "a table".to_string(),
+    }
+}
+
+fn valid_host(h: &str) -> bool {
+    !h.is_empty()
+        && !h
+            .chars()
+            .any(|c| c.is_whitespace() || c == '/' || c == '\0')
+}
+
+fn range_text(min: i64, max: i64) -> String {
+    if max == i64::MAX {
+        format!("an integer >= {min}")
+    } else {
+        format!("an integer in {min}..={max}")
+    }
+}
+
+/// An integer written as text (environment, default, or a port written as a
+/// string in the file), checked against `kind`.
+fn int_from_str(kind: Kind, s: &str) -> Result<i64, String> {
+    let t = s.trim();
+    let digits = t.strip_prefix('-').unwrap_or(t);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("expected {}, got {s:?}", kind.expected()));
+    }
+    match t.parse::<i64>() {
+        Ok(n) => kind.check_int(n),
+        Err(_) => Err(format!("expected {}, got {t}", kind.expected())),
+    }
+}
+
+fn check_choice(s: &str, names: &[&str], fold: bool) -> Result<String, String> {
+    let v = if fold {
+        s.trim().to_ascii_lowercase()
+    } else {
+        s.to_string()
+    };
+    if names.contains(&v.as_str()) {
+        return Ok(v);
+    }
+    let quoted: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+    Err(match quoted.as_slice() {
+        [a, b] => format!("expected {a} or {b}, got {s:?}"),
+        _ => format!("expected one of {}, got {s:?}", quoted.join(", ")),
+    })
+}
+
+fn check_non_empty(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        Err("expected a non-empty string, got \"\"".to_string())
+    } else {
+        Ok(s.to_string())
+    }
+}
+
+fn check_host(s: &str) -> Result<String, String> {
+    if valid_host(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "expected a host name or IP address (no spaces, no scheme), got {s:?}"
+        ))
+    }
+}
+
+fn check_topic(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.contains(['+', '#', '\0']) {
+        Err(format!(
+            "expected a non-empty MQTT topic prefix without '+' or '#', got {s:?}"
+        ))
+    } else {
+        Ok(s.to_string())
+    }
+}
+
+fn check_peer(s: &str) -> Result<String, String> {
+    match parse_host_port(s) {
+        Some(_) => Ok(s.to_string()),
+        None => Err(format!("expected \"host:port\", got {s:?}")),
+    }
+}
+
+fn check_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!("expected true or false, got {s:?}")),
+    }
+}
