@@ -486,3 +486,29 @@ fn shutdown_is_prompt_while_a_round_is_stalled() {
     let status = a.wait_exit(Duration::from_secs(3)).expect("exits promptly");
     assert!(status.success());
 }
+
+#[test]
+fn full_sync_from_an_empty_peer_is_refused_unless_forced() {
+    // A peer that claims an empty tree must not wipe the node by mistake.
+    let (a, empty) = (node("a", ""), node("empty", ""));
+    write_keys(&a, 4, "k");
+    let v = sync(&a, &empty, " --full");
+    assert_eq!(
+        v,
+        format!(
+            "ERROR sync with 127.0.0.1:{} failed: refused: --full would remove more than \
+             half of the 4 local records (at most 2 without --force)",
+            empty.addr.port()
+        )
+    );
+    let mut ca = a.connect();
+    assert_eq!(cmd(&mut ca, "DBSIZE"), "DBSIZE 4");
+    // Forced: every record is deleted with a tombstone, not dropped.
+    assert_eq!(sync(&a, &empty, " --full --force"), "OK");
+    assert_eq!(cmd(&mut ca, "DBSIZE"), "DBSIZE 0");
+    assert_eq!(info_field(&a, "tombstones"), "4");
+    assert_eq!(info_field(&a, "ae_keys_removed"), "4");
+    // The deletions reach the peer like any delete.
+    assert_eq!(sync(&empty, &a, ""), "OK");
+    assert_eq!(hash(&a), hash(&empty));
+}

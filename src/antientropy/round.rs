@@ -422,6 +422,10 @@ impl<T: Transport> Peer for RespPeer<T> {
             .as_ref()
             .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
     }
+
+    fn source(&self) -> &str {
+        &self.source
+    }
 }
 
 /// Where a round's repairs go ([`crate::applier::Applier`] in a node; a plain [`Store`] in
