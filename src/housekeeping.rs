@@ -1,9 +1,10 @@
 //! The housekeeping thread: background maintenance of the store.
 //!
-//! Every [`DIGEST_REFRESH_PERIOD`] it rehashes stale Merkle leaves, in
+//! Every `DIGEST_REFRESH_PERIOD` (100 ms) it rehashes stale Merkle leaves, in
 //! small paced chunks, so that tree reads (HASH, anti-entropy) find little
 //! to do; every `tombstone_ttl / 4` (clamped to 100 ms … 60 s) it collects
-//! expired tombstones. It runs at a lowered priority ([`lower_priority`]).
+//! expired tombstones. It runs at nice 10 (see `lower_priority` for why
+//! not `SCHED_IDLE`).
 
 use std::sync::Arc;
 
@@ -18,7 +19,7 @@ const DIGEST_REFRESH_PERIOD: std::time::Duration = std::time::Duration::from_mil
 const REFRESH_PAUSE: std::time::Duration = std::time::Duration::from_micros(100);
 
 /// Background maintenance: Merkle leaf refresh (every
-/// [`DIGEST_REFRESH_PERIOD`]) and tombstone collection.
+/// `DIGEST_REFRESH_PERIOD`) and tombstone collection.
 pub fn spawn(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>> {
     let stop = shared.shutdown.subscribe();
     let ttl = shared.config.tombstone_ttl;

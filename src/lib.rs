@@ -5,11 +5,25 @@
 //! a Merkle tree over the data lets nodes repair divergence in background
 //! anti-entropy rounds.
 //!
-//! Module map: [`config`]/[`cli`] resolve settings; [`server`] runs the
-//! per-core event loops; [`protocol`] parses requests into
-//! [`protocol::Command`]s; [`exec`] executes them against the
-//! [`store::Store`]; [`replication`] carries change events; [`persist`]
-//! logs and snapshots them; [`node`] wires it all together.
+//! Module map, bottom up (no file imports one above it; `tests/import_graph.rs`
+//! checks that the file-level import graph has no cycle):
+//!
+//! * Leaves: [`clock`] (the wall clock), [`sync`] (the lock helper),
+//!   [`config`]/[`cli`] (settings), [`logging`], [`stats`], [`store`]
+//!   (records, versions, Merkle tree), [`protocol`] (parsers into
+//!   [`protocol::Command`]s, and every reply byte in [`protocol::reply`]),
+//!   [`client`] (the RESP client anti-entropy uses).
+//! * Parts of the shared state: [`replication`]'s outbox, [`persist`]'s
+//!   engine and log writers, [`antientropy`]'s counters; [`jobs`] (work
+//!   deferred off a worker, SYNC).
+//! * [`state`]: [`state::Shared`], what every thread holds, and the INFO
+//!   section interface.
+//! * Users of the shared state: [`exec`] (commands → store → reply, the
+//!   one funnel of local writes), [`applier`] (the funnel of remote
+//!   writes), [`server`] (per-core event loops), the threads of
+//!   [`replication::bridge`], [`persist::threads`],
+//!   [`antientropy::scheduler`] and [`housekeeping`].
+//! * [`node`]: the composition root; builds the state, starts the threads.
 
 pub mod antientropy;
 pub mod applier;

@@ -34,7 +34,7 @@
 //!
 //! # Observability
 //!
-//! [`write_info`] appends `ae_*` lines to INFO: totals, and one line per
+//! [`scheduler::AntiEntropyInfo`] appends `ae_*` lines to INFO: totals, and one line per
 //! peer with its status, rounds, last round time and duration, buckets
 //! differing, keys repaired and bytes sent/received; plus the tombstone
 //! count and the age of the oldest tombstone.

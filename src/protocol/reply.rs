@@ -3,7 +3,7 @@
 //!
 //! Two layers:
 //!
-//! * **Encoders** ([`ok`], [`error`], [`bulk`], [`array`], [`integer`],
+//! * **Encoders** ([`ok`], [`error`], [`bulk`], [`array()`], [`integer`],
 //!   [`header`], [`insert_counted`], [`NIL`] …): plain functions appending
 //!   one RESP item (or the text/RESP form of `OK` and errors) to a buffer.
 //!   The RESP-only code (Redis-compatibility commands, `MKV.*` answers,
