@@ -262,9 +262,7 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
         Redis::Str(c) => return super::strings::execute(c, ctx, out),
         Redis::Time => {
             stats.incr(Counter::Management);
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
+            let now = crate::clock::since_epoch();
             array(out, 2);
             bulk(out, itoa::Buffer::new().format(now.as_secs()).as_bytes());
             bulk(
