@@ -32,6 +32,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod exec;
+pub mod failfast;
 pub mod fuzz;
 pub mod housekeeping;
 pub mod jobs;

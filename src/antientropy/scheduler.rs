@@ -137,7 +137,10 @@ pub fn spawn(shared: Arc<Shared>) -> std::io::Result<JoinHandle<()>> {
     let stop = shared.shutdown.subscribe();
     std::thread::Builder::new()
         .name("anti-entropy".into())
-        .spawn(move || Scheduler::new(shared).run(stop))
+        .spawn(move || {
+            crate::failfast::checkpoint();
+            Scheduler::new(shared).run(stop)
+        })
 }
 
 struct Scheduler {
@@ -301,6 +304,7 @@ impl Scheduler {
         let spawned = std::thread::Builder::new()
             .name("ae-round".into())
             .spawn(move || {
+                crate::failfast::checkpoint();
                 let (result, client) =
                     sync_with(&shared, &host, port, opts, client, peer.is_some());
                 if let Some(r) = lock(&theirs).take() {

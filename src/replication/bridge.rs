@@ -108,7 +108,10 @@ pub fn spawn(shared: &Arc<Shared>) -> io::Result<Vec<JoinHandle<()>>> {
     let b = bridge.clone();
     let t1 = std::thread::Builder::new()
         .name("mqtt-bridge".into())
-        .spawn(move || b.run_bridge());
+        .spawn(move || {
+            crate::failfast::checkpoint();
+            b.run_bridge()
+        });
     let t1 = match t1 {
         Ok(t) => t,
         Err(e) => {
@@ -119,7 +122,10 @@ pub fn spawn(shared: &Arc<Shared>) -> io::Result<Vec<JoinHandle<()>>> {
     let b = bridge.clone();
     let t2 = std::thread::Builder::new()
         .name("mqtt-publish".into())
-        .spawn(move || b.run_publisher());
+        .spawn(move || {
+            crate::failfast::checkpoint();
+            b.run_publisher()
+        });
     match t2 {
         Ok(t2) => Ok(vec![t1, t2]),
         Err(e) => {

@@ -147,6 +147,7 @@ impl Worker {
         let mut events = Events::with_capacity(1024);
         let idle_timeout = self.env.shared.config.connection_timeout;
         loop {
+            crate::failfast::checkpoint();
             if self.env.shared.shutdown.is_triggered() {
                 break;
             }
