@@ -240,5 +240,5 @@ pub enum Fatal {
     /// The line is not valid UTF-8: close without a reply (1.x behaviour).
     InvalidUtf8,
     /// Broken binary framing (RESP): reply with the message, close.
-    Protocol(&'static str),
+    Protocol(resp::ProtocolError),
 }

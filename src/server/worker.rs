@@ -512,7 +512,8 @@ fn process(
             return (pos, Stop::Budget);
         }
         let rest = &data[pos..];
-        let proto = *conn.proto.get_or_insert(if rest[0] == b'*' {
+        let text_ok = env.shared.config.text_protocol;
+        let proto = *conn.proto.get_or_insert(if rest[0] == b'*' || !text_ok {
             Proto::Resp
         } else {
             Proto::Text
@@ -623,7 +624,7 @@ fn process(
             Parsed::Fatal(f) => {
                 match f {
                     Fatal::LineTooLong => reply::error(&mut conn.wbuf, proto, "line too long"),
-                    Fatal::Protocol(msg) => reply::error(&mut conn.wbuf, proto, msg),
+                    Fatal::Protocol(e) => reply::error(&mut conn.wbuf, proto, &e.to_string()),
                     Fatal::InvalidUtf8 => {}
                 }
                 conn.closing = true;
