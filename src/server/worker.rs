@@ -26,6 +26,9 @@
 //! in its size however it is split. A deferred request (SYNC)
 //! stops processing of that connection until its reply arrives, so replies
 //! stay in request order.
+//!
+//! The path of a request through this loop and beyond: docs/architecture.md,
+//! "A write, end to end".
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};

@@ -15,6 +15,8 @@
 //! everywhere (last-writer-wins). Applying the same set of writes in any
 //! order therefore yields the same state on every node.
 //!
+//! Overview: docs/architecture.md, "Versions and conflicts".
+//!
 //! # Bounds
 //!
 //! Applying a version advances the shard's clock past it, so that a later
