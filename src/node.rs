@@ -17,7 +17,8 @@ pub use crate::applier::Applier;
 pub use crate::state::{Shared, StopSignal};
 
 /// The INFO sections after the node's own lines, in their order.
-static INFO_SECTIONS: [&dyn InfoSection; 3] = [
+static INFO_SECTIONS: [&dyn InfoSection; 4] = [
+    &crate::server::ClientLimitsInfo,
     &crate::replication::bridge::ReplicationInfo,
     &crate::persist::threads::PersistInfo,
     &crate::antientropy::scheduler::AntiEntropyInfo,
