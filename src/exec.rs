@@ -315,6 +315,7 @@ fn execute_with(cmd: Command<'_>, ctx: &mut Ctx<'_>, reply: &mut Reply<'_>) -> F
             full,
             verify,
             force,
+            rejoin,
         } => {
             stats.incr(Counter::Sync);
             return Flow::Defer(Task::Sync {
@@ -323,6 +324,7 @@ fn execute_with(cmd: Command<'_>, ctx: &mut Ctx<'_>, reply: &mut Reply<'_>) -> F
                 full,
                 verify,
                 force,
+                rejoin,
             });
         }
         Command::Replicate(action) => {
@@ -353,6 +355,10 @@ fn execute_with(cmd: Command<'_>, ctx: &mut Ctx<'_>, reply: &mut Reply<'_>) -> F
         Command::Internal(cmd) => match reply.proto() {
             Proto::Resp => {
                 let shared = ctx.shared;
+                if shared.contact.is_stale() {
+                    reply.error(crate::contact::STALE_REFUSAL);
+                    return Flow::Continue;
+                }
                 shared.antientropy.count_served();
                 let id = crate::antientropy::serve::Identity {
                     node_id: &shared.config.node_id,

@@ -24,6 +24,8 @@ pub enum Task {
         verify: bool,
         /// Let `--full` remove more than half of the local records.
         force: bool,
+        /// End the stale state before the round (`crate::contact`).
+        rejoin: bool,
     },
 }
 

@@ -87,7 +87,7 @@ pub enum Command<'a> {
     /// echoes the argument (`HASH * <hex64>`, docs/protocol.md §3.2): the executor
     /// treats a `*` argument as "all keys".
     Hash(Option<&'a [u8]>),
-    /// `SYNC host port [--full] [--verify] [--force]`.
+    /// `SYNC host port [--full] [--verify] [--force] [--rejoin]`.
     Sync {
         host: &'a str,
         port: u16,
@@ -95,6 +95,8 @@ pub enum Command<'a> {
         verify: bool,
         /// Let `--full` remove more than half of the local records.
         force: bool,
+        /// End this node's stale state first (`crate::contact`).
+        rejoin: bool,
     },
     /// `REPLICATE enable|disable|status`.
     Replicate(ReplicateAction),

@@ -576,7 +576,7 @@ fn set<'a>(name: &[u8], args: Args<'a>) -> Result<Command<'a>, ParseError> {
     }))
 }
 
-/// `SYNC host port [--full] [--verify] [--force]` over RESP (same meaning and
+/// `SYNC host port [--full] [--verify] [--force] [--rejoin]` over RESP (same meaning and
 /// error texts as the text protocol, docs/protocol.md §10).
 fn sync<'a>(name: &[u8], args: Args<'a>) -> Result<Command<'a>, ParseError> {
     let mut it = args.iter();
@@ -589,12 +589,13 @@ fn sync<'a>(name: &[u8], args: Args<'a>) -> Result<Command<'a>, ParseError> {
     };
     let port =
         parse_int::<u16>(port).ok_or(err("Invalid port: must be an integer in 0..=65535"))?;
-    let (mut full, mut verify, mut force) = (false, false, false);
+    let (mut full, mut verify, mut force, mut rejoin) = (false, false, false, false);
     for opt in it {
         let flag = match opt {
             b"--full" => &mut full,
             b"--verify" => &mut verify,
             b"--force" => &mut force,
+            b"--rejoin" => &mut rejoin,
             _ => {
                 return Err(ParseError(Cow::Owned(format!(
                     "Unknown option: {}",
@@ -616,6 +617,7 @@ fn sync<'a>(name: &[u8], args: Args<'a>) -> Result<Command<'a>, ParseError> {
         full,
         verify,
         force,
+        rejoin,
     })
 }
 
@@ -1142,6 +1144,7 @@ pub const COMMANDS: &[CommandSpec] = &[
             token("--full"),
             token("--verify"),
             token("--force"),
+            token("--rejoin"),
         ],
     },
     CommandSpec {
@@ -1627,7 +1630,8 @@ mod tests {
                 port: 7000,
                 full: true,
                 verify: false,
-                force: false
+                force: false,
+                rejoin: false
             })
         );
         assert_eq!(

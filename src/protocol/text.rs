@@ -590,7 +590,7 @@ fn client(r: &str) -> Result<Command<'_>, ParseError> {
     }
 }
 
-/// `SYNC host port [--full] [--verify] [--force]`: words. Options are matched
+/// `SYNC host port [--full] [--verify] [--force] [--rejoin]`: words. Options are matched
 /// case-sensitively, as written in §3.2.
 fn sync(r: &str) -> Result<Command<'_>, ParseError> {
     let mut tokens = r.split_whitespace();
@@ -600,12 +600,13 @@ fn sync(r: &str) -> Result<Command<'_>, ParseError> {
     let Ok(port) = port.parse::<u16>() else {
         return Err(fixed("Invalid port: must be an integer in 0..=65535"));
     };
-    let (mut full, mut verify, mut force) = (false, false, false);
+    let (mut full, mut verify, mut force, mut rejoin) = (false, false, false, false);
     for option in tokens {
         let (flag, duplicate) = match option {
             "--full" => (&mut full, "Duplicate option: --full"),
             "--verify" => (&mut verify, "Duplicate option: --verify"),
             "--force" => (&mut force, "Duplicate option: --force"),
+            "--rejoin" => (&mut rejoin, "Duplicate option: --rejoin"),
             other => {
                 return Err(ParseError(Cow::Owned(format!("Unknown option: {other}"))));
             }
@@ -621,6 +622,7 @@ fn sync(r: &str) -> Result<Command<'_>, ParseError> {
         full,
         verify,
         force,
+        rejoin,
     })
 }
 
@@ -1360,12 +1362,24 @@ mod tests {
             full,
             verify,
             force: false,
+            rejoin: false,
         };
         assert_eq!(
             req("SYNC 127.0.0.1 7380\r\n"),
             sync("127.0.0.1", 7380, false, false)
         );
         assert_eq!(req("sync h 0 --full\r\n"), sync("h", 0, true, false));
+        assert_eq!(
+            req("SYNC h 1 --rejoin\r\n"),
+            Command::Sync {
+                host: "h",
+                port: 1,
+                full: false,
+                verify: false,
+                force: false,
+                rejoin: true
+            }
+        );
         assert_eq!(
             req("SYNC h 65535 --verify --full\r\n"),
             sync("h", 65535, true, true)
@@ -1379,6 +1393,7 @@ mod tests {
                 full: true,
                 verify: false,
                 force: true,
+                rejoin: false,
             }
         );
         assert_eq!(
