@@ -132,7 +132,7 @@ fn read_header<R: Read>(r: &mut Reader<R>, magic: &[u8]) -> io::Result<Header> {
             ..
         } => Header::Invalid(why.to_string()),
         Item::Rec(h) if h.kind == Kind::Header && h.key == magic => {
-            if h.version.node != super::record::FORMAT {
+            if !(1..=super::record::FORMAT).contains(&h.version.node) {
                 Header::Invalid(format!("unsupported format version {}", h.version.node))
             } else {
                 Header::Ok(h.version.hlc)
@@ -325,7 +325,7 @@ fn replay<R: Read>(
                     } else if !store.accept_remote(rec.version, RECOVERY) {
                         out.refused += 1;
                     } else {
-                        store.apply(rec.key, rec.store_value(), rec.version);
+                        store.apply_expiring(rec.key, rec.store_value(), rec.version, rec.expires);
                     }
                 }
                 Kind::Clear if !snapshot => {}
@@ -469,7 +469,7 @@ fn replay_log(
         for &(_, p) in &order {
             let (body, _) = next_frame(&buf[p as usize..]).expect("parsed above");
             let rec = decode_body(body).expect("parsed above");
-            store.apply(rec.key, rec.store_value(), rec.version);
+            store.apply_expiring(rec.key, rec.store_value(), rec.version, rec.expires);
         }
         buf.drain(..pos);
         if remaining == 0 {
