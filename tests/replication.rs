@@ -295,6 +295,7 @@ fn garbage_payloads_are_harmless_and_counted() {
         key: b"poison".to_vec(),
         value: Some(b"v".to_vec()),
         version: Version::new(u64::MAX, u64::MAX),
+        expires: 0,
     };
     mqtt_publish(
         broker.port,
