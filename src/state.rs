@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crossbeam_channel::{Receiver, Sender, unbounded};
 
 use crate::antientropy::AntiEntropy;
+use crate::auth::Auth;
 use crate::clock;
 use crate::config::Config;
 use crate::jobs::Job;
@@ -41,6 +42,8 @@ pub struct Shared {
     pub antientropy: AntiEntropy,
     /// The sections of INFO after the node's own lines, in order.
     pub info: &'static [&'static dyn InfoSection],
+    /// Users, roles and authentication counters.
+    pub auth: Auth,
 }
 
 impl Shared {
@@ -55,6 +58,7 @@ impl Shared {
         let workers = config.threads.max(1);
         let replicate = config.replication.enabled;
         Shared {
+            auth: Auth::new(&config.security, &config.anti_entropy.peer_list),
             config,
             store,
             stats: Stats::new(workers),

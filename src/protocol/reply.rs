@@ -43,12 +43,20 @@ pub fn ok(out: &mut Vec<u8>, proto: Proto) {
 }
 
 /// `ERROR <msg>` / `-ERR <msg>`. A RESP message that starts with a Redis
-/// error code other than ERR (only `NOPROTO` exists here) is sent as
-/// `-<msg>`, the way Redis clients expect to see the code.
+/// error code other than ERR ([`CODES`]) is sent as `-<msg>`, the way
+/// Redis clients expect to see the code.
+/// Redis error codes other than `ERR` that messages may start with.
+pub const CODES: &[&str] = &["NOPROTO", "NOAUTH", "WRONGPASS", "NOPERM"];
+
+fn has_code(msg: &str) -> bool {
+    msg.split_once(' ')
+        .is_some_and(|(code, _)| CODES.contains(&code))
+}
+
 pub fn error(out: &mut Vec<u8>, proto: Proto, msg: &str) {
     out.extend_from_slice(match proto {
         Proto::Text => b"ERROR ",
-        Proto::Resp if msg.starts_with("NOPROTO ") => b"-",
+        Proto::Resp if has_code(msg) => b"-",
         Proto::Resp => b"-ERR ",
     });
     // A reply line must stay one line whatever the message holds.

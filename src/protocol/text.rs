@@ -299,6 +299,7 @@ enum Kw {
     Hash,
     Sync,
     Replicate,
+    Auth,
 }
 
 #[inline]
@@ -334,6 +335,7 @@ fn keyword(word: &str) -> Option<Kw> {
         b"HASH" => Kw::Hash,
         b"SYNC" => Kw::Sync,
         b"REPLICATE" => Kw::Replicate,
+        b"AUTH" => Kw::Auth,
         _ => return None,
     })
 }
@@ -353,6 +355,7 @@ fn single_word(t: &str) -> Result<Command<'_>, ParseError> {
         Some(Kw::Exists) => requires("EXISTS command requires arguments"),
         Some(Kw::Sync) => requires("SYNC command requires arguments"),
         Some(Kw::Replicate) => requires("REPLICATE command requires arguments"),
+        Some(Kw::Auth) => requires("AUTH command requires arguments"),
         Some(Kw::Truncate) => Ok(Command::Truncate),
         Some(Kw::Stats) => Ok(Command::Stats),
         Some(Kw::Info) => Ok(Command::Info),
@@ -424,6 +427,25 @@ fn with_args<'a>(c: &'a str, r: &'a str) -> Result<Command<'a>, ParseError> {
             .map(|prefix| Command::Hash(Some(prefix.as_bytes()))),
         Kw::Sync => sync(r),
         Kw::Replicate => replicate(r),
+        Kw::Auth => auth(r),
+    }
+}
+
+/// `AUTH password` or `AUTH user password` (words separated by spaces).
+fn auth(r: &str) -> Result<Command<'_>, ParseError> {
+    let mut words = r.split(' ').filter(|w| !w.is_empty());
+    match (words.next(), words.next(), words.next()) {
+        (Some(p), None, None) => Ok(Command::Auth {
+            user: None,
+            password: p.as_bytes(),
+        }),
+        (Some(u), Some(p), None) => Ok(Command::Auth {
+            user: Some(u.as_bytes()),
+            password: p.as_bytes(),
+        }),
+        _ => Err(fixed(
+            "AUTH command accepts a password, or a user name and a password",
+        )),
     }
 }
 
