@@ -55,7 +55,9 @@ case "$SERVER" in
             (cd "$REPO" && cargo build --release --bin merklekv >&2)
             BIN="$REPO/target/release/merklekv"
         fi
-        "$BIN" --bind 127.0.0.1 --port 0 >"$SERVER_LOG" 2>&1 &
+        # A drop-in Redis port: inline commands are RESP (README).
+        MERKLE_KV_NETWORK_TEXT_PROTOCOL=false \
+            "$BIN" --bind 127.0.0.1 --port 0 >"$SERVER_LOG" 2>&1 &
         PID=$!
         PORT=
         for _ in $(seq 1 200); do

@@ -33,6 +33,7 @@ pub fn spawn(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>
             lower_priority();
             let mut next_gc = std::time::Instant::now() + period;
             while stop.recv_timeout(DIGEST_REFRESH_PERIOD).is_err() {
+                crate::failfast::checkpoint();
                 // Chunks of ≤ 256 records (~0.1-0.2 ms of work), each
                 // followed by a short sleep: one long burst per tick
                 // measurably raised the workers' p99 on a busy machine.

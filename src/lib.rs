@@ -24,6 +24,9 @@
 //!   [`replication::bridge`], [`persist::threads`],
 //!   [`antientropy::scheduler`] and [`housekeeping`].
 //! * [`node`]: the composition root; builds the state, starts the threads.
+//!
+//! Design for a newcomer: `docs/architecture.md`; the byte-exact wire
+//! protocol: `docs/protocol.md`.
 
 pub mod antientropy;
 pub mod applier;
@@ -33,6 +36,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod exec;
+pub mod failfast;
 pub mod housekeeping;
 pub mod jobs;
 pub mod logging;

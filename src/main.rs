@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         }
     };
     merklekv::logging::init(&loaded.config.logging);
+    merklekv::failfast::install();
     for w in &loaded.warnings {
         log::warn!("{w}");
     }

@@ -145,5 +145,5 @@ impl Node {
 }
 
 /// Time from a shutdown request by which persistence must be done (the
-/// process must exit within 1 s of SIGINT/SIGTERM, PROTOCOL.md §7).
+/// process must exit within 1 s of SIGINT/SIGTERM, docs/protocol.md §7).
 const PERSIST_SHUTDOWN_BUDGET: std::time::Duration = std::time::Duration::from_millis(600);

@@ -174,11 +174,12 @@ fn bad_framing_gets_an_error_and_closes() {
     for (bad, msg) in [
         (&b"*1\r\n$-5\r\n"[..], "invalid bulk length"),
         (b"*1\r\n$2000000000\r\n", "invalid bulk length"),
-        (b"*2\r\n:5\r\n", "expected '$'"),
+        (b"*2\r\n:5\r\n", "expected '$', got ':'"),
         (&[b'x'; 65_536][..], "too big inline request"),
-        (b"*x\r\n", "invalid length"),
+        (b"*x\r\n", "invalid multibulk length"),
+        (b"*1\r\nfoo\r\n", "expected '$', got 'f'"),
         (b"*1\r\n$1\r\nab\r\n", "not terminated by CRLF"),
-        (b"*99999999999\r\n", "too many arguments"),
+        (b"*99999999999\r\n", "invalid multibulk length"),
     ] {
         let mut s = srv.connect();
         // A valid request first: its reply still arrives.
@@ -299,7 +300,7 @@ fn info_is_redis_style() {
     }
     let server = text(&bulks(&call(&mut s, &[b"INFO", b"server"]))[0]);
     assert!(server.starts_with("# Server\r\n") && !server.contains("# Clients"));
-    // The text protocol keeps its own INFO format (PROTOCOL.md §6).
+    // The text protocol keeps its own INFO format (docs/protocol.md §6).
     let mut t = srv.connect();
     t.write_all(b"INFO\r\n").unwrap();
     assert_eq!(common::read_line(&mut t), "INFO");

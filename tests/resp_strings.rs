@@ -273,3 +273,21 @@ fn string_writes_replicate_as_values() {
     wait_value(&b, "new", "VALUE v");
     wait_same_hash(&[&a.server, &b.server], "");
 }
+
+#[test]
+fn values_up_to_the_store_limit_pass_over_resp() {
+    let (_s, mut c) = node();
+    let big = vec![b'x'; 4_000_000];
+    assert_eq!(call_raw(&mut c, &[b"SET", b"big", &big]), "+OK\r\n");
+    let got = call_raw(&mut c, &[b"GET", b"big"]);
+    assert_eq!(got.len(), 4_000_000 + "$4000000\r\n\r\n".len());
+    // Over the limit: refused from the header, connection closed.
+    let head = format!(
+        "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${}\r\n",
+        merklekv::store::MAX_VALUE_LEN + 1
+    );
+    c.write_all(head.as_bytes()).unwrap();
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, b"-ERR Protocol error: invalid bulk length\r\n");
+}

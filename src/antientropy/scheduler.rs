@@ -145,7 +145,10 @@ pub fn spawn(shared: Arc<Shared>) -> std::io::Result<JoinHandle<()>> {
     let stop = shared.shutdown.subscribe();
     std::thread::Builder::new()
         .name("anti-entropy".into())
-        .spawn(move || Scheduler::new(shared).run(stop))
+        .spawn(move || {
+            crate::failfast::checkpoint();
+            Scheduler::new(shared).run(stop)
+        })
 }
 
 struct Scheduler {
@@ -307,6 +310,7 @@ impl Scheduler {
         let spawned = std::thread::Builder::new()
             .name("ae-round".into())
             .spawn(move || {
+                crate::failfast::checkpoint();
                 let (result, client) =
                     sync_with(&shared, &host, port, opts, client, peer.is_some());
                 if let Some(r) = lock(&theirs).take() {
@@ -408,7 +412,7 @@ impl Scheduler {
     }
 }
 
-/// The SYNC reply for a round's result (PROTOCOL.md §10).
+/// The SYNC reply for a round's result (docs/protocol.md §10).
 fn sync_reply(host: &str, port: u16, res: &Result<RoundReport, RoundError>) -> Result<(), String> {
     match res {
         Ok(_) => Ok(()),

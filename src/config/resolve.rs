@@ -122,6 +122,7 @@ fn blank() -> Config {
         shards: 1,
         max_connections: 0,
         connection_timeout: None,
+        text_protocol: true,
         engine: Engine::Memory,
         storage_path: PathBuf::new(),
         fsync: FsyncPolicy::EverySec,

@@ -148,6 +148,16 @@ pub static SETTINGS: &[Setting] = &[
         ..BASE
     },
     Setting {
+        name: "network.text_protocol",
+        env: &["MERKLE_KV_NETWORK_TEXT_PROTOCOL"],
+        kind: Kind::Bool,
+        initial: Initial::Value("true"),
+        doc: "`true`: a connection whose first byte is not `*` speaks the text protocol; `false`: the port is RESP only (Redis inline commands answered in RESP).",
+        apply: |c, v| c.text_protocol = v.bool(),
+        show: |c| c.text_protocol.to_string(),
+        ..BASE
+    },
+    Setting {
         name: "network.threads",
         aliases: &["threads"],
         env: &["MERKLE_KV_NETWORK_THREADS"],

@@ -43,6 +43,10 @@ pub struct Config {
     pub max_connections: usize,
     /// Close connections idle for longer than this; `None` = never (default).
     pub connection_timeout: Option<Duration>,
+    /// A connection whose first byte is not `*` speaks the text protocol
+    /// (default). Off: every connection is RESP, and a line not starting
+    /// with `*` is a Redis inline command answered in RESP.
+    pub text_protocol: bool,
     /// Storage engine.
     pub engine: Engine,
     /// Directory of the persistent engine.

@@ -22,7 +22,10 @@ use super::{Ctx, Flow};
 use crate::config::Engine;
 use crate::protocol::Args;
 use crate::protocol::glob;
-use crate::protocol::redis::{COMMANDS, CommandQuery, CommandSpec, Redis, SetCond, spec};
+use crate::protocol::redis::{
+    COMMANDS, CommandQuery, CommandSpec, ListFilter, Redis, SetCond, categories, key_flags,
+    key_positions, spec, subcommands,
+};
 use crate::protocol::reply::{NIL_ARRAY, NULL3, Proto, array, bulk, header, integer, null, ok};
 use crate::stats::{Counter, rss_kb};
 
@@ -289,9 +292,55 @@ fn command(q: CommandQuery<'_>, out: &mut Vec<u8>, resp3: bool) {
             COMMANDS.iter().for_each(|c| command_info(c, out));
         }
         CommandQuery::Count => integer(out, COMMANDS.len() as i64),
-        CommandQuery::List => {
-            array(out, COMMANDS.len());
-            COMMANDS.iter().for_each(|c| bulk(out, c.name.as_bytes()));
+        CommandQuery::List(filter) => {
+            let mut names: Vec<String> = Vec::new();
+            for c in COMMANDS {
+                let full = std::iter::once(c.name.to_string()).chain(
+                    subcommands(c.name)
+                        .iter()
+                        .map(|s| format!("{}|{s}", c.name)),
+                );
+                match filter {
+                    None => names.extend(full),
+                    Some(ListFilter::Module(_)) => {}
+                    Some(ListFilter::AclCat(cat)) => {
+                        if categories(c)
+                            .iter()
+                            .any(|k| k.as_bytes().eq_ignore_ascii_case(cat))
+                        {
+                            names.extend(full);
+                        }
+                    }
+                    Some(ListFilter::Pattern(p)) => {
+                        // A pattern too long to compile matches nothing.
+                        if let Ok(p) = glob::Pattern::new(&p.to_ascii_lowercase()) {
+                            names.extend(full.filter(|n| p.matches(n.as_bytes())));
+                        }
+                    }
+                }
+            }
+            array(out, names.len());
+            names.iter().for_each(|n| bulk(out, n.as_bytes()));
+        }
+        CommandQuery::GetKeys { args, flags } => {
+            let argv: Vec<&[u8]> = args.iter().collect();
+            match key_positions(&argv) {
+                Err(e) => crate::protocol::reply::error(out, Proto::Resp, e),
+                Ok((spec, keys)) => {
+                    array(out, keys.len());
+                    for i in keys {
+                        if flags {
+                            array(out, 2);
+                            bulk(out, argv[i]);
+                            let f = key_flags(spec, i);
+                            array(out, f.len());
+                            f.iter().for_each(|f| bulk(out, f.as_bytes()));
+                        } else {
+                            bulk(out, argv[i]);
+                        }
+                    }
+                }
+            }
         }
         CommandQuery::Info(names) if names.is_empty() => command(CommandQuery::All, out, resp3),
         CommandQuery::Info(names) => {
@@ -330,23 +379,9 @@ fn command_info(c: &CommandSpec, out: &mut Vec<u8>) {
     integer(out, c.keys.0);
     integer(out, c.keys.1);
     integer(out, c.keys.2);
-    let mut cats = vec![match c.group {
-        "generic" => "@keyspace",
-        "server" => "@admin",
-        "connection" => "@connection",
-        _ => "@string",
-    }];
-    for (flag, cat) in [
-        ("readonly", "@read"),
-        ("write", "@write"),
-        ("fast", "@fast"),
-    ] {
-        if c.flags.contains(&flag) {
-            cats.push(cat);
-        }
-    }
+    let cats = categories(c);
     array(out, cats.len());
-    cats.iter().for_each(|f| simple(out, f));
+    cats.iter().for_each(|f| simple(out, &format!("@{f}")));
     array(out, 0);
     array(out, 0);
     array(out, 0);

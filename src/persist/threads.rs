@@ -24,6 +24,7 @@ pub fn spawn(shared: &Arc<Shared>) -> io::Result<Vec<JoinHandle<()>>> {
         std::thread::Builder::new()
             .name("persist-flush".into())
             .spawn(move || {
+                crate::failfast::checkpoint();
                 let Some(p) = &s.persist else { return };
                 let sync = p.policy() != FsyncPolicy::No;
                 while stop.recv_timeout(FLUSH_EVERY).is_err() {
@@ -37,6 +38,7 @@ pub fn spawn(shared: &Arc<Shared>) -> io::Result<Vec<JoinHandle<()>>> {
         std::thread::Builder::new()
             .name("persist-snapshot".into())
             .spawn(move || {
+                crate::failfast::checkpoint();
                 let Some(p) = &s.persist else { return };
                 while stop.recv_timeout(Duration::from_millis(200)).is_err() {
                     if p.should_snapshot() {

@@ -2,7 +2,7 @@
 //! introspection (`COMMAND`, `INFO` sections, `CONFIG GET`), client
 //! bookkeeping (`CLIENT …`, `HELLO`), cursors and patterns (`SCAN`,
 //! `KEYS`), `SET` with options, `TYPE`/`TTL`. They exist so that redis-cli,
-//! redis-benchmark and client libraries work unmodified (PROTOCOL.md §15);
+//! redis-benchmark and client libraries work unmodified (docs/protocol.md §15);
 //! none of them is on the GET/SET hot path, which [`super::resp::command`]
 //! matches first and hands the rest here.
 //!
@@ -22,7 +22,7 @@ pub enum Redis<'a> {
     /// `CONFIG GET pattern [pattern …]`.
     ConfigGet(Args<'a>),
     /// `CONFIG RESETSTAT`: accepted, nothing to reset (counters are
-    /// monotonic by PROTOCOL.md §6).
+    /// monotonic by docs/protocol.md §6).
     ConfigResetStat,
     /// `CLIENT SETNAME name` (validated).
     ClientSetName(&'a [u8]),
@@ -111,12 +111,25 @@ pub enum CommandQuery<'a> {
     All,
     /// `COMMAND COUNT`.
     Count,
-    /// `COMMAND LIST`.
-    List,
+    /// `COMMAND LIST [FILTERBY MODULE name | ACLCAT category | PATTERN p]`.
+    List(Option<ListFilter<'a>>),
+    /// `COMMAND GETKEYS command arg…` (`flags`: `GETKEYSANDFLAGS`).
+    GetKeys { args: Args<'a>, flags: bool },
     /// `COMMAND INFO name …` (empty: all).
     Info(Args<'a>),
     /// `COMMAND DOCS [name …]` (empty: all).
     Docs(Args<'a>),
+}
+
+/// The filter of `COMMAND LIST … FILTERBY`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListFilter<'a> {
+    /// Commands of a module: there are no modules, so none.
+    Module(&'a [u8]),
+    /// Commands in an ACL category (without the `@`).
+    AclCat(&'a [u8]),
+    /// Commands and `parent|sub` subcommands whose name matches a glob.
+    Pattern(&'a [u8]),
 }
 
 /// Largest `COUNT` honoured by `SCAN` (bounds one reply's work).
@@ -197,8 +210,30 @@ pub fn command<'a>(
             let q = if eq(sub, "COUNT") && argc == 1 {
                 CommandQuery::Count
             } else if eq(sub, "LIST") {
-                // Filters (FILTERBY …) are not supported: list everything.
-                CommandQuery::List
+                let f = match (argc, argv(1), argv(2), argv(3)) {
+                    (1, ..) => None,
+                    (4, Some(by), Some(kind), Some(v)) if eq(by, "FILTERBY") => {
+                        if eq(kind, "MODULE") {
+                            Some(ListFilter::Module(v))
+                        } else if eq(kind, "ACLCAT") {
+                            Some(ListFilter::AclCat(v))
+                        } else if eq(kind, "PATTERN") {
+                            Some(ListFilter::Pattern(v))
+                        } else {
+                            return Err(err("syntax error"));
+                        }
+                    }
+                    _ => return Err(err("syntax error")),
+                };
+                CommandQuery::List(f)
+            } else if eq(sub, "GETKEYS") || eq(sub, "GETKEYSANDFLAGS") {
+                if argc < 2 {
+                    return Err(wrong_sub(name, sub));
+                }
+                CommandQuery::GetKeys {
+                    args: rest,
+                    flags: sub.len() > 7,
+                }
             } else if eq(sub, "INFO") {
                 CommandQuery::Info(rest)
             } else if eq(sub, "DOCS") {
@@ -543,7 +578,7 @@ fn set<'a>(name: &[u8], args: Args<'a>) -> Result<Command<'a>, ParseError> {
 }
 
 /// `SYNC host port [--full] [--verify]` over RESP (same meaning and error
-/// texts as the text protocol, PROTOCOL.md §10).
+/// texts as the text protocol, docs/protocol.md §10).
 fn sync<'a>(name: &[u8], args: Args<'a>) -> Result<Command<'a>, ParseError> {
     let mut it = args.iter();
     let Some(host) = it.next() else {
@@ -1197,7 +1232,7 @@ pub const COMMANDS: &[CommandSpec] = &[
         name: "lcs",
         arity: -3,
         flags: &["readonly"],
-        keys: (1, 1, 1),
+        keys: (1, 2, 1),
         group: "string",
         summary: "Finds the longest common subsequence of two strings.",
         since: "7.0.0",
@@ -1302,9 +1337,115 @@ pub fn spec(name: &[u8]) -> Option<&'static CommandSpec> {
     COMMANDS.iter().find(|c| eq(name, c.name))
 }
 
+/// The subcommands of a container command (`COMMAND LIST` shows them as
+/// `parent|sub`).
+pub fn subcommands(name: &str) -> &'static [&'static str] {
+    match name {
+        "client" => &["setname", "getname", "setinfo", "id", "list", "info"],
+        "command" => &[
+            "count",
+            "list",
+            "info",
+            "docs",
+            "getkeys",
+            "getkeysandflags",
+        ],
+        "config" => &["get", "resetstat"],
+        "object" => &["encoding", "freq", "idletime", "refcount", "help"],
+        "function" => &["flush"],
+        _ => &[],
+    }
+}
+
+/// The ACL categories of a command, without the `@`.
+pub fn categories(c: &CommandSpec) -> Vec<&'static str> {
+    let mut cats = vec![match c.group {
+        "generic" => "keyspace",
+        "server" => "admin",
+        "connection" => "connection",
+        "bitmap" => "bitmap",
+        "scripting" => "scripting",
+        _ => "string",
+    }];
+    for (flag, cat) in [("readonly", "read"), ("write", "write"), ("fast", "fast")] {
+        if c.flags.contains(&flag) {
+            cats.push(cat);
+        }
+    }
+    cats
+}
+
+/// Why `COMMAND GETKEYS` cannot answer (Redis's texts).
+pub const GETKEYS_UNKNOWN: &str = "Invalid command specified";
+/// See [`GETKEYS_UNKNOWN`].
+pub const GETKEYS_NO_KEYS: &str = "The command has no key arguments";
+/// See [`GETKEYS_UNKNOWN`].
+pub const GETKEYS_ARITY: &str = "Invalid number of arguments specified for command";
+
+/// The positions (in `argv`, the command name at 0) of the keys of a
+/// request, from its command's key range, or Redis's refusal.
+pub fn key_positions(argv: &[&[u8]]) -> Result<(&'static CommandSpec, Vec<usize>), &'static str> {
+    let c = argv.first().and_then(|n| spec(n)).ok_or(GETKEYS_UNKNOWN)?;
+    let (first, last, step) = c.keys;
+    if first == 0 {
+        return Err(GETKEYS_NO_KEYS);
+    }
+    let argc = argv.len() as i64;
+    if (c.arity > 0 && c.arity != argc) || argc < -c.arity {
+        return Err(GETKEYS_ARITY);
+    }
+    let last = if last < 0 { argc + last } else { last };
+    let mut v = Vec::new();
+    let mut i = first;
+    while i <= last && i < argc {
+        v.push(i as usize);
+        i += step.max(1);
+    }
+    Ok((c, v))
+}
+
+/// The key flags `COMMAND GETKEYSANDFLAGS` reports for the key at
+/// position `pos` of a `c` request (Redis's key-spec flags).
+pub fn key_flags(c: &CommandSpec, pos: usize) -> &'static [&'static str] {
+    match (c.name, pos) {
+        ("del" | "unlink", _) => &["RM", "delete"],
+        ("getdel", _) => &["RW", "access", "delete"],
+        ("rename" | "renamenx", 1) => &["RW", "access", "delete"],
+        ("rename" | "renamenx" | "copy", _) if pos == 2 => &["OW", "insert"],
+        ("copy", _) => &["RO", "access"],
+        ("set" | "mset" | "msetnx" | "setnx", _) => &["OW", "update"],
+        ("getset", _) => &["RW", "access", "update"],
+        (
+            "incr" | "decr" | "incrby" | "decrby" | "incrbyfloat" | "append" | "setrange"
+            | "setbit",
+            _,
+        ) => &["RW", "access", "update"],
+        ("exists" | "type" | "ttl" | "pttl" | "strlen" | "touch" | "object", _) => &["RO"],
+        ("persist", _) => &["RW", "update"],
+        _ if c.flags.contains(&"write") => &["RW", "update"],
+        _ => &["RO", "access"],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_positions_follow_the_key_ranges() {
+        let pos = |a: &[&str]| {
+            let v: Vec<&[u8]> = a.iter().map(|s| s.as_bytes()).collect();
+            key_positions(&v).map(|(_, p)| p)
+        };
+        assert_eq!(pos(&["get", "k"]), Ok(vec![1]));
+        assert_eq!(pos(&["MSET", "a", "1", "b", "2"]), Ok(vec![1, 3]));
+        assert_eq!(pos(&["lcs", "a", "b"]), Ok(vec![1, 2]));
+        assert_eq!(pos(&["del", "a", "b", "c"]), Ok(vec![1, 2, 3]));
+        assert_eq!(pos(&["object", "encoding", "k"]), Ok(vec![2]));
+        assert_eq!(pos(&["get"]), Err(GETKEYS_ARITY));
+        assert_eq!(pos(&["ping"]), Err(GETKEYS_NO_KEYS));
+        assert_eq!(pos(&["nosuch", "k"]), Err(GETKEYS_UNKNOWN));
+    }
 
     fn parse(words: &[&str]) -> Result<Command<'static>, ParseError> {
         let v: Vec<&'static [u8]> = words

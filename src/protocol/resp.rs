@@ -1,4 +1,4 @@
-//! RESP2 request framing (PROTOCOL.md §15).
+//! RESP2 request framing (docs/protocol.md §15).
 //!
 //! A RESP request is an array of bulk strings:
 //! `*<n>\r\n` then `n` times `$<len>\r\n<len bytes>\r\n`. [`frame`] checks
@@ -25,10 +25,12 @@
 
 use std::borrow::Cow;
 
-use super::{Args, Command, MAX_LINE, ParseError, Parsed};
+use super::{Args, Command, ParseError, Parsed};
 
-/// Largest bulk string (key or value) accepted.
-pub const MAX_BULK: usize = MAX_LINE;
+/// Largest bulk string (key or value) accepted: the store's value limit
+/// (Redis's `proto-max-bulk-len` is 512 MiB; values that large are not
+/// stored here, see docs/redis-compat.md). Keys are bounded by the store.
+pub const MAX_BULK: usize = crate::store::MAX_VALUE_LEN;
 /// Most arguments in one request.
 pub const MAX_ARGS: usize = 1 << 20;
 /// Largest whole request.
@@ -43,8 +45,49 @@ pub enum Frame {
     Complete(usize),
     /// More bytes are needed.
     Incomplete,
-    /// Broken framing: reply with this message and close.
-    Invalid(&'static str),
+    /// Broken framing: reply with this error and close.
+    Invalid(ProtocolError),
+}
+
+/// Broken RESP framing; `Display` gives Redis's error text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// A malformed or out-of-range `*<n>` header.
+    MultibulkLength,
+    /// A malformed, negative or too large `$<n>` header.
+    BulkLength,
+    /// An argument header that does not start with `$` (the byte found).
+    ExpectedDollar(u8),
+    /// An inline request longer than [`MAX_INLINE`] without a newline.
+    BigInline,
+    /// An inline request with an unterminated quoted argument.
+    UnbalancedQuotes,
+    /// A backslash escape inside a quoted inline argument.
+    InlineEscape,
+    /// A whole request over [`MAX_REQUEST`].
+    RequestTooLarge,
+    /// A bulk string not followed by CR LF.
+    NotTerminated,
+}
+
+impl std::fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Protocol error: ")?;
+        match self {
+            ProtocolError::MultibulkLength => f.write_str("invalid multibulk length"),
+            ProtocolError::BulkLength => f.write_str("invalid bulk length"),
+            ProtocolError::ExpectedDollar(c) => {
+                write!(f, "expected '$', got '{}'", char::from(*c).escape_default())
+            }
+            ProtocolError::BigInline => f.write_str("too big inline request"),
+            ProtocolError::UnbalancedQuotes => f.write_str("unbalanced quotes in request"),
+            ProtocolError::InlineEscape => {
+                f.write_str("escape sequences in quoted inline arguments are not supported")
+            }
+            ProtocolError::RequestTooLarge => f.write_str("request too large"),
+            ProtocolError::NotTerminated => f.write_str("bulk string not terminated by CRLF"),
+        }
+    }
 }
 
 /// Reads a `<prefix><integer>\r\n` header at `pos`.
@@ -56,8 +99,12 @@ pub enum Frame {
 /// three were ~4% of server CPU under `redis-benchmark -P 16 -t set`).
 /// Accepted: an optional `-`, then 1..=19 ASCII digits, then CR LF.
 #[inline]
-fn header(buf: &[u8], pos: usize, prefix: u8) -> Result<Option<(i64, usize)>, &'static str> {
-    const BAD: &str = "Protocol error: invalid length";
+fn header(buf: &[u8], pos: usize, prefix: u8) -> Result<Option<(i64, usize)>, ProtocolError> {
+    let bad = if prefix == b'$' {
+        ProtocolError::BulkLength
+    } else {
+        ProtocolError::MultibulkLength
+    };
     #[cfg(test)]
     tests::HEADERS.with(|h| h.set(h.get() + 1));
     let Some(&first) = buf.get(pos) else {
@@ -65,9 +112,9 @@ fn header(buf: &[u8], pos: usize, prefix: u8) -> Result<Option<(i64, usize)>, &'
     };
     if first != prefix {
         return Err(if prefix == b'$' {
-            "Protocol error: expected '$'"
+            ProtocolError::ExpectedDollar(first)
         } else {
-            "Protocol error: expected '*'"
+            ProtocolError::MultibulkLength
         });
     }
     let mut i = pos + 1;
@@ -81,7 +128,7 @@ fn header(buf: &[u8], pos: usize, prefix: u8) -> Result<Option<(i64, usize)>, &'
         let Some(&c) = buf.get(i) else {
             // Incomplete, unless the header is already too long to be valid.
             return if i - pos >= MAX_HEADER {
-                Err(BAD)
+                Err(bad)
             } else {
                 Ok(None)
             };
@@ -91,17 +138,17 @@ fn header(buf: &[u8], pos: usize, prefix: u8) -> Result<Option<(i64, usize)>, &'
                 n = n
                     .checked_mul(10)
                     .and_then(|n| n.checked_add(i64::from(c - b'0')))
-                    .ok_or(BAD)?;
+                    .ok_or(bad)?;
                 i += 1;
             }
             b'\r' if i > digits => break,
-            _ => return Err(BAD),
+            _ => return Err(bad),
         }
     }
     match buf.get(i + 1) {
         None => Ok(None),
         Some(b'\n') => Ok(Some((if neg { -n } else { n }, i + 2))),
-        Some(_) => Err(BAD),
+        Some(_) => Err(bad),
     }
 }
 
@@ -153,7 +200,7 @@ pub fn frame_resume(buf: &[u8], progress: &mut Progress, spans: &mut Vec<(u32, u
             return Frame::Complete(pos);
         }
         if n as u64 > MAX_ARGS as u64 {
-            return Frame::Invalid("Protocol error: too many arguments");
+            return Frame::Invalid(ProtocolError::MultibulkLength);
         }
         (n as usize, pos)
     };
@@ -168,11 +215,11 @@ pub fn frame_resume(buf: &[u8], progress: &mut Progress, spans: &mut Vec<(u32, u
             Err(e) => return Frame::Invalid(e),
         };
         if len < 0 || len as u64 > MAX_BULK as u64 {
-            return Frame::Invalid("Protocol error: invalid bulk length");
+            return Frame::Invalid(ProtocolError::BulkLength);
         }
         let end = start + len as usize;
         if end + 2 > MAX_REQUEST {
-            return Frame::Invalid("Protocol error: request too large");
+            return Frame::Invalid(ProtocolError::RequestTooLarge);
         }
         if buf.len() < end + 2 {
             // Resume at this argument's header: re-reading it is O(1).
@@ -180,7 +227,7 @@ pub fn frame_resume(buf: &[u8], progress: &mut Progress, spans: &mut Vec<(u32, u
             return Frame::Incomplete;
         }
         if &buf[end..end + 2] != b"\r\n" {
-            return Frame::Invalid("Protocol error: bulk string not terminated by CRLF");
+            return Frame::Invalid(ProtocolError::NotTerminated);
         }
         spans.push((start as u32, end as u32));
         pos = end + 2;
@@ -239,29 +286,54 @@ impl Partial {
 pub const MAX_INLINE: usize = 64 << 10;
 
 /// Frames an inline request (a line not starting with `*`) on a RESP
-/// connection, as Redis does: the line is split on spaces and tabs; a blank
-/// line is an empty request (redis-cli `--pipe` sends one before its final
-/// ECHO). Quotes are not interpreted. A connection whose *first* byte is
-/// not `*` speaks the text protocol instead (PROTOCOL.md §15).
+/// connection, as Redis does: the line is split on spaces and tabs; an
+/// argument may be quoted with `"…"` or `'…'` (the quotes are not part of
+/// it; a closing quote must end the argument); a blank line is an empty
+/// request (redis-cli `--pipe` sends one before its final ECHO). Backslash
+/// escapes inside quotes are refused (arguments are spans of the read
+/// buffer, never rewritten). A connection whose *first* byte is not `*`
+/// speaks the text protocol instead, unless `text_protocol` is off
+/// (docs/protocol.md §15).
 fn inline(buf: &[u8], spans: &mut Vec<(u32, u32)>) -> Frame {
     let limit = buf.len().min(MAX_INLINE);
     let Some(lf) = memchr::memchr(b'\n', &buf[..limit]) else {
         return if buf.len() >= MAX_INLINE {
-            Frame::Invalid("Protocol error: too big inline request")
+            Frame::Invalid(ProtocolError::BigInline)
         } else {
             Frame::Incomplete
         };
     };
     let line = &buf[..lf];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let blank = |c: u8| c == b' ' || c == b'\t';
     let mut i = 0;
     while i < line.len() {
-        if line[i] == b' ' || line[i] == b'\t' {
+        if blank(line[i]) {
             i += 1;
             continue;
         }
+        let q = line[i];
+        if q == b'"' || q == b'\'' {
+            let start = i + 1;
+            let Some(len) = memchr::memchr(q, &line[start..]) else {
+                spans.clear();
+                return Frame::Invalid(ProtocolError::UnbalancedQuotes);
+            };
+            let end = start + len;
+            if line.get(end + 1).is_some_and(|&c| !blank(c)) {
+                spans.clear();
+                return Frame::Invalid(ProtocolError::UnbalancedQuotes);
+            }
+            if line[start..end].contains(&b'\\') {
+                spans.clear();
+                return Frame::Invalid(ProtocolError::InlineEscape);
+            }
+            spans.push((start as u32, end as u32));
+            i = end + 1;
+            continue;
+        }
         let start = i;
-        while i < line.len() && line[i] != b' ' && line[i] != b'\t' {
+        while i < line.len() && !blank(line[i]) {
             i += 1;
         }
         spans.push((start as u32, i as u32));
@@ -596,6 +668,51 @@ mod tests {
             parse(b"ping hi\r\n", &mut s2),
             Parsed::Request(Command::Ping(Some(b"hi")), 9)
         );
+    }
+
+    #[test]
+    fn redis_protocol_error_texts() {
+        let mut s = Vec::new();
+        let msg = |f: Frame| match f {
+            Frame::Invalid(e) => e.to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            msg(frame(b"*3000000000\r\n", &mut s)),
+            "Protocol error: invalid multibulk length"
+        );
+        assert_eq!(
+            msg(frame(b"*3\r\n$3\r\nSET\r\n$1\r\nx\r\nfooz\r\n", &mut s)),
+            "Protocol error: expected '$', got 'f'"
+        );
+        for bad in [&b"$-10\r\n"[..], b"$2000000000\r\n", b"$blabla\r\n"] {
+            let mut req = b"*3\r\n$3\r\nSET\r\n$1\r\nx\r\n".to_vec();
+            req.extend_from_slice(bad);
+            assert_eq!(
+                msg(frame(&req, &mut s)),
+                "Protocol error: invalid bulk length"
+            );
+        }
+        assert_eq!(
+            msg(frame(b"set \"\"\"test-key\"\"\" test-value\r\n", &mut s)),
+            "Protocol error: unbalanced quotes in request"
+        );
+        assert_eq!(
+            msg(frame(b"set \"a\\nb\" v\r\n", &mut s)),
+            "Protocol error: escape sequences in quoted inline arguments are not supported"
+        );
+    }
+
+    #[test]
+    fn inline_quotes() {
+        let mut spans = Vec::new();
+        let buf = b"SET \"a key\" 'v 1' \"\"\r\n";
+        assert_eq!(frame(buf, &mut spans), Frame::Complete(buf.len()));
+        assert_eq!(args(buf, &spans), vec![&b"SET"[..], b"a key", b"v 1", b""]);
+        assert!(matches!(
+            frame(b"get \"k\r\n", &mut spans),
+            Frame::Invalid(_)
+        ));
     }
 
     #[test]

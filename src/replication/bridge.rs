@@ -33,6 +33,8 @@
 //! unpublished. Because the bridge blocks in `recv`, the publisher
 //! *nudges* it (an UNSUBSCRIBE of an unused topic, which the broker simply
 //! acknowledges) whenever the bridge must re-evaluate without traffic.
+//!
+//! Wire format and limits: docs/protocol.md §9, §17.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -112,7 +114,10 @@ pub fn spawn(shared: &Arc<Shared>) -> io::Result<Vec<JoinHandle<()>>> {
     let b = bridge.clone();
     let t1 = std::thread::Builder::new()
         .name("mqtt-bridge".into())
-        .spawn(move || b.run_bridge());
+        .spawn(move || {
+            crate::failfast::checkpoint();
+            b.run_bridge()
+        });
     let t1 = match t1 {
         Ok(t) => t,
         Err(e) => {
@@ -123,7 +128,10 @@ pub fn spawn(shared: &Arc<Shared>) -> io::Result<Vec<JoinHandle<()>>> {
     let b = bridge.clone();
     let t2 = std::thread::Builder::new()
         .name("mqtt-publish".into())
-        .spawn(move || b.run_publisher());
+        .spawn(move || {
+            crate::failfast::checkpoint();
+            b.run_publisher()
+        });
     match t2 {
         Ok(t2) => Ok(vec![t1, t2]),
         Err(e) => {

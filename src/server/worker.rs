@@ -26,6 +26,9 @@
 //! in its size however it is split. A deferred request (SYNC)
 //! stops processing of that connection until its reply arrives, so replies
 //! stay in request order.
+//!
+//! The path of a request through this loop and beyond: docs/architecture.md,
+//! "A write, end to end".
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -148,6 +151,7 @@ impl Worker {
         let mut events = Events::with_capacity(1024);
         let idle_timeout = self.env.shared.config.connection_timeout;
         loop {
+            crate::failfast::checkpoint();
             if self.env.shared.shutdown.is_triggered() {
                 break;
             }
@@ -512,7 +516,8 @@ fn process(
             return (pos, Stop::Budget);
         }
         let rest = &data[pos..];
-        let proto = *conn.proto.get_or_insert(if rest[0] == b'*' {
+        let text_ok = env.shared.config.text_protocol;
+        let proto = *conn.proto.get_or_insert(if rest[0] == b'*' || !text_ok {
             Proto::Resp
         } else {
             Proto::Text
@@ -642,7 +647,7 @@ fn process(
             Parsed::Fatal(f) => {
                 match f {
                     Fatal::LineTooLong => reply::error(&mut conn.wbuf, proto, "line too long"),
-                    Fatal::Protocol(msg) => reply::error(&mut conn.wbuf, proto, msg),
+                    Fatal::Protocol(e) => reply::error(&mut conn.wbuf, proto, &e.to_string()),
                     Fatal::InvalidUtf8 => {}
                 }
                 conn.closing = true;
