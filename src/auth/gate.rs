@@ -129,12 +129,13 @@ fn login(
 /// The command's name as typed, lower-cased (at most 64 bytes), from the
 /// raw request: the first bulk string in RESP, the first word in text.
 fn command_name(raw: &[u8], proto: Proto) -> String {
+    // RESP inline commands are words, like the text protocol.
     let name: &[u8] = match proto {
-        Proto::Text => raw
+        Proto::Resp if raw.first() == Some(&b'*') => resp_name(raw).unwrap_or_default(),
+        _ => raw
             .split(|b| b.is_ascii_whitespace())
             .find(|w| !w.is_empty())
             .unwrap_or_default(),
-        Proto::Resp => resp_name(raw).unwrap_or_default(),
     };
     String::from_utf8_lossy(&name[..name.len().min(64)]).to_lowercase()
 }
@@ -294,5 +295,6 @@ mod tests {
         );
         assert_eq!(command_name(b"  FLUSHDB now\r\n", Proto::Text), "flushdb");
         assert_eq!(command_name(b"*1\r\n$9\r\nSHU", Proto::Resp), "");
+        assert_eq!(command_name(b"FlushAll\r\n", Proto::Resp), "flushall");
     }
 }
