@@ -39,6 +39,7 @@ pub mod exec;
 pub mod failfast;
 pub mod housekeeping;
 pub mod jobs;
+pub mod limits;
 pub mod logging;
 pub mod node;
 pub mod persist;

@@ -17,8 +17,9 @@ pub use crate::applier::Applier;
 pub use crate::state::{Shared, StopSignal};
 
 /// The INFO sections after the node's own lines, in their order.
-static INFO_SECTIONS: [&dyn InfoSection; 4] = [
+static INFO_SECTIONS: [&dyn InfoSection; 5] = [
     &crate::auth::info::AuthInfo,
+    &crate::server::ClientLimitsInfo,
     &crate::replication::bridge::ReplicationInfo,
     &crate::persist::threads::PersistInfo,
     &crate::antientropy::scheduler::AntiEntropyInfo,

@@ -20,6 +20,7 @@ use crate::auth::Auth;
 use crate::clock;
 use crate::config::Config;
 use crate::jobs::Job;
+use crate::limits::{Limits, Memory};
 use crate::persist::Persist;
 use crate::replication::Outbox;
 use crate::stats::{Stats, rss_kb, uptime};
@@ -44,6 +45,8 @@ pub struct Shared {
     pub info: &'static [&'static dyn InfoSection],
     /// Users, roles and authentication counters.
     pub auth: Auth,
+    /// Client memory and output limits, used-memory accounting.
+    pub memory: Memory,
 }
 
 impl Shared {
@@ -56,6 +59,7 @@ impl Shared {
         info: &'static [&'static dyn InfoSection],
     ) -> Shared {
         let workers = config.threads.max(1);
+        let limits = Limits::from_config(&config.limits);
         let replicate = config.replication.enabled;
         Shared {
             auth: Auth::new(&config.security, &config.anti_entropy.peer_list),
@@ -68,6 +72,7 @@ impl Shared {
             persist,
             antientropy: AntiEntropy::new(),
             info,
+            memory: Memory::new(limits),
         }
     }
 

@@ -132,12 +132,12 @@ fn defaults_without_file() {
     assert_eq!(r.client_id, c.node_id);
     assert_eq!((r.username.as_deref(), r.password.as_deref()), (None, None));
     assert_eq!(r.keep_alive, Duration::from_secs(60));
-    assert!(r.clean_session);
+    assert!(!r.clean_session);
     assert_eq!(r.qos, 1);
     assert!(r.peer_list.is_empty());
     let a = &c.anti_entropy;
     assert!(a.enabled);
-    assert_eq!(a.interval, Duration::from_secs(300));
+    assert_eq!(a.interval, Duration::from_secs(15));
     assert_eq!(a.max_concurrent_syncs, 3);
     assert!(a.peer_list.is_empty());
     assert_eq!(c.logging.level, "info");
@@ -1157,4 +1157,54 @@ fn protected_mode_needs_a_password_off_loopback() {
     for h in ["0.0.0.0", "::", "10.0.0.1", "example.com"] {
         assert!(!secrets::is_loopback(h), "{h}");
     }
+}
+
+#[test]
+fn limits_defaults_layouts_env_and_derived_client_budget() {
+    let c = ok("");
+    assert_eq!(c.limits.maxmemory, 0);
+    assert_eq!(c.limits.maxmemory_clients, 1 << 30);
+    assert_eq!(c.limits.output_hard, 256 << 20);
+    assert_eq!(c.limits.output_soft, 64 << 20);
+    assert_eq!(c.limits.output_soft_time, Duration::from_secs(60));
+    // Derived from the final maxmemory, at least 1 MiB.
+    assert_eq!(
+        ok("[limits]\nmaxmemory = 400000000\n")
+            .limits
+            .maxmemory_clients,
+        100_000_000
+    );
+    assert_eq!(
+        ok("[limits]\nmaxmemory = 1\n").limits.maxmemory_clients,
+        1 << 20
+    );
+    let l = parse_env(
+        "[limits]\nmaxmemory = 1000\n",
+        &[("MERKLE_KV_LIMITS_MAXMEMORY", "4000000000")],
+    )
+    .unwrap();
+    assert_eq!(l.config.limits.maxmemory_clients, 1_000_000_000);
+    // Given explicitly: kept.
+    let c = ok(
+        "[limits]\nmaxmemory = 400000000\nmaxmemory_clients = 2097152\n\
+        client_output_buffer_limit = 0\nclient_output_buffer_soft_limit = 5\n\
+        client_output_buffer_soft_seconds = 7\n",
+    );
+    assert_eq!(c.limits.maxmemory_clients, 2 << 20);
+    assert_eq!(c.limits.output_hard, 0);
+    assert_eq!(c.limits.output_soft, 5);
+    assert_eq!(c.limits.output_soft_time, Duration::from_secs(7));
+    // The flat layout reads the same table.
+    let c = ok("host = \"127.0.0.1\"\nport = 7000\n[limits]\nmaxmemory = 5\n");
+    assert_eq!(c.limits.maxmemory, 5);
+    // Bounds.
+    assert!(err("[limits]\nmaxmemory_clients = 1000\n").contains("limits.maxmemory_clients"));
+    assert!(err("[limits]\nmaxmemory = -1\n").contains("limits.maxmemory"));
+    assert!(
+        env_err(
+            "",
+            &[("MERKLE_KV_LIMITS_CLIENT_OUTPUT_BUFFER_LIMIT", "lots")]
+        )
+        .contains("MERKLE_KV_LIMITS_CLIENT_OUTPUT_BUFFER_LIMIT")
+    );
 }

@@ -68,6 +68,8 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// Users, passwords and protected mode (docs/protocol.md, Security).
     pub security: SecurityConfig,
+    /// Client memory and output limits.
+    pub limits: LimitsConfig,
 }
 
 /// A user's role: which classes of commands it may run (`crate::auth`).
@@ -142,6 +144,23 @@ impl SecurityConfig {
     pub fn enabled(&self) -> bool {
         self.requirepass.is_some() || !self.users.is_empty()
     }
+}
+
+/// Client memory and output limits (docs/protocol.md §17); 0 = none,
+/// except `maxmemory_clients`, which is always set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Used memory above which client writes are refused; default 0.
+    pub maxmemory: u64,
+    /// Budget of all client buffers; default a quarter of `maxmemory`, or
+    /// 1 GiB when `maxmemory` is 0.
+    pub maxmemory_clients: u64,
+    /// Hard limit on a connection's pending output; default 256 MiB.
+    pub output_hard: usize,
+    /// Soft limit on a connection's pending output; default 64 MiB …
+    pub output_soft: usize,
+    /// … for at most this long; default 60 s.
+    pub output_soft_time: Duration,
 }
 
 /// MQTT replication settings (docs/protocol.md §9, §11).

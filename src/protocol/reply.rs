@@ -42,17 +42,17 @@ pub fn ok(out: &mut Vec<u8>, proto: Proto) {
     });
 }
 
-/// `ERROR <msg>` / `-ERR <msg>`. A RESP message that starts with a Redis
-/// error code other than ERR ([`CODES`]) is sent as `-<msg>`, the way
-/// Redis clients expect to see the code.
 /// Redis error codes other than `ERR` that messages may start with.
-pub const CODES: &[&str] = &["NOPROTO", "NOAUTH", "WRONGPASS", "NOPERM"];
+pub const CODES: &[&str] = &["NOPROTO", "OOM", "NOAUTH", "WRONGPASS", "NOPERM"];
 
 fn has_code(msg: &str) -> bool {
     msg.split_once(' ')
         .is_some_and(|(code, _)| CODES.contains(&code))
 }
 
+/// `ERROR <msg>` / `-ERR <msg>`. A RESP message that starts with a Redis
+/// error code other than ERR ([`CODES`]) is sent as `-<msg>`, the way
+/// Redis clients expect to see the code.
 pub fn error(out: &mut Vec<u8>, proto: Proto, msg: &str) {
     out.extend_from_slice(match proto {
         Proto::Text => b"ERROR ",
@@ -392,6 +392,11 @@ impl Values<'_> {
 
     /// Ends the answer. Text: `VALUES <found>` goes in front of the lines
     /// once the count is known; no value found at all is `NOT_FOUND`.
+    /// Length of the output buffer so far (for output limits).
+    pub fn written(&self) -> usize {
+        self.out.len()
+    }
+
     pub fn finish(self) {
         if self.proto == Proto::Text {
             let out = self.out;

@@ -275,6 +275,11 @@ impl Partial {
         }
     }
 
+    /// Heap bytes held for an incomplete request's argument spans.
+    pub fn buffer_bytes(&self) -> usize {
+        self.spans.capacity() * std::mem::size_of::<(u32, u32)>()
+    }
+
     /// Forgets any remembered prefix (the buffer it described is gone).
     pub fn reset(&mut self) {
         self.progress = Progress::default();
