@@ -163,6 +163,7 @@ fn each_role_against_each_command_class() {
         (vec!["APPEND", "k", "x"], "append", 1),
         (vec!["MSET", "a", "1"], "mset", 1),
         (vec!["CONFIG", "GET", "save"], "config", 2),
+        (vec!["CONFIG", "SET", "maxmemory", "0"], "config", 2),
         (vec!["CLIENT", "LIST"], "client", 2),
         (vec!["MKV.ROOT"], "mkv.root", 2),
         (vec!["SYNC", "127.0.0.1", &sync_target], "sync", 2),
@@ -246,6 +247,12 @@ fn hello_auth_is_checked() {
     let mut c = srv.connect();
     assert_eq!(resp(&mut c, &["AUTH", "rw", "rwpw"]), "+OK");
     assert_eq!(resp(&mut c, &["SET", "h", "1"]), "+OK");
+    // RESET ends the authentication.
+    assert_eq!(resp(&mut c, &["RESET"]), "+RESET");
+    assert_eq!(
+        resp(&mut c, &["GET", "h"]),
+        "-NOAUTH Authentication required."
+    );
 }
 
 #[test]

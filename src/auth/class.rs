@@ -8,7 +8,7 @@ use crate::protocol::{Command, ReplicateAction};
 /// The class of a command; a role allows some classes ([`super::allows`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
-    /// Allowed before authentication: AUTH, HELLO, QUIT.
+    /// Allowed before authentication: AUTH, HELLO, QUIT, RESET.
     Open,
     /// Reads, introspection, connection state: every authenticated user.
     Read,
@@ -59,7 +59,8 @@ pub fn of(cmd: &Command<'_>) -> Class {
 fn redis(r: &Redis<'_>) -> Class {
     use Class::*;
     match r {
-        Redis::Hello { .. } => Open,
+        // RESET also ends the authentication (auth::gate).
+        Redis::Hello { .. } | Redis::Reset => Open,
         Redis::Command(_)
         | Redis::ClientSetName(_)
         | Redis::ClientGetName
@@ -83,7 +84,9 @@ fn redis(r: &Redis<'_>) -> Class {
         | Redis::MSetNx(_)
         | Redis::Persist(_)
         | Redis::FunctionFlush => Write,
-        Redis::ConfigGet(_) | Redis::ConfigResetStat | Redis::ClientList => Admin,
+        Redis::ConfigGet(_) | Redis::ConfigSet(_) | Redis::ConfigResetStat | Redis::ClientList => {
+            Admin
+        }
         Redis::Str(s) => string(s),
     }
 }

@@ -64,6 +64,12 @@ pub fn admit(
         }
         _ => {}
     }
+    // RESET returns the connection to its initial state: not authenticated
+    // (Redis does the same when the default user has a password).
+    if let Command::Redis(Redis::Reset) = cmd {
+        session.user = None;
+        return Admit::Run;
+    }
     let mut class = class::of(cmd);
     if let Command::Sync { host, port, .. } = cmd
         && auth.is_peer(host, *port)
