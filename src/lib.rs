@@ -35,6 +35,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod contact;
 pub mod exec;
 pub mod failfast;
 pub mod housekeeping;
