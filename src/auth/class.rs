@@ -1,6 +1,7 @@
 //! What each command needs: its [`Class`], from one exhaustive match over
 //! every [`Command`] (a new command does not compile until it has one).
 
+use crate::protocol::expiry::ExpiryCmd;
 use crate::protocol::redis::Redis;
 use crate::protocol::strings::StrCmd;
 use crate::protocol::{Command, ReplicateAction};
@@ -53,6 +54,23 @@ pub fn of(cmd: &Command<'_>) -> Class {
         | Command::Shutdown
         | Command::Internal(_) => Admin,
         Command::Redis(r) => redis(r),
+        Command::Expiry(e) => expiry(e),
+    }
+}
+
+fn expiry(e: &ExpiryCmd<'_>) -> Class {
+    use Class::*;
+    match e {
+        ExpiryCmd::Ttl { .. } | ExpiryCmd::TextTtl { .. } => Read,
+        // GETEX is a write in Redis too (with an option it changes the TTL).
+        ExpiryCmd::Set { .. }
+        | ExpiryCmd::SetEx { .. }
+        | ExpiryCmd::GetEx { .. }
+        | ExpiryCmd::Expire { .. }
+        | ExpiryCmd::Persist(_)
+        | ExpiryCmd::TextExpire { .. }
+        | ExpiryCmd::TextPersist(_)
+        | ExpiryCmd::TextSetEx { .. } => Write,
     }
 }
 
@@ -71,7 +89,6 @@ fn redis(r: &Redis<'_>) -> Class {
         | Redis::Keys(_)
         | Redis::Info(_)
         | Redis::Type(_)
-        | Redis::Ttl(_)
         | Redis::Multi
         | Redis::Exec
         | Redis::Discard
@@ -82,7 +99,6 @@ fn redis(r: &Redis<'_>) -> Class {
         | Redis::SetNx(..)
         | Redis::GetDel(_)
         | Redis::MSetNx(_)
-        | Redis::Persist(_)
         | Redis::FunctionFlush => Write,
         Redis::ConfigGet(_) | Redis::ConfigSet(_) | Redis::ConfigResetStat | Redis::ClientList => {
             Admin
