@@ -133,7 +133,9 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
                 m => ctx.client.set_reply_mode(m),
             }
         }
-        Redis::Hello { protover, setname } => {
+        Redis::Hello {
+            protover, setname, ..
+        } => {
             stats.incr(Counter::Management);
             if let Some(p) = protover {
                 ctx.client.set_resp3(p == 3);

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
+use crate::auth::Session;
 use crate::exec::tx::TxState;
 use crate::protocol::reply::{self, Proto};
 use crate::protocol::resp;
@@ -86,6 +87,8 @@ pub struct Conn {
     pub tx: Option<Box<TxState>>,
     /// The deferred reply now awaited is to be dropped (`CLIENT REPLY`).
     pub drop_deferred: bool,
+    /// Who the connection is authenticated as (`auth::gate`).
+    pub session: Session,
 }
 
 impl Conn {
@@ -114,6 +117,7 @@ impl Conn {
             text_scanned: 0,
             tx: None,
             drop_deferred: false,
+            session: Session::default(),
         }
     }
 
