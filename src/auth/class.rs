@@ -81,6 +81,7 @@ fn redis(r: &Redis<'_>) -> Class {
         Redis::Hello { .. } | Redis::Reset => Open,
         Redis::Command(_)
         | Redis::ClientSetName(_)
+        | Redis::ClientReply(_)
         | Redis::ClientGetName
         | Redis::ClientSetInfo { .. }
         | Redis::ClientId
