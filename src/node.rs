@@ -17,10 +17,11 @@ pub use crate::applier::Applier;
 pub use crate::state::{Shared, StopSignal};
 
 /// The INFO sections after the node's own lines, in their order.
-static INFO_SECTIONS: [&dyn InfoSection; 3] = [
+static INFO_SECTIONS: [&dyn InfoSection; 4] = [
     &crate::replication::bridge::ReplicationInfo,
     &crate::persist::threads::PersistInfo,
     &crate::antientropy::scheduler::AntiEntropyInfo,
+    &crate::server::tls::TlsInfo,
 ];
 
 /// Errors starting a node.
@@ -34,6 +35,8 @@ pub enum StartError {
     Io(std::io::Error),
     /// The persistent engine could not be opened or recovered.
     Persist(crate::persist::PersistError),
+    /// The TLS certificate, key or CA could not be loaded.
+    Tls(crate::server::tls::TlsError),
 }
 
 impl std::fmt::Display for StartError {
@@ -43,6 +46,7 @@ impl std::fmt::Display for StartError {
             StartError::Bind(e) => write!(f, "{e}"),
             StartError::Io(e) => write!(f, "cannot start threads: {e}"),
             StartError::Persist(e) => write!(f, "{e}"),
+            StartError::Tls(e) => write!(f, "{e}"),
         }
     }
 }
@@ -54,8 +58,59 @@ impl std::error::Error for StartError {
             StartError::Bind(e) => Some(e),
             StartError::Io(e) => Some(e),
             StartError::Persist(e) => Some(e),
+            StartError::Tls(e) => Some(e),
         }
     }
+}
+
+/// The TLS client configuration for peers (`anti_entropy.tls`): trusts
+/// `anti_entropy.ca_file`, presents the node's own `tls.cert_file` when set.
+fn peer_tls(
+    config: &Config,
+) -> Result<Option<Arc<rustls::ClientConfig>>, crate::server::tls::TlsError> {
+    use crate::server::tls::{TlsError, client_config};
+    let ae = &config.anti_entropy;
+    if !ae.tls {
+        return Ok(None);
+    }
+    let Some(ca) = &ae.ca_file else {
+        return Err(TlsError::Incomplete(
+            "anti_entropy.tls = true needs anti_entropy.ca_file",
+        ));
+    };
+    let identity = match (&config.tls.cert_file, &config.tls.key_file) {
+        (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+        _ => None,
+    };
+    client_config(ca, identity).map(Some)
+}
+
+/// The TLS client configuration for the MQTT broker (`mqtts://` or
+/// `ssl://` address): trusts `mqtt.ca_file`, presents
+/// `mqtt.client_cert_file` when set.
+fn broker_tls(
+    config: &Config,
+) -> Result<Option<Arc<rustls::ClientConfig>>, crate::server::tls::TlsError> {
+    use crate::server::tls::{TlsError, client_config};
+    let r = &config.replication;
+    if !r.tls {
+        return Ok(None);
+    }
+    let Some(ca) = &r.ca_file else {
+        return Err(TlsError::Incomplete(
+            "an mqtts:// broker address needs mqtt.ca_file",
+        ));
+    };
+    let identity = match (&r.client_cert_file, &r.client_key_file) {
+        (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+        (None, None) => None,
+        _ => {
+            return Err(TlsError::Incomplete(
+                "mqtt.client_cert_file and mqtt.client_key_file must be given together",
+            ));
+        }
+    };
+    client_config(ca, identity).map(Some)
 }
 
 /// A running node: its address, shared state and threads.
@@ -83,9 +138,16 @@ impl Node {
             }
             Engine::Memory => None,
         };
+        let tls = crate::server::tls::Acceptor::load(&config.tls).map_err(StartError::Tls)?;
+        let peer_tls = peer_tls(&config).map_err(StartError::Tls)?;
+        let broker_tls = broker_tls(&config).map_err(StartError::Tls)?;
         let (listeners, addr) = crate::server::bind(&config.host, config.port, config.threads)
             .map_err(StartError::Bind)?;
-        let shared = Arc::new(Shared::new(config, store, persist, &INFO_SECTIONS));
+        let mut shared = Shared::new(config, store, persist, &INFO_SECTIONS);
+        shared.tls = tls;
+        shared.peer_tls = peer_tls;
+        shared.broker_tls = broker_tls;
+        let shared = Arc::new(shared);
         let mut threads =
             crate::server::spawn_workers(&shared, listeners).map_err(StartError::Io)?;
         threads.extend(crate::replication::spawn(&shared).map_err(StartError::Io)?);

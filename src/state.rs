@@ -41,6 +41,14 @@ pub struct Shared {
     pub antientropy: AntiEntropy,
     /// The sections of INFO after the node's own lines, in order.
     pub info: &'static [&'static dyn InfoSection],
+    /// TLS on the client port (`None`: not configured); set by
+    /// `Node::start` before the workers start.
+    pub tls: Option<crate::server::tls::Acceptor>,
+    /// TLS for connections to peers (`anti_entropy.tls`); set by
+    /// `Node::start`.
+    pub peer_tls: Option<Arc<rustls::ClientConfig>>,
+    /// TLS to the MQTT broker (`mqtts://`); set by `Node::start`.
+    pub broker_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Shared {
@@ -64,6 +72,9 @@ impl Shared {
             persist,
             antientropy: AntiEntropy::new(),
             info,
+            tls: None,
+            peer_tls: None,
+            broker_tls: None,
         }
     }
 

@@ -43,7 +43,13 @@ pub fn sync_with(
     ae.running.fetch_add(1, Relaxed);
     let client = match client {
         Some(c) => Ok(c),
-        None => Client::connect(host, port, &client_options()),
+        None => {
+            let opts = crate::client::Options {
+                tls: shared.peer_tls.clone(),
+                ..client_options()
+            };
+            Client::connect(host, port, &opts)
+        }
     };
     let (res, client, sent, received) = match client {
         Err(e) => (Err(RoundError::from(e)), None, 0, 0),

@@ -16,7 +16,7 @@ use std::time::Duration;
 use super::settings::{Initial, SETTINGS};
 use super::types::{
     AntiEntropyConfig, Config, Engine, FsyncPolicy, LogFormat, LoggingConfig, MAX_THREADS,
-    Overrides, ReplicationConfig,
+    Overrides, ReplicationConfig, TlsConfig,
 };
 use super::values::{Val, from_text};
 
@@ -138,18 +138,25 @@ fn blank() -> Config {
             clean_session: false,
             qos: 0,
             peer_list: Vec::new(),
+            tls: false,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
         },
         anti_entropy: AntiEntropyConfig {
             enabled: false,
             interval: Duration::ZERO,
             max_concurrent_syncs: 0,
             peer_list: Vec::new(),
+            tls: false,
+            ca_file: None,
         },
         logging: LoggingConfig {
             level: String::new(),
             format: LogFormat::Text,
             file_path: None,
         },
+        tls: TlsConfig::default(),
     }
 }
 

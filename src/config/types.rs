@@ -66,6 +66,21 @@ pub struct Config {
     pub anti_entropy: AntiEntropyConfig,
     /// Logging settings.
     pub logging: LoggingConfig,
+    /// TLS on the client port.
+    pub tls: TlsConfig,
+}
+
+/// TLS on the client port (docs/protocol.md, "TLS").
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TlsConfig {
+    /// PEM certificate chain of the node (TLS is on when given with `key_file`).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// PEM CA: clients must present a certificate it signed (mutual TLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// Refuse plaintext connections.
+    pub required: bool,
 }
 
 /// MQTT replication settings (docs/protocol.md §9, §11).
@@ -93,6 +108,14 @@ pub struct ReplicationConfig {
     pub qos: u8,
     /// `replication.peer_list` (only counted by `REPLICATE status`).
     pub peer_list: Vec<String>,
+    /// Connect with TLS (`mqtts://` or `ssl://` broker address).
+    pub tls: bool,
+    /// PEM CA that signed the broker's certificate (TLS).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate presented to the broker (TLS, optional).
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of `client_cert_file`.
+    pub client_key_file: Option<PathBuf>,
 }
 
 /// Anti-entropy settings (docs/protocol.md §10).
@@ -106,6 +129,10 @@ pub struct AntiEntropyConfig {
     pub max_concurrent_syncs: usize,
     /// Peers as `host:port` of their client port.
     pub peer_list: Vec<String>,
+    /// Connect to peers with TLS.
+    pub tls: bool,
+    /// PEM CA that signed the peers' certificates (TLS).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Log output format.

@@ -302,6 +302,11 @@ impl Bridge {
             }
             (None, None) => {}
         }
+        if let Some(tls) = &self.shared.broker_tls {
+            o.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(tls.clone()),
+            ));
+        }
         o
     }
 

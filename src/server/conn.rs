@@ -5,13 +5,18 @@
 //! only an unfinished request is kept in `rbuf`. Replies accumulate in
 //! `wbuf` and are written once per loop turn, so a pipelined batch costs one
 //! `write`. Idle connections therefore hold (almost) no buffer memory.
+//!
+//! Transport: `tls` is `None` for plaintext, whose reads and writes go
+//! straight to the socket; a TLS connection's go through its
+//! [`Session`] (one `Option` test per read or write call).
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::Instant;
 
 use mio::net::TcpStream;
 
+use super::tls::Session;
 use crate::exec::tx::TxState;
 use crate::protocol::reply::Proto;
 use crate::protocol::resp;
@@ -59,6 +64,8 @@ pub struct Conn {
     pub text_scanned: usize,
     /// RESP `MULTI`/`WATCH` state (`exec::tx`), allocated on first use.
     pub tx: Option<Box<TxState>>,
+    /// The TLS session of a connection that started with a TLS handshake.
+    pub tls: Option<Box<Session>>,
 }
 
 impl Conn {
@@ -81,6 +88,7 @@ impl Conn {
             resp: resp::Partial::default(),
             text_scanned: 0,
             tx: None,
+            tls: None,
         }
     }
 
@@ -94,9 +102,21 @@ impl Conn {
         self.deferred || self.closing || self.unsent() >= WBUF_HIGH
     }
 
+    /// TLS records (handshake, alerts) wait to be written.
+    pub fn tls_pending(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
+
     /// Writes as much of `wbuf` as the socket takes. `Ok(true)` when
     /// everything was written.
     pub fn flush(&mut self) -> io::Result<bool> {
+        if let Some(tls) = &mut self.tls {
+            let (used, done) = tls.flush(&mut self.sock, &self.wbuf[self.wpos..], self.closing)?;
+            self.wpos += used;
+            if !done {
+                return Ok(false);
+            }
+        }
         while self.wpos < self.wbuf.len() {
             match self.sock.write(&self.wbuf[self.wpos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -119,5 +139,18 @@ impl Conn {
             self.wbuf.shrink_to(WBUF_KEEP / 4);
         }
         Ok(true)
+    }
+}
+
+/// Reads from a connection's transport into `buf` (plaintext: the socket).
+#[inline]
+pub fn read(
+    sock: &mut TcpStream,
+    tls: &mut Option<Box<Session>>,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    match tls {
+        None => sock.read(buf),
+        Some(t) => t.read(sock, buf),
     }
 }

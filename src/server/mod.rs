@@ -11,6 +11,7 @@
 //! listeners exist, which closes the race between two starting processes.
 
 mod conn;
+pub mod tls;
 mod worker;
 
 use std::io;

@@ -28,15 +28,17 @@
 //! stay in request order.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::conn::{Conn, WBUF_HIGH};
+use super::conn::{self, Conn, WBUF_HIGH};
+use super::tls::{self, Acceptor};
 use crate::exec::{self, Ctx, Flow};
 use crate::jobs::{Completion, Job, Responder};
 use crate::protocol::reply::{self, Proto};
@@ -318,13 +320,13 @@ impl Worker {
 
         while stop == Stop::Drained && conn.want_read && !conn.read_closed {
             let res = if conn.rbuf.is_empty() {
-                conn.sock.read(&mut self.scratch)
+                conn::read(&mut conn.sock, &mut conn.tls, &mut self.scratch)
             } else {
                 // Growth is bounded by the parsers, which refuse a request
                 // as soon as it is known to exceed its protocol's limit.
                 let len = conn.rbuf.len();
                 conn.rbuf.resize(len + RBUF_STEP, 0);
-                let r = conn.sock.read(&mut conn.rbuf[len..]);
+                let r = conn::read(&mut conn.sock, &mut conn.tls, &mut conn.rbuf[len..]);
                 conn.rbuf.truncate(len + *r.as_ref().unwrap_or(&0));
                 r
             };
@@ -332,6 +334,24 @@ impl Worker {
                 Ok(0) => conn.read_closed = true,
                 Ok(n) => {
                     conn.last_active = env.now;
+                    // The first bytes of a connection choose its transport.
+                    if conn.proto.is_none()
+                        && conn.tls.is_none()
+                        && let Some(acceptor) = &env.shared.tls
+                    {
+                        match choose_transport(acceptor, conn, &self.scratch[..n], &env.shared) {
+                            Transport::Plain => {}
+                            Transport::Tls => continue,
+                            Transport::Refused => {
+                                stop = Stop::Blocked;
+                                break;
+                            }
+                            Transport::Failed => {
+                                self.close(i);
+                                return;
+                            }
+                        }
+                    }
                     let from_scratch = conn.rbuf.is_empty();
                     // A read into the connection's buffer may have been
                     // cut by its room, not by the socket: read again.
@@ -350,7 +370,14 @@ impl Worker {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.want_read = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
+                Err(e) => {
+                    if e.kind() == io::ErrorKind::InvalidData
+                        && conn.tls.is_some()
+                        && let Some(a) = &env.shared.tls
+                    {
+                        a.stats.errors.fetch_add(1, Relaxed);
+                        log::debug!("TLS from {}: {e}", conn.info.addr);
+                    }
                     self.close(i);
                     return;
                 }
@@ -366,7 +393,7 @@ impl Worker {
         }
 
         let resume = stop == Stop::Budget;
-        if conn.unsent() > 0 || conn.closing {
+        if conn.unsent() > 0 || conn.closing || conn.tls_pending() {
             self.mark_dirty(i);
         }
         if resume {
@@ -389,7 +416,7 @@ impl Worker {
             .as_ref()
             .is_some_and(|l| l.must_commit_before_reply());
         let Some(conn) = self.conn(i) else { return };
-        if conn.unsent() == 0 && !conn.closing {
+        if conn.unsent() == 0 && !conn.closing && !conn.tls_pending() {
             return;
         }
         if wait_for_log {
@@ -453,6 +480,61 @@ impl Worker {
             }
         }
     }
+}
+
+/// What a connection's first bytes chose.
+enum Transport {
+    /// Plaintext (RESP or text): process the bytes.
+    Plain,
+    /// A TLS handshake: the bytes went into a new session.
+    Tls,
+    /// Plaintext under `tls.required`: an error reply is queued, then close.
+    Refused,
+    /// The handshake's first bytes were not valid TLS: close.
+    Failed,
+}
+
+/// Starts a TLS session when `first` begins with a TLS handshake record;
+/// refuses plaintext when TLS is required.
+#[cold]
+fn choose_transport(
+    acceptor: &Acceptor,
+    conn: &mut Conn,
+    first: &[u8],
+    shared: &Shared,
+) -> Transport {
+    if first[0] == tls::HANDSHAKE {
+        return match acceptor.start(first) {
+            Ok(session) => {
+                conn.tls = Some(Box::new(session));
+                acceptor.stats.connections.fetch_add(1, Relaxed);
+                Transport::Tls
+            }
+            Err(e) => {
+                acceptor.stats.connections.fetch_add(1, Relaxed);
+                acceptor.stats.errors.fetch_add(1, Relaxed);
+                log::debug!("TLS from {}: {e}", conn.info.addr);
+                Transport::Failed
+            }
+        };
+    }
+    if !acceptor.required {
+        return Transport::Plain;
+    }
+    let proto = if first[0] == b'*' || !shared.config.text_protocol {
+        Proto::Resp
+    } else {
+        Proto::Text
+    };
+    conn.proto = Some(proto);
+    acceptor.stats.plaintext_refused.fetch_add(1, Relaxed);
+    reply::error(
+        &mut conn.wbuf,
+        proto,
+        "TLS required: connect with TLS to this port",
+    );
+    conn.closing = true;
+    Transport::Refused
 }
 
 /// The probable key of the next complete text-protocol line in `buf` (the
