@@ -1,4 +1,4 @@
-//! Command-line parsing (PROTOCOL.md §11.1).
+//! Command-line parsing (docs/protocol.md §11.1).
 //!
 //! `merklekv [--config <path>] [--engine <type>] [--storage-path <path>]
 //! [--port <n>] [--bind <addr>] [--threads <n>] [--node-id <id>]`

@@ -21,6 +21,8 @@ pub mod tx;
 use std::time::Instant;
 
 use crate::jobs::Task;
+use crate::limits::OOM;
+use crate::protocol::redis::Redis;
 use crate::protocol::reply::{Proto, Reply};
 use crate::protocol::{Args, Command, ReplicateAction, parse_int};
 use crate::state::Shared;
@@ -57,6 +59,12 @@ pub struct Ctx<'a> {
     pub now: Instant,
     /// The worker's persistence log (persistent engine only).
     pub log: Option<&'a crate::persist::LogWriter>,
+    /// Length of the output buffer at which a reply of many elements stops
+    /// growing (the hard output limit; `usize::MAX` for none).
+    pub out_limit: usize,
+    /// Set when a reply was cut at `out_limit` (or would pass it): the
+    /// worker then drops the reply and closes the connection.
+    pub cut: bool,
 }
 
 impl Ctx<'_> {
@@ -64,6 +72,9 @@ impl Ctx<'_> {
     /// A local write's replay stamp is its version's clock (`store::durable`).
     #[inline]
     pub fn wrote(&mut self, key: &[u8], value: Option<&[u8]>, version: Version) {
+        if let Some(v) = value {
+            self.shared.memory.grew(key.len() + v.len());
+        }
         if let Some(log) = self.log {
             log.append(key, value, version, version.hlc);
         }
@@ -94,6 +105,11 @@ fn execute_with(cmd: Command<'_>, ctx: &mut Ctx<'_>, reply: &mut Reply<'_>) -> F
     let stats = ctx.stats;
     let store = ctx.db;
     stats.incr(Counter::TotalCommands);
+    if ctx.shared.memory.refuse_writes() && may_grow(&cmd) {
+        ctx.shared.memory.count_refused();
+        reply.error(OOM);
+        return Flow::Continue;
+    }
     match cmd {
         Command::Get(key) => {
             stats.incr(Counter::Get);
@@ -191,8 +207,20 @@ fn execute_with(cmd: Command<'_>, ctx: &mut Ctx<'_>, reply: &mut Reply<'_>) -> F
             stats.incr(Counter::Bulk);
             let mut lock = store.lock_keys(keys.iter());
             let mut values = reply.values(keys.len());
+            // Stops before the value that would pass the output limit.
+            let limit = ctx.out_limit;
+            let mut cut = false;
             for k in keys.iter() {
-                lock.get(k, |v| values.item(k, v));
+                lock.get(k, |v| {
+                    cut = values.written() + k.len() + v.map_or(0, <[u8]>::len) + 32 > limit;
+                    if !cut {
+                        values.item(k, v);
+                    }
+                });
+                if cut {
+                    ctx.cut = true;
+                    return Flow::Continue;
+                }
             }
             values.finish();
         }
@@ -213,7 +241,13 @@ fn execute_with(cmd: Command<'_>, ctx: &mut Ctx<'_>, reply: &mut Reply<'_>) -> F
         }
         Command::Scan(prefix) => {
             stats.incr(Counter::Scan);
-            reply.keys(&store.scan(prefix));
+            // Collected (sorted) within the output limit, never the whole
+            // key space at once.
+            let room = ctx.out_limit.saturating_sub(reply.out.len());
+            match store.scan_bounded(prefix, room) {
+                Some(keys) => reply.keys(&keys),
+                None => ctx.cut = true,
+            }
         }
         Command::Truncate | Command::FlushDb => {
             if cmd == Command::Truncate {
@@ -330,6 +364,22 @@ fn execute_with(cmd: Command<'_>, ctx: &mut Ctx<'_>, reply: &mut Reply<'_>) -> F
         Command::Redis(c) => return redis::execute(c, ctx, reply.out),
     }
     Flow::Continue
+}
+
+/// Commands refused while used memory is above `maxmemory` (Redis's
+/// `denyoom`): those that can add data. Reads, deletes, FLUSHDB and admin
+/// commands still run, and so do replicated and anti-entropy writes, which
+/// do not come through here (a replica must not diverge because it is full).
+fn may_grow(cmd: &Command<'_>) -> bool {
+    matches!(
+        cmd,
+        Command::Set(..)
+            | Command::Append(..)
+            | Command::Prepend(..)
+            | Command::Numeric { .. }
+            | Command::MSet(_)
+            | Command::Redis(Redis::SetWith { .. } | Redis::SetNx(..) | Redis::MSetNx(_))
+    )
 }
 
 /// MSET / MSETNX: sets every `(key, value)` pair of `pairs` under one

@@ -3,7 +3,8 @@
 //! Every `DIGEST_REFRESH_PERIOD` (100 ms) it rehashes stale Merkle leaves, in
 //! small paced chunks, so that tree reads (HASH, anti-entropy) find little
 //! to do; every `tombstone_ttl / 4` (clamped to 100 ms … 60 s) it collects
-//! expired tombstones. It runs at nice 10 (see `lower_priority` for why
+//! expired tombstones; every tick it refreshes the used-memory estimate
+//! (`limits::Memory`). It runs at nice 10 (see `lower_priority` for why
 //! not `SCHED_IDLE`).
 
 use std::sync::Arc;
@@ -34,6 +35,9 @@ pub fn spawn(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>
             let mut next_gc = std::time::Instant::now() + period;
             while stop.recv_timeout(DIGEST_REFRESH_PERIOD).is_err() {
                 crate::failfast::checkpoint();
+                // Used-memory estimate for `maxmemory` and INFO.
+                let growth = shared.memory.growth();
+                shared.memory.refresh_store(shared.store.usage(), growth);
                 // Chunks of ≤ 256 records (~0.1-0.2 ms of work), each
                 // followed by a short sleep: one long burst per tick
                 // measurably raised the workers' p99 on a busy machine.

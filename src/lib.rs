@@ -24,6 +24,9 @@
 //!   [`replication::bridge`], [`persist::threads`],
 //!   [`antientropy::scheduler`] and [`housekeeping`].
 //! * [`node`]: the composition root; builds the state, starts the threads.
+//!
+//! Design for a newcomer: `docs/architecture.md`; the byte-exact wire
+//! protocol: `docs/protocol.md`.
 
 pub mod antientropy;
 pub mod applier;
@@ -35,6 +38,7 @@ pub mod exec;
 pub mod failfast;
 pub mod housekeeping;
 pub mod jobs;
+pub mod limits;
 pub mod logging;
 pub mod node;
 pub mod persist;

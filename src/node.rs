@@ -17,7 +17,8 @@ pub use crate::applier::Applier;
 pub use crate::state::{Shared, StopSignal};
 
 /// The INFO sections after the node's own lines, in their order.
-static INFO_SECTIONS: [&dyn InfoSection; 4] = [
+static INFO_SECTIONS: [&dyn InfoSection; 5] = [
+    &crate::server::ClientLimitsInfo,
     &crate::replication::bridge::ReplicationInfo,
     &crate::persist::threads::PersistInfo,
     &crate::antientropy::scheduler::AntiEntropyInfo,
@@ -201,5 +202,5 @@ impl Node {
 }
 
 /// Time from a shutdown request by which persistence must be done (the
-/// process must exit within 1 s of SIGINT/SIGTERM, PROTOCOL.md §7).
+/// process must exit within 1 s of SIGINT/SIGTERM, docs/protocol.md §7).
 const PERSIST_SHUTDOWN_BUDGET: std::time::Duration = std::time::Duration::from_millis(600);

@@ -19,6 +19,7 @@ use crate::antientropy::AntiEntropy;
 use crate::clock;
 use crate::config::Config;
 use crate::jobs::Job;
+use crate::limits::{Limits, Memory};
 use crate::persist::Persist;
 use crate::replication::Outbox;
 use crate::stats::{Stats, rss_kb, uptime};
@@ -41,6 +42,8 @@ pub struct Shared {
     pub antientropy: AntiEntropy,
     /// The sections of INFO after the node's own lines, in order.
     pub info: &'static [&'static dyn InfoSection],
+    /// Client memory and output limits, used-memory accounting.
+    pub memory: Memory,
     /// TLS on the client port (`None`: not configured); set by
     /// `Node::start` before the workers start.
     pub tls: Option<crate::server::tls::Acceptor>,
@@ -61,6 +64,7 @@ impl Shared {
         info: &'static [&'static dyn InfoSection],
     ) -> Shared {
         let workers = config.threads.max(1);
+        let limits = Limits::from_config(&config.limits);
         let replicate = config.replication.enabled;
         Shared {
             config,
@@ -72,6 +76,7 @@ impl Shared {
             persist,
             antientropy: AntiEntropy::new(),
             info,
+            memory: Memory::new(limits),
             tls: None,
             peer_tls: None,
             broker_tls: None,

@@ -1,5 +1,5 @@
 //! Statistics: per-worker command counters, connection registry, and the
-//! exact STATS / INFO / CLIENT LIST formats of PROTOCOL.md §6.
+//! exact STATS / INFO / CLIENT LIST formats of docs/protocol.md §6.
 //!
 //! Counters are kept per worker and summed on read. Each [`WorkerStats`] has
 //! a single writer (its worker thread), so an increment is a relaxed load

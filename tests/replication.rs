@@ -1,5 +1,5 @@
 //! MQTT replication end to end: real `merklekv` processes and a real
-//! mosquitto per test (PROTOCOL.md §9, REPLICATE in §3.2).
+//! mosquitto per test (docs/protocol.md §9, REPLICATE in §3.2).
 
 mod common;
 

@@ -300,7 +300,7 @@ fn info_is_redis_style() {
     }
     let server = text(&bulks(&call(&mut s, &[b"INFO", b"server"]))[0]);
     assert!(server.starts_with("# Server\r\n") && !server.contains("# Clients"));
-    // The text protocol keeps its own INFO format (PROTOCOL.md §6).
+    // The text protocol keeps its own INFO format (docs/protocol.md §6).
     let mut t = srv.connect();
     t.write_all(b"INFO\r\n").unwrap();
     assert_eq!(common::read_line(&mut t), "INFO");

@@ -69,7 +69,7 @@ fn sigterm_and_sigint_exit_0_promptly() {
         let mut s = server.connect();
         expect(&mut s, b"SET a 1\r\n", b"OK\r\n");
         server.signal(sig);
-        // The signal is delivered once `kill` returned. PROTOCOL.md §7 asks
+        // The signal is delivered once `kill` returned. docs/protocol.md §7 asks
         // for an exit within 1 s (a quiet machine takes a few ms); the bound
         // here leaves room for a loaded CI machine while still catching a
         // shutdown that hangs on a thread or a flush.
@@ -99,7 +99,7 @@ fn sigterm_and_sigint_exit_0_promptly() {
 /// The node serves from the moment its port accepts connections, so a
 /// signal from then on must already mean "shut down gracefully" — even
 /// while the main thread is still busy (here: its readiness line is stuck
-/// in a full stdout pipe nobody reads, which PROTOCOL.md §7 allows).
+/// in a full stdout pipe nobody reads, which docs/protocol.md §7 allows).
 #[test]
 fn a_signal_right_after_the_port_opens_is_a_graceful_stop() {
     let (mut stdout_r, mut stdout_w) = std::io::pipe().unwrap();

@@ -1,6 +1,6 @@
-//! The text parser allocates nothing on the success path (PROTOCOL.md
-//! parser brief): checked with a counting global allocator, in its own test
-//! binary so the allocator affects no other test.
+//! The text parser allocates nothing on the success path (the invariant in
+//! `src/protocol/text.rs`): checked with a counting global allocator, in
+//! its own test binary so the allocator affects no other test.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

@@ -1,5 +1,5 @@
 //! The text protocol end to end against the real binary: the byte-exact
-//! session of PROTOCOL.md §14, framing rules of §1, and error handling.
+//! session of docs/protocol.md §14, framing rules of §1, and error handling.
 
 mod common;
 
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{DEADLINE, Server, cmd, expect, read_line, wait_until};
 
-/// PROTOCOL.md §14, request by request, compared byte for byte.
+/// docs/protocol.md §14, request by request, compared byte for byte.
 #[test]
 fn byte_exact_session() {
     let mut server = Server::start(&[]);

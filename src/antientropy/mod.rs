@@ -38,6 +38,9 @@
 //! peer with its status, rounds, last round time and duration, buckets
 //! differing, keys repaired and bytes sent/received; plus the tombstone
 //! count and the age of the oldest tombstone.
+//!
+//! Overview: docs/architecture.md, "Anti-entropy"; the `MKV.*` wire
+//! format: docs/protocol.md §16; SYNC and HASH: docs/protocol.md §10.
 
 pub mod round;
 pub mod scheduler;

@@ -406,7 +406,7 @@ impl Scheduler {
     }
 }
 
-/// The SYNC reply for a round's result (PROTOCOL.md §10).
+/// The SYNC reply for a round's result (docs/protocol.md §10).
 fn sync_reply(host: &str, port: u16, res: &Result<RoundReport, RoundError>) -> Result<(), String> {
     match res {
         Ok(_) => Ok(()),

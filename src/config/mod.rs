@@ -78,7 +78,7 @@
 //! is also the node id unless a top-level `node_id` is given), and the nested
 //! layout takes replication from `[mqtt]` (its presence enables it). The
 //! project's extension tables and keys (`threads`, `engine`, `storage_path`,
-//! `[network]`, `[storage]`, `[anti_entropy]`, `[logging]`) are read the same
+//! `[network]`, `[storage]`, `[anti_entropy]`, `[logging]`, `[limits]`) are read the same
 //! way in both. When a setting is given both at the top level and in its
 //! table (`threads` / `network.threads`, `storage_path` /
 //! `storage.storage_path`, `engine` / `storage.persistence_enabled`,

@@ -6,8 +6,9 @@
 //! Derived defaults are computed only after all layers are applied: the
 //! node id defaults to `<hostname>-<port>` with the *final* port, the MQTT
 //! client id to the final node id, the MQTT user name (when a password is
-//! set but no user name) to the final client id, and the worker count to
-//! the number of cores.
+//! set but no user name) to the final client id, the worker count to
+//! the number of cores, and the client buffer budget to a quarter of the
+//! final `maxmemory` (1 GiB when unlimited).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,8 +16,8 @@ use std::time::Duration;
 
 use super::settings::{Initial, SETTINGS};
 use super::types::{
-    AntiEntropyConfig, Config, Engine, FsyncPolicy, LogFormat, LoggingConfig, MAX_THREADS,
-    Overrides, ReplicationConfig, TlsConfig,
+    AntiEntropyConfig, Config, Engine, FsyncPolicy, LimitsConfig, LogFormat, LoggingConfig,
+    MAX_THREADS, Overrides, ReplicationConfig, TlsConfig,
 };
 use super::values::{Val, from_text};
 
@@ -68,6 +69,7 @@ impl Layers {
         let node_id_given = self.given("node_id");
         let client_id_given = self.given("mqtt.client_id");
         let username_given = self.given("mqtt.username");
+        let clients_budget_given = self.given("limits.maxmemory_clients");
         let mut c = self.config;
         if let Some(port) = o.port {
             c.port = port;
@@ -99,6 +101,9 @@ impl Layers {
         // client id.
         if !username_given && c.replication.password.is_some() {
             c.replication.username = Some(c.replication.client_id.clone());
+        }
+        if !clients_budget_given {
+            c.limits.maxmemory_clients = default_clients_budget(c.limits.maxmemory);
         }
         c
     }
@@ -157,6 +162,24 @@ fn blank() -> Config {
             file_path: None,
         },
         tls: TlsConfig::default(),
+        limits: LimitsConfig {
+            maxmemory: 0,
+            maxmemory_clients: 0,
+            output_hard: 0,
+            output_soft: 0,
+            output_soft_time: Duration::ZERO,
+        },
+    }
+}
+
+/// `limits.maxmemory_clients` when not given: a quarter of `maxmemory`
+/// (at least 1 MiB, the setting's minimum), or 1 GiB when `maxmemory` is
+/// unlimited.
+pub fn default_clients_budget(maxmemory: u64) -> u64 {
+    if maxmemory == 0 {
+        1 << 30
+    } else {
+        (maxmemory / 4).max(1 << 20)
     }
 }
 

@@ -172,6 +172,64 @@ pub static SETTINGS: &[Setting] = &[
         ..BASE
     },
     Setting {
+        name: "limits.maxmemory",
+        env: &["MERKLE_KV_LIMITS_MAXMEMORY"],
+        kind: Kind::Int { min: 0, max: ANY },
+        initial: Initial::Value("0"),
+        doc: "Bytes of used memory (data estimate + client buffers) above which client writes get `-OOM`; reads, deletes and replication still apply; 0 = unlimited.",
+        apply: |c, v| c.limits.maxmemory = v.u64(),
+        show: |c| c.limits.maxmemory.to_string(),
+        ..BASE
+    },
+    Setting {
+        name: "limits.maxmemory_clients",
+        env: &["MERKLE_KV_LIMITS_MAXMEMORY_CLIENTS"],
+        kind: Kind::Int {
+            min: 1 << 20,
+            max: ANY,
+        },
+        initial: Initial::Derived(
+            "`limits.maxmemory` / 4 (at least 1048576), or 1073741824 (1 GiB) when that is 0",
+        ),
+        doc: "Bytes of all client buffers (input, output, MULTI, WATCH) above which the largest clients are disconnected.",
+        apply: |c, v| c.limits.maxmemory_clients = v.u64(),
+        show: |c| c.limits.maxmemory_clients.to_string(),
+        ..BASE
+    },
+    Setting {
+        name: "limits.client_output_buffer_limit",
+        env: &["MERKLE_KV_LIMITS_CLIENT_OUTPUT_BUFFER_LIMIT"],
+        kind: Kind::Int { min: 0, max: ANY },
+        initial: Initial::Value("268435456"),
+        doc: "Hard limit: bytes of pending output (including a reply being generated) at which a client is disconnected; 0 = none.",
+        apply: |c, v| c.limits.output_hard = v.usize(),
+        show: |c| c.limits.output_hard.to_string(),
+        ..BASE
+    },
+    Setting {
+        name: "limits.client_output_buffer_soft_limit",
+        env: &["MERKLE_KV_LIMITS_CLIENT_OUTPUT_BUFFER_SOFT_LIMIT"],
+        kind: Kind::Int { min: 0, max: ANY },
+        initial: Initial::Value("67108864"),
+        doc: "Soft limit: bytes of pending output a client may stay above for `client_output_buffer_soft_seconds`; 0 = none.",
+        apply: |c, v| c.limits.output_soft = v.usize(),
+        show: |c| c.limits.output_soft.to_string(),
+        ..BASE
+    },
+    Setting {
+        name: "limits.client_output_buffer_soft_seconds",
+        env: &["MERKLE_KV_LIMITS_CLIENT_OUTPUT_BUFFER_SOFT_SECONDS"],
+        kind: Kind::Int {
+            min: 0,
+            max: MAX_SECS,
+        },
+        initial: Initial::Value("60"),
+        doc: "Seconds a client may stay above the soft output limit.",
+        apply: |c, v| c.limits.output_soft_time = v.secs(),
+        show: |c| c.limits.output_soft_time.as_secs().to_string(),
+        ..BASE
+    },
+    Setting {
         name: "sync_interval_seconds",
         kind: Kind::Int {
             min: 0,

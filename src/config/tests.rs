@@ -1038,3 +1038,53 @@ fn cluster_configs_form_a_cluster() {
     assert!(!s.config.replication.enabled);
     assert_eq!(s.config.engine, Engine::Memory);
 }
+
+#[test]
+fn limits_defaults_layouts_env_and_derived_client_budget() {
+    let c = ok("");
+    assert_eq!(c.limits.maxmemory, 0);
+    assert_eq!(c.limits.maxmemory_clients, 1 << 30);
+    assert_eq!(c.limits.output_hard, 256 << 20);
+    assert_eq!(c.limits.output_soft, 64 << 20);
+    assert_eq!(c.limits.output_soft_time, Duration::from_secs(60));
+    // Derived from the final maxmemory, at least 1 MiB.
+    assert_eq!(
+        ok("[limits]\nmaxmemory = 400000000\n")
+            .limits
+            .maxmemory_clients,
+        100_000_000
+    );
+    assert_eq!(
+        ok("[limits]\nmaxmemory = 1\n").limits.maxmemory_clients,
+        1 << 20
+    );
+    let l = parse_env(
+        "[limits]\nmaxmemory = 1000\n",
+        &[("MERKLE_KV_LIMITS_MAXMEMORY", "4000000000")],
+    )
+    .unwrap();
+    assert_eq!(l.config.limits.maxmemory_clients, 1_000_000_000);
+    // Given explicitly: kept.
+    let c = ok(
+        "[limits]\nmaxmemory = 400000000\nmaxmemory_clients = 2097152\n\
+        client_output_buffer_limit = 0\nclient_output_buffer_soft_limit = 5\n\
+        client_output_buffer_soft_seconds = 7\n",
+    );
+    assert_eq!(c.limits.maxmemory_clients, 2 << 20);
+    assert_eq!(c.limits.output_hard, 0);
+    assert_eq!(c.limits.output_soft, 5);
+    assert_eq!(c.limits.output_soft_time, Duration::from_secs(7));
+    // The flat layout reads the same table.
+    let c = ok("host = \"127.0.0.1\"\nport = 7000\n[limits]\nmaxmemory = 5\n");
+    assert_eq!(c.limits.maxmemory, 5);
+    // Bounds.
+    assert!(err("[limits]\nmaxmemory_clients = 1000\n").contains("limits.maxmemory_clients"));
+    assert!(err("[limits]\nmaxmemory = -1\n").contains("limits.maxmemory"));
+    assert!(
+        env_err(
+            "",
+            &[("MERKLE_KV_LIMITS_CLIENT_OUTPUT_BUFFER_LIMIT", "lots")]
+        )
+        .contains("MERKLE_KV_LIMITS_CLIENT_OUTPUT_BUFFER_LIMIT")
+    );
+}

@@ -68,6 +68,8 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// TLS on the client port.
     pub tls: TlsConfig,
+    /// Client memory and output limits.
+    pub limits: LimitsConfig,
 }
 
 /// TLS on the client port (docs/protocol.md, "TLS").
@@ -81,6 +83,23 @@ pub struct TlsConfig {
     pub client_ca_file: Option<PathBuf>,
     /// Refuse plaintext connections.
     pub required: bool,
+}
+
+/// Client memory and output limits (docs/protocol.md §17); 0 = none,
+/// except `maxmemory_clients`, which is always set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Used memory above which client writes are refused; default 0.
+    pub maxmemory: u64,
+    /// Budget of all client buffers; default a quarter of `maxmemory`, or
+    /// 1 GiB when `maxmemory` is 0.
+    pub maxmemory_clients: u64,
+    /// Hard limit on a connection's pending output; default 256 MiB.
+    pub output_hard: usize,
+    /// Soft limit on a connection's pending output; default 64 MiB …
+    pub output_soft: usize,
+    /// … for at most this long; default 60 s.
+    pub output_soft_time: Duration,
 }
 
 /// MQTT replication settings (docs/protocol.md §9, §11).

@@ -26,7 +26,9 @@ use crate::protocol::redis::{
     COMMANDS, CommandQuery, CommandSpec, ListFilter, Redis, SetCond, categories, key_flags,
     key_positions, spec, subcommands,
 };
-use crate::protocol::reply::{NIL_ARRAY, NULL3, Proto, array, bulk, header, integer, null, ok};
+use crate::protocol::reply::{
+    NIL_ARRAY, NULL3, Proto, array, bulk, header, insert_counted, integer, null, ok,
+};
 use crate::stats::{Counter, rss_kb};
 
 /// The Redis version whose RESP2 behaviour this server follows.
@@ -137,12 +139,21 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
             };
             let mut keys = Vec::new();
             let mut n = 0;
+            let room = ctx.out_limit.saturating_sub(out.len());
+            let mut cut = false;
             let next = ctx.db.scan_step(cursor, count, |k| {
-                if any_type && pattern.as_ref().is_none_or(|p| p.matches(k)) {
-                    bulk(&mut keys, k);
-                    n += 1;
+                if any_type && !cut && pattern.as_ref().is_none_or(|p| p.matches(k)) {
+                    cut = keys.len() + k.len() > room;
+                    if !cut {
+                        bulk(&mut keys, k);
+                        n += 1;
+                    }
                 }
             });
+            if cut {
+                ctx.cut = true;
+                return Flow::Continue;
+            }
             array(out, 2);
             bulk(out, itoa::Buffer::new().format(next).as_bytes());
             array(out, n);
@@ -159,19 +170,30 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
                     return Flow::Continue;
                 }
             };
-            let mut keys = Vec::new();
+            // Written straight into the reply (count inserted at the end),
+            // and only up to the output limit: the key space is never
+            // copied as a whole.
+            let start = out.len();
+            let limit = ctx.out_limit;
             let mut n = 0;
+            let mut cut = false;
             for i in 0..store.shard_count() {
                 store.for_each_in_shard(i, |r| {
                     let k = r.key();
-                    if !r.is_tombstone() && k.starts_with(prefix) && pattern.matches(k) {
-                        bulk(&mut keys, k);
-                        n += 1;
+                    if !cut && !r.is_tombstone() && k.starts_with(prefix) && pattern.matches(k) {
+                        cut = out.len() + k.len() > limit;
+                        if !cut {
+                            bulk(out, k);
+                            n += 1;
+                        }
                     }
                 });
+                if cut {
+                    ctx.cut = true;
+                    return Flow::Continue;
+                }
             }
-            array(out, n);
-            out.extend_from_slice(&keys);
+            insert_counted(out, start, b"*", n);
         }
         Redis::Info(sections) => {
             stats.incr(Counter::Stat);
@@ -433,6 +455,7 @@ fn command_docs(c: &CommandSpec, out: &mut Vec<u8>, resp3: bool) {
 /// The read-only parameters `CONFIG GET` knows, with this node's values.
 fn config_params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
     let c = &ctx.shared.config;
+    let limits = ctx.shared.memory.limits;
     vec![
         ("save", String::new()),
         (
@@ -452,8 +475,18 @@ fn config_params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
             "timeout",
             c.connection_timeout.map_or(0, |d| d.as_secs()).to_string(),
         ),
-        ("maxmemory", "0".into()),
+        ("maxmemory", limits.maxmemory.to_string()),
         ("maxmemory-policy", "noeviction".into()),
+        ("maxmemory-clients", limits.clients_budget.to_string()),
+        (
+            "client-output-buffer-limit",
+            format!(
+                "normal {} {} {}",
+                limits.output_hard,
+                limits.output_soft,
+                limits.output_soft_time.as_secs()
+            ),
+        ),
         ("io-threads", c.threads.to_string()),
     ]
 }
@@ -566,22 +599,32 @@ fn info(ctx: &Ctx<'_>, sections: Args<'_>, s: &mut String) {
                 shared.stats.active_connections(),
                 c.max_connections
             ),
-            "memory" => write!(
-                s,
-                "used_memory:{rss}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{rss}\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\n",
-                rss as f64 / (1024.0 * 1024.0)
-            ),
+            "memory" => {
+                let m = &shared.memory;
+                let used = m.used();
+                write!(
+                    s,
+                    "used_memory:{used}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{rss}\r\nmaxmemory:{}\r\nmaxmemory_policy:noeviction\r\nmaxmemory_clients:{}\r\nmem_clients_normal:{}\r\n",
+                    used as f64 / (1024.0 * 1024.0),
+                    m.limits.maxmemory,
+                    m.limits.clients_budget,
+                    m.clients(),
+                )
+            }
             "persistence" => write!(
                 s,
                 "loading:0\r\naof_enabled:{}\r\n",
                 u8::from(c.engine == Engine::Persistent)
             ),
-            "stats" => write!(
-                s,
-                "total_connections_received:{}\r\ntotal_commands_processed:{}\r\n",
-                shared.stats.total_connections(),
-                shared.stats.sum(Counter::TotalCommands)
-            ),
+            "stats" => {
+                let (_, evicted, output) = shared.memory.counters();
+                write!(
+                    s,
+                    "total_connections_received:{}\r\ntotal_commands_processed:{}\r\nevicted_clients:{evicted}\r\nclient_output_buffer_limit_disconnections:{output}\r\n",
+                    shared.stats.total_connections(),
+                    shared.stats.sum(Counter::TotalCommands)
+                )
+            }
             "replication" => write!(s, "role:master\r\nconnected_slaves:0\r\n"),
             "keyspace" if keys > 0 => write!(s, "db0:keys={keys},expires=0,avg_ttl=0\r\n"),
             "keyspace" => Ok(()),

@@ -99,6 +99,13 @@ impl TxState {
         }
     }
 
+    /// Heap bytes held: the queued frames and the watched keys.
+    pub fn buffer_bytes(&self) -> usize {
+        self.queue.as_ref().map_or(0, |q| q.frames.capacity())
+            + self.watched.capacity() * std::mem::size_of::<(Vec<u8>, Option<Version>)>()
+            + self.watched_bytes
+    }
+
     fn idle(&self) -> bool {
         self.queue.is_none() && self.watched.is_empty()
     }
@@ -246,6 +253,7 @@ fn exec(t: &mut TxState, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) {
         return;
     }
     let shared = ctx.shared;
+    let mut cut = false;
     shared.store.exclusive(|held| {
         // The queued commands see the held shards and nothing else.
         let mut ctx = Ctx {
@@ -256,6 +264,8 @@ fn exec(t: &mut TxState, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) {
             scratch: &mut *ctx.scratch,
             now: ctx.now,
             log: ctx.log,
+            out_limit: ctx.out_limit,
+            cut: false,
         };
         let db = ctx.db;
         if watched.iter().any(|(k, v)| db.version(k) != *v) {
@@ -270,6 +280,12 @@ fn exec(t: &mut TxState, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) {
         let mut spans = Vec::new();
         let mut pos = 0;
         for _ in 0..q.count {
+            // The output limit: a reply of many results stops here and the
+            // worker closes the connection (`Ctx::cut`).
+            if ctx.cut || out.len() > ctx.out_limit {
+                cut = true;
+                break;
+            }
             // Every frame parsed as a command when it was queued.
             match resp::parse(&q.frames[pos..], &mut spans) {
                 Parsed::Request(cmd, n) => {
@@ -290,5 +306,7 @@ fn exec(t: &mut TxState, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) {
                 }
             }
         }
+        cut |= ctx.cut;
     });
+    ctx.cut |= cut;
 }

@@ -42,6 +42,9 @@
 //! fsyncs whatever is left and writes a final snapshot only if the last
 //! snapshot's speed says it ends before the deadline (and aborts it at the
 //! deadline otherwise): the log alone already holds everything.
+//!
+//! Overview: docs/architecture.md, "Persistence"; the file and record
+//! format: docs/protocol.md §18.
 
 pub mod log;
 pub mod record;

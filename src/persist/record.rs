@@ -30,6 +30,8 @@
 //! never resynchronises past damage by searching for a plausible frame: a
 //! value may itself contain bytes that look like a valid record, and
 //! accepting one would replay a write nobody made.
+//!
+//! Reference: docs/protocol.md §18.
 
 use std::io::{self, Read};
 

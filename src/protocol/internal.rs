@@ -36,6 +36,8 @@
 //! bytes (at least one bucket or entry is always answered): `m < n` tells
 //! the requester to ask again for the rest. A reply is therefore bounded by the budget plus
 //! one bucket or one entry (≤ `store::MAX_VALUE_LEN`).
+//!
+//! Reference: docs/protocol.md §16.
 
 use std::borrow::Cow;
 

@@ -31,7 +31,7 @@ pub fn parse_int<T: std::str::FromStr>(arg: &[u8]) -> Option<T> {
 }
 
 /// Maximum size of one text request line, terminator included
-/// (PROTOCOL.md §1). Also the bound on one RESP bulk string.
+/// (docs/protocol.md §1). Also the bound on one RESP bulk string.
 pub const MAX_LINE: usize = 1_048_576;
 
 /// A parsed request. Borrowed slices point into the connection's buffer.
@@ -84,7 +84,7 @@ pub enum Command<'a> {
     ClientList,
     /// `HASH [prefix]`; `None` for bare `HASH` (or an empty argument).
     /// The text parser hands `HASH *` over as `Some(b"*")`, because the reply
-    /// echoes the argument (`HASH * <hex64>`, PROTOCOL.md §3.2): the executor
+    /// echoes the argument (`HASH * <hex64>`, docs/protocol.md §3.2): the executor
     /// treats a `*` argument as "all keys".
     Hash(Option<&'a [u8]>),
     /// `SYNC host port [--full] [--verify]`.

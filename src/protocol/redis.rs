@@ -2,7 +2,7 @@
 //! introspection (`COMMAND`, `INFO` sections, `CONFIG GET`), client
 //! bookkeeping (`CLIENT …`, `HELLO`), cursors and patterns (`SCAN`,
 //! `KEYS`), `SET` with options, `TYPE`/`TTL`. They exist so that redis-cli,
-//! redis-benchmark and client libraries work unmodified (PROTOCOL.md §15);
+//! redis-benchmark and client libraries work unmodified (docs/protocol.md §15);
 //! none of them is on the GET/SET hot path, which [`super::resp::command`]
 //! matches first and hands the rest here.
 //!
@@ -22,7 +22,7 @@ pub enum Redis<'a> {
     /// `CONFIG GET pattern [pattern …]`.
     ConfigGet(Args<'a>),
     /// `CONFIG RESETSTAT`: accepted, nothing to reset (counters are
-    /// monotonic by PROTOCOL.md §6).
+    /// monotonic by docs/protocol.md §6).
     ConfigResetStat,
     /// `CLIENT SETNAME name` (validated).
     ClientSetName(&'a [u8]),
@@ -562,7 +562,7 @@ fn set<'a>(name: &[u8], args: Args<'a>) -> Result<Command<'a>, ParseError> {
 }
 
 /// `SYNC host port [--full] [--verify]` over RESP (same meaning and error
-/// texts as the text protocol, PROTOCOL.md §10).
+/// texts as the text protocol, docs/protocol.md §10).
 fn sync<'a>(name: &[u8], args: Args<'a>) -> Result<Command<'a>, ParseError> {
     let mut it = args.iter();
     let Some(host) = it.next() else {

@@ -43,12 +43,12 @@ pub fn ok(out: &mut Vec<u8>, proto: Proto) {
 }
 
 /// `ERROR <msg>` / `-ERR <msg>`. A RESP message that starts with a Redis
-/// error code other than ERR (only `NOPROTO` exists here) is sent as
+/// error code other than ERR (`NOPROTO`, `OOM`) is sent as
 /// `-<msg>`, the way Redis clients expect to see the code.
 pub fn error(out: &mut Vec<u8>, proto: Proto, msg: &str) {
     out.extend_from_slice(match proto {
         Proto::Text => b"ERROR ",
-        Proto::Resp if msg.starts_with("NOPROTO ") => b"-",
+        Proto::Resp if msg.starts_with("NOPROTO ") || msg.starts_with("OOM ") => b"-",
         Proto::Resp => b"-ERR ",
     });
     // A reply line must stay one line whatever the message holds.
@@ -384,6 +384,11 @@ impl Values<'_> {
 
     /// Ends the answer. Text: `VALUES <found>` goes in front of the lines
     /// once the count is known; no value found at all is `NOT_FOUND`.
+    /// Length of the output buffer so far (for output limits).
+    pub fn written(&self) -> usize {
+        self.out.len()
+    }
+
     pub fn finish(self) {
         if self.proto == Proto::Text {
             let out = self.out;

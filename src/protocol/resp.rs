@@ -1,4 +1,4 @@
-//! RESP2 request framing (PROTOCOL.md §15).
+//! RESP2 request framing (docs/protocol.md §15).
 //!
 //! A RESP request is an array of bulk strings:
 //! `*<n>\r\n` then `n` times `$<len>\r\n<len bytes>\r\n`. [`frame`] checks
@@ -275,6 +275,11 @@ impl Partial {
         }
     }
 
+    /// Heap bytes held for an incomplete request's argument spans.
+    pub fn buffer_bytes(&self) -> usize {
+        self.spans.capacity() * std::mem::size_of::<(u32, u32)>()
+    }
+
     /// Forgets any remembered prefix (the buffer it described is gone).
     pub fn reset(&mut self) {
         self.progress = Progress::default();
@@ -293,7 +298,7 @@ pub const MAX_INLINE: usize = 64 << 10;
 /// escapes inside quotes are refused (arguments are spans of the read
 /// buffer, never rewritten). A connection whose *first* byte is not `*`
 /// speaks the text protocol instead, unless `text_protocol` is off
-/// (docs/protocol.md).
+/// (docs/protocol.md §15).
 fn inline(buf: &[u8], spans: &mut Vec<(u32, u32)>) -> Frame {
     let limit = buf.len().min(MAX_INLINE);
     let Some(lf) = memchr::memchr(b'\n', &buf[..limit]) else {

@@ -1,4 +1,4 @@
-//! Text protocol parser (PROTOCOL.md §1–§5).
+//! Text protocol parser (docs/protocol.md §1–§5).
 //!
 //! [`parse`] is a pure function over the front of a connection's read
 //! buffer. It never allocates on the success path: the returned

@@ -33,6 +33,8 @@
 //! unpublished. Because the bridge blocks in `recv`, the publisher
 //! *nudges* it (an UNSUBSCRIBE of an unused topic, which the broker simply
 //! acknowledges) whenever the bridge must re-evaluate without traffic.
+//!
+//! Wire format and limits: docs/protocol.md §9, §17.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;

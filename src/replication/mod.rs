@@ -1,4 +1,4 @@
-//! MQTT replication (PROTOCOL.md §9, ARCHITECTURE.md "Replication events").
+//! MQTT replication (docs/protocol.md §9, docs/architecture.md "A write, end to end").
 //!
 //! Local writes leave the workers through the [`Outbox`], a bounded channel
 //! that never blocks a worker; two bridge threads ([`bridge`]) carry them to

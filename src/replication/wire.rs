@@ -1,5 +1,5 @@
 //! The replication wire format: one MQTT message = one CBOR batch
-//! (PROTOCOL.md §9.2), encoded and decoded with ciborium.
+//! (docs/protocol.md §9.2), encoded and decoded with ciborium.
 //!
 //! # Batch (format 1)
 //!

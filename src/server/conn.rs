@@ -6,19 +6,28 @@
 //! `wbuf` and are written once per loop turn, so a pipelined batch costs one
 //! `write`. Idle connections therefore hold (almost) no buffer memory.
 //!
+//! Closing: a connection the server closes (fatal protocol error, a limit,
+//! `QUIT`) first sends its last reply, then shuts down its write side and
+//! *lingers*: input is read and discarded until the peer closes, for at
+//! most [`LINGER_TIME`] and [`LINGER_BYTES`]. Closing a socket with unread
+//! input makes the kernel send RST, and the peer would often see
+//! "connection reset" instead of the error (issue 11). The deadline also
+//! bounds how long the last reply waits for a peer that does not read.
+//!
 //! Transport: `tls` is `None` for plaintext, whose reads and writes go
 //! straight to the socket; a TLS connection's go through its
 //! [`Session`] (one `Option` test per read or write call).
 
 use std::io::{self, Read, Write};
+use std::net::Shutdown;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
 use super::tls::Session;
 use crate::exec::tx::TxState;
-use crate::protocol::reply::Proto;
+use crate::protocol::reply::{self, Proto};
 use crate::protocol::resp;
 use crate::stats::ClientInfo;
 
@@ -26,6 +35,11 @@ use crate::stats::ClientInfo;
 pub const WBUF_HIGH: usize = 4 << 20;
 /// Output buffer capacity kept after a flush; larger buffers are released.
 const WBUF_KEEP: usize = 64 << 10;
+/// Longest a closing connection waits for its last reply to be read and
+/// for the peer to close.
+pub const LINGER_TIME: Duration = Duration::from_secs(2);
+/// Most input a lingering connection discards before it is closed anyway.
+pub const LINGER_BYTES: usize = 64 << 20;
 
 /// Connection state.
 pub struct Conn {
@@ -54,8 +68,19 @@ pub struct Conn {
     pub pending: bool,
     /// Queued in the worker's flush list.
     pub dirty: bool,
-    /// Last time a request was read (for `connection_timeout`).
+    /// Last time input was read or output written (`connection_timeout`).
     pub last_active: Instant,
+    /// Set with `closing`: the connection is closed at this time at the
+    /// latest, whatever is left to write or read.
+    pub close_by: Option<Instant>,
+    /// The write side is shut down; input is read and discarded.
+    pub lingering: bool,
+    /// Input bytes discarded while lingering.
+    pub discarded: usize,
+    /// Since when unsent output has stayed above the soft output limit.
+    pub soft_since: Option<Instant>,
+    /// Buffer bytes last reported to the client memory accounting.
+    pub mem: usize,
     /// Framing progress of an incomplete RESP request at the front of
     /// `rbuf`, so the next read resumes instead of re-framing it.
     pub resp: resp::Partial,
@@ -85,6 +110,11 @@ impl Conn {
             pending: false,
             dirty: false,
             last_active: now,
+            close_by: None,
+            lingering: false,
+            discarded: 0,
+            soft_since: None,
+            mem: 0,
             resp: resp::Partial::default(),
             text_scanned: 0,
             tx: None,
@@ -95,6 +125,72 @@ impl Conn {
     /// Bytes of replies not yet written.
     pub fn unsent(&self) -> usize {
         self.wbuf.len() - self.wpos
+    }
+
+    /// Bytes of buffers this connection holds (input, output, transaction
+    /// queue, framing state): what `maxmemory_clients` budgets.
+    pub fn buffer_bytes(&self) -> usize {
+        self.rbuf.capacity()
+            + self.wbuf.capacity()
+            + self.resp.buffer_bytes()
+            + self.tx.as_ref().map_or(0, |t| t.buffer_bytes())
+    }
+
+    /// Starts closing: no more input is processed; the connection closes
+    /// once its output is written (then lingers), or at `now` +
+    /// [`LINGER_TIME`] at the latest.
+    pub fn start_close(&mut self, now: Instant) {
+        if !self.closing {
+            self.closing = true;
+            self.close_by = Some(now + LINGER_TIME);
+        }
+    }
+
+    /// Drops everything buffered (unprocessed input, unsent output,
+    /// transaction state), writes `msg` as the last reply and starts
+    /// closing: for a client disconnected by a limit.
+    pub fn fail(&mut self, now: Instant, msg: &str) {
+        self.rbuf = Vec::new();
+        self.wbuf = Vec::new();
+        self.wpos = 0;
+        self.tx = None;
+        self.resp.reset();
+        self.text_scanned = 0;
+        reply::error(&mut self.wbuf, self.proto.unwrap_or(Proto::Text), msg);
+        self.start_close(now);
+    }
+
+    /// Enters the lingering state: shuts down the write side and drops
+    /// the buffers. Input is then discarded ([`Conn::discard`]).
+    pub fn linger(&mut self) {
+        let _ = self.sock.shutdown(Shutdown::Write);
+        self.lingering = true;
+        self.want_read = true;
+        self.rbuf = Vec::new();
+        self.wbuf = Vec::new();
+        self.wpos = 0;
+        self.tx = None;
+        self.resp.reset();
+    }
+
+    /// Reads and discards input while lingering. `Ok(true)` when the
+    /// connection is done (EOF, error, or [`LINGER_BYTES`] discarded);
+    /// `Ok(false)` when the socket has nothing more for now.
+    pub fn discard(&mut self, scratch: &mut [u8]) -> bool {
+        loop {
+            match self.sock.read(scratch) {
+                Ok(0) => return true,
+                Ok(n) => {
+                    self.discarded += n;
+                    if self.discarded >= LINGER_BYTES {
+                        return true;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return true,
+            }
+        }
     }
 
     /// True when no more input may be processed for now.

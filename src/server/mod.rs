@@ -25,6 +25,28 @@ use crate::state::Shared;
 
 pub use worker::Worker;
 
+/// The client-limit lines of INFO: used memory and `maxmemory`, client
+/// buffers and their budget, and how often each limit was hit.
+pub struct ClientLimitsInfo;
+
+impl crate::state::InfoSection for ClientLimitsInfo {
+    fn write_info(&self, shared: &Shared, _db: crate::store::Db<'_>, s: &mut String) {
+        use std::fmt::Write as _;
+        let m = &shared.memory;
+        let (refused, evicted, output) = m.counters();
+        let _ = write!(
+            s,
+            "used_memory:{}\r\nmaxmemory:{}\r\nmaxmemory_refused_writes:{refused}\r\n\
+             clients_memory:{}\r\nmaxmemory_clients:{}\r\nevicted_clients:{evicted}\r\n\
+             client_output_limit_disconnections:{output}\r\n",
+            m.used(),
+            m.limits.maxmemory,
+            m.clients(),
+            m.limits.clients_budget,
+        );
+    }
+}
+
 /// Errors binding the client port.
 #[derive(Debug)]
 pub enum BindError {

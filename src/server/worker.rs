@@ -26,6 +26,9 @@
 //! in its size however it is split. A deferred request (SYNC)
 //! stops processing of that connection until its reply arrives, so replies
 //! stay in request order.
+//!
+//! The path of a request through this loop and beyond: docs/architecture.md,
+//! "A write, end to end".
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -41,6 +44,7 @@ use super::conn::{self, Conn, WBUF_HIGH};
 use super::tls::{self, Acceptor};
 use crate::exec::{self, Ctx, Flow};
 use crate::jobs::{Completion, Job, Responder};
+use crate::limits::LogKind;
 use crate::protocol::reply::{self, Proto};
 use crate::protocol::{Fatal, Parsed, resp, text};
 use crate::state::Shared;
@@ -55,6 +59,17 @@ const SCRATCH: usize = 64 << 10;
 const BUDGET: usize = 1024;
 /// Growth step of a connection's own input buffer.
 const RBUF_STEP: usize = 16 << 10;
+/// Input buffer capacity kept once a request is done; a larger buffer
+/// (left by a large request) is shrunk or released.
+const RBUF_KEEP: usize = 64 << 10;
+/// Input bytes read from one connection per turn before the others get a
+/// turn (a fast sender of large requests cannot hold the worker).
+const READ_BUDGET: usize = 4 << 20;
+/// Argument spans the worker keeps after a request with many arguments.
+const SPANS_KEEP: usize = 4096;
+/// Period of the connection sweep: idle timeout, closing deadlines, soft
+/// output limit, client memory budget.
+const SWEEP: Duration = Duration::from_millis(250);
 
 /// Why [`process`] stopped.
 #[derive(Debug, PartialEq, Eq)]
@@ -101,6 +116,9 @@ pub struct Worker {
     scratch: Box<[u8]>,
     shutting_down: bool,
     last_sweep: Instant,
+    /// Client buffer bytes of this worker's connections (the part of
+    /// `Memory::clients` this worker reported).
+    client_bytes: usize,
 }
 
 impl Worker {
@@ -141,26 +159,24 @@ impl Worker {
             scratch: vec![0; SCRATCH].into_boxed_slice(),
             shutting_down: false,
             last_sweep: now,
+            client_bytes: 0,
         })
     }
 
     /// Runs the event loop until shutdown.
     pub fn run(&mut self) {
         let mut events = Events::with_capacity(1024);
-        let idle_timeout = self.env.shared.config.connection_timeout;
         loop {
             crate::failfast::checkpoint();
             if self.env.shared.shutdown.is_triggered() {
                 break;
             }
             let timeout = if !self.pending.is_empty() {
-                Some(Duration::ZERO)
-            } else if idle_timeout.is_some() {
-                Some(Duration::from_millis(250))
+                Duration::ZERO
             } else {
-                None
+                SWEEP
             };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -201,9 +217,7 @@ impl Worker {
                 self.env.shared.shutdown.trigger();
                 break;
             }
-            if let Some(t) = idle_timeout {
-                self.close_idle(t);
-            }
+            self.sweep();
         }
         self.commit_log();
         self.flush_dirty();
@@ -276,13 +290,14 @@ impl Worker {
             let Some(conn) = self.conn(c.token) else {
                 continue;
             };
-            if conn.info.id != c.conn_id {
+            if conn.info.id != c.conn_id || conn.lingering {
                 continue;
             }
             conn.wbuf.extend_from_slice(&c.bytes);
             conn.deferred = false;
             self.mark_dirty(c.token);
             self.mark_pending(c.token);
+            self.account(c.token);
         }
     }
 
@@ -309,8 +324,15 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(i).and_then(Option::as_mut) else {
             return;
         };
+        if conn.lingering {
+            if conn.discard(&mut self.scratch) {
+                self.close(i);
+            }
+            return;
+        }
         let env = &mut self.env;
         let mut budget = BUDGET;
+        let mut read_budget = READ_BUDGET;
         let mut stop = Stop::Drained;
 
         // Input left over from an earlier turn goes first.
@@ -318,7 +340,12 @@ impl Worker {
             stop = process_rbuf(env, i, conn, false, &mut budget);
         }
 
-        while stop == Stop::Drained && conn.want_read && !conn.read_closed {
+        while stop == Stop::Drained && conn.want_read && !conn.read_closed && !conn.blocked() {
+            if read_budget == 0 {
+                // Fairness: the rest of this input waits for the next turn.
+                stop = Stop::Budget;
+                break;
+            }
             let res = if conn.rbuf.is_empty() {
                 conn::read(&mut conn.sock, &mut conn.tls, &mut self.scratch)
             } else {
@@ -334,12 +361,13 @@ impl Worker {
                 Ok(0) => conn.read_closed = true,
                 Ok(n) => {
                     conn.last_active = env.now;
+                    read_budget = read_budget.saturating_sub(n);
                     // The first bytes of a connection choose its transport.
                     if conn.proto.is_none()
                         && conn.tls.is_none()
                         && let Some(acceptor) = &env.shared.tls
                     {
-                        match choose_transport(acceptor, conn, &self.scratch[..n], &env.shared) {
+                        match choose_transport(acceptor, conn, &self.scratch[..n], env) {
                             Transport::Plain => {}
                             Transport::Tls => continue,
                             Transport::Refused => {
@@ -362,7 +390,9 @@ impl Worker {
                     if from_scratch {
                         let (used, s) =
                             process(env, i, conn, &self.scratch[..n], false, &mut budget);
-                        conn.rbuf.extend_from_slice(&self.scratch[used..n]);
+                        if !conn.closing {
+                            conn.rbuf.extend_from_slice(&self.scratch[used..n]);
+                        }
                         stop = s;
                     } else {
                         stop = process_rbuf(env, i, conn, false, &mut budget);
@@ -388,8 +418,16 @@ impl Worker {
         if stop == Stop::Drained && conn.read_closed && !conn.blocked() {
             stop = process_rbuf(env, i, conn, true, &mut budget);
             if stop == Stop::Drained {
-                conn.closing = true;
+                conn.start_close(env.now);
             }
+        }
+
+        // A request with very many arguments leaves a large spans vector.
+        if env.spans.capacity() > SPANS_KEEP {
+            env.spans = Vec::new();
+        }
+        if env.peek.capacity() > SPANS_KEEP {
+            env.peek = Vec::new();
         }
 
         let resume = stop == Stop::Budget;
@@ -407,6 +445,8 @@ impl Worker {
                 let _ = c.flush();
             }
         }
+        self.check_soft_limit(i);
+        self.account(i);
     }
 
     fn on_writable(&mut self, i: usize) {
@@ -438,19 +478,39 @@ impl Worker {
         self.dirty.clear();
     }
 
-    /// Writes what connection `i` can take; closes it on error or once a
-    /// closing connection is drained, and resumes its input when the write
-    /// relieved backpressure.
+    /// Writes what connection `i` can take; closes it on error, lingers
+    /// once a closing connection is drained, and resumes its input when
+    /// the write relieved backpressure.
     fn flush(&mut self, i: usize) {
+        let now = self.env.now;
         let Some(conn) = self.conn(i) else { return };
+        if conn.lingering {
+            return;
+        }
         let was_blocked = conn.unsent() >= WBUF_HIGH;
-        match conn.flush() {
+        let before = conn.unsent();
+        let res = conn.flush();
+        if conn.unsent() < before {
+            conn.last_active = now;
+        }
+        match res {
             Err(_) => self.close(i),
-            Ok(true) if conn.closing => self.close(i),
+            Ok(true) if conn.closing => {
+                if conn.read_closed {
+                    self.close(i);
+                } else {
+                    conn.linger();
+                    self.account(i);
+                    // Input may already be waiting (edge-triggered).
+                    self.drive(i);
+                }
+            }
             Ok(_) => {
                 if was_blocked && !conn.blocked() {
                     self.mark_pending(i);
                 }
+                self.check_soft_limit(i);
+                self.account(i);
             }
         }
     }
@@ -462,23 +522,139 @@ impl Worker {
         let Some(mut conn) = slot.take() else { return };
         let _ = self.poll.registry().deregister(&mut conn.sock);
         self.env.shared.stats.disconnect(conn.info.id);
+        self.env.shared.memory.clients_changed(conn.mem, 0);
+        self.client_bytes -= conn.mem;
         self.free.push(i);
     }
 
-    fn close_idle(&mut self, timeout: Duration) {
-        if self.env.now.duration_since(self.last_sweep) < Duration::from_millis(250) {
+    /// Reports the change of connection `i`'s buffer bytes to the client
+    /// memory accounting, and enforces `maxmemory_clients`.
+    fn account(&mut self, i: usize) {
+        let Some(conn) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
+        let now = conn.buffer_bytes();
+        if now == conn.mem {
+            return;
+        }
+        self.env.shared.memory.clients_changed(conn.mem, now);
+        self.client_bytes = self.client_bytes + now - conn.mem;
+        conn.mem = now;
+        if self.env.shared.memory.clients_over_budget() {
+            self.evict();
+        }
+    }
+
+    /// `maxmemory_clients`: while client buffers exceed the budget and this
+    /// worker holds more than its share, disconnects its largest client.
+    /// (A worker within its share leaves eviction to the others, which
+    /// check on their next sweep.)
+    fn evict(&mut self) {
+        let shared = self.env.shared.clone();
+        let memory = &shared.memory;
+        let share = memory.limits.clients_budget / shared.config.threads.max(1) as u64;
+        while memory.clients_over_budget() && self.client_bytes as u64 > share {
+            let Some((i, bytes)) = self
+                .conns
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| c.as_ref().filter(|c| !c.closing).map(|c| (i, c.mem)))
+                .max_by_key(|&(_, m)| m)
+            else {
+                return;
+            };
+            if bytes == 0 {
+                return;
+            }
+            memory.count_evicted();
+            if memory.log_gate(LogKind::Evicted, self.env.now_ms) {
+                let (_, evicted, _) = memory.counters();
+                log::warn!(
+                    "client buffers above maxmemory_clients ({} > {} bytes): disconnecting the largest client ({bytes} bytes); {evicted} evicted so far",
+                    memory.clients(),
+                    memory.limits.clients_budget
+                );
+            }
+            let now = self.env.now;
+            let conn = self.conns[i].as_mut().expect("found above");
+            conn.fail(
+                now,
+                "client evicted: client buffers above maxmemory_clients; closing connection",
+            );
+            let fresh = conn.buffer_bytes();
+            memory.clients_changed(conn.mem, fresh);
+            self.client_bytes = self.client_bytes + fresh - conn.mem;
+            conn.mem = fresh;
+            self.mark_dirty(i);
+        }
+    }
+
+    /// The soft output limit: a connection whose unsent output stays above
+    /// it for longer than the configured time is disconnected.
+    fn check_soft_limit(&mut self, i: usize) {
+        let limits = self.env.shared.memory.limits;
+        let now = self.env.now;
+        let Some(conn) = self.conn(i) else { return };
+        if limits.output_soft == 0 || conn.closing {
+            return;
+        }
+        if conn.unsent() <= limits.output_soft {
+            conn.soft_since = None;
+            return;
+        }
+        let since = *conn.soft_since.get_or_insert(now);
+        if now.duration_since(since) >= limits.output_soft_time {
+            let unsent = conn.unsent();
+            conn.fail(now, OUTPUT_LIMIT);
+            output_limit_hit(&self.env, unsent, "soft");
+            self.mark_dirty(i);
+            self.account(i);
+        }
+    }
+
+    /// Every [`SWEEP`]: closes idle connections (`connection_timeout`) and
+    /// closing connections past their deadline, applies the soft output
+    /// limit, and the client memory budget.
+    fn sweep(&mut self) {
+        if self.env.now.duration_since(self.last_sweep) < SWEEP {
             return;
         }
         self.last_sweep = self.env.now;
         let now = self.env.now;
+        let idle_timeout = self.env.shared.config.connection_timeout;
         for i in 0..self.conns.len() {
-            let idle = self.conns[i].as_ref().is_some_and(|c| {
-                !c.deferred && c.unsent() == 0 && now.duration_since(c.last_active) > timeout
+            let Some(c) = self.conns[i].as_ref() else {
+                continue;
+            };
+            let expired = c.close_by.is_some_and(|t| now >= t);
+            let idle = idle_timeout.is_some_and(|t| {
+                !c.deferred && !c.closing && now.duration_since(c.last_active) > t
             });
-            if idle {
+            if expired || idle {
                 self.close(i);
+            } else {
+                self.check_soft_limit(i);
             }
         }
+        if self.env.shared.memory.clients_over_budget() {
+            self.evict();
+        }
+    }
+}
+
+/// The last reply of a connection closed by an output limit.
+const OUTPUT_LIMIT: &str =
+    "output buffer limit reached (client_output_buffer_limit); closing connection";
+
+/// Counts and (rate-limited) logs a disconnection by an output limit.
+fn output_limit_hit(env: &Env, bytes: usize, which: &str) {
+    let memory = &env.shared.memory;
+    memory.count_output_closed();
+    if memory.log_gate(LogKind::OutputLimit, env.now_ms) {
+        let (_, _, n) = memory.counters();
+        log::warn!(
+            "closing a client over the {which} output limit ({bytes} bytes of reply pending); {n} such disconnections so far"
+        );
     }
 }
 
@@ -497,12 +673,8 @@ enum Transport {
 /// Starts a TLS session when `first` begins with a TLS handshake record;
 /// refuses plaintext when TLS is required.
 #[cold]
-fn choose_transport(
-    acceptor: &Acceptor,
-    conn: &mut Conn,
-    first: &[u8],
-    shared: &Shared,
-) -> Transport {
+fn choose_transport(acceptor: &Acceptor, conn: &mut Conn, first: &[u8], env: &Env) -> Transport {
+    let shared = &env.shared;
     if first[0] == tls::HANDSHAKE {
         return match acceptor.start(first) {
             Ok(session) => {
@@ -562,8 +734,22 @@ fn process_rbuf(
 ) -> Stop {
     let buf = std::mem::take(&mut conn.rbuf);
     let (used, stop) = process(env, token, conn, &buf, eof, budget);
+    if conn.closing {
+        // Nothing more is processed: the input is dropped.
+        return stop;
+    }
     conn.rbuf = buf;
     conn.rbuf.drain(..used);
+    // Input buffers shrink back after a large request: a buffer mostly
+    // empty is released (or cut down to what it holds).
+    let cap = conn.rbuf.capacity();
+    if cap > RBUF_KEEP && conn.rbuf.len() <= cap / 4 {
+        if conn.rbuf.is_empty() {
+            conn.rbuf = Vec::new();
+        } else {
+            conn.rbuf.shrink_to(conn.rbuf.len().max(RBUF_KEEP));
+        }
+    }
     stop
 }
 
@@ -642,6 +828,11 @@ fn process(
                     conn.info.touch(env.now_ms);
                     touched = true;
                 }
+                // The hard output limit, enforced while the reply is
+                // generated: long replies stop at `out_limit` and set
+                // `cut`; any reply past the limit closes the connection.
+                let hard = env.shared.memory.limits.output_hard;
+                let reply_start = conn.wbuf.len();
                 let mut ctx = Ctx {
                     shared: &env.shared,
                     db: env.shared.store.db(),
@@ -650,10 +841,16 @@ fn process(
                     scratch: &mut env.rmw,
                     now: env.now,
                     log: env.log.as_ref(),
+                    out_limit: if hard == 0 {
+                        usize::MAX
+                    } else {
+                        conn.wpos + hard
+                    },
+                    cut: false,
                 };
                 // RESP transactions (exec::tx): only connections that used
                 // MULTI/WATCH pay for more than this test.
-                let cmd = if conn.tx.is_some() || exec::tx::is_tx_command(&cmd) {
+                let flow = if conn.tx.is_some() || exec::tx::is_tx_command(&cmd) {
                     match exec::tx::step(
                         cmd,
                         &data[start..pos],
@@ -661,17 +858,26 @@ fn process(
                         &mut ctx,
                         &mut conn.wbuf,
                     ) {
-                        Some(cmd) => cmd,
-                        None => continue,
+                        Some(cmd) => exec::execute(cmd, &mut ctx, &mut conn.wbuf, proto),
+                        None => Flow::Continue,
                     }
                 } else {
-                    cmd
+                    exec::execute(cmd, &mut ctx, &mut conn.wbuf, proto)
                 };
-                match exec::execute(cmd, &mut ctx, &mut conn.wbuf, proto) {
+                if ctx.cut || (hard != 0 && conn.unsent() > hard) {
+                    let unsent = conn.unsent();
+                    conn.wbuf.truncate(reply_start);
+                    conn.wbuf.shrink_to(reply_start.max(RBUF_KEEP));
+                    reply::error(&mut conn.wbuf, proto, OUTPUT_LIMIT);
+                    conn.start_close(env.now);
+                    output_limit_hit(env, unsent, "hard");
+                    return (pos, Stop::Blocked);
+                }
+                match flow {
                     Flow::Continue => {}
                     Flow::StopNode => return (pos, Stop::NodeStopping),
                     Flow::Close => {
-                        conn.closing = true;
+                        conn.start_close(env.now);
                         return (pos, Stop::Blocked);
                     }
                     Flow::Defer(task) => {
@@ -709,7 +915,7 @@ fn process(
                     Fatal::Protocol(e) => reply::error(&mut conn.wbuf, proto, &e.to_string()),
                     Fatal::InvalidUtf8 => {}
                 }
-                conn.closing = true;
+                conn.start_close(env.now);
                 return (data.len(), Stop::Blocked);
             }
         }

@@ -50,6 +50,8 @@
 //! written between two reads of the tree.
 //!
 //! The few nodes above the shards are combined by the store on demand.
+//!
+//! Overview and rationale: docs/architecture.md, "Merkle tree".
 
 use sha2::{Digest as _, Sha256};
 

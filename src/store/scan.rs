@@ -7,6 +7,10 @@ use super::lock::Db;
 use super::merkle::{bucket_of, key_hash};
 use super::{Record, Store, Version};
 
+/// Bytes counted per key by [`Db::scan_bounded`] besides the key: the
+/// `Vec` holding it.
+pub const SCAN_KEY_OVERHEAD: usize = std::mem::size_of::<Vec<u8>>();
+
 impl Store {
     /// Calls `f` for every record (tombstones included) of global bucket
     /// `bucket`, in no particular order, under that bucket's shard lock.
@@ -25,6 +29,10 @@ impl Store {
     /// [`Db::scan`] on a locking view.
     pub fn scan(&self, prefix: &[u8]) -> Vec<Vec<u8>> {
         self.db().scan(prefix)
+    }
+    /// [`Db::scan_bounded`] on a locking view.
+    pub fn scan_bounded(&self, prefix: &[u8], max_bytes: usize) -> Option<Vec<Vec<u8>>> {
+        self.db().scan_bounded(prefix, max_bytes)
     }
     /// [`Db::scan_step`] on a locking view.
     pub fn scan_step(&self, cursor: u64, count: usize, f: impl FnMut(&[u8])) -> u64 {
@@ -84,19 +92,32 @@ impl Store {
 impl Db<'_> {
     /// Live keys starting with `prefix`, in ascending byte order.
     pub fn scan(self, prefix: &[u8]) -> Vec<Vec<u8>> {
+        self.scan_bounded(prefix, usize::MAX).unwrap_or_default()
+    }
+
+    /// [`Db::scan`] within a budget: `None` as soon as the keys found
+    /// (counted as their bytes plus [`SCAN_KEY_OVERHEAD`] each) pass
+    /// `max_bytes`, so a scan never copies more than that (the text `SCAN`
+    /// reply is bounded by the client's output limit).
+    pub fn scan_bounded(self, prefix: &[u8], max_bytes: usize) -> Option<Vec<Vec<u8>>> {
         let mut keys = Vec::new();
+        let mut bytes = 0usize;
         for i in 0..self.store.shards.len() {
             let shard = self.shard(i);
             for t in shard.tables.iter() {
-                keys.extend(
-                    t.iter()
-                        .filter(|r| !r.is_tombstone() && r.key().starts_with(prefix))
-                        .map(|r| r.key().to_vec()),
-                );
+                for r in t.iter() {
+                    if !r.is_tombstone() && r.key().starts_with(prefix) {
+                        bytes += r.key().len() + SCAN_KEY_OVERHEAD;
+                        if bytes > max_bytes {
+                            return None;
+                        }
+                        keys.push(r.key().to_vec());
+                    }
+                }
             }
         }
         keys.sort_unstable();
-        keys
+        Some(keys)
     }
 
     /// One step of a cursor scan (RESP `SCAN`): visits whole global buckets

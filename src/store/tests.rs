@@ -675,3 +675,19 @@ fn prefix_digest_tracks_matching_live_entries() {
     s.set(b"user:2", b"c");
     assert_ne!(s.prefix_digest(b"user:"), d1);
 }
+
+#[test]
+fn scan_bounded_gives_up_past_its_budget() {
+    let s = store(4);
+    for k in [&b"a1"[..], b"a2", b"b1"] {
+        s.set(k, b"v");
+    }
+    let per_key = 2 + super::scan::SCAN_KEY_OVERHEAD;
+    assert_eq!(
+        s.scan_bounded(b"a", 2 * per_key),
+        Some(vec![b"a1".to_vec(), b"a2".to_vec()])
+    );
+    assert_eq!(s.scan_bounded(b"a", 2 * per_key - 1), None);
+    assert_eq!(s.scan_bounded(b"", 3 * per_key).map(|k| k.len()), Some(3));
+    assert_eq!(s.scan_bounded(b"c", 0), Some(vec![]));
+}

@@ -14,6 +14,8 @@
 //! Versions are totally ordered by `(hlc, node)`; the larger one wins
 //! everywhere (last-writer-wins). Applying the same set of writes in any
 //! order therefore yields the same state on every node.
+//!
+//! Overview: docs/architecture.md, "Versions and conflicts".
 
 /// Number of bits of the logical counter inside an HLC timestamp.
 pub const LOGICAL_BITS: u32 = 16;
