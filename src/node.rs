@@ -22,7 +22,7 @@ static INFO_SECTIONS: [&dyn InfoSection; 5] = [
     &crate::replication::bridge::ReplicationInfo,
     &crate::persist::threads::PersistInfo,
     &crate::antientropy::scheduler::AntiEntropyInfo,
-    &crate::server::tls::TlsInfo,
+    &crate::server::TlsInfo,
 ];
 
 /// Errors starting a node.

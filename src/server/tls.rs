@@ -34,8 +34,6 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig, ServerConnection};
 
 use crate::config::TlsConfig;
-use crate::state::{InfoSection, Shared};
-use crate::store::Db;
 
 /// The first byte of a TLS connection (record type "handshake").
 pub const HANDSHAKE: u8 = 0x16;
@@ -200,6 +198,22 @@ impl Acceptor {
         Ok(())
     }
 
+    /// The INFO lines `tls_*` (after `tls_enabled:1`).
+    pub fn write_info(&self, s: &mut String) {
+        let st = &self.stats;
+        let _ = write!(
+            s,
+            "tls_required:{}\r\ntls_client_auth:{}\r\ntls_connections:{}\r\n\
+             tls_errors:{}\r\ntls_plaintext_refused:{}\r\ntls_reloads:{}\r\n",
+            self.required as u8,
+            self.files.client_ca_file.is_some() as u8,
+            st.connections.load(Relaxed),
+            st.errors.load(Relaxed),
+            st.plaintext_refused.load(Relaxed),
+            st.reloads.load(Relaxed),
+        );
+    }
+
     /// A session for a connection whose first received bytes are `first`
     /// (starting with [`HANDSHAKE`]).
     pub fn start(&self, first: &[u8]) -> io::Result<Session> {
@@ -323,30 +337,6 @@ impl Session {
                 Err(e) => return Err(e),
             }
         }
-    }
-}
-
-/// INFO lines of TLS on the client port (`tls_enabled:0` alone when off).
-pub struct TlsInfo;
-
-impl InfoSection for TlsInfo {
-    fn write_info(&self, shared: &Shared, _db: Db<'_>, s: &mut String) {
-        let Some(a) = &shared.tls else {
-            s.push_str("tls_enabled:0\r\n");
-            return;
-        };
-        let st = &a.stats;
-        let _ = write!(
-            s,
-            "tls_enabled:1\r\ntls_required:{}\r\ntls_client_auth:{}\r\ntls_connections:{}\r\n\
-             tls_errors:{}\r\ntls_plaintext_refused:{}\r\ntls_reloads:{}\r\n",
-            a.required as u8,
-            a.files.client_ca_file.is_some() as u8,
-            st.connections.load(Relaxed),
-            st.errors.load(Relaxed),
-            st.plaintext_refused.load(Relaxed),
-            st.reloads.load(Relaxed),
-        );
     }
 }
 
