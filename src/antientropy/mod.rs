@@ -59,6 +59,9 @@ use round::{RoundError, RoundReport};
 
 pub use scheduler::{spawn, sync_with};
 
+/// Least time between two early rounds (started because replication lost
+/// events, see `scheduler`).
+pub const EARLY_ROUND_GAP: Duration = Duration::from_secs(1);
 /// Upper bound on one whole round (a trickling peer cannot hold a round
 /// slot longer than this).
 pub const ROUND_TIMEOUT: Duration = Duration::from_secs(300);
@@ -85,6 +88,11 @@ pub struct AntiEntropy {
     aborts: Mutex<HashMap<u64, TcpStream>>,
     next_abort: AtomicU64,
     stats: Mutex<Stats>,
+    /// Early rounds started because replication lost events.
+    early_rounds: AtomicU64,
+    /// Lost events known repaired: the outbox's loss count when the last
+    /// configured peer to do so started a round that found equal roots.
+    repaired_losses: AtomicU64,
     /// The log writers of idle appliers, reused across rounds so each
     /// keeps its one log segment instead of opening a new one per round.
     writers: Mutex<Vec<LogWriter>>,
@@ -157,8 +165,16 @@ impl AntiEntropy {
             aborts: Mutex::new(HashMap::new()),
             next_abort: AtomicU64::new(0),
             stats: Mutex::new(Stats::default()),
+            early_rounds: AtomicU64::new(0),
+            repaired_losses: AtomicU64::new(0),
             writers: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Replication losses (`Outbox::lost`) known to be repaired: every
+    /// configured peer has since started a round with equal roots.
+    pub fn repaired_losses(&self) -> u64 {
+        self.repaired_losses.load(Relaxed)
     }
 
     /// This process's instance number (`MKV.ROOT`).

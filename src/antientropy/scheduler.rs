@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, select, unbounded};
 
 use super::round::{self, Repair, RespPeer, RoundError, RoundOptions, RoundReport};
-use super::{ROUND_TIMEOUT, STOP_GRACE, client_options};
+use super::{EARLY_ROUND_GAP, ROUND_TIMEOUT, STOP_GRACE, client_options};
 use crate::applier::Applier;
 use crate::client::Client;
 use crate::jobs::{Job, Task};
@@ -119,6 +119,9 @@ struct PeerSlot {
     is_self: bool,
     /// Last logged state, to log only changes.
     state: String,
+    /// `Outbox::lost` at the start of the last round that found the
+    /// roots equal: every loss before it is repaired at this peer.
+    synced_losses: u64,
 }
 
 /// A round to start.
@@ -130,6 +133,8 @@ enum Work {
 /// A finished round.
 struct Done {
     peer: Option<usize>,
+    /// `Outbox::lost` when the round started.
+    lost_at_start: u64,
     result: Result<RoundReport, RoundError>,
     client: Option<Client>,
 }
@@ -172,6 +177,7 @@ impl Scheduler {
                         queued: false,
                         is_self: false,
                         state: String::new(),
+                        synced_losses: 0,
                     }),
                     None => {
                         log::warn!("anti-entropy: ignoring malformed peer {p:?}");
@@ -210,6 +216,9 @@ impl Scheduler {
             );
         }
         let mut next_tick = Instant::now();
+        let losses = self.shared.outbox.loss_signal();
+        let mut last_early: Option<Instant> = None;
+        let mut early = false;
         loop {
             self.start_work();
             let timeout = if self.peers.is_empty() {
@@ -228,8 +237,27 @@ impl Scheduler {
                         self.finish(done);
                     }
                 }
+                recv(losses) -> _ => {
+                    // Replication lost events: repair soon, at most one
+                    // early round per EARLY_ROUND_GAP. The flag is taken
+                    // when that round starts, so more losses meanwhile
+                    // cost no wake-ups.
+                    if !self.peers.is_empty() {
+                        let at = last_early
+                            .map_or(Instant::now(), |t| (t + EARLY_ROUND_GAP).max(Instant::now()));
+                        if at < next_tick {
+                            next_tick = at;
+                            early = true;
+                        }
+                    }
+                }
                 default(timeout) => {
                     if !self.peers.is_empty() {
+                        if self.shared.outbox.take_loss() && early {
+                            self.shared.antientropy.early_rounds.fetch_add(1, Relaxed);
+                            last_early = Some(Instant::now());
+                        }
+                        early = false;
                         for (i, p) in self.peers.iter_mut().enumerate() {
                             if !p.busy && !p.queued && !p.is_self {
                                 p.queued = true;
@@ -277,7 +305,11 @@ impl Scheduler {
                     port,
                     full,
                     verify,
+                    rejoin,
                 } = job.task;
+                if rejoin && let Err(e) = shared.contact.rejoin(crate::clock::unix_millis()) {
+                    log::warn!("SYNC --rejoin: {e}");
+                }
                 let opts = RoundOptions {
                     full,
                     verify,
@@ -301,17 +333,31 @@ impl Scheduler {
         // answered if the thread cannot be created.
         let slot = Arc::new(Mutex::new(responder));
         let theirs = slot.clone();
+        let lost_at_start = self.shared.outbox.lost();
         let spawned = std::thread::Builder::new()
             .name("ae-round".into())
             .spawn(move || {
                 crate::failfast::checkpoint();
                 let (result, client) =
                     sync_with(&shared, &host, port, opts, client, peer.is_some());
+                if let Ok(r) = &result
+                    && !r.self_peer
+                {
+                    let now = crate::clock::unix_millis();
+                    if opts.full {
+                        // An exact copy of a peer: nothing old is left.
+                        if let Err(e) = shared.contact.rejoin(now) {
+                            log::warn!("SYNC --full: {e}");
+                        }
+                    }
+                    shared.contact.touch(now);
+                }
                 if let Some(r) = lock(&theirs).take() {
                     r.respond(sync_reply(&host, port, &result));
                 }
                 let _ = done.send(Done {
                     peer,
+                    lost_at_start,
                     result,
                     client,
                 });
@@ -341,6 +387,21 @@ impl Scheduler {
         p.busy = false;
         p.client = done.client;
         p.is_self = done.result.as_ref().is_ok_and(|r| r.self_peer);
+        if done.result.as_ref().is_ok_and(|r| r.in_sync) {
+            p.synced_losses = p.synced_losses.max(done.lost_at_start);
+            let repaired = self
+                .peers
+                .iter()
+                .filter(|p| !p.is_self)
+                .map(|p| p.synced_losses)
+                .min()
+                .unwrap_or(0);
+            self.shared
+                .antientropy
+                .repaired_losses
+                .store(repaired, Relaxed);
+        }
+        let p = &mut self.peers[i];
         let state = match &done.result {
             Ok(r) if r.self_peer => "self".to_string(),
             Ok(_) => "ok".to_string(),
@@ -441,13 +502,14 @@ fn write_info(shared: &Shared, db: Db<'_>, s: &mut String) {
     let _ = write!(
         s,
         "ae_enabled:{}\r\nae_interval_seconds:{}\r\nae_peers:{}\r\nae_rounds:{}\r\n\
-         ae_rounds_failed:{}\r\nae_buckets_differing:{}\r\nae_keys_repaired:{}\r\n\
+         ae_early_rounds:{}\r\nae_rounds_failed:{}\r\nae_buckets_differing:{}\r\nae_keys_repaired:{}\r\n\
          ae_keys_removed:{}\r\nae_bytes_sent:{}\r\nae_bytes_received:{}\r\n\
          ae_requests_served:{}\r\nae_rounds_running:{}\r\n",
         (cfg.enabled && !cfg.peer_list.is_empty()) as u8,
         cfg.interval.as_secs(),
         if cfg.enabled { cfg.peer_list.len() } else { 0 },
         st.rounds,
+        ae.early_rounds.load(Relaxed),
         st.failed,
         st.buckets_differing,
         st.keys_repaired,

@@ -381,8 +381,8 @@ pub static SETTINGS: &[Setting] = &[
         name: "mqtt.clean_session",
         env: &["MERKLE_KV_MQTT_CLEAN_SESSION"],
         kind: Kind::Bool,
-        initial: Initial::Value("true"),
-        doc: "MQTT clean-session flag.",
+        initial: Initial::Value("false"),
+        doc: "MQTT clean-session flag. Default false: a persistent session under the stable client id, so the broker queues events (QoS 1) while the node reconnects.",
         apply: |c, v| c.replication.clean_session = v.bool(),
         show: |c| c.replication.clean_session.to_string(),
         ..BASE
@@ -515,8 +515,8 @@ pub static SETTINGS: &[Setting] = &[
             min: 1,
             max: MAX_SECS,
         },
-        initial: Initial::Value("300"),
-        doc: "Seconds between anti-entropy rounds.",
+        initial: Initial::Value("15"),
+        doc: "Seconds between anti-entropy rounds (a round also starts early, at most once a second, when replication lost events).",
         apply: |c, v| c.anti_entropy.interval = v.secs(),
         show: |c| c.anti_entropy.interval.as_secs().to_string(),
         ..BASE

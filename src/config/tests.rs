@@ -132,12 +132,12 @@ fn defaults_without_file() {
     assert_eq!(r.client_id, c.node_id);
     assert_eq!((r.username.as_deref(), r.password.as_deref()), (None, None));
     assert_eq!(r.keep_alive, Duration::from_secs(60));
-    assert!(r.clean_session);
+    assert!(!r.clean_session);
     assert_eq!(r.qos, 1);
     assert!(r.peer_list.is_empty());
     let a = &c.anti_entropy;
     assert!(a.enabled);
-    assert_eq!(a.interval, Duration::from_secs(300));
+    assert_eq!(a.interval, Duration::from_secs(15));
     assert_eq!(a.max_concurrent_syncs, 3);
     assert!(a.peer_list.is_empty());
     assert_eq!(c.logging.level, "info");

@@ -191,9 +191,10 @@ impl Link {
     }
 
     /// Forgets the batches in flight: they are counted as unpublished.
-    fn lose_inflight(&mut self, m: &Metrics) {
+    fn lose_inflight(&mut self, o: &Outbox) {
         let lost: u64 = self.inflight.drain(..).map(u64::from).sum();
-        m.events_unpublished.fetch_add(lost, Relaxed);
+        o.metrics.events_unpublished.fetch_add(lost, Relaxed);
+        o.note_lost(lost);
     }
 }
 
@@ -412,7 +413,7 @@ impl Bridge {
             l.connected = false;
             l.session = false;
             l.drain = None;
-            l.lose_inflight(self.metrics());
+            l.lose_inflight(self.outbox());
         }
         self.cv.notify_all();
         self.metrics().set_state(BrokerState::Off);
@@ -454,7 +455,7 @@ impl Bridge {
                 // Without a session on the broker, rumqttc dropped whatever
                 // it had not delivered: anti-entropy repairs it.
                 if !ack.session_present {
-                    l.lose_inflight(self.metrics());
+                    l.lose_inflight(self.outbox());
                 }
                 l.connected = true;
                 drop(l);
@@ -685,6 +686,7 @@ impl<'a> Publisher<'a> {
         let len = wire::encoded_len(&ev);
         if len + self.b.topic.len() + 64 > MAX_PACKET {
             self.b.metrics().events_unpublished.fetch_add(1, Relaxed);
+            self.b.outbox().note_lost(1);
             self.oversized.warn(|| {
                 format!("replication: an event of {len} bytes exceeds the MQTT packet limit of {MAX_PACKET}; not published")
             });
@@ -838,6 +840,7 @@ impl<'a> Publisher<'a> {
         }
         if n > 0 {
             self.b.metrics().events_unpublished.fetch_add(n, Relaxed);
+            self.b.outbox().note_lost(n);
         }
     }
 }
@@ -910,10 +913,14 @@ fn write_info(shared: &Shared, s: &mut String) {
     }
     let _ = write!(
         s,
-        "replication_enabled:{}\r\nreplication_queued:{}\r\nreplication_dropped:{}\r\n",
+        "replication_enabled:{}\r\nreplication_queued:{}\r\nreplication_dropped:{}\r\n\
+         replication_events_lost:{}\r\nreplication_repair_pending:{}\r\n",
         o.is_enabled() as u8,
         o.queued(),
-        o.dropped()
+        o.dropped(),
+        o.lost(),
+        o.lost()
+            .saturating_sub(shared.antientropy.repaired_losses())
     );
 }
 

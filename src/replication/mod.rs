@@ -108,6 +108,13 @@ pub struct Outbox {
     /// Replication on: local writes are queued and received events applied.
     enabled: AtomicBool,
     dropped: AtomicU64,
+    /// Events lost so far: dropped here or unpublished by the bridge.
+    lost: AtomicU64,
+    /// Set on a loss until the anti-entropy scheduler takes it
+    /// ([`Outbox::take_loss`]): one wake-up per early round, not per event.
+    loss_flag: AtomicBool,
+    /// Wakes the anti-entropy scheduler on a loss.
+    loss_wake: (Sender<()>, Receiver<()>),
     queued_bytes: AtomicUsize,
     /// Set while the bridge threads run.
     pub(crate) running: AtomicBool,
@@ -128,6 +135,9 @@ impl Outbox {
             rx,
             enabled: AtomicBool::new(enabled),
             dropped: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            loss_flag: AtomicBool::new(false),
+            loss_wake: bounded(1),
             queued_bytes: AtomicUsize::new(0),
             running: AtomicBool::new(false),
             bridge_wake: bounded(1),
@@ -189,6 +199,7 @@ impl Outbox {
         if before != 0 && before + charge > OUTBOX_MAX_BYTES {
             self.queued_bytes.fetch_sub(charge, Relaxed);
             self.dropped.fetch_add(1, Relaxed);
+            self.note_lost(1);
             return;
         }
         let ev = ChangeEvent {
@@ -199,6 +210,7 @@ impl Outbox {
         if self.sender.try_send(ev).is_err() {
             self.queued_bytes.fetch_sub(charge, Relaxed);
             self.dropped.fetch_add(1, Relaxed);
+            self.note_lost(1);
         }
     }
 
@@ -211,6 +223,33 @@ impl Outbox {
     /// Events dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Relaxed)
+    }
+
+    /// Counts `n` events that will not reach the broker (dropped or
+    /// unpublished) and asks the anti-entropy scheduler for an early round.
+    pub(crate) fn note_lost(&self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.lost.fetch_add(n, Relaxed);
+        if !self.loss_flag.swap(true, Relaxed) {
+            let _ = self.loss_wake.0.try_send(());
+        }
+    }
+
+    /// Events lost so far (dropped + unpublished).
+    pub fn lost(&self) -> u64 {
+        self.lost.load(Relaxed)
+    }
+
+    /// Signalled after a loss (once until [`Outbox::take_loss`]).
+    pub fn loss_signal(&self) -> Receiver<()> {
+        self.loss_wake.1.clone()
+    }
+
+    /// Takes the loss flag: true if events were lost since the last call.
+    pub fn take_loss(&self) -> bool {
+        self.loss_flag.swap(false, Relaxed)
     }
 
     /// Events waiting to be published.
