@@ -275,7 +275,10 @@ def quadratic():
         print(f"quadratic: EXISTS {n} args in 16 KiB pieces: {line.strip().decode()} in {el * 1000:.0f} ms", flush=True)
         s.close()
     # Sixty clients sending such requests piece by piece, round-robin.
+    # 95% of each request: never completed, so the figure is the cost of
+    # framing alone (a completed 1M-key EXISTS costs its execution too).
     buf = split_request(1_000_000)
+    buf = buf[: len(buf) * 95 // 100]
     socks = [srv.connect() for _ in range(60)]
     srv.sample()
     pinger = Pinger(srv)
@@ -293,7 +296,7 @@ def quadratic():
         s.close()
     after = srv.rss_kb()
     report(
-        f"quadratic (60 clients, 1M-arg EXISTS in 16 KiB pieces, {pos * 60 >> 20} MiB sent)",
+        f"quadratic (60 clients, 95% of a 1M-arg EXISTS in 16 KiB pieces, {min(pos, len(buf)) * 60 >> 20} MiB sent)",
         srv, before, peak, after, elapsed, during,
     )
     srv.stop()
