@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use crate::config::{Config, Engine};
+use crate::contact::Contact;
 use crate::persist::Persist;
 use crate::state::InfoSection;
 use crate::store::{Store, StoreOptions};
@@ -35,6 +36,8 @@ pub enum StartError {
     Io(std::io::Error),
     /// The persistent engine could not be opened or recovered.
     Persist(crate::persist::PersistError),
+    /// The last-contact file could not be read or written.
+    Contact(crate::contact::ContactError),
 }
 
 impl std::fmt::Display for StartError {
@@ -44,6 +47,7 @@ impl std::fmt::Display for StartError {
             StartError::Bind(e) => write!(f, "{e}"),
             StartError::Io(e) => write!(f, "cannot start threads: {e}"),
             StartError::Persist(e) => write!(f, "{e}"),
+            StartError::Contact(e) => write!(f, "{e}"),
         }
     }
 }
@@ -55,6 +59,7 @@ impl std::error::Error for StartError {
             StartError::Bind(e) => Some(e),
             StartError::Io(e) => Some(e),
             StartError::Persist(e) => Some(e),
+            StartError::Contact(e) => Some(e),
         }
     }
 }
@@ -86,7 +91,16 @@ impl Node {
         };
         let (listeners, addr) = crate::server::bind(&config.host, config.port, config.threads)
             .map_err(StartError::Bind)?;
-        let shared = Arc::new(Shared::new(config, store, persist, &INFO_SECTIONS));
+        let member = config.replication.enabled
+            || (config.anti_entropy.enabled && !config.anti_entropy.peer_list.is_empty());
+        let contact = Contact::open(
+            member,
+            config.tombstone_ttl.as_millis() as u64,
+            persist.as_ref().map(|_| config.storage_path.as_path()),
+            crate::clock::unix_millis(),
+        )
+        .map_err(StartError::Contact)?;
+        let shared = Arc::new(Shared::new(config, store, persist, contact, &INFO_SECTIONS));
         let mut threads =
             crate::server::spawn_workers(&shared, listeners).map_err(StartError::Io)?;
         threads.extend(crate::replication::spawn(&shared).map_err(StartError::Io)?);
