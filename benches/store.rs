@@ -69,7 +69,9 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 7919) % KEYS;
             t += 1;
-            expiring.db().set_expiring(&keys[i], black_box(&[b'w'; 32]), t)
+            expiring
+                .db()
+                .set_expiring(&keys[i], black_box(&[b'w'; 32]), t)
         })
     });
 
