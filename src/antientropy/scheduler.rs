@@ -48,7 +48,19 @@ pub fn sync_with(
                 tls: shared.peer_tls.clone(),
                 ..client_options()
             };
-            Client::connect(host, port, &opts)
+            Client::connect(host, port, &opts).and_then(|mut c| {
+                // Peers authenticate (docs/protocol.md §16): the configured
+                // user, by default `default` with `security.requirepass`.
+                let ae_cfg = &shared.config.anti_entropy;
+                if let Some(pw) = &ae_cfg.password {
+                    let user = ae_cfg
+                        .username
+                        .as_deref()
+                        .unwrap_or(crate::auth::DEFAULT_USER);
+                    c.auth(user, pw)?;
+                }
+                Ok(c)
+            })
         }
     };
     let (res, client, sent, received) = match client {

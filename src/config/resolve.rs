@@ -17,7 +17,7 @@ use std::time::Duration;
 use super::settings::{Initial, SETTINGS};
 use super::types::{
     AntiEntropyConfig, Config, Engine, FsyncPolicy, LimitsConfig, LogFormat, LoggingConfig,
-    MAX_THREADS, Overrides, ReplicationConfig, TlsConfig,
+    MAX_THREADS, Overrides, ReplicationConfig, SecurityConfig, TlsConfig,
 };
 use super::values::{Val, from_text};
 
@@ -82,6 +82,9 @@ impl Layers {
         }
         if let Some(path) = &o.storage_path {
             c.storage_path.clone_from(path);
+        }
+        if let Some(pw) = &o.requirepass {
+            c.security.requirepass = Some(pw.clone());
         }
         c.threads = match o.threads {
             Some(t) => t,
@@ -148,6 +151,8 @@ fn blank() -> Config {
             ca_file: None,
             client_cert_file: None,
             client_key_file: None,
+            cluster_keys: Vec::new(),
+            cluster_key_file: None,
         },
         anti_entropy: AntiEntropyConfig {
             enabled: false,
@@ -156,6 +161,8 @@ fn blank() -> Config {
             peer_list: Vec::new(),
             tls: false,
             ca_file: None,
+            username: None,
+            password: None,
         },
         logging: LoggingConfig {
             level: String::new(),
@@ -163,6 +170,13 @@ fn blank() -> Config {
             file_path: None,
         },
         tls: TlsConfig::default(),
+        security: SecurityConfig {
+            requirepass: None,
+            requirepass_file: None,
+            users: Vec::new(),
+            protected_mode: true,
+            max_auth_failures: 0,
+        },
         limits: LimitsConfig {
             maxmemory: 0,
             maxmemory_clients: 0,

@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
-use super::tls::Session;
+use super::tls::Session as TlsSession;
+use crate::auth::Session;
 use crate::exec::tx::TxState;
 use crate::protocol::reply::{self, Proto};
 use crate::protocol::resp;
@@ -90,7 +91,9 @@ pub struct Conn {
     /// RESP `MULTI`/`WATCH` state (`exec::tx`), allocated on first use.
     pub tx: Option<Box<TxState>>,
     /// The TLS session of a connection that started with a TLS handshake.
-    pub tls: Option<Box<Session>>,
+    pub tls: Option<Box<TlsSession>>,
+    /// Who the connection is authenticated as (`auth::gate`).
+    pub session: Session,
 }
 
 impl Conn {
@@ -119,6 +122,7 @@ impl Conn {
             text_scanned: 0,
             tx: None,
             tls: None,
+            session: Session::default(),
         }
     }
 
@@ -241,7 +245,7 @@ impl Conn {
 #[inline]
 pub fn read(
     sock: &mut TcpStream,
-    tls: &mut Option<Box<Session>>,
+    tls: &mut Option<Box<TlsSession>>,
     buf: &mut [u8],
 ) -> io::Result<usize> {
     match tls {

@@ -42,11 +42,12 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::conn::{self, Conn, WBUF_HIGH};
 use super::tls::{self, Acceptor};
+use crate::auth::{self, gate::Admit};
 use crate::exec::{self, Ctx, Flow};
 use crate::jobs::{Completion, Job, Responder};
 use crate::limits::LogKind;
 use crate::protocol::reply::{self, Proto};
-use crate::protocol::{Fatal, Parsed, resp, text};
+use crate::protocol::{Command, Fatal, Parsed, resp, text};
 use crate::state::Shared;
 use crate::stats::WorkerStats;
 
@@ -63,8 +64,9 @@ const RBUF_STEP: usize = 16 << 10;
 /// (left by a large request) is shrunk or released.
 const RBUF_KEEP: usize = 64 << 10;
 /// Input bytes read from one connection per turn before the others get a
-/// turn (a fast sender of large requests cannot hold the worker).
-const READ_BUDGET: usize = 4 << 20;
+/// turn (fast senders of large requests cannot hold the worker: with 60
+/// such clients, a 4 MiB budget made a turn, and so a PING, wait seconds).
+const READ_BUDGET: usize = 256 << 10;
 /// Argument spans the worker keeps after a request with many arguments.
 const SPANS_KEEP: usize = 4096;
 /// Period of the connection sweep: idle timeout, closing deadlines, soft
@@ -848,6 +850,25 @@ fn process(
                     },
                     cut: false,
                 };
+                // Authentication and roles (auth::gate): one test when no
+                // password is configured.
+                if env.shared.auth.enabled() || matches!(cmd, Command::Auth { .. }) {
+                    match auth::gate::admit(
+                        &env.shared.auth,
+                        &mut conn.session,
+                        &cmd,
+                        &data[start..pos],
+                        proto,
+                        &mut conn.wbuf,
+                    ) {
+                        Admit::Run => {}
+                        Admit::Done => continue,
+                        Admit::Close => {
+                            conn.closing = true;
+                            return (pos, Stop::Blocked);
+                        }
+                    }
+                }
                 // RESP transactions (exec::tx): only connections that used
                 // MULTI/WATCH pay for more than this test.
                 let flow = if conn.tx.is_some() || exec::tx::is_tx_command(&cmd) {
