@@ -200,6 +200,9 @@ pub struct Store {
     leaves_hashed: AtomicU64,
     /// Records expired so far (actively or lazily; INFO `expired_keys`).
     expired: AtomicU64,
+    /// Shard lock acquisitions that found the lock held and had to wait
+    /// (INFO `store_lock_contended`; see `lock::lock`).
+    lock_contended: AtomicU64,
 }
 
 /// log2 of the largest shard count a store uses (more are capped).
@@ -244,6 +247,7 @@ impl Store {
             oldest_tombstone_ms: AtomicU64::new(u64::MAX),
             leaves_hashed: AtomicU64::new(0),
             expired: AtomicU64::new(0),
+            lock_contended: AtomicU64::new(0),
         })
     }
 
