@@ -30,6 +30,7 @@
 
 pub mod antientropy;
 pub mod applier;
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod clock;
@@ -37,6 +38,7 @@ pub mod config;
 pub mod contact;
 pub mod exec;
 pub mod failfast;
+pub mod fuzz;
 pub mod housekeeping;
 pub mod jobs;
 pub mod limits;

@@ -18,7 +18,8 @@ pub use crate::applier::Applier;
 pub use crate::state::{Shared, StopSignal};
 
 /// The INFO sections after the node's own lines, in their order.
-static INFO_SECTIONS: [&dyn InfoSection; 4] = [
+static INFO_SECTIONS: [&dyn InfoSection; 5] = [
+    &crate::auth::info::AuthInfo,
     &crate::server::ClientLimitsInfo,
     &crate::replication::bridge::ReplicationInfo,
     &crate::persist::threads::PersistInfo,
@@ -36,6 +37,8 @@ pub enum StartError {
     Io(std::io::Error),
     /// The persistent engine could not be opened or recovered.
     Persist(crate::persist::PersistError),
+    /// The configuration is refused (protected mode).
+    Config(crate::config::ConfigError),
     /// The last-contact file could not be read or written.
     Contact(crate::contact::ContactError),
 }
@@ -47,6 +50,7 @@ impl std::fmt::Display for StartError {
             StartError::Bind(e) => write!(f, "{e}"),
             StartError::Io(e) => write!(f, "cannot start threads: {e}"),
             StartError::Persist(e) => write!(f, "{e}"),
+            StartError::Config(e) => write!(f, "{e}"),
             StartError::Contact(e) => write!(f, "{e}"),
         }
     }
@@ -59,6 +63,7 @@ impl std::error::Error for StartError {
             StartError::Bind(e) => Some(e),
             StartError::Io(e) => Some(e),
             StartError::Persist(e) => Some(e),
+            StartError::Config(e) => Some(e),
             StartError::Contact(e) => Some(e),
         }
     }
@@ -76,6 +81,7 @@ impl Node {
     /// (persistent engine), binds the client port, and starts the workers
     /// and background threads. Returns once the port accepts connections.
     pub fn start(config: Config) -> Result<Node, StartError> {
+        crate::config::secrets::check_protected(&config).map_err(StartError::Config)?;
         let store = Store::new(StoreOptions {
             shards: config.shards,
             tree_bits: config.tree_bits,
@@ -83,6 +89,8 @@ impl Node {
             tombstone_ttl_ms: config.tombstone_ttl.as_millis() as u64,
         })
         .map_err(StartError::Store)?;
+        // Before recovery, which applies the bound to replayed records.
+        store.set_max_clock_skew(config.max_clock_skew.as_millis() as u64);
         let persist = match config.engine {
             Engine::Persistent => {
                 Some(Persist::open(&config, &store).map_err(StartError::Persist)?)

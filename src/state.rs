@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crossbeam_channel::{Receiver, Sender, unbounded};
 
 use crate::antientropy::AntiEntropy;
+use crate::auth::Auth;
 use crate::clock;
 use crate::config::Config;
 use crate::contact::Contact;
@@ -46,6 +47,8 @@ pub struct Shared {
     pub contact: Contact,
     /// The sections of INFO after the node's own lines, in order.
     pub info: &'static [&'static dyn InfoSection],
+    /// Users, roles and authentication counters.
+    pub auth: Auth,
     /// Client memory and output limits, used-memory accounting.
     pub memory: Memory,
 }
@@ -64,6 +67,7 @@ impl Shared {
         let limits = Limits::from_config(&config.limits);
         let replicate = config.replication.enabled;
         Shared {
+            auth: Auth::new(&config.security, &config.anti_entropy.peer_list),
             config,
             store,
             stats: Stats::new(workers),
@@ -127,6 +131,38 @@ fn write_node_info(shared: &Shared, db: Db<'_>, s: &mut String) {
         shared.store.lock_contended()
     );
     shared.contact.write_info(clock::unix_millis(), s);
+    write_refusals(&shared.store, s);
+}
+
+/// The clock bound and the versions it refused, per source
+/// (`store/bound.rs`).
+fn write_refusals(store: &crate::store::Store, s: &mut String) {
+    let _ = write!(
+        s,
+        "max_clock_skew_ms:{}\r\nversions_refused:{}\r\n",
+        store.max_clock_skew(),
+        store.versions_refused()
+    );
+    for (source, r) in store.refusals() {
+        let name: String = source
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let _ = write!(
+            s,
+            "versions_refused_from_{name}:count={},last_version={}.{},ahead_ms={}\r\n",
+            r.count,
+            r.last.millis(),
+            r.last.hlc & crate::store::version::LOGICAL_MASK,
+            r.ahead_ms
+        );
+    }
 }
 
 /// A process-wide stop signal: a flag, the workers' wakers, and channels

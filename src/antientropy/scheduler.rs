@@ -43,7 +43,19 @@ pub fn sync_with(
     ae.running.fetch_add(1, Relaxed);
     let client = match client {
         Some(c) => Ok(c),
-        None => Client::connect(host, port, &client_options()),
+        None => Client::connect(host, port, &client_options()).and_then(|mut c| {
+            // Peers authenticate (docs/protocol.md §16): the configured
+            // user, by default `default` with `security.requirepass`.
+            let ae_cfg = &shared.config.anti_entropy;
+            if let Some(pw) = &ae_cfg.password {
+                let user = ae_cfg
+                    .username
+                    .as_deref()
+                    .unwrap_or(crate::auth::DEFAULT_USER);
+                c.auth(user, pw)?;
+            }
+            Ok(c)
+        }),
     };
     let (res, client, sent, received) = match client {
         Err(e) => (Err(RoundError::from(e)), None, 0, 0),
@@ -54,6 +66,10 @@ pub fn sync_with(
             let mut peer = RespPeer {
                 transport: c,
                 cancel: Some(ae.cancel.clone()),
+                source: format!(
+                    "{} {name}",
+                    if configured { "anti-entropy" } else { "sync" }
+                ),
             };
             let mut applier = match lock(&ae.writers).pop() {
                 Some(w) => Applier::with_writer(shared.clone(), w),
@@ -299,6 +315,7 @@ impl Scheduler {
                     port,
                     full,
                     verify,
+                    force,
                     rejoin,
                 } = job.task;
                 if rejoin && let Err(e) = shared.contact.rejoin(crate::clock::unix_millis()) {
@@ -307,6 +324,7 @@ impl Scheduler {
                 let opts = RoundOptions {
                     full,
                     verify,
+                    force,
                     instance: 0,
                 };
                 (host, port, opts, None, None, Some(job.responder))
@@ -555,7 +573,7 @@ impl Repair for Applier {
     ) -> bool {
         Applier::replace_if_expiring(self, key, expected, value, version, expires)
     }
-    fn remove_if(&mut self, key: &[u8], expected: Version) -> bool {
-        Applier::remove_if(self, key, expected)
+    fn delete_if(&mut self, key: &[u8], expected: Version) -> bool {
+        Applier::delete_if(self, key, expected)
     }
 }

@@ -300,6 +300,7 @@ enum Kw {
     Hash,
     Sync,
     Replicate,
+    Auth,
     Expire,
     Pexpire,
     Ttl,
@@ -341,6 +342,7 @@ fn keyword(word: &str) -> Option<Kw> {
         b"HASH" => Kw::Hash,
         b"SYNC" => Kw::Sync,
         b"REPLICATE" => Kw::Replicate,
+        b"AUTH" => Kw::Auth,
         b"EXPIRE" => Kw::Expire,
         b"PEXPIRE" => Kw::Pexpire,
         b"TTL" => Kw::Ttl,
@@ -366,6 +368,7 @@ fn single_word(t: &str) -> Result<Command<'_>, ParseError> {
         Some(Kw::Exists) => requires("EXISTS command requires arguments"),
         Some(Kw::Sync) => requires("SYNC command requires arguments"),
         Some(Kw::Replicate) => requires("REPLICATE command requires arguments"),
+        Some(Kw::Auth) => requires("AUTH command requires arguments"),
         Some(Kw::Expire) => requires("EXPIRE command requires arguments"),
         Some(Kw::Pexpire) => requires("PEXPIRE command requires arguments"),
         Some(Kw::Ttl) => requires("TTL command requires arguments"),
@@ -460,6 +463,25 @@ fn with_args<'a>(c: &'a str, r: &'a str) -> Result<Command<'a>, ParseError> {
         Kw::Persist => one_token(r, "PERSIST command accepts only one argument", TAB_IN_KEY)
             .map(|key| Command::Expiry(ExpiryCmd::TextPersist(key.as_bytes()))),
         Kw::SetEx => setex(r),
+        Kw::Auth => auth(r),
+    }
+}
+
+/// `AUTH password` or `AUTH user password` (words separated by spaces).
+fn auth(r: &str) -> Result<Command<'_>, ParseError> {
+    let mut words = r.split(' ').filter(|w| !w.is_empty());
+    match (words.next(), words.next(), words.next()) {
+        (Some(p), None, None) => Ok(Command::Auth {
+            user: None,
+            password: p.as_bytes(),
+        }),
+        (Some(u), Some(p), None) => Ok(Command::Auth {
+            user: Some(u.as_bytes()),
+            password: p.as_bytes(),
+        }),
+        _ => Err(fixed(
+            "AUTH command accepts a password, or a user name and a password",
+        )),
     }
 }
 
@@ -670,7 +692,7 @@ fn client(r: &str) -> Result<Command<'_>, ParseError> {
     }
 }
 
-/// `SYNC host port [--full] [--verify] [--rejoin]`: words. Options are matched
+/// `SYNC host port [--full] [--verify] [--force] [--rejoin]`: words. Options are matched
 /// case-sensitively, as written in §3.2.
 fn sync(r: &str) -> Result<Command<'_>, ParseError> {
     let mut tokens = r.split_whitespace();
@@ -680,11 +702,12 @@ fn sync(r: &str) -> Result<Command<'_>, ParseError> {
     let Ok(port) = port.parse::<u16>() else {
         return Err(fixed("Invalid port: must be an integer in 0..=65535"));
     };
-    let (mut full, mut verify, mut rejoin) = (false, false, false);
+    let (mut full, mut verify, mut force, mut rejoin) = (false, false, false, false);
     for option in tokens {
         let (flag, duplicate) = match option {
             "--full" => (&mut full, "Duplicate option: --full"),
             "--verify" => (&mut verify, "Duplicate option: --verify"),
+            "--force" => (&mut force, "Duplicate option: --force"),
             "--rejoin" => (&mut rejoin, "Duplicate option: --rejoin"),
             other => {
                 return Err(ParseError(Cow::Owned(format!("Unknown option: {other}"))));
@@ -700,6 +723,7 @@ fn sync(r: &str) -> Result<Command<'_>, ParseError> {
         port,
         full,
         verify,
+        force,
         rejoin,
     })
 }
@@ -1509,6 +1533,7 @@ mod tests {
             port,
             full,
             verify,
+            force: false,
             rejoin: false,
         };
         assert_eq!(
@@ -1523,6 +1548,7 @@ mod tests {
                 port: 1,
                 full: false,
                 verify: false,
+                force: false,
                 rejoin: true
             }
         );
@@ -1531,6 +1557,21 @@ mod tests {
             sync("h", 65535, true, true)
         );
         assert_eq!(req("SYNC  h\t1  --verify\r\n"), sync("h", 1, false, true));
+        assert_eq!(
+            req("SYNC h 1 --force --full\r\n"),
+            Command::Sync {
+                host: "h",
+                port: 1,
+                full: true,
+                verify: false,
+                force: true,
+                rejoin: false,
+            }
+        );
+        assert_eq!(
+            err("SYNC h 1 --force --force\r\n"),
+            "Duplicate option: --force"
+        );
         let no_port = "SYNC requires <port> as the second argument";
         assert_eq!(err("SYNC h\r\n"), no_port);
         let bad_port = "Invalid port: must be an integer in 0..=65535";
