@@ -136,9 +136,10 @@ fn write_node_info(shared: &Shared, db: Db<'_>, s: &mut String) {
     let _ = write!(s, "merkle_leaves_hashed:{}\r\n", db.leaves_hashed());
     let _ = write!(
         s,
-        "expiring_keys:{}\r\nexpired_keys:{}\r\n",
+        "expiring_keys:{}\r\nexpired_keys:{}\r\nstore_lock_contended:{}\r\n",
         db.expiring(),
-        shared.store.expired_keys()
+        shared.store.expired_keys(),
+        shared.store.lock_contended()
     );
     shared.contact.write_info(clock::unix_millis(), s);
     write_refusals(&shared.store, s);

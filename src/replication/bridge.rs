@@ -83,6 +83,11 @@ const CONNECT_TIMEOUT_SECS: u64 = 1;
 /// Room in rumqttc's request channel besides the publish window
 /// (subscribe, nudges, disconnect).
 const CHANNEL_SLACK: usize = 16;
+/// Safety-net wait of an idle bridge or publisher thread. They are woken
+/// by `Outbox::set_enabled` (mode changes), by events and by shutdown;
+/// this only bounds a missed wake, so an idle node does not wake them
+/// several times a second.
+const IDLE_RECHECK: Duration = Duration::from_secs(5);
 /// Minimum time between two warnings of one kind.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
@@ -268,7 +273,7 @@ impl Bridge {
                 select! {
                     recv(wake) -> _ => {}
                     recv(stop) -> _ => {}
-                    default(Duration::from_secs(1)) => {}
+                    default(IDLE_RECHECK) => {}
                 }
                 continue;
             }
@@ -501,15 +506,20 @@ impl Bridge {
                 break;
             }
             if !self.outbox().is_enabled() {
-                if self.lock().session {
+                // While the bridge still has a session (draining after
+                // `REPLICATE disable`) recheck often; with none, wait for
+                // a wake (`Outbox::set_enabled`) or shutdown.
+                let recheck = if self.lock().session {
                     p.drain();
+                    Duration::from_millis(200)
                 } else {
                     p.discard();
-                }
+                    IDLE_RECHECK
+                };
                 select! {
                     recv(wake) -> _ => {}
                     recv(stop) -> _ => {}
-                    default(Duration::from_millis(200)) => {}
+                    default(recheck) => {}
                 }
                 continue;
             }
@@ -522,7 +532,7 @@ impl Bridge {
                     }
                     recv(wake) -> _ => continue,
                     recv(stop) -> _ => continue,
-                    default(Duration::from_millis(500)) => continue,
+                    default(IDLE_RECHECK) => continue,
                 }
             } else {
                 // A backlog: the previous batch was cut full.

@@ -173,12 +173,17 @@ impl Worker {
             if self.env.shared.shutdown.is_triggered() {
                 break;
             }
+            // No connection: nothing for the sweep to do, so block until
+            // an event (a connection, a completion or shutdown wakes us)
+            // instead of waking every `SWEEP` on an idle node.
             let timeout = if !self.pending.is_empty() {
-                Duration::ZERO
+                Some(Duration::ZERO)
+            } else if self.conns.len() == self.free.len() {
+                None
             } else {
-                SWEEP
+                Some(SWEEP)
             };
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
