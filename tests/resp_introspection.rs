@@ -67,7 +67,10 @@ fn command_list_and_filters() {
         &mut s,
         &["COMMAND", "LIST", "FILTERBY", "PATTERN", "config*"],
     );
-    assert_eq!(cfg, ["config", "config|get", "config|resetstat"]);
+    assert_eq!(
+        cfg,
+        ["config", "config|get", "config|set", "config|resetstat"]
+    );
     assert!(list(&mut s, &["COMMAND", "LIST", "FILTERBY", "MODULE", "m"]).is_empty());
     assert!(list(&mut s, &["COMMAND", "LIST", "FILTERBY", "ACLCAT", "nope"]).is_empty());
     let bitmap = list(&mut s, &["COMMAND", "LIST", "FILTERBY", "ACLCAT", "bitmap"]);
@@ -121,4 +124,92 @@ fn command_getkeys() {
         &["COMMAND", "GETKEYS"],
         b"-ERR wrong number of arguments for 'command|getkeys' command\r\n",
     );
+}
+
+#[test]
+fn config_set_takes_current_values_and_refuses_changes() {
+    let srv = Server::start(&[]);
+    let mut s = srv.connect();
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "maxmemory", "0", "save", ""],
+        b"+OK\r\n",
+    );
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "maxmemory", "10"],
+        b"-ERR CONFIG SET failed (possibly related to argument 'maxmemory') - can't set immutable config (MerkleKV reads it at startup only)\r\n",
+    );
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "maxmemory", "1", "maxmemory", "2"],
+        b"-ERR CONFIG SET failed (possibly related to argument 'maxmemory') - duplicate parameter\r\n",
+    );
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "nosuch", "1"],
+        b"-ERR Unknown option or number of arguments for CONFIG SET - 'nosuch'\r\n",
+    );
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "maxmemory"],
+        b"-ERR wrong number of arguments for 'config|set' command\r\n",
+    );
+    exchange(
+        &mut s,
+        &["CONFIG", "GET", "replicaof"],
+        b"*2\r\n$9\r\nreplicaof\r\n$0\r\n\r\n",
+    );
+}
+
+#[test]
+fn reset_ends_transactions_and_client_state() {
+    let srv = Server::start(&[]);
+    let mut s = srv.connect();
+    exchange(&mut s, &["CLIENT", "SETNAME", "me"], b"+OK\r\n");
+    exchange(&mut s, &["WATCH", "w"], b"+OK\r\n");
+    exchange(&mut s, &["MULTI"], b"+OK\r\n");
+    exchange(&mut s, &["SET", "a", "1"], b"+QUEUED\r\n");
+    exchange(&mut s, &["RESET"], b"+RESET\r\n");
+    exchange(&mut s, &["EXEC"], b"-ERR EXEC without MULTI\r\n");
+    exchange(&mut s, &["GET", "a"], b"$-1\r\n");
+    exchange(&mut s, &["CLIENT", "GETNAME"], b"$-1\r\n");
+    s.write_all(&req(&["HELLO", "3"])).unwrap();
+    let mut hello = Vec::new();
+    let mut b = [0u8];
+    while !hello.ends_with(b"$7\r\nmodules\r\n*0\r\n") {
+        s.read_exact(&mut b).unwrap();
+        hello.push(b[0]);
+    }
+    exchange(&mut s, &["GET", "a"], b"_\r\n");
+    exchange(&mut s, &["RESET"], b"+RESET\r\n");
+    exchange(&mut s, &["GET", "a"], b"$-1\r\n");
+}
+
+#[test]
+fn info_has_a_cpu_section() {
+    let srv = Server::start(&[]);
+    let mut s = srv.connect();
+    s.write_all(&req(&["INFO", "cpu"])).unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8];
+    while !head.ends_with(b"\r\n") {
+        s.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    let n: usize = String::from_utf8_lossy(&head[1..head.len() - 2])
+        .parse()
+        .unwrap();
+    let mut body = vec![0; n + 2];
+    s.read_exact(&mut body).unwrap();
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.starts_with("# CPU\r\nused_cpu_sys:"), "{body}");
+    for f in [
+        "used_cpu_user:",
+        "used_cpu_sys_children:",
+        "used_cpu_user_children:",
+    ] {
+        assert!(body.contains(f), "{body}");
+    }
+    assert!(!body.contains("used_memory"), "{body}");
 }

@@ -63,6 +63,13 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
             stats.incr(Counter::Management);
             config_get(ctx, patterns, out, resp3);
         }
+        Redis::ConfigSet(pairs) => {
+            stats.incr(Counter::Management);
+            match config_set(ctx, pairs) {
+                Ok(()) => ok(out, Proto::Resp),
+                Err(e) => crate::protocol::reply::error(out, Proto::Resp, &e),
+            }
+        }
         Redis::ConfigResetStat => {
             stats.incr(Counter::Management);
             ok(out, Proto::Resp);
@@ -295,6 +302,12 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
                 itoa::Buffer::new().format(now.subsec_micros()).as_bytes(),
             );
         }
+        Redis::Reset => {
+            stats.incr(Counter::Management);
+            ctx.client.set_resp3(false);
+            ctx.client.update_meta(|m| *m = Default::default());
+            out.extend_from_slice(b"+RESET\r\n");
+        }
         Redis::FunctionFlush => {
             stats.incr(Counter::Management);
             ok(out, super::Proto::Resp);
@@ -488,7 +501,61 @@ fn config_params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
             ),
         ),
         ("io-threads", c.threads.to_string()),
+        ("daemonize", "no".into()),
+        ("replicaof", String::new()),
+        (
+            "proto-max-bulk-len",
+            crate::store::MAX_VALUE_LEN.to_string(),
+        ),
     ]
+}
+
+/// `CONFIG SET`: every parameter `CONFIG GET` reports is read at startup
+/// only, so setting one to its current value succeeds and changes nothing,
+/// and any other value is refused as for an immutable Redis parameter.
+/// Checked as Redis does: all pairs first (unknown names, duplicates),
+/// nothing applied unless all pass.
+fn config_set(ctx: &Ctx<'_>, pairs: Args<'_>) -> Result<(), String> {
+    let params = config_params(ctx);
+    let args: Vec<&[u8]> = pairs.iter().collect();
+    let failed = |name: &[u8], why: &str| {
+        format!(
+            "CONFIG SET failed (possibly related to argument '{}') - {why}",
+            String::from_utf8_lossy(name)
+        )
+    };
+    let mut seen: Vec<&[u8]> = Vec::new();
+    for pair in args.chunks(2) {
+        let name = pair[0];
+        if !params
+            .iter()
+            .any(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
+        {
+            return Err(format!(
+                "Unknown option or number of arguments for CONFIG SET - '{}'",
+                String::from_utf8_lossy(name)
+            ));
+        }
+        if seen.iter().any(|s| s.eq_ignore_ascii_case(name)) {
+            return Err(failed(name, "duplicate parameter"));
+        }
+        seen.push(name);
+    }
+    for pair in args.chunks(2) {
+        let (name, value) = (pair[0], pair[1]);
+        let current = params
+            .iter()
+            .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_bytes())
+            .unwrap_or_default();
+        if current != value {
+            return Err(failed(
+                name,
+                "can't set immutable config (MerkleKV reads it at startup only)",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn config_get(ctx: &Ctx<'_>, patterns: Args<'_>, out: &mut Vec<u8>, resp3: bool) {
@@ -534,6 +601,19 @@ fn hello(ctx: &Ctx<'_>, out: &mut Vec<u8>) {
     array(out, 0);
 }
 
+/// (system, user) CPU seconds of this process or of its waited-for
+/// children (`getrusage`).
+fn cpu_seconds(who: libc::c_int) -> (f64, f64) {
+    // SAFETY: getrusage writes a plain struct we own; zeroed is valid.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage.
+    if unsafe { libc::getrusage(who, &mut ru) } != 0 {
+        return (0.0, 0.0);
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (secs(ru.ru_stime), secs(ru.ru_utime))
+}
+
 /// Sections of the Redis-style INFO, in order.
 const SECTIONS: &[&str] = &[
     "server",
@@ -542,6 +622,7 @@ const SECTIONS: &[&str] = &[
     "persistence",
     "stats",
     "replication",
+    "cpu",
     "keyspace",
     "merklekv",
 ];
@@ -574,6 +655,8 @@ fn info(ctx: &Ctx<'_>, sections: Args<'_>, s: &mut String) {
         first = false;
         let title = if name == "merklekv" {
             "MerkleKV".to_string()
+        } else if name == "cpu" {
+            "CPU".to_string()
         } else {
             let mut t = name.to_string();
             t[..1].make_ascii_uppercase();
@@ -626,6 +709,14 @@ fn info(ctx: &Ctx<'_>, sections: Args<'_>, s: &mut String) {
                 )
             }
             "replication" => write!(s, "role:master\r\nconnected_slaves:0\r\n"),
+            "cpu" => {
+                let (sys, user) = cpu_seconds(libc::RUSAGE_SELF);
+                let (csys, cuser) = cpu_seconds(libc::RUSAGE_CHILDREN);
+                write!(
+                    s,
+                    "used_cpu_sys:{sys:.6}\r\nused_cpu_user:{user:.6}\r\nused_cpu_sys_children:{csys:.6}\r\nused_cpu_user_children:{cuser:.6}\r\n"
+                )
+            }
             "keyspace" if keys > 0 => write!(s, "db0:keys={keys},expires=0,avg_ttl=0\r\n"),
             "keyspace" => Ok(()),
             _ => {

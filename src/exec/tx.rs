@@ -117,7 +117,12 @@ pub fn is_tx_command(cmd: &Command<'_>) -> bool {
     matches!(
         cmd,
         Command::Redis(
-            Redis::Multi | Redis::Exec | Redis::Discard | Redis::Watch(_) | Redis::Unwatch
+            Redis::Multi
+                | Redis::Exec
+                | Redis::Discard
+                | Redis::Watch(_)
+                | Redis::Unwatch
+                | Redis::Reset
         )
     )
 }
@@ -146,7 +151,8 @@ pub fn step<'a>(
     ctx: &mut Ctx<'_>,
     out: &mut Vec<u8>,
 ) -> Option<Command<'a>> {
-    if is_tx_command(&cmd) {
+    // (RESET goes on to the executor, which counts it.)
+    if is_tx_command(&cmd) && cmd != Command::Redis(Redis::Reset) {
         ctx.stats.incr(Counter::TotalCommands);
     }
     let queuing = tx.as_ref().is_some_and(|t| t.queuing());
@@ -211,6 +217,12 @@ pub fn step<'a>(
                 }
             }
             ok(out, Proto::Resp);
+        }
+        // RESET runs at once, even inside MULTI, and ends the transaction
+        // and every watch; the executor resets the rest of the state.
+        cmd @ Command::Redis(Redis::Reset) => {
+            *tx = None;
+            return Some(cmd);
         }
         // QUIT closes at once, as in Redis.
         cmd @ Command::Quit => return Some(cmd),

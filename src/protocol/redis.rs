@@ -21,6 +21,9 @@ pub enum Redis<'a> {
     Command(CommandQuery<'a>),
     /// `CONFIG GET pattern [pattern …]`.
     ConfigGet(Args<'a>),
+    /// `CONFIG SET parameter value [parameter value …]` (pairs; checked
+    /// when it runs, as Redis does).
+    ConfigSet(Args<'a>),
     /// `CONFIG RESETSTAT`: accepted, nothing to reset (counters are
     /// monotonic by docs/protocol.md §6).
     ConfigResetStat,
@@ -87,6 +90,9 @@ pub enum Redis<'a> {
     Str(super::strings::StrCmd<'a>),
     /// `TIME`.
     Time,
+    /// `RESET`: drop the connection's transaction and watched keys, its
+    /// name and library strings, and go back to RESP2.
+    Reset,
     /// `FUNCTION FLUSH [ASYNC | SYNC]`: there are no functions, so there is
     /// nothing to flush (Redis's test harness and tools call it to reset).
     FunctionFlush,
@@ -257,9 +263,14 @@ pub fn command<'a>(
                 Redis::ConfigGet(patterns)
             } else if eq(sub, "RESETSTAT") {
                 Redis::ConfigResetStat
-            } else if eq(sub, "SET") || eq(sub, "REWRITE") {
+            } else if eq(sub, "SET") {
+                if argc < 3 || argc.is_multiple_of(2) {
+                    return Err(wrong_sub(name, sub));
+                }
+                Redis::ConfigSet(args.skip(1))
+            } else if eq(sub, "REWRITE") {
                 return Err(err(
-                    "CONFIG SET and CONFIG REWRITE are not supported: MerkleKV is configured by its TOML file, command line and environment",
+                    "CONFIG REWRITE is not supported: MerkleKV is configured by its TOML file, command line and environment",
                 ));
             } else {
                 return Err(unknown_sub(name, sub));
@@ -412,11 +423,15 @@ pub fn command<'a>(
         }
         b"SET" => return set(name, args),
         b"SYNC" => return sync(name, args),
-        b"TIME" => {
+        b"TIME" | b"RESET" => {
             if argc != 0 {
                 return Err(wrong_args(name));
             }
-            Redis::Time
+            if upper == b"TIME" {
+                Redis::Time
+            } else {
+                Redis::Reset
+            }
         }
         b"FUNCTION" => {
             let Some(sub) = argv(0) else {
@@ -1295,6 +1310,16 @@ pub const COMMANDS: &[CommandSpec] = &[
         args: &[arg("subcommand", "string"), KEY],
     },
     CommandSpec {
+        name: "reset",
+        arity: 1,
+        flags: &["noscript", "loading", "stale", "fast"],
+        keys: (0, 0, 0),
+        group: "connection",
+        summary: "Resets the connection: transaction, watched keys, name, protocol version.",
+        since: "6.2.0",
+        args: &[],
+    },
+    CommandSpec {
         name: "time",
         arity: 1,
         flags: &["loading", "stale", "fast"],
@@ -1334,7 +1359,7 @@ pub fn subcommands(name: &str) -> &'static [&'static str] {
             "getkeys",
             "getkeysandflags",
         ],
-        "config" => &["get", "resetstat"],
+        "config" => &["get", "set", "resetstat"],
         "object" => &["encoding", "freq", "idletime", "refcount", "help"],
         "function" => &["flush"],
         _ => &[],
@@ -1575,7 +1600,15 @@ mod tests {
             parse(&["config", "get", "save", "appendonly"]),
             Ok(Command::Redis(Redis::ConfigGet(a))) if a.len() == 2
         ));
-        assert!(msg(parse(&["config", "set", "save", ""])).contains("not supported"));
+        assert!(matches!(
+            parse(&["config", "set", "save", ""]),
+            Ok(Command::Redis(Redis::ConfigSet(a))) if a.len() == 2
+        ));
+        assert!(msg(parse(&["config", "rewrite"])).contains("not supported"));
+        assert_eq!(
+            msg(parse(&["config", "set", "save"])),
+            "wrong number of arguments for 'config|set' command"
+        );
         assert_eq!(
             msg(parse(&["config", "get"])),
             "wrong number of arguments for 'config|get' command"

@@ -9,13 +9,13 @@
 //!
 //! Resumption: a request with many arguments may arrive over many reads.
 //! [`frame_resume`] records in a [`Progress`] how far it got (the declared
-//! argument count and the offset of the next argument header; the spans of
-//! the arguments already framed stay in `spans`), and the next call with
-//! the same buffer start, more bytes appended, continues from there. So a
-//! request of n arguments costs O(n) header parses however it is split,
-//! instead of O(n) per read (quadratic in total). [`Partial`] bundles the
-//! two for a connection: it owns spans only while a request is incomplete,
-//! so connections between requests hold nothing.
+//! argument count, how many arguments are framed, the offset of the next
+//! argument header), and the next call with the same buffer start, more
+//! bytes appended, continues from there; when the request completes it is
+//! framed once more to record its argument spans. So a request of n
+//! arguments costs O(n) header parses however it is split, instead of O(n)
+//! per read (quadratic in total), and an incomplete request holds no
+//! memory besides its bytes. [`Partial`] is that state for a connection.
 //!
 //! Limits (checked on the declared sizes, before anything is buffered for
 //! them): a bulk string ≤ [`MAX_BULK`], at most [`MAX_ARGS`] arguments, a
@@ -165,6 +165,8 @@ pub fn frame(buf: &[u8], spans: &mut Vec<(u32, u32)>) -> Frame {
 pub struct Progress {
     /// Declared argument count of the request (0: nothing remembered).
     args: usize,
+    /// Arguments framed so far.
+    done: usize,
     /// Offset of the next argument header, from the request's start.
     pos: usize,
 }
@@ -177,14 +179,20 @@ impl Progress {
 }
 
 /// [`frame`], resuming from `progress`. Contract: on
-/// [`Frame::Incomplete`], `progress` and `spans` together describe the
-/// framed prefix; the next call must pass a buffer that starts at the same
-/// request (more bytes appended) with both unchanged. On any other outcome
-/// `progress` is reset, ready for the next request.
+/// [`Frame::Incomplete`], `progress` describes the framed prefix; the next
+/// call must pass a buffer that starts at the same request (more bytes
+/// appended) with `progress` unchanged. On any other outcome `progress` is
+/// reset, ready for the next request.
+///
+/// While resuming, argument spans are not recorded (an incomplete request
+/// holds no memory besides its bytes): when a resumed request completes,
+/// it is framed once more from its start to fill `spans`. Each argument
+/// header is therefore parsed at most twice, plus once per read where the
+/// previous read stopped.
 pub fn frame_resume(buf: &[u8], progress: &mut Progress, spans: &mut Vec<(u32, u32)>) -> Frame {
-    let (n, mut pos) = if progress.is_active() {
-        debug_assert!(spans.len() < progress.args);
-        (progress.args, progress.pos)
+    let resumed = progress.is_active();
+    let (n, mut done, mut pos) = if resumed {
+        (progress.args, progress.done, progress.pos)
     } else {
         spans.clear();
         if buf.first().is_some_and(|&b| b != b'*') {
@@ -202,14 +210,14 @@ pub fn frame_resume(buf: &[u8], progress: &mut Progress, spans: &mut Vec<(u32, u
         if n as u64 > MAX_ARGS as u64 {
             return Frame::Invalid(ProtocolError::MultibulkLength);
         }
-        (n as usize, pos)
+        (n as usize, 0, pos)
     };
     *progress = Progress::default();
-    while spans.len() < n {
+    while done < n {
         let (len, start) = match header(buf, pos, b'$') {
             Ok(Some(h)) => h,
             Ok(None) => {
-                *progress = Progress { args: n, pos };
+                *progress = Progress { args: n, done, pos };
                 return Frame::Incomplete;
             }
             Err(e) => return Frame::Invalid(e),
@@ -223,25 +231,32 @@ pub fn frame_resume(buf: &[u8], progress: &mut Progress, spans: &mut Vec<(u32, u
         }
         if buf.len() < end + 2 {
             // Resume at this argument's header: re-reading it is O(1).
-            *progress = Progress { args: n, pos };
+            *progress = Progress { args: n, done, pos };
             return Frame::Incomplete;
         }
         if &buf[end..end + 2] != b"\r\n" {
             return Frame::Invalid(ProtocolError::NotTerminated);
         }
-        spans.push((start as u32, end as u32));
+        if !resumed {
+            spans.push((start as u32, end as u32));
+        }
+        done += 1;
         pos = end + 2;
+    }
+    if resumed {
+        // One pass over the now complete request records its arguments.
+        let again = frame(&buf[..pos], spans);
+        debug_assert_eq!(again, Frame::Complete(pos));
+        return again;
     }
     Frame::Complete(pos)
 }
 
-/// A connection's RESP framing state between reads: the [`Progress`] and
-/// argument spans of its incomplete request. Holds no allocation until a
-/// request is left incomplete, and gives it back when the request ends.
-#[derive(Debug, Default)]
+/// A connection's RESP framing state between reads: the [`Progress`] of
+/// its incomplete request. Plain data, no allocation.
+#[derive(Debug, Default, Clone, Copy)]
 pub struct Partial {
     progress: Progress,
-    spans: Vec<(u32, u32)>,
 }
 
 impl Partial {
@@ -252,38 +267,18 @@ impl Partial {
 
     /// Frames (resuming) and decodes the request at the front of `buf`,
     /// which must start at the same request as the previous call while
-    /// [`Partial::is_active`]. `spans` is the caller's reusable vector; the
-    /// prefix's spans are swapped in and out of it, never copied.
+    /// [`Partial::is_active`]. `spans` is the caller's reusable vector.
     pub fn parse<'a>(&mut self, buf: &'a [u8], spans: &'a mut Vec<(u32, u32)>) -> Parsed<'a> {
-        let resumed = self.is_active();
-        if resumed {
-            std::mem::swap(&mut self.spans, spans);
-        }
-        let frame = frame_resume(buf, &mut self.progress, spans);
-        if self.is_active() {
-            // Still incomplete: keep the prefix's spans here.
-            std::mem::swap(&mut self.spans, spans);
-        } else if resumed {
-            // Done with it: `spans` now holds the request's arguments;
-            // drop the spare vector instead of keeping it per connection.
-            self.spans = Vec::new();
-        }
-        match frame {
+        match frame_resume(buf, &mut self.progress, spans) {
             Frame::Incomplete => Parsed::Incomplete,
             Frame::Invalid(msg) => Parsed::Fatal(super::Fatal::Protocol(msg)),
             Frame::Complete(n) => decode(buf, n, spans),
         }
     }
 
-    /// Heap bytes held for an incomplete request's argument spans.
-    pub fn buffer_bytes(&self) -> usize {
-        self.spans.capacity() * std::mem::size_of::<(u32, u32)>()
-    }
-
     /// Forgets any remembered prefix (the buffer it described is gone).
     pub fn reset(&mut self) {
         self.progress = Progress::default();
-        self.spans = Vec::new();
     }
 }
 
@@ -544,8 +539,9 @@ mod tests {
                 assert_eq!(got, argv);
                 // One parse per argument header plus, per read, the `*`
                 // header at most once and one header re-read where the
-                // previous read stopped.
-                let bound = argv.len() as u64 + 2 * reads;
+                // previous read stopped; then one framing pass over the
+                // complete request to record its arguments.
+                let bound = 2 * argv.len() as u64 + 1 + 2 * reads;
                 assert!(steps <= bound, "n={n} piece={piece}: {steps} > {bound}");
             }
         }
@@ -563,16 +559,22 @@ mod tests {
     }
 
     #[test]
-    fn partial_gives_back_its_spans_and_resets() {
+    fn partial_remembers_progress_only_and_resets() {
         let buf = encode(&[b"MGET".to_vec(), b"a".to_vec(), b"b".to_vec()]);
         let mut partial = Partial::default();
         let mut spans = Vec::new();
         let cut = buf.len() - 3;
         assert_eq!(partial.parse(&buf[..cut], &mut spans), Parsed::Incomplete);
         assert!(partial.is_active());
-        assert!(partial.spans.len() == 2);
-        assert!(matches!(partial.parse(&buf, &mut spans), Parsed::Request(_, n) if n == buf.len()));
-        assert!(!partial.is_active() && partial.spans.capacity() == 0);
+        assert_eq!(partial.progress.done, 2);
+        // The caller's vector is scratch between calls.
+        spans.clear();
+        let Parsed::Request(cmd, n) = partial.parse(&buf, &mut spans) else {
+            panic!()
+        };
+        assert_eq!(n, buf.len());
+        assert_eq!(cmd, Command::MGet(Args::Spans(&buf, &[(18, 19), (25, 26)])));
+        assert!(!partial.is_active());
         // A fatal error mid-request forgets the prefix.
         let mut bad = buf[..cut].to_vec();
         assert_eq!(partial.parse(&bad, &mut spans), Parsed::Incomplete);

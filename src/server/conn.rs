@@ -120,11 +120,10 @@ impl Conn {
     }
 
     /// Bytes of buffers this connection holds (input, output, transaction
-    /// queue, framing state): what `maxmemory_clients` budgets.
+    /// queue): what `maxmemory_clients` budgets.
     pub fn buffer_bytes(&self) -> usize {
         self.rbuf.capacity()
             + self.wbuf.capacity()
-            + self.resp.buffer_bytes()
             + self.tx.as_ref().map_or(0, |t| t.buffer_bytes())
     }
 
