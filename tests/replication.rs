@@ -402,7 +402,9 @@ fn no_echo_storm_published_counts_follow_local_writes() {
 #[test]
 fn replicate_enable_disable_status() {
     let broker = Broker::start();
-    let a = replicated_node("ra", broker.port, "");
+    // No anti-entropy on A: it would discover B and pull B's write made
+    // while replication was off (docs/protocol.md §9.5).
+    let a = replicated_node("ra", broker.port, "[anti_entropy]\nenabled = false");
     // Flat layout with replication off and two listed peers.
     let dir = TempDir::new("rb");
     let conf = dir.file(
