@@ -314,6 +314,7 @@ fn execute_with(cmd: Command<'_>, ctx: &mut Ctx<'_>, reply: &mut Reply<'_>) -> F
             port,
             full,
             verify,
+            rejoin,
         } => {
             stats.incr(Counter::Sync);
             return Flow::Defer(Task::Sync {
@@ -321,6 +322,7 @@ fn execute_with(cmd: Command<'_>, ctx: &mut Ctx<'_>, reply: &mut Reply<'_>) -> F
                 port,
                 full,
                 verify,
+                rejoin,
             });
         }
         Command::Replicate(action) => {
@@ -358,6 +360,10 @@ fn execute_with(cmd: Command<'_>, ctx: &mut Ctx<'_>, reply: &mut Reply<'_>) -> F
         Command::Internal(cmd) => match reply.proto() {
             Proto::Resp => {
                 let shared = ctx.shared;
+                if shared.contact.is_stale() {
+                    reply.error(crate::contact::STALE_REFUSAL);
+                    return Flow::Continue;
+                }
                 shared.antientropy.count_served();
                 let id = crate::antientropy::serve::Identity {
                     node_id: &shared.config.node_id,

@@ -35,6 +35,7 @@ pub fn spawn(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>
             let mut next_gc = std::time::Instant::now() + period;
             while stop.recv_timeout(DIGEST_REFRESH_PERIOD).is_err() {
                 crate::failfast::checkpoint();
+                keep_contact(&shared);
                 // Used-memory estimate for `maxmemory` and INFO.
                 let growth = shared.memory.growth();
                 shared.memory.refresh_store(shared.store.usage(), growth);
@@ -54,6 +55,27 @@ pub fn spawn(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>
                 }
             }
         })
+}
+
+/// Records contact while the broker session is up, latches the stale
+/// state when the last contact is older than `tombstone_ttl`, and keeps
+/// the contact file current (`contact.rs`).
+fn keep_contact(shared: &Shared) {
+    let c = &shared.contact;
+    if !c.is_member() {
+        return;
+    }
+    let now = crate::clock::unix_millis();
+    if shared.outbox.metrics.state() == crate::replication::BrokerState::Connected {
+        c.touch(now);
+    }
+    c.check(now);
+    if let Err(e) = c.persist(false) {
+        static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            log::warn!("cannot record the last cluster contact: {e}");
+        }
+    }
 }
 
 /// Lowers the calling thread's priority to nice [`HOUSEKEEPING_NICE`], so

@@ -34,6 +34,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod contact;
 pub mod exec;
 pub mod failfast;
 pub mod housekeeping;

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use crate::config::{Config, Engine};
+use crate::contact::Contact;
 use crate::persist::Persist;
 use crate::state::InfoSection;
 use crate::store::{Store, StoreOptions};
@@ -38,6 +39,8 @@ pub enum StartError {
     Persist(crate::persist::PersistError),
     /// The address to announce to the cluster is unusable.
     Advertise(String),
+    /// The last-contact file could not be read or written.
+    Contact(crate::contact::ContactError),
 }
 
 impl std::fmt::Display for StartError {
@@ -48,6 +51,7 @@ impl std::fmt::Display for StartError {
             StartError::Io(e) => write!(f, "cannot start threads: {e}"),
             StartError::Persist(e) => write!(f, "{e}"),
             StartError::Advertise(e) => write!(f, "{e}"),
+            StartError::Contact(e) => write!(f, "{e}"),
         }
     }
 }
@@ -60,6 +64,7 @@ impl std::error::Error for StartError {
             StartError::Io(e) => Some(e),
             StartError::Persist(e) => Some(e),
             StartError::Advertise(_) => None,
+            StartError::Contact(e) => Some(e),
         }
     }
 }
@@ -92,7 +97,16 @@ impl Node {
         let (listeners, addr) = crate::server::bind(&config.host, config.port, config.threads)
             .map_err(StartError::Bind)?;
         let presence = presence(&config, &store, addr.port()).map_err(StartError::Advertise)?;
-        let shared = Arc::new(Shared::new(config, store, persist, &INFO_SECTIONS));
+        let member = config.replication.enabled
+            || (config.anti_entropy.enabled && !config.anti_entropy.peer_list.is_empty());
+        let contact = Contact::open(
+            member,
+            config.tombstone_ttl.as_millis() as u64,
+            persist.as_ref().map(|_| config.storage_path.as_path()),
+            crate::clock::unix_millis(),
+        )
+        .map_err(StartError::Contact)?;
+        let shared = Arc::new(Shared::new(config, store, persist, contact, &INFO_SECTIONS));
         if let Some(p) = presence {
             shared.outbox.members.set_own(p);
         }

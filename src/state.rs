@@ -18,6 +18,7 @@ use crossbeam_channel::{Receiver, Sender, unbounded};
 use crate::antientropy::AntiEntropy;
 use crate::clock;
 use crate::config::Config;
+use crate::contact::Contact;
 use crate::jobs::Job;
 use crate::limits::{Limits, Memory};
 use crate::persist::Persist;
@@ -40,6 +41,9 @@ pub struct Shared {
     pub persist: Option<Persist>,
     /// Anti-entropy identity, statistics and cancellation.
     pub antientropy: AntiEntropy,
+    /// Last contact with the cluster and the stale latch (resurrection
+    /// guard, `contact.rs`).
+    pub contact: Contact,
     /// The sections of INFO after the node's own lines, in order.
     pub info: &'static [&'static dyn InfoSection],
     /// Client memory and output limits, used-memory accounting.
@@ -53,6 +57,7 @@ impl Shared {
         config: Config,
         store: Store,
         persist: Option<Persist>,
+        contact: Contact,
         info: &'static [&'static dyn InfoSection],
     ) -> Shared {
         let workers = config.threads.max(1);
@@ -67,6 +72,7 @@ impl Shared {
             jobs: unbounded(),
             persist,
             antientropy: AntiEntropy::new(),
+            contact,
             info,
             memory: Memory::new(limits),
         }
@@ -113,6 +119,7 @@ fn write_node_info(shared: &Shared, db: Db<'_>, s: &mut String) {
         rss_kb()
     );
     let _ = write!(s, "merkle_leaves_hashed:{}\r\n", db.leaves_hashed());
+    shared.contact.write_info(clock::unix_millis(), s);
 }
 
 /// A process-wide stop signal: a flag, the workers' wakers, and channels

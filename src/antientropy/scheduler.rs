@@ -380,7 +380,11 @@ impl Scheduler {
                     port,
                     full,
                     verify,
+                    rejoin,
                 } = job.task;
+                if rejoin && let Err(e) = shared.contact.rejoin(crate::clock::unix_millis()) {
+                    log::warn!("SYNC --rejoin: {e}");
+                }
                 let opts = RoundOptions {
                     full,
                     verify,
@@ -411,6 +415,18 @@ impl Scheduler {
                 crate::failfast::checkpoint();
                 let (result, client) =
                     sync_with(&shared, &host, port, opts, client, peer.is_some());
+                if let Ok(r) = &result
+                    && !r.self_peer
+                {
+                    let now = crate::clock::unix_millis();
+                    if opts.full {
+                        // An exact copy of a peer: nothing old is left.
+                        if let Err(e) = shared.contact.rejoin(now) {
+                            log::warn!("SYNC --full: {e}");
+                        }
+                    }
+                    shared.contact.touch(now);
+                }
                 if let Some(r) = lock(&theirs).take() {
                     r.respond(sync_reply(&host, port, &result));
                 }

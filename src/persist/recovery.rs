@@ -143,7 +143,13 @@ fn list(dir: &Path) -> Result<Listing, PersistError> {
         } else if name.starts_with("snap-") && name.ends_with(".tmp") {
             // An unfinished snapshot: it never replaced anything.
             let _ = std::fs::remove_file(e.path());
-        } else if name == super::LOCK_FILE || name.ends_with(".corrupt") || name == "lost+found" {
+        } else if name == super::LOCK_FILE
+            || name.ends_with(".corrupt")
+            || name == "lost+found"
+            // The node's last cluster contact (`crate::contact`).
+            || name == "contact"
+            || name == "contact.tmp"
+        {
         } else {
             l.foreign.push(name.to_string());
         }

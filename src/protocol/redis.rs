@@ -576,7 +576,7 @@ fn set<'a>(name: &[u8], args: Args<'a>) -> Result<Command<'a>, ParseError> {
     }))
 }
 
-/// `SYNC host port [--full] [--verify]` over RESP (same meaning and error
+/// `SYNC host port [--full] [--verify] [--rejoin]` over RESP (same meaning and error
 /// texts as the text protocol, docs/protocol.md §10).
 fn sync<'a>(name: &[u8], args: Args<'a>) -> Result<Command<'a>, ParseError> {
     let mut it = args.iter();
@@ -589,11 +589,12 @@ fn sync<'a>(name: &[u8], args: Args<'a>) -> Result<Command<'a>, ParseError> {
     };
     let port =
         parse_int::<u16>(port).ok_or(err("Invalid port: must be an integer in 0..=65535"))?;
-    let (mut full, mut verify) = (false, false);
+    let (mut full, mut verify, mut rejoin) = (false, false, false);
     for opt in it {
         let flag = match opt {
             b"--full" => &mut full,
             b"--verify" => &mut verify,
+            b"--rejoin" => &mut rejoin,
             _ => {
                 return Err(ParseError(Cow::Owned(format!(
                     "Unknown option: {}",
@@ -614,6 +615,7 @@ fn sync<'a>(name: &[u8], args: Args<'a>) -> Result<Command<'a>, ParseError> {
         port,
         full,
         verify,
+        rejoin,
     })
 }
 
@@ -1139,6 +1141,7 @@ pub const COMMANDS: &[CommandSpec] = &[
             arg("port", "integer"),
             token("--full"),
             token("--verify"),
+            token("--rejoin"),
         ],
     },
     CommandSpec {
@@ -1623,7 +1626,8 @@ mod tests {
                 host: "h",
                 port: 7000,
                 full: true,
-                verify: false
+                verify: false,
+                rejoin: false
             })
         );
         assert_eq!(

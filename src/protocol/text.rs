@@ -594,7 +594,7 @@ fn client(r: &str) -> Result<Command<'_>, ParseError> {
     }
 }
 
-/// `SYNC host port [--full] [--verify]`: words. Options are matched
+/// `SYNC host port [--full] [--verify] [--rejoin]`: words. Options are matched
 /// case-sensitively, as written in §3.2.
 fn sync(r: &str) -> Result<Command<'_>, ParseError> {
     let mut tokens = r.split_whitespace();
@@ -604,11 +604,12 @@ fn sync(r: &str) -> Result<Command<'_>, ParseError> {
     let Ok(port) = port.parse::<u16>() else {
         return Err(fixed("Invalid port: must be an integer in 0..=65535"));
     };
-    let (mut full, mut verify) = (false, false);
+    let (mut full, mut verify, mut rejoin) = (false, false, false);
     for option in tokens {
         let (flag, duplicate) = match option {
             "--full" => (&mut full, "Duplicate option: --full"),
             "--verify" => (&mut verify, "Duplicate option: --verify"),
+            "--rejoin" => (&mut rejoin, "Duplicate option: --rejoin"),
             other => {
                 return Err(ParseError(Cow::Owned(format!("Unknown option: {other}"))));
             }
@@ -623,6 +624,7 @@ fn sync(r: &str) -> Result<Command<'_>, ParseError> {
         port,
         full,
         verify,
+        rejoin,
     })
 }
 
@@ -1361,12 +1363,23 @@ mod tests {
             port,
             full,
             verify,
+            rejoin: false,
         };
         assert_eq!(
             req("SYNC 127.0.0.1 7380\r\n"),
             sync("127.0.0.1", 7380, false, false)
         );
         assert_eq!(req("sync h 0 --full\r\n"), sync("h", 0, true, false));
+        assert_eq!(
+            req("SYNC h 1 --rejoin\r\n"),
+            Command::Sync {
+                host: "h",
+                port: 1,
+                full: false,
+                verify: false,
+                rejoin: true
+            }
+        );
         assert_eq!(
             req("SYNC h 65535 --verify --full\r\n"),
             sync("h", 65535, true, true)
