@@ -52,12 +52,32 @@ impl Applier {
     /// Applies a remote write with LWW. Remote writes are never re-published.
     /// A stored write is appended to this thread's log.
     pub fn apply(&mut self, key: &[u8], value: Option<&[u8]>, version: Version) -> Applied {
+        self.apply_expiring(key, value, version, 0)
+    }
+
+    /// [`Applier::apply`] of a record with an expiry (Unix ms, 0 = none).
+    /// A record already expired is applied as the tombstone of its
+    /// version (and logged as one).
+    pub fn apply_expiring(
+        &mut self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        version: Version,
+        expires: u64,
+    ) -> Applied {
         let Some(log) = &self.log else {
-            return self.shared.store.apply(key, value, version);
+            return self
+                .shared
+                .store
+                .apply_expiring(key, value, version, expires);
         };
-        let (applied, stamp) = self.shared.store.apply_stamped(key, value, version);
+        let (applied, stamp) = self
+            .shared
+            .store
+            .apply_stamped_expiring(key, value, version, expires);
         if applied == Applied::Stored {
-            log.append(key, value, version, stamp);
+            // Logged as received: replay applies the same rule again.
+            log.append_expiring(key, value, version, stamp, expires);
         }
         applied
     }
@@ -93,7 +113,22 @@ impl Applier {
         value: Option<&[u8]>,
         version: Version,
     ) -> bool {
-        let done = self.shared.store.replace_if(key, expected, value, version);
+        self.replace_if_expiring(key, expected, value, version, 0)
+    }
+
+    /// [`Applier::replace_if`] of a record with an expiry (0 = none).
+    pub fn replace_if_expiring(
+        &mut self,
+        key: &[u8],
+        expected: Option<Version>,
+        value: Option<&[u8]>,
+        version: Version,
+        expires: u64,
+    ) -> bool {
+        let done = self
+            .shared
+            .store
+            .replace_if_expiring(key, expected, value, version, expires);
         self.forced |= done;
         done
     }

@@ -14,6 +14,7 @@
 //! absence, a count, a key list, …); [`crate::protocol::reply`] decides
 //! how that looks in the text protocol and in RESP.
 
+mod expiry;
 mod redis;
 mod strings;
 pub mod tx;
@@ -27,7 +28,7 @@ use crate::protocol::reply::{Proto, Reply};
 use crate::protocol::{Args, Command, ReplicateAction, parse_int};
 use crate::state::Shared;
 use crate::stats::{ClientInfo, Counter, WorkerStats};
-use crate::store::{Db, MAX_VALUE_LEN, Version, merkle};
+use crate::store::{Db, MAX_VALUE_LEN, Written, merkle};
 
 /// What the connection should do after a command.
 #[derive(Debug, PartialEq, Eq)]
@@ -70,15 +71,18 @@ pub struct Ctx<'a> {
 impl Ctx<'_> {
     /// Reports a local write: the one funnel to replication and the log.
     /// A local write's replay stamp is its version's clock (`store::durable`).
+    /// `w` is the write's version, or its version and the record's expiry
+    /// ([`Written`]: the event and the log carry the whole record).
     #[inline]
-    pub fn wrote(&mut self, key: &[u8], value: Option<&[u8]>, version: Version) {
+    pub fn wrote(&mut self, key: &[u8], value: Option<&[u8]>, w: impl Into<Written>) {
+        let Written { version, expires } = w.into();
         if let Some(v) = value {
             self.shared.memory.grew(key.len() + v.len());
         }
         if let Some(log) = self.log {
-            log.append(key, value, version, version.hlc);
+            log.append_expiring(key, value, version, version.hlc, expires);
         }
-        self.shared.outbox.publish(key, value, version);
+        self.shared.outbox.publish(key, value, version, expires);
     }
 
     /// Reports a FLUSHDB/TRUNCATE with the floor from
@@ -375,6 +379,7 @@ fn execute_with(cmd: Command<'_>, ctx: &mut Ctx<'_>, reply: &mut Reply<'_>) -> F
         },
         // RESP-only Redis-compatibility commands (exec/redis.rs).
         Command::Redis(c) => return redis::execute(c, ctx, reply.out),
+        Command::Expiry(c) => return expiry::execute(c, ctx, reply.out),
     }
     Flow::Continue
 }

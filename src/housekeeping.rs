@@ -1,6 +1,8 @@
 //! The housekeeping thread: background maintenance of the store.
 //!
-//! Every `DIGEST_REFRESH_PERIOD` (100 ms) it rehashes stale Merkle leaves, in
+//! Every `DIGEST_REFRESH_PERIOD` (100 ms) it runs the active expiry cycle
+//! (`store/expiry.rs`: converts every record whose expiry has passed, a
+//! small batch per shard lock) and rehashes stale Merkle leaves, in
 //! small paced chunks, so that tree reads (HASH, anti-entropy) find little
 //! to do; every `tombstone_ttl / 4` (clamped to 100 ms … 60 s) it collects
 //! expired tombstones; every tick it refreshes the used-memory estimate
@@ -35,6 +37,12 @@ pub fn spawn(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>
             let mut next_gc = std::time::Instant::now() + period;
             while stop.recv_timeout(DIGEST_REFRESH_PERIOD).is_err() {
                 crate::failfast::checkpoint();
+                // Expiry first: its conversions leave stale leaves that the
+                // refresh below then rehashes.
+                shared.store.expire_due(crate::clock::unix_millis(), || {
+                    std::thread::yield_now();
+                    !shared.shutdown.is_triggered()
+                });
                 keep_contact(&shared);
                 // Used-memory estimate for `maxmemory` and INFO.
                 let growth = shared.memory.growth();

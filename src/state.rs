@@ -119,6 +119,12 @@ fn write_node_info(shared: &Shared, db: Db<'_>, s: &mut String) {
         rss_kb()
     );
     let _ = write!(s, "merkle_leaves_hashed:{}\r\n", db.leaves_hashed());
+    let _ = write!(
+        s,
+        "expiring_keys:{}\r\nexpired_keys:{}\r\n",
+        db.expiring(),
+        shared.store.expired_keys()
+    );
     shared.contact.write_info(clock::unix_millis(), s);
 }
 

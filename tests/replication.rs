@@ -245,6 +245,7 @@ fn event(key: &[u8], value: Option<&[u8]>, origin: &str, ms: u64) -> ChangeEvent
         key: key.to_vec(),
         value: value.map(<[u8]>::to_vec),
         version: Version::new(ms << 16, node_hash(origin)),
+        expires: 0,
     }
 }
 

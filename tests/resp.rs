@@ -114,7 +114,7 @@ fn pipelined_exchange_is_byte_exact() {
         &[b"SELECT", b"1"],
         &[b"get"],
         &[b"NOSUCH", b"x", b"y"],
-        &[b"SET", b"k", b"v", b"EX", b"10"],
+        &[b"SET", b"k", b"v", b"EX", b"0"],
         &[b"SET", b"nx", b"1", b"NX"],
         &[b"SET", b"nx", b"2", b"NX"],
         &[b"SET", b"nx", b"3", b"XX", b"GET"],
@@ -128,7 +128,7 @@ fn pipelined_exchange_is_byte_exact() {
 :2\r\n:2\r\n:3\r\n$2\r\nhi\r\n$3\r\nmsg\r\n+OK\r\n-ERR DB index is out of range\r\n\
 -ERR wrong number of arguments for 'get' command\r\n\
 -ERR unknown command 'NOSUCH', with args beginning with: 'x' 'y' \r\n\
--ERR SET expiry options (EX, PX, EXAT, PXAT, KEEPTTL) are not supported: MerkleKV keys do not expire\r\n\
+-ERR invalid expire time in 'set' command\r\n\
 +OK\r\n$-1\r\n$1\r\n1\r\n+string\r\n:-2\r\n";
     // One write for the whole pipeline; the replies come back in order.
     expect(&mut s, &batch, want);
@@ -526,11 +526,11 @@ for proto in (3, 2):
         f"p1{d}".encode() for d in [""] + list(range(10)))
     r.client_setname("py")
     assert r.client_getname() in ("py", b"py")
-    try:
-        r.set("x", "1", ex=5)
-        raise SystemExit("EX accepted")
-    except redis.ResponseError as e:
-        assert "not supported" in str(e)
+    assert r.set("x", "1", ex=50)
+    assert 49 <= r.ttl("x") <= 50
+    assert r.expire("x", 100) and r.ttl("x") == 100
+    assert r.persist("x") and r.ttl("x") == -1
+    assert r.setex("y", 30, "v") and r.getex("y", persist=True) == b"v"
 print("ok")
 "#;
     let out = Command::new("python3")
@@ -665,7 +665,7 @@ fn exec_is_isolated_from_other_connections() {
 }
 
 #[test]
-fn setnx_getset_getdel_msetnx_persist_and_expiry_refusals() {
+fn setnx_getset_getdel_msetnx_persist_and_expire() {
     let srv = Server::start(&[]);
     let mut s = srv.connect();
     let mut w = Vec::new();
@@ -690,8 +690,7 @@ fn setnx_getset_getdel_msetnx_persist_and_expiry_refusals() {
         &mut s,
         &w,
         b":1\r\n:0\r\n$1\r\n1\r\n$-1\r\n$1\r\n3\r\n$-1\r\n:0\r\n:1\r\n:0\r\n\
-          *3\r\n$1\r\n1\r\n$1\r\n2\r\n$-1\r\n:0\r\n\
-          -ERR EXPIRE is not supported: MerkleKV keys do not expire\r\n\
+          *3\r\n$1\r\n1\r\n$1\r\n2\r\n$-1\r\n:0\r\n:1\r\n\
           -ERR wrong number of arguments for 'msetnx' command\r\n",
     );
 }

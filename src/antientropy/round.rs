@@ -41,7 +41,9 @@
 //! unit tests).
 
 use crate::client::{Client, ClientError, Reply};
-use crate::protocol::internal::{MAX_BUCKETS, MAX_KEYS, MAX_NODES, WIRE_VERSION, decode_version};
+use crate::protocol::internal::{
+    MAX_BUCKETS, MAX_KEYS, MAX_NODES, WIRE_VERSION, decode_version, decode_version_expiry,
+};
 use crate::store::merkle::{Digest, FANOUT_BITS, ZERO, hex};
 use crate::store::{Applied, Store, Version};
 
@@ -64,14 +66,16 @@ pub struct RootInfo {
     pub records: u64,
 }
 
-/// A record as the peer holds it: value (`None` = tombstone) and version.
-pub type RemoteEntry = (Option<Vec<u8>>, Version);
+/// A record as the peer holds it: value (`None` = tombstone), version and
+/// expiry (Unix ms, 0 = none).
+pub type RemoteEntry = (Option<Vec<u8>>, Version, u64);
 
 /// A bucket's `(key, version)` list.
 pub type Listing = Vec<(Vec<u8>, Version)>;
 
-/// A bucket's whole records: key, value (`None` = tombstone), version.
-pub type Records = Vec<(Vec<u8>, Option<Vec<u8>>, Version)>;
+/// A bucket's whole records: key, value (`None` = tombstone), version,
+/// expiry (Unix ms, 0 = none).
+pub type Records = Vec<(Vec<u8>, Option<Vec<u8>>, Version, u64)>;
 
 /// Errors of a round. Each costs that round only.
 #[derive(Debug)]
@@ -281,6 +285,14 @@ fn version(r: &Reply, what: &str) -> Result<Version, RoundError> {
     }
 }
 
+fn version_expiry(r: &Reply, what: &str) -> Result<(Version, u64), RoundError> {
+    match r {
+        Reply::Bulk(b) => decode_version_expiry(b)
+            .ok_or_else(|| RoundError::BadReply(format!("{what}: version of {} bytes", b.len()))),
+        other => Err(bad(what, other)),
+    }
+}
+
 impl<T: Transport> Peer for RespPeer<T> {
     fn root(&mut self) -> Result<RootInfo, RoundError> {
         let reply = self.call(&[b"MKV.ROOT"])?;
@@ -366,7 +378,8 @@ impl<T: Transport> Peer for RespPeer<T> {
                 Reply::Nil => None,
                 other => return Err(bad("MKV.ENTRIES value", &other)),
             };
-            Ok((key, value, version(&ver, "MKV.ENTRIES")?))
+            let (version, expires) = version_expiry(&ver, "MKV.ENTRIES")?;
+            Ok((key, value, version, expires))
         })
     }
 
@@ -380,8 +393,14 @@ impl<T: Transport> Peer for RespPeer<T> {
             .map(|e| match e {
                 Reply::NilArray => Ok(None),
                 Reply::Array(pair) => match <[Reply; 2]>::try_from(pair) {
-                    Ok([Reply::Bulk(v), ver]) => Ok(Some((Some(v), version(&ver, "MKV.FETCH")?))),
-                    Ok([Reply::Nil, ver]) => Ok(Some((None, version(&ver, "MKV.FETCH")?))),
+                    Ok([Reply::Bulk(v), ver]) => {
+                        let (version, expires) = version_expiry(&ver, "MKV.FETCH")?;
+                        Ok(Some((Some(v), version, expires)))
+                    }
+                    Ok([Reply::Nil, ver]) => {
+                        let (version, expires) = version_expiry(&ver, "MKV.FETCH")?;
+                        Ok(Some((None, version, expires)))
+                    }
                     _ => Err(RoundError::BadReply("MKV.FETCH: malformed entry".into())),
                 },
                 other => Err(bad("MKV.FETCH entry", &other)),
@@ -399,8 +418,14 @@ impl<T: Transport> Peer for RespPeer<T> {
 /// Where a round's repairs go ([`crate::applier::Applier`] in a node; a plain [`Store`] in
 /// tests and tools).
 pub trait Repair {
-    /// Last-writer-wins apply.
-    fn apply(&mut self, key: &[u8], value: Option<&[u8]>, version: Version) -> Applied;
+    /// Last-writer-wins apply of a record with its expiry (0 = none).
+    fn apply(
+        &mut self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        version: Version,
+        expires: u64,
+    ) -> Applied;
     /// `--full`: store exactly this record if the local one is still
     /// `expected` ([`Store::replace_if`]).
     fn replace_if(
@@ -409,6 +434,7 @@ pub trait Repair {
         expected: Option<Version>,
         value: Option<&[u8]>,
         version: Version,
+        expires: u64,
     ) -> bool;
     /// `--full`: drop the local record if it is still `expected`
     /// ([`Store::remove_if`]).
@@ -416,8 +442,14 @@ pub trait Repair {
 }
 
 impl Repair for &Store {
-    fn apply(&mut self, key: &[u8], value: Option<&[u8]>, version: Version) -> Applied {
-        Store::apply(self, key, value, version)
+    fn apply(
+        &mut self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        version: Version,
+        expires: u64,
+    ) -> Applied {
+        Store::apply_expiring(self, key, value, version, expires)
     }
     fn replace_if(
         &mut self,
@@ -425,8 +457,9 @@ impl Repair for &Store {
         expected: Option<Version>,
         value: Option<&[u8]>,
         version: Version,
+        expires: u64,
     ) -> bool {
-        Store::replace_if(self, key, expected, value, version)
+        Store::replace_if_expiring(self, key, expected, value, version, expires)
     }
     fn remove_if(&mut self, key: &[u8], expected: Version) -> bool {
         Store::remove_if(self, key, expected)
@@ -722,16 +755,16 @@ fn pull_buckets<P: Peer, R: Repair>(
         report.round_trips += 1;
         for (&b, records) in chunk.iter().zip(lists) {
             pos += 1;
-            check_bucket(store, "MKV.ENTRIES", b, records.iter().map(|(k, _, _)| k))?;
+            check_bucket(store, "MKV.ENTRIES", b, records.iter().map(|(k, ..)| k))?;
             report.buckets_differing += !records.is_empty() as usize;
-            for (key, value, version) in records {
+            for (key, value, version, expires) in records {
                 report.keys_fetched += 1;
                 // With `--full`, only where the bucket is still empty of
                 // this key (a client may have written it meanwhile).
                 let stored = if opts.full {
-                    repair.replace_if(&key, None, value.as_deref(), version)
+                    repair.replace_if(&key, None, value.as_deref(), version, expires)
                 } else {
-                    repair.apply(&key, value.as_deref(), version) == Applied::Stored
+                    repair.apply(&key, value.as_deref(), version, expires) == Applied::Stored
                 };
                 report.keys_repaired += stored as usize;
             }
@@ -776,12 +809,12 @@ fn fetch_and_repair<P: Peer, R: Repair>(
             let local = expected[pos];
             pos += 1;
             match entry {
-                Some((value, version)) => {
+                Some((value, version, expires)) => {
                     report.keys_fetched += 1;
                     let stored = if opts.full {
-                        repair.replace_if(key, local, value.as_deref(), version)
+                        repair.replace_if(key, local, value.as_deref(), version, expires)
                     } else {
-                        repair.apply(key, value.as_deref(), version) == Applied::Stored
+                        repair.apply(key, value.as_deref(), version, expires) == Applied::Stored
                     };
                     report.keys_repaired += stored as usize;
                 }
@@ -870,9 +903,15 @@ mod tests {
     }
 
     impl Repair for Recorder<'_> {
-        fn apply(&mut self, key: &[u8], value: Option<&[u8]>, version: Version) -> Applied {
+        fn apply(
+            &mut self,
+            key: &[u8],
+            value: Option<&[u8]>,
+            version: Version,
+            expires: u64,
+        ) -> Applied {
             self.touched.insert(key.to_vec());
-            self.store.apply(key, value, version)
+            self.store.apply_expiring(key, value, version, expires)
         }
         fn replace_if(
             &mut self,
@@ -880,9 +919,11 @@ mod tests {
             expected: Option<Version>,
             value: Option<&[u8]>,
             version: Version,
+            expires: u64,
         ) -> bool {
             self.touched.insert(key.to_vec());
-            self.store.replace_if(key, expected, value, version)
+            self.store
+                .replace_if_expiring(key, expected, value, version, expires)
         }
         fn remove_if(&mut self, key: &[u8], expected: Version) -> bool {
             self.touched.insert(key.to_vec());

@@ -617,8 +617,14 @@ fn write_info(shared: &Shared, db: Db<'_>, s: &mut String) {
 }
 
 impl Repair for Applier {
-    fn apply(&mut self, key: &[u8], value: Option<&[u8]>, version: Version) -> Applied {
-        Applier::apply(self, key, value, version)
+    fn apply(
+        &mut self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        version: Version,
+        expires: u64,
+    ) -> Applied {
+        Applier::apply_expiring(self, key, value, version, expires)
     }
     fn replace_if(
         &mut self,
@@ -626,8 +632,9 @@ impl Repair for Applier {
         expected: Option<Version>,
         value: Option<&[u8]>,
         version: Version,
+        expires: u64,
     ) -> bool {
-        Applier::replace_if(self, key, expected, value, version)
+        Applier::replace_if_expiring(self, key, expected, value, version, expires)
     }
     fn remove_if(&mut self, key: &[u8], expected: Version) -> bool {
         Applier::remove_if(self, key, expected)

@@ -7,7 +7,9 @@
 //! `MKV.ENTRIES` and `MKV.FETCH` stop after the bucket or entry that takes the reply past
 //! [`REPLY_BUDGET`] bytes; the requester asks again for the rest.
 
-use crate::protocol::internal::{Internal, REPLY_BUDGET, WIRE_VERSION, encode_version, index};
+use crate::protocol::internal::{
+    Internal, REPLY_BUDGET, WIRE_VERSION, encode_version, encode_version_expiry, index,
+};
 use crate::protocol::reply::{
     NIL, NIL_ARRAY, Proto, array, bulk, error, header, insert_counted, integer,
 };
@@ -80,6 +82,8 @@ pub fn execute(cmd: &Internal<'_>, store: &Store, id: Identity<'_>, out: &mut Ve
             let start = out.len();
             let mut answered = 0;
             let mut items = Vec::new();
+            let mut ver = Vec::with_capacity(24);
+            let now = crate::store::now_millis();
             for b in buckets.iter() {
                 if out.len() - start > REPLY_BUDGET {
                     break;
@@ -89,14 +93,24 @@ pub fn execute(cmd: &Internal<'_>, store: &Store, id: Identity<'_>, out: &mut Ve
                 store.for_each_in_bucket(index(b), |r| {
                     bulk(&mut items, r.key());
                     if *values {
-                        match r.value() {
-                            Some(v) => bulk(&mut items, v),
-                            None => items.extend_from_slice(NIL),
+                        // An expired record goes as its tombstone.
+                        ver.clear();
+                        match r.value_at(now) {
+                            Some(v) => {
+                                bulk(&mut items, v);
+                                encode_version_expiry(r.version(), r.expires(), &mut ver);
+                            }
+                            None => {
+                                items.extend_from_slice(NIL);
+                                encode_version_expiry(r.version(), 0, &mut ver);
+                            }
                         }
-                        n += 1;
+                        bulk(&mut items, &ver);
+                        n += 3;
+                    } else {
+                        bulk(&mut items, &encode_version(r.version()));
+                        n += 2;
                     }
-                    bulk(&mut items, &encode_version(r.version()));
-                    n += 2;
                 });
                 array(out, n);
                 out.extend_from_slice(&items);
@@ -113,13 +127,15 @@ pub fn execute(cmd: &Internal<'_>, store: &Store, id: Identity<'_>, out: &mut Ve
                 }
                 store.with_entry(k, |e| match e {
                     None => out.extend_from_slice(NIL_ARRAY),
-                    Some((value, version)) => {
+                    Some((value, version, expires)) => {
                         array(out, 2);
                         match value {
                             Some(v) => bulk(out, v),
                             None => out.extend_from_slice(NIL),
                         }
-                        bulk(out, &encode_version(version));
+                        let mut ver = Vec::with_capacity(24);
+                        encode_version_expiry(version, expires, &mut ver);
+                        bulk(out, &ver);
                     }
                 });
                 answered += 1;

@@ -184,10 +184,11 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
             let limit = ctx.out_limit;
             let mut n = 0;
             let mut cut = false;
+            let now = crate::store::now_millis();
             for i in 0..store.shard_count() {
                 store.for_each_in_shard(i, |r| {
                     let k = r.key();
-                    if !cut && !r.is_tombstone() && k.starts_with(prefix) && pattern.matches(k) {
+                    if !cut && r.is_live(now) && k.starts_with(prefix) && pattern.matches(k) {
                         cut = out.len() + k.len() > limit;
                         if !cut {
                             bulk(out, k);
@@ -272,19 +273,10 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
             let set = super::mset(ctx, pairs, true);
             integer(out, i64::from(set));
         }
-        Redis::Persist(_) => {
-            stats.incr(Counter::Get);
-            integer(out, 0);
-        }
         Redis::Type(key) => {
             stats.incr(Counter::Get);
             let exists = ctx.db.contains(key);
             simple(out, if exists { "string" } else { "none" });
-        }
-        Redis::Ttl(key) => {
-            stats.incr(Counter::Get);
-            let exists = ctx.db.contains(key);
-            integer(out, if exists { -1 } else { -2 });
         }
         // Transactions need the connection's state: the worker hands them
         // to `exec::tx::step` before they get here.
@@ -717,7 +709,11 @@ fn info(ctx: &Ctx<'_>, sections: Args<'_>, s: &mut String) {
                     "used_cpu_sys:{sys:.6}\r\nused_cpu_user:{user:.6}\r\nused_cpu_sys_children:{csys:.6}\r\nused_cpu_user_children:{cuser:.6}\r\n"
                 )
             }
-            "keyspace" if keys > 0 => write!(s, "db0:keys={keys},expires=0,avg_ttl=0\r\n"),
+            "keyspace" if keys > 0 => write!(
+                s,
+                "db0:keys={keys},expires={},avg_ttl=0\r\n",
+                ctx.db.expiring()
+            ),
             "keyspace" => Ok(()),
             _ => {
                 shared.write_info(ctx.db, s);

@@ -286,7 +286,9 @@ fn rename(ctx: &mut Ctx<'_>, src: &[u8], dst: &[u8], nx: bool, out: &mut Vec<u8>
     let keys = [src, dst];
     let (value, vset, vdel) = {
         let mut lock = ctx.db.lock_keys(keys.iter().copied());
-        let Some(value) = lock.get(src, |v| v.map(<[u8]>::to_vec)) else {
+        // The expiry moves with the value, as in Redis.
+        let Some((value, expires)) = lock.get_with_expiry(src, |v| v.map(|(v, e)| (v.to_vec(), e)))
+        else {
             return err(out, "no such key");
         };
         if src == dst {
@@ -303,7 +305,7 @@ fn rename(ctx: &mut Ctx<'_>, src: &[u8], dst: &[u8], nx: bool, out: &mut Vec<u8>
             integer(out, 0);
             return Flow::Continue;
         }
-        let vset = lock.set(dst, &value);
+        let vset = lock.set_expiring(dst, &value, expires);
         let vdel = lock.delete(src);
         (value, vset, vdel)
     };
@@ -344,7 +346,9 @@ fn copy(ctx: &mut Ctx<'_>, src: &[u8], dst: &[u8], opts: Args<'_>, out: &mut Vec
     let keys = [src, dst];
     let (value, version) = {
         let mut lock = ctx.db.lock_keys(keys.iter().copied());
-        let Some(value) = lock.get(src, |v| v.map(<[u8]>::to_vec)) else {
+        // The copy keeps the source's expiry, as in Redis.
+        let Some((value, expires)) = lock.get_with_expiry(src, |v| v.map(|(v, e)| (v.to_vec(), e)))
+        else {
             drop(lock);
             integer(out, 0);
             return Flow::Continue;
@@ -354,7 +358,7 @@ fn copy(ctx: &mut Ctx<'_>, src: &[u8], dst: &[u8], opts: Args<'_>, out: &mut Vec
             integer(out, 0);
             return Flow::Continue;
         }
-        let v = lock.set(dst, &value);
+        let v = lock.set_expiring(dst, &value, expires);
         (value, v)
     };
     if let Some(v) = version {

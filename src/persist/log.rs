@@ -476,20 +476,40 @@ impl LogWriter {
     /// Appends one applied write: `value: None` is a tombstone; `stamp` is
     /// the write's replay stamp (`store::durable`).
     pub fn append(&self, key: &[u8], value: Option<&[u8]>, version: Version, stamp: u64) {
+        self.append_expiring(key, value, version, stamp, 0);
+    }
+
+    /// [`LogWriter::append`] of a record with an expiry (Unix ms, 0 = none).
+    pub fn append_expiring(
+        &self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        version: Version,
+        stamp: u64,
+        expires: u64,
+    ) {
         let kind = if value.is_some() {
             Kind::Put
         } else {
             Kind::Tombstone
         };
-        self.push(kind, version, stamp, key, value.unwrap_or(&[]));
+        self.push(kind, version, stamp, key, value.unwrap_or(&[]), expires);
     }
 
     /// Appends a clear (FLUSHDB/TRUNCATE) with its floor.
     pub fn append_clear(&self, floor: u64) {
-        self.push(Kind::Clear, Version::new(floor, 0), floor, &[], &[]);
+        self.push(Kind::Clear, Version::new(floor, 0), floor, &[], &[], 0);
     }
 
-    fn push(&self, kind: Kind, version: Version, stamp: u64, key: &[u8], value: &[u8]) {
+    fn push(
+        &self,
+        kind: Kind,
+        version: Version,
+        stamp: u64,
+        key: &[u8],
+        value: &[u8],
+        expires: u64,
+    ) {
         // Read after the store operation: see "Epochs and rotation".
         let epoch = self.shared.epoch.load(Ordering::Acquire);
         let mut st = lock(&self.state);
@@ -497,7 +517,7 @@ impl LogWriter {
             let res = st.rotate(&self.shared, epoch);
             self.check(res);
         }
-        if !record::encode(&mut st.buf, kind, version, stamp, key, value) {
+        if !record::encode_expiring(&mut st.buf, kind, version, stamp, key, value, expires) {
             self.shared.write_errors.fetch_add(1, Ordering::Relaxed);
             self.shared.dropped_records.fetch_add(1, Ordering::Relaxed);
             log::error!(

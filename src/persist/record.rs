@@ -7,13 +7,18 @@
 //! u32le crc    CRC32C over the length and the body (the rest of the frame)
 //! u32le len    length of the body
 //! body:
-//!   u8    kind   1 put, 2 tombstone, 3 clear, 4 header, 5 end
+//!   u8    kind   1 put, 2 tombstone, 3 clear, 4 header, 5 end,
+//!                6 put with expiry (format 2)
 //!   u64le hlc    version timestamp (clear: floor; header: epoch; end: count)
 //!   u64le node   version origin    (header: format version)
 //!   u64le stamp  replay stamp (see `store::durable`)
 //!   u32le klen   key length
-//!   key bytes, then value bytes (the rest of the body)
+//!   key bytes, then value bytes (the rest of the body); kind 6 has
+//!   u64le expiry (Unix ms) between key and value
 //! ```
+//!
+//! Format 2 added kind 6; a format-1 file has none and reads unchanged.
+//! A put of a record without an expiry is still written as kind 1.
 //!
 //! The checksum covers the length, so a flipped length bit is caught as
 //! well. A file is a header record followed by data records (and, for a
@@ -43,8 +48,13 @@ pub const FRAME: usize = 8;
 pub const FIXED: usize = 29;
 /// Largest body accepted; a larger length field is damage.
 pub const MAX_BODY: usize = 64 << 20;
-/// Version of the record format (in header records).
-pub const FORMAT: u64 = 1;
+/// Version of the record format (in header records); readers accept
+/// every version from 1 up to this one.
+pub const FORMAT: u64 = 2;
+
+/// Kind byte of a put with an expiry (decoded as [`Kind::Put`] with
+/// [`Rec::expires`] set).
+const PUT_EXPIRING: u8 = 6;
 
 /// What a record says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +102,8 @@ pub struct Rec<'a> {
     pub stamp: u64,
     pub key: &'a [u8],
     pub value: &'a [u8],
+    /// Absolute expiry of a put (Unix ms), 0 if none.
+    pub expires: u64,
 }
 
 impl Rec<'_> {
@@ -111,7 +123,21 @@ pub fn encode(
     key: &[u8],
     value: &[u8],
 ) -> bool {
-    let body = FIXED + key.len() + value.len();
+    encode_expiring(out, kind, version, stamp, key, value, 0)
+}
+
+/// [`encode`] with an expiry (Unix ms, 0 = none; only a put keeps one).
+pub fn encode_expiring(
+    out: &mut Vec<u8>,
+    kind: Kind,
+    version: Version,
+    stamp: u64,
+    key: &[u8],
+    value: &[u8],
+    expires: u64,
+) -> bool {
+    let expiring = kind == Kind::Put && expires != 0;
+    let body = FIXED + key.len() + value.len() + if expiring { 8 } else { 0 };
     if body > MAX_BODY {
         return false;
     }
@@ -119,12 +145,15 @@ pub fn encode(
     out.reserve(FRAME + body);
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&(body as u32).to_le_bytes());
-    out.push(kind.byte());
+    out.push(if expiring { PUT_EXPIRING } else { kind.byte() });
     out.extend_from_slice(&version.hlc.to_le_bytes());
     out.extend_from_slice(&version.node.to_le_bytes());
     out.extend_from_slice(&stamp.to_le_bytes());
     out.extend_from_slice(&(key.len() as u32).to_le_bytes());
     out.extend_from_slice(key);
+    if expiring {
+        out.extend_from_slice(&expires.to_le_bytes());
+    }
     out.extend_from_slice(value);
     let crc = crc32c::crc32c(&out[start + 4..]);
     out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
@@ -346,17 +375,32 @@ pub fn decode_body(body: &[u8]) -> Result<Rec<'_>, &'static str> {
     if body.len() < FIXED {
         return Err("record too short");
     }
-    let kind = Kind::from_byte(body[0]).ok_or("unknown record kind")?;
+    let expiring = body[0] == PUT_EXPIRING;
+    let kind = if expiring {
+        Kind::Put
+    } else {
+        Kind::from_byte(body[0]).ok_or("unknown record kind")?
+    };
     let klen = u32_at(body, 25) as usize;
     if klen > body.len() - FIXED {
         return Err("key length past record");
+    }
+    let mut value = FIXED + klen;
+    let mut expires = 0;
+    if expiring {
+        if body.len() - value < 8 {
+            return Err("expiry past record");
+        }
+        expires = u64_at(body, value);
+        value += 8;
     }
     Ok(Rec {
         kind,
         version: Version::new(u64_at(body, 1), u64_at(body, 9)),
         stamp: u64_at(body, 17),
         key: &body[FIXED..FIXED + klen],
-        value: &body[FIXED + klen..],
+        value: &body[value..],
+        expires,
     })
 }
 

@@ -109,7 +109,7 @@ fn read_header(r: &mut Reader<File>, magic: &[u8]) -> io::Result<Header> {
             ..
         } => Header::Invalid(why.to_string()),
         Item::Rec(h) if h.kind == Kind::Header && h.key == magic => {
-            if h.version.node != super::record::FORMAT {
+            if !(1..=super::record::FORMAT).contains(&h.version.node) {
                 Header::Invalid(format!("unsupported format version {}", h.version.node))
             } else {
                 Header::Ok(h.version.hlc)
@@ -287,7 +287,7 @@ fn replay(
                     if floor.is_some_and(|f| rec.stamp <= f) {
                         out.cleared += 1;
                     } else {
-                        store.apply(rec.key, rec.store_value(), rec.version);
+                        store.apply_expiring(rec.key, rec.store_value(), rec.version, rec.expires);
                     }
                 }
                 Kind::Clear if !snapshot => {}
@@ -421,7 +421,7 @@ fn replay_segment(
         for &(_, p) in &order {
             let (body, _) = next_frame(&buf[p as usize..]).expect("parsed above");
             let rec = decode_body(body).expect("parsed above");
-            store.apply(rec.key, rec.store_value(), rec.version);
+            store.apply_expiring(rec.key, rec.store_value(), rec.version, rec.expires);
         }
         buf.drain(..pos);
         if remaining == 0 {

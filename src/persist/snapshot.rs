@@ -126,13 +126,24 @@ pub fn write(
             if abort() {
                 return Err(SnapshotError::Aborted);
             }
+            let now = crate::store::now_millis();
             store.snapshot_shard(i, |clock, r| {
-                let (kind, value) = match r.value() {
-                    Some(v) => (Kind::Put, v),
-                    None => (Kind::Tombstone, &[][..]),
+                // An expired record is written as the tombstone of its
+                // version (what it is on every node from now on).
+                let (kind, value, expires) = match r.value_at(now) {
+                    Some(v) => (Kind::Put, v, r.expires()),
+                    None => (Kind::Tombstone, &[][..], 0),
                 };
                 // Store limits keep records far below the frame limit.
-                record::encode(&mut buf, kind, r.version(), clock, r.key(), value);
+                record::encode_expiring(
+                    &mut buf,
+                    kind,
+                    r.version(),
+                    clock,
+                    r.key(),
+                    value,
+                    expires,
+                );
                 entries += 1;
             });
             out.write_all(&buf).map_err(io_err(&tmp))?;

@@ -20,7 +20,12 @@
 //!   would be compared against the wrong nodes. Indices and levels are
 //!   base-10 integers checked against that shape.
 //! * A `<version>` is 16 bytes: the HLC timestamp then the origin hash, both
-//!   big-endian ([`encode_version`]), so byte order is version order.
+//!   big-endian ([`encode_version`]), so byte order is version order. In
+//!   `MKV.ENTRIES` and `MKV.FETCH` a live record with an expiry has a
+//!   24-byte `<version>`: those 16 bytes then its absolute expiry (Unix
+//!   ms, big-endian; [`encode_version_expiry`]). An expired record is
+//!   served as the tombstone of its version, so an expired value never
+//!   travels.
 //! * `<instance>` is a random number drawn when the node starts: a node
 //!   that sees its own instance in a peer's `MKV.ROOT` is talking to itself.
 //! * `<records>` counts the peer's records (live and tombstones): it tells
@@ -208,6 +213,28 @@ pub fn encode_version(v: Version) -> [u8; 16] {
     b
 }
 
+/// A version, followed by the expiry when there is one (0 = none): 16 or
+/// 24 bytes (module docs).
+pub fn encode_version_expiry(v: Version, expires: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(&encode_version(v));
+    if expires != 0 {
+        out.extend_from_slice(&expires.to_be_bytes());
+    }
+}
+
+/// Decodes [`encode_version_expiry`]: `(version, expires)` from 16 or 24
+/// bytes (expiry 0 = none).
+pub fn decode_version_expiry(b: &[u8]) -> Option<(Version, u64)> {
+    match b.len() {
+        16 => Some((decode_version(b)?, 0)),
+        24 => {
+            let (v, e) = b.split_at(16);
+            Some((decode_version(v)?, u64::from_be_bytes(e.try_into().ok()?)))
+        }
+        _ => None,
+    }
+}
+
 /// Decodes [`encode_version`]; `None` unless exactly 16 bytes.
 pub fn decode_version(b: &[u8]) -> Option<Version> {
     let b: &[u8; 16] = b.try_into().ok()?;
@@ -335,6 +362,14 @@ mod tests {
         ];
         for w in vs.windows(2) {
             assert!(encode_version(w[0]) < encode_version(w[1]));
+            let mut b = Vec::new();
+            encode_version_expiry(w[0], 0, &mut b);
+            assert_eq!(decode_version_expiry(&b), Some((w[0], 0)));
+            b.clear();
+            encode_version_expiry(w[1], 1_700_000_000_123, &mut b);
+            assert_eq!(b.len(), 24);
+            assert_eq!(decode_version_expiry(&b), Some((w[1], 1_700_000_000_123)));
+            assert_eq!(decode_version_expiry(&b[..20]), None);
         }
         for v in vs {
             assert_eq!(decode_version(&encode_version(v)), Some(v));

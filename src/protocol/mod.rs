@@ -15,6 +15,7 @@
 //!   answers through a [`reply::Reply`]; [`reply`] encodes it in the
 //!   connection's [`reply::Proto`]. Every reply byte is written there.
 
+pub mod expiry;
 pub mod glob;
 pub mod internal;
 pub mod redis;
@@ -112,6 +113,8 @@ pub enum Command<'a> {
     Internal(internal::Internal<'a>),
     /// A RESP-only Redis-compatibility command ([`redis::Redis`]).
     Redis(redis::Redis<'a>),
+    /// A key-expiry command, RESP or text ([`expiry::ExpiryCmd`]).
+    Expiry(expiry::ExpiryCmd<'a>),
 }
 
 /// The action of a `REPLICATE` command.

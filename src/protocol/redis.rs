@@ -1,7 +1,7 @@
 //! Redis-compatibility commands that only the RESP front end knows:
 //! introspection (`COMMAND`, `INFO` sections, `CONFIG GET`), client
 //! bookkeeping (`CLIENT …`, `HELLO`), cursors and patterns (`SCAN`,
-//! `KEYS`), `SET` with options, `TYPE`/`TTL`. They exist so that redis-cli,
+//! `KEYS`), `SET` with options, `TYPE`. They exist so that redis-cli,
 //! redis-benchmark and client libraries work unmodified (docs/protocol.md §15);
 //! none of them is on the GET/SET hot path, which [`super::resp::command`]
 //! matches first and hands the rest here.
@@ -57,7 +57,8 @@ pub enum Redis<'a> {
     Keys(&'a [u8]),
     /// `INFO [section …]` (Redis format).
     Info(Args<'a>),
-    /// `SET key value [NX | XX] [GET]` (expiry options are refused).
+    /// `SET key value [NX | XX] [GET]` (with an expiry option it is an
+    /// [`super::expiry::ExpiryCmd::Set`]).
     SetWith {
         key: &'a [u8],
         value: &'a [u8],
@@ -66,16 +67,12 @@ pub enum Redis<'a> {
     },
     /// `TYPE key`.
     Type(&'a [u8]),
-    /// `TTL key` / `PTTL key` (no key expires: -1, or -2 when missing).
-    Ttl(&'a [u8]),
     /// `SETNX key value`: set if absent, reply 1 or 0.
     SetNx(&'a [u8], &'a [u8]),
     /// `GETDEL key`: the value, deleted in the same step.
     GetDel(&'a [u8]),
     /// `MSETNX k v [k v …]`: set all only if none exists, reply 1 or 0.
     MSetNx(Args<'a>),
-    /// `PERSIST key`: no key has a time to live, so always 0.
-    Persist(&'a [u8]),
     /// `MULTI`: start queueing a transaction (see `exec::tx`).
     Multi,
     /// `EXEC`: run the queued transaction.
@@ -356,12 +353,6 @@ pub fn command<'a>(
             }
             Redis::Type(argv(0).unwrap_or_default())
         }
-        b"TTL" | b"PTTL" => {
-            if argc != 1 {
-                return Err(wrong_args(name));
-            }
-            Redis::Ttl(argv(0).unwrap_or_default())
-        }
         b"SETNX" => {
             if argc != 2 {
                 return Err(wrong_args(name));
@@ -391,18 +382,12 @@ pub fn command<'a>(
             }
             Redis::MSetNx(args)
         }
-        b"PERSIST" => {
-            if argc != 1 {
-                return Err(wrong_args(name));
-            }
-            Redis::Persist(argv(0).unwrap_or_default())
-        }
-        b"EXPIRE" | b"PEXPIRE" | b"EXPIREAT" | b"PEXPIREAT" | b"SETEX" | b"PSETEX" | b"GETEX"
-        | b"EXPIRETIME" | b"PEXPIRETIME" => {
-            return Err(ParseError(Cow::Owned(format!(
-                "{} is not supported: MerkleKV keys do not expire",
-                String::from_utf8_lossy(upper)
-            ))));
+        b"TTL" | b"PTTL" | b"EXPIRETIME" | b"PEXPIRETIME" | b"PERSIST" | b"EXPIRE" | b"PEXPIRE"
+        | b"EXPIREAT" | b"PEXPIREAT" | b"SETEX" | b"PSETEX" | b"GETEX" => {
+            return match super::expiry::parse(upper, args) {
+                Some(Ok(c)) => Ok(Command::Expiry(c)),
+                _ => Err(wrong_args(name)),
+            };
         }
         b"MULTI" | b"EXEC" | b"DISCARD" | b"UNWATCH" => {
             if argc != 0 {
@@ -541,6 +526,14 @@ fn set<'a>(name: &[u8], args: Args<'a>) -> Result<Command<'a>, ParseError> {
         return Err(wrong_args(name));
     };
     let (mut cond, mut get) = (None, false);
+    if it.clone().any(super::expiry::is_set_expiry_option) {
+        // Validated when it runs (`exec::expiry`), options and all.
+        return Ok(Command::Expiry(super::expiry::ExpiryCmd::Set {
+            key,
+            value,
+            opts: args.skip(2),
+        }));
+    }
     for opt in it {
         if eq(opt, "NX") || eq(opt, "XX") {
             let c = if eq(opt, "NX") {
@@ -554,13 +547,6 @@ fn set<'a>(name: &[u8], args: Args<'a>) -> Result<Command<'a>, ParseError> {
             cond = Some(c);
         } else if eq(opt, "GET") {
             get = true;
-        } else if ["EX", "PX", "EXAT", "PXAT", "KEEPTTL"]
-            .iter()
-            .any(|o| eq(opt, o))
-        {
-            return Err(err(
-                "SET expiry options (EX, PX, EXAT, PXAT, KEEPTTL) are not supported: MerkleKV keys do not expire",
-            ));
         } else {
             return Err(err("syntax error"));
         }
@@ -1501,7 +1487,13 @@ mod tests {
                 get: true
             }))
         );
-        assert!(msg(parse(&["set", "k", "v", "EX", "10"])).contains("not supported"));
+        // With an expiry option it is an expiry command, validated when run.
+        assert!(matches!(
+            parse(&["set", "k", "v", "NX", "ex", "10"]),
+            Ok(Command::Expiry(
+                crate::protocol::expiry::ExpiryCmd::Set { .. }
+            ))
+        ));
         assert_eq!(msg(parse(&["set", "k", "v", "NX", "XX"])), "syntax error");
         assert_eq!(msg(parse(&["set", "k", "v", "bogus"])), "syntax error");
         assert_eq!(

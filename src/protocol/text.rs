@@ -46,6 +46,7 @@
 
 use std::borrow::Cow;
 
+use super::expiry::{ExpiryCmd, Unit};
 use super::{Args, Command, Fatal, MAX_LINE, ParseError, Parsed, ReplicateAction};
 
 /// Parses the first request line of `buf`.
@@ -300,6 +301,12 @@ enum Kw {
     Sync,
     Replicate,
     Nodes,
+    Expire,
+    Pexpire,
+    Ttl,
+    Pttl,
+    Persist,
+    SetEx,
 }
 
 #[inline]
@@ -336,6 +343,12 @@ fn keyword(word: &str) -> Option<Kw> {
         b"SYNC" => Kw::Sync,
         b"REPLICATE" => Kw::Replicate,
         b"NODES" => Kw::Nodes,
+        b"EXPIRE" => Kw::Expire,
+        b"PEXPIRE" => Kw::Pexpire,
+        b"TTL" => Kw::Ttl,
+        b"PTTL" => Kw::Pttl,
+        b"PERSIST" => Kw::Persist,
+        b"SETEX" => Kw::SetEx,
         _ => return None,
     })
 }
@@ -355,6 +368,12 @@ fn single_word(t: &str) -> Result<Command<'_>, ParseError> {
         Some(Kw::Exists) => requires("EXISTS command requires arguments"),
         Some(Kw::Sync) => requires("SYNC command requires arguments"),
         Some(Kw::Replicate) => requires("REPLICATE command requires arguments"),
+        Some(Kw::Expire) => requires("EXPIRE command requires arguments"),
+        Some(Kw::Pexpire) => requires("PEXPIRE command requires arguments"),
+        Some(Kw::Ttl) => requires("TTL command requires arguments"),
+        Some(Kw::Pttl) => requires("PTTL command requires arguments"),
+        Some(Kw::Persist) => requires("PERSIST command requires arguments"),
+        Some(Kw::SetEx) => requires("SETEX command requires arguments"),
         Some(Kw::Truncate) => Ok(Command::Truncate),
         Some(Kw::Stats) => Ok(Command::Stats),
         Some(Kw::Info) => Ok(Command::Info),
@@ -428,7 +447,68 @@ fn with_args<'a>(c: &'a str, r: &'a str) -> Result<Command<'a>, ParseError> {
         Kw::Sync => sync(r),
         Kw::Replicate => replicate(r),
         Kw::Nodes => Err(fixed("NODES command does not accept any arguments")),
+        Kw::Expire => expire(r, "EXPIRE", Unit::Seconds),
+        Kw::Pexpire => expire(r, "PEXPIRE", Unit::Millis),
+        Kw::Ttl => one_token(r, "TTL command accepts only one argument", TAB_IN_KEY).map(|key| {
+            Command::Expiry(ExpiryCmd::TextTtl {
+                key: key.as_bytes(),
+                unit: Unit::Seconds,
+            })
+        }),
+        Kw::Pttl => one_token(r, "PTTL command accepts only one argument", TAB_IN_KEY).map(|key| {
+            Command::Expiry(ExpiryCmd::TextTtl {
+                key: key.as_bytes(),
+                unit: Unit::Millis,
+            })
+        }),
+        Kw::Persist => one_token(r, "PERSIST command accepts only one argument", TAB_IN_KEY)
+            .map(|key| Command::Expiry(ExpiryCmd::TextPersist(key.as_bytes()))),
+        Kw::SetEx => setex(r),
     }
+}
+
+/// `EXPIRE key seconds` / `PEXPIRE key ms`: words, exactly two; the time
+/// is what `i64::from_str` accepts.
+fn expire<'a>(r: &'a str, word: &str, unit: Unit) -> Result<Command<'a>, ParseError> {
+    let mut tokens = r.split_whitespace();
+    let (Some(key), Some(amount), None) = (tokens.next(), tokens.next(), tokens.next()) else {
+        return Err(ParseError(Cow::Owned(format!(
+            "{word} command requires a key and a time"
+        ))));
+    };
+    let Ok(amount) = amount.parse::<i64>() else {
+        return Err(ParseError(Cow::Owned(format!(
+            "{word} command time must be a valid integer"
+        ))));
+    };
+    Ok(Command::Expiry(ExpiryCmd::TextExpire {
+        key: key.as_bytes(),
+        amount,
+        unit,
+    }))
+}
+
+/// `SETEX key seconds value`: key and seconds are words separated by one
+/// SP each, the value is the rest of the line, verbatim (as for SET).
+fn setex(r: &str) -> Result<Command<'_>, ParseError> {
+    const MISSING: &str = "SETEX command requires a key, seconds and value";
+    let Some((key, Sep::Sp, rest)) = split_at_sep(r) else {
+        return Err(fixed(MISSING));
+    };
+    if key.is_empty() {
+        return Err(fixed("SETEX command key cannot be empty"));
+    }
+    let Some((secs, Sep::Sp, value)) = split_at_sep(rest) else {
+        return Err(fixed(MISSING));
+    };
+    let Ok(seconds) = secs.parse::<i64>() else {
+        return Err(fixed("SETEX command seconds must be a valid integer"));
+    };
+    Ok(Command::Expiry(ExpiryCmd::TextSetEx {
+        key: key.as_bytes(),
+        seconds,
+        value: value.as_bytes(),
+    }))
 }
 
 // ---------------------------------------------------------------------------
@@ -1073,6 +1153,9 @@ mod tests {
             ("EXISTS", "EXISTS command requires arguments"),
             ("SYNC", "SYNC command requires arguments"),
             ("replicate", "REPLICATE command requires arguments"),
+            ("TTL", "TTL command requires arguments"),
+            ("pexpire", "PEXPIRE command requires arguments"),
+            ("SETEX", "SETEX command requires arguments"),
         ] {
             assert_eq!(err(&format!("{line}\r\n")), text);
         }
@@ -1082,12 +1165,79 @@ mod tests {
     fn single_word_unknown_as_typed() {
         for word in [
             "INC", "inc", "INCR", "DEC", "Decr", "APPEND", "PREPEND", "MGET", "mset", "foo",
-            "HEALTH", "KEYS", "TTL", "*",
+            "HEALTH", "KEYS", "*",
         ] {
             assert_eq!(
                 err(&format!("{word}\r\n")),
                 format!("Unknown command: {word}")
             );
+        }
+    }
+
+    #[test]
+    fn expiry_commands() {
+        fn cmd(line: &'static str) -> Command<'static> {
+            match parse(line.as_bytes()) {
+                Parsed::Request(c, _) => c,
+                other => panic!("{line:?}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            cmd("EXPIRE k 10\r\n"),
+            Command::Expiry(ExpiryCmd::TextExpire {
+                key: b"k",
+                amount: 10,
+                unit: Unit::Seconds
+            })
+        );
+        assert_eq!(
+            cmd("pexpire k -5\r\n"),
+            Command::Expiry(ExpiryCmd::TextExpire {
+                key: b"k",
+                amount: -5,
+                unit: Unit::Millis
+            })
+        );
+        assert_eq!(
+            cmd("SETEX k 7 a  b\tc\r\n"),
+            Command::Expiry(ExpiryCmd::TextSetEx {
+                key: b"k",
+                seconds: 7,
+                value: b"a  b\tc"
+            })
+        );
+        assert_eq!(
+            cmd("PTTL k\r\n"),
+            Command::Expiry(ExpiryCmd::TextTtl {
+                key: b"k",
+                unit: Unit::Millis
+            })
+        );
+        assert_eq!(
+            cmd("PERSIST k\r\n"),
+            Command::Expiry(ExpiryCmd::TextPersist(b"k"))
+        );
+        for (line, text) in [
+            ("EXPIRE k\r\n", "EXPIRE command requires a key and a time"),
+            (
+                "EXPIRE k 1 2\r\n",
+                "EXPIRE command requires a key and a time",
+            ),
+            (
+                "EXPIRE k x\r\n",
+                "EXPIRE command time must be a valid integer",
+            ),
+            (
+                "SETEX k 5\r\n",
+                "SETEX command requires a key, seconds and value",
+            ),
+            (
+                "SETEX k x v\r\n",
+                "SETEX command seconds must be a valid integer",
+            ),
+            ("TTL a b\r\n", "TTL command accepts only one argument"),
+        ] {
+            assert_eq!(err(line), text);
         }
     }
 

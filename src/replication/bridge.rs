@@ -652,7 +652,7 @@ impl Receiving {
                 invalid += 1;
                 continue;
             }
-            match applier.apply(ev.key, ev.value, ev.version) {
+            match applier.apply_expiring(ev.key, ev.value, ev.version, ev.expires) {
                 Applied::Stored => {
                     applied += 1;
                     newest = newest.max(ev.version);
@@ -993,6 +993,7 @@ mod tests {
                     key: k,
                     value: value.as_deref(),
                     version: Version::new(ms << crate::store::version::LOGICAL_BITS, 1),
+                    expires: 0,
                 },
                 now,
             )
@@ -1011,6 +1012,7 @@ mod tests {
             key: vec![b'k'; 1 << 20],
             value: Some(vec![0; MAX_VALUE_LEN]),
             version: Version::new(u64::MAX, u64::MAX),
+            expires: u64::MAX,
         };
         assert!(wire::encoded_len(&ev) + 1024 < MAX_PACKET);
     }

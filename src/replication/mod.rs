@@ -69,6 +69,8 @@ pub struct ChangeEvent {
     pub key: Vec<u8>,
     pub value: Option<Vec<u8>>,
     pub version: Version,
+    /// Absolute expiry of the record (Unix ms), 0 if none.
+    pub expires: u64,
 }
 
 /// Bytes an event with this key and value is charged in the outbox.
@@ -192,7 +194,7 @@ impl Outbox {
     /// Queues a local write for publication if replication is enabled.
     /// Never blocks: a full queue drops the event and counts it.
     #[inline]
-    pub fn publish(&self, key: &[u8], value: Option<&[u8]>, version: Version) {
+    pub fn publish(&self, key: &[u8], value: Option<&[u8]>, version: Version, expires: u64) {
         if !self.is_enabled() {
             return;
         }
@@ -210,6 +212,7 @@ impl Outbox {
             key: key.to_vec(),
             value: value.map(<[u8]>::to_vec),
             version,
+            expires,
         };
         if self.sender.try_send(ev).is_err() {
             self.queued_bytes.fetch_sub(charge, Relaxed);
@@ -428,11 +431,11 @@ mod tests {
     #[test]
     fn disabled_outbox_queues_nothing_and_full_outbox_counts_drops() {
         let o = Outbox::new(false);
-        o.publish(b"k", Some(b"v"), Version::default());
+        o.publish(b"k", Some(b"v"), Version::default(), 0);
         assert_eq!(o.queued(), 0);
         o.set_enabled(true);
         for _ in 0..OUTBOX_CAPACITY + 3 {
-            o.publish(b"k", None, Version::default());
+            o.publish(b"k", None, Version::default(), 0);
         }
         assert_eq!(o.queued(), OUTBOX_CAPACITY);
         assert_eq!(o.dropped(), 3);
@@ -446,16 +449,16 @@ mod tests {
     fn outbox_is_bounded_in_bytes_but_admits_one_huge_event() {
         let o = Outbox::new(true);
         let big = vec![7u8; OUTBOX_MAX_BYTES + 10];
-        o.publish(b"big", Some(&big), Version::default());
+        o.publish(b"big", Some(&big), Version::default(), 0);
         assert_eq!(o.queued(), 1, "an empty outbox admits any event");
-        o.publish(b"small", Some(b"v"), Version::default());
+        o.publish(b"small", Some(b"v"), Version::default(), 0);
         assert_eq!((o.queued(), o.dropped()), (1, 1));
         let ev = o.rx.recv().unwrap();
         o.taken(&ev);
         assert_eq!(o.queued_bytes(), 0);
         let half = vec![0u8; OUTBOX_MAX_BYTES / 2];
-        o.publish(b"a", Some(&half), Version::default());
-        o.publish(b"b", Some(&half), Version::default());
+        o.publish(b"a", Some(&half), Version::default(), 0);
+        o.publish(b"b", Some(&half), Version::default(), 0);
         assert_eq!((o.queued(), o.dropped()), (1, 2));
     }
 
@@ -469,7 +472,7 @@ mod tests {
         assert_eq!(o.enable(), Ok(()));
         assert!(o.is_enabled());
         o.disable();
-        o.publish(b"k", Some(b"v"), Version::default());
+        o.publish(b"k", Some(b"v"), Version::default(), 0);
         assert_eq!(o.queued(), 0);
     }
 

@@ -11,7 +11,8 @@
 //! | `format` | unsigned int         | [`FORMAT`] (= 1); a receiver refuses others     |
 //! | `events` | array of events      | the change events, in the order they were made |
 //!
-//! Each event is a CBOR array `[key, value, hlc, node]`:
+//! Each event is a CBOR array `[key, value, hlc, node]` or, for a record
+//! with an expiry, `[key, value, hlc, node, expires]`:
 //!
 //! | index | CBOR type               | meaning                                      |
 //! |-------|-------------------------|----------------------------------------------|
@@ -19,6 +20,12 @@
 //! | 1     | byte string, or null    | the value; null is a tombstone (a delete)    |
 //! | 2     | unsigned int (64 bit)   | version: HLC timestamp (ms << 16 \| logical) |
 //! | 3     | unsigned int (64 bit)   | version: XXH3-64 of the writing node's id    |
+//! | 4     | unsigned int (64 bit)   | optional: absolute expiry, Unix ms (absent or 0 = none) |
+//!
+//! The expiry is absolute, so every receiver expires the record at the same
+//! moment whenever the event arrives; an event whose expiry has passed is
+//! applied as the tombstone of its version (`store/expiry.rs`). Readers
+//! that predate the field skip it (trailing elements are ignored).
 //!
 //! Arrays are used for events (not maps) because an event is the hot path:
 //! four fixed fields cost 1 header byte instead of four key strings. Extra
@@ -38,7 +45,9 @@
 //! case) is a tombstone, any other op needs a `val`; the version is
 //! `ts` converted to an HLC (milliseconds in the upper 48 bits, the
 //! sub-millisecond part scaled into the 16 logical bits, so order is kept)
-//! with `node_hash(src)`. This node never emits that form.
+//! with `node_hash(src)`. A `ttl` (seconds, relative to `ts`) becomes the
+//! absolute expiry `ts_ms + ttl * 1000`, the same on every receiver;
+//! `ttl` absent, null or 0 means none. This node never emits that form.
 //!
 //! # Decoding
 //!
@@ -75,9 +84,9 @@ pub const FORMAT: u64 = 1;
 pub const MAX_EVENTS: usize = 1 << 16;
 
 /// Encoded size of the fixed part of one event (array header, two byte
-/// string headers, two 64-bit integers), an upper bound used to size
+/// string headers, three 64-bit integers), an upper bound used to size
 /// batches before encoding them.
-pub const EVENT_OVERHEAD: usize = 1 + 9 + 9 + 9 + 9;
+pub const EVENT_OVERHEAD: usize = 1 + 9 + 9 + 9 + 9 + 9;
 
 /// Upper bound of the encoded size of one event.
 pub fn encoded_len(ev: &ChangeEvent) -> usize {
@@ -116,11 +125,15 @@ impl Serialize for EventsOut<'_> {
 impl Serialize for EventOut<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let ev = self.0;
-        let mut t = s.serialize_tuple(4)?;
+        let expires = ev.value.is_some() && ev.expires != 0;
+        let mut t = s.serialize_tuple(if expires { 5 } else { 4 })?;
         t.serialize_element(&BytesOut(&ev.key))?;
         t.serialize_element(&ev.value.as_deref().map(BytesOut))?;
         t.serialize_element(&ev.version.hlc)?;
         t.serialize_element(&ev.version.node)?;
+        if expires {
+            t.serialize_element(&ev.expires)?;
+        }
         t.end()
     }
 }
@@ -229,6 +242,8 @@ pub struct EventRef<'a> {
     /// `None` for a tombstone.
     pub value: Option<&'a [u8]>,
     pub version: Version,
+    /// Absolute expiry (Unix ms), 0 if none.
+    pub expires: u64,
 }
 
 /// A received batch, decoded without copying when possible.
@@ -273,6 +288,7 @@ impl Decoded<'_> {
                 key: &e.key,
                 value: e.value.as_deref(),
                 version: e.version,
+                expires: e.expires,
             })),
         }
     }
@@ -354,8 +370,9 @@ impl<'a> Reader<'a> {
         // payload could hold.
         let mut v = Vec::with_capacity(n.min(self.0.len() / 5));
         for _ in 0..n {
-            let Header::Array(Some(4)) = self.header()? else {
-                return None;
+            let fields = match self.header()? {
+                Header::Array(Some(n @ (4 | 5))) => n,
+                _ => return None,
             };
             let Header::Bytes(Some(klen)) = self.header()? else {
                 return None;
@@ -368,10 +385,12 @@ impl<'a> Reader<'a> {
             };
             let hlc = self.u64()?;
             let node = self.u64()?;
+            let expires = if fields == 5 { self.u64()? } else { 0 };
             v.push(EventRef {
                 key,
                 value,
                 version: Version::new(hlc, node),
+                expires,
             });
         }
         Some(v)
@@ -390,12 +409,19 @@ fn legacy(w: WireIn) -> Result<Batch, DecodeError> {
         Some(w.val.ok_or(DecodeError::Shape("1.x write without val"))?.0)
     };
     let version = Version::new(legacy_hlc(ts), node_hash(&src));
+    let expires = match w.ttl {
+        Some(ttl) if ttl > 0 && value.is_some() => {
+            (ts / 1_000_000).saturating_add(ttl.saturating_mul(1000))
+        }
+        _ => 0,
+    };
     Ok(Batch {
         origin: src,
         events: vec![ChangeEvent {
             key,
             value,
             version,
+            expires,
         }],
         legacy: true,
     })
@@ -422,6 +448,7 @@ struct WireIn {
     val: Option<Bytes>,
     ts: Option<u64>,
     src: Option<String>,
+    ttl: Option<u64>,
 }
 
 /// The events array, capped at [`MAX_EVENTS`].
@@ -461,7 +488,7 @@ impl<'de> Deserialize<'de> for EventIn {
         impl<'de> Visitor<'de> for V {
             type Value = EventIn;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an event array [key, value, hlc, node]")
+                f.write_str("an event array [key, value, hlc, node, expires?]")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<EventIn, A::Error> {
                 let short = || de::Error::custom("event array shorter than 4");
@@ -469,12 +496,14 @@ impl<'de> Deserialize<'de> for EventIn {
                 let value: Option<Bytes> = seq.next_element()?.ok_or_else(short)?;
                 let hlc: u64 = seq.next_element()?.ok_or_else(short)?;
                 let node: u64 = seq.next_element()?.ok_or_else(short)?;
+                let expires: Option<u64> = seq.next_element()?;
                 // Later formats may append fields.
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
                 Ok(EventIn(ChangeEvent {
                     key: key.0,
                     value: value.map(|b| b.0),
                     version: Version::new(hlc, node),
+                    expires: expires.unwrap_or(0),
                 }))
             }
             fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<EventIn, A::Error> {
@@ -557,6 +586,7 @@ mod tests {
             key: key.to_vec(),
             value: value.map(<[u8]>::to_vec),
             version: Version::new(hlc, node),
+            expires: 0,
         }
     }
 
@@ -650,6 +680,7 @@ mod tests {
         assert_eq!(e.value.as_deref(), Some(&b"alice"[..]));
         assert_eq!(e.version.millis(), 1_700_000_000_123);
         assert_eq!(e.version.node, node_hash("old-node"));
+        assert_eq!(e.expires, 0);
         // Later nanoseconds within the same millisecond order later.
         assert!(legacy_hlc(ts + 1000) > legacy_hlc(ts));
         assert!(legacy_hlc(ts) < legacy_hlc(1_700_000_000_124_000_000));
@@ -674,6 +705,48 @@ mod tests {
             decode(&buf),
             Err(DecodeError::Shape("1.x write without val"))
         );
+
+        // `ttl` (seconds after `ts`) becomes an absolute expiry; 0 is none.
+        for (ttl, expires) in [(Some(30), 1_700_000_030_123), (Some(0), 0), (None, 0)] {
+            buf.clear();
+            let op = "set";
+            let val = Some(b"alice".to_vec());
+            ciborium::into_writer(
+                &Old {
+                    ttl,
+                    op,
+                    val,
+                    ..del
+                },
+                &mut buf,
+            )
+            .unwrap();
+            assert_eq!(decode(&buf).unwrap().events[0].expires, expires);
+        }
+    }
+
+    #[test]
+    fn expiry_is_a_fifth_element_only_when_set() {
+        let mut with = ev(b"k", Some(b"v"), 5, 6);
+        with.expires = 1_700_000_000_000;
+        let mut tomb = ev(b"t", None, 5, 6);
+        tomb.expires = 99; // a tombstone never carries one
+        let events = vec![with.clone(), ev(b"p", Some(b"v"), 5, 6), tomb];
+        let mut buf = Vec::new();
+        encode("n", &events, &mut buf);
+        let v: ciborium::Value = ciborium::from_reader(&buf[..]).unwrap();
+        let evs = v.as_map().unwrap()[2].1.as_array().unwrap().clone();
+        let lens: Vec<_> = evs.iter().map(|e| e.as_array().unwrap().len()).collect();
+        assert_eq!(lens, [5, 4, 4]);
+        // Both decoders read it back.
+        let b = decode(&buf).unwrap();
+        assert_eq!(b.events[0], with);
+        assert_eq!(b.events[2].expires, 0);
+        let Decoded::Borrowed { events: refs, .. } = decode_ref(&buf).unwrap() else {
+            panic!("own encoding must decode in place");
+        };
+        assert_eq!(refs[0].expires, with.expires);
+        assert_eq!((refs[1].expires, refs[2].expires), (0, 0));
     }
 
     #[test]
@@ -817,6 +890,7 @@ mod tests {
             origin in "[a-z0-9-]{0,30}",
         ) {
             let events: Vec<_> = events.into_iter().map(|(k, v, h, n)| ChangeEvent {
+                expires: if v.is_some() && h % 2 == 0 { n } else { 0 },
                 key: k, value: v, version: Version::new(h, n),
             }).collect();
             let mut buf = Vec::new();

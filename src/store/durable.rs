@@ -32,6 +32,25 @@ impl Store {
         value: Option<&[u8]>,
         version: Version,
     ) -> (Applied, u64) {
+        self.apply_stamped_expiring(key, value, version, 0)
+    }
+
+    /// [`Store::apply_stamped`] of a record with an expiry (Unix ms, 0 =
+    /// none). A record already expired at arrival is applied as the
+    /// tombstone of its version (`expiry.rs`), so an expired value is
+    /// never stored, whatever delivered it.
+    pub fn apply_stamped_expiring(
+        &self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        version: Version,
+        expires: u64,
+    ) -> (Applied, u64) {
+        let (value, expires) = if expires != 0 && expires <= now_millis() {
+            (None, 0)
+        } else {
+            (value, expires)
+        };
         let s = self.slot(key);
         let mut shard = self.shard(s.shard);
         shard.clock.observe(version.hlc);
@@ -43,7 +62,7 @@ impl Store {
             }
             _ => {}
         }
-        shard.put(s, key, value, version, &self.hasher);
+        shard.put_expiring(s, key, value, version, expires, &self.hasher);
         drop(shard);
         if value.is_none() {
             self.note_tombstone(version.millis());

@@ -19,7 +19,7 @@ use std::cell::{Cell, RefCell, RefMut};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::shard::{Shard, Slot};
-use super::{MAX_SHARD_BITS, Record, Store, Version, merkle, now_millis};
+use super::{MAX_SHARD_BITS, Store, Version, Written, merkle, now_millis};
 
 pub(super) fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     // A panic while holding a shard lock cannot leave the shard half
@@ -296,26 +296,45 @@ impl MultiLock<'_> {
 
     /// Like [`Store::get`]; `key` must have been passed to `lock_keys`.
     pub fn get<R>(&mut self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+        self.get_with_expiry(key, |v| f(v.map(|(v, _)| v)))
+    }
+
+    /// Like [`Db::get_with_expiry`]; `key` must have been passed to
+    /// `lock_keys`.
+    pub fn get_with_expiry<R>(
+        &mut self,
+        key: &[u8],
+        f: impl FnOnce(Option<(&[u8], u64)>) -> R,
+    ) -> R {
+        let now = self.now;
         match self.shard_for(key) {
-            Some((s, shard)) => f(shard.find(s, key).and_then(Record::value)),
+            Some((s, shard)) => f(shard
+                .find(s, key)
+                .and_then(|r| r.value_at(now).map(|v| (v, r.expires())))),
             None => f(None),
         }
     }
 
     /// Like [`Store::set`]; `key` must have been passed to `lock_keys`.
     pub fn set(&mut self, key: &[u8], value: &[u8]) -> Option<Version> {
+        self.set_expiring(key, value, 0).map(|w| w.version)
+    }
+
+    /// Like [`Db::set_expiring`]; `key` must have been passed to
+    /// `lock_keys`.
+    pub fn set_expiring(&mut self, key: &[u8], value: &[u8], expires: u64) -> Option<Written> {
         let (store, now) = (self.store, self.now);
         let (s, shard) = self.shard_for(key)?;
-        let v = store.local_version(shard, now);
-        shard.put(s, key, Some(value), v, &store.hasher);
-        Some(v)
+        let version = store.local_version(shard, now);
+        shard.put_expiring(s, key, Some(value), version, expires, &store.hasher);
+        Some(Written { version, expires })
     }
 
     /// Like [`Store::delete`]; `key` must have been passed to `lock_keys`.
     pub fn delete(&mut self, key: &[u8]) -> Option<Version> {
         let (store, now) = (self.store, self.now);
         let (s, shard) = self.shard_for(key)?;
-        if shard.find(s, key).is_none_or(Record::is_tombstone) {
+        if !shard.find(s, key).is_some_and(|r| r.is_live(now)) {
             return None;
         }
         let v = store.local_version(shard, now);

@@ -27,7 +27,10 @@
 //!   holds a stale record has its stale bit set in the subtree (except
 //!   while the shard's serialized refresh has copies of those records in
 //!   flight, see `refresh.rs`);
-//! * `live`/`tombstones`/`bytes` count exactly the records in the tables;
+//! * `live`/`tombstones`/`bytes` count exactly the records in the tables
+//!   (an expired record not yet converted counts as live);
+//! * the expiry index holds exactly one entry per live record with an
+//!   expiry (`expiry.rs`);
 //! * the clock is ≥ every version stored in the shard.
 //!
 //! # Module map
@@ -41,6 +44,10 @@
 //! * `ops.rs`: reads and writes of single keys (local and
 //!   last-writer-wins);
 //! * `scan.rs`: whole-store and per-bucket visits, counts and clearing;
+//! * `expiry.rs`: key expiry (TTL): the per-shard expiry index, the
+//!   conversion of expired records into tombstones of their own version,
+//!   the active expiry cycle; `expiry_index.rs`: the per-shard index of
+//!   expiring records;
 //! * `gc.rs`: tombstone expiry and the oldest-tombstone estimate;
 //! * `refresh.rs`: lazy leaf digests and every Merkle digest read;
 //! * `durable.rs`: what persistence needs (stamps, versioned clear,
@@ -53,6 +60,8 @@
 //! touch in ascending order, so they cannot deadlock.
 
 mod durable;
+pub mod expiry;
+pub mod expiry_index;
 mod gc;
 mod lock;
 pub mod merkle;
@@ -74,6 +83,7 @@ use merkle::{Shape, bucket_of, key_hash};
 use shard::{Padded, Shard, Slot};
 
 pub use lock::{Db, Exclusive, MultiLock};
+pub use ops::{ExpireFlags, Expired};
 pub use record::Record;
 pub use refresh::{REFRESH_CHUNK, REFRESH_CHUNK_BYTES};
 pub use version::{Hlc, Version, node_hash, now_millis};
@@ -127,9 +137,28 @@ pub enum Applied {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnedEntry {
     pub key: Vec<u8>,
-    /// `None` for a tombstone.
+    /// `None` for a tombstone (or an expired record).
     pub value: Option<Vec<u8>>,
     pub version: Version,
+    /// Absolute expiry (Unix ms), 0 if none.
+    pub expires: u64,
+}
+
+/// A local write's outcome: its version and the record's expiry (Unix ms,
+/// 0 = none), both of which the event and the log carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub version: Version,
+    pub expires: u64,
+}
+
+impl From<Version> for Written {
+    fn from(version: Version) -> Written {
+        Written {
+            version,
+            expires: 0,
+        }
+    }
 }
 
 /// Where a shard's bucket tables live, captured at construction for
@@ -169,6 +198,8 @@ pub struct Store {
     oldest_tombstone_ms: AtomicU64,
     /// Leaf digests computed by refreshes so far (INFO).
     leaves_hashed: AtomicU64,
+    /// Records expired so far (actively or lazily; INFO `expired_keys`).
+    expired: AtomicU64,
 }
 
 /// log2 of the largest shard count a store uses (more are capped).
@@ -212,6 +243,7 @@ impl Store {
             tombstone_ttl_ms: opts.tombstone_ttl_ms,
             oldest_tombstone_ms: AtomicU64::new(u64::MAX),
             leaves_hashed: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
         })
     }
 

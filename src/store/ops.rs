@@ -4,7 +4,7 @@
 
 use super::lock::Db;
 use super::shard::Shard;
-use super::{Applied, OwnedEntry, Record, Store, Version, now_millis};
+use super::{Applied, OwnedEntry, Record, Store, Version, Written, now_millis};
 
 impl Store {
     #[inline]
@@ -34,8 +34,20 @@ impl Store {
         key: &[u8],
         out: &mut Vec<u8>,
         f: impl FnOnce(Option<&[u8]>, &mut Vec<u8>) -> Result<T, E>,
-    ) -> Result<(T, Version), E> {
+    ) -> Result<(T, Written), E> {
         self.db().update(key, out, f)
+    }
+
+    /// [`Store::apply`] of a record with an expiry (Unix ms, 0 = none);
+    /// see [`Store::apply_stamped_expiring`].
+    pub fn apply_expiring(
+        &self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        version: Version,
+        expires: u64,
+    ) -> Applied {
+        self.apply_stamped_expiring(key, value, version, expires).0
     }
 
     /// Applies a write received from elsewhere (replication, anti-entropy,
@@ -58,13 +70,31 @@ impl Store {
         value: Option<&[u8]>,
         version: Version,
     ) -> bool {
+        self.replace_if_expiring(key, expected, value, version, 0)
+    }
+
+    /// [`Store::replace_if`] with an expiry (an expired record is stored as
+    /// the tombstone of its version).
+    pub fn replace_if_expiring(
+        &self,
+        key: &[u8],
+        expected: Option<Version>,
+        value: Option<&[u8]>,
+        version: Version,
+        expires: u64,
+    ) -> bool {
+        let (value, expires) = if expires != 0 && expires <= now_millis() {
+            (None, 0)
+        } else {
+            (value, expires)
+        };
         let s = self.slot(key);
         let mut shard = self.shard(s.shard);
         if shard.find(s, key).map(Record::version) != expected {
             return false;
         }
         shard.clock.observe(version.hlc);
-        shard.put(s, key, value, version, &self.hasher);
+        shard.put_expiring(s, key, value, version, expires, &self.hasher);
         drop(shard);
         if value.is_none() {
             self.note_tombstone(version.millis());
@@ -81,16 +111,21 @@ impl Store {
     }
 
     /// Calls `f` with the record of `key` (tombstones included) as
-    /// `(value, version)`, under the shard lock: copy what you need, do no
-    /// I/O.
+    /// `(value, version, expires)`, under the shard lock: copy what you
+    /// need, do no I/O. An expired record shows as the tombstone of its
+    /// version (no value, no expiry).
     pub fn with_entry<R>(
         &self,
         key: &[u8],
-        f: impl FnOnce(Option<(Option<&[u8]>, Version)>) -> R,
+        f: impl FnOnce(Option<(Option<&[u8]>, Version, u64)>) -> R,
     ) -> R {
         let s = self.slot(key);
         let shard = self.shard(s.shard);
-        f(shard.find(s, key).map(|r| (r.value(), r.version())))
+        let now = now_millis();
+        f(shard.find(s, key).map(|r| match r.value_at(now) {
+            Some(v) => (Some(v), r.version(), r.expires()),
+            None => (None, r.version(), 0),
+        }))
     }
     /// [`Db::version`] on a locking view.
     pub fn version(&self, key: &[u8]) -> Option<Version> {
@@ -101,21 +136,58 @@ impl Store {
     pub fn entry(&self, key: &[u8]) -> Option<OwnedEntry> {
         let s = self.slot(key);
         let shard = self.shard(s.shard);
+        let now = now_millis();
         shard.find(s, key).map(|r| OwnedEntry {
             key: key.to_vec(),
-            value: r.value().map(<[u8]>::to_vec),
+            value: r.value_at(now).map(<[u8]>::to_vec),
             version: r.version(),
+            expires: if r.is_live(now) { r.expires() } else { 0 },
         })
     }
 }
 
+/// Conditions of an `EXPIRE`-family command (Redis `NX|XX|GT|LT`; all
+/// given must hold).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExpireFlags {
+    /// Only if the key has no expiry.
+    pub nx: bool,
+    /// Only if the key has an expiry.
+    pub xx: bool,
+    /// Only if the new expiry is later (no expiry counts as infinite).
+    pub gt: bool,
+    /// Only if the new expiry is earlier (no expiry counts as infinite).
+    pub lt: bool,
+}
+
+/// What [`Db::expire`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    /// No live key: nothing changed.
+    Missing,
+    /// The condition did not hold: nothing changed.
+    Unchanged,
+    /// The expiry is set (a new version of the whole record).
+    Set(Written),
+    /// The time was not in the future: the key is deleted (tombstone).
+    Deleted(Version),
+}
+
 impl Db<'_> {
-    /// Calls `f` with the live value of `key` (None if missing or deleted),
-    /// under the shard lock: copy what you need, do no I/O.
+    /// Calls `f` with the live value of `key` (None if missing, deleted
+    /// or expired), under the shard lock: copy what you need, do no I/O.
+    /// An expired record found here is converted at once (lazy expiry).
     #[inline]
     pub fn get<R>(self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R {
         let s = self.store.slot(key);
-        let shard = self.shard(s.shard);
+        let mut shard = self.shard(s.shard);
+        let expired = match shard.find(s, key) {
+            Some(r) if r.expires() != 0 => r.is_expired(now_millis()),
+            _ => false,
+        };
+        if expired {
+            shard.expire_if_due(s, key, self.store, now_millis());
+        }
         f(shard.find(s, key).and_then(Record::value))
     }
 
@@ -125,13 +197,89 @@ impl Db<'_> {
     }
 
     /// Local write: stores `value` under a fresh version and returns it.
+    /// The record has no expiry afterwards (a plain `SET` clears a TTL).
     pub fn set(self, key: &[u8], value: &[u8]) -> Version {
+        self.set_expiring(key, value, 0).version
+    }
+
+    /// Local write with an absolute expiry (Unix ms, 0 = none).
+    pub fn set_expiring(self, key: &[u8], value: &[u8], expires: u64) -> Written {
         let s = self.store.slot_prefetched(key);
         let now = now_millis();
         let mut shard = self.shard(s.shard);
-        let v = self.store.local_version(&mut shard, now);
-        shard.put(s, key, Some(value), v, &self.store.hasher);
-        v
+        let version = self.store.local_version(&mut shard, now);
+        shard.put_expiring(s, key, Some(value), version, expires, &self.store.hasher);
+        Written { version, expires }
+    }
+
+    /// Sets the expiry of a live key to `when` (Unix ms): a new version
+    /// of the whole record, whose value is copied into `value`. `when`
+    /// at or before now deletes the key (a tombstone). The flags follow
+    /// Redis (no expiry counts as infinite for GT/LT).
+    pub fn expire(self, key: &[u8], when: i64, flags: ExpireFlags, value: &mut Vec<u8>) -> Expired {
+        let s = self.store.slot_prefetched(key);
+        let now = now_millis();
+        let mut shard = self.shard(s.shard);
+        let Some(r) = shard.find(s, key).filter(|r| r.is_live(now)) else {
+            return Expired::Missing;
+        };
+        let current = r.expires();
+        let cur = i64::try_from(current).unwrap_or(i64::MAX);
+        if (flags.nx && current != 0)
+            || (flags.xx && current == 0)
+            || (flags.gt && (current == 0 || when <= cur))
+            || (flags.lt && current != 0 && when >= cur)
+        {
+            return Expired::Unchanged;
+        }
+        value.clear();
+        value.extend_from_slice(r.value().unwrap_or_default());
+        let version = self.store.local_version(&mut shard, now);
+        if when <= now as i64 {
+            shard.put(s, key, None, version, &self.store.hasher);
+            drop(shard);
+            self.store.note_tombstone(version.millis());
+            return Expired::Deleted(version);
+        }
+        let expires = when as u64;
+        shard.put_expiring(s, key, Some(value), version, expires, &self.store.hasher);
+        Expired::Set(Written { version, expires })
+    }
+
+    /// Removes the expiry of a live key that has one: a new version of
+    /// the whole record, whose value is copied into `value`. `None` (and
+    /// no change) if the key is missing or has no expiry.
+    pub fn persist(self, key: &[u8], value: &mut Vec<u8>) -> Option<Written> {
+        let s = self.store.slot_prefetched(key);
+        let now = now_millis();
+        let mut shard = self.shard(s.shard);
+        let r = shard
+            .find(s, key)
+            .filter(|r| r.is_live(now) && r.expires() != 0)?;
+        value.clear();
+        value.extend_from_slice(r.value().unwrap_or_default());
+        let version = self.store.local_version(&mut shard, now);
+        shard.put(s, key, Some(value), version, &self.store.hasher);
+        Some(version.into())
+    }
+
+    /// The expiry of a live key: `None` if missing or expired, `Some(0)`
+    /// if it has none.
+    pub fn expiry(self, key: &[u8]) -> Option<u64> {
+        let s = self.store.slot(key);
+        let shard = self.shard(s.shard);
+        let r = shard.find(s, key)?;
+        r.is_live(now_millis()).then(|| r.expires())
+    }
+
+    /// Calls `f` with the live value and expiry of `key` (see [`Db::get`]).
+    pub fn get_with_expiry<R>(self, key: &[u8], f: impl FnOnce(Option<(&[u8], u64)>) -> R) -> R {
+        let s = self.store.slot(key);
+        let shard = self.shard(s.shard);
+        let now = now_millis();
+        f(shard
+            .find(s, key)
+            .and_then(|r| r.value_at(now).map(|v| (v, r.expires()))))
     }
 
     /// Local delete: replaces a live value with a tombstone and returns its
@@ -140,7 +288,7 @@ impl Db<'_> {
         let s = self.store.slot_prefetched(key);
         let now = now_millis();
         let mut shard = self.shard(s.shard);
-        if shard.find(s, key).is_none_or(Record::is_tombstone) {
+        if !shard.find(s, key).is_some_and(|r| r.is_live(now)) {
             return None;
         }
         let v = self.store.local_version(&mut shard, now);
@@ -152,21 +300,29 @@ impl Db<'_> {
 
     /// Local read-modify-write, atomic per key. `f` gets the live value (if
     /// any) and writes the new value into `out` (cleared first); on `Ok`
-    /// the new value is stored under a fresh version.
+    /// the new value is stored under a fresh version, keeping the key's
+    /// expiry (as `INCR`/`APPEND` do in Redis).
     pub fn update<T, E>(
         self,
         key: &[u8],
         out: &mut Vec<u8>,
         f: impl FnOnce(Option<&[u8]>, &mut Vec<u8>) -> Result<T, E>,
-    ) -> Result<(T, Version), E> {
+    ) -> Result<(T, Written), E> {
         let s = self.store.slot_prefetched(key);
         let now = now_millis();
         let mut shard = self.shard(s.shard);
         out.clear();
-        let t = f(shard.find(s, key).and_then(Record::value), out)?;
-        let v = self.store.local_version(&mut shard, now);
-        shard.put(s, key, Some(out), v, &self.store.hasher);
-        Ok((t, v))
+        let (old, expires) = match shard.find(s, key) {
+            Some(r) => match r.value_at(now) {
+                Some(v) => (Some(v), r.expires()),
+                None => (None, 0),
+            },
+            None => (None, 0),
+        };
+        let t = f(old, out)?;
+        let version = self.store.local_version(&mut shard, now);
+        shard.put_expiring(s, key, Some(out), version, expires, &self.store.hasher);
+        Ok((t, Written { version, expires }))
     }
 
     /// The version of `key`'s record (live or tombstone), if any.

@@ -10,7 +10,20 @@
 //! offset 20     vlen   u32  ┘ (u32::MAX = tombstone, no value bytes)
 //! offset 24     key bytes, then value bytes
 //! then          digest [u8; 32]: the leaf digest XORed into the bucket
+//! then          expiry u64 (unaligned), only if the EXPIRES flag is set
 //! ```
+//!
+//! # Expiry
+//!
+//! A record may carry one absolute expiry time (Unix milliseconds; 0 means
+//! none). It costs 8 bytes only on the records that have one: bit 30 of
+//! `klen` says whether the trailing `expiry` field exists. A tombstone never
+//! has one. A record whose expiry is at or before `now` is *expired*: it
+//! reads as absent ([`Record::value_at`]), exactly like the tombstone of
+//! the same version that it later becomes (`store/expiry.rs`). For that
+//! reason the leaf digest of a record with an expiry is the digest of that
+//! tombstone ([`Record::digest_value`]): the Merkle tree does not change
+//! when an expiring record turns into its tombstone, on any node.
 //!
 //! Why: a shard's hash table then holds 8-byte slots, and each entry costs
 //! exactly one allocation. A `(Box<[u8]>, Box<[u8]>, Version)` entry would
@@ -48,13 +61,17 @@ const DIGEST: usize = 32;
 const TOMBSTONE: u32 = u32::MAX;
 /// Top bit of `klen`: the stored digest may not match the contents.
 const STALE: u32 = 1 << 31;
+/// Bit 30 of `klen`: an 8-byte expiry follows the digest.
+const EXPIRES: u32 = 1 << 30;
+const EXPIRY: usize = 8;
 
 /// Largest value a record can hold (the protocol limits are far below
 /// this; see `store::MAX_VALUE_LEN`).
 pub const MAX_LEN: usize = (u32::MAX - 1) as usize;
 
-/// Largest key a record can hold: `klen`'s top bit is the stale flag.
-pub const MAX_KEY_LEN: usize = (STALE - 1) as usize;
+/// Largest key a record can hold: `klen`'s top bits are the stale and
+/// expiry flags.
+pub const MAX_KEY_LEN: usize = (EXPIRES - 1) as usize;
 
 #[repr(C)]
 struct Header {
@@ -68,7 +85,12 @@ struct Header {
 impl Header {
     #[inline]
     fn key_len(&self) -> usize {
-        (self.klen & !STALE) as usize
+        (self.klen & !(STALE | EXPIRES)) as usize
+    }
+
+    #[inline]
+    fn has_expiry(&self) -> bool {
+        self.klen & EXPIRES != 0
     }
 
     #[inline]
@@ -91,9 +113,10 @@ unsafe impl Send for Record {}
 // SAFETY: shared access only reads.
 unsafe impl Sync for Record {}
 
-fn layout(klen: usize, vlen: usize) -> Layout {
+fn layout(klen: usize, vlen: usize, expires: bool) -> Layout {
+    let extra = if expires { EXPIRY } else { 0 };
     // Cannot fail: sizes are bounded by MAX_LEN each, far below isize::MAX.
-    Layout::from_size_align(HEADER + klen + vlen + DIGEST, 8).expect("record layout")
+    Layout::from_size_align(HEADER + klen + vlen + DIGEST + extra, 8).expect("record layout")
 }
 
 impl Record {
@@ -103,14 +126,32 @@ impl Record {
     /// Panics only if the key exceeds [`MAX_KEY_LEN`] or the value
     /// [`MAX_LEN`] (callers bound sizes far lower).
     pub fn new(key: &[u8], value: Option<&[u8]>, version: Version) -> Record {
-        Record::with_digest(key, value, version, &ZERO)
+        Record::with_digest(key, value, version, 0, &ZERO)
+    }
+
+    /// Like [`Record::new`], with an absolute expiry (Unix ms, 0 = none;
+    /// ignored for a tombstone).
+    pub fn new_expiring(
+        key: &[u8],
+        value: Option<&[u8]>,
+        version: Version,
+        expires: u64,
+    ) -> Record {
+        Record::with_digest(key, value, version, expires, &ZERO)
     }
 
     /// Creates a stale record whose stored digest is `digest`.
-    fn with_digest(key: &[u8], value: Option<&[u8]>, version: Version, digest: &Digest) -> Record {
+    fn with_digest(
+        key: &[u8],
+        value: Option<&[u8]>,
+        version: Version,
+        expires: u64,
+        digest: &Digest,
+    ) -> Record {
         assert!(key.len() <= MAX_KEY_LEN && value.map_or(0, <[u8]>::len) <= MAX_LEN);
         let vlen = value.map_or(0, <[u8]>::len);
-        let layout = layout(key.len(), vlen);
+        let expires = if value.is_some() { expires } else { 0 };
+        let layout = layout(key.len(), vlen, expires != 0);
         // SAFETY: layout has non-zero size (>= HEADER + DIGEST).
         let raw = unsafe { alloc(layout) };
         let Some(ptr) = NonNull::new(raw as *mut Header) else {
@@ -122,7 +163,7 @@ impl Record {
             ptr.as_ptr().write(Header {
                 hlc: version.hlc,
                 node: version.node,
-                klen: key.len() as u32 | STALE,
+                klen: key.len() as u32 | STALE | if expires != 0 { EXPIRES } else { 0 },
                 vlen: value.map_or(TOMBSTONE, |v| v.len() as u32),
             });
             let data = raw.add(HEADER);
@@ -131,6 +172,9 @@ impl Record {
                 std::ptr::copy_nonoverlapping(v.as_ptr(), data.add(key.len()), v.len());
             }
             std::ptr::copy_nonoverlapping(digest.as_ptr(), data.add(key.len() + vlen), DIGEST);
+            if expires != 0 {
+                (data.add(key.len() + vlen + DIGEST) as *mut u64).write_unaligned(expires);
+            }
         }
         Record { ptr }
     }
@@ -168,6 +212,67 @@ impl Record {
                 self.data().add(h.key_len()),
                 h.vlen as usize,
             ))
+        }
+    }
+
+    /// The absolute expiry (Unix ms), 0 if none.
+    #[inline]
+    pub fn expires(&self) -> u64 {
+        let h = self.header();
+        if !h.has_expiry() {
+            return 0;
+        }
+        // SAFETY: the flag says 8 expiry bytes follow the digest.
+        unsafe {
+            (self.data().add(h.key_len() + h.value_len() + DIGEST) as *const u64).read_unaligned()
+        }
+    }
+
+    /// True if the record has an expiry and it is at or before `now_ms`.
+    #[inline]
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        let e = self.expires();
+        e != 0 && e <= now_ms
+    }
+
+    /// The value as readers see it at `now_ms`: `None` for a tombstone or
+    /// an expired record.
+    #[inline]
+    pub fn value_at(&self, now_ms: u64) -> Option<&[u8]> {
+        if self.is_expired(now_ms) {
+            None
+        } else {
+            self.value()
+        }
+    }
+
+    /// The value as readers see it now: reads the clock only for a record
+    /// with an expiry.
+    #[inline]
+    pub fn live_value(&self) -> Option<&[u8]> {
+        if self.header().has_expiry() {
+            self.value_at(super::now_millis())
+        } else {
+            self.value()
+        }
+    }
+
+    /// True if the record has a value that has not expired at `now_ms`.
+    #[inline]
+    pub fn is_live(&self, now_ms: u64) -> bool {
+        self.value_at(now_ms).is_some()
+    }
+
+    /// What the leaf digest covers besides key and version: the value, or
+    /// `None` for a tombstone *and for a record with an expiry* — such a
+    /// record hashes like the tombstone it becomes when it expires (see
+    /// the module docs); its version alone names the write.
+    #[inline]
+    pub fn digest_value(&self) -> Option<&[u8]> {
+        if self.header().has_expiry() {
+            None
+        } else {
+            self.value()
         }
     }
 
@@ -225,13 +330,20 @@ impl Record {
     /// The record becomes stale; its stored digest is kept (also when it
     /// is reallocated), since that is what its bucket still contains.
     pub fn replace(&mut self, value: Option<&[u8]>, version: Version) {
+        self.replace_expiring(value, version, 0);
+    }
+
+    /// [`Record::replace`] with an expiry (Unix ms, 0 = none; ignored for
+    /// a tombstone).
+    pub fn replace_expiring(&mut self, value: Option<&[u8]>, version: Version, expires: u64) {
         let h = self.header();
+        let expires = if value.is_some() { expires } else { 0 };
         let same_len = match value {
             Some(v) => h.vlen != TOMBSTONE && h.vlen as usize == v.len(),
             None => h.vlen == TOMBSTONE,
-        };
+        } && h.has_expiry() == (expires != 0);
         if !same_len {
-            *self = Record::with_digest(self.key(), value, version, self.digest());
+            *self = Record::with_digest(self.key(), value, version, expires, self.digest());
             return;
         }
         // SAFETY: same layout (the digest stays where it is); we hold
@@ -241,24 +353,27 @@ impl Record {
             (*hp).hlc = version.hlc;
             (*hp).node = version.node;
             (*hp).klen |= STALE;
+            let at = (hp as *mut u8).add(HEADER + (*hp).key_len());
             if let Some(v) = value {
-                let dst = (hp as *mut u8).add(HEADER + (*hp).key_len());
-                std::ptr::copy_nonoverlapping(v.as_ptr(), dst, v.len());
+                std::ptr::copy_nonoverlapping(v.as_ptr(), at, v.len());
+            }
+            if expires != 0 {
+                (at.add((*hp).value_len() + DIGEST) as *mut u64).write_unaligned(expires);
             }
         }
     }
 
-    /// Bytes of the allocation (header + key + value + digest).
+    /// Bytes of the allocation (header + key + value + digest + expiry).
     pub fn heap_size(&self) -> usize {
         let h = self.header();
-        HEADER + h.key_len() + h.value_len() + DIGEST
+        HEADER + h.key_len() + h.value_len() + DIGEST + if h.has_expiry() { EXPIRY } else { 0 }
     }
 }
 
 impl Drop for Record {
     fn drop(&mut self) {
         let h = self.header();
-        let layout = layout(h.key_len(), h.value_len());
+        let layout = layout(h.key_len(), h.value_len(), h.has_expiry());
         // SAFETY: allocated in Record::with_digest with exactly this layout.
         unsafe { dealloc(self.ptr.as_ptr() as *mut u8, layout) }
     }
@@ -270,6 +385,7 @@ impl std::fmt::Debug for Record {
             .field("key", &String::from_utf8_lossy(self.key()))
             .field("value", &self.value().map(String::from_utf8_lossy))
             .field("version", &self.version())
+            .field("expires", &self.expires())
             .field("stale", &self.is_stale())
             .finish()
     }
@@ -320,6 +436,59 @@ mod tests {
         assert_eq!(r.version(), Version::new(5, 1));
         r.replace(Some(b""), Version::new(6, 1));
         assert_eq!(r.value(), Some(&b""[..]));
+    }
+
+    #[test]
+    fn expiry_roundtrip_and_visibility() {
+        let v = Version::new(7, 9);
+        let r = Record::new_expiring(b"key", Some(b"value"), v, 1_000);
+        assert_eq!((r.key(), r.expires(), r.version()), (&b"key"[..], 1_000, v));
+        assert_eq!(r.heap_size(), 24 + 3 + 5 + 32 + 8);
+        assert_eq!(r.value_at(999), Some(&b"value"[..]));
+        assert_eq!(r.value_at(1_000), None);
+        assert!(r.is_expired(1_000) && !r.is_expired(999));
+        assert!(r.is_live(999) && !r.is_live(1_000));
+        // Hashes like the tombstone of its version.
+        assert_eq!(r.digest_value(), None);
+        assert_eq!(r.value(), Some(&b"value"[..]));
+        // A tombstone never keeps an expiry.
+        let t = Record::new_expiring(b"k", None, v, 1_000);
+        assert_eq!((t.expires(), t.heap_size()), (0, 24 + 1 + 32));
+        let p = Record::new(b"k", Some(b"v"), v);
+        assert_eq!((p.expires(), p.digest_value()), (0, Some(&b"v"[..])));
+        assert!(!p.is_expired(u64::MAX));
+    }
+
+    #[test]
+    fn replace_sets_keeps_and_clears_expiry() {
+        let mut r = Record::new(b"key", Some(b"aaaa"), Version::new(1, 1));
+        let d = [3u8; 32];
+        r.set_digest(&d);
+        // Gains an expiry: reallocated, digest carried.
+        r.replace_expiring(Some(b"bbbb"), Version::new(2, 1), 50);
+        assert_eq!(
+            (r.expires(), r.value(), r.digest()),
+            (50, Some(&b"bbbb"[..]), &d)
+        );
+        // Same shape: in place.
+        r.replace_expiring(Some(b"cccc"), Version::new(3, 1), 60);
+        assert_eq!(
+            (r.expires(), r.value(), r.key()),
+            (60, Some(&b"cccc"[..]), &b"key"[..])
+        );
+        // Longer value, keeps an expiry.
+        r.replace_expiring(Some(b"a longer value"), Version::new(4, 1), 70);
+        assert_eq!((r.expires(), r.value()), (70, Some(&b"a longer value"[..])));
+        // Tombstone drops it; plain replace clears it.
+        r.replace_expiring(None, Version::new(5, 1), 80);
+        assert_eq!((r.expires(), r.is_tombstone(), r.digest()), (0, true, &d));
+        r.replace_expiring(Some(b"x"), Version::new(6, 1), 90);
+        r.replace(Some(b"y"), Version::new(7, 1));
+        assert_eq!(
+            (r.expires(), r.value(), r.heap_size()),
+            (0, Some(&b"y"[..]), 24 + 3 + 1 + 32)
+        );
+        assert_eq!(r.key(), b"key");
     }
 
     #[test]

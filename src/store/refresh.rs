@@ -122,7 +122,7 @@ impl Shard {
             };
             while slot < table.num_buckets() {
                 if let Some(r) = table.get_bucket(slot).filter(|r| r.is_stale()) {
-                    let value = r.value().unwrap_or(&[]);
+                    let value = r.digest_value().unwrap_or(&[]);
                     let full = work.pending.len() >= REFRESH_CHUNK
                         || (!work.pending.is_empty()
                             && work.bytes.len() + r.key().len() + value.len()
@@ -138,7 +138,7 @@ impl Shard {
                         bucket,
                         slot,
                         version: r.version(),
-                        tombstone: r.is_tombstone(),
+                        tombstone: r.digest_value().is_none(),
                         key_end,
                         value_end: work.bytes.len(),
                     });
@@ -194,7 +194,11 @@ impl Shard {
                 continue;
             };
             let (key, value) = work.parts(i);
-            if !r.is_stale() || r.version() != p.version || r.key() != key || r.value() != value {
+            if !r.is_stale()
+                || r.version() != p.version
+                || r.key() != key
+                || r.digest_value() != value
+            {
                 continue;
             }
             let mut delta = *r.digest();
@@ -245,13 +249,14 @@ impl Store {
     /// the others (without storing: this is a read of one shard at a time).
     pub fn prefix_digest(&self, prefix: &[u8]) -> Digest {
         let mut acc = ZERO;
+        let now = super::now_millis();
         for i in 0..self.shards.len() {
             let shard = self.shard(i);
             for t in shard.tables.iter() {
                 for r in t.iter() {
-                    if !r.is_tombstone() && r.key().starts_with(prefix) {
+                    if r.is_live(now) && r.key().starts_with(prefix) {
                         if r.is_stale() {
-                            let d = leaf_digest(r.key(), r.value(), r.version());
+                            let d = leaf_digest(r.key(), r.digest_value(), r.version());
                             merkle::xor_into(&mut acc, &d);
                         } else {
                             merkle::xor_into(&mut acc, r.digest());

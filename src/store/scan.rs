@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::lock::Db;
 use super::merkle::{bucket_of, key_hash};
-use super::{Record, Store, Version};
+use super::{Record, Store, Version, now_millis};
 
 /// Bytes counted per key by [`Db::scan_bounded`] besides the key: the
 /// `Vec` holding it.
@@ -102,11 +102,12 @@ impl Db<'_> {
     pub fn scan_bounded(self, prefix: &[u8], max_bytes: usize) -> Option<Vec<Vec<u8>>> {
         let mut keys = Vec::new();
         let mut bytes = 0usize;
+        let now = now_millis();
         for i in 0..self.store.shards.len() {
             let shard = self.shard(i);
             for t in shard.tables.iter() {
                 for r in t.iter() {
-                    if !r.is_tombstone() && r.key().starts_with(prefix) {
+                    if r.is_live(now) && r.key().starts_with(prefix) {
                         bytes += r.key().len() + SCAN_KEY_OVERHEAD;
                         if bytes > max_bytes {
                             return None;
@@ -140,6 +141,7 @@ impl Db<'_> {
             return 0;
         };
         let (mut examined, mut visited) = (0usize, 0usize);
+        let now = now_millis();
         while b < buckets {
             let shard_end = ((b >> span_bits) + 1) << span_bits;
             let shard = self.shard(b >> span_bits);
@@ -151,7 +153,7 @@ impl Db<'_> {
             while b < shard_end {
                 let table = &shard.tables[b & ((1 << span_bits) - 1)];
                 for r in table.iter() {
-                    if !r.is_tombstone() {
+                    if r.is_live(now) {
                         f(r.key());
                     }
                 }
@@ -175,10 +177,12 @@ impl Db<'_> {
         }
     }
 
-    /// Number of live keys.
+    /// Number of live keys (expired ones not included, even before the
+    /// active cycle converted them).
     pub fn len(self) -> usize {
+        let now = now_millis();
         (0..self.store.shards.len())
-            .map(|i| self.shard(i).live)
+            .map(|i| self.shard(i).visible(now))
             .sum()
     }
 
@@ -194,7 +198,8 @@ impl Db<'_> {
             .sum()
     }
 
-    /// `(live keys, Σ key + value bytes of live keys)`.
+    /// `(live keys, Σ key + value bytes of live keys)`; records expired
+    /// but not yet converted still count here (memory they hold).
     pub fn usage(self) -> (usize, usize) {
         (0..self.store.shards.len()).fold((0, 0), |(n, b), i| {
             let s = self.shard(i);

@@ -5,6 +5,7 @@
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
 
+use super::expiry_index::ExpiryIndex;
 use super::merkle::{Subtree, ZERO};
 use super::{Hlc, Record, Version};
 
@@ -22,6 +23,8 @@ pub struct Shard {
     pub(super) live: usize,
     pub(super) tombstones: usize,
     pub(super) bytes: usize,
+    /// Every live record with an expiry, by expiry (`expiry.rs`).
+    pub(super) expiry: ExpiryIndex,
     /// Where the refresh stopped inside a bucket: `(bucket, slot)`; every
     /// stale record of that bucket at a lower slot is in flight (see the
     /// module docs). Reset by any write into the bucket.
@@ -49,6 +52,7 @@ impl Shard {
             live: 0,
             tombstones: 0,
             bytes: 0,
+            expiry: ExpiryIndex::default(),
             cursor: NO_CURSOR,
             in_flight: false,
         }
@@ -70,6 +74,21 @@ impl Shard {
         version: Version,
         hasher: &ahash::RandomState,
     ) {
+        self.put_expiring(s, key, value, version, 0, hasher);
+    }
+
+    /// [`Shard::put`] with an absolute expiry (Unix ms, 0 = none; ignored
+    /// for a tombstone), keeping the expiry index in step.
+    pub(super) fn put_expiring(
+        &mut self,
+        s: Slot,
+        key: &[u8],
+        value: Option<&[u8]>,
+        version: Version,
+        expires: u64,
+        hasher: &ahash::RandomState,
+    ) {
+        let expires = if value.is_some() { expires } else { 0 };
         // (No prefetch here any more: with no SHA-256 to overlap with, the
         // table header is used at once; the worker prefetches the next
         // pipelined request's bucket instead, see `Store::prefetch`.)
@@ -79,7 +98,16 @@ impl Shard {
                 let rec = o.get_mut();
                 let (was_tomb, old_bytes) =
                     (rec.is_tombstone(), rec.value().map_or(0, |v| v.len()));
-                rec.replace(value, version);
+                let old_expires = rec.expires();
+                rec.replace_expiring(value, version, expires);
+                if old_expires != expires {
+                    if old_expires != 0 {
+                        self.expiry.remove(old_expires, s.bucket, s.hash);
+                    }
+                    if expires != 0 {
+                        self.expiry.insert(expires, s.bucket, s.hash);
+                    }
+                }
                 match (was_tomb, value) {
                     (true, Some(v)) => {
                         self.tombstones -= 1;
@@ -96,7 +124,10 @@ impl Shard {
                 }
             }
             Entry::Vacant(v) => {
-                v.insert(Record::new(key, value, version));
+                v.insert(Record::new_expiring(key, value, version, expires));
+                if expires != 0 {
+                    self.expiry.insert(expires, s.bucket, s.hash);
+                }
                 match value {
                     None => self.tombstones += 1,
                     Some(val) => {
@@ -140,6 +171,9 @@ impl Shard {
         }
         let (rec, _) = o.remove();
         Shard::unlink(&mut self.tree, s.bucket, &rec);
+        if rec.expires() != 0 {
+            self.expiry.remove(rec.expires(), s.bucket, s.hash);
+        }
         match rec.value() {
             None => self.tombstones -= 1,
             Some(v) => {
@@ -160,6 +194,7 @@ impl Shard {
     /// Resets the tree, counters and cursor after the tables were emptied.
     pub(super) fn reset_counts(&mut self) {
         self.tree.clear();
+        self.expiry.clear();
         self.cursor = NO_CURSOR;
         self.live = 0;
         self.tombstones = 0;

@@ -317,7 +317,7 @@ fn remove_if_and_replace_if_keep_tree_and_counters_exact() {
     assert!(seen.contains(&b"c".to_vec()));
     assert!(!s.for_each_in_bucket(1 << 16, |_| {}));
     assert_eq!(
-        s.with_entry(b"c", |e| e.map(|(v, _)| v.map(<[u8]>::to_vec))),
+        s.with_entry(b"c", |e| e.map(|(v, ..)| v.map(<[u8]>::to_vec))),
         Some(Some(b"local".to_vec()))
     );
     assert!(s.with_entry(b"zz", |e| e.is_none()));
@@ -674,6 +674,243 @@ fn prefix_digest_tracks_matching_live_entries() {
     assert_eq!(s.prefix_digest(b"user:"), d1);
     s.set(b"user:2", b"c");
     assert_ne!(s.prefix_digest(b"user:"), d1);
+}
+
+// ---- expiry ----------------------------------------------------------------
+
+fn store_ttl(tombstone_ttl_ms: u64) -> Store {
+    Store::new(StoreOptions {
+        shards: 4,
+        tree_bits: 16,
+        node_id: "n1".into(),
+        tombstone_ttl_ms,
+    })
+    .unwrap()
+}
+
+const HOUR: u64 = 3_600_000;
+
+#[test]
+fn expired_records_are_invisible_before_conversion() {
+    let s = store_ttl(HOUR);
+    let now = now_millis();
+    let db = s.db();
+    db.set_expiring(b"gone", b"v", now - 1);
+    let w = db.set_expiring(b"later", b"v", now + HOUR);
+    assert_eq!(w.expires, now + HOUR);
+    s.set(b"plain", b"v");
+    assert!(!s.contains(b"gone"));
+    assert_eq!(s.len(), 2);
+    assert_eq!(s.scan(b""), vec![b"later".to_vec(), b"plain".to_vec()]);
+    let (mut seen, mut cursor) = (Vec::new(), 0);
+    loop {
+        cursor = s.scan_step(cursor, 1_000_000, |k| seen.push(k.to_vec()));
+        if cursor == 0 {
+            break;
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, vec![b"later".to_vec(), b"plain".to_vec()]);
+    assert_eq!(db.expiry(b"gone"), None);
+    assert_eq!(db.expiry(b"later"), Some(now + HOUR));
+    assert_eq!(db.expiry(b"plain"), Some(0));
+    assert_eq!(db.expiring(), 1);
+    assert!(
+        s.delete(b"gone").is_none(),
+        "an expired key cannot be deleted"
+    );
+    // Anti-entropy and snapshots see it as the tombstone of its version.
+    let e = s.entry(b"gone").unwrap();
+    assert_eq!((e.value, e.expires), (None, 0));
+    s.with_entry(b"later", |e| assert_eq!(e.unwrap().2, now + HOUR));
+}
+
+#[test]
+fn expiry_keeps_the_version_and_the_root() {
+    let a = store_ttl(HOUR);
+    let b = store_ttl(HOUR);
+    let now = now_millis();
+    let v = a.db().set_expiring(b"k", b"value", now + 50).version;
+    a.set(b"other", b"x");
+    let other = a.version(b"other").unwrap();
+    // b holds the same records, applied as a peer would.
+    assert_eq!(
+        b.apply_expiring(b"k", Some(b"value"), v, now + 50),
+        Applied::Stored
+    );
+    b.apply(b"other", Some(b"x"), other);
+    let before = a.root();
+    assert_eq!(before, b.root());
+    // a converts (as if 100 ms later); b does not yet: roots stay equal.
+    assert_eq!(a.expire_due(now + 100, || true), 1);
+    assert_eq!((a.len(), a.tombstones()), (1, 1));
+    assert_eq!(a.version(b"k"), Some(v), "expiry creates no version");
+    assert_eq!(a.root(), before);
+    assert_eq!(b.root(), before);
+    // And the same as a store that received the tombstone of version v.
+    let c = store_ttl(HOUR);
+    c.apply(b"k", None, v);
+    c.apply(b"other", Some(b"x"), other);
+    assert_eq!(c.root(), before);
+    assert_eq!(a.expired_keys(), 1);
+    assert_eq!(a.expire_due(now + 100, || true), 0);
+}
+
+#[test]
+fn expire_due_converts_every_due_record_in_batches() {
+    let s = store_ttl(HOUR);
+    let now = now_millis();
+    let db = s.db();
+    let n = 10 * expiry::EXPIRE_BATCH * s.shard_count();
+    for i in 0..n {
+        db.set_expiring(format!("k{i}").as_bytes(), b"v", now + 10 + (i as u64 % 7));
+    }
+    db.set_expiring(b"late", b"v", now + HOUR);
+    let mut pauses = 0;
+    assert_eq!(s.expire_due(now + 5, || true), 0);
+    assert_eq!(
+        s.expire_due(now + 20, || {
+            pauses += 1;
+            true
+        }),
+        n
+    );
+    assert!(pauses >= 9 * s.shard_count(), "{pauses} pauses");
+    assert_eq!((s.db().expiring(), s.tombstones()), (1, n));
+    // Stopping early leaves the rest for the next pass.
+    let t = store_ttl(HOUR);
+    let n = 3 * expiry::EXPIRE_BATCH * t.shard_count();
+    for i in 0..n {
+        t.db()
+            .set_expiring(format!("k{i}").as_bytes(), b"v", now + 10);
+    }
+    // Every shard holds more than a batch: the first pause stops the pass.
+    assert_eq!(t.expire_due(now + 20, || false), expiry::EXPIRE_BATCH);
+    assert_eq!(t.expire_due(now + 20, || true), n - expiry::EXPIRE_BATCH);
+}
+
+#[test]
+fn an_old_expired_record_is_removed_not_kept_as_tombstone() {
+    // Its version is already past tombstone_ttl: collection would drop it.
+    let s = store_ttl(1000);
+    let now = now_millis();
+    s.apply_expiring(
+        b"k",
+        Some(b"v"),
+        Version::new((now - 5000) << 16, 9),
+        now + 10,
+    );
+    assert_eq!(s.expire_due(now + 20, || true), 1);
+    assert_eq!((s.len(), s.tombstones(), s.root()), (0, 0, ZERO));
+    assert!(s.entry(b"k").is_none());
+}
+
+#[test]
+fn writes_set_keep_and_clear_the_expiry() {
+    let s = store_ttl(HOUR);
+    let now = now_millis();
+    let db = s.db();
+    db.set_expiring(b"k", b"1", now + HOUR);
+    let mut out = Vec::new();
+    // Read-modify-write keeps it (INCR, APPEND).
+    let ((), w) = db
+        .update(b"k", &mut out, |old, new| {
+            new.extend_from_slice(old.unwrap());
+            new.push(b'2');
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+    assert_eq!(w.expires, now + HOUR);
+    assert_eq!(db.expiry(b"k"), Some(now + HOUR));
+    // EXPIRE with conditions.
+    let mut value = Vec::new();
+    let nx = ExpireFlags {
+        nx: true,
+        ..Default::default()
+    };
+    let gt = ExpireFlags {
+        gt: true,
+        ..Default::default()
+    };
+    let lt = ExpireFlags {
+        lt: true,
+        ..Default::default()
+    };
+    let t = (now + 2 * HOUR) as i64;
+    assert_eq!(db.expire(b"k", t, nx, &mut value), Expired::Unchanged);
+    assert_eq!(
+        db.expire(b"k", t - 3 * HOUR as i64, gt, &mut value),
+        Expired::Unchanged
+    );
+    let Expired::Set(w2) = db.expire(b"k", t, gt, &mut value) else {
+        panic!("GT with a later time sets")
+    };
+    assert!(w2.version > w.version);
+    assert_eq!(
+        (value.as_slice(), db.expiry(b"k")),
+        (&b"12"[..], Some(t as u64))
+    );
+    assert_eq!(db.persist(b"k", &mut value).map(|w| w.expires), Some(0));
+    assert_eq!(db.expiry(b"k"), Some(0));
+    assert_eq!(db.persist(b"k", &mut value), None);
+    // LT on a key without expiry: infinite counts as later, so it sets.
+    assert!(matches!(
+        db.expire(b"k", t, lt, &mut value),
+        Expired::Set(_)
+    ));
+    // A plain SET clears it.
+    s.set(b"k", b"3");
+    assert_eq!(db.expiry(b"k"), Some(0));
+    assert_eq!(s.db().expiring(), 0);
+    // A time in the past deletes.
+    assert!(matches!(
+        db.expire(b"k", now as i64 - 1, ExpireFlags::default(), &mut value),
+        Expired::Deleted(_)
+    ));
+    assert!(!s.contains(b"k"));
+    assert_eq!(
+        db.expire(b"k", t, ExpireFlags::default(), &mut value),
+        Expired::Missing
+    );
+}
+
+#[test]
+fn remote_records_that_already_expired_arrive_as_tombstones() {
+    let s = store_ttl(1000);
+    let now = now_millis();
+    let fresh = Version::new(now << 16, 2);
+    assert_eq!(
+        s.apply_expiring(b"a", Some(b"v"), fresh, now - 1),
+        Applied::Stored
+    );
+    let e = s.entry(b"a").unwrap();
+    assert_eq!((e.value, e.version, e.expires), (None, fresh, 0));
+    // Too old to keep as a tombstone, for a key the store lacks: dropped.
+    let old = Version::new((now - 10_000) << 16, 2);
+    assert_eq!(
+        s.apply_expiring(b"b", Some(b"v"), old, now - 1),
+        Applied::Stale
+    );
+    assert!(s.entry(b"b").is_none());
+    // A newer write with an expiry replaces one without and vice versa.
+    s.set(b"c", b"1");
+    let later = Version::new((now + 5) << 16, 2);
+    s.apply_expiring(b"c", Some(b"2"), later, now + HOUR);
+    assert_eq!(s.db().expiry(b"c"), Some(now + HOUR));
+    s.apply(b"c", Some(b"3"), Version::new((now + 6) << 16, 2));
+    assert_eq!((s.db().expiry(b"c"), s.db().expiring()), (Some(0), 0));
+}
+
+#[test]
+fn clearing_empties_the_expiry_index() {
+    let s = store_ttl(HOUR);
+    let now = now_millis();
+    s.db().set_expiring(b"a", b"v", now + 10);
+    s.clear_versioned();
+    s.db().set_expiring(b"b", b"v", now + HOUR);
+    s.clear();
+    assert_eq!(s.db().expiring(), 0);
+    assert_eq!(s.expire_due(now + 2 * HOUR, || true), 0);
 }
 
 #[test]
