@@ -50,6 +50,7 @@ fn round(on: &Arc<Shared>, peer: &Node, full: bool) -> (RoundReport, Duration) {
     let opts = RoundOptions {
         full,
         verify: true,
+        force: false,
         instance: 0,
     };
     let (res, _) = sync_with(on, "127.0.0.1", peer.addr().port(), opts, None, false);

@@ -87,9 +87,9 @@ impl Applier {
     /// batch / repair round (before answering SYNC); without it the
     /// background flusher writes and fsyncs within a second.
     ///
-    /// After forced changes (`SYNC --full`), which last-writer-wins replay
-    /// of a log cannot reproduce (older versions stored, records removed
-    /// without tombstones), a snapshot is written before this returns.
+    /// After forced changes (`SYNC --full` storing older versions), which
+    /// last-writer-wins replay of a log cannot reproduce, a snapshot is
+    /// written before this returns.
     pub fn commit(&mut self) {
         if let Some(log) = &self.log {
             log.commit();
@@ -133,11 +133,17 @@ impl Applier {
         done
     }
 
-    /// `SYNC --full`: drops a local-only record outright (no tombstone) if
-    /// it is still `expected` ([`crate::store::Store::remove_if`]).
-    pub fn remove_if(&mut self, key: &[u8], expected: Version) -> bool {
-        let done = self.shared.store.remove_if(key, expected);
-        self.forced |= done;
-        done
+    /// `SYNC --full`: deletes a local-only record (a tombstone at a fresh
+    /// local version, logged like any delete) if it is still a live value
+    /// at `expected` ([`crate::store::Store::delete_if`]).
+    pub fn delete_if(&mut self, key: &[u8], expected: Version) -> bool {
+        let Some(v) = self.shared.store.delete_if(key, expected) else {
+            return false;
+        };
+        if let Some(log) = &self.log {
+            // A local write: its stamp is its version's clock.
+            log.append(key, None, v, v.hlc);
+        }
+        true
     }
 }

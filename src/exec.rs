@@ -318,6 +318,7 @@ fn execute_with(cmd: Command<'_>, ctx: &mut Ctx<'_>, reply: &mut Reply<'_>) -> F
             port,
             full,
             verify,
+            force,
             rejoin,
         } => {
             stats.incr(Counter::Sync);
@@ -326,6 +327,7 @@ fn execute_with(cmd: Command<'_>, ctx: &mut Ctx<'_>, reply: &mut Reply<'_>) -> F
                 port,
                 full,
                 verify,
+                force,
                 rejoin,
             });
         }

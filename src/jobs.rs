@@ -22,6 +22,8 @@ pub enum Task {
         port: u16,
         full: bool,
         verify: bool,
+        /// Let `--full` remove more than half of the local records.
+        force: bool,
         /// End the stale state before the round (`crate::contact`).
         rejoin: bool,
     },

@@ -37,6 +37,7 @@ pub mod config;
 pub mod contact;
 pub mod exec;
 pub mod failfast;
+pub mod fuzz;
 pub mod housekeeping;
 pub mod jobs;
 pub mod limits;

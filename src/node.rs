@@ -88,6 +88,8 @@ impl Node {
             tombstone_ttl_ms: config.tombstone_ttl.as_millis() as u64,
         })
         .map_err(StartError::Store)?;
+        // Before recovery, which applies the bound to replayed records.
+        store.set_max_clock_skew(config.max_clock_skew.as_millis() as u64);
         let persist = match config.engine {
             Engine::Persistent => {
                 Some(Persist::open(&config, &store).map_err(StartError::Persist)?)

@@ -126,6 +126,38 @@ fn write_node_info(shared: &Shared, db: Db<'_>, s: &mut String) {
         shared.store.expired_keys()
     );
     shared.contact.write_info(clock::unix_millis(), s);
+    write_refusals(&shared.store, s);
+}
+
+/// The clock bound and the versions it refused, per source
+/// (`store/bound.rs`).
+fn write_refusals(store: &crate::store::Store, s: &mut String) {
+    let _ = write!(
+        s,
+        "max_clock_skew_ms:{}\r\nversions_refused:{}\r\n",
+        store.max_clock_skew(),
+        store.versions_refused()
+    );
+    for (source, r) in store.refusals() {
+        let name: String = source
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let _ = write!(
+            s,
+            "versions_refused_from_{name}:count={},last_version={}.{},ahead_ms={}\r\n",
+            r.count,
+            r.last.millis(),
+            r.last.hlc & crate::store::version::LOGICAL_MASK,
+            r.ahead_ms
+        );
+    }
 }
 
 /// A process-wide stop signal: a flag, the workers' wakers, and channels

@@ -180,13 +180,16 @@ fn sync_pulls_newer_entries_and_full_makes_a_copy() {
     );
     assert_ne!(hash(&a), hash(&b));
 
-    // --full: A becomes a copy of B, local-only entries dropped.
-    assert_eq!(sync(&a, &b, " --full --verify"), "OK");
+    // --full: A becomes a copy of B, local-only entries deleted (with a
+    // tombstone, which B learns from its next round; then --verify passes).
+    assert_eq!(sync(&a, &b, " --full"), "OK");
     assert_eq!(cmd(&mut ca, "GET a"), "NOT_FOUND");
     assert_eq!(cmd(&mut ca, "DBSIZE"), "DBSIZE 2");
-    assert_eq!(hash(&a), hash(&b));
-    assert_eq!(info_field(&a, "tombstones"), "0");
+    assert_eq!(info_field(&a, "tombstones"), "1");
     assert_eq!(info_field(&a, "ae_keys_removed"), "1");
+    assert_eq!(sync(&b, &a, ""), "OK");
+    assert_eq!(sync(&a, &b, " --full --verify"), "OK");
+    assert_eq!(hash(&a), hash(&b));
 
     // SYNC to the node itself; pipelined requests stay in order.
     let own = a.addr.port();
@@ -482,4 +485,30 @@ fn shutdown_is_prompt_while_a_round_is_stalled() {
     assert_eq!(read_line(&mut admin), "OK");
     let status = a.wait_exit(Duration::from_secs(3)).expect("exits promptly");
     assert!(status.success());
+}
+
+#[test]
+fn full_sync_from_an_empty_peer_is_refused_unless_forced() {
+    // A peer that claims an empty tree must not wipe the node by mistake.
+    let (a, empty) = (node("a", ""), node("empty", ""));
+    write_keys(&a, 4, "k");
+    let v = sync(&a, &empty, " --full");
+    assert_eq!(
+        v,
+        format!(
+            "ERROR sync with 127.0.0.1:{} failed: refused: --full would remove more than \
+             half of the 4 local records (at most 2 without --force)",
+            empty.addr.port()
+        )
+    );
+    let mut ca = a.connect();
+    assert_eq!(cmd(&mut ca, "DBSIZE"), "DBSIZE 4");
+    // Forced: every record is deleted with a tombstone, not dropped.
+    assert_eq!(sync(&a, &empty, " --full --force"), "OK");
+    assert_eq!(cmd(&mut ca, "DBSIZE"), "DBSIZE 0");
+    assert_eq!(info_field(&a, "tombstones"), "4");
+    assert_eq!(info_field(&a, "ae_keys_removed"), "4");
+    // The deletions reach the peer like any delete.
+    assert_eq!(sync(&empty, &a, ""), "OK");
+    assert_eq!(hash(&a), hash(&empty));
 }

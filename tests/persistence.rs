@@ -723,11 +723,15 @@ fn corrupt_snapshot_loads_its_intact_prefix_and_says_what_was_lost() {
 
     let server = node.start();
     let mut s = server.connect();
+    // The log line may reach the capture thread after the port opened.
+    let damage = |err: &str| {
+        err.lines()
+            .find(|l| l.contains("snapshot") && l.contains("corrupt record"))
+            .map(str::to_string)
+    };
+    wait_until(DEADLINE, || damage(&stderr_of(&server)).is_some());
     let err = stderr_of(&server);
-    let line = err
-        .lines()
-        .find(|l| l.contains("snapshot") && l.contains("corrupt record"))
-        .unwrap_or_else(|| panic!("no snapshot damage line in {err}"));
+    let line = damage(&err).unwrap_or_else(|| panic!("no snapshot damage line in {err}"));
     let num = |after: &str| -> usize {
         let rest = &line[line.find(after).unwrap_or_else(|| panic!("{line}")) + after.len()..];
         rest.split_whitespace().next().unwrap().parse().unwrap()

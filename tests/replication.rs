@@ -287,8 +287,16 @@ fn garbage_payloads_are_harmless_and_counted() {
     assert_eq!(one(node, "PING"), "PONG");
     assert_eq!(one(node, "SET still ok"), "OK");
 
-    // Decodable but refused events: empty key, a version an hour ahead.
-    let far = now + 2 * 3_600_000;
+    // Decodable but refused events: empty key, versions past the clock
+    // bound (max_clock_skew, 60 s by default): two minutes ahead, and the
+    // (u64::MAX, u64::MAX) poison.
+    let far = now + 2 * 60_000;
+    let poison = ChangeEvent {
+        key: b"poison".to_vec(),
+        value: Some(b"v".to_vec()),
+        version: Version::new(u64::MAX, u64::MAX),
+        expires: 0,
+    };
     mqtt_publish(
         broker.port,
         TOPIC,
@@ -297,13 +305,22 @@ fn garbage_payloads_are_harmless_and_counted() {
             &[
                 event(b"", Some(b"v"), "elsewhere", now),
                 event(b"future", Some(b"v"), "elsewhere", far),
+                poison,
             ],
         )],
     );
     eventually("invalid events counted", || {
-        info_u64(node, "replication_events_invalid") == 2
+        info_u64(node, "replication_events_invalid") == 3
     });
     assert_eq!(one(node, "GET future"), "NOT_FOUND");
+    assert_eq!(one(node, "GET poison"), "NOT_FOUND");
+    let i = info(node);
+    assert_eq!(i["max_clock_skew_ms"], "60000");
+    assert_eq!(i["versions_refused"], "2");
+    assert!(
+        i["versions_refused_from_mqtt_elsewhere"].starts_with("count=2,"),
+        "{i:?}"
+    );
 
     // A batch claiming this node's own origin is skipped; a foreign batch
     // and a 1.x single event published after it are applied.
@@ -523,4 +540,55 @@ fn without_a_broker_the_queue_is_bounded_and_drops_are_counted() {
     assert!(held <= 4097, "{held} held; {i:?}");
     assert!(dropped >= total - cap - 4097, "{i:?}");
     assert_eq!(i["replication_events_published"], "0");
+}
+
+/// `storage.max_clock_skew_seconds` on the real binary: a node configured
+/// with a loose bound takes an event dated a day ahead; a node with the
+/// default bound (60 s) refuses it from MQTT, and again when it SYNCs from
+/// the first node — the anti-entropy path of issue 12's clock poisoning.
+#[test]
+fn versions_past_max_clock_skew_are_refused_on_every_path() {
+    let broker = Broker::start();
+    let loose = replicated_node(
+        "loose",
+        broker.port,
+        "[storage]\nmax_clock_skew_seconds = 172800",
+    );
+    let strict = replicated_node("strict", broker.port, "");
+    wait_connected(&loose);
+    wait_connected(&strict);
+    let ahead = now_millis() + 86_400_000;
+    mqtt_publish(
+        broker.port,
+        TOPIC,
+        &[batch(
+            "elsewhere",
+            &[event(b"ahead", Some(b"v"), "elsewhere", ahead)],
+        )],
+    );
+    wait_value(&loose, "ahead", "VALUE v");
+    eventually("the strict node refuses the event", || {
+        info_u64(&strict, "replication_events_invalid") == 1
+    });
+    assert_eq!(one(&strict, "GET ahead"), "NOT_FOUND");
+    assert_eq!(info(&loose)["max_clock_skew_ms"], "172800000");
+    assert_eq!(info(&strict)["max_clock_skew_ms"], "60000");
+
+    let port = loose.addr.port();
+    assert_eq!(one(&strict, &format!("SYNC 127.0.0.1 {port}")), "OK");
+    assert_eq!(one(&strict, "GET ahead"), "NOT_FOUND");
+    let i = info(&strict);
+    assert_eq!(i["versions_refused"], "2");
+    assert!(
+        i["versions_refused_from_mqtt_elsewhere"].starts_with("count=1,"),
+        "{i:?}"
+    );
+    let from_sync = format!("versions_refused_from_sync_127.0.0.1_{port}");
+    assert!(
+        i.get(&from_sync).is_some_and(|v| v.starts_with("count=1,")),
+        "{i:?}"
+    );
+    // Nothing was dragged along: the strict node's writes replicate as usual.
+    assert_eq!(one(&strict, "SET fresh 1"), "OK");
+    wait_value(&loose, "fresh", "VALUE 1");
 }

@@ -23,8 +23,20 @@
 //! 4. `MKV.FETCH` those keys (values or tombstones with their versions) and
 //!    hand them to the [`Repair`] sink: last-writer-wins normally; with
 //!    `--full`, an exact copy — replace (even with an older version) or
-//!    remove, but only if the local record is still the one that was
+//!    delete, but only if the local record is still the one that was
 //!    compared, so a client write made during the round is never lost.
+//!
+//! Every fetched version passes the clock bound first
+//! ([`Store::accept_remote`]): one the peer dates too far in the future is
+//! refused (counted, under the peer's name) and not applied.
+//!
+//! `--full` deletes a local-only record by writing a tombstone at a fresh
+//! local version (a delete like any other: it is logged, replicates, and
+//! wins over the record everywhere). It never removes more than half of
+//! the local records (live and tombstones, counted when the round starts)
+//! unless forced (`SYNC … --force`): a peer that claims an empty tree
+//! cannot wipe the node. Records under subtrees the peer has empty are
+//! counted against that budget before anything is changed.
 //!
 //! Bucket listings are fetched and repaired chunk by chunk, so memory is
 //! bounded by one reply whatever the size of the difference. Every node
@@ -95,6 +107,9 @@ pub enum RoundError {
     },
     /// `--verify`: the roots still differ after the round.
     VerifyFailed { local: Digest, peer: Digest },
+    /// `--full` without `--force` would remove more than `limit` of the
+    /// `records` local records.
+    TooManyRemovals { limit: usize, records: usize },
     /// The node is shutting down.
     Cancelled,
 }
@@ -122,6 +137,11 @@ impl std::fmt::Display for RoundError {
                 "verify failed: roots differ after sync (local {}, peer {})",
                 hex(local),
                 hex(peer)
+            ),
+            RoundError::TooManyRemovals { limit, records } => write!(
+                f,
+                "refused: --full would remove more than half of the {records} local \
+                 records (at most {limit} without --force)"
             ),
             RoundError::Cancelled => f.write_str("cancelled: shutting down"),
         }
@@ -174,6 +194,11 @@ pub trait Peer {
     fn cancelled(&self) -> bool {
         false
     }
+    /// The peer's name for refusal counters and logs (e.g.
+    /// `sync 10.0.0.2:7379`).
+    fn source(&self) -> &str {
+        "anti-entropy peer"
+    }
 }
 
 /// Sends one request and returns its reply.
@@ -194,6 +219,8 @@ pub struct RespPeer<T> {
     pub transport: T,
     /// Checked between calls; true aborts the round.
     pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// The peer's name ([`Peer::source`]).
+    pub source: String,
 }
 
 impl<T: Transport> RespPeer<T> {
@@ -202,6 +229,7 @@ impl<T: Transport> RespPeer<T> {
         RespPeer {
             transport,
             cancel: None,
+            source: "anti-entropy peer".to_string(),
         }
     }
 
@@ -413,6 +441,10 @@ impl<T: Transport> Peer for RespPeer<T> {
             .as_ref()
             .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
     }
+
+    fn source(&self) -> &str {
+        &self.source
+    }
 }
 
 /// Where a round's repairs go ([`crate::applier::Applier`] in a node; a plain [`Store`] in
@@ -436,9 +468,10 @@ pub trait Repair {
         version: Version,
         expires: u64,
     ) -> bool;
-    /// `--full`: drop the local record if it is still `expected`
-    /// ([`Store::remove_if`]).
-    fn remove_if(&mut self, key: &[u8], expected: Version) -> bool;
+    /// `--full`: delete the local record (tombstone at a fresh local
+    /// version) if it is still a live value at `expected`
+    /// ([`Store::delete_if`]).
+    fn delete_if(&mut self, key: &[u8], expected: Version) -> bool;
 }
 
 impl Repair for &Store {
@@ -461,8 +494,8 @@ impl Repair for &Store {
     ) -> bool {
         Store::replace_if_expiring(self, key, expected, value, version, expires)
     }
-    fn remove_if(&mut self, key: &[u8], expected: Version) -> bool {
-        Store::remove_if(self, key, expected)
+    fn delete_if(&mut self, key: &[u8], expected: Version) -> bool {
+        Store::delete_if(self, key, expected).is_some()
     }
 }
 
@@ -471,6 +504,9 @@ impl Repair for &Store {
 pub struct RoundOptions {
     /// Make the local store an exact copy of the peer's (`SYNC --full`).
     pub full: bool,
+    /// With `full`, remove even more than half of the local records
+    /// (`SYNC --force`).
+    pub force: bool,
     /// Compare roots after the round; a difference is an error.
     pub verify: bool,
     /// This process's instance number: a peer reporting it is ourselves.
@@ -494,8 +530,10 @@ pub struct RoundReport {
     pub keys_fetched: usize,
     /// Entries stored (newer than the local record, or copied with `--full`).
     pub keys_repaired: usize,
-    /// Local-only records dropped (`--full`).
+    /// Local-only records deleted (`--full`).
     pub keys_removed: usize,
+    /// Fetched versions refused by the clock bound.
+    pub versions_refused: usize,
     /// Requests sent.
     pub round_trips: usize,
     /// Bytes written to the peer (filled in by the caller that owns the
@@ -669,12 +707,34 @@ pub fn run<P: Peer, R: Repair>(
                 }
             }
         }
-        repair_buckets(peer, store, repair, opts, &plan.list, &mut report)?;
+        let records = store.len() + store.tombstones();
+        let mut budget = Budget {
+            left: (!opts.force).then_some(records / 2),
+            limit: records / 2,
+            records,
+        };
+        if opts.full {
+            let doomed: usize = plan
+                .drop
+                .iter()
+                .map(|&b| store.bucket_versions(b).map_or(0, |v| v.len()))
+                .sum();
+            budget.take(doomed)?;
+        }
+        repair_buckets(
+            peer,
+            store,
+            repair,
+            opts,
+            &plan.list,
+            &mut budget,
+            &mut report,
+        )?;
         pull_buckets(peer, store, repair, opts, &plan.pull, &mut report)?;
         if opts.full {
             for &b in &plan.drop {
                 for (key, v) in store.bucket_versions(b).unwrap_or_default() {
-                    if repair.remove_if(&key, v) {
+                    if repair.delete_if(&key, v) {
                         report.keys_removed += 1;
                     }
                 }
@@ -695,6 +755,27 @@ pub fn run<P: Peer, R: Repair>(
     Ok(report)
 }
 
+/// What `--full` may still delete (module docs).
+struct Budget {
+    /// `None`: no bound (`--force`).
+    left: Option<usize>,
+    limit: usize,
+    records: usize,
+}
+
+impl Budget {
+    /// Spends `n` deletions, or refuses the round if they exceed the budget.
+    fn take(&mut self, n: usize) -> Result<(), RoundError> {
+        if let Some(left) = &mut self.left {
+            *left = left.checked_sub(n).ok_or(RoundError::TooManyRemovals {
+                limit: self.limit,
+                records: self.records,
+            })?;
+        }
+        Ok(())
+    }
+}
+
 /// Lists `buckets` on the peer, diffs them, fetches and repairs — one
 /// bucket chunk at a time.
 fn repair_buckets<P: Peer, R: Repair>(
@@ -703,6 +784,7 @@ fn repair_buckets<P: Peer, R: Repair>(
     repair: &mut R,
     opts: &RoundOptions,
     buckets: &[usize],
+    budget: &mut Budget,
     report: &mut RoundReport,
 ) -> Result<(), RoundError> {
     let bits = store.shape().bits;
@@ -723,8 +805,9 @@ fn repair_buckets<P: Peer, R: Repair>(
                 continue;
             }
             report.buckets_differing += 1;
+            budget.take(d.local_only.len())?;
             for (key, v) in d.local_only {
-                if repair.remove_if(&key, v) {
+                if repair.delete_if(&key, v) {
                     report.keys_removed += 1;
                 }
             }
@@ -733,7 +816,7 @@ fn repair_buckets<P: Peer, R: Repair>(
                 expected.push(v);
             }
         }
-        fetch_and_repair(peer, repair, opts, &fetch, &expected, report)?;
+        fetch_and_repair(peer, store, repair, opts, &fetch, &expected, budget, report)?;
     }
     Ok(())
 }
@@ -759,6 +842,10 @@ fn pull_buckets<P: Peer, R: Repair>(
             report.buckets_differing += !records.is_empty() as usize;
             for (key, value, version, expires) in records {
                 report.keys_fetched += 1;
+                if !store.accept_remote(version, peer.source()) {
+                    report.versions_refused += 1;
+                    continue;
+                }
                 // With `--full`, only where the bucket is still empty of
                 // this key (a client may have written it meanwhile).
                 let stored = if opts.full {
@@ -789,12 +876,15 @@ fn check_bucket<'k>(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn fetch_and_repair<P: Peer, R: Repair>(
     peer: &mut P,
+    store: &Store,
     repair: &mut R,
     opts: &RoundOptions,
     keys: &[Vec<u8>],
     expected: &[Option<Version>],
+    budget: &mut Budget,
     report: &mut RoundReport,
 ) -> Result<(), RoundError> {
     let mut pos = 0;
@@ -811,6 +901,10 @@ fn fetch_and_repair<P: Peer, R: Repair>(
             match entry {
                 Some((value, version, expires)) => {
                     report.keys_fetched += 1;
+                    if !store.accept_remote(version, peer.source()) {
+                        report.versions_refused += 1;
+                        continue;
+                    }
                     let stored = if opts.full {
                         repair.replace_if(key, local, value.as_deref(), version, expires)
                     } else {
@@ -822,9 +916,11 @@ fn fetch_and_repair<P: Peer, R: Repair>(
                 None => {
                     if opts.full
                         && let Some(v) = local
-                        && repair.remove_if(key, v)
                     {
-                        report.keys_removed += 1;
+                        budget.take(1)?;
+                        if repair.delete_if(key, v) {
+                            report.keys_removed += 1;
+                        }
                     }
                 }
             }
@@ -925,9 +1021,9 @@ mod tests {
             self.store
                 .replace_if_expiring(key, expected, value, version, expires)
         }
-        fn remove_if(&mut self, key: &[u8], expected: Version) -> bool {
+        fn delete_if(&mut self, key: &[u8], expected: Version) -> bool {
             self.touched.insert(key.to_vec());
-            self.store.remove_if(key, expected)
+            self.store.delete_if(key, expected).is_some()
         }
     }
 
@@ -945,8 +1041,16 @@ mod tests {
     fn opts(full: bool) -> RoundOptions {
         RoundOptions {
             full,
+            force: false,
             verify: false,
             instance: 1,
+        }
+    }
+
+    fn forced() -> RoundOptions {
+        RoundOptions {
+            force: true,
+            ..opts(true)
         }
     }
 
@@ -1034,22 +1138,27 @@ mod tests {
     #[test]
     fn full_makes_an_exact_copy() {
         let (l, p, _) = diverged(8, 64);
-        let verify = RoundOptions {
-            full: true,
-            verify: true,
-            instance: 1,
-        };
-        let r = run(&mut peer(&p), &l, &mut &l, &verify).unwrap();
-        assert_eq!(l.root(), p.root());
-        assert_eq!(r.keys_removed, 3, "local-only keys dropped");
+        let r = run(&mut peer(&p), &l, &mut &l, &opts(true)).unwrap();
+        assert_eq!(r.keys_removed, 3, "local-only keys deleted");
         assert_eq!(value(&l, "local-only:1"), None);
-        assert_eq!(l.entry(b"local-only:1"), None, "dropped, not tombstoned");
+        let t = l.entry(b"local-only:1").unwrap();
+        assert!(t.value.is_none(), "deleted with a tombstone");
+        assert!(t.version > ver(1_000_000, 0), "at a fresh local version");
         assert_eq!(
             value(&l, "key:3").as_deref(),
             Some(&b"v0"[..]),
             "older copy"
         );
-        assert_eq!((l.len(), l.tombstones()), (p.len(), p.tombstones()));
+        assert_eq!((l.len(), l.tombstones()), (p.len(), p.tombstones() + 3));
+        // The peer learns the deletions from its next round; then the
+        // trees are equal and --verify passes.
+        run(&mut peer(&l), &p, &mut &p, &opts(false)).unwrap();
+        let verify = RoundOptions {
+            verify: true,
+            ..opts(true)
+        };
+        let r = run(&mut peer(&p), &l, &mut &l, &verify).unwrap();
+        assert_eq!((r.keys_removed, l.root()), (0, p.root()));
     }
 
     #[test]
@@ -1059,13 +1168,79 @@ mod tests {
             l.apply(format!("k{i}").as_bytes(), Some(b"x"), ver(i, 1));
         }
         p.apply(b"k1", Some(b"y"), ver(0, 2));
-        run(&mut peer(&p), &l, &mut &l, &opts(true)).unwrap();
-        assert_eq!(l.root(), p.root());
-        assert_eq!(l.len(), 1);
-        // And from an empty peer: everything goes.
+        // 299 of 300 records would go: refused before anything changes.
+        let root = l.root();
+        let e = run(&mut peer(&p), &l, &mut &l, &opts(true)).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                RoundError::TooManyRemovals {
+                    limit: 150,
+                    records: 300
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!((l.root(), l.len()), (root, 300));
+        let r = run(&mut peer(&p), &l, &mut &l, &forced()).unwrap();
+        assert_eq!((r.keys_removed, l.len(), l.tombstones()), (299, 1, 299));
+        assert_eq!(value(&l, "k1").as_deref(), Some(&b"y"[..]));
+        // And from an empty peer (forced): everything goes.
         let empty = store(4, 8, "e");
-        run(&mut peer(&empty), &l, &mut &l, &opts(true)).unwrap();
-        assert_eq!((l.len(), l.tombstones(), l.root()), (0, 0, ZERO));
+        let e = run(&mut peer(&empty), &l, &mut &l, &opts(true)).unwrap_err();
+        assert!(matches!(e, RoundError::TooManyRemovals { .. }), "{e}");
+        run(&mut peer(&empty), &l, &mut &l, &forced()).unwrap();
+        assert_eq!((l.len(), l.tombstones()), (0, 300));
+    }
+
+    #[test]
+    fn full_deletes_at_most_half_without_force() {
+        // Local-only keys found in bucket listings count as well.
+        let (l, p) = (store(4, 8, "l"), store(4, 8, "p"));
+        for i in 0..40u64 {
+            l.apply(format!("k{i}").as_bytes(), Some(b"x"), ver(i, 1));
+            if i % 4 != 0 {
+                p.apply(format!("k{i}").as_bytes(), Some(b"x"), ver(i, 1));
+            }
+        }
+        // 10 of 40 go: within the budget.
+        let r = run(&mut peer(&p), &l, &mut &l, &opts(true)).unwrap();
+        assert_eq!((r.keys_removed, l.len()), (10, 30));
+        // 30 of the 40 records left would go: more than half.
+        let few = store(4, 8, "f");
+        for i in (1..40u64).step_by(4) {
+            few.apply(format!("k{i}").as_bytes(), Some(b"x"), ver(i, 1));
+        }
+        let e = run(&mut peer(&few), &l, &mut &l, &opts(true)).unwrap_err();
+        assert!(matches!(e, RoundError::TooManyRemovals { .. }), "{e}");
+        assert!(l.len() >= 10, "at most half went: {}", l.len());
+    }
+
+    #[test]
+    fn versions_past_the_clock_bound_are_refused() {
+        // The poison of issue 12: a peer serving (u64::MAX, u64::MAX).
+        let (l, p) = (store(4, 8, "l"), store(4, 8, "p"));
+        let poison = Version::new(u64::MAX, u64::MAX);
+        let ahead = Version::new((now_millis() + 3_600_000) << 16, 2);
+        p.apply(b"poisoned", Some(b"x"), poison);
+        p.apply(b"ahead", None, ahead);
+        p.apply(b"fine", Some(b"y"), ver(1, 2));
+        for o in [opts(false), opts(true)] {
+            let r = run(&mut peer(&p), &l, &mut &l, &o).unwrap();
+            assert_eq!(r.versions_refused, 2, "{r:?}");
+            assert_eq!(l.entry(b"poisoned"), None);
+            assert_eq!(l.entry(b"ahead"), None);
+            assert_eq!(value(&l, "fine").as_deref(), Some(&b"y"[..]));
+        }
+        // The clock was not dragged along: a new write is dated now.
+        let v = l.set(b"new", b"1");
+        assert!(v.millis() <= now_millis() + 1000, "{v}");
+        let refused = l.refusals();
+        assert_eq!(refused.len(), 1);
+        assert_eq!(
+            (refused[0].0.as_str(), refused[0].1.count),
+            ("anti-entropy peer", 4)
+        );
     }
 
     #[test]
@@ -1215,6 +1390,7 @@ mod tests {
             instance: 7,
             verify: true,
             full: true,
+            force: false,
         };
         let r = run(&mut peer(&l), &l, &mut &l, &self_opts).unwrap();
         assert!(r.self_peer);
@@ -1227,6 +1403,7 @@ mod tests {
         p.set(b"k", b"v");
         let o = RoundOptions {
             full: false,
+            force: false,
             verify: true,
             instance: 1,
         };

@@ -54,6 +54,10 @@ pub fn sync_with(
             let mut peer = RespPeer {
                 transport: c,
                 cancel: Some(ae.cancel.clone()),
+                source: format!(
+                    "{} {name}",
+                    if configured { "anti-entropy" } else { "sync" }
+                ),
             };
             let mut applier = match lock(&ae.writers).pop() {
                 Some(w) => Applier::with_writer(shared.clone(), w),
@@ -380,6 +384,7 @@ impl Scheduler {
                     port,
                     full,
                     verify,
+                    force,
                     rejoin,
                 } = job.task;
                 if rejoin && let Err(e) = shared.contact.rejoin(crate::clock::unix_millis()) {
@@ -388,6 +393,7 @@ impl Scheduler {
                 let opts = RoundOptions {
                     full,
                     verify,
+                    force,
                     instance: 0,
                 };
                 (host, port, opts, None, None, Some(job.responder))
@@ -636,7 +642,7 @@ impl Repair for Applier {
     ) -> bool {
         Applier::replace_if_expiring(self, key, expected, value, version, expires)
     }
-    fn remove_if(&mut self, key: &[u8], expected: Version) -> bool {
-        Applier::remove_if(self, key, expected)
+    fn delete_if(&mut self, key: &[u8], expected: Version) -> bool {
+        Applier::delete_if(self, key, expected)
     }
 }

@@ -131,6 +131,7 @@ fn blank() -> Config {
         fsync: FsyncPolicy::EverySec,
         snapshot_interval: Duration::ZERO,
         tombstone_ttl: Duration::ZERO,
+        max_clock_skew: Duration::ZERO,
         tree_bits: 0,
         replication: ReplicationConfig {
             enabled: false,

@@ -475,6 +475,20 @@ pub static SETTINGS: &[Setting] = &[
         ..BASE
     },
     Setting {
+        name: "storage.max_clock_skew_seconds",
+        env: &["MERKLE_KV_STORAGE_MAX_CLOCK_SKEW_SECONDS"],
+        kind: Kind::Int {
+            min: 1,
+            max: MAX_SECS,
+        },
+        initial: Initial::Value("60"),
+        doc: "Seconds a version received from another node (MQTT, anti-entropy, SYNC) or \
+              replayed from disk may be ahead of the local clock; later ones are refused.",
+        apply: |c, v| c.max_clock_skew = v.secs(),
+        show: |c| c.max_clock_skew.as_secs().to_string(),
+        ..BASE
+    },
+    Setting {
         name: "anti_entropy.enabled",
         env: &["MERKLE_KV_ANTI_ENTROPY_ENABLED"],
         kind: Kind::Bool,

@@ -60,6 +60,9 @@ pub struct Config {
     pub snapshot_interval: Duration,
     /// How long tombstones are kept before they are collected; default 24 h.
     pub tombstone_ttl: Duration,
+    /// How far ahead of the local wall clock a received (or replayed)
+    /// version may be; default 60 s (`store::version::check_remote`).
+    pub max_clock_skew: Duration,
     /// Merkle tree depth: 2^tree_bits leaf buckets; default 16; multiple of 4
     /// in 4..=24 (fan-out 16). Must be equal on every node of a cluster.
     pub tree_bits: u32,

@@ -211,13 +211,14 @@ impl Persist {
             );
         }
         let wanted = report.segments > 0 || report.damaged_files > 0;
+        let clamped = report.clock_clamped;
         let log = Arc::new(LogShared::new(
-            dir,
+            dir.clone(),
             config.fsync,
             report.next_epoch,
             report.log_bytes,
         ));
-        Ok(Persist {
+        let p = Persist {
             log,
             snapshot_interval: config.snapshot_interval,
             state: Mutex::new(State {
@@ -231,7 +232,15 @@ impl Persist {
             in_progress: AtomicBool::new(false),
             wanted: AtomicBool::new(wanted),
             _lock: lock_file,
-        })
+        };
+        if clamped {
+            // Replayed floors lie beyond the clock bound: retire the
+            // segments that hold them before any new write is stamped
+            // below them (recovery.rs, "Clock bound").
+            p.snapshot(store, &|| false)
+                .map_err(|e| PersistError::Io(dir, io::Error::other(e.to_string())))?;
+        }
+        Ok(p)
     }
 
     /// A log writer for a worker: `name` must be unique in the process

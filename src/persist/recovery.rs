@@ -23,6 +23,17 @@
 //! Startup fails only when the directory holds our files but none of them
 //! is readable, or only foreign files: never silently start empty on top
 //! of data.
+//!
+//! # Clock bound
+//!
+//! Replayed versions pass the same bound as received ones
+//! ([`Store::accept_remote`], source `recovery`): a record dated more than
+//! `max_clock_skew` ahead (say, accepted from a peer by an older release)
+//! is refused and counted, never applied. The clocks are advanced past the
+//! replayed stamps and clear floors, but never beyond that bound; when a
+//! stamp or floor lies beyond it, [`RecoveryReport::clock_clamped`] asks
+//! the caller to write a snapshot before the first new write, so that no
+//! later replay sees those floors above the new writes' stamps.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -31,9 +42,15 @@ use std::time::{Duration, Instant};
 
 use super::PersistError;
 use super::log::{LOG_MAGIC, parse_segment_name};
-use super::record::{Damage, Item, Kind, Reader, count_after, decode_body, frame_len, next_frame};
+use super::record::{
+    Damage, FRAME, Item, Kind, Reader, count_after, decode_body, frame_len, next_frame,
+};
 use super::snapshot::{SNAP_MAGIC, parse_snapshot_name};
-use crate::store::Store;
+use crate::store::version::ceiling;
+use crate::store::{Store, now_millis};
+
+/// Source name of replayed records for the clock bound's counters.
+const RECOVERY: &str = "recovery";
 
 /// What recovery found and did.
 #[derive(Debug, Clone, Default)]
@@ -59,6 +76,12 @@ pub struct RecoveryReport {
     pub next_epoch: u64,
     /// Bytes of the segments kept (not covered by a snapshot).
     pub log_bytes: u64,
+    /// Records refused by the clock bound (module docs).
+    pub refused: u64,
+    /// A replayed stamp or clear floor lay beyond the clock bound: the
+    /// clocks stopped at the bound, and a snapshot must be written before
+    /// the first new write.
+    pub clock_clamped: bool,
 }
 
 impl RecoveryReport {
@@ -97,7 +120,7 @@ enum Header {
     Invalid(String),
 }
 
-fn read_header(r: &mut Reader<File>, magic: &[u8]) -> io::Result<Header> {
+fn read_header<R: Read>(r: &mut Reader<R>, magic: &[u8]) -> io::Result<Header> {
     Ok(match r.next_item()? {
         Item::End => Header::Torn,
         Item::Damaged {
@@ -185,7 +208,6 @@ fn scan_segment(
     floor: &mut Option<u64>,
 ) -> Result<Result<Segment, String>, PersistError> {
     let (f, len) = open(path)?;
-    let mut r = Reader::new(f, len);
     let mut seg = Segment {
         path: path.to_path_buf(),
         valid: 0,
@@ -193,40 +215,52 @@ fn scan_segment(
         headerless: false,
         damage: None,
     };
-    match read_header(&mut r, LOG_MAGIC).map_err(io_at(path))? {
+    let res = scan_log(&mut Reader::new(f, len), floor, &mut seg).map_err(io_at(path))?;
+    Ok(res.map(|()| seg))
+}
+
+/// Pass 1 over the segment `r` reads: fills `seg`'s `valid`, `headerless`
+/// and `damage`, and raises `floor` to the segment's largest clear floor.
+/// `Err(why)` when the file is not a log segment.
+fn scan_log<R: Read>(
+    r: &mut Reader<R>,
+    floor: &mut Option<u64>,
+    seg: &mut Segment,
+) -> io::Result<Result<(), String>> {
+    match read_header(r, LOG_MAGIC)? {
         Header::Ok(_) => {}
         Header::Torn => {
             seg.headerless = true;
-            if len > 0 {
+            if !r.is_empty() {
                 seg.damage = Some((0, Damage::Torn, 0));
             }
-            return Ok(Ok(seg));
+            return Ok(Ok(()));
         }
         Header::Invalid(why) => return Ok(Err(why)),
     }
     loop {
         seg.valid = r.offset();
-        match r.next_item().map_err(io_at(path))? {
+        match r.next_item()? {
             Item::Rec(rec) => match rec.kind {
                 Kind::Put | Kind::Tombstone => {}
                 Kind::Clear => *floor = (*floor).max(Some(rec.version.hlc)),
                 Kind::Header | Kind::End => {
                     seg.damage = Some((seg.valid, Damage::Corrupt("unexpected record"), 0));
-                    return Ok(Ok(seg));
+                    return Ok(Ok(()));
                 }
             },
-            Item::End => return Ok(Ok(seg)),
+            Item::End => return Ok(Ok(())),
             Item::Damaged {
                 offset,
                 damage,
                 frame,
             } => {
                 let after = match damage {
-                    Damage::Corrupt(_) => count_after(&mut r, frame),
+                    Damage::Corrupt(_) => count_after(r, frame),
                     Damage::Torn => 0,
                 };
                 seg.damage = Some((offset, damage, after));
-                return Ok(Ok(seg));
+                return Ok(Ok(()));
             }
         }
     }
@@ -256,6 +290,8 @@ struct Replay {
     records: u64,
     /// Owned records dropped because a clear covers them.
     cleared: u64,
+    /// Owned records refused by the clock bound.
+    refused: u64,
     max_stamp: u64,
 }
 
@@ -264,8 +300,8 @@ type Stop = Option<(u64, Damage, Option<u64>)>;
 /// Applies the puts and tombstones of `r` owned by `part` and stamped
 /// above `floor`. Returns the damage that stopped it, if any (snapshots
 /// only: segments are replayed up to their validated length).
-fn replay(
-    r: &mut Reader<File>,
+fn replay<R: Read>(
+    r: &mut Reader<R>,
     store: &Store,
     floor: Option<u64>,
     snapshot: bool,
@@ -286,6 +322,8 @@ fn replay(
                     out.records += 1;
                     if floor.is_some_and(|f| rec.stamp <= f) {
                         out.cleared += 1;
+                    } else if !store.accept_remote(rec.version, RECOVERY) {
+                        out.refused += 1;
                     } else {
                         store.apply_expiring(rec.key, rec.store_value(), rec.version, rec.expires);
                     }
@@ -374,24 +412,32 @@ fn replay_segment(
     window: usize,
     out: &mut Replay,
 ) -> Result<(), PersistError> {
-    let changed = |what: &str| {
-        PersistError::Io(
-            path.to_path_buf(),
-            io::Error::other(format!("{what} on second read: the file changed")),
-        )
-    };
-    let mut f = File::open(path).map_err(io_at(path))?;
+    let f = File::open(path).map_err(io_at(path))?;
+    replay_log(f, valid, store, floor, part, window, out).map_err(io_at(path))
+}
+
+/// [`replay_segment`] over any reader holding at least `valid` bytes.
+fn replay_log(
+    mut f: impl Read,
+    valid: u64,
+    store: &Store,
+    floor: Option<u64>,
+    part: Part,
+    window: usize,
+    out: &mut Replay,
+) -> io::Result<()> {
+    let changed = |what: &str| io::Error::other(format!("{what} on second read: the file changed"));
     let mut remaining = valid;
     let mut buf: Vec<u8> = Vec::new();
     let mut order: Vec<(u32, u32)> = Vec::new();
     let mut header = true;
     loop {
         // Top up to a window (more if one frame is larger).
-        let target = window.max(frame_len(&buf).unwrap_or(0));
+        let target = window.max(frame_len(&buf).unwrap_or(FRAME));
         let want = (target.saturating_sub(buf.len()) as u64).min(remaining) as usize;
         let old = buf.len();
         buf.resize(old + want, 0);
-        f.read_exact(&mut buf[old..]).map_err(io_at(path))?;
+        f.read_exact(&mut buf[old..])?;
         remaining -= want as u64;
 
         let mut pos = 0;
@@ -407,6 +453,8 @@ fn replay_segment(
                         out.records += 1;
                         if floor.is_some_and(|fl| rec.stamp <= fl) {
                             out.cleared += 1;
+                        } else if !store.accept_remote(rec.version, RECOVERY) {
+                            out.refused += 1;
                         } else {
                             order.push((store.bucket_of_key(rec.key) as u32, pos as u32));
                         }
@@ -597,6 +645,7 @@ fn recover_with(dir: &Path, store: &Store, window: usize) -> Result<RecoveryRepo
         snap_damage = snap_damage.or(part.snapshot_damage);
         for r in [&part.snapshot, &part.log] {
             totals.cleared += r.cleared;
+            totals.refused += r.refused;
             totals.max_stamp = totals.max_stamp.max(r.max_stamp);
         }
     }
@@ -623,13 +672,93 @@ fn recover_with(dir: &Path, store: &Store, window: usize) -> Result<RecoveryRepo
         report.log_bytes += seg.damage.map_or(seg.len, |(offset, ..)| offset);
     }
     report.cleared = totals.cleared;
-    // New writes must be stamped above every replayed clear floor.
-    let advance = totals.max_stamp.max(floor.map_or(0, |f| f + 1));
+    report.refused = totals.refused;
+    // New writes must be stamped above every replayed clear floor, and no
+    // clock may leave the bound (module docs).
+    let past_floor = floor.map_or(Some(0), |f| f.checked_add(1));
+    let bound = ceiling(now_millis(), store.max_clock_skew());
+    let advance = match past_floor {
+        Some(p) if p.max(totals.max_stamp) <= bound => p.max(totals.max_stamp),
+        _ => {
+            report.clock_clamped = true;
+            bound
+        }
+    };
     if advance > 0 {
         store.advance_clocks(advance);
     }
+    if report.refused > 0 || report.clock_clamped {
+        log::warn!(
+            "persistence: recovery refused {} records dated more than max_clock_skew \
+             ({} ms) ahead{}",
+            report.refused,
+            store.max_clock_skew(),
+            if report.clock_clamped {
+                "; stamps or FLUSHDB floors beyond it: the clocks stop at the bound \
+                 and a snapshot is written before the first new write"
+            } else {
+                ""
+            }
+        );
+    }
     report.duration = started.elapsed();
     Ok(report)
+}
+
+/// Recovery's two passes over `data` as one log segment, into `store`
+/// (the fuzzing entry `crate::fuzz::log_segment`). Returns the records
+/// replayed, or `None` if `data` is not a log segment. Panics if pass 2
+/// cannot read what pass 1 validated.
+pub fn replay_segment_bytes(data: &[u8], store: &Store, window: usize) -> Option<u64> {
+    let len = data.len() as u64;
+    let mut seg = Segment {
+        path: PathBuf::new(),
+        valid: 0,
+        len,
+        headerless: false,
+        damage: None,
+    };
+    let mut floor = None;
+    let res = scan_log(&mut Reader::new(data, len), &mut floor, &mut seg);
+    if res.expect("reading a slice cannot fail").is_err() {
+        return None;
+    }
+    let valid = seg.damage.map_or(len, |(offset, ..)| offset);
+    assert!(valid <= len && seg.valid <= valid);
+    if seg.headerless {
+        return Some(0);
+    }
+    let mut out = Replay::default();
+    let part = Part { index: 0, count: 1 };
+    replay_log(data, valid, store, floor, part, window, &mut out)
+        .expect("pass 2 reads what pass 1 validated");
+    assert_eq!(out.seen, out.records);
+    Some(out.records)
+}
+
+/// Recovery's snapshot reader over `data`, into `store` (the fuzzing entry
+/// `crate::fuzz::snapshot`). Returns the entries read before the end or
+/// the damage, or `None` if `data` has no valid snapshot header.
+pub fn load_snapshot_bytes(data: &[u8], store: &Store) -> Option<u64> {
+    let len = data.len() as u64;
+    let mut r = Reader::new(data, len);
+    match read_header(&mut r, SNAP_MAGIC).expect("reading a slice cannot fail") {
+        Header::Ok(_) => {}
+        Header::Torn | Header::Invalid(_) => return None,
+    }
+    let mut out = Replay::default();
+    let part = Part { index: 0, count: 1 };
+    let stop = replay(&mut r, store, None, true, part, &mut out).expect("reading a slice");
+    match stop {
+        None => assert_eq!(r.offset(), len, "a clean read ends at the end of the file"),
+        Some((offset, damage, frame)) => {
+            assert!(offset <= len);
+            if let Damage::Corrupt(_) = damage {
+                count_after(&mut r, frame);
+            }
+        }
+    }
+    Some(out.records)
 }
 
 #[cfg(test)]
@@ -697,9 +826,10 @@ mod tests {
                 snapshot::write(&live, &log, &|| false).unwrap();
             }
         }
-        // A peer clock an hour ahead puts the clear's floor in the future:
-        // only advancing the clocks at recovery keeps new writes above it.
-        apply("future", Some(b"f"), now + (3_600_000 << 16));
+        // A peer clock half a minute ahead (within max_clock_skew) puts the
+        // clear's floor in the future: only advancing the clocks at
+        // recovery keeps new writes above it.
+        apply("future", Some(b"f"), now + (30_000 << 16));
         let floor = live.clear_versioned();
         w1.append_clear(floor);
         for i in 0..100u64 {
@@ -718,7 +848,9 @@ mod tests {
     fn snapshot_plus_segments_replay_to_the_same_state_with_any_window() {
         let d = TempDir::new("recovery-replay");
         let (live, floor) = history(&d.0);
-        for (window, shards) in [(WINDOW, 16), (64, 1), (300, 64)] {
+        // A window smaller than a frame header once made replay spin (found
+        // by fuzzing).
+        for (window, shards) in [(WINDOW, 16), (64, 1), (300, 64), (1, 4), (7, 2)] {
             let back = store(shards);
             let r = recover_with(&d.0, &back, window).unwrap();
             assert!(r.snapshot.is_some() && r.segments == 3, "{r:?}");
@@ -734,6 +866,53 @@ mod tests {
                 assert!(back.set(format!("new{i}").as_bytes(), b"1").hlc > floor);
             }
         }
+    }
+
+    #[test]
+    fn versions_and_floors_past_the_clock_bound_are_refused_and_clamped() {
+        // What an older release could have logged after a peer served
+        // (u64::MAX, u64::MAX): the poisoned record, writes stamped at the
+        // stuck clock, and a FLUSHDB whose floor is u64::MAX.
+        let d = TempDir::new("recovery-bound");
+        let log = Arc::new(LogShared::new(d.0.clone(), FsyncPolicy::No, 1, 0));
+        let w = log.writer("w0", true);
+        let now = now_millis() << 16;
+        w.append(b"ok", Some(b"1"), Version::new(now, 1), now);
+        w.append(
+            b"poison",
+            Some(b"x"),
+            Version::new(u64::MAX, u64::MAX),
+            u64::MAX,
+        );
+        w.append(
+            b"ahead",
+            Some(b"x"),
+            Version::new(now + (3_600_000 << 16), 2),
+            now,
+        );
+        drop(w);
+        let s = store(4);
+        let r = recover(&d.0, &s).unwrap();
+        assert_eq!((r.refused, r.log_records), (2, 3), "{r:?}");
+        assert!(r.clock_clamped, "the poisoned stamp lies beyond the bound");
+        assert!(!s.contains(b"poison"));
+        assert!(s.contains(b"ok"));
+        assert_eq!(s.versions_refused(), 2);
+        // The clocks stopped at the bound: new writes are dated (about) now.
+        let v = s.set(b"new", b"1");
+        assert!(v.millis() <= now_millis() + 61_000, "{v}");
+
+        // A clear floor at u64::MAX: `floor + 1` must not wrap to 0.
+        let d = TempDir::new("recovery-floor");
+        let log = Arc::new(LogShared::new(d.0.clone(), FsyncPolicy::No, 1, 0));
+        let w = log.writer("w0", true);
+        w.append(b"before", Some(b"1"), Version::new(now, 1), now);
+        w.append_clear(u64::MAX);
+        drop(w);
+        let s = store(4);
+        let r = recover(&d.0, &s).unwrap();
+        assert!(r.clock_clamped && r.cleared == 1, "{r:?}");
+        assert!(s.set(b"new", b"1").millis() <= now_millis() + 61_000);
     }
 
     #[test]

@@ -88,12 +88,14 @@ pub enum Command<'a> {
     /// echoes the argument (`HASH * <hex64>`, docs/protocol.md §3.2): the executor
     /// treats a `*` argument as "all keys".
     Hash(Option<&'a [u8]>),
-    /// `SYNC host port [--full] [--verify] [--rejoin]`.
+    /// `SYNC host port [--full] [--verify] [--force] [--rejoin]`.
     Sync {
         host: &'a str,
         port: u16,
         full: bool,
         verify: bool,
+        /// Let `--full` remove more than half of the local records.
+        force: bool,
         /// End this node's stale state first (`crate::contact`).
         rejoin: bool,
     },

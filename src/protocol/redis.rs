@@ -562,8 +562,8 @@ fn set<'a>(name: &[u8], args: Args<'a>) -> Result<Command<'a>, ParseError> {
     }))
 }
 
-/// `SYNC host port [--full] [--verify] [--rejoin]` over RESP (same meaning and error
-/// texts as the text protocol, docs/protocol.md §10).
+/// `SYNC host port [--full] [--verify] [--force] [--rejoin]` over RESP (same meaning and
+/// error texts as the text protocol, docs/protocol.md §10).
 fn sync<'a>(name: &[u8], args: Args<'a>) -> Result<Command<'a>, ParseError> {
     let mut it = args.iter();
     let Some(host) = it.next() else {
@@ -575,11 +575,12 @@ fn sync<'a>(name: &[u8], args: Args<'a>) -> Result<Command<'a>, ParseError> {
     };
     let port =
         parse_int::<u16>(port).ok_or(err("Invalid port: must be an integer in 0..=65535"))?;
-    let (mut full, mut verify, mut rejoin) = (false, false, false);
+    let (mut full, mut verify, mut force, mut rejoin) = (false, false, false, false);
     for opt in it {
         let flag = match opt {
             b"--full" => &mut full,
             b"--verify" => &mut verify,
+            b"--force" => &mut force,
             b"--rejoin" => &mut rejoin,
             _ => {
                 return Err(ParseError(Cow::Owned(format!(
@@ -601,6 +602,7 @@ fn sync<'a>(name: &[u8], args: Args<'a>) -> Result<Command<'a>, ParseError> {
         port,
         full,
         verify,
+        force,
         rejoin,
     })
 }
@@ -1127,6 +1129,7 @@ pub const COMMANDS: &[CommandSpec] = &[
             arg("port", "integer"),
             token("--full"),
             token("--verify"),
+            token("--force"),
             token("--rejoin"),
         ],
     },
@@ -1619,6 +1622,7 @@ mod tests {
                 port: 7000,
                 full: true,
                 verify: false,
+                force: false,
                 rejoin: false
             })
         );

@@ -674,7 +674,7 @@ fn client(r: &str) -> Result<Command<'_>, ParseError> {
     }
 }
 
-/// `SYNC host port [--full] [--verify] [--rejoin]`: words. Options are matched
+/// `SYNC host port [--full] [--verify] [--force] [--rejoin]`: words. Options are matched
 /// case-sensitively, as written in §3.2.
 fn sync(r: &str) -> Result<Command<'_>, ParseError> {
     let mut tokens = r.split_whitespace();
@@ -684,11 +684,12 @@ fn sync(r: &str) -> Result<Command<'_>, ParseError> {
     let Ok(port) = port.parse::<u16>() else {
         return Err(fixed("Invalid port: must be an integer in 0..=65535"));
     };
-    let (mut full, mut verify, mut rejoin) = (false, false, false);
+    let (mut full, mut verify, mut force, mut rejoin) = (false, false, false, false);
     for option in tokens {
         let (flag, duplicate) = match option {
             "--full" => (&mut full, "Duplicate option: --full"),
             "--verify" => (&mut verify, "Duplicate option: --verify"),
+            "--force" => (&mut force, "Duplicate option: --force"),
             "--rejoin" => (&mut rejoin, "Duplicate option: --rejoin"),
             other => {
                 return Err(ParseError(Cow::Owned(format!("Unknown option: {other}"))));
@@ -704,6 +705,7 @@ fn sync(r: &str) -> Result<Command<'_>, ParseError> {
         port,
         full,
         verify,
+        force,
         rejoin,
     })
 }
@@ -1513,6 +1515,7 @@ mod tests {
             port,
             full,
             verify,
+            force: false,
             rejoin: false,
         };
         assert_eq!(
@@ -1527,6 +1530,7 @@ mod tests {
                 port: 1,
                 full: false,
                 verify: false,
+                force: false,
                 rejoin: true
             }
         );
@@ -1535,6 +1539,21 @@ mod tests {
             sync("h", 65535, true, true)
         );
         assert_eq!(req("SYNC  h\t1  --verify\r\n"), sync("h", 1, false, true));
+        assert_eq!(
+            req("SYNC h 1 --force --full\r\n"),
+            Command::Sync {
+                host: "h",
+                port: 1,
+                full: true,
+                verify: false,
+                force: true,
+                rejoin: false,
+            }
+        );
+        assert_eq!(
+            err("SYNC h 1 --force --force\r\n"),
+            "Duplicate option: --force"
+        );
         let no_port = "SYNC requires <port> as the second argument";
         assert_eq!(err("SYNC h\r\n"), no_port);
         let bad_port = "Invalid port: must be an integer in 0..=65535";

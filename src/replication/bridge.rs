@@ -55,7 +55,7 @@ use super::{BrokerState, ChangeEvent, Metrics, Outbox};
 use crate::applier::Applier;
 use crate::state::{InfoSection, Shared};
 use crate::store::Db;
-use crate::store::{Applied, MAX_VALUE_LEN, Version, now_millis};
+use crate::store::{Applied, MAX_VALUE_LEN, Version};
 
 /// Time bound of a batch: it is handed over at most this long after its
 /// first event was taken.
@@ -80,10 +80,6 @@ pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// TCP + MQTT connect timeout, in seconds (rumqttc's unit).
 const CONNECT_TIMEOUT_SECS: u64 = 1;
-/// Received versions more than this far ahead of the local wall clock
-/// are refused: one bogus event must not push the clock (and every later
-/// local write) into the far future.
-pub const MAX_FUTURE_MS: u64 = 3_600_000;
 /// Room in rumqttc's request channel besides the publish window
 /// (subscribe, nudges, disconnect).
 const CHANNEL_SLACK: usize = 16;
@@ -637,8 +633,9 @@ impl Receiving {
             return;
         }
         m.batches_received.fetch_add(1, Relaxed);
-        let now_ms = now_millis();
         let total = batch.len() as u64;
+        let source = format!("mqtt {}", batch.origin());
+        let store = &b.shared.store;
         let (mut applied, mut stale, mut invalid, mut seen) = (0u64, 0u64, 0u64, 0u64);
         let mut newest = Version::default();
         let mut times = Vec::new();
@@ -648,7 +645,9 @@ impl Receiving {
                 break;
             }
             seen += 1;
-            if !valid(&ev, now_ms) {
+            // The clock bound: one bogus event must not drag the clock (and
+            // every later local write) into the future.
+            if !valid(&ev) || !store.accept_remote(ev.version, &source) {
                 invalid += 1;
                 continue;
             }
@@ -679,19 +678,19 @@ impl Receiving {
                 format!(
                     "replication: refused {invalid} invalid events from {:?} \
                      (empty key, value over {MAX_VALUE_LEN} bytes, or version over \
-                     {MAX_FUTURE_MS} ms ahead)",
-                    batch.origin()
+                     max_clock_skew = {} ms ahead)",
+                    batch.origin(),
+                    store.max_clock_skew()
                 )
             });
         }
     }
 }
 
-/// A received event this node accepts.
-fn valid(ev: &EventRef<'_>, now_ms: u64) -> bool {
-    !ev.key.is_empty()
-        && ev.value.is_none_or(|v| v.len() <= MAX_VALUE_LEN)
-        && ev.version.millis() <= now_ms.saturating_add(MAX_FUTURE_MS)
+/// A received event of an acceptable shape (its version is checked
+/// against the clock bound separately, `Store::accept_remote`).
+fn valid(ev: &EventRef<'_>) -> bool {
+    !ev.key.is_empty() && ev.value.is_none_or(|v| v.len() <= MAX_VALUE_LEN)
 }
 
 /// Batch assembly and hand-over (publisher thread).
@@ -985,25 +984,20 @@ mod tests {
 
     #[test]
     fn received_events_are_validated() {
-        let now = 1_000_000u64;
-        let ok = |k: &[u8], v: Option<usize>, ms: u64| {
+        let ok = |k: &[u8], v: Option<usize>| {
             let value = v.map(|n| vec![0; n]);
-            valid(
-                &EventRef {
-                    key: k,
-                    value: value.as_deref(),
-                    version: Version::new(ms << crate::store::version::LOGICAL_BITS, 1),
-                    expires: 0,
-                },
-                now,
-            )
+            valid(&EventRef {
+                key: k,
+                value: value.as_deref(),
+                version: Version::new(u64::MAX, 1),
+                expires: 0,
+            })
         };
-        assert!(ok(b"k", Some(1), now));
-        assert!(ok(b"k", None, 0));
-        assert!(ok(b"k", Some(MAX_VALUE_LEN), now + MAX_FUTURE_MS));
-        assert!(!ok(b"", Some(1), now));
-        assert!(!ok(b"k", Some(MAX_VALUE_LEN + 1), now));
-        assert!(!ok(b"k", None, now + MAX_FUTURE_MS + 1));
+        assert!(ok(b"k", Some(1)));
+        assert!(ok(b"k", None));
+        assert!(ok(b"k", Some(MAX_VALUE_LEN)));
+        assert!(!ok(b"", Some(1)));
+        assert!(!ok(b"k", Some(MAX_VALUE_LEN + 1)));
     }
 
     #[test]

@@ -50,6 +50,8 @@
 //!   expiring records;
 //! * `gc.rs`: tombstone expiry and the oldest-tombstone estimate;
 //! * `refresh.rs`: lazy leaf digests and every Merkle digest read;
+//! * `bound.rs`: the bound on received versions
+//!   ([`Store::accept_remote`]) and the count of refusals;
 //! * `durable.rs`: what persistence needs (stamps, versioned clear,
 //!   snapshot copies).
 //!
@@ -59,6 +61,7 @@
 //! No lock is held across I/O; multi-key operations lock the shards they
 //! touch in ascending order, so they cannot deadlock.
 
+mod bound;
 mod durable;
 pub mod expiry;
 pub mod expiry_index;
@@ -82,6 +85,7 @@ use hashbrown::HashTable;
 use merkle::{Shape, bucket_of, key_hash};
 use shard::{Padded, Shard, Slot};
 
+pub use bound::SourceRefusals;
 pub use lock::{Db, Exclusive, MultiLock};
 pub use ops::{ExpireFlags, Expired};
 pub use record::Record;
@@ -198,6 +202,8 @@ pub struct Store {
     oldest_tombstone_ms: AtomicU64,
     /// Leaf digests computed by refreshes so far (INFO).
     leaves_hashed: AtomicU64,
+    /// The bound on received versions and its refusals (`bound.rs`).
+    bound: bound::Bound,
     /// Records expired so far (actively or lazily; INFO `expired_keys`).
     expired: AtomicU64,
 }
@@ -243,6 +249,7 @@ impl Store {
             tombstone_ttl_ms: opts.tombstone_ttl_ms,
             oldest_tombstone_ms: AtomicU64::new(u64::MAX),
             leaves_hashed: AtomicU64::new(0),
+            bound: bound::Bound::default(),
             expired: AtomicU64::new(0),
         })
     }

@@ -102,6 +102,26 @@ impl Store {
         true
     }
 
+    /// `SYNC --full` deleting a local-only record: if the record of `key` is
+    /// still a live value at version `expected`, replaces it with a
+    /// tombstone at a fresh local version (a delete like any other) and
+    /// returns that version. A tombstone, or a record changed meanwhile, is
+    /// left alone.
+    pub fn delete_if(&self, key: &[u8], expected: Version) -> Option<Version> {
+        let s = self.slot(key);
+        let now = now_millis();
+        let mut shard = self.shard(s.shard);
+        match shard.find(s, key) {
+            Some(r) if r.version() == expected && !r.is_tombstone() => {}
+            _ => return None,
+        }
+        let v = self.local_version(&mut shard, now);
+        shard.put(s, key, None, v, &self.hasher);
+        drop(shard);
+        self.note_tombstone(v.millis());
+        Some(v)
+    }
+
     /// Removes the record of `key` outright (no tombstone; `SYNC --full`
     /// dropping a local-only entry) if its version is still `expected`.
     pub fn remove_if(&self, key: &[u8], expected: Version) -> bool {
