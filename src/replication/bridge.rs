@@ -671,7 +671,7 @@ impl Receiving {
             // Lag: local apply time minus the event's HLC physical time.
             b.outbox()
                 .members
-                .record_lags(batch.origin(), now_millis(), &times);
+                .record_lags(batch.origin(), crate::clock::unix_millis(), &times);
         }
         if invalid > 0 {
             self.invalid.warn(|| {
