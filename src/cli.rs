@@ -61,6 +61,9 @@ Options:
       --threads <n>          worker threads, 1..={MAX_THREADS} (default: number of cores)
       --node-id <id>         node id, the origin of replicated writes
                              (default: <hostname>-<port>)
+      --requirepass <pw>     password of the user \"default\" (role admin); clients
+                             must AUTH (prefer security.requirepass_file: a flag
+                             is visible to other local users in ps)
   -h, --help                 print this help and exit
   -V, --version              print the version and exit
 
@@ -110,6 +113,7 @@ struct RawArgs {
     bind: Option<String>,
     threads: Option<String>,
     node_id: Option<String>,
+    requirepass: Option<String>,
 }
 
 enum Scan {
@@ -159,6 +163,7 @@ fn scan<I: IntoIterator<Item = OsString>>(args: I) -> Result<Scan, ConfigError> 
                 | "--host"
                 | "--threads"
                 | "--node-id"
+                | "--requirepass"
         ) {
             return Err(usage_error(format!("unknown argument '{text}'")));
         }
@@ -183,6 +188,7 @@ fn scan<I: IntoIterator<Item = OsString>>(args: I) -> Result<Scan, ConfigError> 
                     "--port" => &mut raw.port,
                     "--bind" | "--host" => &mut raw.bind,
                     "--threads" => &mut raw.threads,
+                    "--requirepass" => &mut raw.requirepass,
                     _ => &mut raw.node_id,
                 };
                 *slot = Some(value);
@@ -243,6 +249,12 @@ impl RawArgs {
             threads,
             engine,
             storage_path: self.storage_path.clone(),
+            requirepass: match &self.requirepass {
+                Some(p) if p.is_empty() => {
+                    return Err(invalid("--requirepass", "", "a non-empty password"));
+                }
+                p => p.clone(),
+            },
         })
     }
 }

@@ -405,6 +405,19 @@ impl Client {
         })
     }
 
+    /// Authenticates as `user` with `password` (`AUTH user password`).
+    /// The password is sent as is; it is never part of an error.
+    pub fn auth(&mut self, user: &str, password: &str) -> Result<(), ClientError> {
+        match self.call(&[b"AUTH", user.as_bytes(), password.as_bytes()])? {
+            Reply::Simple(_) => Ok(()),
+            Reply::Error(e) => Err(ClientError::Server(e)),
+            other => Err(ClientError::Server(format!(
+                "unexpected reply to AUTH: {}",
+                other.kind()
+            ))),
+        }
+    }
+
     /// Sets (or clears) a deadline for every later read: each read waits at
     /// most until then, even if the I/O timeout is longer.
     pub fn set_deadline(&mut self, deadline: Option<Instant>) {

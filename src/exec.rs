@@ -363,6 +363,9 @@ fn execute_with(cmd: Command<'_>, ctx: &mut Ctx<'_>, reply: &mut Reply<'_>) -> F
             reply.ok();
             return Flow::Close;
         }
+        // The connection's gate (auth::gate) answers AUTH before a command
+        // reaches the executor; a queued or replayed one lands here.
+        Command::Auth { .. } => reply.error("AUTH is not allowed here"),
         Command::Internal(cmd) => match reply.proto() {
             Proto::Resp => {
                 let shared = ctx.shared;

@@ -30,6 +30,7 @@
 
 pub mod antientropy;
 pub mod applier;
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod clock;

@@ -18,7 +18,8 @@ pub use crate::applier::Applier;
 pub use crate::state::{Shared, StopSignal};
 
 /// The INFO sections after the node's own lines, in their order.
-static INFO_SECTIONS: [&dyn InfoSection; 5] = [
+static INFO_SECTIONS: [&dyn InfoSection; 6] = [
+    &crate::auth::info::AuthInfo,
     &crate::server::ClientLimitsInfo,
     &crate::replication::bridge::ReplicationInfo,
     &crate::persist::threads::PersistInfo,
@@ -39,6 +40,8 @@ pub enum StartError {
     Persist(crate::persist::PersistError),
     /// The address to announce to the cluster is unusable.
     Advertise(String),
+    /// The configuration is refused (protected mode).
+    Config(crate::config::ConfigError),
     /// The last-contact file could not be read or written.
     Contact(crate::contact::ContactError),
 }
@@ -51,6 +54,7 @@ impl std::fmt::Display for StartError {
             StartError::Io(e) => write!(f, "cannot start threads: {e}"),
             StartError::Persist(e) => write!(f, "{e}"),
             StartError::Advertise(e) => write!(f, "{e}"),
+            StartError::Config(e) => write!(f, "{e}"),
             StartError::Contact(e) => write!(f, "{e}"),
         }
     }
@@ -64,6 +68,7 @@ impl std::error::Error for StartError {
             StartError::Io(e) => Some(e),
             StartError::Persist(e) => Some(e),
             StartError::Advertise(_) => None,
+            StartError::Config(e) => Some(e),
             StartError::Contact(e) => Some(e),
         }
     }
@@ -81,6 +86,7 @@ impl Node {
     /// (persistent engine), binds the client port, and starts the workers
     /// and background threads. Returns once the port accepts connections.
     pub fn start(config: Config) -> Result<Node, StartError> {
+        crate::config::secrets::check_protected(&config).map_err(StartError::Config)?;
         let store = Store::new(StoreOptions {
             shards: config.shards,
             tree_bits: config.tree_bits,

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crossbeam_channel::{Receiver, Sender, unbounded};
 
 use crate::antientropy::AntiEntropy;
+use crate::auth::Auth;
 use crate::clock;
 use crate::config::Config;
 use crate::contact::Contact;
@@ -46,6 +47,8 @@ pub struct Shared {
     pub contact: Contact,
     /// The sections of INFO after the node's own lines, in order.
     pub info: &'static [&'static dyn InfoSection],
+    /// Users, roles and authentication counters.
+    pub auth: Auth,
     /// Client memory and output limits, used-memory accounting.
     pub memory: Memory,
 }
@@ -64,6 +67,7 @@ impl Shared {
         let limits = Limits::from_config(&config.limits);
         let replicate = config.replication.enabled;
         Shared {
+            auth: Auth::new(&config.security, &config.anti_entropy.peer_list),
             config,
             store,
             stats: Stats::new(workers),

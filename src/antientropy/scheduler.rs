@@ -43,7 +43,19 @@ pub fn sync_with(
     ae.running.fetch_add(1, Relaxed);
     let client = match client {
         Some(c) => Ok(c),
-        None => Client::connect(host, port, &client_options()),
+        None => Client::connect(host, port, &client_options()).and_then(|mut c| {
+            // Peers authenticate (docs/protocol.md §16): the configured
+            // user, by default `default` with `security.requirepass`.
+            let ae_cfg = &shared.config.anti_entropy;
+            if let Some(pw) = &ae_cfg.password {
+                let user = ae_cfg
+                    .username
+                    .as_deref()
+                    .unwrap_or(crate::auth::DEFAULT_USER);
+                c.auth(user, pw)?;
+            }
+            Ok(c)
+        }),
     };
     let (res, client, sent, received) = match client {
         Err(e) => (Err(RoundError::from(e)), None, 0, 0),

@@ -54,6 +54,20 @@ pub enum ConfigError {
         /// The value given.
         name: String,
     },
+    /// A secret file (`requirepass_file`, `cluster_key_file`) cannot be
+    /// read or holds no secret.
+    SecretFile {
+        /// The setting naming the file.
+        setting: &'static str,
+        path: PathBuf,
+        /// What went wrong.
+        error: String,
+    },
+    /// Protected mode: a non-loopback bind address without a password.
+    Unprotected {
+        /// The bind address.
+        host: String,
+    },
     /// A command-line problem; the message includes the usage text when the
     /// arguments themselves were malformed.
     Cli {
@@ -96,6 +110,19 @@ impl fmt::Display for ConfigError {
             ConfigError::UnknownEngine { name } => write!(
                 f,
                 "Unknown engine type '{name}'\nAvailable engines: rwlock, kv, sled"
+            ),
+            ConfigError::SecretFile {
+                setting,
+                path,
+                error,
+            } => write!(f, "{setting} \"{}\": {error}", path.display()),
+            ConfigError::Unprotected { host } => write!(
+                f,
+                "refusing to listen on {host} without a password (protected mode): any host \
+                 that can reach the port could read, change and delete every key. Set one with \
+                 `requirepass` in [security] (or --requirepass, or MERKLE_KV_SECURITY_REQUIREPASS), \
+                 bind to 127.0.0.1, or set `protected_mode = false` in [security] to allow \
+                 unauthenticated access"
             ),
             ConfigError::Cli { message } => f.write_str(message),
         }

@@ -108,6 +108,7 @@ mod env;
 pub mod error;
 mod file;
 mod resolve;
+pub mod secrets;
 pub mod settings;
 pub mod types;
 pub mod values;
@@ -122,7 +123,7 @@ pub use resolve::{default_node_id, default_threads, hostname};
 pub use settings::{SETTINGS, Setting};
 pub use types::{
     AntiEntropyConfig, Config, Engine, FsyncPolicy, Layout, LogFormat, LoggingConfig, MAX_SHARDS,
-    MAX_THREADS, Overrides, ReplicationConfig,
+    MAX_THREADS, Overrides, ReplicationConfig, Role, SecurityConfig, UserConfig,
 };
 pub use values::{parse_broker_address, parse_engine, parse_host_port};
 
@@ -209,8 +210,10 @@ fn finish(
         layout
     });
     env::apply(&mut layers, env)?;
+    let mut config = layers.finish(overrides);
+    secrets::resolve(&mut config)?;
     Ok(Loaded {
-        config: layers.finish(overrides),
+        config,
         warnings,
         source,
         layout,

@@ -17,7 +17,7 @@ use std::time::Duration;
 use super::settings::{Initial, SETTINGS};
 use super::types::{
     AntiEntropyConfig, Config, Engine, FsyncPolicy, LimitsConfig, LogFormat, LoggingConfig,
-    MAX_THREADS, Overrides, ReplicationConfig,
+    MAX_THREADS, Overrides, ReplicationConfig, SecurityConfig,
 };
 use super::values::{Val, from_text};
 
@@ -83,6 +83,9 @@ impl Layers {
         if let Some(path) = &o.storage_path {
             c.storage_path.clone_from(path);
         }
+        if let Some(pw) = &o.requirepass {
+            c.security.requirepass = Some(pw.clone());
+        }
         c.threads = match o.threads {
             Some(t) => t,
             None if threads_given => c.threads,
@@ -145,17 +148,28 @@ fn blank() -> Config {
             clean_session: false,
             qos: 0,
             peer_list: Vec::new(),
+            cluster_keys: Vec::new(),
+            cluster_key_file: None,
         },
         anti_entropy: AntiEntropyConfig {
             enabled: false,
             interval: Duration::ZERO,
             max_concurrent_syncs: 0,
             peer_list: Vec::new(),
+            username: None,
+            password: None,
         },
         logging: LoggingConfig {
             level: String::new(),
             format: LogFormat::Text,
             file_path: None,
+        },
+        security: SecurityConfig {
+            requirepass: None,
+            requirepass_file: None,
+            users: Vec::new(),
+            protected_mode: true,
+            max_auth_failures: 0,
         },
         limits: LimitsConfig {
             maxmemory: 0,

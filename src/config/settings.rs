@@ -364,6 +364,33 @@ pub static SETTINGS: &[Setting] = &[
         ..BASE
     },
     Setting {
+        name: "mqtt.cluster_key",
+        aliases: &["replication.cluster_key"],
+        env: &["MERKLE_KV_MQTT_CLUSTER_KEY"],
+        kind: Kind::Keys,
+        doc: "Key(s) signing and verifying event batches (HMAC-SHA256); the first signs; comma-separated in the environment.",
+        secret: true,
+        apply: |c, v| c.replication.cluster_keys = v.list(),
+        show: |c| c.replication.cluster_keys.join(","),
+        ..BASE
+    },
+    Setting {
+        name: "mqtt.cluster_key_file",
+        aliases: &["replication.cluster_key_file"],
+        env: &["MERKLE_KV_MQTT_CLUSTER_KEY_FILE"],
+        kind: Kind::NonEmpty,
+        doc: "File of cluster keys, one per line, after `cluster_key`'s.",
+        apply: |c, v| c.replication.cluster_key_file = Some(v.string().into()),
+        show: |c| {
+            c.replication
+                .cluster_key_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        },
+        ..BASE
+    },
+    Setting {
         name: "replication.peer_list",
         kind: Kind::List,
         doc: "Flat layout: only counted by `REPLICATE status`; any strings.",
@@ -540,6 +567,27 @@ pub static SETTINGS: &[Setting] = &[
         ..BASE
     },
     Setting {
+        name: "anti_entropy.username",
+        env: &["MERKLE_KV_ANTI_ENTROPY_USERNAME"],
+        kind: Kind::NonEmpty,
+        initial: Initial::Derived("`default`"),
+        doc: "User that anti-entropy and SYNC authenticate as on peers.",
+        apply: |c, v| c.anti_entropy.username = Some(v.string()),
+        show: |c| c.anti_entropy.username.clone().unwrap_or_default(),
+        ..BASE
+    },
+    Setting {
+        name: "anti_entropy.password",
+        env: &["MERKLE_KV_ANTI_ENTROPY_PASSWORD"],
+        kind: Kind::Str,
+        initial: Initial::Derived("`security.requirepass`"),
+        doc: "Password that anti-entropy and SYNC authenticate with on peers.",
+        secret: true,
+        apply: |c, v| c.anti_entropy.password = Some(v.string()),
+        show: |c| c.anti_entropy.password.clone().unwrap_or_default(),
+        ..BASE
+    },
+    Setting {
         name: "anti_entropy.tree_bits",
         kind: Kind::Multiple {
             of: 4,
@@ -550,6 +598,69 @@ pub static SETTINGS: &[Setting] = &[
         doc: "Merkle tree depth: 2^tree_bits leaf buckets; must be equal on every node.",
         apply: |c, v| c.tree_bits = v.int() as u32,
         show: |c| c.tree_bits.to_string(),
+        ..BASE
+    },
+    Setting {
+        name: "security.requirepass",
+        aliases: &["requirepass"],
+        env: &["MERKLE_KV_SECURITY_REQUIREPASS"],
+        kind: Kind::NonEmpty,
+        doc: "Password of the built-in user `default` (role admin); unset: no authentication.",
+        secret: true,
+        apply: |c, v| c.security.requirepass = Some(v.string()),
+        show: |c| c.security.requirepass.clone().unwrap_or_default(),
+        ..BASE
+    },
+    Setting {
+        name: "security.requirepass_file",
+        env: &["MERKLE_KV_SECURITY_REQUIREPASS_FILE"],
+        kind: Kind::NonEmpty,
+        doc: "File whose first line is the `default` user's password (wins over `requirepass`).",
+        apply: |c, v| c.security.requirepass_file = Some(v.string().into()),
+        show: |c| {
+            c.security
+                .requirepass_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        },
+        ..BASE
+    },
+    Setting {
+        name: "security.users",
+        kind: Kind::Users,
+        doc: "`[[security.users]]` entries: `name`, `password` or `password_sha256`, `role`.",
+        secret: true,
+        apply: |c, v| c.security.users = v.users(),
+        show: |c| {
+            let users: Vec<String> = c
+                .security
+                .users
+                .iter()
+                .map(|u| format!("{}:{}", u.name, u.role.name()))
+                .collect();
+            users.join(",")
+        },
+        ..BASE
+    },
+    Setting {
+        name: "security.protected_mode",
+        env: &["MERKLE_KV_SECURITY_PROTECTED_MODE"],
+        kind: Kind::Bool,
+        initial: Initial::Value("true"),
+        doc: "Refuse to start on a non-loopback address without a password.",
+        apply: |c, v| c.security.protected_mode = v.bool(),
+        show: |c| c.security.protected_mode.to_string(),
+        ..BASE
+    },
+    Setting {
+        name: "security.max_auth_failures",
+        env: &["MERKLE_KV_SECURITY_MAX_AUTH_FAILURES"],
+        kind: Kind::Int { min: 1, max: 1000 },
+        initial: Initial::Value("10"),
+        doc: "Failed AUTH attempts after which a connection is closed.",
+        apply: |c, v| c.security.max_auth_failures = v.usize(),
+        show: |c| c.security.max_auth_failures.to_string(),
         ..BASE
     },
     Setting {

@@ -928,6 +928,7 @@ fn overrides_are_the_last_layer() {
         threads: Some(5000),
         engine: Some(Engine::Persistent),
         storage_path: Some("/cli".into()),
+        requirepass: Some("pw".into()),
     };
     let env = env_of(&[
         ("MERKLE_KV_NODE_ID", "env"),
@@ -1025,6 +1026,137 @@ fn cluster_configs_form_a_cluster() {
     assert_eq!((s.config.host.as_str(), s.config.port), ("127.0.0.1", 7379));
     assert!(!s.config.replication.enabled);
     assert_eq!(s.config.engine, Engine::Memory);
+}
+
+#[test]
+fn security_users_and_secrets() {
+    let c = ok(r#"
+[security]
+requirepass = "top"
+protected_mode = false
+[[security.users]]
+name = "app"
+password = "pw"
+role = "readwrite"
+[[security.users]]
+name = "ro"
+password_sha256 = "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08"
+role = "readonly"
+[mqtt]
+broker_address = "tcp://127.0.0.1:1883"
+cluster_key = "k1"
+"#);
+    assert_eq!(c.security.requirepass.as_deref(), Some("top"));
+    assert!(!c.security.protected_mode);
+    assert_eq!(c.security.users.len(), 2);
+    assert_eq!(c.security.users[0].role, Role::ReadWrite);
+    assert_eq!(c.security.users[0].password_sha256, values::sha256(b"pw"));
+    assert_eq!(c.security.users[1].password_sha256, values::sha256(b"test"));
+    assert_eq!(c.security.users[1].role, Role::ReadOnly);
+    assert_eq!(c.replication.cluster_keys, ["k1"]);
+    // Anti-entropy authenticates with the default user's password.
+    assert_eq!(c.anti_entropy.password.as_deref(), Some("top"));
+    // Flat layout: a top-level requirepass; rotation keys as an array.
+    let c = ok(
+        "port = 7000\nrequirepass = \"flat\"\n[replication]\ncluster_key = [\"new\", \"old\"]\n",
+    );
+    assert_eq!(c.security.requirepass.as_deref(), Some("flat"));
+    assert_eq!(c.replication.cluster_keys, ["new", "old"]);
+    let env = parse_env(
+        "",
+        &[
+            ("MERKLE_KV_SECURITY_REQUIREPASS", "e"),
+            ("MERKLE_KV_MQTT_CLUSTER_KEY", "a,b"),
+        ],
+    )
+    .unwrap()
+    .config;
+    assert_eq!(env.security.requirepass.as_deref(), Some("e"));
+    assert_eq!(env.replication.cluster_keys, ["a", "b"]);
+    // Debug output never shows a user's password digest.
+    assert!(!format!("{:?}", c.security.users).contains("sha"));
+}
+
+#[test]
+fn bad_security_users_are_refused_by_entry() {
+    for (entry, needle) in [
+        ("name = \"a\"\nrole = \"admin\"", "give exactly one of"),
+        ("name = \"a\"\npassword = \"p\"", "\"role\" is missing"),
+        (
+            "name = \"a\"\npassword = \"p\"\nrole = \"root\"",
+            "expected one of",
+        ),
+        (
+            "name = \"a\"\npassword_sha256 = \"xyz\"\nrole = \"admin\"",
+            "64 hex digits",
+        ),
+        (
+            "name = \"default\"\npassword = \"p\"\nrole = \"admin\"",
+            "security.requirepass",
+        ),
+        (
+            "name = \"a b\"\npassword = \"p\"\nrole = \"admin\"",
+            "without spaces",
+        ),
+        (
+            "name = \"a\"\npassword = \"p\"\nrole = \"admin\"\npw = 1",
+            "unknown key",
+        ),
+    ] {
+        let e = parse(&format!("[[security.users]]\n{entry}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("security.users") && e.contains(needle),
+            "{entry}: {e}"
+        );
+    }
+}
+
+#[test]
+fn secret_files_are_read_after_every_layer() {
+    let dir = crate::testutil::TempDir::new("cfg-secrets");
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "from-file\r\nsecond\n").unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, "k2\n\nk3\n").unwrap();
+    let c = ok(&format!(
+        "[security]\nrequirepass = \"inline\"\nrequirepass_file = \"{}\"\n\
+         [mqtt]\ncluster_key = \"k1\"\ncluster_key_file = \"{}\"\n",
+        pass.display(),
+        keys.display()
+    ));
+    assert_eq!(c.security.requirepass.as_deref(), Some("from-file"));
+    assert_eq!(c.replication.cluster_keys, ["k1", "k2", "k3"]);
+    let e = parse("[security]\nrequirepass_file = \"/nonexistent/mkv\"\n").unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("security.requirepass_file \"/nonexistent/mkv\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn protected_mode_needs_a_password_off_loopback() {
+    let mut c = Config::default();
+    assert!(secrets::check_protected(&c).is_ok());
+    c.host = "0.0.0.0".into();
+    let e = secrets::check_protected(&c).unwrap_err().to_string();
+    assert!(
+        e.contains("protected_mode = false") && e.contains("requirepass"),
+        "{e}"
+    );
+    c.security.requirepass = Some("x".into());
+    assert!(secrets::check_protected(&c).is_ok());
+    c.security.requirepass = None;
+    c.security.protected_mode = false;
+    assert!(secrets::check_protected(&c).is_ok());
+    for h in ["127.0.0.1", "::1", "[::1]", "localhost", "127.1.2.3"] {
+        assert!(secrets::is_loopback(h), "{h}");
+    }
+    for h in ["0.0.0.0", "::", "10.0.0.1", "example.com"] {
+        assert!(!secrets::is_loopback(h), "{h}");
+    }
 }
 
 #[test]

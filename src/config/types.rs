@@ -72,8 +72,84 @@ pub struct Config {
     pub anti_entropy: AntiEntropyConfig,
     /// Logging settings.
     pub logging: LoggingConfig,
+    /// Users, passwords and protected mode (docs/protocol.md, Security).
+    pub security: SecurityConfig,
     /// Client memory and output limits.
     pub limits: LimitsConfig,
+}
+
+/// A user's role: which classes of commands it may run (`crate::auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Reads, introspection and connection commands.
+    ReadOnly,
+    /// Reads plus data writes.
+    ReadWrite,
+    /// Everything, including SHUTDOWN, FLUSHDB, SYNC, REPLICATE, `MKV.*`.
+    Admin,
+}
+
+impl Role {
+    /// The names used in the file, in variant order.
+    pub const NAMES: [&'static str; 3] = ["readonly", "readwrite", "admin"];
+
+    /// The role named `name` (one of [`Role::NAMES`]).
+    pub fn from_name(name: &str) -> Option<Role> {
+        match name {
+            "readonly" => Some(Role::ReadOnly),
+            "readwrite" => Some(Role::ReadWrite),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    /// The role's name in the file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::ReadOnly => "readonly",
+            Role::ReadWrite => "readwrite",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// One `[[security.users]]` entry. Only the password's SHA-256 is kept.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserConfig {
+    pub name: String,
+    /// SHA-256 of the password (`password` is hashed when read).
+    pub password_sha256: [u8; 32],
+    pub role: Role,
+}
+
+impl std::fmt::Debug for UserConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print a password or its hash.
+        write!(f, "UserConfig({}, {})", self.name, self.role.name())
+    }
+}
+
+/// `[security]` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecurityConfig {
+    /// Password of the built-in user `default` (role admin); after
+    /// loading, the first line of `requirepass_file` when that is given.
+    pub requirepass: Option<String>,
+    /// File holding the default user's password (first line).
+    pub requirepass_file: Option<PathBuf>,
+    /// Further users.
+    pub users: Vec<UserConfig>,
+    /// Refuse to start on a non-loopback address without a password.
+    pub protected_mode: bool,
+    /// Failed AUTH attempts after which a connection is closed.
+    pub max_auth_failures: usize,
+}
+
+impl SecurityConfig {
+    /// True when clients must authenticate.
+    pub fn enabled(&self) -> bool {
+        self.requirepass.is_some() || !self.users.is_empty()
+    }
 }
 
 /// Client memory and output limits (docs/protocol.md §17); 0 = none,
@@ -118,6 +194,12 @@ pub struct ReplicationConfig {
     pub qos: u8,
     /// `replication.peer_list` (only counted by `REPLICATE status`).
     pub peer_list: Vec<String>,
+    /// Keys that sign and verify event batches (HMAC-SHA256); the first
+    /// signs. Empty: batches are neither signed nor checked.
+    pub cluster_keys: Vec<String>,
+    /// File with further cluster keys, one per line (read at load time,
+    /// after `cluster_keys`).
+    pub cluster_key_file: Option<PathBuf>,
 }
 
 /// Anti-entropy settings (docs/protocol.md §10).
@@ -131,6 +213,10 @@ pub struct AntiEntropyConfig {
     pub max_concurrent_syncs: usize,
     /// Peers as `host:port` of their client port.
     pub peer_list: Vec<String>,
+    /// User name anti-entropy and SYNC authenticate with (default `default`).
+    pub username: Option<String>,
+    /// Password they authenticate with (default: `security.requirepass`).
+    pub password: Option<String>,
 }
 
 /// Log output format.
@@ -207,4 +293,6 @@ pub struct Overrides {
     pub engine: Option<Engine>,
     /// `--storage-path`
     pub storage_path: Option<PathBuf>,
+    /// `--requirepass`
+    pub requirepass: Option<String>,
 }

@@ -10,7 +10,7 @@
 use toml::Value;
 
 use super::error::ConfigError;
-use super::types::Engine;
+use super::types::{Engine, Role, UserConfig};
 
 /// Default MQTT broker port (an address without `:port`).
 pub const DEFAULT_BROKER_PORT: u16 = 1883;
@@ -53,6 +53,12 @@ pub enum Kind {
     List,
     /// Like [`Kind::List`], each entry `host:port`.
     PeerList,
+    /// Secret keys: one non-empty string or an array of them in the file,
+    /// comma-separated in the environment.
+    Keys,
+    /// `[[security.users]]`: an array of tables with `name`, `password` or
+    /// `password_sha256` (64 hex digits), and `role`. File only.
+    Users,
 }
 
 /// A checked value, ready to be stored by a setting's `apply`.
@@ -65,6 +71,7 @@ pub enum Val {
     /// A broker address, split.
     HostPort(String, u16),
     Engine(Engine),
+    Users(Vec<UserConfig>),
 }
 
 // The accessors return a neutral value for a variant the kind cannot
@@ -101,6 +108,12 @@ impl Val {
             _ => Vec::new(),
         }
     }
+    pub fn users(self) -> Vec<UserConfig> {
+        match self {
+            Val::Users(u) => u,
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// Why a value was refused.
@@ -129,6 +142,8 @@ impl Kind {
             Kind::Port => range_text(1, 65535),
             Kind::Bool => "true or false".to_string(),
             Kind::List | Kind::PeerList => "an array of strings".to_string(),
+            Kind::Keys => "a non-empty string or an array of them".to_string(),
+            Kind::Users => "an array of tables ([[security.users]])".to_string(),
             _ => "a string".to_string(),
         }
     }
@@ -151,12 +166,14 @@ impl Kind {
             Kind::Engine => "rwlock, kv, sled".to_string(),
             Kind::List => "list of strings".to_string(),
             Kind::PeerList => "list of `host:port`".to_string(),
+            Kind::Keys => "string or list of strings".to_string(),
+            Kind::Users => "array of tables".to_string(),
         }
     }
 
     /// Whether the file gives this kind as an array.
     pub fn is_list(&self) -> bool {
-        matches!(self, Kind::List | Kind::PeerList)
+        matches!(self, Kind::List | Kind::PeerList | Kind::Keys)
     }
 
     fn is_int(&self) -> bool {
@@ -187,7 +204,7 @@ impl Kind {
         let text = |r: Result<String, String>| r.map(Val::Str).map_err(Refused::Expected);
         match *self {
             Kind::Str | Kind::List => Ok(Val::Str(s.to_string())),
-            Kind::NonEmpty => text(check_non_empty(s)),
+            Kind::NonEmpty | Kind::Keys => text(check_non_empty(s)),
             Kind::Host => text(check_host(s)),
             Kind::Topic => text(check_topic(s)),
             Kind::PeerList => text(check_peer(s)),
@@ -218,7 +235,9 @@ pub fn from_toml(kind: Kind, v: &Value) -> Result<Val, Refused> {
         (Kind::Port, Value::String(s)) => Ok(Val::Int(int_from_str(kind, s)?)),
         (k, Value::Integer(n)) if k.is_int() => Ok(Val::Int(k.check_int(*n)?)),
         (Kind::Bool, Value::Boolean(b)) => Ok(Val::Bool(*b)),
-        (k, _) if k.is_list() => Err(wrong()),
+        (Kind::Keys, Value::String(s)) => Ok(Val::List(vec![Kind::Keys.check_str(s)?.string()])),
+        (Kind::Users, Value::Array(items)) => users(items).map(Val::Users),
+        (k, _) if k.is_list() || k == Kind::Users => Err(wrong()),
         (k, Value::String(s)) if !k.is_int() && k != Kind::Bool => k.check_str(s),
         _ => Err(wrong()),
     }
@@ -242,7 +261,10 @@ pub fn from_text(kind: Kind, s: &str) -> Result<Val, Refused> {
         k if k.is_int() => Ok(Val::Int(int_from_str(k, s)?)),
         Kind::Bool => Ok(Val::Bool(check_bool(s)?)),
         Kind::Broker | Kind::Choice { .. } | Kind::Engine => kind.check_str(s.trim()),
-        Kind::List | Kind::PeerList => {
+        Kind::Users => Err(Refused::Expected(
+            "users can only be given in the configuration file".to_string(),
+        )),
+        Kind::List | Kind::PeerList | Kind::Keys => {
             let mut out = Vec::new();
             for p in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
                 out.push(kind.check_str(p)?.string());
@@ -419,4 +441,101 @@ fn check_bool(s: &str) -> Result<bool, String> {
         "false" | "0" | "no" | "off" => Ok(false),
         _ => Err(format!("expected true or false, got {s:?}")),
     }
+}
+
+/// Reads `[[security.users]]` entries (see [`Kind::Users`]).
+fn users(items: &[Value]) -> Result<Vec<UserConfig>, Refused> {
+    let mut out: Vec<UserConfig> = Vec::with_capacity(items.len());
+    for (n, item) in items.iter().enumerate() {
+        let Value::Table(t) = item else {
+            return Err(Refused::Expected(format!(
+                "entry {n}: expected a table, got {}",
+                describe(item)
+            )));
+        };
+        let text = |key: &str| match t.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.as_str())),
+            Some(v) => Err(Refused::Expected(format!(
+                "entry {n}: \"{key}\": expected a string, got {}",
+                describe(v)
+            ))),
+        };
+        for key in t.keys() {
+            if !["name", "password", "password_sha256", "role"].contains(&key.as_str()) {
+                return Err(Refused::Expected(format!(
+                    "entry {n}: unknown key \"{key}\" (expected name, password, password_sha256, role)"
+                )));
+            }
+        }
+        let name = match text("name")? {
+            Some(s) if !s.is_empty() && !s.contains(|c: char| c.is_whitespace()) => s,
+            _ => {
+                return Err(Refused::Expected(format!(
+                    "entry {n}: \"name\" must be a non-empty string without spaces"
+                )));
+            }
+        };
+        if name == "default" {
+            return Err(Refused::Expected(format!(
+                "entry {n}: the user \"default\" is configured by security.requirepass"
+            )));
+        }
+        if out.iter().any(|u| u.name == name) {
+            return Err(Refused::Expected(format!(
+                "entry {n}: user \"{name}\" is given twice"
+            )));
+        }
+        let password_sha256 = match (text("password")?, text("password_sha256")?) {
+            (Some(p), None) if !p.is_empty() => sha256(p.as_bytes()),
+            (None, Some(h)) => parse_sha256(h).ok_or_else(|| {
+                Refused::Expected(format!(
+                    "entry {n}: \"password_sha256\": expected 64 hex digits, got {h:?}"
+                ))
+            })?,
+            _ => {
+                return Err(Refused::Expected(format!(
+                    "entry {n}: give exactly one of \"password\" (non-empty) and \"password_sha256\""
+                )));
+            }
+        };
+        let role = match text("role")? {
+            Some(r) => Role::from_name(r).ok_or_else(|| {
+                Refused::Expected(format!(
+                    "entry {n}: \"role\": expected one of \"admin\", \"readwrite\", \"readonly\", got {r:?}"
+                ))
+            })?,
+            None => {
+                return Err(Refused::Expected(format!(
+                    "entry {n}: \"role\" is missing (admin, readwrite or readonly)"
+                )));
+            }
+        };
+        out.push(UserConfig {
+            name: name.to_string(),
+            password_sha256,
+            role,
+        });
+    }
+    Ok(out)
+}
+
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).into()
+}
+
+/// 64 hex digits (either case) as 32 bytes.
+fn parse_sha256(h: &str) -> Option<[u8; 32]> {
+    let b = h.as_bytes();
+    if b.len() != 64 || !b.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in b.chunks(2).enumerate() {
+        let s = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(out)
 }

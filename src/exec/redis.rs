@@ -119,7 +119,9 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
             ctx.client.write_redis_line(&mut s, ctx.now, now_ms);
             bulk(out, s.as_bytes());
         }
-        Redis::Hello { protover, setname } => {
+        Redis::Hello {
+            protover, setname, ..
+        } => {
             stats.incr(Counter::Management);
             if let Some(p) = protover {
                 ctx.client.set_resp3(p == 3);

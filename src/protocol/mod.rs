@@ -111,6 +111,12 @@ pub enum Command<'a> {
     Select(&'a [u8]),
     /// RESP `QUIT`: reply `+OK` and close.
     Quit,
+    /// `AUTH [user] password`; answered by the connection's gate
+    /// (`auth::gate`), never by the executor.
+    Auth {
+        user: Option<&'a [u8]>,
+        password: &'a [u8],
+    },
     /// RESP-only internal anti-entropy commands (`MKV.*`, [`internal`]).
     Internal(internal::Internal<'a>),
     /// A RESP-only Redis-compatibility command ([`redis::Redis`]).

@@ -43,6 +43,9 @@ pub enum Redis<'a> {
     /// 2 or 3 (others are refused with `-NOPROTO` at parse time).
     Hello {
         protover: Option<u8>,
+        /// `AUTH user pass`, checked by the connection's gate
+        /// (`auth::gate`) before HELLO runs.
+        auth: Option<(&'a [u8], &'a [u8])>,
         setname: Option<&'a [u8]>,
     },
     /// `SCAN cursor [MATCH pattern] [COUNT n] [TYPE t]`.
@@ -331,9 +334,18 @@ pub fn command<'a>(
         }
         b"HELLO" => hello(args)?,
         b"AUTH" => {
-            return Err(err(
-                "AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
-            ));
+            return match (argv(0), argv(1), argc) {
+                (Some(password), None, 1) => Ok(Command::Auth {
+                    user: None,
+                    password,
+                }),
+                (Some(user), Some(password), 2) => Ok(Command::Auth {
+                    user: Some(user),
+                    password,
+                }),
+                (None, ..) => Err(wrong_args(name)),
+                _ => Err(err("syntax error")),
+            };
         }
         b"SCAN" => scan(name, args)?,
         b"KEYS" => {
@@ -446,6 +458,7 @@ fn hello(args: Args<'_>) -> Result<Redis<'_>, ParseError> {
     let mut it = args.iter();
     let mut setname = None;
     let mut protover = None;
+    let mut auth = None;
     if let Some(v) = it.next() {
         protover = match parse_int::<u64>(v) {
             Some(p @ (2 | 3)) => Some(p as u8),
@@ -454,11 +467,10 @@ fn hello(args: Args<'_>) -> Result<Redis<'_>, ParseError> {
         };
         while let Some(opt) = it.next() {
             if eq(opt, "AUTH") {
-                // No authentication exists: accept any credentials, as Redis
-                // does for the default user without a password.
-                if it.next().is_none() || it.next().is_none() {
+                let (Some(user), Some(pass)) = (it.next(), it.next()) else {
                     return Err(err("Syntax error in HELLO option 'auth'"));
-                }
+                };
+                auth = Some((user, pass));
             } else if eq(opt, "SETNAME") {
                 let Some(n) = it.next() else {
                     return Err(err("Syntax error in HELLO option 'setname'"));
@@ -477,7 +489,11 @@ fn hello(args: Args<'_>) -> Result<Redis<'_>, ParseError> {
             }
         }
     }
-    Ok(Redis::Hello { protover, setname })
+    Ok(Redis::Hello {
+        protover,
+        auth,
+        setname,
+    })
 }
 
 /// The refusal of an unknown protocol version. It starts with Redis's error
@@ -1538,6 +1554,7 @@ mod tests {
             parse(&["hello"]),
             Ok(Command::Redis(Redis::Hello {
                 protover: None,
+                auth: None,
                 setname: None
             }))
         );
@@ -1545,6 +1562,7 @@ mod tests {
             parse(&["HELLO", "2", "AUTH", "u", "p", "SETNAME", "me"]),
             Ok(Command::Redis(Redis::Hello {
                 protover: Some(2),
+                auth: Some((b"u", b"p")),
                 setname: Some(b"me")
             }))
         );
@@ -1552,6 +1570,7 @@ mod tests {
             parse(&["hello", "3", "SETNAME", "me"]),
             Ok(Command::Redis(Redis::Hello {
                 protover: Some(3),
+                auth: None,
                 setname: Some(b"me")
             }))
         );

@@ -42,13 +42,21 @@ pub fn ok(out: &mut Vec<u8>, proto: Proto) {
     });
 }
 
+/// Redis error codes other than `ERR` that messages may start with.
+pub const CODES: &[&str] = &["NOPROTO", "OOM", "NOAUTH", "WRONGPASS", "NOPERM"];
+
+fn has_code(msg: &str) -> bool {
+    msg.split_once(' ')
+        .is_some_and(|(code, _)| CODES.contains(&code))
+}
+
 /// `ERROR <msg>` / `-ERR <msg>`. A RESP message that starts with a Redis
-/// error code other than ERR (`NOPROTO`, `OOM`) is sent as
-/// `-<msg>`, the way Redis clients expect to see the code.
+/// error code other than ERR ([`CODES`]) is sent as `-<msg>`, the way
+/// Redis clients expect to see the code.
 pub fn error(out: &mut Vec<u8>, proto: Proto, msg: &str) {
     out.extend_from_slice(match proto {
         Proto::Text => b"ERROR ",
-        Proto::Resp if msg.starts_with("NOPROTO ") || msg.starts_with("OOM ") => b"-",
+        Proto::Resp if has_code(msg) => b"-",
         Proto::Resp => b"-ERR ",
     });
     // A reply line must stay one line whatever the message holds.

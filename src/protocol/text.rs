@@ -301,6 +301,7 @@ enum Kw {
     Sync,
     Replicate,
     Nodes,
+    Auth,
     Expire,
     Pexpire,
     Ttl,
@@ -343,6 +344,7 @@ fn keyword(word: &str) -> Option<Kw> {
         b"SYNC" => Kw::Sync,
         b"REPLICATE" => Kw::Replicate,
         b"NODES" => Kw::Nodes,
+        b"AUTH" => Kw::Auth,
         b"EXPIRE" => Kw::Expire,
         b"PEXPIRE" => Kw::Pexpire,
         b"TTL" => Kw::Ttl,
@@ -368,6 +370,7 @@ fn single_word(t: &str) -> Result<Command<'_>, ParseError> {
         Some(Kw::Exists) => requires("EXISTS command requires arguments"),
         Some(Kw::Sync) => requires("SYNC command requires arguments"),
         Some(Kw::Replicate) => requires("REPLICATE command requires arguments"),
+        Some(Kw::Auth) => requires("AUTH command requires arguments"),
         Some(Kw::Expire) => requires("EXPIRE command requires arguments"),
         Some(Kw::Pexpire) => requires("PEXPIRE command requires arguments"),
         Some(Kw::Ttl) => requires("TTL command requires arguments"),
@@ -464,6 +467,25 @@ fn with_args<'a>(c: &'a str, r: &'a str) -> Result<Command<'a>, ParseError> {
         Kw::Persist => one_token(r, "PERSIST command accepts only one argument", TAB_IN_KEY)
             .map(|key| Command::Expiry(ExpiryCmd::TextPersist(key.as_bytes()))),
         Kw::SetEx => setex(r),
+        Kw::Auth => auth(r),
+    }
+}
+
+/// `AUTH password` or `AUTH user password` (words separated by spaces).
+fn auth(r: &str) -> Result<Command<'_>, ParseError> {
+    let mut words = r.split(' ').filter(|w| !w.is_empty());
+    match (words.next(), words.next(), words.next()) {
+        (Some(p), None, None) => Ok(Command::Auth {
+            user: None,
+            password: p.as_bytes(),
+        }),
+        (Some(u), Some(p), None) => Ok(Command::Auth {
+            user: Some(u.as_bytes()),
+            password: p.as_bytes(),
+        }),
+        _ => Err(fixed(
+            "AUTH command accepts a password, or a user name and a password",
+        )),
     }
 }
 

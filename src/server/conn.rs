@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
+use crate::auth::Session;
 use crate::exec::tx::TxState;
 use crate::protocol::reply::{self, Proto};
 use crate::protocol::resp;
@@ -84,6 +85,8 @@ pub struct Conn {
     pub text_scanned: usize,
     /// RESP `MULTI`/`WATCH` state (`exec::tx`), allocated on first use.
     pub tx: Option<Box<TxState>>,
+    /// Who the connection is authenticated as (`auth::gate`).
+    pub session: Session,
 }
 
 impl Conn {
@@ -111,6 +114,7 @@ impl Conn {
             resp: resp::Partial::default(),
             text_scanned: 0,
             tx: None,
+            session: Session::default(),
         }
     }
 

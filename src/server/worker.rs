@@ -40,11 +40,12 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::conn::{Conn, WBUF_HIGH};
+use crate::auth::{self, gate::Admit};
 use crate::exec::{self, Ctx, Flow};
 use crate::jobs::{Completion, Job, Responder};
 use crate::limits::LogKind;
 use crate::protocol::reply::{self, Proto};
-use crate::protocol::{Fatal, Parsed, resp, text};
+use crate::protocol::{Command, Fatal, Parsed, resp, text};
 use crate::state::Shared;
 use crate::stats::WorkerStats;
 
@@ -770,6 +771,25 @@ fn process(
                     },
                     cut: false,
                 };
+                // Authentication and roles (auth::gate): one test when no
+                // password is configured.
+                if env.shared.auth.enabled() || matches!(cmd, Command::Auth { .. }) {
+                    match auth::gate::admit(
+                        &env.shared.auth,
+                        &mut conn.session,
+                        &cmd,
+                        &data[start..pos],
+                        proto,
+                        &mut conn.wbuf,
+                    ) {
+                        Admit::Run => {}
+                        Admit::Done => continue,
+                        Admit::Close => {
+                            conn.closing = true;
+                            return (pos, Stop::Blocked);
+                        }
+                    }
+                }
                 // RESP transactions (exec::tx): only connections that used
                 // MULTI/WATCH pay for more than this test.
                 let flow = if conn.tx.is_some() || exec::tx::is_tx_command(&cmd) {
