@@ -38,6 +38,7 @@
 //! * Nothing undecodable is fatal: it is counted and logged (rate-limited).
 
 pub mod bridge;
+pub mod members;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -126,6 +127,8 @@ pub struct Outbox {
     pub(crate) publisher_wake: (Sender<()>, Receiver<()>),
     /// Counters and state shown by INFO.
     pub metrics: Metrics,
+    /// The cluster members seen on the broker.
+    pub members: members::Members,
 }
 
 impl Outbox {
@@ -145,6 +148,7 @@ impl Outbox {
             bridge_wake: bounded(1),
             publisher_wake: bounded(1),
             metrics: Metrics::default(),
+            members: members::Members::default(),
         }
     }
 
