@@ -18,12 +18,13 @@ pub use crate::applier::Applier;
 pub use crate::state::{Shared, StopSignal};
 
 /// The INFO sections after the node's own lines, in their order.
-static INFO_SECTIONS: [&dyn InfoSection; 5] = [
+static INFO_SECTIONS: [&dyn InfoSection; 6] = [
     &crate::auth::info::AuthInfo,
     &crate::server::ClientLimitsInfo,
     &crate::replication::bridge::ReplicationInfo,
     &crate::persist::threads::PersistInfo,
     &crate::antientropy::scheduler::AntiEntropyInfo,
+    &crate::replication::members::ClusterInfo,
 ];
 
 /// Errors starting a node.
@@ -37,6 +38,8 @@ pub enum StartError {
     Io(std::io::Error),
     /// The persistent engine could not be opened or recovered.
     Persist(crate::persist::PersistError),
+    /// The address to announce to the cluster is unusable.
+    Advertise(String),
     /// The configuration is refused (protected mode).
     Config(crate::config::ConfigError),
     /// The last-contact file could not be read or written.
@@ -50,6 +53,7 @@ impl std::fmt::Display for StartError {
             StartError::Bind(e) => write!(f, "{e}"),
             StartError::Io(e) => write!(f, "cannot start threads: {e}"),
             StartError::Persist(e) => write!(f, "{e}"),
+            StartError::Advertise(e) => write!(f, "{e}"),
             StartError::Config(e) => write!(f, "{e}"),
             StartError::Contact(e) => write!(f, "{e}"),
         }
@@ -63,6 +67,7 @@ impl std::error::Error for StartError {
             StartError::Bind(e) => Some(e),
             StartError::Io(e) => Some(e),
             StartError::Persist(e) => Some(e),
+            StartError::Advertise(_) => None,
             StartError::Config(e) => Some(e),
             StartError::Contact(e) => Some(e),
         }
@@ -99,6 +104,7 @@ impl Node {
         };
         let (listeners, addr) = crate::server::bind(&config.host, config.port, config.threads)
             .map_err(StartError::Bind)?;
+        let presence = presence(&config, &store, addr.port()).map_err(StartError::Advertise)?;
         let member = config.replication.enabled
             || (config.anti_entropy.enabled && !config.anti_entropy.peer_list.is_empty());
         let contact = Contact::open(
@@ -109,6 +115,9 @@ impl Node {
         )
         .map_err(StartError::Contact)?;
         let shared = Arc::new(Shared::new(config, store, persist, contact, &INFO_SECTIONS));
+        if let Some(p) = presence {
+            shared.outbox.members.set_own(p);
+        }
         let mut threads =
             crate::server::spawn_workers(&shared, listeners).map_err(StartError::Io)?;
         threads.extend(crate::replication::spawn(&shared).map_err(StartError::Io)?);
@@ -163,4 +172,45 @@ impl Node {
 
 /// Time from a shutdown request by which persistence must be done (the
 /// process must exit within 1 s of SIGINT/SIGTERM, docs/protocol.md §7).
+/// This node's presence for the member table (docs/protocol.md §9.5):
+/// `None` when the address to announce is unspecified (0.0.0.0, ::) and
+/// replication is off; an error naming the setting when it is on.
+fn presence(
+    config: &Config,
+    store: &Store,
+    port: u16,
+) -> Result<Option<crate::replication::members::Presence>, String> {
+    let (host, port) = match &config.advertise_address {
+        Some(a) => crate::config::parse_host_port(a).ok_or_else(|| {
+            format!("advertise_address: expected host:port with a port in 1..=65535, got {a:?}")
+        })?,
+        None => (config.host.clone(), port),
+    };
+    let unspecified = host
+        .trim_matches(|c| c == '[' || c == ']')
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified());
+    if unspecified {
+        if config.replication.enabled {
+            return Err(format!(
+                "advertise_address: refusing to announce the unspecified address {host} to the \
+                 cluster; set advertise_address (MERKLE_KV_ADVERTISE_ADDRESS) to an address \
+                 other nodes can reach"
+            ));
+        }
+        return Ok(None);
+    }
+    Ok(Some(crate::replication::members::Presence {
+        format: crate::replication::members::PRESENCE_FORMAT,
+        node_id: config.node_id.clone(),
+        address: crate::config::values::join_host_port(&host, port),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        wire_version: crate::protocol::internal::WIRE_VERSION,
+        tree_bits: store.shape().bits,
+        fanout_bits: crate::store::merkle::FANOUT_BITS,
+        started_ms: crate::clock::unix_millis(),
+        status: "online".to_string(),
+    }))
+}
+
 const PERSIST_SHUTDOWN_BUDGET: std::time::Duration = std::time::Duration::from_millis(600);

@@ -122,6 +122,7 @@ fn blank() -> Config {
     Config {
         node_id: String::new(),
         host: String::new(),
+        advertise_address: None,
         port: 0,
         threads: 1,
         shards: 1,

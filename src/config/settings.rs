@@ -103,6 +103,16 @@ pub static SETTINGS: &[Setting] = &[
         ..BASE
     },
     Setting {
+        name: "advertise_address",
+        env: &["MERKLE_KV_ADVERTISE_ADDRESS"],
+        kind: Kind::Str,
+        initial: Initial::Derived("the bind address and port"),
+        doc: "`host:port` other nodes use for anti-entropy with this one, announced on `<prefix>/nodes/<node_id>`; never 0.0.0.0 or ::.",
+        apply: |c, v| c.advertise_address = Some(v.string()),
+        show: |c| c.advertise_address.clone().unwrap_or_default(),
+        ..BASE
+    },
+    Setting {
         name: "network.bind_address",
         aliases: &["host"],
         env: &["MERKLE_KV_NETWORK_BIND_ADDRESS"],

@@ -33,6 +33,9 @@ pub struct Config {
     pub node_id: String,
     /// Bind address (host name or IP).
     pub host: String,
+    /// `host:port` announced to the cluster for anti-entropy; `None` = the
+    /// bind address and port (see [`Config::advertised`]).
+    pub advertise_address: Option<String>,
     /// Client port; 0 asks the OS for an ephemeral port (tests).
     pub port: u16,
     /// Worker threads (event loops); default: available cores.

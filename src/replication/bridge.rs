@@ -46,8 +46,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, select};
 use rumqttc::{
-    Client, ConnectionError, Event, Incoming, MqttOptions, NetworkOptions, Outgoing, Publish, QoS,
-    SubscribeReasonCode,
+    Client, ConnectionError, Event, Incoming, LastWill, MqttOptions, NetworkOptions, Outgoing,
+    Publish, QoS, SubscribeReasonCode,
 };
 
 use super::auth::{self, Keys};
@@ -97,6 +97,7 @@ pub fn spawn(shared: &Arc<Shared>) -> io::Result<Vec<JoinHandle<()>>> {
         cv: Condvar::new(),
         topic: format!("{}/events", r.topic_prefix),
         keys: Keys::new(&r.cluster_keys),
+        nodes: format!("{}/nodes/", r.topic_prefix),
         qos: if r.qos == 0 {
             QoS::AtMostOnce
         } else {
@@ -204,6 +205,8 @@ struct Bridge {
     topic: String,
     /// Cluster keys signing published and verifying received payloads.
     keys: Keys,
+    /// `<prefix>/nodes/` (membership, docs/protocol.md §9.5).
+    nodes: String,
     qos: QoS,
 }
 
@@ -296,6 +299,14 @@ impl Bridge {
         o.set_clean_session(r.clean_session || r.client_id.is_empty());
         o.set_max_packet_size(MAX_PACKET, MAX_PACKET);
         o.set_inflight((WINDOW + CHANNEL_SLACK) as u16);
+        if let Some(p) = self.outbox().members.own() {
+            o.set_last_will(LastWill::new(
+                format!("{}{}", self.nodes, p.node_id),
+                p.with_status("offline").encode(),
+                QoS::AtLeastOnce,
+                true,
+            ));
+        }
         match (&r.username, &r.password) {
             (Some(u), p) => {
                 o.set_credentials(u.clone(), p.clone().unwrap_or_default());
@@ -392,6 +403,8 @@ impl Bridge {
             }
         }
         if graceful {
+            // A clean DISCONNECT discards the will: say "offline" first.
+            self.publish_presence(&client, "offline");
             let _ = client.try_disconnect();
             for _ in 0..(WINDOW + CHANNEL_SLACK) * 2 {
                 match conn.recv() {
@@ -454,12 +467,29 @@ impl Bridge {
                 }
                 l.connected = true;
                 drop(l);
+                let members = format!("{}+", self.nodes);
+                if let Err(e) = client.try_subscribe(&members, QoS::AtLeastOnce) {
+                    log::warn!("replication: cannot subscribe to {members}: {e}");
+                }
+                self.publish_presence(client, "online");
                 self.cv.notify_all();
                 return true;
             }
             Event::Incoming(Incoming::PubAck(_)) if self.qos == QoS::AtLeastOnce => self.acked(),
             Event::Outgoing(Outgoing::Publish(_)) if self.qos == QoS::AtMostOnce => self.acked(),
-            Event::Incoming(Incoming::Publish(p)) => rx.message(&p, self, applier),
+            Event::Incoming(Incoming::Publish(p)) => match p.topic.strip_prefix(&self.nodes) {
+                Some(id) => {
+                    if let Err(e) =
+                        self.outbox()
+                            .members
+                            .update(id, &p.payload, crate::clock::unix_millis())
+                    {
+                        rx.members
+                            .warn(|| format!("cluster: ignoring {}: {e}", p.topic));
+                    }
+                }
+                None => rx.message(&p, self, applier),
+            },
             Event::Incoming(Incoming::SubAck(s)) => {
                 if s.return_codes.contains(&SubscribeReasonCode::Failure) {
                     log::warn!("replication: the broker refused the subscription to {filter}");
@@ -476,10 +506,31 @@ impl Bridge {
         false
     }
 
-    /// The oldest batch in flight reached the broker.
+    /// Publishes this node's retained presence with `status`. It takes a
+    /// place in the in-flight queue (with no events) so that the broker's
+    /// acknowledgements keep matching the batches.
+    fn publish_presence(&self, client: &Client, status: &str) {
+        let Some(p) = self.outbox().members.own() else {
+            return;
+        };
+        let topic = format!("{}{}", self.nodes, p.node_id);
+        let mut l = self.lock();
+        match client.try_publish(
+            topic,
+            QoS::AtLeastOnce,
+            true,
+            p.with_status(status).encode(),
+        ) {
+            Ok(()) => l.inflight.push_back(0),
+            Err(e) => log::warn!("cluster: cannot publish presence ({status}): {e}"),
+        }
+    }
+
+    /// The oldest batch in flight reached the broker (a presence message
+    /// counts no events and no batch).
     fn acked(&self) {
         let mut l = self.lock();
-        if let Some(n) = l.inflight.pop_front() {
+        if let Some(n) = l.inflight.pop_front().filter(|&n| n > 0) {
             let m = self.metrics();
             m.events_published.fetch_add(u64::from(n), Relaxed);
             m.batches_published.fetch_add(1, Relaxed);
@@ -547,6 +598,8 @@ struct Receiving {
     undecodable: WarnLimiter,
     unauthenticated: WarnLimiter,
     invalid: WarnLimiter,
+    /// Ignored presence messages.
+    members: WarnLimiter,
 }
 
 impl Receiving {
@@ -557,6 +610,7 @@ impl Receiving {
             undecodable: WarnLimiter::default(),
             unauthenticated: WarnLimiter::default(),
             invalid: WarnLimiter::default(),
+            members: WarnLimiter::default(),
         }
     }
 
@@ -604,6 +658,7 @@ impl Receiving {
         let store = &b.shared.store;
         let (mut applied, mut stale, mut invalid, mut seen) = (0u64, 0u64, 0u64, 0u64);
         let mut newest = Version::default();
+        let mut times = Vec::new();
         for ev in batch.events() {
             // `REPLICATE disable` stops applying at once.
             if !b.outbox().is_enabled() {
@@ -620,6 +675,7 @@ impl Receiving {
                 Applied::Stored => {
                     applied += 1;
                     newest = newest.max(ev.version);
+                    times.push(ev.version.millis());
                 }
                 Applied::Stale => stale += 1,
             }
@@ -632,6 +688,10 @@ impl Receiving {
             // One log write (and fsync under `fsync = always`) per batch.
             applier.commit();
             m.applied_from(batch.origin(), newest, applied);
+            // Lag: local apply time minus the event's HLC physical time.
+            b.outbox()
+                .members
+                .record_lags(batch.origin(), crate::clock::unix_millis(), &times);
         }
         if invalid > 0 {
             self.invalid.warn(|| {

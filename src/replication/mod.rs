@@ -39,6 +39,7 @@
 
 pub mod auth;
 pub mod bridge;
+pub mod members;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -127,6 +128,8 @@ pub struct Outbox {
     pub(crate) publisher_wake: (Sender<()>, Receiver<()>),
     /// Counters and state shown by INFO.
     pub metrics: Metrics,
+    /// The cluster members seen on the broker.
+    pub members: members::Members,
 }
 
 impl Outbox {
@@ -146,6 +149,7 @@ impl Outbox {
             bridge_wake: bounded(1),
             publisher_wake: bounded(1),
             metrics: Metrics::default(),
+            members: members::Members::default(),
         }
     }
 

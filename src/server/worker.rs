@@ -62,8 +62,9 @@ const RBUF_STEP: usize = 16 << 10;
 /// (left by a large request) is shrunk or released.
 const RBUF_KEEP: usize = 64 << 10;
 /// Input bytes read from one connection per turn before the others get a
-/// turn (a fast sender of large requests cannot hold the worker).
-const READ_BUDGET: usize = 4 << 20;
+/// turn (fast senders of large requests cannot hold the worker: with 60
+/// such clients, a 4 MiB budget made a turn, and so a PING, wait seconds).
+const READ_BUDGET: usize = 256 << 10;
 /// Argument spans the worker keeps after a request with many arguments.
 const SPANS_KEEP: usize = 4096;
 /// Period of the connection sweep: idle timeout, closing deadlines, soft
