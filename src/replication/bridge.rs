@@ -50,6 +50,7 @@ use rumqttc::{
     Publish, QoS, SubscribeReasonCode,
 };
 
+use super::auth::{self, Keys};
 use super::wire::{self, EventRef, OwnPrefix};
 use super::{BrokerState, ChangeEvent, Metrics, Outbox};
 use crate::applier::Applier;
@@ -100,6 +101,7 @@ pub fn spawn(shared: &Arc<Shared>) -> io::Result<Vec<JoinHandle<()>>> {
         link: Mutex::new(Link::default()),
         cv: Condvar::new(),
         topic: format!("{}/events", r.topic_prefix),
+        keys: Keys::new(&r.cluster_keys),
         nodes: format!("{}/nodes/", r.topic_prefix),
         qos: if r.qos == 0 {
             QoS::AtMostOnce
@@ -206,6 +208,8 @@ struct Bridge {
     cv: Condvar,
     /// `<prefix>/events`.
     topic: String,
+    /// Cluster keys signing published and verifying received payloads.
+    keys: Keys,
     /// `<prefix>/nodes/` (membership, docs/protocol.md §9.5).
     nodes: String,
     qos: QoS,
@@ -607,6 +611,7 @@ struct Receiving {
     own: OwnPrefix,
     node_id: String,
     undecodable: WarnLimiter,
+    unauthenticated: WarnLimiter,
     invalid: WarnLimiter,
     /// Ignored presence messages.
     members: WarnLimiter,
@@ -618,6 +623,7 @@ impl Receiving {
             own: OwnPrefix::new(node_id),
             node_id: node_id.to_string(),
             undecodable: WarnLimiter::default(),
+            unauthenticated: WarnLimiter::default(),
             invalid: WarnLimiter::default(),
             members: WarnLimiter::default(),
         }
@@ -629,7 +635,21 @@ impl Receiving {
             m.batches_own.fetch_add(1, Relaxed);
             return;
         }
-        let batch = match wire::decode_ref(&p.payload) {
+        let body = match b.keys.verify(&p.payload) {
+            Ok(body) => body,
+            Err(e) => {
+                m.events_unauthenticated.fetch_add(1, Relaxed);
+                self.unauthenticated.warn(|| {
+                    format!(
+                        "replication: refused a payload on {} ({} bytes): {e}",
+                        p.topic,
+                        p.payload.len()
+                    )
+                });
+                return;
+            }
+        };
+        let batch = match wire::decode_ref(body) {
             Ok(batch) => batch,
             Err(e) => {
                 m.payloads_undecodable.fetch_add(1, Relaxed);
@@ -753,7 +773,7 @@ impl<'a> Publisher<'a> {
     fn push(&mut self, ev: ChangeEvent) -> bool {
         self.b.outbox().taken(&ev);
         let len = wire::encoded_len(&ev);
-        if len + self.b.topic.len() + 64 > MAX_PACKET {
+        if len + self.b.topic.len() + 64 + auth::TRAILER_LEN > MAX_PACKET {
             self.b.metrics().events_unpublished.fetch_add(1, Relaxed);
             self.b.outbox().note_lost(1);
             self.oversized.warn(|| {
@@ -834,6 +854,7 @@ impl<'a> Publisher<'a> {
             if l.connected && l.inflight.len() < WINDOW {
                 if self.payload.is_empty() {
                     wire::encode(&self.origin, &self.batch, &mut self.payload);
+                    b.keys.sign(&mut self.payload);
                 }
                 let payload = std::mem::take(&mut self.payload);
                 let sent = l
@@ -943,7 +964,8 @@ fn write_info(shared: &Shared, s: &mut String) {
          replication_events_stale:{}\r\n\
          replication_events_invalid:{}\r\n\
          replication_events_ignored:{}\r\n\
-         replication_payloads_undecodable:{}\r\n",
+         replication_payloads_undecodable:{}\r\n\
+         replication_events_unauthenticated:{}\r\n",
         r.broker_host,
         r.broker_port,
         m.state().name(),
@@ -959,6 +981,7 @@ fn write_info(shared: &Shared, s: &mut String) {
         get(&m.events_invalid),
         get(&m.events_ignored),
         get(&m.payloads_undecodable),
+        get(&m.events_unauthenticated),
     );
     let origins = m.origins();
     let _ = write!(s, "replication_origins:{}\r\n", origins.len());

@@ -37,6 +37,7 @@
 //!   disconnects.
 //! * Nothing undecodable is fatal: it is counted and logged (rate-limited).
 
+pub mod auth;
 pub mod bridge;
 pub mod members;
 pub mod wire;
@@ -346,6 +347,9 @@ pub struct Metrics {
     pub events_ignored: AtomicU64,
     /// Payloads that could not be decoded.
     pub payloads_undecodable: AtomicU64,
+    /// Payloads (batches) refused by a node with cluster keys: unsigned or
+    /// with a MAC matching none of the keys.
+    pub events_unauthenticated: AtomicU64,
     origins: Mutex<Origins>,
 }
 
