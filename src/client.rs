@@ -19,10 +19,13 @@
 //!   costs at most that long.
 //!
 //! The client counts the bytes it sends and receives (anti-entropy reports
-//! them).
+//! them). With [`Options::tls`] it speaks TLS (rustls; the handshake runs
+//! on the first write), verifying the server's certificate for the host
+//! name or IP it connected to.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A RESP2 reply.
@@ -97,7 +100,7 @@ impl Default for Limits {
 }
 
 /// Connection settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Bound on establishing the TCP connection (per resolved address).
     pub connect_timeout: Duration,
@@ -105,6 +108,8 @@ pub struct Options {
     pub io_timeout: Duration,
     /// Reply limits.
     pub limits: Limits,
+    /// Connect with TLS (the server name checked is the host connected to).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for Options {
@@ -113,6 +118,7 @@ impl Default for Options {
             connect_timeout: Duration::from_secs(2),
             io_timeout: Duration::from_secs(5),
             limits: Limits::default(),
+            tls: None,
         }
     }
 }
@@ -327,9 +333,11 @@ pub use crate::protocol::reply::request as encode_request;
 
 // ---- the connection --------------------------------------------------------
 
-/// The socket plus byte counters and the read deadline.
+/// The socket (and its TLS session) plus byte counters and the read
+/// deadline.
 struct Conn {
     stream: TcpStream,
+    tls: Option<Box<rustls::ClientConnection>>,
     io_timeout: Duration,
     deadline: Option<Instant>,
     read_timeout: Option<Duration>,
@@ -350,9 +358,25 @@ impl Read for Conn {
             self.stream.set_read_timeout(Some(timeout))?;
             self.read_timeout = Some(timeout);
         }
-        let n = self.stream.read(buf)?;
+        let n = match &mut self.tls {
+            None => self.stream.read(buf)?,
+            Some(tls) => rustls::Stream::new(tls.as_mut(), &mut self.stream).read(buf)?,
+        };
         self.received += n as u64;
         Ok(n)
+    }
+}
+
+impl Conn {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match &mut self.tls {
+            None => self.stream.write_all(buf),
+            Some(tls) => {
+                let mut s = rustls::Stream::new(tls.as_mut(), &mut self.stream);
+                s.write_all(buf)?;
+                s.flush()
+            }
+        }
     }
 }
 
@@ -377,7 +401,17 @@ impl Client {
         let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
         for addr in addrs {
             match TcpStream::connect_timeout(&addr, opts.connect_timeout) {
-                Ok(s) => return Self::from_stream(s, opts).map_err(fail),
+                Ok(s) => {
+                    let mut c = Self::from_stream(s, opts).map_err(fail)?;
+                    if let Some(cfg) = &opts.tls {
+                        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                            .map_err(|e| fail(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+                        let session = rustls::ClientConnection::new(cfg.clone(), name)
+                            .map_err(|e| fail(io::Error::other(e)))?;
+                        c.reader.get_mut().tls = Some(Box::new(session));
+                    }
+                    return Ok(c);
+                }
                 Err(e) => last = e,
             }
         }
@@ -393,6 +427,7 @@ impl Client {
                 64 << 10,
                 Conn {
                     stream,
+                    tls: None,
                     io_timeout: opts.io_timeout,
                     deadline: None,
                     read_timeout: None,
@@ -432,7 +467,7 @@ impl Client {
     /// Writes every buffered request.
     pub fn flush(&mut self) -> Result<(), ClientError> {
         let conn = self.reader.get_mut();
-        let res = conn.stream.write_all(&self.wbuf);
+        let res = conn.write_all(&self.wbuf);
         self.sent += self.wbuf.len() as u64;
         self.wbuf.clear();
         res.map_err(ClientError::from)

@@ -335,6 +335,13 @@ fn execute_with(cmd: Command<'_>, ctx: &mut Ctx<'_>, reply: &mut Reply<'_>) -> F
             stats.incr(Counter::Replicate);
             replicate(ctx.shared, action, reply);
         }
+        Command::Nodes => {
+            stats.incr(Counter::Management);
+            reply.lines(
+                "NODES",
+                &crate::replication::members::node_lines(ctx.shared),
+            );
+        }
         Command::Shutdown => {
             stats.incr(Counter::Management);
             reply.ok();

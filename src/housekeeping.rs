@@ -1,6 +1,6 @@
 //! The housekeeping thread: background maintenance of the store.
 //!
-//! Every `DIGEST_REFRESH_PERIOD` (100 ms) it runs the active expiry cycle
+//! Every `DIGEST_REFRESH_PERIOD` (100 ms) while there is work it runs the active expiry cycle
 //! (`store/expiry.rs`: converts every record whose expiry has passed, a
 //! small batch per shard lock) and rehashes stale Merkle leaves, in
 //! small paced chunks, so that tree reads (HASH, anti-entropy) find little
@@ -17,6 +17,9 @@ use crate::state::Shared;
 /// tree reads (HASH, anti-entropy) find little to do and hold each shard
 /// lock only briefly (see `store/mod.rs`, "Lazy leaf digests").
 const DIGEST_REFRESH_PERIOD: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Longest sleep of an idle housekeeping thread (see "Idle backoff").
+const IDLE_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Sleep between two refresh chunks of the background refresher.
 const REFRESH_PAUSE: std::time::Duration = std::time::Duration::from_micros(100);
@@ -35,25 +38,39 @@ pub fn spawn(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>
         .spawn(move || {
             lower_priority();
             let mut next_gc = std::time::Instant::now() + period;
-            while stop.recv_timeout(DIGEST_REFRESH_PERIOD).is_err() {
+            let mut sleep = DIGEST_REFRESH_PERIOD;
+            let mut last_usage = (usize::MAX, usize::MAX);
+            loop {
+                let until_gc = next_gc.saturating_duration_since(std::time::Instant::now());
+                if stop.recv_timeout(sleep.min(until_gc)).is_ok() {
+                    break;
+                }
                 crate::failfast::checkpoint();
                 // Expiry first: its conversions leave stale leaves that the
                 // refresh below then rehashes.
-                shared.store.expire_due(crate::clock::unix_millis(), || {
+                let expired = shared.store.expire_due(crate::clock::unix_millis(), || {
                     std::thread::yield_now();
                     !shared.shutdown.is_triggered()
                 });
                 keep_contact(&shared);
                 // Used-memory estimate for `maxmemory` and INFO.
                 let growth = shared.memory.growth();
-                shared.memory.refresh_store(shared.store.usage(), growth);
+                let usage = shared.store.usage();
+                shared.memory.refresh_store(usage, growth);
                 // Chunks of ≤ 256 records (~0.1-0.2 ms of work), each
                 // followed by a short sleep: one long burst per tick
                 // measurably raised the workers' p99 on a busy machine.
-                shared.store.refresh_digests_paced(|| {
+                let refreshed = shared.store.refresh_digests_paced(|| {
                     std::thread::sleep(REFRESH_PAUSE);
                     !shared.shutdown.is_triggered()
                 });
+                let busy = expired > 0
+                    || refreshed > 0
+                    || growth > 0
+                    || usage != last_usage
+                    || shared.store.db().expiring() > 0;
+                last_usage = usage;
+                sleep = next_sleep(sleep, busy);
                 if std::time::Instant::now() >= next_gc {
                     let (n, _) = shared.store.collect_tombstones(crate::clock::unix_millis());
                     if n > 0 {
@@ -63,6 +80,16 @@ pub fn spawn(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>
                 }
             }
         })
+}
+
+/// The sleep after a tick: [`DIGEST_REFRESH_PERIOD`] after a tick that
+/// found work, else the previous sleep doubled, at most [`IDLE_PERIOD`].
+fn next_sleep(prev: std::time::Duration, busy: bool) -> std::time::Duration {
+    if busy {
+        DIGEST_REFRESH_PERIOD
+    } else {
+        (prev * 2).min(IDLE_PERIOD)
+    }
 }
 
 /// Records contact while the broker session is up, latches the stale
@@ -115,3 +142,21 @@ fn lower_priority() {
 
 /// Nice value of the housekeeping thread (see [`lower_priority`]).
 const HOUSEKEEPING_NICE: libc::c_int = 10;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_ticks_back_off_to_the_idle_period_and_work_resets_them() {
+        let mut s = DIGEST_REFRESH_PERIOD;
+        let mut seen = vec![s];
+        for _ in 0..6 {
+            s = next_sleep(s, false);
+            seen.push(s);
+        }
+        let ms: Vec<u128> = seen.iter().map(|d| d.as_millis()).collect();
+        assert_eq!(ms, [100, 200, 400, 800, 1000, 1000, 1000]);
+        assert_eq!(next_sleep(IDLE_PERIOD, true), DIGEST_REFRESH_PERIOD);
+    }
+}

@@ -1,5 +1,6 @@
 //! The `merklekv` server binary: parse the command line, start a node,
-//! stop it on SIGINT, SIGTERM or SHUTDOWN (exit 0).
+//! stop it on SIGINT, SIGTERM or SHUTDOWN (exit 0); SIGHUP reloads the TLS
+//! certificates.
 
 use std::process::ExitCode;
 
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
     let signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
     ]);
     if let Err(e) = &signals {
         log::warn!("cannot install signal handlers: {e}");
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
     };
 
     // A first signal requests a graceful stop; a second one exits at once.
+    // SIGHUP rereads the TLS certificate, key and CA files.
     if let Ok(mut signals) = signals {
         let shared = node.shared().clone();
         let spawned = std::thread::Builder::new()
@@ -56,6 +59,16 @@ fn main() -> ExitCode {
             .spawn(move || {
                 let mut seen = false;
                 for sig in signals.forever() {
+                    if sig == signal_hook::consts::SIGHUP {
+                        match &shared.tls {
+                            Some(tls) => match tls.reload() {
+                                Ok(()) => log::info!("SIGHUP: TLS certificates reloaded"),
+                                Err(e) => log::error!("SIGHUP: {e}; keeping the previous ones"),
+                            },
+                            None => log::info!("SIGHUP: no TLS configured, nothing to reload"),
+                        }
+                        continue;
+                    }
                     if seen {
                         std::process::exit(128 + sig);
                     }

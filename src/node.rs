@@ -18,12 +18,14 @@ pub use crate::applier::Applier;
 pub use crate::state::{Shared, StopSignal};
 
 /// The INFO sections after the node's own lines, in their order.
-static INFO_SECTIONS: [&dyn InfoSection; 5] = [
+static INFO_SECTIONS: [&dyn InfoSection; 7] = [
     &crate::auth::info::AuthInfo,
     &crate::server::ClientLimitsInfo,
     &crate::replication::bridge::ReplicationInfo,
     &crate::persist::threads::PersistInfo,
     &crate::antientropy::scheduler::AntiEntropyInfo,
+    &crate::server::TlsInfo,
+    &crate::replication::members::ClusterInfo,
 ];
 
 /// Errors starting a node.
@@ -37,6 +39,10 @@ pub enum StartError {
     Io(std::io::Error),
     /// The persistent engine could not be opened or recovered.
     Persist(crate::persist::PersistError),
+    /// The TLS certificate, key or CA could not be loaded.
+    Tls(crate::server::tls::TlsError),
+    /// The address to announce to the cluster is unusable.
+    Advertise(String),
     /// The configuration is refused (protected mode).
     Config(crate::config::ConfigError),
     /// The last-contact file could not be read or written.
@@ -50,6 +56,8 @@ impl std::fmt::Display for StartError {
             StartError::Bind(e) => write!(f, "{e}"),
             StartError::Io(e) => write!(f, "cannot start threads: {e}"),
             StartError::Persist(e) => write!(f, "{e}"),
+            StartError::Tls(e) => write!(f, "{e}"),
+            StartError::Advertise(e) => write!(f, "{e}"),
             StartError::Config(e) => write!(f, "{e}"),
             StartError::Contact(e) => write!(f, "{e}"),
         }
@@ -63,10 +71,62 @@ impl std::error::Error for StartError {
             StartError::Bind(e) => Some(e),
             StartError::Io(e) => Some(e),
             StartError::Persist(e) => Some(e),
+            StartError::Tls(e) => Some(e),
+            StartError::Advertise(_) => None,
             StartError::Config(e) => Some(e),
             StartError::Contact(e) => Some(e),
         }
     }
+}
+
+/// The TLS client configuration for peers (`anti_entropy.tls`): trusts
+/// `anti_entropy.ca_file`, presents the node's own `tls.cert_file` when set.
+fn peer_tls(
+    config: &Config,
+) -> Result<Option<Arc<rustls::ClientConfig>>, crate::server::tls::TlsError> {
+    use crate::server::tls::{TlsError, client_config};
+    let ae = &config.anti_entropy;
+    if !ae.tls {
+        return Ok(None);
+    }
+    let Some(ca) = &ae.ca_file else {
+        return Err(TlsError::Incomplete(
+            "anti_entropy.tls = true needs anti_entropy.ca_file",
+        ));
+    };
+    let identity = match (&config.tls.cert_file, &config.tls.key_file) {
+        (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+        _ => None,
+    };
+    client_config(ca, identity).map(Some)
+}
+
+/// The TLS client configuration for the MQTT broker (`mqtts://` or
+/// `ssl://` address): trusts `mqtt.ca_file`, presents
+/// `mqtt.client_cert_file` when set.
+fn broker_tls(
+    config: &Config,
+) -> Result<Option<Arc<rustls::ClientConfig>>, crate::server::tls::TlsError> {
+    use crate::server::tls::{TlsError, client_config};
+    let r = &config.replication;
+    if !r.tls {
+        return Ok(None);
+    }
+    let Some(ca) = &r.ca_file else {
+        return Err(TlsError::Incomplete(
+            "an mqtts:// broker address needs mqtt.ca_file",
+        ));
+    };
+    let identity = match (&r.client_cert_file, &r.client_key_file) {
+        (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+        (None, None) => None,
+        _ => {
+            return Err(TlsError::Incomplete(
+                "mqtt.client_cert_file and mqtt.client_key_file must be given together",
+            ));
+        }
+    };
+    client_config(ca, identity).map(Some)
 }
 
 /// A running node: its address, shared state and threads.
@@ -97,8 +157,12 @@ impl Node {
             }
             Engine::Memory => None,
         };
+        let tls = crate::server::tls::Acceptor::load(&config.tls).map_err(StartError::Tls)?;
+        let peer_tls = peer_tls(&config).map_err(StartError::Tls)?;
+        let broker_tls = broker_tls(&config).map_err(StartError::Tls)?;
         let (listeners, addr) = crate::server::bind(&config.host, config.port, config.threads)
             .map_err(StartError::Bind)?;
+        let presence = presence(&config, &store, addr.port()).map_err(StartError::Advertise)?;
         let member = config.replication.enabled
             || (config.anti_entropy.enabled && !config.anti_entropy.peer_list.is_empty());
         let contact = Contact::open(
@@ -108,7 +172,14 @@ impl Node {
             crate::clock::unix_millis(),
         )
         .map_err(StartError::Contact)?;
-        let shared = Arc::new(Shared::new(config, store, persist, contact, &INFO_SECTIONS));
+        let mut shared = Shared::new(config, store, persist, contact, &INFO_SECTIONS);
+        shared.tls = tls;
+        shared.peer_tls = peer_tls;
+        shared.broker_tls = broker_tls;
+        let shared = Arc::new(shared);
+        if let Some(p) = presence {
+            shared.outbox.members.set_own(p);
+        }
         let mut threads =
             crate::server::spawn_workers(&shared, listeners).map_err(StartError::Io)?;
         threads.extend(crate::replication::spawn(&shared).map_err(StartError::Io)?);
@@ -163,4 +234,45 @@ impl Node {
 
 /// Time from a shutdown request by which persistence must be done (the
 /// process must exit within 1 s of SIGINT/SIGTERM, docs/protocol.md §7).
+/// This node's presence for the member table (docs/protocol.md §9.5):
+/// `None` when the address to announce is unspecified (0.0.0.0, ::) and
+/// replication is off; an error naming the setting when it is on.
+fn presence(
+    config: &Config,
+    store: &Store,
+    port: u16,
+) -> Result<Option<crate::replication::members::Presence>, String> {
+    let (host, port) = match &config.advertise_address {
+        Some(a) => crate::config::parse_host_port(a).ok_or_else(|| {
+            format!("advertise_address: expected host:port with a port in 1..=65535, got {a:?}")
+        })?,
+        None => (config.host.clone(), port),
+    };
+    let unspecified = host
+        .trim_matches(|c| c == '[' || c == ']')
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified());
+    if unspecified {
+        if config.replication.enabled {
+            return Err(format!(
+                "advertise_address: refusing to announce the unspecified address {host} to the \
+                 cluster; set advertise_address (MERKLE_KV_ADVERTISE_ADDRESS) to an address \
+                 other nodes can reach"
+            ));
+        }
+        return Ok(None);
+    }
+    Ok(Some(crate::replication::members::Presence {
+        format: crate::replication::members::PRESENCE_FORMAT,
+        node_id: config.node_id.clone(),
+        address: crate::config::values::join_host_port(&host, port),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        wire_version: crate::protocol::internal::WIRE_VERSION,
+        tree_bits: store.shape().bits,
+        fanout_bits: crate::store::merkle::FANOUT_BITS,
+        started_ms: crate::clock::unix_millis(),
+        status: "online".to_string(),
+    }))
+}
+
 const PERSIST_SHUTDOWN_BUDGET: std::time::Duration = std::time::Duration::from_millis(600);

@@ -51,6 +51,14 @@ pub struct Shared {
     pub auth: Auth,
     /// Client memory and output limits, used-memory accounting.
     pub memory: Memory,
+    /// TLS on the client port (`None`: not configured); set by
+    /// `Node::start` before the workers start.
+    pub tls: Option<crate::server::tls::Acceptor>,
+    /// TLS for connections to peers (`anti_entropy.tls`); set by
+    /// `Node::start`.
+    pub peer_tls: Option<Arc<rustls::ClientConfig>>,
+    /// TLS to the MQTT broker (`mqtts://`); set by `Node::start`.
+    pub broker_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Shared {
@@ -79,6 +87,9 @@ impl Shared {
             contact,
             info,
             memory: Memory::new(limits),
+            tls: None,
+            peer_tls: None,
+            broker_tls: None,
         }
     }
 
@@ -125,9 +136,10 @@ fn write_node_info(shared: &Shared, db: Db<'_>, s: &mut String) {
     let _ = write!(s, "merkle_leaves_hashed:{}\r\n", db.leaves_hashed());
     let _ = write!(
         s,
-        "expiring_keys:{}\r\nexpired_keys:{}\r\n",
+        "expiring_keys:{}\r\nexpired_keys:{}\r\nstore_lock_contended:{}\r\n",
         db.expiring(),
-        shared.store.expired_keys()
+        shared.store.expired_keys(),
+        shared.store.lock_contended()
     );
     shared.contact.write_info(clock::unix_millis(), s);
     write_refusals(&shared.store, s);

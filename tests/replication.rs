@@ -420,7 +420,9 @@ fn no_echo_storm_published_counts_follow_local_writes() {
 #[test]
 fn replicate_enable_disable_status() {
     let broker = Broker::start();
-    let a = replicated_node("ra", broker.port, "");
+    // No anti-entropy on A: it would discover B and pull B's write made
+    // while replication was off (docs/protocol.md §9.5).
+    let a = replicated_node("ra", broker.port, "[anti_entropy]\nenabled = false");
     // Flat layout with replication off and two listed peers.
     let dir = TempDir::new("rb");
     let conf = dir.file(
@@ -552,7 +554,9 @@ fn versions_past_max_clock_skew_are_refused_on_every_path() {
         broker.port,
         "[storage]\nmax_clock_skew_seconds = 172800",
     );
-    let strict = replicated_node("strict", broker.port, "");
+    // No background anti-entropy on the strict node: discovery would
+    // otherwise run rounds with the loose node and count more refusals.
+    let strict = replicated_node("strict", broker.port, "[anti_entropy]\nenabled = false");
     wait_connected(&loose);
     wait_connected(&strict);
     let ahead = now_millis() + 86_400_000;

@@ -177,6 +177,14 @@ impl AntiEntropy {
         self.repaired_losses.load(Relaxed)
     }
 
+    /// Unix ms when the last round with `peer` (`host:port`) started.
+    pub fn last_round_ms(&self, peer: &str) -> Option<u64> {
+        lock(&self.stats)
+            .peers
+            .get(peer)
+            .map(|p| p.last_round_unix_ms)
+    }
+
     /// This process's instance number (`MKV.ROOT`).
     pub fn instance(&self) -> u64 {
         self.instance

@@ -43,19 +43,25 @@ pub fn sync_with(
     ae.running.fetch_add(1, Relaxed);
     let client = match client {
         Some(c) => Ok(c),
-        None => Client::connect(host, port, &client_options()).and_then(|mut c| {
-            // Peers authenticate (docs/protocol.md §16): the configured
-            // user, by default `default` with `security.requirepass`.
-            let ae_cfg = &shared.config.anti_entropy;
-            if let Some(pw) = &ae_cfg.password {
-                let user = ae_cfg
-                    .username
-                    .as_deref()
-                    .unwrap_or(crate::auth::DEFAULT_USER);
-                c.auth(user, pw)?;
-            }
-            Ok(c)
-        }),
+        None => {
+            let opts = crate::client::Options {
+                tls: shared.peer_tls.clone(),
+                ..client_options()
+            };
+            Client::connect(host, port, &opts).and_then(|mut c| {
+                // Peers authenticate (docs/protocol.md §16): the configured
+                // user, by default `default` with `security.requirepass`.
+                let ae_cfg = &shared.config.anti_entropy;
+                if let Some(pw) = &ae_cfg.password {
+                    let user = ae_cfg
+                        .username
+                        .as_deref()
+                        .unwrap_or(crate::auth::DEFAULT_USER);
+                    c.auth(user, pw)?;
+                }
+                Ok(c)
+            })
+        }
     };
     let (res, client, sent, received) = match client {
         Err(e) => (Err(RoundError::from(e)), None, 0, 0),
@@ -132,6 +138,33 @@ struct PeerSlot {
     /// `Outbox::lost` at the start of the last round that found the
     /// roots equal: every loss before it is repaired at this peer.
     synced_losses: u64,
+    /// Found through the member table rather than `peer_list`.
+    discovered: bool,
+    /// Periodic rounds run with it (a discovered peer that went offline
+    /// is not).
+    active: bool,
+    /// The member's epoch when last seen online (a new one means it came
+    /// back: sync promptly).
+    epoch: u64,
+}
+
+impl PeerSlot {
+    fn new(host: String, port: u16, discovered: bool) -> PeerSlot {
+        PeerSlot {
+            name: crate::client::host_port(&host, port),
+            host,
+            port,
+            client: None,
+            busy: false,
+            queued: false,
+            is_self: false,
+            state: String::new(),
+            synced_losses: 0,
+            discovered,
+            active: true,
+            epoch: 0,
+        }
+    }
 }
 
 /// A round to start.
@@ -178,17 +211,7 @@ impl Scheduler {
             cfg.peer_list
                 .iter()
                 .filter_map(|p| match crate::config::parse_host_port(p) {
-                    Some((host, port)) => Some(PeerSlot {
-                        name: crate::client::host_port(&host, port),
-                        host,
-                        port,
-                        client: None,
-                        busy: false,
-                        queued: false,
-                        is_self: false,
-                        state: String::new(),
-                        synced_losses: 0,
-                    }),
+                    Some((host, port)) => Some(PeerSlot::new(host, port, false)),
                     None => {
                         log::warn!("anti-entropy: ignoring malformed peer {p:?}");
                         None
@@ -229,6 +252,8 @@ impl Scheduler {
         let losses = self.shared.outbox.loss_signal();
         let mut last_early: Option<Instant> = None;
         let mut early = false;
+        let members = self.shared.outbox.members.changed().clone();
+        self.refresh_members();
         loop {
             self.start_work();
             let timeout = if self.peers.is_empty() {
@@ -245,6 +270,13 @@ impl Scheduler {
                 recv(self.done_receiver) -> done => {
                     if let Ok(done) = done {
                         self.finish(done);
+                    }
+                }
+                recv(members) -> _ => {
+                    let had = self.peers.is_empty();
+                    self.refresh_members();
+                    if had && !self.peers.is_empty() {
+                        next_tick = Instant::now() + interval;
                     }
                 }
                 recv(losses) -> _ => {
@@ -269,7 +301,7 @@ impl Scheduler {
                         }
                         early = false;
                         for (i, p) in self.peers.iter_mut().enumerate() {
-                            if !p.busy && !p.queued && !p.is_self {
+                            if !p.busy && !p.queued && !p.is_self && p.active {
                                 p.queued = true;
                                 self.periodic.push_back(i);
                             }
@@ -284,6 +316,61 @@ impl Scheduler {
             }
         }
         self.stop();
+    }
+
+    /// Brings the discovered peers in line with the member table: online
+    /// compatible members become (active) peers, a member that came back
+    /// online is queued for a round at once, the others go inactive.
+    fn refresh_members(&mut self) {
+        if !self.shared.config.anti_entropy.enabled {
+            return;
+        }
+        let found = self
+            .shared
+            .outbox
+            .members
+            .peers(&self.shared.config.node_id);
+        for p in self.peers.iter_mut().filter(|p| p.discovered) {
+            p.active = false;
+        }
+        for d in found {
+            let Some((host, port)) = crate::config::parse_host_port(&d.address) else {
+                continue;
+            };
+            let name = crate::client::host_port(&host, port);
+            let i = match self.peers.iter().position(|p| p.name == name) {
+                Some(i) => i,
+                None => {
+                    log::info!("anti-entropy: discovered peer {:?} at {name}", d.node_id);
+                    // Reuse the slot of a member gone offline, so the slots
+                    // stay bounded by the member table.
+                    let idle = self
+                        .peers
+                        .iter()
+                        .position(|p| p.discovered && !p.active && !p.busy && !p.queued);
+                    let slot = PeerSlot::new(host, port, true);
+                    match idle {
+                        Some(i) => {
+                            self.peers[i] = slot;
+                            i
+                        }
+                        None => {
+                            self.peers.push(slot);
+                            self.peers.len() - 1
+                        }
+                    }
+                }
+            };
+            let p = &mut self.peers[i];
+            p.active = true;
+            if p.epoch != d.epoch {
+                p.epoch = d.epoch;
+                if !p.busy && !p.queued && !p.is_self {
+                    p.queued = true;
+                    self.periodic.push_back(i);
+                }
+            }
+        }
     }
 
     fn max_running(&self) -> usize {
@@ -404,7 +491,7 @@ impl Scheduler {
             let repaired = self
                 .peers
                 .iter()
-                .filter(|p| !p.is_self)
+                .filter(|p| !p.is_self && p.active)
                 .map(|p| p.synced_losses)
                 .min()
                 .unwrap_or(0);

@@ -51,6 +51,7 @@ pub fn of(cmd: &Command<'_>) -> Class {
         | Command::ClientList
         | Command::Sync { .. }
         | Command::Replicate(_)
+        | Command::Nodes
         | Command::Shutdown
         | Command::Internal(_) => Admin,
         Command::Redis(r) => redis(r),

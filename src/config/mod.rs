@@ -123,7 +123,7 @@ pub use resolve::{default_node_id, default_threads, hostname};
 pub use settings::{SETTINGS, Setting};
 pub use types::{
     AntiEntropyConfig, Config, Engine, FsyncPolicy, Layout, LogFormat, LoggingConfig, MAX_SHARDS,
-    MAX_THREADS, Overrides, ReplicationConfig, Role, SecurityConfig, UserConfig,
+    MAX_THREADS, Overrides, ReplicationConfig, Role, SecurityConfig, TlsConfig, UserConfig,
 };
 pub use values::{parse_broker_address, parse_engine, parse_host_port};
 

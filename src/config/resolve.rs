@@ -17,7 +17,7 @@ use std::time::Duration;
 use super::settings::{Initial, SETTINGS};
 use super::types::{
     AntiEntropyConfig, Config, Engine, FsyncPolicy, LimitsConfig, LogFormat, LoggingConfig,
-    MAX_THREADS, Overrides, ReplicationConfig, SecurityConfig,
+    MAX_THREADS, Overrides, ReplicationConfig, SecurityConfig, TlsConfig,
 };
 use super::values::{Val, from_text};
 
@@ -122,6 +122,7 @@ fn blank() -> Config {
     Config {
         node_id: String::new(),
         host: String::new(),
+        advertise_address: None,
         port: 0,
         threads: 1,
         shards: 1,
@@ -147,6 +148,10 @@ fn blank() -> Config {
             clean_session: false,
             qos: 0,
             peer_list: Vec::new(),
+            tls: false,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
             cluster_keys: Vec::new(),
             cluster_key_file: None,
         },
@@ -155,6 +160,8 @@ fn blank() -> Config {
             interval: Duration::ZERO,
             max_concurrent_syncs: 0,
             peer_list: Vec::new(),
+            tls: false,
+            ca_file: None,
             username: None,
             password: None,
         },
@@ -163,6 +170,7 @@ fn blank() -> Config {
             format: LogFormat::Text,
             file_path: None,
         },
+        tls: TlsConfig::default(),
         security: SecurityConfig {
             requirepass: None,
             requirepass_file: None,

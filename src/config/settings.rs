@@ -12,7 +12,7 @@
 //! See the module documentation of `config` for how to add a setting.
 
 use super::types::{Config, Engine, FsyncPolicy, LogFormat, MAX_SHARDS, MAX_THREADS};
-use super::values::{Kind, Val, join_host_port};
+use super::values::{Kind, Val, show_broker};
 
 /// Ten years: the cap on every duration setting, so that `Instant +
 /// duration` can never overflow downstream.
@@ -100,6 +100,16 @@ pub static SETTINGS: &[Setting] = &[
         doc: "Node id, the origin of replicated writes.",
         apply: |c, v| c.node_id = v.string(),
         show: |c| c.node_id.clone(),
+        ..BASE
+    },
+    Setting {
+        name: "advertise_address",
+        env: &["MERKLE_KV_ADVERTISE_ADDRESS"],
+        kind: Kind::Str,
+        initial: Initial::Derived("the bind address and port"),
+        doc: "`host:port` other nodes use for anti-entropy with this one, announced on `<prefix>/nodes/<node_id>`; never 0.0.0.0 or ::.",
+        apply: |c, v| c.advertise_address = Some(v.string()),
+        show: |c| c.advertise_address.clone().unwrap_or_default(),
         ..BASE
     },
     Setting {
@@ -254,12 +264,46 @@ pub static SETTINGS: &[Setting] = &[
         initial: Initial::Value("localhost:1883"),
         doc: "MQTT broker; setting it in the environment turns replication on.",
         apply: |c, v| {
-            if let Val::HostPort(host, port) = v {
+            if let Val::HostPort(host, port, tls) = v {
                 c.replication.broker_host = host;
                 c.replication.broker_port = port;
+                c.replication.tls = tls;
             }
         },
-        show: |c| join_host_port(&c.replication.broker_host, c.replication.broker_port),
+        show: |c| {
+            show_broker(
+                &c.replication.broker_host,
+                c.replication.broker_port,
+                c.replication.tls,
+            )
+        },
+        ..BASE
+    },
+    Setting {
+        name: "mqtt.ca_file",
+        env: &["MERKLE_KV_MQTT_CA_FILE"],
+        kind: Kind::NonEmpty,
+        doc: "PEM CA that signed the broker's certificate; needed by an `mqtts://` address.",
+        apply: |c, v| c.replication.ca_file = Some(v.string().into()),
+        show: |c| show_path(&c.replication.ca_file),
+        ..BASE
+    },
+    Setting {
+        name: "mqtt.client_cert_file",
+        env: &["MERKLE_KV_MQTT_CLIENT_CERT_FILE"],
+        kind: Kind::NonEmpty,
+        doc: "PEM client certificate presented to the broker (`mqtts://`, with `client_key_file`).",
+        apply: |c, v| c.replication.client_cert_file = Some(v.string().into()),
+        show: |c| show_path(&c.replication.client_cert_file),
+        ..BASE
+    },
+    Setting {
+        name: "mqtt.client_key_file",
+        env: &["MERKLE_KV_MQTT_CLIENT_KEY_FILE"],
+        kind: Kind::NonEmpty,
+        doc: "PEM private key of `mqtt.client_cert_file`.",
+        apply: |c, v| c.replication.client_key_file = Some(v.string().into()),
+        show: |c| show_path(&c.replication.client_key_file),
         ..BASE
     },
     Setting {
@@ -557,6 +601,25 @@ pub static SETTINGS: &[Setting] = &[
         ..BASE
     },
     Setting {
+        name: "anti_entropy.tls",
+        env: &["MERKLE_KV_ANTI_ENTROPY_TLS"],
+        kind: Kind::Bool,
+        initial: Initial::Value("false"),
+        doc: "Connect to peers (anti-entropy, SYNC) with TLS; the node's `tls.cert_file` is its client certificate.",
+        apply: |c, v| c.anti_entropy.tls = v.bool(),
+        show: |c| c.anti_entropy.tls.to_string(),
+        ..BASE
+    },
+    Setting {
+        name: "anti_entropy.ca_file",
+        env: &["MERKLE_KV_ANTI_ENTROPY_CA_FILE"],
+        kind: Kind::NonEmpty,
+        doc: "PEM CA that signed the peers' certificates (`anti_entropy.tls`).",
+        apply: |c, v| c.anti_entropy.ca_file = Some(v.string().into()),
+        show: |c| show_path(&c.anti_entropy.ca_file),
+        ..BASE
+    },
+    Setting {
         name: "anti_entropy.username",
         env: &["MERKLE_KV_ANTI_ENTROPY_USERNAME"],
         kind: Kind::NonEmpty,
@@ -700,7 +763,50 @@ pub static SETTINGS: &[Setting] = &[
         },
         ..BASE
     },
+    Setting {
+        name: "tls.cert_file",
+        env: &["MERKLE_KV_TLS_CERT_FILE"],
+        kind: Kind::NonEmpty,
+        doc: "PEM certificate chain for TLS on the client port (with `tls.key_file`; reread on SIGHUP).",
+        apply: |c, v| c.tls.cert_file = Some(v.string().into()),
+        show: |c| show_path(&c.tls.cert_file),
+        ..BASE
+    },
+    Setting {
+        name: "tls.key_file",
+        env: &["MERKLE_KV_TLS_KEY_FILE"],
+        kind: Kind::NonEmpty,
+        doc: "PEM private key of `tls.cert_file`.",
+        apply: |c, v| c.tls.key_file = Some(v.string().into()),
+        show: |c| show_path(&c.tls.key_file),
+        ..BASE
+    },
+    Setting {
+        name: "tls.client_ca_file",
+        env: &["MERKLE_KV_TLS_CLIENT_CA_FILE"],
+        kind: Kind::NonEmpty,
+        doc: "PEM CA: TLS clients must present a certificate it signed (mutual TLS).",
+        apply: |c, v| c.tls.client_ca_file = Some(v.string().into()),
+        show: |c| show_path(&c.tls.client_ca_file),
+        ..BASE
+    },
+    Setting {
+        name: "tls.required",
+        env: &["MERKLE_KV_TLS_REQUIRED"],
+        kind: Kind::Bool,
+        initial: Initial::Value("false"),
+        doc: "Refuse plaintext connections on the client port (one error reply, then close).",
+        apply: |c, v| c.tls.required = v.bool(),
+        show: |c| c.tls.required.to_string(),
+        ..BASE
+    },
 ];
+
+/// A path setting's value as shown (empty when unset).
+fn show_path(p: &Option<std::path::PathBuf>) -> String {
+    p.as_ref()
+        .map_or(String::new(), |p| p.display().to_string())
+}
 
 impl Setting {
     /// This setting's row of the README's settings table.

@@ -254,14 +254,26 @@ fn broker_address_forms() {
     ] {
         assert_eq!(
             parse_broker_address(text),
-            Some((host.to_string(), port)),
+            Some((host.to_string(), port, false)),
+            "{text}"
+        );
+    }
+    for (text, host, port) in [
+        ("mqtts://broker:8884", "broker", 8884),
+        ("SSL://broker", "broker", 8883),
+        ("ssl://127.0.0.1:1", "127.0.0.1", 1),
+    ] {
+        assert_eq!(
+            parse_broker_address(text),
+            Some((host.to_string(), port, true)),
             "{text}"
         );
     }
     for bad in [
         "",
         "tcp://",
-        "ssl://h:8883",
+        "ws://h:8883",
+        "mqtts://",
         "h:",
         "h:0",
         "h:65536",
@@ -272,11 +284,11 @@ fn broker_address_forms() {
     ] {
         assert_eq!(parse_broker_address(bad), None, "{bad:?}");
     }
-    let e = err("node_id = \"n\"\n[mqtt]\nbroker_address = \"ssl://h:1\"\n");
+    let e = err("node_id = \"n\"\n[mqtt]\nbroker_address = \"ws://h:1\"\n");
     assert_eq!(
         e,
         "config.toml: field \"mqtt.broker_address\": expected \"tcp://host:port\", \
-         \"mqtt://host:port\" or \"host:port\", got \"ssl://h:1\""
+         \"mqtt://host:port\", \"mqtts://host:port\" or \"host:port\", got \"ws://h:1\""
     );
 }
 

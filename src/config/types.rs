@@ -33,6 +33,9 @@ pub struct Config {
     pub node_id: String,
     /// Bind address (host name or IP).
     pub host: String,
+    /// `host:port` announced to the cluster for anti-entropy; `None` = the
+    /// bind address and port (see [`Config::advertised`]).
+    pub advertise_address: Option<String>,
     /// Client port; 0 asks the OS for an ephemeral port (tests).
     pub port: u16,
     /// Worker threads (event loops); default: available cores.
@@ -69,10 +72,25 @@ pub struct Config {
     pub anti_entropy: AntiEntropyConfig,
     /// Logging settings.
     pub logging: LoggingConfig,
+    /// TLS on the client port.
+    pub tls: TlsConfig,
     /// Users, passwords and protected mode (docs/protocol.md, Security).
     pub security: SecurityConfig,
     /// Client memory and output limits.
     pub limits: LimitsConfig,
+}
+
+/// TLS on the client port (docs/protocol.md, "TLS").
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TlsConfig {
+    /// PEM certificate chain of the node (TLS is on when given with `key_file`).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// PEM CA: clients must present a certificate it signed (mutual TLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// Refuse plaintext connections.
+    pub required: bool,
 }
 
 /// A user's role: which classes of commands it may run (`crate::auth`).
@@ -191,6 +209,14 @@ pub struct ReplicationConfig {
     pub qos: u8,
     /// `replication.peer_list` (only counted by `REPLICATE status`).
     pub peer_list: Vec<String>,
+    /// Connect with TLS (`mqtts://` or `ssl://` broker address).
+    pub tls: bool,
+    /// PEM CA that signed the broker's certificate (TLS).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate presented to the broker (TLS, optional).
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of `client_cert_file`.
+    pub client_key_file: Option<PathBuf>,
     /// Keys that sign and verify event batches (HMAC-SHA256); the first
     /// signs. Empty: batches are neither signed nor checked.
     pub cluster_keys: Vec<String>,
@@ -210,6 +236,10 @@ pub struct AntiEntropyConfig {
     pub max_concurrent_syncs: usize,
     /// Peers as `host:port` of their client port.
     pub peer_list: Vec<String>,
+    /// Connect to peers with TLS.
+    pub tls: bool,
+    /// PEM CA that signed the peers' certificates (TLS).
+    pub ca_file: Option<PathBuf>,
     /// User name anti-entropy and SYNC authenticate with (default `default`).
     pub username: Option<String>,
     /// Password they authenticate with (default: `security.requirepass`).

@@ -14,6 +14,8 @@ use super::types::{Engine, Role, UserConfig};
 
 /// Default MQTT broker port (an address without `:port`).
 pub const DEFAULT_BROKER_PORT: u16 = 1883;
+/// The MQTT-over-TLS port used when a `mqtts://` address gives none.
+pub const DEFAULT_BROKER_TLS_PORT: u16 = 8883;
 
 /// How a setting's value is written and which values are allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,8 +38,9 @@ pub enum Kind {
     Host,
     /// An MQTT topic prefix: non-empty, no `+` or `#`.
     Topic,
-    /// An MQTT broker address (`tcp://host:port`, `mqtt://…`, `host:port`,
-    /// `host`); the environment's value is trimmed first.
+    /// An MQTT broker address (`tcp://host:port`, `mqtt://…`, `mqtts://…`
+    /// or `ssl://…` for TLS, `host:port`, `host`); the environment's value
+    /// is trimmed first.
     Broker,
     /// One of `names`. With `fold`, the value is trimmed and lower-cased
     /// first; the environment's value is always trimmed.
@@ -69,7 +72,7 @@ pub enum Val {
     Str(String),
     List(Vec<String>),
     /// A broker address, split.
-    HostPort(String, u16),
+    HostPort(String, u16, bool),
     Engine(Engine),
     Users(Vec<UserConfig>),
 }
@@ -161,7 +164,9 @@ impl Kind {
             Kind::NonEmpty => "non-empty string".to_string(),
             Kind::Host => "host name or IP".to_string(),
             Kind::Topic => "topic without `+`, `#`".to_string(),
-            Kind::Broker => "`tcp://host:port`, `host:port`, `host`".to_string(),
+            Kind::Broker => {
+                "`tcp://host:port`, `mqtts://host:port`, `host:port`, `host`".to_string()
+            }
             Kind::Choice { names, .. } => names.join(", "),
             Kind::Engine => "rwlock, kv, sled".to_string(),
             Kind::List => "list of strings".to_string(),
@@ -209,11 +214,11 @@ impl Kind {
             Kind::Topic => text(check_topic(s)),
             Kind::PeerList => text(check_peer(s)),
             Kind::Broker => parse_broker_address(s)
-                .map(|(h, p)| Val::HostPort(h, p))
+                .map(|(h, p, tls)| Val::HostPort(h, p, tls))
                 .ok_or_else(|| {
                     Refused::Expected(format!(
-                        "expected \"tcp://host:port\", \"mqtt://host:port\" or \"host:port\", \
-                         got {s:?}"
+                        "expected \"tcp://host:port\", \"mqtt://host:port\", \
+                         \"mqtts://host:port\" or \"host:port\", got {s:?}"
                     ))
                 }),
             Kind::Choice { names, fold } => text(check_choice(s, names, fold)),
@@ -311,26 +316,41 @@ pub fn parse_host_port(s: &str) -> Option<(String, u16)> {
 }
 
 /// Parses an MQTT broker address: `tcp://H:P`, `mqtt://H:P`, `H:P`, or any of
-/// these without `:P` (port 1883). A trailing `/` is tolerated.
-pub fn parse_broker_address(s: &str) -> Option<(String, u16)> {
+/// these without `:P` (port 1883); `mqtts://H:P` or `ssl://H:P` (TLS, port
+/// 8883 by default). A trailing `/` is tolerated. Returns host, port and
+/// whether the scheme asks for TLS.
+pub fn parse_broker_address(s: &str) -> Option<(String, u16, bool)> {
     let lower = s.to_ascii_lowercase();
-    let rest = if lower.starts_with("tcp://") || lower.starts_with("mqtt://") {
-        &s[s.find("://")? + 3..]
+    let (rest, tls) = if lower.starts_with("tcp://") || lower.starts_with("mqtt://") {
+        (&s[s.find("://")? + 3..], false)
+    } else if lower.starts_with("mqtts://") || lower.starts_with("ssl://") {
+        (&s[s.find("://")? + 3..], true)
     } else if s.contains("://") {
-        return None; // other schemes (ssl, ws, ...) are not supported
+        return None; // other schemes (ws, ...) are not supported
     } else {
-        s
+        (s, false)
+    };
+    let default_port = if tls {
+        DEFAULT_BROKER_TLS_PORT
+    } else {
+        DEFAULT_BROKER_PORT
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
-    if let Some(hp) = parse_host_port(rest) {
-        return Some(hp);
+    if let Some((h, p)) = parse_host_port(rest) {
+        return Some((h, p, tls));
     }
     let host = match rest.strip_prefix('[') {
         Some(inner) => inner.strip_suffix(']')?,
         None if rest.contains(':') => return None,
         None => rest,
     };
-    valid_host(host).then(|| (host.to_string(), DEFAULT_BROKER_PORT))
+    valid_host(host).then(|| (host.to_string(), default_port, tls))
+}
+
+/// The broker address as written in the configuration (`mqtts://` for TLS).
+pub fn show_broker(host: &str, port: u16, tls: bool) -> String {
+    let hp = join_host_port(host, port);
+    if tls { format!("mqtts://{hp}") } else { hp }
 }
 
 /// `host:port`, with brackets around an IPv6 host.

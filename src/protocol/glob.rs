@@ -18,7 +18,11 @@
 //! O(len(text) × ⌈states / 64⌉) whatever the pattern, with no backtracking
 //! (hostile patterns like `a*a*a*…b` cost the same as `abc`). Only the
 //! words that can hold a live state are touched: states advance at most
-//! one per byte, so a short key against a long pattern stays cheap.
+//! one per byte, so a short key against a long pattern stays cheap, and
+//! dead high words are dropped again. A text shorter than the pattern's
+//! non-star elements is refused at once, so is one whose last bytes do not
+//! match the elements after the last `*`, and a trailing `*` ends the
+//! scan as soon as the rest of the pattern matched.
 //!
 //! Patterns are at most [`MAX_PATTERN`] bytes (at most 17 words per text
 //! byte); the command parsers refuse longer ones with
@@ -58,6 +62,11 @@ pub struct Pattern {
     stars: Box<[u64]>,
     /// Matches everything (`*`, `**`, …): skip the automaton.
     all: bool,
+    /// The pattern has a `*` (else a match has exactly `accept` bytes).
+    any_star: bool,
+    /// Byte sets of the elements after the last `*`: they must match the
+    /// text's last bytes, checked before the automaton runs.
+    suffix: Vec<[u64; 4]>,
 }
 
 impl Pattern {
@@ -103,6 +112,11 @@ impl Pattern {
             masks,
             stars,
             all: !pattern.is_empty() && accept == 0,
+            any_star: !loops.is_empty(),
+            suffix: match loops.last() {
+                Some(&last) => sets[last..].to_vec(),
+                None => Vec::new(),
+            },
         })
     }
 
@@ -111,13 +125,29 @@ impl Pattern {
         if self.all {
             return true;
         }
+        // Every non-star element takes one byte; without stars, exactly.
+        if text.len() < self.accept || (!self.any_star && text.len() != self.accept) {
+            return false;
+        }
+        let tail = &text[text.len() - self.suffix.len()..];
+        if !self
+            .suffix
+            .iter()
+            .zip(tail)
+            .all(|(set, &c)| set[c as usize / 64] >> (c % 64) & 1 == 1)
+        {
+            return false;
+        }
         if self.words == 1 {
             return self.matches_one_word(text);
         }
         let words = self.words;
+        let (aw, abit) = (self.accept / 64, 1u64 << (self.accept % 64));
+        let done = self.stars[aw] & abit != 0;
         let mut d = [0u64; MAX_WORDS];
         d[0] = 1;
-        // Words that may hold a live state: states advance one per byte.
+        // Words that may hold a live state (states advance one per byte):
+        // only those are updated.
         let mut live = 1;
         for &c in text {
             let m = &self.masks[c as usize * words..][..words];
@@ -138,22 +168,34 @@ impl Pattern {
             if any == 0 {
                 return false;
             }
+            // A trailing `*` reached: whatever follows matches.
+            if done && d[aw] & abit != 0 {
+                return true;
+            }
+            while live > 1 && d[live - 1] == 0 {
+                live -= 1;
+            }
         }
-        d[self.accept / 64] >> (self.accept % 64) & 1 == 1
+        d[aw] & abit != 0
     }
 
     /// [`Pattern::matches`] for patterns of at most 63 elements.
     #[inline]
     fn matches_one_word(&self, text: &[u8]) -> bool {
         let stars = self.stars[0];
+        let accept = 1u64 << self.accept;
+        let done = stars & accept != 0;
         let mut d: u64 = 1;
         for &c in text {
             d = ((d << 1) & self.masks[c as usize]) | (d & stars);
             if d == 0 {
                 return false;
             }
+            if done && d & accept != 0 {
+                return true;
+            }
         }
-        d >> self.accept & 1 == 1
+        d & accept != 0
     }
 }
 

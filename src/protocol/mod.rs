@@ -101,6 +101,8 @@ pub enum Command<'a> {
     },
     /// `REPLICATE enable|disable|status`.
     Replicate(ReplicateAction),
+    /// `NODES` (text) / `MKV.MEMBERS` (RESP): the member table.
+    Nodes,
     /// `SHUTDOWN`.
     Shutdown,
     /// RESP `STRLEN key`.

@@ -269,6 +269,26 @@ impl<'a> Reply<'a> {
         }
     }
 
+    /// A listing of lines: `<WORD> <n>` and one line each in text, an
+    /// array of bulk strings in RESP (`NODES`).
+    pub fn lines(&mut self, word: &str, lines: &[String]) {
+        match self.proto {
+            Proto::Text => {
+                self.count(word, lines.len() as i64);
+                for l in lines {
+                    self.out.extend_from_slice(l.as_bytes());
+                    crlf(self.out);
+                }
+            }
+            Proto::Resp => {
+                array(self.out, lines.len());
+                for l in lines {
+                    bulk(self.out, l.as_bytes());
+                }
+            }
+        }
+    }
+
     /// Starts the answer to MGET of `n` keys; feed it every key's value
     /// in order with [`Values::item`], then [`Values::finish`].
     pub fn values(&mut self, n: usize) -> Values<'_> {

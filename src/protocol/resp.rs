@@ -472,6 +472,7 @@ pub fn command<'a>(buf: &'a [u8], spans: &'a [(u32, u32)]) -> Result<Command<'a>
             _ => return Err(wrong_args(name)),
         },
         b"SHUTDOWN" => Command::Shutdown,
+        b"MKV.MEMBERS" => Command::Nodes,
         b"MKV.ROOT" | b"MKV.NODES" | b"MKV.BUCKETS" | b"MKV.FETCH" | b"MKV.ENTRIES" => {
             Command::Internal(super::internal::parse(&upper[..n], rest)?)
         }

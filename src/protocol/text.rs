@@ -300,6 +300,7 @@ enum Kw {
     Hash,
     Sync,
     Replicate,
+    Nodes,
     Auth,
     Expire,
     Pexpire,
@@ -342,6 +343,7 @@ fn keyword(word: &str) -> Option<Kw> {
         b"HASH" => Kw::Hash,
         b"SYNC" => Kw::Sync,
         b"REPLICATE" => Kw::Replicate,
+        b"NODES" => Kw::Nodes,
         b"AUTH" => Kw::Auth,
         b"EXPIRE" => Kw::Expire,
         b"PEXPIRE" => Kw::Pexpire,
@@ -388,6 +390,7 @@ fn single_word(t: &str) -> Result<Command<'_>, ParseError> {
         Some(Kw::Hash) => Ok(Command::Hash(None)),
         Some(Kw::Ping) => Ok(Command::Ping(None)),
         Some(Kw::Client) => Ok(Command::ClientList),
+        Some(Kw::Nodes) => Ok(Command::Nodes),
         // INC, DEC, APPEND, PREPEND, MGET, MSET (and the INCR/DECR aliases)
         // alone are unknown commands (§2 step 3.5).
         Some(
@@ -446,6 +449,7 @@ fn with_args<'a>(c: &'a str, r: &'a str) -> Result<Command<'a>, ParseError> {
             .map(|prefix| Command::Hash(Some(prefix.as_bytes()))),
         Kw::Sync => sync(r),
         Kw::Replicate => replicate(r),
+        Kw::Nodes => Err(fixed("NODES command does not accept any arguments")),
         Kw::Expire => expire(r, "EXPIRE", Unit::Seconds),
         Kw::Pexpire => expire(r, "PEXPIRE", Unit::Millis),
         Kw::Ttl => one_token(r, "TTL command accepts only one argument", TAB_IN_KEY).map(|key| {

@@ -46,10 +46,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, select};
 use rumqttc::{
-    Client, ConnectionError, Event, Incoming, MqttOptions, NetworkOptions, Outgoing, Publish, QoS,
-    SubscribeReasonCode,
+    Client, ConnectionError, Event, Incoming, LastWill, MqttOptions, NetworkOptions, Outgoing,
+    Publish, QoS, SubscribeReasonCode,
 };
 
+use super::auth::{self, Keys};
 use super::wire::{self, EventRef, OwnPrefix};
 use super::{BrokerState, ChangeEvent, Metrics, Outbox};
 use crate::applier::Applier;
@@ -83,6 +84,11 @@ const CONNECT_TIMEOUT_SECS: u64 = 1;
 /// Room in rumqttc's request channel besides the publish window
 /// (subscribe, nudges, disconnect).
 const CHANNEL_SLACK: usize = 16;
+/// Safety-net wait of an idle bridge or publisher thread. They are woken
+/// by `Outbox::set_enabled` (mode changes), by events and by shutdown;
+/// this only bounds a missed wake, so an idle node does not wake them
+/// several times a second.
+const IDLE_RECHECK: Duration = Duration::from_secs(5);
 /// Minimum time between two warnings of one kind.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
@@ -95,6 +101,8 @@ pub fn spawn(shared: &Arc<Shared>) -> io::Result<Vec<JoinHandle<()>>> {
         link: Mutex::new(Link::default()),
         cv: Condvar::new(),
         topic: format!("{}/events", r.topic_prefix),
+        keys: Keys::new(&r.cluster_keys),
+        nodes: format!("{}/nodes/", r.topic_prefix),
         qos: if r.qos == 0 {
             QoS::AtMostOnce
         } else {
@@ -200,6 +208,10 @@ struct Bridge {
     cv: Condvar,
     /// `<prefix>/events`.
     topic: String,
+    /// Cluster keys signing published and verifying received payloads.
+    keys: Keys,
+    /// `<prefix>/nodes/` (membership, docs/protocol.md §9.5).
+    nodes: String,
     qos: QoS,
 }
 
@@ -268,7 +280,7 @@ impl Bridge {
                 select! {
                     recv(wake) -> _ => {}
                     recv(stop) -> _ => {}
-                    default(Duration::from_secs(1)) => {}
+                    default(IDLE_RECHECK) => {}
                 }
                 continue;
             }
@@ -292,6 +304,14 @@ impl Bridge {
         o.set_clean_session(r.clean_session || r.client_id.is_empty());
         o.set_max_packet_size(MAX_PACKET, MAX_PACKET);
         o.set_inflight((WINDOW + CHANNEL_SLACK) as u16);
+        if let Some(p) = self.outbox().members.own() {
+            o.set_last_will(LastWill::new(
+                format!("{}{}", self.nodes, p.node_id),
+                p.with_status("offline").encode(),
+                QoS::AtLeastOnce,
+                true,
+            ));
+        }
         match (&r.username, &r.password) {
             (Some(u), p) => {
                 o.set_credentials(u.clone(), p.clone().unwrap_or_default());
@@ -300,6 +320,11 @@ impl Bridge {
                 o.set_credentials(r.client_id.clone(), p.clone());
             }
             (None, None) => {}
+        }
+        if let Some(tls) = &self.shared.broker_tls {
+            o.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(tls.clone()),
+            ));
         }
         o
     }
@@ -388,6 +413,8 @@ impl Bridge {
             }
         }
         if graceful {
+            // A clean DISCONNECT discards the will: say "offline" first.
+            self.publish_presence(&client, "offline");
             let _ = client.try_disconnect();
             for _ in 0..(WINDOW + CHANNEL_SLACK) * 2 {
                 match conn.recv() {
@@ -450,12 +477,29 @@ impl Bridge {
                 }
                 l.connected = true;
                 drop(l);
+                let members = format!("{}+", self.nodes);
+                if let Err(e) = client.try_subscribe(&members, QoS::AtLeastOnce) {
+                    log::warn!("replication: cannot subscribe to {members}: {e}");
+                }
+                self.publish_presence(client, "online");
                 self.cv.notify_all();
                 return true;
             }
             Event::Incoming(Incoming::PubAck(_)) if self.qos == QoS::AtLeastOnce => self.acked(),
             Event::Outgoing(Outgoing::Publish(_)) if self.qos == QoS::AtMostOnce => self.acked(),
-            Event::Incoming(Incoming::Publish(p)) => rx.message(&p, self, applier),
+            Event::Incoming(Incoming::Publish(p)) => match p.topic.strip_prefix(&self.nodes) {
+                Some(id) => {
+                    if let Err(e) =
+                        self.outbox()
+                            .members
+                            .update(id, &p.payload, crate::clock::unix_millis())
+                    {
+                        rx.members
+                            .warn(|| format!("cluster: ignoring {}: {e}", p.topic));
+                    }
+                }
+                None => rx.message(&p, self, applier),
+            },
             Event::Incoming(Incoming::SubAck(s)) => {
                 if s.return_codes.contains(&SubscribeReasonCode::Failure) {
                     log::warn!("replication: the broker refused the subscription to {filter}");
@@ -472,10 +516,31 @@ impl Bridge {
         false
     }
 
-    /// The oldest batch in flight reached the broker.
+    /// Publishes this node's retained presence with `status`. It takes a
+    /// place in the in-flight queue (with no events) so that the broker's
+    /// acknowledgements keep matching the batches.
+    fn publish_presence(&self, client: &Client, status: &str) {
+        let Some(p) = self.outbox().members.own() else {
+            return;
+        };
+        let topic = format!("{}{}", self.nodes, p.node_id);
+        let mut l = self.lock();
+        match client.try_publish(
+            topic,
+            QoS::AtLeastOnce,
+            true,
+            p.with_status(status).encode(),
+        ) {
+            Ok(()) => l.inflight.push_back(0),
+            Err(e) => log::warn!("cluster: cannot publish presence ({status}): {e}"),
+        }
+    }
+
+    /// The oldest batch in flight reached the broker (a presence message
+    /// counts no events and no batch).
     fn acked(&self) {
         let mut l = self.lock();
-        if let Some(n) = l.inflight.pop_front() {
+        if let Some(n) = l.inflight.pop_front().filter(|&n| n > 0) {
             let m = self.metrics();
             m.events_published.fetch_add(u64::from(n), Relaxed);
             m.batches_published.fetch_add(1, Relaxed);
@@ -496,15 +561,20 @@ impl Bridge {
                 break;
             }
             if !self.outbox().is_enabled() {
-                if self.lock().session {
+                // While the bridge still has a session (draining after
+                // `REPLICATE disable`) recheck often; with none, wait for
+                // a wake (`Outbox::set_enabled`) or shutdown.
+                let recheck = if self.lock().session {
                     p.drain();
+                    Duration::from_millis(200)
                 } else {
                     p.discard();
-                }
+                    IDLE_RECHECK
+                };
                 select! {
                     recv(wake) -> _ => {}
                     recv(stop) -> _ => {}
-                    default(Duration::from_millis(200)) => {}
+                    default(recheck) => {}
                 }
                 continue;
             }
@@ -517,7 +587,7 @@ impl Bridge {
                     }
                     recv(wake) -> _ => continue,
                     recv(stop) -> _ => continue,
-                    default(Duration::from_millis(500)) => continue,
+                    default(IDLE_RECHECK) => continue,
                 }
             } else {
                 // A backlog: the previous batch was cut full.
@@ -541,7 +611,10 @@ struct Receiving {
     own: OwnPrefix,
     node_id: String,
     undecodable: WarnLimiter,
+    unauthenticated: WarnLimiter,
     invalid: WarnLimiter,
+    /// Ignored presence messages.
+    members: WarnLimiter,
 }
 
 impl Receiving {
@@ -550,7 +623,9 @@ impl Receiving {
             own: OwnPrefix::new(node_id),
             node_id: node_id.to_string(),
             undecodable: WarnLimiter::default(),
+            unauthenticated: WarnLimiter::default(),
             invalid: WarnLimiter::default(),
+            members: WarnLimiter::default(),
         }
     }
 
@@ -560,7 +635,21 @@ impl Receiving {
             m.batches_own.fetch_add(1, Relaxed);
             return;
         }
-        let batch = match wire::decode_ref(&p.payload) {
+        let body = match b.keys.verify(&p.payload) {
+            Ok(body) => body,
+            Err(e) => {
+                m.events_unauthenticated.fetch_add(1, Relaxed);
+                self.unauthenticated.warn(|| {
+                    format!(
+                        "replication: refused a payload on {} ({} bytes): {e}",
+                        p.topic,
+                        p.payload.len()
+                    )
+                });
+                return;
+            }
+        };
+        let batch = match wire::decode_ref(body) {
             Ok(batch) => batch,
             Err(e) => {
                 m.payloads_undecodable.fetch_add(1, Relaxed);
@@ -584,6 +673,7 @@ impl Receiving {
         let store = &b.shared.store;
         let (mut applied, mut stale, mut invalid, mut seen) = (0u64, 0u64, 0u64, 0u64);
         let mut newest = Version::default();
+        let mut times = Vec::new();
         for ev in batch.events() {
             // `REPLICATE disable` stops applying at once.
             if !b.outbox().is_enabled() {
@@ -600,6 +690,7 @@ impl Receiving {
                 Applied::Stored => {
                     applied += 1;
                     newest = newest.max(ev.version);
+                    times.push(ev.version.millis());
                 }
                 Applied::Stale => stale += 1,
             }
@@ -612,6 +703,10 @@ impl Receiving {
             // One log write (and fsync under `fsync = always`) per batch.
             applier.commit();
             m.applied_from(batch.origin(), newest, applied);
+            // Lag: local apply time minus the event's HLC physical time.
+            b.outbox()
+                .members
+                .record_lags(batch.origin(), crate::clock::unix_millis(), &times);
         }
         if invalid > 0 {
             self.invalid.warn(|| {
@@ -678,7 +773,7 @@ impl<'a> Publisher<'a> {
     fn push(&mut self, ev: ChangeEvent) -> bool {
         self.b.outbox().taken(&ev);
         let len = wire::encoded_len(&ev);
-        if len + self.b.topic.len() + 64 > MAX_PACKET {
+        if len + self.b.topic.len() + 64 + auth::TRAILER_LEN > MAX_PACKET {
             self.b.metrics().events_unpublished.fetch_add(1, Relaxed);
             self.b.outbox().note_lost(1);
             self.oversized.warn(|| {
@@ -759,6 +854,7 @@ impl<'a> Publisher<'a> {
             if l.connected && l.inflight.len() < WINDOW {
                 if self.payload.is_empty() {
                     wire::encode(&self.origin, &self.batch, &mut self.payload);
+                    b.keys.sign(&mut self.payload);
                 }
                 let payload = std::mem::take(&mut self.payload);
                 let sent = l
@@ -868,7 +964,8 @@ fn write_info(shared: &Shared, s: &mut String) {
          replication_events_stale:{}\r\n\
          replication_events_invalid:{}\r\n\
          replication_events_ignored:{}\r\n\
-         replication_payloads_undecodable:{}\r\n",
+         replication_payloads_undecodable:{}\r\n\
+         replication_events_unauthenticated:{}\r\n",
         r.broker_host,
         r.broker_port,
         m.state().name(),
@@ -884,6 +981,7 @@ fn write_info(shared: &Shared, s: &mut String) {
         get(&m.events_invalid),
         get(&m.events_ignored),
         get(&m.payloads_undecodable),
+        get(&m.events_unauthenticated),
     );
     let origins = m.origins();
     let _ = write!(s, "replication_origins:{}\r\n", origins.len());

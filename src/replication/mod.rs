@@ -37,7 +37,9 @@
 //!   disconnects.
 //! * Nothing undecodable is fatal: it is counted and logged (rate-limited).
 
+pub mod auth;
 pub mod bridge;
+pub mod members;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -126,6 +128,8 @@ pub struct Outbox {
     pub(crate) publisher_wake: (Sender<()>, Receiver<()>),
     /// Counters and state shown by INFO.
     pub metrics: Metrics,
+    /// The cluster members seen on the broker.
+    pub members: members::Members,
 }
 
 impl Outbox {
@@ -145,6 +149,7 @@ impl Outbox {
             bridge_wake: bounded(1),
             publisher_wake: bounded(1),
             metrics: Metrics::default(),
+            members: members::Members::default(),
         }
     }
 
@@ -342,6 +347,9 @@ pub struct Metrics {
     pub events_ignored: AtomicU64,
     /// Payloads that could not be decoded.
     pub payloads_undecodable: AtomicU64,
+    /// Payloads (batches) refused by a node with cluster keys: unsigned or
+    /// with a MAC matching none of the keys.
+    pub events_unauthenticated: AtomicU64,
     origins: Mutex<Origins>,
 }
 

@@ -13,6 +13,10 @@
 //! input makes the kernel send RST, and the peer would often see
 //! "connection reset" instead of the error (issue 11). The deadline also
 //! bounds how long the last reply waits for a peer that does not read.
+//!
+//! Transport: `tls` is `None` for plaintext, whose reads and writes go
+//! straight to the socket; a TLS connection's go through its
+//! [`Session`] (one `Option` test per read or write call).
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -21,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
+use super::tls::Session as TlsSession;
 use crate::auth::Session;
 use crate::exec::tx::TxState;
 use crate::protocol::reply::{self, Proto};
@@ -87,6 +92,8 @@ pub struct Conn {
     pub tx: Option<Box<TxState>>,
     /// The deferred reply now awaited is to be dropped (`CLIENT REPLY`).
     pub drop_deferred: bool,
+    /// The TLS session of a connection that started with a TLS handshake.
+    pub tls: Option<Box<TlsSession>>,
     /// Who the connection is authenticated as (`auth::gate`).
     pub session: Session,
 }
@@ -117,6 +124,7 @@ impl Conn {
             text_scanned: 0,
             tx: None,
             drop_deferred: false,
+            tls: None,
             session: Session::default(),
         }
     }
@@ -196,9 +204,21 @@ impl Conn {
         self.deferred || self.closing || self.unsent() >= WBUF_HIGH
     }
 
+    /// TLS records (handshake, alerts) wait to be written.
+    pub fn tls_pending(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
+
     /// Writes as much of `wbuf` as the socket takes. `Ok(true)` when
     /// everything was written.
     pub fn flush(&mut self) -> io::Result<bool> {
+        if let Some(tls) = &mut self.tls {
+            let (used, done) = tls.flush(&mut self.sock, &self.wbuf[self.wpos..], self.closing)?;
+            self.wpos += used;
+            if !done {
+                return Ok(false);
+            }
+        }
         while self.wpos < self.wbuf.len() {
             match self.sock.write(&self.wbuf[self.wpos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -221,5 +241,18 @@ impl Conn {
             self.wbuf.shrink_to(WBUF_KEEP / 4);
         }
         Ok(true)
+    }
+}
+
+/// Reads from a connection's transport into `buf` (plaintext: the socket).
+#[inline]
+pub fn read(
+    sock: &mut TcpStream,
+    tls: &mut Option<Box<TlsSession>>,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    match tls {
+        None => sock.read(buf),
+        Some(t) => t.read(sock, buf),
     }
 }

@@ -11,6 +11,7 @@
 //! listeners exist, which closes the race between two starting processes.
 
 mod conn;
+pub mod tls;
 mod worker;
 
 use std::io;
@@ -140,6 +141,21 @@ pub fn spawn_workers(
         );
     }
     Ok(handles)
+}
+
+/// INFO lines of TLS on the client port (`tls_enabled:0` alone when off).
+pub struct TlsInfo;
+
+impl crate::state::InfoSection for TlsInfo {
+    fn write_info(&self, shared: &Shared, _db: crate::store::Db<'_>, s: &mut String) {
+        match &shared.tls {
+            None => s.push_str("tls_enabled:0\r\n"),
+            Some(a) => {
+                s.push_str("tls_enabled:1\r\n");
+                a.write_info(s);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

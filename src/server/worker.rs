@@ -31,15 +31,17 @@
 //! "A write, end to end".
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::conn::{Conn, WBUF_HIGH};
+use super::conn::{self, Conn, WBUF_HIGH};
+use super::tls::{self, Acceptor};
 use crate::auth::{self, gate::Admit};
 use crate::exec::{self, Ctx, Flow};
 use crate::jobs::{Completion, Job, Responder};
@@ -62,8 +64,9 @@ const RBUF_STEP: usize = 16 << 10;
 /// (left by a large request) is shrunk or released.
 const RBUF_KEEP: usize = 64 << 10;
 /// Input bytes read from one connection per turn before the others get a
-/// turn (a fast sender of large requests cannot hold the worker).
-const READ_BUDGET: usize = 4 << 20;
+/// turn (fast senders of large requests cannot hold the worker: with 60
+/// such clients, a 4 MiB budget made a turn, and so a PING, wait seconds).
+const READ_BUDGET: usize = 256 << 10;
 /// Argument spans the worker keeps after a request with many arguments.
 const SPANS_KEEP: usize = 4096;
 /// Period of the connection sweep: idle timeout, closing deadlines, soft
@@ -170,12 +173,17 @@ impl Worker {
             if self.env.shared.shutdown.is_triggered() {
                 break;
             }
+            // No connection: nothing for the sweep to do, so block until
+            // an event (a connection, a completion or shutdown wakes us)
+            // instead of waking every `SWEEP` on an idle node.
             let timeout = if !self.pending.is_empty() {
-                Duration::ZERO
+                Some(Duration::ZERO)
+            } else if self.conns.len() == self.free.len() {
+                None
             } else {
-                SWEEP
+                Some(SWEEP)
             };
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -348,13 +356,13 @@ impl Worker {
                 break;
             }
             let res = if conn.rbuf.is_empty() {
-                conn.sock.read(&mut self.scratch)
+                conn::read(&mut conn.sock, &mut conn.tls, &mut self.scratch)
             } else {
                 // Growth is bounded by the parsers, which refuse a request
                 // as soon as it is known to exceed its protocol's limit.
                 let len = conn.rbuf.len();
                 conn.rbuf.resize(len + RBUF_STEP, 0);
-                let r = conn.sock.read(&mut conn.rbuf[len..]);
+                let r = conn::read(&mut conn.sock, &mut conn.tls, &mut conn.rbuf[len..]);
                 conn.rbuf.truncate(len + *r.as_ref().unwrap_or(&0));
                 r
             };
@@ -363,6 +371,24 @@ impl Worker {
                 Ok(n) => {
                     conn.last_active = env.now;
                     read_budget = read_budget.saturating_sub(n);
+                    // The first bytes of a connection choose its transport.
+                    if conn.proto.is_none()
+                        && conn.tls.is_none()
+                        && let Some(acceptor) = &env.shared.tls
+                    {
+                        match choose_transport(acceptor, conn, &self.scratch[..n], env) {
+                            Transport::Plain => {}
+                            Transport::Tls => continue,
+                            Transport::Refused => {
+                                stop = Stop::Blocked;
+                                break;
+                            }
+                            Transport::Failed => {
+                                self.close(i);
+                                return;
+                            }
+                        }
+                    }
                     let from_scratch = conn.rbuf.is_empty();
                     // A read into the connection's buffer may have been
                     // cut by its room, not by the socket: read again.
@@ -383,7 +409,14 @@ impl Worker {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.want_read = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
+                Err(e) => {
+                    if e.kind() == io::ErrorKind::InvalidData
+                        && conn.tls.is_some()
+                        && let Some(a) = &env.shared.tls
+                    {
+                        a.stats.errors.fetch_add(1, Relaxed);
+                        log::debug!("TLS from {}: {e}", conn.info.addr);
+                    }
                     self.close(i);
                     return;
                 }
@@ -407,7 +440,7 @@ impl Worker {
         }
 
         let resume = stop == Stop::Budget;
-        if conn.unsent() > 0 || conn.closing {
+        if conn.unsent() > 0 || conn.closing || conn.tls_pending() {
             self.mark_dirty(i);
         }
         if resume {
@@ -432,7 +465,7 @@ impl Worker {
             .as_ref()
             .is_some_and(|l| l.must_commit_before_reply());
         let Some(conn) = self.conn(i) else { return };
-        if conn.unsent() == 0 && !conn.closing {
+        if conn.unsent() == 0 && !conn.closing && !conn.tls_pending() {
             return;
         }
         if wait_for_log {
@@ -632,6 +665,57 @@ fn output_limit_hit(env: &Env, bytes: usize, which: &str) {
             "closing a client over the {which} output limit ({bytes} bytes of reply pending); {n} such disconnections so far"
         );
     }
+}
+
+/// What a connection's first bytes chose.
+enum Transport {
+    /// Plaintext (RESP or text): process the bytes.
+    Plain,
+    /// A TLS handshake: the bytes went into a new session.
+    Tls,
+    /// Plaintext under `tls.required`: an error reply is queued, then close.
+    Refused,
+    /// The handshake's first bytes were not valid TLS: close.
+    Failed,
+}
+
+/// Starts a TLS session when `first` begins with a TLS handshake record;
+/// refuses plaintext when TLS is required.
+#[cold]
+fn choose_transport(acceptor: &Acceptor, conn: &mut Conn, first: &[u8], env: &Env) -> Transport {
+    let shared = &env.shared;
+    if first[0] == tls::HANDSHAKE {
+        return match acceptor.start(first) {
+            Ok(session) => {
+                conn.tls = Some(Box::new(session));
+                acceptor.stats.connections.fetch_add(1, Relaxed);
+                Transport::Tls
+            }
+            Err(e) => {
+                acceptor.stats.connections.fetch_add(1, Relaxed);
+                acceptor.stats.errors.fetch_add(1, Relaxed);
+                log::debug!("TLS from {}: {e}", conn.info.addr);
+                Transport::Failed
+            }
+        };
+    }
+    if !acceptor.required {
+        return Transport::Plain;
+    }
+    let proto = if first[0] == b'*' || !shared.config.text_protocol {
+        Proto::Resp
+    } else {
+        Proto::Text
+    };
+    conn.proto = Some(proto);
+    acceptor.stats.plaintext_refused.fetch_add(1, Relaxed);
+    reply::error(
+        &mut conn.wbuf,
+        proto,
+        "TLS required: connect with TLS to this port",
+    );
+    conn.closing = true;
+    Transport::Refused
 }
 
 /// The probable key of the next complete text-protocol line in `buf` (the

@@ -206,6 +206,9 @@ pub struct Store {
     bound: bound::Bound,
     /// Records expired so far (actively or lazily; INFO `expired_keys`).
     expired: AtomicU64,
+    /// Shard lock acquisitions that found the lock held and had to wait
+    /// (INFO `store_lock_contended`; see `lock::lock`).
+    lock_contended: AtomicU64,
 }
 
 /// log2 of the largest shard count a store uses (more are capped).
@@ -251,6 +254,7 @@ impl Store {
             leaves_hashed: AtomicU64::new(0),
             bound: bound::Bound::default(),
             expired: AtomicU64::new(0),
+            lock_contended: AtomicU64::new(0),
         })
     }
 

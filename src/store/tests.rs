@@ -928,3 +928,28 @@ fn scan_bounded_gives_up_past_its_budget() {
     assert_eq!(s.scan_bounded(b"", 3 * per_key).map(|k| k.len()), Some(3));
     assert_eq!(s.scan_bounded(b"c", 0), Some(vec![]));
 }
+
+#[test]
+fn a_lock_that_waits_is_counted_and_one_that_does_not_is_not() {
+    let s = std::sync::Arc::new(store(8));
+    // Uncontended acquisitions, single and all-shard, count nothing.
+    s.set(b"a", b"1");
+    assert_eq!(s.get(b"a", |v| v.map(<[u8]>::to_vec)), Some(b"1".to_vec()));
+    s.exclusive(|held| held.db().set(b"b", b"2"));
+    assert_eq!(s.lock_contended(), 0);
+    let other = s.clone();
+    let t = s.exclusive(|_| {
+        // Every shard is held: the other thread's write must wait, and is
+        // counted before it blocks.
+        let t = std::thread::spawn(move || other.set(b"c", b"3"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while s.lock_contended() == 0 {
+            assert!(std::time::Instant::now() < deadline, "wait not counted");
+            std::thread::yield_now();
+        }
+        t
+    });
+    t.join().unwrap();
+    assert_eq!(s.lock_contended(), 1);
+    assert_eq!(s.get(b"c", |v| v.map(<[u8]>::to_vec)), Some(b"3".to_vec()));
+}

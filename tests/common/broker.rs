@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use super::certs::Certs;
 use super::{DEADLINE, Server, TempDir, free_port, info_fields, wait_until};
 
 /// Path of the mosquitto binary.
@@ -31,6 +32,8 @@ pub struct Broker {
     dir: TempDir,
     /// Extra mosquitto.conf lines.
     extra: String,
+    /// Files the configuration refers to (password file).
+    keep: Option<TempDir>,
 }
 
 impl Broker {
@@ -55,6 +58,44 @@ impl Broker {
         panic!("could not start mosquitto on any port; last attempt: {last}");
     }
 
+    /// Starts mosquitto with a second listener speaking TLS (the server
+    /// certificate of `certs`) and a password file holding `user`/`password`
+    /// (made with `mosquitto_passwd`); anonymous clients are refused.
+    /// Returns the broker and its TLS port.
+    pub fn start_tls(certs: &Certs, user: &str, password: &str) -> (Broker, u16) {
+        let dir = TempDir::new("mosquitto-pw");
+        let pw = dir.path().join("passwd");
+        let st = Command::new("mosquitto_passwd")
+            .args(["-c", "-b"])
+            .arg(&pw)
+            .args([user, password])
+            .status()
+            .expect("the TLS broker test needs mosquitto_passwd");
+        assert!(st.success(), "mosquitto_passwd failed");
+        let mut last = String::new();
+        for _ in 0..10 {
+            let tls_port = free_port();
+            // `user root`: the test files are root's; mosquitto would
+            // otherwise drop to its own user before reading them.
+            let extra = format!(
+                "user root\nallow_anonymous false\npassword_file {}\n\
+                 listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+                pw.display(),
+                certs.ca.display(),
+                certs.server_cert.display(),
+                certs.server_key.display()
+            );
+            match Broker::start_on_with(free_port(), &extra) {
+                Ok(mut b) => {
+                    b.keep = Some(dir);
+                    return (b, tls_port);
+                }
+                Err(e) => last = e,
+            }
+        }
+        panic!("could not start mosquitto with TLS; last attempt: {last}");
+    }
+
     /// Starts mosquitto on `port`; Err if it cannot listen there.
     pub fn start_on(port: u16) -> Result<Broker, String> {
         Broker::start_on_with(port, "")
@@ -66,6 +107,7 @@ impl Broker {
             port,
             dir: TempDir::new("mosquitto"),
             extra: extra.to_string(),
+            keep: None,
         };
         b.launch()?;
         Ok(b)

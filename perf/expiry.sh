@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Expiry measurements (issue 14). Needs the release binary
+# (cargo build --release), redis-server, redis-cli, redis-benchmark.
+#
+# 1. SET with an expiry vs plain SET, merklekv and redis-server in one run.
+# 2. 1,000,000 keys with a 1 s TTL: time until DBSIZE is 0 and RSS before,
+#    loaded and after; GET p99 on other keys while they expire, and the
+#    same GET run without expiring keys.
+set -euo pipefail
+BIN=${BIN:-target/release/merklekv}
+N=${N:-1000000}
+MKV=$((20000 + RANDOM % 20000)); RDS=$((MKV + 1))
+"$BIN" --bind 127.0.0.1 --port $MKV --threads 2 >/dev/null 2>&1 & MPID=$!
+redis-server --port $RDS --save '' --appendonly no >/dev/null 2>&1 & RPID=$!
+trap 'kill $MPID $RPID 2>/dev/null' EXIT
+until redis-cli -p $MKV ping >/dev/null 2>&1 && redis-cli -p $RDS ping >/dev/null 2>&1; do sleep 0.1; done
+rss() { awk '/VmRSS/{print $2}' /proc/$1/status; }
+summary() { grep -A2 'latency summary' | tail -1; }
+
+echo "== 1. SET vs SET EX (redis-benchmark -n 300000 -P 16 -r 1000000 -c 50)"
+for port in $MKV $RDS; do
+  name=$([ $port = $MKV ] && echo merklekv || echo redis-server)
+  p=$(redis-benchmark -p $port -n 300000 -P 16 -r 1000000 -c 50 -q SET key:__rand_int__ xxx)
+  e=$(redis-benchmark -p $port -n 300000 -P 16 -r 1000000 -c 50 -q SET key:__rand_int__ xxx EX 3600)
+  echo "$name  SET: $p"
+  echo "$name  SET EX 3600: $e"
+  redis-cli -p $port flushall >/dev/null
+done
+
+echo "== 2. $N keys with PX 1000 (merklekv)"
+redis-cli -p $MKV flushall >/dev/null
+redis-benchmark -p $MKV -n 100000 -r 100000 -P 16 -q SET other:__rand_int__ v >/dev/null
+echo "other keys: $(redis-cli -p $MKV dbsize)"
+base_rss=$(rss $MPID)
+echo "baseline GET p99 (no expiring keys):"
+redis-benchmark -p $MKV -n 400000 -r 100000 -c 20 -P 1 GET other:__rand_int__ | summary
+python3 - "$N" > /tmp/expiry-load.resp <<'PY'
+import sys
+n=int(sys.argv[1]); w=sys.stdout.write
+for i in range(n):
+    k=f"exp:{i}"
+    w(f"*5\r\n$3\r\nSET\r\n${len(k)}\r\n{k}\r\n$16\r\nvvvvvvvvvvvvvvvv\r\n$2\r\nPX\r\n$4\r\n1000\r\n")
+PY
+t0=$(date +%s%N)
+redis-cli -p $MKV --pipe < /tmp/expiry-load.resp | tail -1
+t1=$(date +%s%N)
+loaded_rss=$(rss $MPID)
+echo "load took $(( (t1 - t0) / 1000000 )) ms; dbsize right after: $(redis-cli -p $MKV dbsize)"
+redis-benchmark -p $MKV -n 400000 -r 100000 -c 20 -P 1 GET other:__rand_int__ > /tmp/expiry-get.txt &
+BPID=$!
+while [ "$(redis-cli -p $MKV dbsize)" -gt 100000 ]; do sleep 0.05; done
+t2=$(date +%s%N)
+echo "DBSIZE back to the other keys $(( (t2 - t1) / 1000000 )) ms after the load ended (keys expire 1000 ms after their SET)"
+until [ "$(redis-cli -p $MKV info | tr -d '\r' | awk -F: '/^expiring_keys/{print $2}')" = "0" ]; do sleep 0.05; done
+t3=$(date +%s%N)
+echo "expiry index empty (all converted) $(( (t3 - t1) / 1000000 )) ms after the load ended"
+wait $BPID
+echo "GET p99 while they expired:"; summary < /tmp/expiry-get.txt
+echo "RSS KiB: baseline $base_rss, loaded $loaded_rss, after expiry $(rss $MPID)"
+redis-cli -p $MKV info | tr -d '\r' | grep -E '^(expired_keys|tombstones|db_keys)'

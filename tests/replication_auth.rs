@@ -1,0 +1,108 @@
+//! Signed replication batches (`mqtt.cluster_key`, docs/protocol.md §9):
+//! real `merklekv` processes and a real mosquitto per test.
+
+mod common;
+
+use common::broker::{
+    Broker, eventually, info_u64, mqtt_publish, one, replicated_node, wait_connected, wait_value,
+};
+use merklekv::replication::auth::Keys;
+use merklekv::replication::{ChangeEvent, wire};
+use merklekv::store::{Version, node_hash, now_millis};
+
+const TOPIC: &str = "mkv-test/events";
+
+fn batch(key: &str, value: &str) -> Vec<u8> {
+    let ev = ChangeEvent {
+        key: key.as_bytes().to_vec(),
+        value: Some(value.as_bytes().to_vec()),
+        version: Version::new(now_millis() << 16, node_hash("intruder")),
+        expires: 0,
+    };
+    let mut out = Vec::new();
+    wire::encode("intruder", &[ev], &mut out);
+    out
+}
+
+fn signed(key: &str, mut payload: Vec<u8>) -> Vec<u8> {
+    Keys::new(&[key.to_string()]).sign(&mut payload);
+    payload
+}
+
+#[test]
+fn nodes_sharing_a_key_replicate_and_refuse_unsigned_or_foreign_batches() {
+    let broker = Broker::start();
+    let a = replicated_node("ka", broker.port, "cluster_key = \"s3cret\"");
+    let b = replicated_node("kb", broker.port, "cluster_key = \"s3cret\"");
+    wait_connected(&a);
+    wait_connected(&b);
+
+    assert_eq!(one(&a, "SET shared yes"), "OK");
+    wait_value(&b, "shared", "VALUE yes");
+    assert_eq!(info_u64(&b, "replication_events_unauthenticated"), 0);
+
+    // Unsigned, signed with another key, and a signed batch tampered with.
+    let mut tampered = signed("s3cret", batch("tampered", "v"));
+    tampered[10] ^= 1;
+    mqtt_publish(
+        broker.port,
+        TOPIC,
+        &[
+            batch("unsigned", "v"),
+            signed("wrong", batch("wrongkey", "v")),
+            tampered,
+        ],
+    );
+    eventually("unauthenticated batches counted", || {
+        info_u64(&b, "replication_events_unauthenticated") == 3
+    });
+    // A correctly signed batch published after them is applied: the
+    // refused ones had their turn and wrote nothing.
+    mqtt_publish(broker.port, TOPIC, &[signed("s3cret", batch("good", "v"))]);
+    wait_value(&b, "good", "VALUE v");
+    for k in ["unsigned", "wrongkey", "tampered"] {
+        assert_eq!(one(&b, &format!("GET {k}")), "NOT_FOUND", "{k}");
+    }
+    assert_eq!(info_u64(&b, "replication_payloads_undecodable"), 0);
+}
+
+#[test]
+fn rotation_accepts_any_listed_key() {
+    let broker = Broker::start();
+    let old = replicated_node("rold", broker.port, "cluster_key = \"old\"");
+    let new = replicated_node("rnew", broker.port, "cluster_key = [\"new\", \"old\"]");
+    let other = replicated_node("rnone", broker.port, "cluster_key = \"new\"");
+    wait_connected(&old);
+    wait_connected(&new);
+    wait_connected(&other);
+
+    // The receiver lists [new, old]; the sender still signs with old.
+    assert_eq!(one(&old, "SET rot 1"), "OK");
+    wait_value(&new, "rot", "VALUE 1");
+    // The rotated node signs with its first key: "new" nodes accept it,
+    // the not-yet-rotated "old" node refuses it.
+    assert_eq!(one(&new, "SET back 2"), "OK");
+    wait_value(&other, "back", "VALUE 2");
+    eventually("old node refuses the new key", || {
+        info_u64(&old, "replication_events_unauthenticated") >= 1
+    });
+    assert_eq!(one(&old, "GET back"), "NOT_FOUND");
+}
+
+#[test]
+fn a_keyless_node_accepts_signed_batches_and_a_keyed_node_refuses_unsigned_ones() {
+    let broker = Broker::start();
+    let keyed = replicated_node("hk", broker.port, "cluster_key = \"k\"");
+    let plain = replicated_node("hp", broker.port, "");
+    wait_connected(&keyed);
+    wait_connected(&plain);
+
+    assert_eq!(one(&keyed, "SET signed 1"), "OK");
+    wait_value(&plain, "signed", "VALUE 1");
+    assert_eq!(one(&plain, "SET unsigned 1"), "OK");
+    eventually("keyed node refuses the keyless node's batch", || {
+        info_u64(&keyed, "replication_events_unauthenticated") == 1
+    });
+    assert_eq!(one(&keyed, "GET unsigned"), "NOT_FOUND");
+    assert_eq!(info_u64(&plain, "replication_events_unauthenticated"), 0);
+}
