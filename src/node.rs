@@ -172,11 +172,19 @@ impl Node {
             crate::clock::unix_millis(),
         )
         .map_err(StartError::Contact)?;
-        let mut shared = Shared::new(config, store, persist, contact, &INFO_SECTIONS);
-        shared.tls = tls;
-        shared.peer_tls = peer_tls;
-        shared.broker_tls = broker_tls;
-        let shared = Arc::new(shared);
+        let tls = crate::state::NodeTls {
+            client_port: tls,
+            peers: peer_tls,
+            broker: broker_tls,
+        };
+        let shared = Arc::new(Shared::new(
+            config,
+            store,
+            persist,
+            contact,
+            tls,
+            &INFO_SECTIONS,
+        ));
         if let Some(p) = presence {
             shared.outbox.members.set_own(p);
         }

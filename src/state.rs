@@ -51,24 +51,35 @@ pub struct Shared {
     pub auth: Auth,
     /// Client memory and output limits, used-memory accounting.
     pub memory: Memory,
-    /// TLS on the client port (`None`: not configured); set by
-    /// `Node::start` before the workers start.
+    /// TLS on the client port (`None`: not configured).
     pub tls: Option<crate::server::tls::Acceptor>,
-    /// TLS for connections to peers (`anti_entropy.tls`); set by
-    /// `Node::start`.
+    /// TLS for connections to peers (`anti_entropy.tls`).
     pub peer_tls: Option<Arc<rustls::ClientConfig>>,
-    /// TLS to the MQTT broker (`mqtts://`); set by `Node::start`.
+    /// TLS to the MQTT broker (`mqtts://`).
     pub broker_tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// The node's loaded TLS configurations, handed to [`Shared::new`].
+#[derive(Default)]
+pub struct NodeTls {
+    /// TLS on the client port.
+    pub client_port: Option<crate::server::tls::Acceptor>,
+    /// TLS for connections to peers.
+    pub peers: Option<Arc<rustls::ClientConfig>>,
+    /// TLS to the MQTT broker.
+    pub broker: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Shared {
     /// Shared state for `config`, an already built (and recovered) store,
-    /// its persistent engine, and the subsystems' INFO sections.
+    /// its persistent engine, its TLS configurations, and the subsystems'
+    /// INFO sections.
     pub fn new(
         config: Config,
         store: Store,
         persist: Option<Persist>,
         contact: Contact,
+        tls: NodeTls,
         info: &'static [&'static dyn InfoSection],
     ) -> Shared {
         let workers = config.threads.max(1);
@@ -87,9 +98,9 @@ impl Shared {
             contact,
             info,
             memory: Memory::new(limits),
-            tls: None,
-            peer_tls: None,
-            broker_tls: None,
+            tls: tls.client_port,
+            peer_tls: tls.peers,
+            broker_tls: tls.broker,
         }
     }
 
