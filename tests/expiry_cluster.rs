@@ -16,7 +16,10 @@ use common::{DEADLINE, Server, TempDir, read_line, wait_until};
 fn cluster(broker: &Broker, ids: &[&str]) -> Vec<Node> {
     let nodes: Vec<Node> = ids
         .iter()
-        .map(|id| replicated_node(id, broker.port, ""))
+        // No background anti-entropy: discovered peers would otherwise
+        // repair keys before their events arrive, and this test counts
+        // exactly what replication publishes and applies.
+        .map(|id| replicated_node(id, broker.port, "[anti_entropy]\nenabled = false"))
         .collect();
     for n in &nodes {
         wait_connected(n);
