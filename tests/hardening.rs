@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::req;
+
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -33,17 +35,6 @@ fn start(limits: &[(&str, &str)], args: &[&str]) -> (Server, TempDir) {
     let mut all = vec!["--config", conf.to_str().unwrap()];
     all.extend_from_slice(args);
     (Server::start(&all), dir)
-}
-
-/// Encodes a RESP request.
-fn req(args: &[&[u8]]) -> Vec<u8> {
-    let mut v = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        v.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        v.extend_from_slice(a);
-        v.extend_from_slice(b"\r\n");
-    }
-    v
 }
 
 /// The server's resident set size in KiB.

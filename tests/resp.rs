@@ -5,22 +5,13 @@
 
 mod common;
 
+use common::req;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 
 use common::{Server, expect, read_n};
-
-/// Encodes a request as a RESP array of bulk strings.
-fn req(args: &[&[u8]]) -> Vec<u8> {
-    let mut v = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        v.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        v.extend_from_slice(a);
-        v.extend_from_slice(b"\r\n");
-    }
-    v
-}
 
 /// Reads one complete RESP reply (any type, nested) and returns its bytes.
 fn read_reply(s: &mut TcpStream) -> Vec<u8> {

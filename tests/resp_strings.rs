@@ -5,21 +5,13 @@
 
 mod common;
 
+use common::req;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
 use common::Server;
 use common::broker::{Broker, replicated_node, wait_connected, wait_same_hash, wait_value};
-
-fn req(args: &[&[u8]]) -> Vec<u8> {
-    let mut v = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        v.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        v.extend_from_slice(a);
-        v.extend_from_slice(b"\r\n");
-    }
-    v
-}
 
 fn line(s: &mut TcpStream, out: &mut Vec<u8>) -> Vec<u8> {
     let start = out.len();

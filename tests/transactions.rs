@@ -11,21 +11,12 @@
 
 mod common;
 
+use common::req;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
 use common::{DEADLINE, Server, expect, read_n, wait_until};
-
-/// Encodes a request as a RESP array of bulk strings.
-fn req(args: &[&[u8]]) -> Vec<u8> {
-    let mut v = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        v.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        v.extend_from_slice(a);
-        v.extend_from_slice(b"\r\n");
-    }
-    v
-}
 
 /// A parsed RESP reply.
 #[derive(Debug, Clone, PartialEq)]

@@ -160,6 +160,17 @@ pub fn expect(s: &mut TcpStream, req: &[u8], expected: &[u8]) {
     );
 }
 
+/// Encodes a request as a RESP array of bulk strings.
+pub fn req(args: &[&[u8]]) -> Vec<u8> {
+    let mut v = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        v.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        v.extend_from_slice(a);
+        v.extend_from_slice(b"\r\n");
+    }
+    v
+}
+
 /// Reads exactly `n` bytes.
 pub fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
     let mut buf = vec![0; n];
