@@ -6,13 +6,20 @@
 # 2. 1,000,000 keys with a 1 s TTL: time until DBSIZE is 0 and RSS before,
 #    loaded and after; GET p99 on other keys while they expire, and the
 #    same GET run without expiring keys.
+#
+# TOMBSTONE_TTL=<seconds> runs merklekv with that storage.tombstone_ttl:
+# with 1, an expired record's tombstone is already past it at conversion,
+# so the record is removed outright (default 86400: tombstones are kept).
 set -euo pipefail
 BIN=${BIN:-target/release/merklekv}
 N=${N:-1000000}
+TMP=$(mktemp -d /tmp/expiry-perf.XXXXXX)
 MKV=$((20000 + RANDOM % 20000)); RDS=$((MKV + 1))
-"$BIN" --bind 127.0.0.1 --port $MKV --threads 2 >/dev/null 2>&1 & MPID=$!
+printf '[storage]\ntombstone_ttl_seconds = %s\n' "${TOMBSTONE_TTL:-86400}" > "$TMP/node.toml"
+echo "$(lscpu | grep 'Model name' | tr -s ' '); $(nproc) CPUs; load average $(cut -d' ' -f1-3 /proc/loadavg); tombstone_ttl ${TOMBSTONE_TTL:-86400} s"
+"$BIN" --config "$TMP/node.toml" --bind 127.0.0.1 --port $MKV --threads 2 >/dev/null 2>&1 & MPID=$!
 redis-server --port $RDS --save '' --appendonly no >/dev/null 2>&1 & RPID=$!
-trap 'kill $MPID $RPID 2>/dev/null' EXIT
+trap 'kill $MPID $RPID 2>/dev/null; rm -rf "$TMP"' EXIT
 until redis-cli -p $MKV ping >/dev/null 2>&1 && redis-cli -p $RDS ping >/dev/null 2>&1; do sleep 0.1; done
 rss() { awk '/VmRSS/{print $2}' /proc/$1/status; }
 summary() { grep -A2 'latency summary' | tail -1; }
@@ -34,7 +41,7 @@ echo "other keys: $(redis-cli -p $MKV dbsize)"
 base_rss=$(rss $MPID)
 echo "baseline GET p99 (no expiring keys):"
 redis-benchmark -p $MKV -n 400000 -r 100000 -c 20 -P 1 GET other:__rand_int__ | summary
-python3 - "$N" > /tmp/expiry-load.resp <<'PY'
+python3 - "$N" > $TMP/load.resp <<'PY'
 import sys
 n=int(sys.argv[1]); w=sys.stdout.write
 for i in range(n):
@@ -42,11 +49,11 @@ for i in range(n):
     w(f"*5\r\n$3\r\nSET\r\n${len(k)}\r\n{k}\r\n$16\r\nvvvvvvvvvvvvvvvv\r\n$2\r\nPX\r\n$4\r\n1000\r\n")
 PY
 t0=$(date +%s%N)
-redis-cli -p $MKV --pipe < /tmp/expiry-load.resp | tail -1
+redis-cli -p $MKV --pipe < $TMP/load.resp | tail -1
 t1=$(date +%s%N)
 loaded_rss=$(rss $MPID)
 echo "load took $(( (t1 - t0) / 1000000 )) ms; dbsize right after: $(redis-cli -p $MKV dbsize)"
-redis-benchmark -p $MKV -n 400000 -r 100000 -c 20 -P 1 GET other:__rand_int__ > /tmp/expiry-get.txt &
+redis-benchmark -p $MKV -n 400000 -r 100000 -c 20 -P 1 GET other:__rand_int__ > $TMP/get.txt &
 BPID=$!
 while [ "$(redis-cli -p $MKV dbsize)" -gt 100000 ]; do sleep 0.05; done
 t2=$(date +%s%N)
@@ -55,6 +62,7 @@ until [ "$(redis-cli -p $MKV info | tr -d '\r' | awk -F: '/^expiring_keys/{print
 t3=$(date +%s%N)
 echo "expiry index empty (all converted) $(( (t3 - t1) / 1000000 )) ms after the load ended"
 wait $BPID
-echo "GET p99 while they expired:"; summary < /tmp/expiry-get.txt
+echo "GET p99 while they expired:"; summary < $TMP/get.txt
 echo "RSS KiB: baseline $base_rss, loaded $loaded_rss, after expiry $(rss $MPID)"
 redis-cli -p $MKV info | tr -d '\r' | grep -E '^(expired_keys|tombstones|db_keys)'
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

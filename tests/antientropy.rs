@@ -512,3 +512,110 @@ fn full_sync_from_an_empty_peer_is_refused_unless_forced() {
     assert_eq!(sync(&empty, &a, ""), "OK");
     assert_eq!(hash(&a), hash(&empty));
 }
+
+/// One RESP request; the first reply line (`:123`, `+OK`, …).
+fn resp(s: &Server, args: &[&str]) -> String {
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    let mut c = s.connect();
+    c.write_all(&common::req(&args)).unwrap();
+    read_line(&mut c)
+}
+
+/// The absolute expiry of `key` in Unix ms (RESP `PEXPIRETIME`: -1 no
+/// expiry, -2 no key).
+fn pexpiretime(s: &Server, key: &str) -> i64 {
+    let r = resp(s, &["PEXPIRETIME", key]);
+    r.strip_prefix(':')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("PEXPIRETIME {key}: {r}"))
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Waits until `b` has completed a whole anti-entropy round that started
+/// after this call (two more rounds counted).
+fn wait_whole_round(b: &Server) {
+    let rounds = || info_field(b, "ae_rounds").parse::<u64>().unwrap();
+    let start = rounds();
+    assert!(
+        wait_until(DEADLINE, || rounds() >= start + 2),
+        "no anti-entropy round; B INFO: {:?}",
+        info(b)
+    );
+}
+
+#[test]
+fn anti_entropy_carries_expiry_and_never_resurrects_an_expired_key() {
+    let a = node("xa", "");
+    // Written before B exists, so B can only learn them by anti-entropy.
+    assert_eq!(resp(&a, &["SET", "short", "v", "PX", "4000"]), "+OK");
+    assert_eq!(resp(&a, &["SET", "long", "w", "EX", "1000"]), "+OK");
+    assert_eq!(cmd(&mut a.connect(), "SET plain p"), "OK");
+    let (short_at, long_at) = (pexpiretime(&a, "short"), pexpiretime(&a, "long"));
+    assert!(short_at > 0 && long_at > short_at, "{short_at} {long_at}");
+
+    let b = follower("xb", &a);
+    assert!(
+        wait_until(DEADLINE, || cmd(&mut b.connect(), "GET long") == "VALUE w"),
+        "B did not repair `long`; B INFO: {:?}",
+        info(&b)
+    );
+    // The same absolute expiry as on A, not a TTL restarted at the repair.
+    assert_eq!(pexpiretime(&b, "long"), long_at);
+    let ttl = cmd(&mut b.connect(), "TTL long");
+    let secs: u64 = ttl.strip_prefix("TTL ").unwrap().parse().unwrap();
+    assert!((990..=1000).contains(&secs), "{ttl}");
+    // `short` arrives with its expiry too, unless it expires first (a slow
+    // machine): then B must not get its value at all (checked below).
+    assert!(wait_until(DEADLINE, || {
+        pexpiretime(&b, "short") != -2 || unix_ms() > short_at
+    }));
+    match pexpiretime(&b, "short") {
+        -2 => {}
+        at => assert_eq!(at, short_at),
+    }
+
+    // PERSIST on A is a new version of the whole record: it reaches B.
+    assert_eq!(cmd(&mut a.connect(), "PERSIST long"), "OK");
+    assert!(
+        wait_until(DEADLINE, || cmd(&mut b.connect(), "TTL long") == "TTL -1"),
+        "PERSIST did not reach B"
+    );
+    assert_eq!(cmd(&mut b.connect(), "GET long"), "VALUE w");
+
+    // `short` expires on both nodes (each from the same absolute time).
+    assert!(wait_until(DEADLINE, || {
+        cmd(&mut a.connect(), "GET short") == "NOT_FOUND"
+    }));
+    assert!(unix_ms() >= short_at, "gone before its expiry");
+    assert!(wait_until(DEADLINE, || {
+        cmd(&mut b.connect(), "GET short") == "NOT_FOUND"
+    }));
+    assert!(wait_until(DEADLINE, || hash(&b) == hash(&a)));
+    // Further rounds (and a pull the other way) repair nothing and bring
+    // nothing back: the expired record is the tombstone of its version on
+    // both nodes, with the same leaf digest.
+    let repaired = info_field(&b, "ae_keys_repaired");
+    wait_whole_round(&b);
+    assert_eq!(info_field(&b, "ae_keys_repaired"), repaired);
+    assert_eq!(sync(&a, &b, " --verify"), "OK");
+    for s in [&a, &b] {
+        let mut c = s.connect();
+        assert_eq!(cmd(&mut c, "GET short"), "NOT_FOUND");
+        assert_eq!(cmd(&mut c, "EXISTS short long plain"), "EXISTS 2");
+        assert_eq!(cmd(&mut c, "DBSIZE"), "DBSIZE 2");
+    }
+    assert_eq!(hash(&a), hash(&b));
+
+    // A node that first syncs after the expiry never receives the value.
+    let c = node("xc", "");
+    assert_eq!(sync(&c, &a, " --verify"), "OK");
+    assert_eq!(cmd(&mut c.connect(), "GET short"), "NOT_FOUND");
+    assert_eq!(cmd(&mut c.connect(), "DBSIZE"), "DBSIZE 2");
+    assert_eq!(hash(&c), hash(&a));
+}

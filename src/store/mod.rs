@@ -30,6 +30,7 @@
 //! * `live`/`tombstones`/`bytes` count exactly the records in the tables
 //!   (an expired record not yet converted counts as live);
 //! * the expiry index holds exactly one entry per live record with an
+//!   expiry, at the record's indexed-at time, which is at or before its
 //!   expiry (`expiry.rs`);
 //! * the clock is ≥ every version stored in the shard.
 //!

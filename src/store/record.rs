@@ -10,15 +10,19 @@
 //! offset 20     vlen   u32  ┘ (u32::MAX = tombstone, no value bytes)
 //! offset 24     key bytes, then value bytes
 //! then          digest [u8; 32]: the leaf digest XORed into the bucket
-//! then          expiry u64 (unaligned), only if the EXPIRES flag is set
+//! then          expiry u64, indexed-at u64 (unaligned), only if the
+//!                EXPIRES flag is set
 //! ```
 //!
 //! # Expiry
 //!
 //! A record may carry one absolute expiry time (Unix milliseconds; 0 means
-//! none). It costs 8 bytes only on the records that have one: bit 30 of
-//! `klen` says whether the trailing `expiry` field exists. A tombstone never
-//! has one. A record whose expiry is at or before `now` is *expired*: it
+//! none). It costs 16 bytes only on the records that have one: bit 30 of
+//! `klen` says whether the trailing fields exist. Besides the expiry they
+//! hold the *indexed-at* time: where the shard's expiry index holds the
+//! record, at or before its expiry (`store/expiry.rs`), so a write that
+//! moves the expiry later need not move the index entry. A tombstone never
+//! has either. A record whose expiry is at or before `now` is *expired*: it
 //! reads as absent ([`Record::value_at`]), exactly like the tombstone of
 //! the same version that it later becomes (`store/expiry.rs`). For that
 //! reason the leaf digest of a record with an expiry is the digest of that
@@ -61,9 +65,10 @@ const DIGEST: usize = 32;
 const TOMBSTONE: u32 = u32::MAX;
 /// Top bit of `klen`: the stored digest may not match the contents.
 const STALE: u32 = 1 << 31;
-/// Bit 30 of `klen`: an 8-byte expiry follows the digest.
+/// Bit 30 of `klen`: an 8-byte expiry and an 8-byte indexed-at time
+/// follow the digest.
 const EXPIRES: u32 = 1 << 30;
-const EXPIRY: usize = 8;
+const EXPIRY: usize = 16;
 
 /// Largest value a record can hold (the protocol limits are far below
 /// this; see `store::MAX_VALUE_LEN`).
@@ -126,26 +131,27 @@ impl Record {
     /// Panics only if the key exceeds [`MAX_KEY_LEN`] or the value
     /// [`MAX_LEN`] (callers bound sizes far lower).
     pub fn new(key: &[u8], value: Option<&[u8]>, version: Version) -> Record {
-        Record::with_digest(key, value, version, 0, &ZERO)
+        Record::with_digest(key, value, version, (0, 0), &ZERO)
     }
 
     /// Like [`Record::new`], with an absolute expiry (Unix ms, 0 = none;
-    /// ignored for a tombstone).
+    /// ignored for a tombstone), indexed at that expiry.
     pub fn new_expiring(
         key: &[u8],
         value: Option<&[u8]>,
         version: Version,
         expires: u64,
     ) -> Record {
-        Record::with_digest(key, value, version, expires, &ZERO)
+        Record::with_digest(key, value, version, (expires, expires), &ZERO)
     }
 
-    /// Creates a stale record whose stored digest is `digest`.
+    /// Creates a stale record whose stored digest is `digest`, with
+    /// `(expiry, indexed-at)` (both ignored for a tombstone or no expiry).
     fn with_digest(
         key: &[u8],
         value: Option<&[u8]>,
         version: Version,
-        expires: u64,
+        (expires, indexed_at): (u64, u64),
         digest: &Digest,
     ) -> Record {
         assert!(key.len() <= MAX_KEY_LEN && value.map_or(0, <[u8]>::len) <= MAX_LEN);
@@ -173,7 +179,9 @@ impl Record {
             }
             std::ptr::copy_nonoverlapping(digest.as_ptr(), data.add(key.len() + vlen), DIGEST);
             if expires != 0 {
-                (data.add(key.len() + vlen + DIGEST) as *mut u64).write_unaligned(expires);
+                let at = data.add(key.len() + vlen + DIGEST) as *mut u64;
+                at.write_unaligned(expires);
+                at.add(1).write_unaligned(indexed_at);
             }
         }
         Record { ptr }
@@ -226,6 +234,34 @@ impl Record {
         unsafe {
             (self.data().add(h.key_len() + h.value_len() + DIGEST) as *const u64).read_unaligned()
         }
+    }
+
+    /// Where the shard's expiry index holds the record (Unix ms, ≤ the
+    /// expiry; `store/expiry.rs`), 0 if it has no expiry.
+    #[inline]
+    pub fn indexed_at(&self) -> u64 {
+        let h = self.header();
+        if !h.has_expiry() {
+            return 0;
+        }
+        // SAFETY: the flag says 16 expiry bytes follow the digest.
+        unsafe {
+            (self.data().add(h.key_len() + h.value_len() + DIGEST + 8) as *const u64)
+                .read_unaligned()
+        }
+    }
+
+    /// Sets the indexed-at time of a record with an expiry (no effect on
+    /// one without).
+    #[inline]
+    pub fn set_indexed_at(&mut self, at: u64) {
+        let h = self.header();
+        if !h.has_expiry() {
+            return;
+        }
+        let off = HEADER + h.key_len() + h.value_len() + DIGEST + 8;
+        // SAFETY: as in `indexed_at`, through the unique &mut self.
+        unsafe { ((self.ptr.as_ptr() as *mut u8).add(off) as *mut u64).write_unaligned(at) }
     }
 
     /// True if the record has an expiry and it is at or before `now_ms`.
@@ -330,12 +366,18 @@ impl Record {
     /// The record becomes stale; its stored digest is kept (also when it
     /// is reallocated), since that is what its bucket still contains.
     pub fn replace(&mut self, value: Option<&[u8]>, version: Version) {
-        self.replace_expiring(value, version, 0);
+        self.replace_expiring(value, version, 0, 0);
     }
 
     /// [`Record::replace`] with an expiry (Unix ms, 0 = none; ignored for
-    /// a tombstone).
-    pub fn replace_expiring(&mut self, value: Option<&[u8]>, version: Version, expires: u64) {
+    /// a tombstone) and its indexed-at time.
+    pub fn replace_expiring(
+        &mut self,
+        value: Option<&[u8]>,
+        version: Version,
+        expires: u64,
+        indexed_at: u64,
+    ) {
         let h = self.header();
         let expires = if value.is_some() { expires } else { 0 };
         let same_len = match value {
@@ -343,7 +385,13 @@ impl Record {
             None => h.vlen == TOMBSTONE,
         } && h.has_expiry() == (expires != 0);
         if !same_len {
-            *self = Record::with_digest(self.key(), value, version, expires, self.digest());
+            *self = Record::with_digest(
+                self.key(),
+                value,
+                version,
+                (expires, indexed_at),
+                self.digest(),
+            );
             return;
         }
         // SAFETY: same layout (the digest stays where it is); we hold
@@ -358,7 +406,9 @@ impl Record {
                 std::ptr::copy_nonoverlapping(v.as_ptr(), at, v.len());
             }
             if expires != 0 {
-                (at.add((*hp).value_len() + DIGEST) as *mut u64).write_unaligned(expires);
+                let e = at.add((*hp).value_len() + DIGEST) as *mut u64;
+                e.write_unaligned(expires);
+                e.add(1).write_unaligned(indexed_at);
             }
         }
     }
@@ -443,7 +493,8 @@ mod tests {
         let v = Version::new(7, 9);
         let r = Record::new_expiring(b"key", Some(b"value"), v, 1_000);
         assert_eq!((r.key(), r.expires(), r.version()), (&b"key"[..], 1_000, v));
-        assert_eq!(r.heap_size(), 24 + 3 + 5 + 32 + 8);
+        assert_eq!(r.indexed_at(), 1_000);
+        assert_eq!(r.heap_size(), 24 + 3 + 5 + 32 + 16);
         assert_eq!(r.value_at(999), Some(&b"value"[..]));
         assert_eq!(r.value_at(1_000), None);
         assert!(r.is_expired(1_000) && !r.is_expired(999));
@@ -453,7 +504,10 @@ mod tests {
         assert_eq!(r.value(), Some(&b"value"[..]));
         // A tombstone never keeps an expiry.
         let t = Record::new_expiring(b"k", None, v, 1_000);
-        assert_eq!((t.expires(), t.heap_size()), (0, 24 + 1 + 32));
+        assert_eq!(
+            (t.expires(), t.indexed_at(), t.heap_size()),
+            (0, 0, 24 + 1 + 32)
+        );
         let p = Record::new(b"k", Some(b"v"), v);
         assert_eq!((p.expires(), p.digest_value()), (0, Some(&b"v"[..])));
         assert!(!p.is_expired(u64::MAX));
@@ -465,24 +519,35 @@ mod tests {
         let d = [3u8; 32];
         r.set_digest(&d);
         // Gains an expiry: reallocated, digest carried.
-        r.replace_expiring(Some(b"bbbb"), Version::new(2, 1), 50);
+        r.replace_expiring(Some(b"bbbb"), Version::new(2, 1), 50, 50);
         assert_eq!(
             (r.expires(), r.value(), r.digest()),
             (50, Some(&b"bbbb"[..]), &d)
         );
         // Same shape: in place.
-        r.replace_expiring(Some(b"cccc"), Version::new(3, 1), 60);
+        r.replace_expiring(Some(b"cccc"), Version::new(3, 1), 60, 60);
         assert_eq!(
             (r.expires(), r.value(), r.key()),
             (60, Some(&b"cccc"[..]), &b"key"[..])
         );
         // Longer value, keeps an expiry.
-        r.replace_expiring(Some(b"a longer value"), Version::new(4, 1), 70);
+        r.replace_expiring(Some(b"a longer value"), Version::new(4, 1), 70, 70);
         assert_eq!((r.expires(), r.value()), (70, Some(&b"a longer value"[..])));
+        assert_eq!(r.indexed_at(), 70);
+        // The indexed-at time is kept in place and moved on reallocation.
+        r.replace_expiring(Some(b"a longer valuE"), Version::new(4, 1), 75, 40);
+        assert_eq!((r.expires(), r.indexed_at()), (75, 40));
+        r.set_indexed_at(75);
+        assert_eq!((r.expires(), r.indexed_at()), (75, 75));
+        r.replace_expiring(Some(b"short"), Version::new(4, 1), 80, 75);
+        assert_eq!(
+            (r.expires(), r.indexed_at(), r.value()),
+            (80, 75, Some(&b"short"[..]))
+        );
         // Tombstone drops it; plain replace clears it.
-        r.replace_expiring(None, Version::new(5, 1), 80);
+        r.replace_expiring(None, Version::new(5, 1), 80, 80);
         assert_eq!((r.expires(), r.is_tombstone(), r.digest()), (0, true, &d));
-        r.replace_expiring(Some(b"x"), Version::new(6, 1), 90);
+        r.replace_expiring(Some(b"x"), Version::new(6, 1), 90, 90);
         r.replace(Some(b"y"), Version::new(7, 1));
         assert_eq!(
             (r.expires(), r.value(), r.heap_size()),

@@ -182,7 +182,7 @@ impl Db<'_> {
     pub fn len(self) -> usize {
         let now = now_millis();
         (0..self.store.shards.len())
-            .map(|i| self.shard(i).visible(now))
+            .map(|i| self.shard(i).visible(now, &self.store.hasher))
             .sum()
     }
 

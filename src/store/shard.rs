@@ -23,7 +23,7 @@ pub struct Shard {
     pub(super) live: usize,
     pub(super) tombstones: usize,
     pub(super) bytes: usize,
-    /// Every live record with an expiry, by expiry (`expiry.rs`).
+    /// Every live record with an expiry, by indexed-at time (`expiry.rs`).
     pub(super) expiry: ExpiryIndex,
     /// Where the refresh stopped inside a bucket: `(bucket, slot)`; every
     /// stale record of that bucket at a lower slot is in flight (see the
@@ -78,7 +78,8 @@ impl Shard {
     }
 
     /// [`Shard::put`] with an absolute expiry (Unix ms, 0 = none; ignored
-    /// for a tombstone), keeping the expiry index in step.
+    /// for a tombstone), keeping the expiry index in step: the record's
+    /// entry stays where it is when the expiry moves later (`expiry.rs`).
     pub(super) fn put_expiring(
         &mut self,
         s: Slot,
@@ -98,14 +99,21 @@ impl Shard {
                 let rec = o.get_mut();
                 let (was_tomb, old_bytes) =
                     (rec.is_tombstone(), rec.value().map_or(0, |v| v.len()));
-                let old_expires = rec.expires();
-                rec.replace_expiring(value, version, expires);
-                if old_expires != expires {
-                    if old_expires != 0 {
-                        self.expiry.remove(old_expires, s.bucket, s.hash);
+                let old_at = rec.indexed_at();
+                let at = if expires == 0 {
+                    0
+                } else if old_at != 0 && old_at <= expires {
+                    old_at
+                } else {
+                    expires
+                };
+                rec.replace_expiring(value, version, expires, at);
+                if at != old_at {
+                    if old_at != 0 {
+                        self.expiry.remove(old_at, s.bucket, s.hash);
                     }
-                    if expires != 0 {
-                        self.expiry.insert(expires, s.bucket, s.hash);
+                    if at != 0 {
+                        self.expiry.insert(at, s.bucket, s.hash);
                     }
                 }
                 match (was_tomb, value) {
@@ -171,8 +179,8 @@ impl Shard {
         }
         let (rec, _) = o.remove();
         Shard::unlink(&mut self.tree, s.bucket, &rec);
-        if rec.expires() != 0 {
-            self.expiry.remove(rec.expires(), s.bucket, s.hash);
+        if rec.indexed_at() != 0 {
+            self.expiry.remove(rec.indexed_at(), s.bucket, s.hash);
         }
         match rec.value() {
             None => self.tombstones -= 1,

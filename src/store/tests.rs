@@ -953,3 +953,181 @@ fn a_lock_that_waits_is_counted_and_one_that_does_not_is_not() {
     assert_eq!(s.lock_contended(), 1);
     assert_eq!(s.get(b"c", |v| v.map(<[u8]>::to_vec)), Some(b"3".to_vec()));
 }
+
+/// Checks the expiry index invariants (`expiry.rs`): one entry per live
+/// record with an expiry, at its indexed-at time, which is ≤ its expiry.
+fn check_expiry_index(s: &Store) {
+    for i in 0..s.shards.len() {
+        let shard = s.shard(i);
+        let mut records = Vec::new();
+        for (b, t) in shard.tables.iter().enumerate() {
+            for r in t.iter() {
+                if r.expires() != 0 {
+                    assert!(r.value().is_some(), "a tombstone with an expiry");
+                    assert!(r.indexed_at() <= r.expires(), "{r:?}");
+                    records.push((r.indexed_at(), b, s.hasher.hash_one(r.key())));
+                } else {
+                    assert_eq!(r.indexed_at(), 0);
+                }
+            }
+        }
+        let mut entries: Vec<_> = shard
+            .expiry
+            .due(u64::MAX)
+            .flat_map(|(e, n)| std::iter::repeat_n(e, n as usize))
+            .collect();
+        records.sort_unstable();
+        entries.sort_unstable();
+        assert_eq!(records, entries, "shard {i}");
+        assert_eq!(shard.expiry.len(), entries.len());
+    }
+}
+
+fn index_len(s: &Store) -> usize {
+    (0..s.shards.len()).map(|i| s.shard(i).expiry.len()).sum()
+}
+
+#[test]
+fn a_later_expiry_leaves_the_index_entry_and_the_cycle_defers_it() {
+    let s = store_ttl(HOUR);
+    let now = now_millis();
+    let db = s.db();
+    db.set_expiring(b"k", b"1", now + 10);
+    // Moved later: the entry stays at now + 10 (no index update).
+    db.set_expiring(b"k", b"2", now + HOUR);
+    check_expiry_index(&s);
+    assert_eq!(index_len(&s), 1);
+    s.shard(s.slot(b"k").shard)
+        .tables
+        .iter()
+        .flat_map(|t| t.iter())
+        .for_each(|r| assert_eq!((r.indexed_at(), r.expires()), (now + 10, now + HOUR)));
+    // The cycle reaches the entry first: not due, re-indexed at its expiry.
+    assert_eq!(s.expire_due(now + 20, || true), 0);
+    check_expiry_index(&s);
+    assert_eq!(s.expire_due(now + 20, || true), 0);
+    assert_eq!(
+        (s.len(), db.expiring(), db.expiry(b"k")),
+        (1, 1, Some(now + HOUR))
+    );
+    assert_eq!(s.expire_due(now + HOUR, || true), 1);
+    assert_eq!((s.len(), s.tombstones(), index_len(&s)), (0, 1, 0));
+    check_expiry_index(&s);
+}
+
+#[test]
+fn an_earlier_expiry_moves_the_entry_and_persist_removes_a_deferred_one() {
+    let s = store_ttl(HOUR);
+    let now = now_millis();
+    let db = s.db();
+    db.set_expiring(b"k", b"v", now + HOUR);
+    db.set_expiring(b"k", b"v", now + 10);
+    check_expiry_index(&s);
+    assert_eq!(s.expire_due(now + 20, || true), 1);
+    // A deferred entry (at now + 10, expiry in an hour) goes with PERSIST.
+    db.set_expiring(b"p", b"v", now + 10);
+    db.set_expiring(b"p", b"v", now + HOUR);
+    let mut value = Vec::new();
+    assert!(db.persist(b"p", &mut value).is_some());
+    assert_eq!(index_len(&s), 0);
+    check_expiry_index(&s);
+    assert_eq!(s.expire_due(now + 2 * HOUR, || true), 0);
+    assert_eq!(s.get(b"p", |v| v.map(<[u8]>::to_vec)), Some(b"v".to_vec()));
+}
+
+#[test]
+fn dbsize_counts_due_records_of_deferred_entries_exactly() {
+    let s = store_ttl(HOUR);
+    let now = now_millis();
+    let db = s.db();
+    // Entry at now + 1, expiry in an hour: its entry comes up, it is not due.
+    db.set_expiring(b"later", b"v", now + 1);
+    db.set_expiring(b"later", b"v", now + HOUR);
+    // Entry at now + 2, expiry now + 5: due once now + 5 has passed.
+    db.set_expiring(b"due", b"v", now + 2);
+    db.set_expiring(b"due", b"v", now + 5);
+    s.set(b"plain", b"v");
+    // Many keys due at the same millisecond, sharing buckets with others.
+    for i in 0..200 {
+        db.set_expiring(format!("same{i}").as_bytes(), b"v", now + 5);
+    }
+    check_expiry_index(&s);
+    assert!(wait_for(|| now_millis() > now + 5));
+    assert_eq!((s.len(), db.expiring()), (2, 1));
+    assert!(!s.contains(b"due"));
+    check_expiry_index(&s);
+    assert_eq!(s.expire_due(now_millis(), || true), 200);
+    assert_eq!((s.len(), db.expiring(), s.tombstones()), (2, 1, 201));
+    check_expiry_index(&s);
+}
+
+/// Polls `f` for up to ten seconds.
+fn wait_for(mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !f() {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    true
+}
+
+#[test]
+fn random_writes_keep_the_expiry_index_exact() {
+    let s = store_ttl(HOUR);
+    let db = s.db();
+    let base = now_millis() + HOUR;
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let mut value = Vec::new();
+    let mut clock = base;
+    for step in 0..20_000 {
+        let key = format!("k{}", next(300));
+        let k = key.as_bytes();
+        let at = base + next(1000);
+        match next(9) {
+            0 => {
+                s.set(k, b"v");
+            }
+            1 | 2 => {
+                db.set_expiring(k, b"v", at);
+            }
+            3 => {
+                db.persist(k, &mut value);
+            }
+            4 => {
+                s.delete(k);
+            }
+            5 => {
+                let _ = db.update(k, &mut value, |_, out| {
+                    out.extend_from_slice(b"longer value");
+                    Ok::<_, ()>(())
+                });
+            }
+            6 => {
+                let _ = db.expire(k, at as i64, ExpireFlags::default(), &mut value);
+            }
+            7 => {
+                let v = Version::new((base + next(1000)) << 16, 3);
+                s.apply_expiring(k, Some(b"r"), v, if next(2) == 0 { 0 } else { at });
+            }
+            _ => {
+                clock += next(20);
+                s.expire_due(clock, || true);
+            }
+        }
+        if step % 500 == 0 {
+            check_expiry_index(&s);
+        }
+    }
+    check_expiry_index(&s);
+    s.expire_due(u64::MAX - 1, || true);
+    check_expiry_index(&s);
+    assert_eq!((index_len(&s), db.expiring()), (0, 0));
+}
