@@ -717,6 +717,19 @@ pub static SETTINGS: &[Setting] = &[
         ..BASE
     },
     Setting {
+        name: "security.auth_failure_delay_ms",
+        env: &["MERKLE_KV_SECURITY_AUTH_FAILURE_DELAY_MS"],
+        kind: Kind::Int {
+            min: 0,
+            max: 10_000,
+        },
+        initial: Initial::Value("200"),
+        doc: "Milliseconds a connection's reply to a failed AUTH is delayed (nothing else on it runs meanwhile); 0: none.",
+        apply: |c, v| c.security.auth_failure_delay = v.millis(),
+        show: |c| c.security.auth_failure_delay.as_millis().to_string(),
+        ..BASE
+    },
+    Setting {
         name: "logging.level",
         env: &["MERKLE_KV_LOGGING_LEVEL"],
         kind: Kind::Choice {
