@@ -305,9 +305,11 @@ impl Bridge {
         o.set_max_packet_size(MAX_PACKET, MAX_PACKET);
         o.set_inflight((WINDOW + CHANNEL_SLACK) as u16);
         if let Some(p) = self.outbox().members.own() {
+            let mut will = p.with_status("offline").encode();
+            self.keys.sign(&mut will);
             o.set_last_will(LastWill::new(
                 format!("{}{}", self.nodes, p.node_id),
-                p.with_status("offline").encode(),
+                will,
                 QoS::AtLeastOnce,
                 true,
             ));
@@ -488,16 +490,7 @@ impl Bridge {
             Event::Incoming(Incoming::PubAck(_)) if self.qos == QoS::AtLeastOnce => self.acked(),
             Event::Outgoing(Outgoing::Publish(_)) if self.qos == QoS::AtMostOnce => self.acked(),
             Event::Incoming(Incoming::Publish(p)) => match p.topic.strip_prefix(&self.nodes) {
-                Some(id) => {
-                    if let Err(e) =
-                        self.outbox()
-                            .members
-                            .update(id, &p.payload, crate::clock::unix_millis())
-                    {
-                        rx.members
-                            .warn(|| format!("cluster: ignoring {}: {e}", p.topic));
-                    }
-                }
+                Some(id) => rx.presence(id, &p, self),
                 None => rx.message(&p, self, applier),
             },
             Event::Incoming(Incoming::SubAck(s)) => {
@@ -524,13 +517,10 @@ impl Bridge {
             return;
         };
         let topic = format!("{}{}", self.nodes, p.node_id);
+        let mut payload = p.with_status(status).encode();
+        self.keys.sign(&mut payload);
         let mut l = self.lock();
-        match client.try_publish(
-            topic,
-            QoS::AtLeastOnce,
-            true,
-            p.with_status(status).encode(),
-        ) {
+        match client.try_publish(topic, QoS::AtLeastOnce, true, payload) {
             Ok(()) => l.inflight.push_back(0),
             Err(e) => log::warn!("cluster: cannot publish presence ({status}): {e}"),
         }
@@ -626,6 +616,35 @@ impl Receiving {
             unauthenticated: WarnLimiter::default(),
             invalid: WarnLimiter::default(),
             members: WarnLimiter::default(),
+        }
+    }
+
+    /// A presence message on `<prefix>/nodes/<id>`. With cluster keys it
+    /// must be signed like a batch: a publisher without the key cannot add,
+    /// change or remove (empty payload) a member, so it cannot make nodes
+    /// run anti-entropy with an address of its choosing.
+    fn presence(&mut self, id: &str, p: &Publish, b: &Bridge) {
+        let body = match b.keys.verify(&p.payload) {
+            Ok(body) => body,
+            Err(e) => {
+                b.metrics().presence_unauthenticated.fetch_add(1, Relaxed);
+                self.unauthenticated.warn(|| {
+                    format!(
+                        "cluster: refused a presence message on {} ({} bytes): {e}",
+                        p.topic,
+                        p.payload.len()
+                    )
+                });
+                return;
+            }
+        };
+        if let Err(e) = b
+            .outbox()
+            .members
+            .update(id, body, crate::clock::unix_millis())
+        {
+            self.members
+                .warn(|| format!("cluster: ignoring {}: {e}", p.topic));
         }
     }
 
@@ -965,7 +984,8 @@ fn write_info(shared: &Shared, s: &mut String) {
          replication_events_invalid:{}\r\n\
          replication_events_ignored:{}\r\n\
          replication_payloads_undecodable:{}\r\n\
-         replication_events_unauthenticated:{}\r\n",
+         replication_events_unauthenticated:{}\r\n\
+         replication_presence_unauthenticated:{}\r\n",
         r.broker_host,
         r.broker_port,
         m.state().name(),
@@ -982,6 +1002,7 @@ fn write_info(shared: &Shared, s: &mut String) {
         get(&m.events_ignored),
         get(&m.payloads_undecodable),
         get(&m.events_unauthenticated),
+        get(&m.presence_unauthenticated),
     );
     let origins = m.origins();
     let _ = write!(s, "replication_origins:{}\r\n", origins.len());
