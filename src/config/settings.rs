@@ -412,7 +412,7 @@ pub static SETTINGS: &[Setting] = &[
         aliases: &["replication.cluster_key"],
         env: &["MERKLE_KV_MQTT_CLUSTER_KEY"],
         kind: Kind::Keys,
-        doc: "Key(s) signing and verifying event batches (HMAC-SHA256); the first signs; comma-separated in the environment.",
+        doc: "Key(s) signing and verifying event batches and presence messages (HMAC-SHA256); the first signs; comma-separated in the environment.",
         secret: true,
         apply: |c, v| c.replication.cluster_keys = v.list(),
         show: |c| c.replication.cluster_keys.join(","),
