@@ -176,3 +176,50 @@ fn keyed_nodes_refuse_unsigned_presence_messages() {
     assert_eq!(info_u64(&b, "replication_events_unauthenticated"), 0);
     assert_eq!(info_u64(&b, "cluster_presence_ignored"), 0);
 }
+
+#[test]
+fn keyed_nodes_forget_offline_members_with_a_signed_clear() {
+    let broker = Broker::start();
+    let keyed = "cluster_key = \"s3cret\"\nkeep_alive = 1\nclean_session = true";
+    let a = replicated_node(
+        "fa",
+        broker.port,
+        &format!("{keyed}\n[cluster]\nforget_offline_after_seconds = 1"),
+    );
+    let mut c = replicated_node("fc", broker.port, keyed);
+    wait_connected(&a);
+    wait_connected(&c);
+    eventually("a lists c", || member_ids(&a).contains(&"fc".to_string()));
+    c.kill9();
+    assert!(
+        common::wait_until(common::broker::SLOW, || !member_ids(&a)
+            .contains(&"fc".to_string())),
+        "c never forgotten: {:?}",
+        member_ids(&a)
+    );
+    // The signed clear replaced c's retained presence: a keyed node
+    // started now never hears of c, and nobody refused anything.
+    let d = replicated_node("fd", broker.port, keyed);
+    wait_connected(&d);
+    eventually("d lists a", || member_ids(&d).contains(&"fa".to_string()));
+    assert!(!member_ids(&d).contains(&"fc".to_string()));
+    // A signed clear of d's own topic makes d announce itself again; an
+    // unsigned one is refused.
+    mqtt_publish(broker.port, "mkv-test/nodes/fd", &[Vec::new()]);
+    eventually("unsigned clear refused", || {
+        info_u64(&a, "replication_presence_unauthenticated") == 1
+    });
+    assert!(member_ids(&a).contains(&"fd".to_string()));
+    mqtt_publish(
+        broker.port,
+        "mkv-test/nodes/fd",
+        &[signed("s3cret", Vec::new())],
+    );
+    eventually("d saw its presence cleared", || {
+        d.stderr.lock().unwrap().contains("presence was cleared")
+    });
+    eventually("a lists d again", || {
+        member_ids(&a).contains(&"fd".to_string())
+    });
+    assert_eq!(info_u64(&d, "replication_presence_unauthenticated"), 1);
+}
