@@ -86,6 +86,7 @@ impl Layers {
         if let Some(pw) = &o.requirepass {
             c.security.requirepass = Some(pw.clone());
         }
+        c.read_only |= o.read_only;
         c.threads = match o.threads {
             Some(t) => t,
             None if threads_given => c.threads,
@@ -123,6 +124,8 @@ fn blank() -> Config {
         node_id: String::new(),
         host: String::new(),
         advertise_address: None,
+        read_only: false,
+        forget_offline_after: Duration::ZERO,
         port: 0,
         threads: 1,
         shards: 1,
@@ -177,6 +180,7 @@ fn blank() -> Config {
             users: Vec::new(),
             protected_mode: true,
             max_auth_failures: 0,
+            auth_failure_delay: Duration::ZERO,
         },
         limits: LimitsConfig {
             maxmemory: 0,

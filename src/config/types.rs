@@ -36,6 +36,12 @@ pub struct Config {
     /// `host:port` announced to the cluster for anti-entropy; `None` = the
     /// bind address and port (see [`Config::advertised`]).
     pub advertise_address: Option<String>,
+    /// Start in read-only mode: client writes are refused, replicated
+    /// and anti-entropy writes still apply (`crate::readonly`).
+    pub read_only: bool,
+    /// Offline members are dropped from the member table after this long
+    /// (`cluster.forget_offline_after_seconds`); zero = never.
+    pub forget_offline_after: Duration,
     /// Client port; 0 asks the OS for an ephemeral port (tests).
     pub port: u16,
     /// Worker threads (event loops); default: available cores.
@@ -158,6 +164,9 @@ pub struct SecurityConfig {
     pub protected_mode: bool,
     /// Failed AUTH attempts after which a connection is closed.
     pub max_auth_failures: usize,
+    /// How long a connection's reply to a failed AUTH (and everything
+    /// after it) is held back; zero: not at all.
+    pub auth_failure_delay: Duration,
 }
 
 impl SecurityConfig {
@@ -322,4 +331,6 @@ pub struct Overrides {
     pub storage_path: Option<PathBuf>,
     /// `--requirepass`
     pub requirepass: Option<String>,
+    /// `--read-only`
+    pub read_only: bool,
 }
