@@ -13,7 +13,7 @@
 //! | [`internal`] | `protocol::internal::parse` + the `MKV.*` server, or a whole anti-entropy round against a peer whose replies are the input | a served reply reads back as one RESP reply; a round against a hostile peer plants no version past the clock bound and (without `--force`) deletes at most half of the records |
 //! | [`cbor`] | `replication::wire::decode_ref` and `decode` | the in-place decoder agrees with serde |
 //! | [`log_segment`] | recovery's two passes over a log segment | pass 2 reads everything pass 1 validated; any replay window gives the same state; a torn tail loses only records in it |
-//! | [`snapshot`] | recovery's snapshot reader | a clean read ends exactly at the end record |
+//! | [`snapshot`] | recovery's snapshot reader | a clean read ends exactly at the end record; a torn copy reads no more entries |
 //!
 //! Inputs whose first byte is odd build *structured* files for the two
 //! persistence entries (records with valid checksums, then a mutation), so
@@ -417,7 +417,16 @@ pub fn snapshot(data: &[u8]) {
         rest.to_vec()
     };
     let store = small_store();
-    if let Some(loaded) = recovery::load_snapshot_bytes(&file, &store) {
-        assert!(loaded >= (store.len() + store.tombstones()) as u64);
+    let Some(loaded) = recovery::load_snapshot_bytes(&file, &store) else {
+        return;
+    };
+    assert!(loaded >= (store.len() + store.tombstones()) as u64);
+    // A torn copy (the last 0..=127 bytes missing) reads at most as much.
+    let torn = file.len().saturating_sub(usize::from(mode >> 1));
+    if let Some(m) = recovery::load_snapshot_bytes(&file[..torn], &small_store()) {
+        assert!(
+            m <= loaded,
+            "{m} entries from a torn copy, {loaded} from the whole"
+        );
     }
 }
