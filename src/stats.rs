@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::metrics::commands::{Totals, WorkerCommands};
 use crate::sync::lock;
 
 /// Declares [`Counter`] and its STATS field names from one table of
@@ -61,6 +62,9 @@ const COUNTERS: usize = COUNTER_NAMES.len();
 #[derive(Default)]
 pub struct WorkerStats {
     counters: [AtomicU64; COUNTERS],
+    /// Per-command calls, time, failures and latency (INFO
+    /// `commandstats`, the metrics endpoint).
+    pub commands: WorkerCommands,
 }
 
 impl WorkerStats {
@@ -202,6 +206,9 @@ pub struct Stats {
     started: Instant,
     total_connections: AtomicU64,
     clients: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
+    /// The command totals at the last `CONFIG RESETSTAT` (INFO shows the
+    /// counts since; see `metrics::commands`).
+    baseline: Mutex<Option<Totals>>,
 }
 
 impl Stats {
@@ -212,7 +219,34 @@ impl Stats {
             started: Instant::now(),
             total_connections: AtomicU64::new(0),
             clients: Mutex::new(BTreeMap::new()),
+            baseline: Mutex::new(None),
         }
+    }
+
+    /// Every worker's command statistics merged, since start (the metrics
+    /// endpoint: counters that only grow).
+    pub fn command_totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for w in &self.workers {
+            w.commands.add_to(&mut t);
+        }
+        t
+    }
+
+    /// The command statistics since the last `CONFIG RESETSTAT` (INFO).
+    pub fn command_totals_since_reset(&self) -> Totals {
+        let t = self.command_totals();
+        match &*lock(&self.baseline) {
+            Some(base) => t.since(base),
+            None => t,
+        }
+    }
+
+    /// `CONFIG RESETSTAT`: INFO's command and error statistics start again
+    /// from zero (the workers' counters are not written).
+    pub fn reset_command_stats(&self) {
+        let t = self.command_totals();
+        *lock(&self.baseline) = Some(t);
     }
 
     /// The counters of worker `i`.

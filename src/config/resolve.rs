@@ -17,7 +17,7 @@ use std::time::Duration;
 use super::settings::{Initial, SETTINGS};
 use super::types::{
     AntiEntropyConfig, Config, Engine, FsyncPolicy, LimitsConfig, LogFormat, LoggingConfig,
-    MAX_THREADS, Overrides, ReplicationConfig, SecurityConfig, TlsConfig,
+    MAX_THREADS, MetricsConfig, Overrides, ReplicationConfig, SecurityConfig, TlsConfig,
 };
 use super::values::{Val, from_text};
 
@@ -184,6 +184,9 @@ fn blank() -> Config {
             output_hard: 0,
             output_soft: 0,
             output_soft_time: Duration::ZERO,
+        },
+        metrics: MetricsConfig {
+            latency_tracking: false,
         },
     }
 }

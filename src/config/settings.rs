@@ -240,6 +240,16 @@ pub static SETTINGS: &[Setting] = &[
         ..BASE
     },
     Setting {
+        name: "metrics.latency_tracking",
+        env: &["MERKLE_KV_METRICS_LATENCY_TRACKING"],
+        kind: Kind::Bool,
+        initial: Initial::Value("true"),
+        doc: "Time every command: INFO `usec` and `latencystats` (Redis `latency-tracking`); `false` saves two clock reads per command.",
+        apply: |c, v| c.metrics.latency_tracking = v.bool(),
+        show: |c| c.metrics.latency_tracking.to_string(),
+        ..BASE
+    },
+    Setting {
         name: "sync_interval_seconds",
         kind: Kind::Int {
             min: 0,

@@ -833,7 +833,7 @@ fn shadowed_settings_warn_and_top_level_wins() {
 #[test]
 fn unknown_keys_are_warnings() {
     let l = parse(
-        "port = 1\nbogus = 1\n[replication]\nextra = true\n[metrics]\nx = 1\n[mqtt]\nbroker_address = \"h\"",
+        "port = 1\nbogus = 1\n[replication]\nextra = true\n[telemetry]\nx = 1\n[mqtt]\nbroker_address = \"h\"",
     )
     .unwrap();
     assert_eq!(l.config.port, 1);
@@ -851,7 +851,7 @@ fn unknown_keys_are_warnings() {
         "{w}"
     );
     assert!(
-        w.contains("config.toml: unknown table [metrics] ignored"),
+        w.contains("config.toml: unknown table [telemetry] ignored"),
         "{w}"
     );
     assert!(

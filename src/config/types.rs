@@ -78,6 +78,17 @@ pub struct Config {
     pub security: SecurityConfig,
     /// Client memory and output limits.
     pub limits: LimitsConfig,
+    /// Command statistics and the metrics endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// Command statistics and the metrics endpoint (docs/protocol.md, INFO
+/// `latencystats` and "Metrics endpoint").
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetricsConfig {
+    /// Time every command (INFO `usec`, `latencystats`, the latency
+    /// histograms); default on.
+    pub latency_tracking: bool,
 }
 
 /// TLS on the client port (docs/protocol.md, "TLS").

@@ -45,7 +45,8 @@ pub fn ok(out: &mut Vec<u8>, proto: Proto) {
 /// Redis error codes other than `ERR` that messages may start with.
 pub const CODES: &[&str] = &["NOPROTO", "OOM", "NOAUTH", "WRONGPASS", "NOPERM"];
 
-fn has_code(msg: &str) -> bool {
+/// Whether `msg` starts with one of [`CODES`] (sent as `-<msg>`).
+pub fn has_code(msg: &str) -> bool {
     msg.split_once(' ')
         .is_some_and(|(code, _)| CODES.contains(&code))
 }

@@ -46,6 +46,7 @@ use crate::auth::{self, gate::Admit};
 use crate::exec::{self, Ctx, Flow};
 use crate::jobs::{Completion, Job, Responder};
 use crate::limits::LogKind;
+use crate::metrics::commands;
 use crate::protocol::reply::{self, Proto};
 use crate::protocol::{Command, Fatal, Parsed, resp, text};
 use crate::state::Shared;
@@ -103,6 +104,10 @@ struct Env {
     waker: Arc<Waker>,
     /// This worker's persistence log (persistent engine only).
     log: Option<crate::persist::LogWriter>,
+    /// Slots of the hot commands in the command statistics.
+    hot: commands::Hot,
+    /// `metrics.latency_tracking`: time each command.
+    timing: bool,
 }
 
 /// A worker thread's state.
@@ -137,6 +142,7 @@ impl Worker {
             .persist
             .as_ref()
             .map(|p| p.worker_writer(&format!("w{id}")));
+        let timing = shared.config.metrics.latency_tracking;
         Ok(Worker {
             poll,
             listener,
@@ -152,6 +158,8 @@ impl Worker {
                 completions: completion_sender,
                 waker,
                 log,
+                hot: commands::NAMES.hot(),
+                timing,
             },
             completions: completion_receiver,
             conns: Vec::new(),
@@ -842,6 +850,8 @@ fn process(
                 // `cut`; any reply past the limit closes the connection.
                 let hard = env.shared.memory.limits.output_hard;
                 let reply_start = conn.wbuf.len();
+                let slot = slot_of(&cmd, &data[start..pos], &env.hot);
+                let started = env.timing.then(Instant::now);
                 skip_armed(&conn.info);
                 let mut ctx = Ctx {
                     shared: &env.shared,
@@ -870,8 +880,12 @@ fn process(
                         &mut conn.wbuf,
                     ) {
                         Admit::Run => {}
-                        Admit::Done => continue,
+                        Admit::Done => {
+                            account_gate(env, slot, &conn.wbuf[reply_start..], started);
+                            continue;
+                        }
                         Admit::Close => {
+                            account_gate(env, slot, &conn.wbuf[reply_start..], started);
                             conn.closing = true;
                             return (pos, Stop::Blocked);
                         }
@@ -879,7 +893,9 @@ fn process(
                 }
                 // RESP transactions (exec::tx): only connections that used
                 // MULTI/WATCH pay for more than this test.
-                let flow = if conn.tx.is_some() || exec::tx::is_tx_command(&cmd) {
+                let tx_cmd = exec::tx::is_tx_command(&cmd);
+                let queued = conn.tx.as_ref().is_some_and(|t| t.queuing());
+                let flow = if conn.tx.is_some() || tx_cmd {
                     match exec::tx::step(
                         cmd,
                         &data[start..pos],
@@ -893,6 +909,16 @@ fn process(
                 } else {
                     exec::execute(cmd, &mut ctx, &mut conn.wbuf, proto)
                 };
+                let reply_bytes = &conn.wbuf[reply_start..];
+                if queued && !tx_cmd && reply_bytes == b"+QUEUED\r\n" {
+                    // Counted when it runs, at EXEC.
+                } else if queued && !tx_cmd && reply_bytes.first() == Some(&b'-') {
+                    // Refused inside MULTI.
+                    env.stats.commands.refused(slot, reply_bytes);
+                } else {
+                    let nanos = started.map(|t| t.elapsed().as_nanos() as u64);
+                    env.stats.commands.account(slot, reply_bytes, nanos);
+                }
                 if suppress_reply(&conn.info) {
                     conn.wbuf.truncate(reply_start);
                     ctx.cut = false;
@@ -936,6 +962,9 @@ fn process(
                 }
             }
             Parsed::Invalid(e, n) => {
+                let (word, sub) = commands::words(&data[pos..pos + n]);
+                let slot = word.and_then(|w| commands::NAMES.lookup(w, sub));
+                env.stats.commands.reject(slot, &e.0, proto);
                 pos += n;
                 *budget -= 1;
                 if let Some(tx) = &mut conn.tx {
@@ -949,6 +978,9 @@ fn process(
             Parsed::Skip(n) => pos += n,
             Parsed::Incomplete => return (pos, Stop::Drained),
             Parsed::Fatal(f) => {
+                if !matches!(f, Fatal::InvalidUtf8) {
+                    env.stats.commands.reject(None, "", proto);
+                }
                 match f {
                     Fatal::LineTooLong => reply::error(&mut conn.wbuf, proto, "line too long"),
                     Fatal::Protocol(e) => reply::error(&mut conn.wbuf, proto, &e.to_string()),
@@ -959,6 +991,34 @@ fn process(
             }
         }
     }
+}
+
+/// The command-statistics slot of a request: a `match` for the hot
+/// commands, the command word (and subcommand) looked up for the rest.
+#[inline]
+fn slot_of(cmd: &Command<'_>, frame: &[u8], hot: &commands::Hot) -> usize {
+    match cmd {
+        Command::Get(_) => hot.get,
+        Command::Set(..) => hot.set,
+        Command::MGet(_) => hot.mget,
+        Command::MSet(_) => hot.mset,
+        Command::Exists(_) => hot.exists,
+        Command::Ping(_) => hot.ping,
+        Command::Echo(_) => hot.echo,
+        Command::Strlen(_) => hot.strlen,
+        _ => {
+            let (word, sub) = commands::words(frame);
+            word.map_or(commands::UNKNOWN, |w| commands::NAMES.slot(w, sub))
+        }
+    }
+}
+
+/// Accounts a request the connection's gate answered itself (`AUTH`, or
+/// a refusal: `NOAUTH`, `NOPERM`, …).
+#[cold]
+fn account_gate(env: &Env, slot: usize, reply: &[u8], started: Option<Instant>) {
+    let nanos = started.map(|t| t.elapsed().as_nanos() as u64);
+    env.stats.commands.account(slot, reply, nanos);
 }
 
 /// `CLIENT REPLY SKIP` applies to the command about to run: turns a
