@@ -64,6 +64,8 @@ Options:
       --requirepass <pw>     password of the user \"default\" (role admin); clients
                              must AUTH (prefer security.requirepass_file: a flag
                              is visible to other local users in ps)
+      --metrics-bind <addr>  host:port of the HTTP metrics listener (/metrics,
+                             /health, /ready; default: off)
   -h, --help                 print this help and exit
   -V, --version              print the version and exit
 
@@ -114,10 +116,11 @@ struct RawArgs {
     threads: Option<String>,
     node_id: Option<String>,
     requirepass: Option<String>,
+    metrics_bind: Option<String>,
 }
 
 enum Scan {
-    Run(RawArgs),
+    Run(Box<RawArgs>),
     Help,
     Version,
 }
@@ -164,6 +167,7 @@ fn scan<I: IntoIterator<Item = OsString>>(args: I) -> Result<Scan, ConfigError> 
                 | "--threads"
                 | "--node-id"
                 | "--requirepass"
+                | "--metrics-bind"
         ) {
             return Err(usage_error(format!("unknown argument '{text}'")));
         }
@@ -189,13 +193,14 @@ fn scan<I: IntoIterator<Item = OsString>>(args: I) -> Result<Scan, ConfigError> 
                     "--bind" | "--host" => &mut raw.bind,
                     "--threads" => &mut raw.threads,
                     "--requirepass" => &mut raw.requirepass,
+                    "--metrics-bind" => &mut raw.metrics_bind,
                     _ => &mut raw.node_id,
                 };
                 *slot = Some(value);
             }
         }
     }
-    Ok(Scan::Run(raw))
+    Ok(Scan::Run(Box::new(raw)))
 }
 
 fn invalid(flag: &str, value: &str, expected: &str) -> ConfigError {
@@ -244,6 +249,7 @@ impl RawArgs {
         }
         Ok(Overrides {
             node_id: non_empty("--node-id", &self.node_id)?,
+            metrics_bind: non_empty("--metrics-bind", &self.metrics_bind)?,
             host: non_empty("--bind", &self.bind)?,
             port,
             threads,

@@ -205,6 +205,8 @@ pub struct Stats {
     workers: Vec<Arc<WorkerStats>>,
     started: Instant,
     total_connections: AtomicU64,
+    /// Connections refused at `max_connections`.
+    rejected_connections: AtomicU64,
     clients: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
     /// The command totals at the last `CONFIG RESETSTAT` (INFO shows the
     /// counts since; see `metrics::commands`).
@@ -218,6 +220,7 @@ impl Stats {
             workers: (0..workers.max(1)).map(|_| Arc::default()).collect(),
             started: Instant::now(),
             total_connections: AtomicU64::new(0),
+            rejected_connections: AtomicU64::new(0),
             clients: Mutex::new(BTreeMap::new()),
             baseline: Mutex::new(None),
         }
@@ -293,6 +296,16 @@ impl Stats {
     /// Open connections.
     pub fn active_connections(&self) -> usize {
         lock(&self.clients).len()
+    }
+
+    /// Counts a connection refused at `max_connections`.
+    pub fn reject_connection(&self) {
+        self.rejected_connections.fetch_add(1, Relaxed);
+    }
+
+    /// Connections refused at `max_connections` since start.
+    pub fn rejected_connections(&self) -> u64 {
+        self.rejected_connections.load(Relaxed)
     }
 
     /// Connections accepted since start.

@@ -86,6 +86,9 @@ impl Layers {
         if let Some(pw) = &o.requirepass {
             c.security.requirepass = Some(pw.clone());
         }
+        if let Some(b) = &o.metrics_bind {
+            c.metrics.bind = Some(b.clone());
+        }
         c.threads = match o.threads {
             Some(t) => t,
             None if threads_given => c.threads,
@@ -186,6 +189,7 @@ fn blank() -> Config {
             output_soft_time: Duration::ZERO,
         },
         metrics: MetricsConfig {
+            bind: None,
             latency_tracking: false,
         },
     }

@@ -941,9 +941,11 @@ fn overrides_are_the_last_layer() {
         engine: Some(Engine::Persistent),
         storage_path: Some("/cli".into()),
         requirepass: Some("pw".into()),
+        metrics_bind: Some("127.0.0.1:9121".into()),
     };
     let env = env_of(&[
         ("MERKLE_KV_NODE_ID", "env"),
+        ("MERKLE_KV_METRICS_BIND", "127.0.0.1:1"),
         ("MERKLE_KV_NETWORK_BIND_PORT", "2"),
     ]);
     let c = load_str(FLAT_EXAMPLE, "f.toml", &env, &o).unwrap().config;
@@ -953,6 +955,7 @@ fn overrides_are_the_last_layer() {
     assert_eq!(c.threads, MAX_THREADS, "clamped");
     assert_eq!(c.engine, Engine::Persistent);
     assert_eq!(c.storage_path, PathBuf::from("/cli"));
+    assert_eq!(c.metrics.bind.as_deref(), Some("127.0.0.1:9121"));
 }
 
 #[test]

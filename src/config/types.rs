@@ -86,6 +86,8 @@ pub struct Config {
 /// `latencystats` and "Metrics endpoint").
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MetricsConfig {
+    /// `host:port` of the HTTP metrics listener; `None`: off (default).
+    pub bind: Option<String>,
     /// Time every command (INFO `usec`, `latencystats`, the latency
     /// histograms); default on.
     pub latency_tracking: bool,
@@ -333,4 +335,6 @@ pub struct Overrides {
     pub storage_path: Option<PathBuf>,
     /// `--requirepass`
     pub requirepass: Option<String>,
+    /// `--metrics-bind`
+    pub metrics_bind: Option<String>,
 }

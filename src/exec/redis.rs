@@ -736,9 +736,10 @@ fn info(ctx: &Ctx<'_>, sections: Args<'_>, s: &mut String) {
                 let (_, evicted, output) = shared.memory.counters();
                 write!(
                     s,
-                    "total_connections_received:{}\r\ntotal_commands_processed:{}\r\nevicted_clients:{evicted}\r\nclient_output_buffer_limit_disconnections:{output}\r\ntotal_error_replies:{}\r\n",
+                    "total_connections_received:{}\r\ntotal_commands_processed:{}\r\nevicted_clients:{evicted}\r\nclient_output_buffer_limit_disconnections:{output}\r\nrejected_connections:{}\r\ntotal_error_replies:{}\r\n",
                     shared.stats.total_connections(),
                     shared.stats.sum(Counter::TotalCommands),
+                    shared.stats.rejected_connections(),
                     totals.as_ref().map_or(0, |t| t.error_replies)
                 )
             }

@@ -79,6 +79,12 @@ impl Histogram {
         c.store(c.load(Relaxed) + 1, Relaxed);
     }
 
+    /// Records one value from any thread (a locked add: for rare events
+    /// such as an fsync, not for the command path).
+    pub fn record_shared(&self, v: u64) {
+        self.counts[index(v)].fetch_add(1, Relaxed);
+    }
+
     /// Adds the current counts to `into` (any thread).
     pub fn add_to(&self, into: &mut Snapshot) {
         for (s, c) in into.counts.iter_mut().zip(self.counts.iter()) {

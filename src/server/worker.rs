@@ -264,6 +264,7 @@ impl Worker {
                 Ok((mut sock, addr)) => {
                     let cfg = &self.env.shared.config;
                     if self.env.shared.stats.active_connections() >= cfg.max_connections {
+                        self.env.shared.stats.reject_connection();
                         let _ = sock.write(b"ERROR max connections reached\r\n");
                         continue;
                     }
