@@ -23,6 +23,7 @@ use crate::contact::Contact;
 use crate::jobs::Job;
 use crate::limits::{Limits, Memory};
 use crate::persist::Persist;
+use crate::readonly::ReadOnly;
 use crate::replication::Outbox;
 use crate::stats::{Stats, rss_kb, uptime};
 use crate::store::{Db, Store};
@@ -51,6 +52,8 @@ pub struct Shared {
     pub auth: Auth,
     /// Client memory and output limits, used-memory accounting.
     pub memory: Memory,
+    /// Read-only mode (`readonly.rs`): switched at run time.
+    pub read_only: ReadOnly,
     /// TLS on the client port (`None`: not configured).
     pub tls: Option<crate::server::tls::Acceptor>,
     /// TLS for connections to peers (`anti_entropy.tls`).
@@ -85,6 +88,7 @@ impl Shared {
         let workers = config.threads.max(1);
         let limits = Limits::from_config(&config.limits);
         let replicate = config.replication.enabled;
+        let read_only = ReadOnly::new(config.read_only);
         Shared {
             auth: Auth::new(&config.security, &config.anti_entropy.peer_list),
             config,
@@ -98,6 +102,7 @@ impl Shared {
             contact,
             info,
             memory: Memory::new(limits),
+            read_only,
             tls: tls.client_port,
             peer_tls: tls.peers,
             broker_tls: tls.broker,
@@ -113,10 +118,31 @@ impl Shared {
             section.write_info(self, db, s);
         }
     }
+
+    /// The lines of RESP INFO's `# MerkleKV` section: the text INFO body
+    /// without the sections that have a title of their own.
+    pub fn write_info_untitled(&self, db: Db<'_>, s: &mut String) {
+        write_node_info(self, db, s);
+        for section in self.info.iter().filter(|i| i.title().is_none()) {
+            section.write_info(self, db, s);
+        }
+    }
+
+    /// The sections with a title of their own (RESP INFO), in order.
+    pub fn titled_info(&self) -> impl Iterator<Item = &'static dyn InfoSection> + '_ {
+        self.info.iter().copied().filter(|i| i.title().is_some())
+    }
 }
 
 /// One section of INFO (`name:value\r\n` lines), provided by a subsystem.
 pub trait InfoSection: Sync {
+    /// The section's own title in RESP `INFO` (`# <title>`, selected by
+    /// its lower-case name); `None`: its lines are part of `# MerkleKV`.
+    /// The text protocol's INFO has no titles and lists every section.
+    fn title(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Appends this section's lines; store counters come from `db`, never
     /// from `shared.store` (inside `EXEC` that would lock a held shard).
     fn write_info(&self, shared: &Shared, db: Db<'_>, out: &mut String);
@@ -152,6 +178,7 @@ fn write_node_info(shared: &Shared, db: Db<'_>, s: &mut String) {
         shared.store.expired_keys(),
         shared.store.lock_contended()
     );
+    shared.read_only.write_info(s);
     shared.contact.write_info(clock::unix_millis(), s);
     write_refusals(&shared.store, s);
 }

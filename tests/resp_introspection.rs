@@ -366,6 +366,7 @@ fn info_command_error_and_latency_stats() {
             "# Commandstats",
             "# Errorstats",
             "# Latencystats",
+            "# Cluster",
             "# Keyspace",
             "# MerkleKV"
         ]
@@ -410,6 +411,7 @@ fn info_command_error_and_latency_stats() {
             "# Replication",
             "# CPU",
             "# Errorstats",
+            "# Cluster",
             "# Keyspace",
             "# MerkleKV"
         ]

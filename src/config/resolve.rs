@@ -89,6 +89,7 @@ impl Layers {
         if let Some(b) = &o.metrics_bind {
             c.metrics.bind = Some(b.clone());
         }
+        c.read_only |= o.read_only;
         c.threads = match o.threads {
             Some(t) => t,
             None if threads_given => c.threads,
@@ -126,6 +127,8 @@ fn blank() -> Config {
         node_id: String::new(),
         host: String::new(),
         advertise_address: None,
+        read_only: false,
+        forget_offline_after: Duration::ZERO,
         port: 0,
         threads: 1,
         shards: 1,

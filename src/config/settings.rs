@@ -113,6 +113,16 @@ pub static SETTINGS: &[Setting] = &[
         ..BASE
     },
     Setting {
+        name: "read_only",
+        env: &["MERKLE_KV_READ_ONLY"],
+        kind: Kind::Bool,
+        initial: Initial::Value("false"),
+        doc: "Start in read-only mode (`--read-only`): client writes get `-READONLY`, replicated and anti-entropy writes still apply; switched at run time with `READONLY on`/`off` (text), `MKV.READONLY ON`/`OFF` or `CONFIG SET read-only yes`/`no` (RESP).",
+        apply: |c, v| c.read_only = v.bool(),
+        show: |c| c.read_only.to_string(),
+        ..BASE
+    },
+    Setting {
         name: "network.bind_address",
         aliases: &["host"],
         env: &["MERKLE_KV_NETWORK_BIND_ADDRESS"],
@@ -670,6 +680,19 @@ pub static SETTINGS: &[Setting] = &[
         doc: "Merkle tree depth: 2^tree_bits leaf buckets; must be equal on every node.",
         apply: |c, v| c.tree_bits = v.int() as u32,
         show: |c| c.tree_bits.to_string(),
+        ..BASE
+    },
+    Setting {
+        name: "cluster.forget_offline_after_seconds",
+        env: &["MERKLE_KV_CLUSTER_FORGET_OFFLINE_AFTER_SECONDS"],
+        kind: Kind::Int {
+            min: 0,
+            max: MAX_SECS,
+        },
+        initial: Initial::Value("86400"),
+        doc: "Seconds after which a member seen offline is dropped from the member table (`NODES`) and its retained presence cleared; 0 = never.",
+        apply: |c, v| c.forget_offline_after = v.secs(),
+        show: |c| c.forget_offline_after.as_secs().to_string(),
         ..BASE
     },
     Setting {

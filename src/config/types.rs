@@ -36,6 +36,12 @@ pub struct Config {
     /// `host:port` announced to the cluster for anti-entropy; `None` = the
     /// bind address and port (see [`Config::advertised`]).
     pub advertise_address: Option<String>,
+    /// Start in read-only mode: client writes are refused, replicated
+    /// and anti-entropy writes still apply (`crate::readonly`).
+    pub read_only: bool,
+    /// Offline members are dropped from the member table after this long
+    /// (`cluster.forget_offline_after_seconds`); zero = never.
+    pub forget_offline_after: Duration,
     /// Client port; 0 asks the OS for an ephemeral port (tests).
     pub port: u16,
     /// Worker threads (event loops); default: available cores.
@@ -337,4 +343,6 @@ pub struct Overrides {
     pub requirepass: Option<String>,
     /// `--metrics-bind`
     pub metrics_bind: Option<String>,
+    /// `--read-only`
+    pub read_only: bool,
 }
