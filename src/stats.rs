@@ -59,7 +59,6 @@ const COUNTERS: usize = COUNTER_NAMES.len();
 
 /// Counters owned by one worker (single writer).
 #[repr(align(128))]
-#[derive(Default)]
 pub struct WorkerStats {
     counters: [AtomicU64; COUNTERS],
     /// Per-command calls, time, failures and latency (INFO
@@ -68,6 +67,14 @@ pub struct WorkerStats {
 }
 
 impl WorkerStats {
+    /// Counters for a worker, with `slots` command slots.
+    pub fn new(slots: usize) -> WorkerStats {
+        WorkerStats {
+            counters: Default::default(),
+            commands: WorkerCommands::new(slots),
+        }
+    }
+
     /// Increments a counter. Must only be called by the owning worker.
     #[inline]
     pub fn incr(&self, c: Counter) {
@@ -207,6 +214,8 @@ pub struct Stats {
     total_connections: AtomicU64,
     /// Connections refused at `max_connections`.
     rejected_connections: AtomicU64,
+    /// Names of the command slots.
+    command_names: &'static [String],
     clients: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
     /// The command totals at the last `CONFIG RESETSTAT` (INFO shows the
     /// counts since; see `metrics::commands`).
@@ -214,10 +223,14 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Statistics for `workers` worker threads.
-    pub fn new(workers: usize) -> Stats {
+    /// Statistics for `workers` worker threads, counting commands in the
+    /// slots named `commands` (`metrics::names`).
+    pub fn new(workers: usize, commands: &'static [String]) -> Stats {
         Stats {
-            workers: (0..workers.max(1)).map(|_| Arc::default()).collect(),
+            workers: (0..workers.max(1))
+                .map(|_| Arc::new(WorkerStats::new(commands.len())))
+                .collect(),
+            command_names: commands,
             started: Instant::now(),
             total_connections: AtomicU64::new(0),
             rejected_connections: AtomicU64::new(0),
@@ -229,7 +242,7 @@ impl Stats {
     /// Every worker's command statistics merged, since start (the metrics
     /// endpoint: counters that only grow).
     pub fn command_totals(&self) -> Totals {
-        let mut t = Totals::default();
+        let mut t = Totals::new(self.command_names);
         for w in &self.workers {
             w.commands.add_to(&mut t);
         }
@@ -377,7 +390,7 @@ mod tests {
 
     #[test]
     fn stats_has_25_fields_in_order() {
-        let s = Stats::new(2);
+        let s = Stats::new(2, crate::metrics::names::NAMES.all());
         s.worker(0).incr(Counter::Get);
         s.worker(1).incr(Counter::Get);
         s.worker(1).incr(Counter::TotalCommands);
@@ -404,7 +417,7 @@ mod tests {
 
     #[test]
     fn client_registry() {
-        let s = Stats::new(1);
+        let s = Stats::new(1, crate::metrics::names::NAMES.all());
         let now = Instant::now();
         let a = s.connect("127.0.0.1:5000".parse().unwrap(), now);
         let b = s.connect("[::1]:6000".parse().unwrap(), now);

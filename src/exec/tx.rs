@@ -54,7 +54,7 @@
 use std::time::Instant;
 
 use super::{Ctx, Flow};
-use crate::metrics::commands;
+use crate::metrics::names;
 use crate::protocol::redis::Redis;
 use crate::protocol::reply::{NIL_ARRAY, NULL3, Proto, array, error, ok};
 use crate::protocol::{Command, Parsed, resp};
@@ -331,8 +331,8 @@ fn exec(t: &mut TxState, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) {
                 Parsed::Request(cmd, n) => {
                     // Each queued command counts as its own call (INFO
                     // commandstats), as in Redis.
-                    let (word, sub) = commands::words(&q.frames[pos..pos + n]);
-                    let slot = word.map_or(commands::UNKNOWN, |w| commands::NAMES.slot(w, sub));
+                    let (word, sub) = names::words(&q.frames[pos..pos + n]);
+                    let slot = word.map_or(names::UNKNOWN, |w| names::NAMES.slot(w, sub));
                     let started = timing.then(Instant::now);
                     let reply_start = out.len();
                     pos += n;

@@ -1,10 +1,10 @@
 //! Per-command statistics: calls, time, failures, rejections, a latency
 //! histogram per command, and error replies by their code.
 //!
-//! Every command has a fixed slot ([`Names`]: the RESP command table with
-//! its `parent|sub` subcommands, then the text protocol's own words), so
-//! a worker finds its slot with a `match` for the hot commands and a hash
-//! lookup of the command word for the rest. Each worker owns one
+//! Every command has a fixed slot (`metrics::names`: the RESP command
+//! table with its `parent|sub` subcommands, then the text protocol's own
+//! words); this module only knows slot numbers and, for reading, the
+//! slots' names handed to [`Totals::new`]. Each worker owns one
 //! [`WorkerCommands`]: its counters have a single writer (relaxed load +
 //! store, no locked instruction, no cache line written by two threads);
 //! readers (INFO, the metrics scrape) merge all workers into [`Totals`].
@@ -23,206 +23,16 @@
 //! [`Totals::errors`] under its code: the first word of a RESP error, and
 //! `ERR` for the text protocol's `ERROR …` lines.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{LazyLock, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
 use super::histogram::{Histogram, Snapshot};
-use crate::protocol::redis::{COMMANDS, subcommands};
 use crate::protocol::reply::Proto;
 use crate::sync::lock;
-
-/// Command words of the text protocol, the expiry and internal commands
-/// that are not in the RESP command table.
-const EXTRA: &[&str] = &[
-    "delete",
-    "prepend",
-    "inc",
-    "dec",
-    "truncate",
-    "flush",
-    "memory",
-    "version",
-    "replicate",
-    "nodes",
-    "expire",
-    "pexpire",
-    "expireat",
-    "pexpireat",
-    "expiretime",
-    "pexpiretime",
-    "setex",
-    "psetex",
-    "getex",
-    "mkv.root",
-    "mkv.nodes",
-    "mkv.buckets",
-    "mkv.entries",
-    "mkv.fetch",
-    "mkv.members",
-];
-
-/// The slot of a command word the table does not know (counted, shown as
-/// `cmdstat_unknown`, so a missing name is visible rather than lost).
-pub const UNKNOWN: usize = 0;
 
 /// Most distinct error codes tracked (as Redis: codes are chosen by the
 /// server, but the bound keeps a bug from growing the table).
 pub const MAX_ERROR_CODES: usize = 128;
-
-/// The command slots: full names (`get`, `client|list`) and their index.
-pub struct Names {
-    names: Vec<String>,
-    index: HashMap<String, usize>,
-    /// Parents with subcommands (`client`, `config`, …).
-    containers: Vec<bool>,
-}
-
-/// The one table of command slots.
-pub static NAMES: LazyLock<Names> = LazyLock::new(Names::build);
-
-/// Slots of the hot commands, resolved once ([`Names::hot`]).
-#[derive(Debug, Clone, Copy)]
-pub struct Hot {
-    pub get: usize,
-    pub set: usize,
-    pub mget: usize,
-    pub mset: usize,
-    pub exists: usize,
-    pub ping: usize,
-    pub echo: usize,
-    pub strlen: usize,
-}
-
-impl Names {
-    fn build() -> Names {
-        let mut n = Names {
-            names: vec!["unknown".into()],
-            index: HashMap::new(),
-            containers: vec![false],
-        };
-        for c in COMMANDS {
-            let subs = subcommands(c.name);
-            n.add(c.name.to_string(), !subs.is_empty());
-            for s in subs {
-                n.add(format!("{}|{s}", c.name), false);
-            }
-        }
-        for w in EXTRA {
-            n.add((*w).to_string(), false);
-        }
-        n
-    }
-
-    fn add(&mut self, name: String, container: bool) {
-        if !self.index.contains_key(&name) {
-            self.index.insert(name.clone(), self.names.len());
-            self.names.push(name);
-            self.containers.push(container);
-        }
-    }
-
-    /// Number of slots.
-    pub fn len(&self) -> usize {
-        self.names.len()
-    }
-
-    /// Always false (the `unknown` slot exists).
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
-    }
-
-    /// The full name of slot `i`.
-    pub fn name(&self, i: usize) -> &str {
-        &self.names[i]
-    }
-
-    /// The slot of a command word (any case) and, for commands with
-    /// subcommands, its second word: `client|list`, or `client` itself for
-    /// a subcommand it does not know. [`UNKNOWN`] for an unknown word.
-    pub fn slot(&self, word: &[u8], sub: Option<&[u8]>) -> usize {
-        self.lookup(word, sub).unwrap_or(UNKNOWN)
-    }
-
-    /// [`Names::slot`], `None` for an unknown word.
-    pub fn lookup(&self, word: &[u8], sub: Option<&[u8]>) -> Option<usize> {
-        let mut buf = [0u8; 48];
-        let lower = |w: &[u8], buf: &mut [u8; 48]| -> Option<usize> {
-            if w.len() > 32 {
-                return None;
-            }
-            for (d, s) in buf.iter_mut().zip(w) {
-                *d = s.to_ascii_lowercase();
-            }
-            Some(w.len())
-        };
-        let n = lower(word, &mut buf)?;
-        let name = std::str::from_utf8(&buf[..n]).ok()?;
-        let top = *self.index.get(name)?;
-        if !self.containers[top] {
-            return Some(top);
-        }
-        let Some(sub) = sub.filter(|s| s.len() <= 15) else {
-            return Some(top);
-        };
-        buf[n] = b'|';
-        for (d, s) in buf[n + 1..].iter_mut().zip(sub) {
-            *d = s.to_ascii_lowercase();
-        }
-        let full = std::str::from_utf8(&buf[..n + 1 + sub.len()]).ok();
-        Some(full.and_then(|f| self.index.get(f).copied()).unwrap_or(top))
-    }
-
-    /// The hot commands' slots.
-    pub fn hot(&self) -> Hot {
-        let s = |w: &str| self.slot(w.as_bytes(), None);
-        Hot {
-            get: s("get"),
-            set: s("set"),
-            mget: s("mget"),
-            mset: s("mset"),
-            exists: s("exists"),
-            ping: s("ping"),
-            echo: s("echo"),
-            strlen: s("strlen"),
-        }
-    }
-}
-
-/// The first two words of a request's raw bytes (RESP array or text
-/// line): the command word and the possible subcommand. Only for naming a
-/// slot: no validation beyond staying in bounds.
-pub fn words(frame: &[u8]) -> (Option<&[u8]>, Option<&[u8]>) {
-    if frame.first() == Some(&b'*') {
-        let mut rest = frame;
-        let mut out = [None, None];
-        // Skip `*N\r\n`, then read up to two `$len\r\nbytes\r\n`.
-        let Some(nl) = memchr::memchr(b'\n', rest) else {
-            return (None, None);
-        };
-        rest = &rest[nl + 1..];
-        for slot in &mut out {
-            if rest.first() != Some(&b'$') {
-                break;
-            }
-            let Some(nl) = memchr::memchr(b'\n', rest) else {
-                break;
-            };
-            let len = crate::protocol::parse_int::<usize>(rest[1..nl].trim_ascii_end());
-            let Some(len) = len.filter(|&l| nl + 1 + l <= rest.len()) else {
-                break;
-            };
-            *slot = Some(&rest[nl + 1..nl + 1 + len]);
-            rest = &rest[(nl + 3 + len).min(rest.len())..];
-        }
-        return (out[0], out[1]);
-    }
-    let line = &frame[..memchr::memchr(b'\n', frame).unwrap_or(frame.len())];
-    let mut it = line
-        .split(|b| b.is_ascii_whitespace())
-        .filter(|w| !w.is_empty());
-    (it.next(), it.next())
-}
 
 /// One command's counters in one worker.
 #[derive(Default)]
@@ -253,10 +63,11 @@ pub struct WorkerCommands {
     errors: Mutex<Vec<(Box<str>, u64)>>,
 }
 
-impl Default for WorkerCommands {
-    fn default() -> Self {
+impl WorkerCommands {
+    /// Counters for `slots` commands.
+    pub fn new(slots: usize) -> WorkerCommands {
         WorkerCommands {
-            slots: (0..NAMES.len()).map(|_| Slot::default()).collect(),
+            slots: (0..slots).map(|_| Slot::default()).collect(),
             error_replies: AtomicU64::new(0),
             errors: Mutex::new(Vec::new()),
         }
@@ -418,23 +229,25 @@ pub struct CommandTotals {
 /// Every worker's counters merged (a scrape, or an INFO reply).
 #[derive(Clone, Debug)]
 pub struct Totals {
-    /// Indexed by slot ([`NAMES`]).
+    /// The slots' names.
+    names: &'static [String],
+    /// Indexed by slot.
     pub commands: Vec<CommandTotals>,
     pub error_replies: u64,
     pub errors: std::collections::BTreeMap<String, u64>,
 }
 
-impl Default for Totals {
-    fn default() -> Self {
+impl Totals {
+    /// Zero totals for the slots named `names`.
+    pub fn new(names: &'static [String]) -> Totals {
         Totals {
-            commands: vec![CommandTotals::default(); NAMES.len()],
+            names,
+            commands: vec![CommandTotals::default(); names.len()],
             error_replies: 0,
             errors: Default::default(),
         }
     }
-}
 
-impl Totals {
     /// `self - base` (the counters since `CONFIG RESETSTAT` took `base`).
     pub fn since(&self, base: &Totals) -> Totals {
         let commands = self
@@ -464,6 +277,7 @@ impl Totals {
             .filter(|&(_, n)| n > 0)
             .collect();
         Totals {
+            names: self.names,
             commands,
             error_replies: self.error_replies.saturating_sub(base.error_replies),
             errors,
@@ -477,7 +291,7 @@ impl Totals {
             .iter()
             .enumerate()
             .filter(|(_, c)| c.calls + c.failed + c.rejected > 0)
-            .map(|(i, c)| (NAMES.name(i), c))
+            .map(|(i, c)| (self.names[i].as_str(), c))
             .collect();
         v.sort_by_key(|&(n, _)| n);
         v
@@ -487,41 +301,7 @@ impl Totals {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_and_slots() {
-        let n = &*NAMES;
-        assert_eq!(n.name(n.slot(b"GET", None)), "get");
-        assert_eq!(n.name(n.slot(b"client", Some(b"LIST"))), "client|list");
-        assert_eq!(n.name(n.slot(b"CLIENT", Some(b"nope"))), "client");
-        assert_eq!(
-            n.name(n.slot(b"config", Some(b"resetstat"))),
-            "config|resetstat"
-        );
-        assert_eq!(n.name(n.slot(b"Delete", Some(b"k"))), "delete");
-        assert_eq!(n.slot(b"asdf", None), UNKNOWN);
-        assert_eq!(n.lookup(b"asdf", None), None);
-        assert_eq!(n.lookup(&[b'a'; 100], None), None);
-        let hot = n.hot();
-        assert_eq!(n.name(hot.get), "get");
-        assert_eq!(n.name(hot.strlen), "strlen");
-    }
-
-    #[test]
-    fn words_of_frames() {
-        assert_eq!(
-            words(b"*3\r\n$6\r\nCLIENT\r\n$4\r\nLIST\r\n$1\r\nx\r\n"),
-            (Some(&b"CLIENT"[..]), Some(&b"LIST"[..]))
-        );
-        assert_eq!(words(b"*1\r\n$4\r\nPING\r\n"), (Some(&b"PING"[..]), None));
-        assert_eq!(words(b"*1\r\n$40\r\nPI\r\n"), (None, None));
-        assert_eq!(words(b"*1\r\n"), (None, None));
-        assert_eq!(
-            words(b"  SET  k v\r\n"),
-            (Some(&b"SET"[..]), Some(&b"k"[..]))
-        );
-        assert_eq!(words(b""), (None, None));
-    }
+    use crate::metrics::names::NAMES;
 
     #[test]
     fn error_codes() {
@@ -537,8 +317,8 @@ mod tests {
 
     #[test]
     fn record_merge_and_reset() {
-        let a = WorkerCommands::default();
-        let b = WorkerCommands::default();
+        let a = WorkerCommands::new(NAMES.len());
+        let b = WorkerCommands::new(NAMES.len());
         let get = NAMES.slot(b"get", None);
         let set = NAMES.slot(b"set", None);
         a.record(get, Outcome::Ok, Some(1_500));
@@ -547,7 +327,7 @@ mod tests {
         b.error("ERR");
         b.error("ERR");
         a.error("WRONGTYPE");
-        let mut t = Totals::default();
+        let mut t = Totals::new(NAMES.all());
         a.add_to(&mut t);
         b.add_to(&mut t);
         let g = &t.commands[get];
@@ -561,7 +341,7 @@ mod tests {
         assert_eq!(names, ["get", "set"]);
         let base = t.clone();
         a.record(get, Outcome::Ok, None);
-        let mut now = Totals::default();
+        let mut now = Totals::new(NAMES.all());
         a.add_to(&mut now);
         b.add_to(&mut now);
         let d = now.since(&base);
@@ -573,11 +353,11 @@ mod tests {
 
     #[test]
     fn error_codes_are_bounded() {
-        let w = WorkerCommands::default();
+        let w = WorkerCommands::new(NAMES.len());
         for i in 0..MAX_ERROR_CODES + 10 {
             w.error(&format!("E{i}"));
         }
-        let mut t = Totals::default();
+        let mut t = Totals::new(NAMES.all());
         w.add_to(&mut t);
         assert_eq!(t.errors.len(), MAX_ERROR_CODES);
         assert_eq!(t.error_replies, (MAX_ERROR_CODES + 10) as u64);

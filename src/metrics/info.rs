@@ -83,18 +83,19 @@ pub fn write_latencystats(t: &Totals, s: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::commands::{NAMES, Outcome, WorkerCommands};
+    use crate::metrics::commands::{Outcome, WorkerCommands};
+    use crate::metrics::names::NAMES;
 
     #[test]
     fn redis_formats() {
-        let w = WorkerCommands::default();
+        let w = WorkerCommands::new(NAMES.len());
         let get = NAMES.slot(b"get", None);
         let list = NAMES.slot(b"client", Some(b"list"));
         w.record(get, Outcome::Ok, Some(7_000));
         w.record(get, Outcome::Ok, Some(8_000));
         w.record(list, Outcome::Rejected, None);
         w.error("ERR");
-        let mut t = Totals::default();
+        let mut t = Totals::new(NAMES.all());
         w.add_to(&mut t);
         let mut s = String::new();
         write_commandstats(&t, &mut s);

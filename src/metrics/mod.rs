@@ -1,5 +1,5 @@
 //! Observability: per-command statistics recorded on the workers
-//! ([`commands`], with [`histogram`]), the Redis-style INFO sections
+//! ([`commands`], with [`histogram`] and the slots of [`names`]), the Redis-style INFO sections
 //! built from them (`commandstats`, `errorstats`, `latencystats`), and
 //! the optional HTTP listener ([`http`]) serving Prometheus metrics
 //! ([`export`], [`prom`]) and health probes.
@@ -13,4 +13,5 @@ pub mod export;
 pub mod histogram;
 pub mod http;
 pub mod info;
+pub mod names;
 pub mod prom;

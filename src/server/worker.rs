@@ -46,7 +46,7 @@ use crate::auth::{self, gate::Admit};
 use crate::exec::{self, Ctx, Flow};
 use crate::jobs::{Completion, Job, Responder};
 use crate::limits::LogKind;
-use crate::metrics::commands;
+use crate::metrics::names;
 use crate::protocol::reply::{self, Proto};
 use crate::protocol::{Command, Fatal, Parsed, resp, text};
 use crate::state::Shared;
@@ -105,7 +105,7 @@ struct Env {
     /// This worker's persistence log (persistent engine only).
     log: Option<crate::persist::LogWriter>,
     /// Slots of the hot commands in the command statistics.
-    hot: commands::Hot,
+    hot: names::Hot,
     /// `metrics.latency_tracking`: time each command.
     timing: bool,
 }
@@ -158,7 +158,7 @@ impl Worker {
                 completions: completion_sender,
                 waker,
                 log,
-                hot: commands::NAMES.hot(),
+                hot: names::NAMES.hot(),
                 timing,
             },
             completions: completion_receiver,
@@ -963,8 +963,8 @@ fn process(
                 }
             }
             Parsed::Invalid(e, n) => {
-                let (word, sub) = commands::words(&data[pos..pos + n]);
-                let slot = word.and_then(|w| commands::NAMES.lookup(w, sub));
+                let (word, sub) = names::words(&data[pos..pos + n]);
+                let slot = word.and_then(|w| names::NAMES.lookup(w, sub));
                 env.stats.commands.reject(slot, &e.0, proto);
                 pos += n;
                 *budget -= 1;
@@ -997,7 +997,7 @@ fn process(
 /// The command-statistics slot of a request: a `match` for the hot
 /// commands, the command word (and subcommand) looked up for the rest.
 #[inline]
-fn slot_of(cmd: &Command<'_>, frame: &[u8], hot: &commands::Hot) -> usize {
+fn slot_of(cmd: &Command<'_>, frame: &[u8], hot: &names::Hot) -> usize {
     match cmd {
         Command::Get(_) => hot.get,
         Command::Set(..) => hot.set,
@@ -1008,8 +1008,8 @@ fn slot_of(cmd: &Command<'_>, frame: &[u8], hot: &commands::Hot) -> usize {
         Command::Echo(_) => hot.echo,
         Command::Strlen(_) => hot.strlen,
         _ => {
-            let (word, sub) = commands::words(frame);
-            word.map_or(commands::UNKNOWN, |w| commands::NAMES.slot(w, sub))
+            let (word, sub) = names::words(frame);
+            word.map_or(names::UNKNOWN, |w| names::NAMES.slot(w, sub))
         }
     }
 }
