@@ -42,6 +42,9 @@ pub enum Flow {
     Defer(Task),
     /// Close this connection after flushing its replies (RESP `QUIT`).
     Close,
+    /// `MONITOR`: the connection becomes a monitor (the worker registers
+    /// its feed and answers `+OK`).
+    Monitor,
 }
 
 /// Per-call execution context.

@@ -20,16 +20,16 @@ use std::fmt::Write as _;
 
 use super::{Ctx, Flow};
 use crate::config::Engine;
-use crate::protocol::Args;
 use crate::protocol::glob;
 use crate::protocol::redis::{
-    COMMANDS, CommandQuery, CommandSpec, ListFilter, Redis, SetCond, categories, key_flags,
-    key_positions, spec, subcommands,
+    COMMANDS, ClientFilter, ClientKill, CommandQuery, CommandSpec, ListFilter, Redis, SetCond,
+    categories, key_flags, key_positions, spec, subcommands,
 };
 use crate::protocol::reply::{
     NIL_ARRAY, NULL3, Proto, array, bulk, header, insert_counted, integer, null, ok,
 };
-use crate::stats::{Counter, rss_kb};
+use crate::protocol::{Args, parse_int};
+use crate::stats::{ClientInfo, ClientType, Counter, rss_kb};
 
 /// The Redis version whose RESP2 behaviour this server follows.
 pub const REDIS_COMPAT_VERSION: &str = "7.0.0";
@@ -105,19 +105,78 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
             stats.incr(Counter::Management);
             integer(out, ctx.client.id as i64);
         }
-        Redis::ClientList => {
+        Redis::ClientList(filter) => {
             stats.incr(Counter::ClientList);
             stats.incr(Counter::Management);
             let mut s = String::new();
-            ctx.shared.stats.write_redis_client_list(&mut s, ctx.now);
+            let now_ms = ctx.shared.stats.elapsed_ms(ctx.now);
+            for c in ctx.shared.stats.clients() {
+                let shown = match filter {
+                    ClientFilter::All => true,
+                    ClientFilter::Type(t) => t == ClientType::Normal,
+                    ClientFilter::Ids(ids) => ids.iter().any(|i| parse_int::<u64>(i) == Some(c.id)),
+                };
+                if shown {
+                    let user = user_name(ctx, &c);
+                    c.write_redis_line(&mut s, ctx.now, now_ms, user);
+                }
+            }
             bulk(out, s.as_bytes());
         }
         Redis::ClientInfo => {
             stats.incr(Counter::Management);
             let mut s = String::new();
             let now_ms = ctx.shared.stats.elapsed_ms(ctx.now);
-            ctx.client.write_redis_line(&mut s, ctx.now, now_ms);
+            let user = user_name(ctx, ctx.client);
+            ctx.client.write_redis_line(&mut s, ctx.now, now_ms, user);
             bulk(out, s.as_bytes());
+        }
+        Redis::ClientKill(k) => {
+            stats.incr(Counter::Management);
+            return client_kill(ctx, k, out);
+        }
+        Redis::Monitor => {
+            stats.incr(Counter::Management);
+            return Flow::Monitor;
+        }
+        Redis::Save => {
+            stats.incr(Counter::Management);
+            if ctx.shared.persist.is_none() {
+                crate::protocol::reply::error(out, Proto::Resp, NO_PERSISTENCE);
+                return Flow::Continue;
+            }
+            return Flow::Defer(crate::jobs::Task::Save);
+        }
+        Redis::BgSave { schedule } => {
+            stats.incr(Counter::Management);
+            let Some(p) = &ctx.shared.persist else {
+                crate::protocol::reply::error(out, Proto::Resp, NO_PERSISTENCE);
+                return Flow::Continue;
+            };
+            if p.request_snapshot(schedule) {
+                simple(out, "Background saving started");
+            } else if schedule {
+                simple(out, "Background saving scheduled");
+            } else {
+                crate::protocol::reply::error(
+                    out,
+                    Proto::Resp,
+                    "Background save already in progress",
+                );
+            }
+        }
+        Redis::LastSave => {
+            stats.incr(Counter::Management);
+            // As in Redis: the start time until a snapshot succeeds.
+            let started = crate::clock::since_epoch()
+                .saturating_sub(ctx.shared.stats.started().elapsed())
+                .as_secs();
+            let last = ctx
+                .shared
+                .persist
+                .as_ref()
+                .and_then(|p| p.last_snapshot_unix());
+            integer(out, last.unwrap_or(started) as i64);
         }
         Redis::ClientReply(mode) => {
             use crate::stats::ReplyMode;
@@ -315,6 +374,7 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
             ctx.client.set_resp3(false);
             ctx.client.set_reply_mode(crate::stats::ReplyMode::On);
             ctx.client.update_meta(|m| *m = Default::default());
+            // (The worker also ends monitor mode.)
             out.extend_from_slice(b"+RESET\r\n");
         }
         Redis::FunctionFlush => {
@@ -323,6 +383,81 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
         }
     }
     Flow::Continue
+}
+
+/// The refusal of `SAVE` / `BGSAVE` on an in-memory node.
+const NO_PERSISTENCE: &str = "persistence is off (engine = \"memory\"): there is nothing to save";
+
+/// The name of the user connection `c` is authenticated as (`default`
+/// without authentication, as Redis shows it).
+fn user_name<'a>(ctx: &'a Ctx<'_>, c: &ClientInfo) -> &'a str {
+    match c.view().user {
+        Some(i) => ctx.shared.auth.user_name(i),
+        None => crate::auth::DEFAULT_USER,
+    }
+}
+
+/// `CLIENT KILL`: closes every connection matching all the filters, on
+/// whichever worker owns it (`Stats::kill`). The caller itself, when it
+/// matches and `SKIPME no` (or the old form) allows it, gets its reply and
+/// is closed after it.
+fn client_kill(ctx: &mut Ctx<'_>, k: ClientKill<'_>, out: &mut Vec<u8>) -> Flow {
+    if let Some(u) = k.user
+        && !known_user(ctx, u)
+    {
+        let msg = format!("No such user '{}'", String::from_utf8_lossy(u));
+        crate::protocol::reply::error(out, Proto::Resp, &msg);
+        return Flow::Continue;
+    }
+    let stats = &ctx.shared.stats;
+    let me = ctx.client.id;
+    let mut killed = 0;
+    let mut kill_me = false;
+    for c in stats.clients() {
+        let matches = k.id.is_none_or(|id| id == c.id)
+            && k.addr.is_none_or(|a| a == c.addr.to_string().as_bytes())
+            && k.laddr
+                .is_none_or(|a| c.laddr.is_some_and(|l| a == l.to_string().as_bytes()))
+            && k.user.is_none_or(|u| u == user_name(ctx, &c).as_bytes())
+            && k.kind.is_none_or(|t| t == ClientType::Normal)
+            && k.maxage.is_none_or(|age| c.age(ctx.now) >= age)
+            && !(k.skipme && c.id == me);
+        if !matches {
+            continue;
+        }
+        if c.id == me {
+            kill_me = true;
+            killed += 1;
+        } else if stats.kill(&c) {
+            killed += 1;
+        }
+    }
+    if k.legacy {
+        if killed == 0 {
+            crate::protocol::reply::error(out, Proto::Resp, "No such client");
+        } else {
+            ok(out, Proto::Resp);
+        }
+    } else {
+        integer(out, killed);
+    }
+    if kill_me {
+        // Gone from the lists at once, closed after this reply.
+        stats.disconnect(me);
+        Flow::Close
+    } else {
+        Flow::Continue
+    }
+}
+
+/// Whether `name` is a user of this node (`default` always is: without
+/// configured users every connection is `default`).
+fn known_user(ctx: &Ctx<'_>, name: &[u8]) -> bool {
+    let auth = &ctx.shared.auth;
+    if !auth.enabled() {
+        return name == crate::auth::DEFAULT_USER.as_bytes();
+    }
+    auth.has_user(name)
 }
 
 // ---- COMMAND ---------------------------------------------------------------

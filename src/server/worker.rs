@@ -46,6 +46,8 @@ use crate::auth::{self, gate::Admit};
 use crate::exec::{self, Ctx, Flow};
 use crate::jobs::{Completion, Job, Responder};
 use crate::limits::LogKind;
+use crate::monitor;
+use crate::protocol::redis::Redis;
 use crate::protocol::reply::{self, Proto};
 use crate::protocol::{Command, Fatal, Parsed, resp, text};
 use crate::state::Shared;
@@ -103,6 +105,9 @@ struct Env {
     waker: Arc<Waker>,
     /// This worker's persistence log (persistent engine only).
     log: Option<crate::persist::LogWriter>,
+    /// Tokens of this worker's `MONITOR` connections (may hold stale
+    /// tokens until the next wake prunes them).
+    monitors: Vec<usize>,
 }
 
 /// A worker thread's state.
@@ -131,6 +136,7 @@ impl Worker {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         shared.shutdown.add_waker(waker.clone());
+        shared.stats.set_waker(id, waker.clone());
         let (completion_sender, completion_receiver) = unbounded();
         let now = Instant::now();
         let log = shared
@@ -152,6 +158,7 @@ impl Worker {
                 completions: completion_sender,
                 waker,
                 log,
+                monitors: Vec::new(),
             },
             completions: completion_receiver,
             conns: Vec::new(),
@@ -273,7 +280,13 @@ impl Worker {
                         self.free.push(i);
                         continue;
                     }
-                    let info = self.env.shared.stats.connect(addr, self.env.now);
+                    let info = self.env.shared.stats.accepted(
+                        self.env.id,
+                        addr,
+                        sock.local_addr().ok(),
+                        i64::from(std::os::fd::AsRawFd::as_raw_fd(&sock)),
+                        self.env.now,
+                    );
                     self.conns[i] = Some(Conn::new(sock, info, self.env.now));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -308,6 +321,61 @@ impl Worker {
             self.mark_pending(c.token);
             self.account(c.token);
         }
+        if self.env.shared.stats.take_kills(self.env.id) {
+            for i in 0..self.conns.len() {
+                if self.conns[i].as_ref().is_some_and(|c| c.info.is_killed()) {
+                    self.close(i);
+                }
+            }
+        }
+        if !self.env.monitors.is_empty() {
+            self.drain_monitors();
+        }
+    }
+
+    /// Moves the lines published for this worker's monitors into their
+    /// output buffers. A monitor whose feed overflowed, or whose output
+    /// passes the hard output limit, is disconnected like any client over
+    /// that limit (and counted).
+    fn drain_monitors(&mut self) {
+        let mut tokens = std::mem::take(&mut self.env.monitors);
+        tokens.retain(|&i| {
+            self.conns
+                .get(i)
+                .is_some_and(|c| c.as_ref().is_some_and(|c| c.monitor.is_some()))
+        });
+        let hard = self.env.shared.memory.limits.output_hard;
+        for &i in &tokens {
+            let now = self.env.now;
+            let Some(conn) = self.conns[i].as_mut() else {
+                continue;
+            };
+            let Some(feed) = conn.monitor.clone() else {
+                continue;
+            };
+            if conn.closing || conn.lingering {
+                feed.drain_into(&mut Vec::new());
+                continue;
+            }
+            let fits = feed.drain_into(&mut conn.wbuf);
+            if !fits || (hard != 0 && conn.unsent() > hard) {
+                let unsent = conn.unsent();
+                conn.monitor = None;
+                self.env.shared.stats.monitors.remove(conn.info.id);
+                conn.fail(now, OUTPUT_LIMIT);
+                conn.publish_view(0);
+                output_limit_hit(&self.env, unsent, "hard");
+            }
+            self.mark_dirty(i);
+            self.check_soft_limit(i);
+            self.account(i);
+        }
+        tokens.retain(|&i| {
+            self.conns
+                .get(i)
+                .is_some_and(|c| c.as_ref().is_some_and(|c| c.monitor.is_some()))
+        });
+        self.env.monitors = tokens;
     }
 
     fn mark_dirty(&mut self, i: usize) {
@@ -456,6 +524,14 @@ impl Worker {
         }
         self.check_soft_limit(i);
         self.account(i);
+        // What CLIENT LIST shows: published once per batch, here when
+        // there is nothing to write, else after the write (`flush`).
+        if let Some(c) = self.conn(i)
+            && !c.dirty
+        {
+            let q = c.rbuf.len();
+            c.publish_view(q);
+        }
     }
 
     fn on_writable(&mut self, i: usize) {
@@ -502,6 +578,8 @@ impl Worker {
         if conn.unsent() < before {
             conn.last_active = now;
         }
+        let q = conn.rbuf.len();
+        conn.publish_view(q);
         match res {
             Err(_) => self.close(i),
             Ok(true) if conn.closing => {
@@ -529,6 +607,9 @@ impl Worker {
             return;
         };
         let Some(mut conn) = slot.take() else { return };
+        if conn.monitor.take().is_some() {
+            self.env.shared.stats.monitors.remove(conn.info.id);
+        }
         let _ = self.poll.registry().deregister(&mut conn.sock);
         self.env.shared.stats.disconnect(conn.info.id);
         self.env.shared.memory.clients_changed(conn.mem, 0);
@@ -843,6 +924,15 @@ fn process(
                 let hard = env.shared.memory.limits.output_hard;
                 let reply_start = conn.wbuf.len();
                 skip_armed(&conn.info);
+                // What CLIENT LIST shows as the last command (and, for
+                // CLIENT LIST / INFO on this connection, its state now).
+                note_command(conn, proto, &data[start..pos]);
+                if matches!(
+                    cmd,
+                    Command::Redis(Redis::ClientList(_) | Redis::ClientInfo)
+                ) {
+                    conn.publish_view(data.len() - start);
+                }
                 let mut ctx = Ctx {
                     shared: &env.shared,
                     db: env.shared.store.db(),
@@ -870,13 +960,34 @@ fn process(
                         &mut conn.wbuf,
                     ) {
                         Admit::Run => {}
-                        Admit::Done => continue,
+                        Admit::Done => {
+                            // AUTH ran (answered by the gate): monitors see
+                            // it, redacted, as in Redis.
+                            if matches!(cmd, Command::Auth { .. })
+                                && env.shared.stats.monitors.active()
+                            {
+                                monitor::feed(
+                                    &env.shared.stats.monitors,
+                                    &conn.info.addr,
+                                    &data[start..pos],
+                                    proto,
+                                );
+                            }
+                            continue;
+                        }
                         Admit::Close => {
                             conn.closing = true;
                             return (pos, Stop::Blocked);
                         }
                     }
                 }
+                // MONITOR: one relaxed load when nobody monitors. Commands
+                // queued by MULTI are shown when EXEC runs them (exec::tx).
+                let monitored = env.shared.stats.monitors.active()
+                    && (exec::tx::is_tx_command(&cmd)
+                        || cmd == Command::Quit
+                        || !conn.tx.as_ref().is_some_and(|t| t.queuing()));
+                let reset = cmd == Command::Redis(Redis::Reset);
                 // RESP transactions (exec::tx): only connections that used
                 // MULTI/WATCH pay for more than this test.
                 let flow = if conn.tx.is_some() || exec::tx::is_tx_command(&cmd) {
@@ -893,6 +1004,17 @@ fn process(
                 } else {
                     exec::execute(cmd, &mut ctx, &mut conn.wbuf, proto)
                 };
+                if monitored {
+                    monitor::feed(
+                        &env.shared.stats.monitors,
+                        &conn.info.addr,
+                        &data[start..pos],
+                        proto,
+                    );
+                }
+                if reset && conn.monitor.take().is_some() {
+                    env.shared.stats.monitors.remove(conn.info.id);
+                }
                 if suppress_reply(&conn.info) {
                     conn.wbuf.truncate(reply_start);
                     ctx.cut = false;
@@ -911,6 +1033,18 @@ fn process(
                 }
                 match flow {
                     Flow::Continue => {}
+                    Flow::Monitor => {
+                        if conn.monitor.is_none() {
+                            let feed = env.shared.stats.monitors.add(
+                                conn.info.id,
+                                env.shared.memory.limits.output_hard,
+                                env.waker.clone(),
+                            );
+                            conn.monitor = Some(feed);
+                            env.monitors.push(token);
+                        }
+                        reply::ok(&mut conn.wbuf, proto);
+                    }
                     Flow::StopNode => return (pos, Stop::NodeStopping),
                     Flow::Close => {
                         conn.start_close(env.now);
@@ -961,6 +1095,46 @@ fn process(
     }
 }
 
+/// Records the name of the command about to run (`frame`: its raw bytes)
+/// for `CLIENT LIST`'s `cmd` field: its first two arguments, read from the
+/// front of the frame (a RESP multi-bulk request, or words).
+#[inline]
+fn note_command(conn: &mut Conn, proto: Proto, frame: &[u8]) {
+    let (name, sub) = if proto == Proto::Resp && frame.first() == Some(&b'*') {
+        first_bulks(frame)
+    } else {
+        let mut words = frame
+            .split(|&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+            .filter(|w| !w.is_empty());
+        (words.next(), words.next())
+    };
+    if let Some(name) = name {
+        conn.view.set_cmd(name, sub);
+    }
+}
+
+/// The first two bulk strings of a complete RESP multi-bulk `frame`.
+fn first_bulks(frame: &[u8]) -> (Option<&[u8]>, Option<&[u8]>) {
+    let line_end = |from: usize| memchr::memchr(b'\r', frame.get(from..)?).map(|i| from + i);
+    let mut pos = match line_end(0) {
+        Some(e) => e + 2,
+        None => return (None, None),
+    };
+    let mut bulk = || {
+        let e = line_end(pos)?;
+        let len: usize = std::str::from_utf8(frame.get(pos + 1..e)?)
+            .ok()?
+            .parse()
+            .ok()?;
+        let arg = frame.get(e + 2..e + 2 + len)?;
+        pos = e + 2 + len + 2;
+        Some(arg)
+    };
+    let name = bulk();
+    let sub = name.and(bulk());
+    (name, sub)
+}
+
 /// `CLIENT REPLY SKIP` applies to the command about to run: turns a
 /// pending skip into the current command's skip.
 #[inline]
@@ -998,5 +1172,18 @@ mod tests {
         assert_eq!(text_peek_key(b"PING\r\n"), None);
         assert_eq!(text_peek_key(b"SET  v\r\n"), None);
         assert_eq!(text_peek_key(b""), None);
+    }
+
+    #[test]
+    fn first_bulks_reads_the_command_name() {
+        use super::first_bulks;
+        let f = b"*3\r\n$6\r\nCLIENT\r\n$4\r\nLIST\r\n$2\r\nID\r\n";
+        assert_eq!(first_bulks(f), (Some(&b"CLIENT"[..]), Some(&b"LIST"[..])));
+        assert_eq!(
+            first_bulks(b"*1\r\n$4\r\nPING\r\n"),
+            (Some(&b"PING"[..]), None)
+        );
+        assert_eq!(first_bulks(b"*1\r\n$9\r\nPING\r\n"), (None, None));
+        assert_eq!(first_bulks(b"*1\r\n"), (None, None));
     }
 }
