@@ -47,6 +47,7 @@ pub mod monitor;
 pub mod node;
 pub mod persist;
 pub mod protocol;
+pub mod readonly;
 pub mod replication;
 pub mod server;
 pub mod state;
