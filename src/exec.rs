@@ -15,6 +15,7 @@
 //! how that looks in the text protocol and in RESP.
 
 mod expiry;
+pub mod monitor;
 mod redis;
 mod strings;
 pub mod tx;

@@ -9,6 +9,7 @@
 //! checks that the file-level import graph has no cycle):
 //!
 //! * Leaves: [`clock`] (the wall clock), [`sync`] (the lock helper),
+//!   [`monitor`] (MONITOR feeds),
 //!   [`config`]/[`cli`] (settings), [`logging`], [`stats`], [`store`]
 //!   (records, versions, Merkle tree), [`protocol`] (parsers into
 //!   [`protocol::Command`]s, and every reply byte in [`protocol::reply`]),

@@ -7,8 +7,9 @@
 //!   monitoring connection and a count of them. A worker checks the count
 //!   after each command with one relaxed load ([`Monitors::active`]); only
 //!   when it is not zero does it format the command's line
-//!   ([`format_line`]) and hand it to [`Monitors::publish`]. Without a
-//!   monitor the feature costs that load and nothing else.
+//!   ([`format_line`], from `exec::monitor::feed`) and hand it to
+//!   [`Monitors::publish`]. Without a monitor the feature costs that load
+//!   and nothing else.
 //! * A feed belongs to the worker that owns the monitoring connection.
 //!   Publishing (from any worker) appends the line to the feed's buffer
 //!   under its mutex and wakes the owning worker once (`wake_pending`
@@ -29,8 +30,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::protocol::reply::Proto;
-use crate::protocol::resp;
 use crate::sync::lock;
 
 /// Bytes a feed buffers for its monitor when no hard output limit is set.
@@ -227,33 +226,6 @@ pub fn hidden(name: &[u8], sub: Option<&[u8]>) -> bool {
         || name.len() > 4 && name[..4].eq_ignore_ascii_case(b"MKV.")
 }
 
-/// Shows the request `frame` (its raw bytes, in `proto`) run by the client
-/// at `addr` to every monitor, unless the command is [`hidden`]. Text
-/// protocol requests appear as their words (split at spaces and tabs).
-pub fn feed(monitors: &Monitors, addr: &SocketAddr, frame: &[u8], proto: Proto) {
-    let mut spans = Vec::new();
-    let args: Vec<&[u8]> = match proto {
-        Proto::Resp => match resp::frame(frame, &mut spans) {
-            resp::Frame::Complete(_) => spans
-                .iter()
-                .map(|&(s, e)| &frame[s as usize..e as usize])
-                .collect(),
-            _ => return,
-        },
-        Proto::Text => frame
-            .split(|&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
-            .filter(|w| !w.is_empty())
-            .collect(),
-    };
-    let Some(name) = args.first() else { return };
-    if hidden(name, args.get(1).copied()) {
-        return;
-    }
-    let mut line = Vec::with_capacity(64 + frame.len());
-    format_line(&mut line, crate::clock::since_epoch(), addr, &args);
-    monitors.publish(&line);
-}
-
 /// Formats one monitor line: `+<secs>.<usec> [0 <addr>] "arg" "arg"…\r\n`.
 pub fn format_line(out: &mut Vec<u8>, now: Duration, addr: &SocketAddr, args: &[&[u8]]) {
     use std::io::Write as _;
@@ -320,36 +292,6 @@ mod tests {
         assert!(!hidden(b"set", Some(b"k")));
         assert!(hidden(b"mkv.root", None));
         assert!(!hidden(b"mkv", None));
-    }
-
-    #[test]
-    fn feed_shows_resp_and_text_requests() {
-        let m = Monitors::default();
-        let w = Arc::new(Count(AtomicUsize::new(0)));
-        let f = m.add(1, 0, w);
-        let addr: SocketAddr = "10.0.0.1:7".parse().unwrap();
-        feed(&m, &addr, b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", Proto::Resp);
-        feed(&m, &addr, b"SET k  v\tw\r\n", Proto::Text);
-        feed(
-            &m,
-            &addr,
-            b"*3\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n$1\r\n*\r\n",
-            Proto::Resp,
-        );
-        feed(&m, &addr, b"AUTH secret\r\n", Proto::Text);
-        let mut out = Vec::new();
-        assert!(f.drain_into(&mut out));
-        let text = String::from_utf8(out).unwrap();
-        let lines: Vec<&str> = text.lines().map(|l| l.split_once(' ').unwrap().1).collect();
-        assert_eq!(
-            lines,
-            [
-                "[0 10.0.0.1:7] \"GET\" \"k\"",
-                "[0 10.0.0.1:7] \"SET\" \"k\" \"v\" \"w\"",
-                "[0 10.0.0.1:7] \"AUTH\" \"(redacted)\"",
-            ]
-        );
-        assert!(text.starts_with('+'));
     }
 
     #[test]

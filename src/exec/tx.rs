@@ -343,7 +343,7 @@ fn exec(t: &mut TxState, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) {
                     let frame = &q.frames[pos - n..pos];
                     let flow = super::execute(cmd, &mut ctx, out, Proto::Resp);
                     if ctx.shared.stats.monitors.active() {
-                        crate::monitor::feed(
+                        super::monitor::feed(
                             &ctx.shared.stats.monitors,
                             &ctx.client.addr,
                             frame,

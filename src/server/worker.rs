@@ -46,7 +46,7 @@ use crate::auth::{self, gate::Admit};
 use crate::exec::{self, Ctx, Flow};
 use crate::jobs::{Completion, Job, Responder};
 use crate::limits::LogKind;
-use crate::monitor;
+use crate::exec::monitor;
 use crate::protocol::redis::Redis;
 use crate::protocol::reply::{self, Proto};
 use crate::protocol::{Command, Fatal, Parsed, resp, text};
