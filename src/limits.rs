@@ -49,6 +49,8 @@ pub struct Limits {
     /// Total client buffer bytes above which the largest clients are
     /// disconnected.
     pub clients_budget: u64,
+    /// Largest RESP bulk string a client may send.
+    pub proto_max_bulk_len: usize,
 }
 
 impl Limits {
@@ -60,6 +62,7 @@ impl Limits {
             output_soft_time: c.output_soft_time,
             maxmemory: c.maxmemory,
             clients_budget: c.maxmemory_clients,
+            proto_max_bulk_len: c.proto_max_bulk_len,
         }
     }
 }
@@ -77,6 +80,8 @@ pub struct Memory {
     refused: AtomicU64,
     evicted: AtomicU64,
     output_closed: AtomicU64,
+    /// Connections closed for a bulk string over `proto_max_bulk_len`.
+    bulk_refused: AtomicU64,
     /// Last time (ms since start) a limit was logged, per kind.
     logged: [AtomicU64; 3],
 }
@@ -102,6 +107,7 @@ impl Memory {
             refused: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
             output_closed: AtomicU64::new(0),
+            bulk_refused: AtomicU64::new(0),
             logged: std::array::from_fn(|_| AtomicU64::new(u64::MAX)),
         }
     }
@@ -115,6 +121,16 @@ impl Memory {
     #[inline]
     pub fn refuse_writes(&self) -> bool {
         self.limits.maxmemory != 0 && self.used() > self.limits.maxmemory
+    }
+
+    /// Counts a connection closed for a bulk string over the limit.
+    pub fn count_bulk_refused(&self) {
+        self.bulk_refused.fetch_add(1, Relaxed);
+    }
+
+    /// Connections closed for a bulk string over `proto_max_bulk_len`.
+    pub fn bulk_refused(&self) -> u64 {
+        self.bulk_refused.load(Relaxed)
     }
 
     /// Counts a refused write.
@@ -210,6 +226,7 @@ mod tests {
             output_hard: 0,
             output_soft: 0,
             output_soft_time: Duration::ZERO,
+            proto_max_bulk_len: 8 << 20,
         })
     }
 

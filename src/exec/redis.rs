@@ -647,10 +647,7 @@ fn config_params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
         ("io-threads", c.threads.to_string()),
         ("daemonize", "no".into()),
         ("replicaof", String::new()),
-        (
-            "proto-max-bulk-len",
-            crate::store::MAX_VALUE_LEN.to_string(),
-        ),
+        ("proto-max-bulk-len", limits.proto_max_bulk_len.to_string()),
         (
             READ_ONLY_PARAM,
             if ctx.shared.read_only.is_on() {

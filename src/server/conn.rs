@@ -105,7 +105,8 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(sock: TcpStream, info: Arc<ClientInfo>, now: Instant) -> Conn {
+    /// A new connection; `max_bulk`: its RESP bulk string limit.
+    pub fn new(sock: TcpStream, info: Arc<ClientInfo>, now: Instant, max_bulk: usize) -> Conn {
         Conn {
             sock,
             info,
@@ -126,7 +127,7 @@ impl Conn {
             discarded: 0,
             soft_since: None,
             mem: 0,
-            resp: resp::Partial::default(),
+            resp: resp::Partial::with_max_bulk(max_bulk),
             text_scanned: 0,
             tx: None,
             drop_deferred: false,

@@ -43,10 +43,10 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::conn::{self, Conn, WBUF_HIGH};
 use super::tls::{self, Acceptor};
 use crate::auth::{self, gate::Admit};
+use crate::exec::monitor;
 use crate::exec::{self, Ctx, Flow};
 use crate::jobs::{Completion, Job, Responder};
 use crate::limits::LogKind;
-use crate::exec::monitor;
 use crate::protocol::redis::Redis;
 use crate::protocol::reply::{self, Proto};
 use crate::protocol::{Command, Fatal, Parsed, resp, text};
@@ -287,7 +287,8 @@ impl Worker {
                         i64::from(std::os::fd::AsRawFd::as_raw_fd(&sock)),
                         self.env.now,
                     );
-                    self.conns[i] = Some(Conn::new(sock, info, self.env.now));
+                    let max_bulk = self.env.shared.memory.limits.proto_max_bulk_len;
+                    self.conns[i] = Some(Conn::new(sock, info, self.env.now, max_bulk));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e)
@@ -900,15 +901,17 @@ fn process(
                 // bucket while this one executes (store lookups are
                 // cache-miss bound; measured in perf/README.md).
                 let next = match proto {
-                    Proto::Resp => match resp::frame(&data[pos..], &mut env.peek) {
-                        resp::Frame::Complete(n) => {
-                            framed = Some(n);
-                            env.peek
-                                .get(1)
-                                .map(|&(s, e)| &data[pos + s as usize..pos + e as usize])
+                    Proto::Resp => {
+                        match resp::frame_max(&data[pos..], &mut env.peek, conn.resp.max_bulk()) {
+                            resp::Frame::Complete(n) => {
+                                framed = Some(n);
+                                env.peek
+                                    .get(1)
+                                    .map(|&(s, e)| &data[pos + s as usize..pos + e as usize])
+                            }
+                            _ => None,
                         }
-                        _ => None,
-                    },
+                    }
                     Proto::Text => text_peek_key(&data[pos..]),
                 };
                 if let Some(key) = next {
@@ -1085,7 +1088,12 @@ fn process(
             Parsed::Fatal(f) => {
                 match f {
                     Fatal::LineTooLong => reply::error(&mut conn.wbuf, proto, "line too long"),
-                    Fatal::Protocol(e) => reply::error(&mut conn.wbuf, proto, &e.to_string()),
+                    Fatal::Protocol(e) => {
+                        if e == resp::ProtocolError::BulkTooLong {
+                            env.shared.memory.count_bulk_refused();
+                        }
+                        reply::error(&mut conn.wbuf, proto, &e.to_string());
+                    }
                     Fatal::InvalidUtf8 => {}
                 }
                 conn.start_close(env.now);
