@@ -525,11 +525,10 @@ impl Worker {
         }
         self.check_soft_limit(i);
         self.account(i);
-        // What CLIENT LIST shows: published once per batch, here when
-        // there is nothing to write, else after the write (`flush`).
-        if let Some(c) = self.conn(i)
-            && !c.dirty
-        {
+        // What CLIENT LIST shows: published after each batch, before its
+        // replies leave (a client that got a reply sees the state it left),
+        // and again after the write (`flush`: the output drained).
+        if let Some(c) = self.conn(i) {
             let q = c.rbuf.len();
             c.publish_view(q);
         }
