@@ -139,8 +139,8 @@ fn config_set_takes_current_values_and_refuses_changes() {
     );
     exchange(
         &mut s,
-        &["CONFIG", "SET", "maxmemory", "10"],
-        b"-ERR CONFIG SET failed (possibly related to argument 'maxmemory') - can't set immutable config (MerkleKV reads it at startup only)\r\n",
+        &["CONFIG", "SET", "port", "10"],
+        b"-ERR CONFIG SET failed (possibly related to argument 'port') - can't set immutable config (MerkleKV reads it at startup only)\r\n",
     );
     exchange(
         &mut s,
@@ -162,6 +162,61 @@ fn config_set_takes_current_values_and_refuses_changes() {
         &["CONFIG", "GET", "replicaof"],
         b"*2\r\n$9\r\nreplicaof\r\n$0\r\n\r\n",
     );
+}
+
+/// `maxmemory` and `maxmemory-clients` change at run time; a failing
+/// value anywhere in the command changes nothing (Redis's rollback).
+#[test]
+fn config_set_changes_memory_limits_all_or_nothing() {
+    let srv = Server::start(&[]);
+    let mut s = srv.connect();
+    let get = |s: &mut TcpStream, name: &str| list(s, &["CONFIG", "GET", name])[1].clone();
+    let budget = get(&mut s, "maxmemory-clients");
+    exchange(&mut s, &["CONFIG", "SET", "maxmemory", "10000002"], b"+OK\r\n");
+    assert_eq!(get(&mut s, "maxmemory"), "10000002");
+    exchange(
+        &mut s,
+        &[
+            "CONFIG",
+            "SET",
+            "maxmemory",
+            "10000001",
+            "maxmemory-clients",
+            "200%",
+            "client-query-buffer-limit",
+            "invalid",
+        ],
+        b"-ERR CONFIG SET failed (possibly related to argument 'maxmemory-clients') - percentage argument must be less or equal to 100\r\n",
+    );
+    assert_eq!(get(&mut s, "maxmemory"), "10000002");
+    assert_eq!(get(&mut s, "maxmemory-clients"), budget);
+    assert_eq!(get(&mut s, "client-query-buffer-limit"), "67108864");
+    // Percentages are of maxmemory (the new one when set together).
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "maxmemory", "1gb", "maxmemory-clients", "50%"],
+        b"+OK\r\n",
+    );
+    assert_eq!(get(&mut s, "maxmemory"), "1073741824");
+    assert_eq!(get(&mut s, "maxmemory-clients"), "536870912");
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "maxmemory-clients", "1000"],
+        b"-ERR CONFIG SET failed (possibly related to argument 'maxmemory-clients') - argument must be at least 1048576 bytes\r\n",
+    );
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "maxmemory", "lots"],
+        b"-ERR CONFIG SET failed (possibly related to argument 'maxmemory') - argument must be a memory value\r\n",
+    );
+    // The new maxmemory is in force: a write over it is refused.
+    exchange(&mut s, &["CONFIG", "SET", "maxmemory", "1"], b"+OK\r\n");
+    assert!(common::wait_until(Duration::from_secs(20), || {
+        s.write_all(&req(&["SET", "k", "v"])).unwrap();
+        common::read_line(&mut s).starts_with("-OOM ")
+    }));
+    exchange(&mut s, &["CONFIG", "SET", "maxmemory", "0"], b"+OK\r\n");
+    exchange(&mut s, &["SET", "k", "v"], b"+OK\r\n");
 }
 
 #[test]

@@ -632,9 +632,9 @@ fn config_params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
             "timeout",
             c.connection_timeout.map_or(0, |d| d.as_secs()).to_string(),
         ),
-        ("maxmemory", limits.maxmemory.to_string()),
+        ("maxmemory", ctx.shared.memory.maxmemory().to_string()),
         ("maxmemory-policy", "noeviction".into()),
-        ("maxmemory-clients", limits.clients_budget.to_string()),
+        ("maxmemory-clients", ctx.shared.memory.clients_budget().to_string()),
         (
             "client-output-buffer-limit",
             format!(
@@ -648,6 +648,10 @@ fn config_params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
         ("daemonize", "no".into()),
         ("replicaof", String::new()),
         ("proto-max-bulk-len", limits.proto_max_bulk_len.to_string()),
+        (
+            "client-query-buffer-limit",
+            crate::protocol::resp::MAX_REQUEST.to_string(),
+        ),
         (
             READ_ONLY_PARAM,
             if ctx.shared.read_only.is_on() {
@@ -696,9 +700,23 @@ fn config_set(ctx: &Ctx<'_>, pairs: Args<'_>) -> Result<(), String> {
         }
         seen.push(name);
     }
+    // Every value is checked before anything changes (Redis's rollback
+    // semantics: all or nothing).
     let mut read_only = None;
+    let mut maxmemory = None;
+    let mut budget = None;
     for pair in args.chunks(2) {
         let (name, value) = (pair[0], pair[1]);
+        if name.eq_ignore_ascii_case(b"maxmemory") {
+            maxmemory = Some(
+                parse_memory(value).ok_or_else(|| failed(name, "argument must be a memory value"))?,
+            );
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"maxmemory-clients") {
+            budget = Some((name, parse_budget(value).map_err(|e| failed(name, e))?));
+            continue;
+        }
         if name.eq_ignore_ascii_case(READ_ONLY_PARAM.as_bytes()) {
             read_only = Some(if value.eq_ignore_ascii_case(b"yes") {
                 true
@@ -721,10 +739,78 @@ fn config_set(ctx: &Ctx<'_>, pairs: Args<'_>) -> Result<(), String> {
             ));
         }
     }
+    let memory = &ctx.shared.memory;
+    let budget = match budget {
+        None => None,
+        Some((_, Budget::Bytes(b))) => Some(b),
+        Some((name, Budget::Percent(p))) => {
+            let base = maxmemory.unwrap_or_else(|| memory.maxmemory());
+            let b = base / 100 * p + base % 100 * p / 100;
+            if b < MIN_CLIENTS_BUDGET {
+                return Err(failed(
+                    name,
+                    "the percentage of maxmemory is under 1048576 bytes, the smallest client budget",
+                ));
+            }
+            Some(b)
+        }
+    };
     if let Some(on) = read_only {
         ctx.shared.read_only.set(on);
     }
+    if let Some(m) = maxmemory {
+        memory.set_maxmemory(m);
+    }
+    if let Some(b) = budget {
+        memory.set_clients_budget(b);
+    }
     Ok(())
+}
+
+/// Smallest `maxmemory-clients` (as the setting `limits.maxmemory_clients`).
+const MIN_CLIENTS_BUDGET: u64 = 1 << 20;
+
+/// A `maxmemory-clients` value: bytes, or a percentage of `maxmemory`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Budget {
+    Bytes(u64),
+    Percent(u64),
+}
+
+/// Parses a `maxmemory-clients` value as Redis does (`N%` of maxmemory,
+/// at most 100, or a memory value); at least 1 MiB here.
+fn parse_budget(v: &[u8]) -> Result<Budget, &'static str> {
+    if let Some(p) = v.strip_suffix(b"%") {
+        return match parse_int::<u64>(p) {
+            Some(p) if p > 100 => Err("percentage argument must be less or equal to 100"),
+            Some(p) => Ok(Budget::Percent(p)),
+            None => Err("argument must be a memory or percent value"),
+        };
+    }
+    match parse_memory(v) {
+        Some(b) if b >= MIN_CLIENTS_BUDGET => Ok(Budget::Bytes(b)),
+        Some(_) => Err("argument must be at least 1048576 bytes"),
+        None => Err("argument must be a memory or percent value"),
+    }
+}
+
+/// Parses a Redis memory value: digits with an optional unit `b`, `k`,
+/// `kb`, `m`, `mb`, `g`, `gb` (any case; `k` = 1000, `kb` = 1024).
+fn parse_memory(v: &[u8]) -> Option<u64> {
+    let digits = v.iter().take_while(|b| b.is_ascii_digit()).count();
+    let n = parse_int::<u64>(&v[..digits])?;
+    let unit = v[digits..].to_ascii_lowercase();
+    let mul: u64 = match unit.as_slice() {
+        b"" | b"b" => 1,
+        b"k" => 1000,
+        b"kb" => 1 << 10,
+        b"m" => 1000 * 1000,
+        b"mb" => 1 << 20,
+        b"g" => 1000 * 1000 * 1000,
+        b"gb" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mul)
 }
 
 fn config_get(ctx: &Ctx<'_>, patterns: Args<'_>, out: &mut Vec<u8>, resp3: bool) {
@@ -875,8 +961,8 @@ fn info(ctx: &Ctx<'_>, sections: Args<'_>, s: &mut String) {
                     s,
                     "used_memory:{used}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{rss}\r\nmaxmemory:{}\r\nmaxmemory_policy:noeviction\r\nmaxmemory_clients:{}\r\nmem_clients_normal:{}\r\n",
                     used as f64 / (1024.0 * 1024.0),
-                    m.limits.maxmemory,
-                    m.limits.clients_budget,
+                    m.maxmemory(),
+                    m.clients_budget(),
                     m.clients(),
                 )
             }
@@ -914,5 +1000,43 @@ fn info(ctx: &Ctx<'_>, sections: Args<'_>, s: &mut String) {
                 Ok(())
             }
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_values_parse_as_in_redis() {
+        assert_eq!(parse_memory(b"10000002"), Some(10_000_002));
+        assert_eq!(parse_memory(b"1k"), Some(1000));
+        assert_eq!(parse_memory(b"1KB"), Some(1024));
+        assert_eq!(parse_memory(b"2mb"), Some(2 << 20));
+        assert_eq!(parse_memory(b"1g"), Some(1_000_000_000));
+        assert_eq!(parse_memory(b"3gb"), Some(3 << 30));
+        for bad in [&b""[..], b"-1", b"1x", b"kb", b"99999999999999999999", b"1 mb"] {
+            assert_eq!(parse_memory(bad), None, "{bad:?}");
+        }
+        assert_eq!(parse_memory(b"18446744073709551615gb"), None);
+    }
+
+    #[test]
+    fn client_budgets_are_bytes_or_percentages() {
+        assert_eq!(parse_budget(b"10%"), Ok(Budget::Percent(10)));
+        assert_eq!(parse_budget(b"100%"), Ok(Budget::Percent(100)));
+        assert_eq!(
+            parse_budget(b"200%"),
+            Err("percentage argument must be less or equal to 100")
+        );
+        assert_eq!(parse_budget(b"2mb"), Ok(Budget::Bytes(2 << 20)));
+        assert_eq!(
+            parse_budget(b"1000"),
+            Err("argument must be at least 1048576 bytes")
+        );
+        assert_eq!(
+            parse_budget(b"x%"),
+            Err("argument must be a memory or percent value")
+        );
     }
 }

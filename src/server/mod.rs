@@ -41,9 +41,9 @@ impl crate::state::InfoSection for ClientLimitsInfo {
              client_output_limit_disconnections:{output}\r\n\
              proto_max_bulk_len:{}\r\nproto_max_bulk_len_disconnections:{}\r\n",
             m.used(),
-            m.limits.maxmemory,
+            m.maxmemory(),
             m.clients(),
-            m.limits.clients_budget,
+            m.clients_budget(),
             m.limits.proto_max_bulk_len,
             m.bulk_refused(),
         );

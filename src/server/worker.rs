@@ -642,7 +642,7 @@ impl Worker {
     fn evict(&mut self) {
         let shared = self.env.shared.clone();
         let memory = &shared.memory;
-        let share = memory.limits.clients_budget / shared.config.threads.max(1) as u64;
+        let share = memory.clients_budget() / shared.config.threads.max(1) as u64;
         while memory.clients_over_budget() && self.client_bytes as u64 > share {
             let Some((i, bytes)) = self
                 .conns
@@ -662,7 +662,7 @@ impl Worker {
                 log::warn!(
                     "client buffers above maxmemory_clients ({} > {} bytes): disconnecting the largest client ({bytes} bytes); {evicted} evicted so far",
                     memory.clients(),
-                    memory.limits.clients_budget
+                    memory.clients_budget()
                 );
             }
             let now = self.env.now;
