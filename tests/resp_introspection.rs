@@ -172,7 +172,11 @@ fn config_set_changes_memory_limits_all_or_nothing() {
     let mut s = srv.connect();
     let get = |s: &mut TcpStream, name: &str| list(s, &["CONFIG", "GET", name])[1].clone();
     let budget = get(&mut s, "maxmemory-clients");
-    exchange(&mut s, &["CONFIG", "SET", "maxmemory", "10000002"], b"+OK\r\n");
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "maxmemory", "10000002"],
+        b"+OK\r\n",
+    );
     assert_eq!(get(&mut s, "maxmemory"), "10000002");
     exchange(
         &mut s,
@@ -194,7 +198,14 @@ fn config_set_changes_memory_limits_all_or_nothing() {
     // Percentages are of maxmemory (the new one when set together).
     exchange(
         &mut s,
-        &["CONFIG", "SET", "maxmemory", "1gb", "maxmemory-clients", "50%"],
+        &[
+            "CONFIG",
+            "SET",
+            "maxmemory",
+            "1gb",
+            "maxmemory-clients",
+            "50%",
+        ],
         b"+OK\r\n",
     );
     assert_eq!(get(&mut s, "maxmemory"), "1073741824");

@@ -425,7 +425,7 @@ pub static SETTINGS: &[Setting] = &[
         aliases: &["replication.cluster_key"],
         env: &["MERKLE_KV_MQTT_CLUSTER_KEY"],
         kind: Kind::Keys,
-        doc: "Key(s) signing and verifying event batches (HMAC-SHA256); the first signs; comma-separated in the environment.",
+        doc: "Key(s) signing and verifying event batches and presence messages (HMAC-SHA256); the first signs; comma-separated in the environment.",
         secret: true,
         apply: |c, v| c.replication.cluster_keys = v.list(),
         show: |c| c.replication.cluster_keys.join(","),
@@ -750,6 +750,19 @@ pub static SETTINGS: &[Setting] = &[
         doc: "Failed AUTH attempts after which a connection is closed.",
         apply: |c, v| c.security.max_auth_failures = v.usize(),
         show: |c| c.security.max_auth_failures.to_string(),
+        ..BASE
+    },
+    Setting {
+        name: "security.auth_failure_delay_ms",
+        env: &["MERKLE_KV_SECURITY_AUTH_FAILURE_DELAY_MS"],
+        kind: Kind::Int {
+            min: 0,
+            max: 10_000,
+        },
+        initial: Initial::Value("200"),
+        doc: "Milliseconds a connection's reply to a failed AUTH is delayed (nothing else on it runs meanwhile); 0: none.",
+        apply: |c, v| c.security.auth_failure_delay = v.millis(),
+        show: |c| c.security.auth_failure_delay.as_millis().to_string(),
         ..BASE
     },
     Setting {

@@ -634,7 +634,10 @@ fn config_params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
         ),
         ("maxmemory", ctx.shared.memory.maxmemory().to_string()),
         ("maxmemory-policy", "noeviction".into()),
-        ("maxmemory-clients", ctx.shared.memory.clients_budget().to_string()),
+        (
+            "maxmemory-clients",
+            ctx.shared.memory.clients_budget().to_string(),
+        ),
         (
             "client-output-buffer-limit",
             format!(
@@ -709,7 +712,8 @@ fn config_set(ctx: &Ctx<'_>, pairs: Args<'_>) -> Result<(), String> {
         let (name, value) = (pair[0], pair[1]);
         if name.eq_ignore_ascii_case(b"maxmemory") {
             maxmemory = Some(
-                parse_memory(value).ok_or_else(|| failed(name, "argument must be a memory value"))?,
+                parse_memory(value)
+                    .ok_or_else(|| failed(name, "argument must be a memory value"))?,
             );
             continue;
         }
@@ -1015,7 +1019,14 @@ mod tests {
         assert_eq!(parse_memory(b"2mb"), Some(2 << 20));
         assert_eq!(parse_memory(b"1g"), Some(1_000_000_000));
         assert_eq!(parse_memory(b"3gb"), Some(3 << 30));
-        for bad in [&b""[..], b"-1", b"1x", b"kb", b"99999999999999999999", b"1 mb"] {
+        for bad in [
+            &b""[..],
+            b"-1",
+            b"1x",
+            b"kb",
+            b"99999999999999999999",
+            b"1 mb",
+        ] {
             assert_eq!(parse_memory(bad), None, "{bad:?}");
         }
         assert_eq!(parse_memory(b"18446744073709551615gb"), None);

@@ -102,6 +102,9 @@ pub struct Conn {
     /// What `CLIENT LIST` shows of this connection, kept here and
     /// published to `info` by the worker ([`Conn::publish_view`]).
     pub view: ConnView,
+    /// After a failed AUTH: nothing is processed or written before this
+    /// time (`security.auth_failure_delay_ms`; the worker's timer ends it).
+    pub held_until: Option<Instant>,
 }
 
 impl Conn {
@@ -135,6 +138,7 @@ impl Conn {
             session: Session::default(),
             monitor: None,
             view: ConnView::default(),
+            held_until: None,
         }
     }
 
@@ -235,7 +239,7 @@ impl Conn {
 
     /// True when no more input may be processed for now.
     pub fn blocked(&self) -> bool {
-        self.deferred || self.closing || self.unsent() >= WBUF_HIGH
+        self.deferred || self.closing || self.held_until.is_some() || self.unsent() >= WBUF_HIGH
     }
 
     /// TLS records (handshake, alerts) wait to be written.
