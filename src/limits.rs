@@ -292,9 +292,10 @@ mod tests {
         assert!(u.refuse_writes());
         u.set_maxmemory(0);
         assert!(!u.refuse_writes());
-        assert!(u.clients_over_budget());
-        u.set_clients_budget(1 << 20);
         assert!(!u.clients_over_budget());
+        u.set_clients_budget(4_000);
+        assert_eq!(u.clients_budget(), 4_000);
+        assert!(u.clients_over_budget());
     }
 
     #[test]
