@@ -885,6 +885,21 @@ impl Setting {
     }
 }
 
+/// The resolved configuration as `name = value` lines, one per setting
+/// that has a value (`--check-config`); a secret set shows as `(secret)`.
+pub fn listing(c: &Config) -> String {
+    let mut out = String::new();
+    for s in SETTINGS {
+        let v = (s.show)(c);
+        if v.is_empty() {
+            continue;
+        }
+        let v = if s.secret { "(secret)".to_string() } else { v };
+        out.push_str(&format!("{} = {v}\n", s.name));
+    }
+    out
+}
+
 /// The README's settings table, header included.
 pub fn readme_table() -> String {
     let mut out = String::from(
@@ -935,6 +950,20 @@ mod tests {
                 Initial::Derived(_) | Initial::Unset => {}
             }
         }
+    }
+
+    #[test]
+    fn listing_hides_secrets() {
+        let mut c = Config::default();
+        c.security.requirepass = Some("hunter2".into());
+        let l = listing(&c);
+        assert!(l.contains("security.requirepass = (secret)\n"), "{l}");
+        assert!(!l.contains("hunter2"), "{l}");
+        assert!(l.contains("network.bind_port = 7379\n"), "{l}");
+        assert!(
+            !l.contains("mqtt.password"),
+            "unset settings are left out: {l}"
+        );
     }
 
     /// README.md's settings table is exactly [`readme_table`]: a setting
