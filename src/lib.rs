@@ -44,6 +44,7 @@ pub mod housekeeping;
 pub mod jobs;
 pub mod limits;
 pub mod logging;
+pub mod metrics;
 pub mod monitor;
 pub mod node;
 pub mod persist;

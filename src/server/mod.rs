@@ -26,7 +26,8 @@ use crate::state::Shared;
 pub use worker::Worker;
 
 /// The client-limit lines of INFO: used memory and `maxmemory`, client
-/// buffers and their budget, and how often each limit was hit.
+/// buffers and their budget, and how often each limit was hit
+/// (`rejected_connections`: refused at `max_connections`).
 pub struct ClientLimitsInfo;
 
 impl crate::state::InfoSection for ClientLimitsInfo {
@@ -38,12 +39,13 @@ impl crate::state::InfoSection for ClientLimitsInfo {
             s,
             "used_memory:{}\r\nmaxmemory:{}\r\nmaxmemory_refused_writes:{refused}\r\n\
              clients_memory:{}\r\nmaxmemory_clients:{}\r\nevicted_clients:{evicted}\r\n\
-             client_output_limit_disconnections:{output}\r\n\
+             client_output_limit_disconnections:{output}\r\nrejected_connections:{}\r\n\
              proto_max_bulk_len:{}\r\nproto_max_bulk_len_disconnections:{}\r\n",
             m.used(),
             m.maxmemory(),
             m.clients(),
             m.clients_budget(),
+            shared.stats.rejected_connections(),
             m.limits.proto_max_bulk_len,
             m.bulk_refused(),
         );

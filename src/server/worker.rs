@@ -56,6 +56,7 @@ use crate::exec::monitor;
 use crate::exec::{self, Ctx, Flow};
 use crate::jobs::{Completion, Job, Responder};
 use crate::limits::LogKind;
+use crate::metrics::names;
 use crate::protocol::redis::Redis;
 use crate::protocol::reply::{self, Proto};
 use crate::protocol::{Command, Fatal, Parsed, resp, text};
@@ -117,6 +118,10 @@ struct Env {
     /// Tokens of this worker's `MONITOR` connections (may hold stale
     /// tokens until the next wake prunes them).
     monitors: Vec<usize>,
+    /// Slots of the hot commands in the command statistics.
+    hot: names::Hot,
+    /// `metrics.latency_tracking`: time each command.
+    timing: bool,
     /// Connections held after a failed AUTH: (until, token, connection id).
     held: Vec<(Instant, usize, u64)>,
 }
@@ -154,6 +159,7 @@ impl Worker {
             .persist
             .as_ref()
             .map(|p| p.worker_writer(&format!("w{id}")));
+        let timing = shared.config.metrics.latency_tracking;
         Ok(Worker {
             poll,
             listener,
@@ -170,6 +176,8 @@ impl Worker {
                 waker,
                 log,
                 monitors: Vec::new(),
+                hot: names::NAMES.hot(),
+                timing,
                 held: Vec::new(),
             },
             completions: completion_receiver,
@@ -280,6 +288,7 @@ impl Worker {
                 Ok((mut sock, addr)) => {
                     let cfg = &self.env.shared.config;
                     if self.env.shared.stats.active_connections() >= cfg.max_connections {
+                        self.env.shared.stats.reject_connection();
                         let _ = sock.write(b"ERROR max connections reached\r\n");
                         continue;
                     }
@@ -968,6 +977,8 @@ fn process(
                 // `cut`; any reply past the limit closes the connection.
                 let hard = env.shared.memory.limits.output_hard;
                 let reply_start = conn.wbuf.len();
+                let slot = slot_of(&cmd, &data[start..pos], &env.hot);
+                let started = env.timing.then(Instant::now);
                 skip_armed(&conn.info);
                 // What CLIENT LIST shows as the last command (and, for
                 // CLIENT LIST / INFO on this connection, its state now).
@@ -1006,14 +1017,17 @@ fn process(
                     ) {
                         Admit::Run => {}
                         Admit::Done => {
+                            let auth = matches!(cmd, Command::Auth { .. });
+                            account_gate(env, slot, &conn.wbuf[reply_start..], started);
                             // AUTH ran (answered by the gate): monitors see
                             // it, redacted, as in Redis.
-                            if matches!(cmd, Command::Auth { .. }) {
+                            if auth {
                                 feed_monitors(env, conn, &data[start..pos], proto);
                             }
                             continue;
                         }
                         Admit::Failed { close } => {
+                            account_gate(env, slot, &conn.wbuf[reply_start..], started);
                             // A failed AUTH (or HELLO … AUTH) ran too.
                             feed_monitors(env, conn, &data[start..pos], proto);
                             conn.closing |= close;
@@ -1034,7 +1048,9 @@ fn process(
                 let reset = cmd == Command::Redis(Redis::Reset);
                 // RESP transactions (exec::tx): only connections that used
                 // MULTI/WATCH pay for more than this test.
-                let flow = if conn.tx.is_some() || exec::tx::is_tx_command(&cmd) {
+                let tx_cmd = exec::tx::is_tx_command(&cmd);
+                let queued = conn.tx.as_ref().is_some_and(|t| t.queuing());
+                let flow = if conn.tx.is_some() || tx_cmd {
                     match exec::tx::step(
                         cmd,
                         &data[start..pos],
@@ -1048,6 +1064,16 @@ fn process(
                 } else {
                     exec::execute(cmd, &mut ctx, &mut conn.wbuf, proto)
                 };
+                let reply_bytes = &conn.wbuf[reply_start..];
+                if queued && !tx_cmd && reply_bytes == b"+QUEUED\r\n" {
+                    // Counted when it runs, at EXEC.
+                } else if queued && !tx_cmd && reply_bytes.first() == Some(&b'-') {
+                    // Refused inside MULTI.
+                    env.stats.commands.refused(slot, reply_bytes);
+                } else {
+                    let nanos = started.map(|t| t.elapsed().as_nanos() as u64);
+                    env.stats.commands.account(slot, reply_bytes, nanos);
+                }
                 if monitored {
                     monitor::feed(
                         &env.shared.stats.monitors,
@@ -1114,6 +1140,9 @@ fn process(
                 }
             }
             Parsed::Invalid(e, n) => {
+                let (word, sub) = names::words(&data[pos..pos + n]);
+                let slot = word.and_then(|w| names::NAMES.lookup(w, sub));
+                env.stats.commands.reject(slot, &e.0, proto);
                 pos += n;
                 *budget -= 1;
                 if let Some(tx) = &mut conn.tx {
@@ -1127,6 +1156,9 @@ fn process(
             Parsed::Skip(n) => pos += n,
             Parsed::Incomplete => return (pos, Stop::Drained),
             Parsed::Fatal(f) => {
+                if !matches!(f, Fatal::InvalidUtf8) {
+                    env.stats.commands.reject(None, "", proto);
+                }
                 match f {
                     Fatal::LineTooLong => reply::error(&mut conn.wbuf, proto, "line too long"),
                     Fatal::Protocol(e) => {
@@ -1191,6 +1223,34 @@ fn first_bulks(frame: &[u8]) -> (Option<&[u8]>, Option<&[u8]>) {
     let name = bulk();
     let sub = name.and(bulk());
     (name, sub)
+}
+
+/// The command-statistics slot of a request: a `match` for the hot
+/// commands, the command word (and subcommand) looked up for the rest.
+#[inline]
+fn slot_of(cmd: &Command<'_>, frame: &[u8], hot: &names::Hot) -> usize {
+    match cmd {
+        Command::Get(_) => hot.get,
+        Command::Set(..) => hot.set,
+        Command::MGet(_) => hot.mget,
+        Command::MSet(_) => hot.mset,
+        Command::Exists(_) => hot.exists,
+        Command::Ping(_) => hot.ping,
+        Command::Echo(_) => hot.echo,
+        Command::Strlen(_) => hot.strlen,
+        _ => {
+            let (word, sub) = names::words(frame);
+            word.map_or(names::UNKNOWN, |w| names::NAMES.slot(w, sub))
+        }
+    }
+}
+
+/// Accounts a request the connection's gate answered itself (`AUTH`, or
+/// a refusal: `NOAUTH`, `NOPERM`, …).
+#[cold]
+fn account_gate(env: &Env, slot: usize, reply: &[u8], started: Option<Instant>) {
+    let nanos = started.map(|t| t.elapsed().as_nanos() as u64);
+    env.stats.commands.account(slot, reply, nanos);
 }
 
 /// After a failed AUTH: holds `conn` for `security.auth_failure_delay_ms`
