@@ -1,7 +1,8 @@
 //! Command-line parsing (docs/protocol.md §11.1).
 //!
 //! `merklekv [--config <path>] [--engine <type>] [--storage-path <path>]
-//! [--port <n>] [--bind <addr>] [--threads <n>] [--node-id <id>]`
+//! [--port <n>] [--bind <addr>] [--threads <n>] [--node-id <id>]
+//! [--requirepass <pw>] [--read-only]`
 //!
 //! Precedence, weakest first: built-in defaults < configuration file <
 //! environment < these flags. Without `--config`, `config.toml` in the working
@@ -64,6 +65,8 @@ Options:
       --requirepass <pw>     password of the user \"default\" (role admin); clients
                              must AUTH (prefer security.requirepass_file: a flag
                              is visible to other local users in ps)
+      --read-only            start in read-only mode: client writes are refused,
+                             replicated writes still apply
   -h, --help                 print this help and exit
   -V, --version              print the version and exit
 
@@ -114,6 +117,7 @@ struct RawArgs {
     threads: Option<String>,
     node_id: Option<String>,
     requirepass: Option<String>,
+    read_only: bool,
 }
 
 enum Scan {
@@ -152,6 +156,14 @@ fn scan<I: IntoIterator<Item = OsString>>(args: I) -> Result<Scan, ConfigError> 
             } else {
                 Scan::Version
             });
+        }
+        // The one flag without a value.
+        if name == "--read-only" {
+            if inline.is_some() {
+                return Err(usage_error(format!("option '{name}' takes no value")));
+            }
+            raw.read_only = true;
+            continue;
         }
         if !matches!(
             name,
@@ -255,6 +267,7 @@ impl RawArgs {
                 }
                 p => p.clone(),
             },
+            read_only: self.read_only,
         })
     }
 }
@@ -369,6 +382,9 @@ mod tests {
         assert_eq!(a.storage_path, PathBuf::from("/tmp/d"));
         // Last one wins.
         assert_eq!(config(&["--port", "1", "--port=2"]).port, 2);
+        assert!(config(&["--read-only"]).read_only);
+        assert!(!config(&[]).read_only);
+        assert!(error(&["--read-only=yes"]).starts_with("option '--read-only' takes no value"));
     }
 
     #[test]

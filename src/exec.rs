@@ -25,7 +25,7 @@ use crate::jobs::Task;
 use crate::limits::OOM;
 use crate::protocol::redis::Redis;
 use crate::protocol::reply::{Proto, Reply};
-use crate::protocol::{Args, Command, ReplicateAction, parse_int};
+use crate::protocol::{Args, Command, ReadOnlyAction, ReplicateAction, parse_int};
 use crate::state::Shared;
 use crate::stats::{ClientInfo, Counter, WorkerStats};
 use crate::store::{Db, MAX_VALUE_LEN, Written, merkle};
@@ -109,6 +109,10 @@ fn execute_with(cmd: Command<'_>, ctx: &mut Ctx<'_>, reply: &mut Reply<'_>) -> F
     let stats = ctx.stats;
     let store = ctx.db;
     stats.incr(Counter::TotalCommands);
+    if ctx.shared.read_only.refuses(&cmd) {
+        reply.error(crate::readonly::READONLY);
+        return Flow::Continue;
+    }
     if ctx.shared.memory.refuse_writes() && may_grow(&cmd) {
         ctx.shared.memory.count_refused();
         reply.error(OOM);
@@ -334,6 +338,23 @@ fn execute_with(cmd: Command<'_>, ctx: &mut Ctx<'_>, reply: &mut Reply<'_>) -> F
         Command::Replicate(action) => {
             stats.incr(Counter::Replicate);
             replicate(ctx.shared, action, reply);
+        }
+        Command::ReadOnly(action) => {
+            stats.incr(Counter::Management);
+            let ro = &ctx.shared.read_only;
+            match action {
+                ReadOnlyAction::On => {
+                    ro.set(true);
+                    reply.ok();
+                }
+                ReadOnlyAction::Off => {
+                    ro.set(false);
+                    reply.ok();
+                }
+                ReadOnlyAction::Status => {
+                    reply.tagged(b"READONLY", if ro.is_on() { b"on" } else { b"off" })
+                }
+            }
         }
         Command::Nodes => {
             stats.incr(Counter::Management);

@@ -46,6 +46,7 @@ pub mod logging;
 pub mod node;
 pub mod persist;
 pub mod protocol;
+pub mod readonly;
 pub mod replication;
 pub mod server;
 pub mod state;

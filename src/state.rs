@@ -23,6 +23,7 @@ use crate::contact::Contact;
 use crate::jobs::Job;
 use crate::limits::{Limits, Memory};
 use crate::persist::Persist;
+use crate::readonly::ReadOnly;
 use crate::replication::Outbox;
 use crate::stats::{Stats, rss_kb, uptime};
 use crate::store::{Db, Store};
@@ -51,6 +52,8 @@ pub struct Shared {
     pub auth: Auth,
     /// Client memory and output limits, used-memory accounting.
     pub memory: Memory,
+    /// Read-only mode (`readonly.rs`): switched at run time.
+    pub read_only: ReadOnly,
     /// TLS on the client port (`None`: not configured).
     pub tls: Option<crate::server::tls::Acceptor>,
     /// TLS for connections to peers (`anti_entropy.tls`).
@@ -85,6 +88,7 @@ impl Shared {
         let workers = config.threads.max(1);
         let limits = Limits::from_config(&config.limits);
         let replicate = config.replication.enabled;
+        let read_only = ReadOnly::new(config.read_only);
         Shared {
             auth: Auth::new(&config.security, &config.anti_entropy.peer_list),
             config,
@@ -98,6 +102,7 @@ impl Shared {
             contact,
             info,
             memory: Memory::new(limits),
+            read_only,
             tls: tls.client_port,
             peer_tls: tls.peers,
             broker_tls: tls.broker,
@@ -152,6 +157,7 @@ fn write_node_info(shared: &Shared, db: Db<'_>, s: &mut String) {
         shared.store.expired_keys(),
         shared.store.lock_contended()
     );
+    shared.read_only.write_info(s);
     shared.contact.write_info(clock::unix_millis(), s);
     write_refusals(&shared.store, s);
 }

@@ -140,3 +140,110 @@ fn advertising_the_unspecified_address_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("advertise_address"), "{err}");
 }
+
+/// Redis's refusal, sent by a node in read-only mode (docs/protocol.md §21).
+const READONLY: &str = "READONLY You can't write against a read only replica.";
+
+/// Sends one RESP request and reads exactly the expected reply.
+fn resp(c: &mut std::net::TcpStream, args: &[&str], want: &str) {
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    common::expect(c, &common::req(&args), want.as_bytes());
+}
+
+#[test]
+fn read_only_mode_refuses_client_writes_and_still_applies_replicated_ones() {
+    let broker = Broker::start();
+    let a = start(&broker, "a");
+    // b starts read-only from its configuration file.
+    let dir = common::TempDir::new("ro");
+    let conf = dir.file(
+        "node.toml",
+        &format!(
+            "node_id = \"b\"\nread_only = true\n[mqtt]\nbroker_address = \"{}\"\n\
+             topic_prefix = \"mkv-test\"\n{EXTRA}\n",
+            broker.address()
+        ),
+    );
+    let b = common::broker::node_with_config("b", dir, conf);
+    wait_connected(&b);
+    wait_status(&a, "b", "online", DEADLINE);
+
+    // Text: every kind of write is refused, byte for byte; reads work.
+    let mut t = b.connect();
+    let refused = format!("ERROR {READONLY}\r\n");
+    for line in [
+        "SET k v",
+        "DEL k",
+        "INC n",
+        "APPEND k v",
+        "MSET a 1 b 2",
+        "EXPIRE k 5",
+        "SETEX k 5 v",
+        "FLUSHDB",
+        "TRUNCATE",
+    ] {
+        common::expect(&mut t, format!("{line}\r\n").as_bytes(), refused.as_bytes());
+    }
+    common::expect(&mut t, b"GET k\r\n", b"NOT_FOUND\r\n");
+    common::expect(&mut t, b"READONLY status\r\n", b"READONLY on\r\n");
+
+    // RESP: the same refusal as Redis's read-only replica; inside MULTI a
+    // refused write makes EXEC abort.
+    let mut r = b.connect();
+    let refused = format!("-{READONLY}\r\n");
+    resp(&mut r, &["SET", "k", "v"], &refused);
+    resp(&mut r, &["INCRBYFLOAT", "f", "1.5"], &refused);
+    resp(&mut r, &["FLUSHALL"], &refused);
+    resp(&mut r, &["GET", "k"], "$-1\r\n");
+    resp(&mut r, &["MULTI"], "+OK\r\n");
+    resp(&mut r, &["GET", "k"], "+QUEUED\r\n");
+    resp(&mut r, &["SET", "k", "v"], &refused);
+    resp(
+        &mut r,
+        &["EXEC"],
+        "-EXECABORT Transaction discarded because of previous errors.\r\n",
+    );
+    resp(
+        &mut r,
+        &["CONFIG", "GET", "read-only"],
+        "*2\r\n$9\r\nread-only\r\n$3\r\nyes\r\n",
+    );
+
+    // A write made on a reaches b through the broker all the same.
+    assert_eq!(cmd(&mut a.connect(), "SET replicated from-a"), "OK");
+    wait_value(&b, "replicated", "VALUE from-a");
+    let fields = common::broker::info(&b);
+    assert_eq!(fields["read_only"], "1");
+    assert_eq!(fields["read_only_refused_writes"], "13");
+
+    // Switched off at run time (text), writes work again.
+    common::expect(&mut t, b"READONLY off\r\n", b"OK\r\n");
+    common::expect(&mut t, b"SET k v\r\n", b"OK\r\n");
+    wait_value(&a, "k", "VALUE v");
+    // On again through RESP, then off through CONFIG SET.
+    resp(&mut r, &["MKV.READONLY", "ON"], "+OK\r\n");
+    resp(&mut r, &["MKV.READONLY"], "$2\r\non\r\n");
+    resp(&mut r, &["SET", "k", "w"], &refused);
+    // A transaction queued before the switch aborts at EXEC.
+    let mut tx = b.connect();
+    resp(&mut r, &["MKV.READONLY", "OFF"], "+OK\r\n");
+    resp(&mut tx, &["MULTI"], "+OK\r\n");
+    resp(&mut tx, &["SET", "k", "x"], "+QUEUED\r\n");
+    resp(&mut r, &["CONFIG", "SET", "read-only", "yes"], "+OK\r\n");
+    resp(
+        &mut tx,
+        &["EXEC"],
+        &format!("-EXECABORT Transaction discarded because of: {READONLY}\r\n"),
+    );
+    resp(
+        &mut r,
+        &["CONFIG", "SET", "read-only", "maybe"],
+        "-ERR CONFIG SET failed (possibly related to argument 'read-only') - argument must be 'yes' or 'no'\r\n",
+    );
+    resp(&mut r, &["CONFIG", "SET", "read-only", "no"], "+OK\r\n");
+    resp(&mut r, &["SET", "k", "y"], "+OK\r\n");
+    resp(&mut r, &["GET", "k"], "$1\r\ny\r\n");
+    let fields = common::broker::info(&b);
+    assert_eq!(fields["read_only"], "0");
+    assert_eq!(fields["read_only_switches"], "5");
+}

@@ -4,7 +4,7 @@
 use crate::protocol::expiry::ExpiryCmd;
 use crate::protocol::redis::Redis;
 use crate::protocol::strings::StrCmd;
-use crate::protocol::{Command, ReplicateAction};
+use crate::protocol::{Command, ReadOnlyAction, ReplicateAction};
 
 /// The class of a command; a role allows some classes ([`super::allows`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,13 +45,16 @@ pub fn of(cmd: &Command<'_>) -> Class {
         | Command::Prepend(..)
         | Command::Numeric { .. }
         | Command::MSet(_) => Write,
-        Command::Replicate(ReplicateAction::Status) => Read,
+        Command::Replicate(ReplicateAction::Status) | Command::ReadOnly(ReadOnlyAction::Status) => {
+            Read
+        }
         Command::Truncate
         | Command::FlushDb
         | Command::ClientList
         | Command::Sync { .. }
         | Command::Replicate(_)
         | Command::Nodes
+        | Command::ReadOnly(_)
         | Command::Shutdown
         | Command::Internal(_) => Admin,
         Command::Redis(r) => redis(r),
@@ -186,6 +189,10 @@ mod tests {
         assert_eq!(text_class("TRUNCATE"), Admin);
         assert_eq!(text_class("REPLICATE status"), Read);
         assert_eq!(text_class("REPLICATE disable"), Admin);
+        assert_eq!(text_class("READONLY status"), Read);
+        assert_eq!(text_class("READONLY on"), Admin);
+        assert_eq!(resp_class(&["MKV.READONLY"]), Read);
+        assert_eq!(resp_class(&["MKV.READONLY", "off"]), Admin);
         assert_eq!(text_class("AUTH pw"), Open);
         assert_eq!(text_class("SET k v"), Write);
         assert_eq!(text_class("GET k"), Read);

@@ -86,6 +86,7 @@ impl Layers {
         if let Some(pw) = &o.requirepass {
             c.security.requirepass = Some(pw.clone());
         }
+        c.read_only |= o.read_only;
         c.threads = match o.threads {
             Some(t) => t,
             None if threads_given => c.threads,
@@ -123,6 +124,7 @@ fn blank() -> Config {
         node_id: String::new(),
         host: String::new(),
         advertise_address: None,
+        read_only: false,
         port: 0,
         threads: 1,
         shards: 1,

@@ -113,6 +113,16 @@ pub static SETTINGS: &[Setting] = &[
         ..BASE
     },
     Setting {
+        name: "read_only",
+        env: &["MERKLE_KV_READ_ONLY"],
+        kind: Kind::Bool,
+        initial: Initial::Value("false"),
+        doc: "Start in read-only mode (`--read-only`): client writes get `-READONLY`, replicated and anti-entropy writes still apply; switched at run time with `READONLY on`/`off` (text), `MKV.READONLY ON`/`OFF` or `CONFIG SET read-only yes`/`no` (RESP).",
+        apply: |c, v| c.read_only = v.bool(),
+        show: |c| c.read_only.to_string(),
+        ..BASE
+    },
+    Setting {
         name: "network.bind_address",
         aliases: &["host"],
         env: &["MERKLE_KV_NETWORK_BIND_ADDRESS"],

@@ -941,10 +941,12 @@ fn overrides_are_the_last_layer() {
         engine: Some(Engine::Persistent),
         storage_path: Some("/cli".into()),
         requirepass: Some("pw".into()),
+        read_only: true,
     };
     let env = env_of(&[
         ("MERKLE_KV_NODE_ID", "env"),
         ("MERKLE_KV_NETWORK_BIND_PORT", "2"),
+        ("MERKLE_KV_READ_ONLY", "false"),
     ]);
     let c = load_str(FLAT_EXAMPLE, "f.toml", &env, &o).unwrap().config;
     assert_eq!(c.node_id, "cli");
@@ -953,6 +955,24 @@ fn overrides_are_the_last_layer() {
     assert_eq!(c.threads, MAX_THREADS, "clamped");
     assert_eq!(c.engine, Engine::Persistent);
     assert_eq!(c.storage_path, PathBuf::from("/cli"));
+    assert!(c.read_only, "--read-only wins over the environment");
+}
+
+#[test]
+fn read_only_from_file_and_env() {
+    let o = Overrides::default();
+    let c = load_str("read_only = true\n", "f.toml", &env_of(&[]), &o).unwrap();
+    assert!(c.config.read_only);
+    let env = env_of(&[("MERKLE_KV_READ_ONLY", "true")]);
+    assert!(load_str("", "f.toml", &env, &o).unwrap().config.read_only);
+    assert!(
+        !load_str("", "f.toml", &env_of(&[]), &o)
+            .unwrap()
+            .config
+            .read_only
+    );
+    let e = load_str("read_only = 1\n", "f.toml", &env_of(&[]), &o).unwrap_err();
+    assert!(e.to_string().contains("read_only"), "{e}");
 }
 
 #[test]

@@ -36,6 +36,9 @@ pub struct Config {
     /// `host:port` announced to the cluster for anti-entropy; `None` = the
     /// bind address and port (see [`Config::advertised`]).
     pub advertise_address: Option<String>,
+    /// Start in read-only mode: client writes are refused, replicated
+    /// and anti-entropy writes still apply (`crate::readonly`).
+    pub read_only: bool,
     /// Client port; 0 asks the OS for an ephemeral port (tests).
     pub port: u16,
     /// Worker threads (event loops); default: available cores.
@@ -322,4 +325,6 @@ pub struct Overrides {
     pub storage_path: Option<PathBuf>,
     /// `--requirepass`
     pub requirepass: Option<String>,
+    /// `--read-only`
+    pub read_only: bool,
 }

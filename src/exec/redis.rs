@@ -516,14 +516,28 @@ fn config_params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
             "proto-max-bulk-len",
             crate::store::MAX_VALUE_LEN.to_string(),
         ),
+        (
+            READ_ONLY_PARAM,
+            if ctx.shared.read_only.is_on() {
+                "yes"
+            } else {
+                "no"
+            }
+            .into(),
+        ),
     ]
 }
 
-/// `CONFIG SET`: every parameter `CONFIG GET` reports is read at startup
-/// only, so setting one to its current value succeeds and changes nothing,
-/// and any other value is refused as for an immutable Redis parameter.
-/// Checked as Redis does: all pairs first (unknown names, duplicates),
-/// nothing applied unless all pass.
+/// The one parameter `CONFIG SET` changes at run time: read-only mode
+/// (`crate::readonly`), `yes` or `no`.
+const READ_ONLY_PARAM: &str = "read-only";
+
+/// `CONFIG SET`: every parameter `CONFIG GET` reports but `read-only` is
+/// read at startup only, so setting one to its current value succeeds and
+/// changes nothing, and any other value is refused as for an immutable
+/// Redis parameter; `read-only` takes `yes` or `no` and switches
+/// read-only mode. Checked as Redis does: all pairs first (unknown names,
+/// duplicates, values), nothing applied unless all pass.
 fn config_set(ctx: &Ctx<'_>, pairs: Args<'_>) -> Result<(), String> {
     let params = config_params(ctx);
     let args: Vec<&[u8]> = pairs.iter().collect();
@@ -550,8 +564,19 @@ fn config_set(ctx: &Ctx<'_>, pairs: Args<'_>) -> Result<(), String> {
         }
         seen.push(name);
     }
+    let mut read_only = None;
     for pair in args.chunks(2) {
         let (name, value) = (pair[0], pair[1]);
+        if name.eq_ignore_ascii_case(READ_ONLY_PARAM.as_bytes()) {
+            read_only = Some(if value.eq_ignore_ascii_case(b"yes") {
+                true
+            } else if value.eq_ignore_ascii_case(b"no") {
+                false
+            } else {
+                return Err(failed(name, "argument must be 'yes' or 'no'"));
+            });
+            continue;
+        }
         let current = params
             .iter()
             .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
@@ -563,6 +588,9 @@ fn config_set(ctx: &Ctx<'_>, pairs: Args<'_>) -> Result<(), String> {
                 "can't set immutable config (MerkleKV reads it at startup only)",
             ));
         }
+    }
+    if let Some(on) = read_only {
+        ctx.shared.read_only.set(on);
     }
     Ok(())
 }

@@ -43,6 +43,11 @@
 //!   running anything when one changed, whoever changed it (another
 //!   client, a replicated write, anti-entropy, FLUSHDB). Versions make
 //!   this exact: an overwrite with the same value still counts as a change.
+//! * Read-only mode (`crate::readonly`): a client write queued while it
+//!   is on is refused at once (`-READONLY …`, and `EXEC` aborts); a
+//!   transaction holding writes whose `EXEC` comes after the mode was
+//!   switched on aborts as a whole (`-EXECABORT Transaction discarded
+//!   because of: READONLY …`), as in Redis.
 //! * Without `MULTI`, `EXEC`/`DISCARD` are errors, as in Redis; `QUIT`
 //!   inside `MULTI` closes the connection at once.
 
@@ -84,6 +89,9 @@ struct Queue {
     count: usize,
     /// An error was answered while queueing: `EXEC` aborts.
     dirty: bool,
+    /// A client write is queued (`crate::readonly::is_write`): `EXEC`
+    /// aborts if read-only mode was switched on meanwhile.
+    writes: bool,
 }
 
 impl TxState {
@@ -235,6 +243,9 @@ pub fn step<'a>(
             if let Some(why) = refusal(&cmd) {
                 q.dirty = true;
                 error(out, Proto::Resp, why);
+            } else if ctx.shared.read_only.refuses(&cmd) {
+                q.dirty = true;
+                error(out, Proto::Resp, crate::readonly::READONLY);
             } else if q.frames.len() + frame.len() > MAX_QUEUED_BYTES {
                 q.dirty = true;
                 error(
@@ -248,6 +259,7 @@ pub fn step<'a>(
             } else {
                 q.frames.extend_from_slice(frame);
                 q.count += 1;
+                q.writes |= crate::readonly::is_write(&cmd);
                 out.extend_from_slice(b"+QUEUED\r\n");
             }
         }
@@ -262,6 +274,18 @@ fn exec(t: &mut TxState, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) {
     t.watched_bytes = 0;
     if q.dirty {
         out.extend_from_slice(b"-EXECABORT Transaction discarded because of previous errors.\r\n");
+        return;
+    }
+    if q.writes && ctx.shared.read_only.is_on() {
+        ctx.shared.read_only.count_refused();
+        error(
+            out,
+            Proto::Resp,
+            &format!(
+                "EXECABORT Transaction discarded because of: {}",
+                crate::readonly::READONLY
+            ),
+        );
         return;
     }
     let shared = ctx.shared;

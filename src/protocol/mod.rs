@@ -103,6 +103,9 @@ pub enum Command<'a> {
     Replicate(ReplicateAction),
     /// `NODES` (text) / `MKV.MEMBERS` (RESP): the member table.
     Nodes,
+    /// `READONLY on|off|status` (text) / `MKV.READONLY [ON|OFF]` (RESP):
+    /// switch or report read-only mode (`crate::readonly`).
+    ReadOnly(ReadOnlyAction),
     /// `SHUTDOWN`.
     Shutdown,
     /// RESP `STRLEN key`.
@@ -130,6 +133,14 @@ pub enum Command<'a> {
 pub enum ReplicateAction {
     Enable,
     Disable,
+    Status,
+}
+
+/// The action of a `READONLY` / `MKV.READONLY` command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOnlyAction {
+    On,
+    Off,
     Status,
 }
 

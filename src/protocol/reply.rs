@@ -43,7 +43,15 @@ pub fn ok(out: &mut Vec<u8>, proto: Proto) {
 }
 
 /// Redis error codes other than `ERR` that messages may start with.
-pub const CODES: &[&str] = &["NOPROTO", "OOM", "NOAUTH", "WRONGPASS", "NOPERM"];
+pub const CODES: &[&str] = &[
+    "NOPROTO",
+    "OOM",
+    "NOAUTH",
+    "WRONGPASS",
+    "NOPERM",
+    "READONLY",
+    "EXECABORT",
+];
 
 fn has_code(msg: &str) -> bool {
     msg.split_once(' ')

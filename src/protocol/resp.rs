@@ -25,7 +25,7 @@
 
 use std::borrow::Cow;
 
-use super::{Args, Command, ParseError, Parsed};
+use super::{Args, Command, ParseError, Parsed, ReadOnlyAction};
 
 /// Largest bulk string (key or value) accepted: the store's value limit
 /// (Redis's `proto-max-bulk-len` is 512 MiB; values that large are not
@@ -473,6 +473,13 @@ pub fn command<'a>(buf: &'a [u8], spans: &'a [(u32, u32)]) -> Result<Command<'a>
         },
         b"SHUTDOWN" => Command::Shutdown,
         b"MKV.MEMBERS" => Command::Nodes,
+        b"MKV.READONLY" => match argc {
+            1 => Command::ReadOnly(ReadOnlyAction::Status),
+            2 if arg(1).eq_ignore_ascii_case(b"ON") => Command::ReadOnly(ReadOnlyAction::On),
+            2 if arg(1).eq_ignore_ascii_case(b"OFF") => Command::ReadOnly(ReadOnlyAction::Off),
+            2 => return Err(ParseError(Cow::Borrowed("syntax error"))),
+            _ => return Err(wrong_args(name)),
+        },
         b"MKV.ROOT" | b"MKV.NODES" | b"MKV.BUCKETS" | b"MKV.FETCH" | b"MKV.ENTRIES" => {
             Command::Internal(super::internal::parse(&upper[..n], rest)?)
         }

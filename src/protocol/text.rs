@@ -47,7 +47,7 @@
 use std::borrow::Cow;
 
 use super::expiry::{ExpiryCmd, Unit};
-use super::{Args, Command, Fatal, MAX_LINE, ParseError, Parsed, ReplicateAction};
+use super::{Args, Command, Fatal, MAX_LINE, ParseError, Parsed, ReadOnlyAction, ReplicateAction};
 
 /// Parses the first request line of `buf`.
 ///
@@ -301,6 +301,7 @@ enum Kw {
     Sync,
     Replicate,
     Nodes,
+    ReadOnly,
     Auth,
     Expire,
     Pexpire,
@@ -344,6 +345,7 @@ fn keyword(word: &str) -> Option<Kw> {
         b"SYNC" => Kw::Sync,
         b"REPLICATE" => Kw::Replicate,
         b"NODES" => Kw::Nodes,
+        b"READONLY" => Kw::ReadOnly,
         b"AUTH" => Kw::Auth,
         b"EXPIRE" => Kw::Expire,
         b"PEXPIRE" => Kw::Pexpire,
@@ -370,6 +372,7 @@ fn single_word(t: &str) -> Result<Command<'_>, ParseError> {
         Some(Kw::Exists) => requires("EXISTS command requires arguments"),
         Some(Kw::Sync) => requires("SYNC command requires arguments"),
         Some(Kw::Replicate) => requires("REPLICATE command requires arguments"),
+        Some(Kw::ReadOnly) => requires("READONLY command requires arguments"),
         Some(Kw::Auth) => requires("AUTH command requires arguments"),
         Some(Kw::Expire) => requires("EXPIRE command requires arguments"),
         Some(Kw::Pexpire) => requires("PEXPIRE command requires arguments"),
@@ -449,6 +452,7 @@ fn with_args<'a>(c: &'a str, r: &'a str) -> Result<Command<'a>, ParseError> {
             .map(|prefix| Command::Hash(Some(prefix.as_bytes()))),
         Kw::Sync => sync(r),
         Kw::Replicate => replicate(r),
+        Kw::ReadOnly => read_only(r),
         Kw::Nodes => Err(fixed("NODES command does not accept any arguments")),
         Kw::Expire => expire(r, "EXPIRE", Unit::Seconds),
         Kw::Pexpire => expire(r, "PEXPIRE", Unit::Millis),
@@ -742,6 +746,20 @@ fn replicate(r: &str) -> Result<Command<'_>, ParseError> {
         Some(b"STATUS") => Ok(Command::Replicate(ReplicateAction::Status)),
         _ => Err(ParseError(Cow::Owned(format!(
             "Unknown REPLICATE action: {action}"
+        )))),
+    }
+}
+
+/// `READONLY on|off|status` (action case-insensitive, like REPLICATE).
+fn read_only(r: &str) -> Result<Command<'_>, ParseError> {
+    let action = trim_ws(r);
+    let mut buf = [0; KW_MAX];
+    match upper_ascii(action, &mut buf) {
+        Some(b"ON") => Ok(Command::ReadOnly(ReadOnlyAction::On)),
+        Some(b"OFF") => Ok(Command::ReadOnly(ReadOnlyAction::Off)),
+        Some(b"STATUS") => Ok(Command::ReadOnly(ReadOnlyAction::Status)),
+        _ => Err(ParseError(Cow::Owned(format!(
+            "Unknown READONLY action: {action}"
         )))),
     }
 }
@@ -1613,6 +1631,20 @@ mod tests {
         assert_eq!(
             err("REPLICATE statusstatus\r\n"),
             "Unknown REPLICATE action: statusstatus"
+        );
+    }
+
+    #[test]
+    fn read_only() {
+        use ReadOnlyAction::*;
+        assert_eq!(req("READONLY on\r\n"), Command::ReadOnly(On));
+        assert_eq!(req("readonly OFF\r\n"), Command::ReadOnly(Off));
+        assert_eq!(req("ReadOnly  status\r\n"), Command::ReadOnly(Status));
+        assert_eq!(err("READONLY\r\n"), "READONLY command requires arguments");
+        assert_eq!(err("READONLY yes\r\n"), "Unknown READONLY action: yes");
+        assert_eq!(
+            err("READONLY on now\r\n"),
+            "Unknown READONLY action: on now"
         );
     }
 

@@ -164,6 +164,18 @@ impl Broker {
         }
     }
 
+    /// Sends a signal to the broker (`STOP` freezes it: its sockets stay
+    /// open and nothing is delivered until `CONT`).
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("broker running").id();
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} {pid} failed");
+    }
+
     /// Starts the broker again on the same port.
     pub fn restart(&mut self) {
         self.kill();
