@@ -287,7 +287,7 @@ fn a_down_peer_is_logged_once_per_state_change() {
 fn internal_commands_over_resp() {
     let a = node("node-a", "tree_bits = 8");
     let mut c = a.connect();
-    let expected = b"*7\r\n:1\r\n:8\r\n:4\r\n$6\r\nnode-a\r\n:".to_vec();
+    let expected = b"*7\r\n:2\r\n:8\r\n:4\r\n$6\r\nnode-a\r\n:".to_vec();
     c.write_all(b"*1\r\n$8\r\nmkv.root\r\n").unwrap();
     let head = read_n(&mut c, expected.len());
     assert_eq!(head, expected);
