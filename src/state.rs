@@ -118,10 +118,31 @@ impl Shared {
             section.write_info(self, db, s);
         }
     }
+
+    /// The lines of RESP INFO's `# MerkleKV` section: the text INFO body
+    /// without the sections that have a title of their own.
+    pub fn write_info_untitled(&self, db: Db<'_>, s: &mut String) {
+        write_node_info(self, db, s);
+        for section in self.info.iter().filter(|i| i.title().is_none()) {
+            section.write_info(self, db, s);
+        }
+    }
+
+    /// The sections with a title of their own (RESP INFO), in order.
+    pub fn titled_info(&self) -> impl Iterator<Item = &'static dyn InfoSection> + '_ {
+        self.info.iter().copied().filter(|i| i.title().is_some())
+    }
 }
 
 /// One section of INFO (`name:value\r\n` lines), provided by a subsystem.
 pub trait InfoSection: Sync {
+    /// The section's own title in RESP `INFO` (`# <title>`, selected by
+    /// its lower-case name); `None`: its lines are part of `# MerkleKV`.
+    /// The text protocol's INFO has no titles and lists every section.
+    fn title(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Appends this section's lines; store counters come from `db`, never
     /// from `shared.store` (inside `EXEC` that would lock a held shard).
     fn write_info(&self, shared: &Shared, db: Db<'_>, out: &mut String);

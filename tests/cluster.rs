@@ -247,3 +247,68 @@ fn read_only_mode_refuses_client_writes_and_still_applies_replicated_ones() {
     assert_eq!(fields["read_only"], "0");
     assert_eq!(fields["read_only_switches"], "5");
 }
+
+#[test]
+fn lag_figures_grow_while_the_broker_is_paused() {
+    let broker = Broker::start();
+    // The default keepalive outlives the pause, so no session drops and
+    // the event travels through the broker; no anti-entropy, which could
+    // repair the key first (a repair records no lag).
+    let quiet = "[anti_entropy]\nenabled = false";
+    let a = replicated_node("a", broker.port, quiet);
+    let b = replicated_node("b", broker.port, quiet);
+    wait_connected(&a);
+    wait_connected(&b);
+    wait_status(&b, "a", "online", DEADLINE);
+
+    let pause = std::time::Duration::from_millis(2000);
+    broker.signal("STOP");
+    assert_eq!(cmd(&mut a.connect(), "SET paused v"), "OK");
+    std::thread::sleep(pause);
+    broker.signal("CONT");
+    wait_value(&b, "paused", "VALUE v");
+
+    // Fields: id address status last_seen last_round lag_p50 lag_p99.
+    let mut last = Vec::new();
+    let ok = wait_until(DEADLINE, || {
+        last = nodes(&b);
+        last.iter().any(|r| {
+            r[0] == "a"
+                && r[6]
+                    .parse::<u128>()
+                    .is_ok_and(|p99| p99 >= pause.as_millis())
+        })
+    });
+    assert!(ok, "lag p99 of a on b never reached {pause:?}: {last:?}");
+}
+
+#[test]
+fn offline_members_are_forgotten_and_their_presence_cleared() {
+    let broker = Broker::start();
+    let forget = format!("{EXTRA}\n[cluster]\nforget_offline_after_seconds = 1");
+    let a = replicated_node("a", broker.port, &forget);
+    wait_connected(&a);
+    let mut c = start(&broker, "c");
+    wait_status(&a, "c", "online", DEADLINE);
+    c.kill9();
+    wait_status(&a, "c", "offline", SLOW);
+    let ok = wait_until(DEADLINE, || status_of(&a, "c").is_none());
+    assert!(ok, "c never forgotten: {:?}", nodes(&a));
+    let fields = common::broker::info(&a);
+    assert_eq!(fields["cluster_members_forgotten"], "1");
+    assert_eq!(fields["cluster_forget_offline_after_seconds"], "1");
+
+    // Its retained presence is gone: a node started now never hears of c.
+    let d = start(&broker, "d");
+    wait_status(&d, "a", "online", DEADLINE);
+    assert_eq!(status_of(&d, "c"), None, "{:?}", nodes(&d));
+
+    // A node whose presence is cleared while it is online announces itself
+    // again (the safety net of clearing, docs/protocol.md §9.5).
+    common::broker::mqtt_publish(broker.port, "mkv-test/nodes/d", &[Vec::new()]);
+    wait_status(&a, "d", "online", DEADLINE);
+    let ok = wait_until(DEADLINE, || {
+        common::broker::info(&a)["cluster_members_online"] == "1"
+    });
+    assert!(ok, "{:?}", nodes(&a));
+}

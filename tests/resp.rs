@@ -291,6 +291,33 @@ fn info_is_redis_style() {
     }
     let server = text(&bulks(&call(&mut s, &[b"INFO", b"server"]))[0]);
     assert!(server.starts_with("# Server\r\n") && !server.contains("# Clients"));
+    // Membership has its own section (docs/protocol.md §9.5), not part of
+    // `# MerkleKV`; a standalone node lists itself only.
+    let cluster = text(&bulks(&call(&mut s, &[b"INFO", b"CLUSTER"]))[0]);
+    let (head, me) = cluster.split_at(cluster.find("cluster_member0:").unwrap());
+    assert_eq!(
+        head,
+        "# Cluster\r\ncluster_members:1\r\ncluster_members_online:0\r\n\
+         cluster_members_offline:0\r\ncluster_members_incompatible:0\r\n\
+         cluster_members_forgotten:0\r\ncluster_forget_offline_after_seconds:86400\r\n\
+         cluster_presence_ignored:0\r\n"
+    );
+    let me: Vec<&str> = me.trim_end_matches("\r\n").split(' ').collect();
+    assert_eq!(me[1], srv.addr.to_string(), "{cluster}");
+    assert_eq!(
+        (me[2], me[4], me[5], me[6]),
+        ("self", "-", "-", "-"),
+        "{cluster}"
+    );
+    let at = |h: &str| {
+        all.find(h)
+            .unwrap_or_else(|| panic!("{h} missing in {all}"))
+    };
+    assert!(at("# CPU") < at("# Cluster") && at("# Cluster") < at("# Keyspace"));
+    assert!(
+        !all[at("# MerkleKV")..].contains("cluster_members"),
+        "{all}"
+    );
     // The text protocol keeps its own INFO format (docs/protocol.md §6).
     let mut t = srv.connect();
     t.write_all(b"INFO\r\n").unwrap();

@@ -125,6 +125,7 @@ fn blank() -> Config {
         host: String::new(),
         advertise_address: None,
         read_only: false,
+        forget_offline_after: Duration::ZERO,
         port: 0,
         threads: 1,
         shards: 1,

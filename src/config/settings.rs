@@ -664,6 +664,19 @@ pub static SETTINGS: &[Setting] = &[
         ..BASE
     },
     Setting {
+        name: "cluster.forget_offline_after_seconds",
+        env: &["MERKLE_KV_CLUSTER_FORGET_OFFLINE_AFTER_SECONDS"],
+        kind: Kind::Int {
+            min: 0,
+            max: MAX_SECS,
+        },
+        initial: Initial::Value("86400"),
+        doc: "Seconds after which a member seen offline is dropped from the member table (`NODES`) and its retained presence cleared; 0 = never.",
+        apply: |c, v| c.forget_offline_after = v.secs(),
+        show: |c| c.forget_offline_after.as_secs().to_string(),
+        ..BASE
+    },
+    Setting {
         name: "security.requirepass",
         aliases: &["requirepass"],
         env: &["MERKLE_KV_SECURITY_REQUIREPASS"],

@@ -39,6 +39,9 @@ pub struct Config {
     /// Start in read-only mode: client writes are refused, replicated
     /// and anti-entropy writes still apply (`crate::readonly`).
     pub read_only: bool,
+    /// Offline members are dropped from the member table after this long
+    /// (`cluster.forget_offline_after_seconds`); zero = never.
+    pub forget_offline_after: Duration,
     /// Client port; 0 asks the OS for an ephemeral port (tests).
     pub port: u16,
     /// Worker threads (event loops); default: available cores.

@@ -651,7 +651,9 @@ fn cpu_seconds(who: libc::c_int) -> (f64, f64) {
     (secs(ru.ru_stime), secs(ru.ru_utime))
 }
 
-/// Sections of the Redis-style INFO, in order.
+/// Sections of the Redis-style INFO, in order. The subsystems' sections
+/// with a title of their own (`InfoSection::title`, e.g. `# Cluster`) come
+/// before `keyspace`, where Redis puts its cluster section.
 const SECTIONS: &[&str] = &[
     "server",
     "clients",
@@ -678,18 +680,33 @@ fn info(ctx: &Ctx<'_>, sections: Args<'_>, s: &mut String) {
     let rss = rss_kb() * 1024;
     let keys = ctx.db.len();
     let mut first = true;
-    for &name in SECTIONS {
-        if !everything
-            && !sections
+    let wanted = |name: &str| {
+        everything
+            || sections
                 .iter()
                 .any(|a| a.eq_ignore_ascii_case(name.as_bytes()))
-        {
-            continue;
-        }
+    };
+    let mut start = |s: &mut String| {
         if !first {
             s.push_str("\r\n");
         }
         first = false;
+    };
+    for &name in SECTIONS {
+        if name == "keyspace" {
+            for section in shared.titled_info() {
+                let title = section.title().unwrap_or_default();
+                if wanted(&title.to_ascii_lowercase()) {
+                    start(s);
+                    let _ = write!(s, "# {title}\r\n");
+                    section.write_info(shared, ctx.db, s);
+                }
+            }
+        }
+        if !wanted(name) {
+            continue;
+        }
+        start(s);
         let title = if name == "merklekv" {
             "MerkleKV".to_string()
         } else if name == "cpu" {
@@ -761,7 +778,7 @@ fn info(ctx: &Ctx<'_>, sections: Args<'_>, s: &mut String) {
             ),
             "keyspace" => Ok(()),
             _ => {
-                shared.write_info(ctx.db, s);
+                shared.write_info_untitled(ctx.db, s);
                 Ok(())
             }
         };

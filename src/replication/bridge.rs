@@ -89,6 +89,8 @@ const CHANNEL_SLACK: usize = 16;
 /// this only bounds a missed wake, so an idle node does not wake them
 /// several times a second.
 const IDLE_RECHECK: Duration = Duration::from_secs(5);
+/// Minimum time between two looks for members to forget.
+const FORGET_EVERY: Duration = Duration::from_secs(1);
 /// Minimum time between two warnings of one kind.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
@@ -454,6 +456,31 @@ impl Bridge {
         }
     }
 
+    /// Forgets the members offline for longer than
+    /// `cluster.forget_offline_after_seconds` and clears their retained
+    /// presence (members.rs); looks at most once per [`FORGET_EVERY`].
+    fn forget_offline(&self, client: &Client, rx: &mut Receiving) {
+        let after = self.shared.config.forget_offline_after;
+        if after.is_zero()
+            || rx
+                .forget_checked
+                .is_some_and(|t| t.elapsed() < FORGET_EVERY)
+        {
+            return;
+        }
+        rx.forget_checked = Some(Instant::now());
+        let after_ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+        let gone = self
+            .outbox()
+            .members
+            .forget_offline(crate::clock::unix_millis(), after_ms);
+        for id in gone {
+            if id != self.shared.config.node_id {
+                self.publish_retained(client, &id, Vec::new(), "clear");
+            }
+        }
+    }
+
     /// Handles one event of the connection; true on a new connection.
     fn event(
         &self,
@@ -463,6 +490,7 @@ impl Bridge {
         applier: &mut Applier,
         rx: &mut Receiving,
     ) -> bool {
+        self.forget_offline(client, rx);
         match ev {
             Event::Incoming(Incoming::ConnAck(ack)) => {
                 self.metrics().connects.fetch_add(1, Relaxed);
@@ -497,6 +525,15 @@ impl Bridge {
                         rx.members
                             .warn(|| format!("cluster: ignoring {}: {e}", p.topic));
                     }
+                    // Another node cleared this node's presence (it had
+                    // forgotten this node, members.rs): announce it again.
+                    if p.payload.is_empty() && id == self.shared.config.node_id && !self.stopping()
+                    {
+                        log::info!(
+                            "cluster: this node's presence was cleared; publishing it again"
+                        );
+                        self.publish_presence(client, "online");
+                    }
                 }
                 None => rx.message(&p, self, applier),
             },
@@ -523,16 +560,18 @@ impl Bridge {
         let Some(p) = self.outbox().members.own() else {
             return;
         };
-        let topic = format!("{}{}", self.nodes, p.node_id);
+        self.publish_retained(client, &p.node_id, p.with_status(status).encode(), status);
+    }
+
+    /// Publishes a retained `payload` on `<prefix>/nodes/<id>` (QoS 1; an
+    /// empty payload clears the topic), taking a place in the in-flight
+    /// queue like a presence message. `what` names it in a warning.
+    fn publish_retained(&self, client: &Client, id: &str, payload: Vec<u8>, what: &str) {
+        let topic = format!("{}{id}", self.nodes);
         let mut l = self.lock();
-        match client.try_publish(
-            topic,
-            QoS::AtLeastOnce,
-            true,
-            p.with_status(status).encode(),
-        ) {
+        match client.try_publish(topic, QoS::AtLeastOnce, true, payload) {
             Ok(()) => l.inflight.push_back(0),
-            Err(e) => log::warn!("cluster: cannot publish presence ({status}): {e}"),
+            Err(e) => log::warn!("cluster: cannot publish presence of {id:?} ({what}): {e}"),
         }
     }
 
@@ -615,6 +654,8 @@ struct Receiving {
     invalid: WarnLimiter,
     /// Ignored presence messages.
     members: WarnLimiter,
+    /// When the member table was last looked at for members to forget.
+    forget_checked: Option<Instant>,
 }
 
 impl Receiving {
@@ -626,6 +667,7 @@ impl Receiving {
             unauthenticated: WarnLimiter::default(),
             invalid: WarnLimiter::default(),
             members: WarnLimiter::default(),
+            forget_checked: None,
         }
     }
 

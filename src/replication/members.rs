@@ -13,6 +13,22 @@
 //! node ids are counted and ignored); each member keeps at most
 //! [`LAG_SAMPLES`] replication-lag samples. A member's `epoch` grows each
 //! time it comes (back) online, so the scheduler can sync with it promptly.
+//!
+//! **Forgetting.** A member offline for longer than
+//! `cluster.forget_offline_after_seconds` ([`Members::forget_offline`],
+//! run by the bridge as events arrive) is dropped from the table, counted,
+//! and the bridge clears its retained presence (an empty retained message
+//! on its topic), so nodes started later never list it. The clock of that
+//! rule is `offline_since_ms`: when this node first saw the member offline
+//! (a retained `offline` presence received again after a reconnect does
+//! not restart it; the presence carries no time of its own). Clearing is
+//! safe against a member that comes back at that moment: should the
+//! broker order the clear after the member's new `online` presence, every
+//! node removes the member, and the member itself receives the empty
+//! message on its own topic and publishes its presence again (the bridge
+//! does that for any empty message on its own topic while connected), so
+//! it reappears within one round trip; nothing but discovery depends on
+//! the table.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -124,6 +140,8 @@ struct Member {
     epoch: u64,
     /// Tree parameters or wire version differ from ours (logged once).
     incompatible: bool,
+    /// Unix ms when this node saw the member go (or first saw it) offline.
+    offline_since_ms: u64,
     lags: LagRing,
 }
 
@@ -185,6 +203,8 @@ pub struct Members {
     changed: (Sender<()>, Receiver<()>),
     /// Presence messages ignored (undecodable, wrong topic, table full).
     pub ignored: AtomicU64,
+    /// Members forgotten after being offline too long.
+    pub forgotten: AtomicU64,
 }
 
 #[derive(Default)]
@@ -202,6 +222,7 @@ impl Default for Members {
             table: Mutex::new(Table::default()),
             changed: bounded(1),
             ignored: AtomicU64::new(0),
+            forgotten: AtomicU64::new(0),
         }
     }
 }
@@ -266,6 +287,7 @@ impl Members {
                 last_seen_ms: now_ms,
                 epoch: 0,
                 incompatible: false,
+                offline_since_ms: now_ms,
                 lags: LagRing::default(),
             });
         let came_online = online && (!m.online || m.presence.started_ms != p.started_ms);
@@ -282,6 +304,9 @@ impl Members {
         }
         if came_online {
             m.epoch = epoch;
+        }
+        if m.online && !online {
+            m.offline_since_ms = now_ms;
         }
         if m.online != online {
             log::info!(
@@ -313,6 +338,35 @@ impl Members {
                 m.lags.push(now_ms.saturating_sub(ms));
             }
         }
+    }
+
+    /// Drops the members offline for longer than `after_ms` at `now_ms`
+    /// (never with `after_ms` 0) and returns their ids, counted in
+    /// [`Members::forgotten`].
+    pub fn forget_offline(&self, now_ms: u64, after_ms: u64) -> Vec<String> {
+        if after_ms == 0 {
+            return Vec::new();
+        }
+        let mut t = lock(&self.table);
+        let gone: Vec<String> = t
+            .members
+            .iter()
+            .filter(|(_, m)| !m.online && now_ms.saturating_sub(m.offline_since_ms) > after_ms)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &gone {
+            t.members.remove(id);
+            log::info!(
+                "cluster: forgetting member {id:?}, offline for more than {} s",
+                after_ms / 1000
+            );
+        }
+        drop(t);
+        if !gone.is_empty() {
+            self.forgotten.fetch_add(gone.len() as u64, Relaxed);
+            self.signal();
+        }
+        gone
     }
 
     /// The online, compatible members other than `self_id`.
@@ -397,17 +451,32 @@ pub fn node_lines(shared: &Shared) -> Vec<String> {
         .collect()
 }
 
-/// The `cluster_*` lines of INFO.
+/// The `cluster_*` lines of INFO: the RESP section `# Cluster`
+/// (docs/protocol.md §9.5).
 pub struct ClusterInfo;
 
 impl InfoSection for ClusterInfo {
+    fn title(&self) -> Option<&'static str> {
+        Some("Cluster")
+    }
+
     fn write_info(&self, shared: &Shared, _db: Db<'_>, s: &mut String) {
+        let members = &shared.outbox.members;
+        let rows = members.rows(&shared.config.node_id);
         let lines = node_lines(shared);
+        let count = |status: &str| rows.iter().filter(|r| r.status == status).count();
         let _ = write!(
             s,
-            "cluster_members:{}\r\ncluster_presence_ignored:{}\r\n",
+            "cluster_members:{}\r\ncluster_members_online:{}\r\ncluster_members_offline:{}\r\n\
+             cluster_members_incompatible:{}\r\ncluster_members_forgotten:{}\r\n\
+             cluster_forget_offline_after_seconds:{}\r\ncluster_presence_ignored:{}\r\n",
             lines.len(),
-            shared.outbox.members.ignored.load(Relaxed)
+            count("online"),
+            count("offline"),
+            count("incompatible"),
+            members.forgotten.load(Relaxed),
+            shared.config.forget_offline_after.as_secs(),
+            members.ignored.load(Relaxed)
         );
         for (i, l) in lines.iter().enumerate() {
             let _ = write!(s, "cluster_member{i}:{l}\r\n");
@@ -471,6 +540,41 @@ mod tests {
         ));
         m.update("c", b"", 4).unwrap();
         assert_eq!(m.rows("me").len(), 2);
+    }
+
+    #[test]
+    fn offline_members_are_forgotten_after_the_setting() {
+        let m = Members::default();
+        m.set_own(presence("me", "online", 16));
+        m.update("b", &presence("b", "online", 16).encode(), 1_000)
+            .unwrap();
+        m.update("c", &presence("c", "offline", 16).encode(), 1_000)
+            .unwrap();
+        m.update("b", &presence("b", "offline", 16).encode(), 5_000)
+            .unwrap();
+        // 0 = never.
+        assert!(m.forget_offline(1_000_000, 0).is_empty());
+        // c has been offline since 1 s, b since 5 s; limit 10 s.
+        assert!(m.forget_offline(11_000, 10_000).is_empty(), "exactly 10 s");
+        // The retained offline presence of c arrives again (a reconnect):
+        // its offline time does not restart.
+        m.update("c", &presence("c", "offline", 16).encode(), 11_000)
+            .unwrap();
+        assert_eq!(m.forget_offline(11_001, 10_000), ["c"]);
+        assert_eq!(m.forgotten.load(Relaxed), 1);
+        // b comes back: an online member is never forgotten.
+        m.update("b", &presence("b", "online", 16).encode(), 12_000)
+            .unwrap();
+        assert!(m.forget_offline(1_000_000, 10_000).is_empty());
+        let ids: Vec<_> = m.rows("me").into_iter().map(|r| r.node_id).collect();
+        assert_eq!(ids, ["me", "b"]);
+        // Offline again: the clock starts at the new transition.
+        m.update("b", &presence("b", "offline", 16).encode(), 2_000_000)
+            .unwrap();
+        assert!(m.forget_offline(2_010_000, 10_000).is_empty());
+        assert_eq!(m.forget_offline(2_010_001, 10_000), ["b"]);
+        assert_eq!(m.forgotten.load(Relaxed), 2);
+        assert_eq!(m.rows("me").len(), 1);
     }
 
     #[test]
