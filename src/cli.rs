@@ -2,7 +2,7 @@
 //!
 //! `merklekv [--config <path>] [--engine <type>] [--storage-path <path>]
 //! [--port <n>] [--bind <addr>] [--threads <n>] [--node-id <id>]
-//! [--requirepass <pw>] [--read-only]`
+//! [--requirepass <pw>] [--read-only] [--check-config]`
 //!
 //! Precedence, weakest first: built-in defaults < configuration file <
 //! environment < these flags. Without `--config`, `config.toml` in the working
@@ -33,6 +33,8 @@ use crate::config::{self, ConfigError, Loaded, MAX_THREADS, Overrides};
 pub enum CliOutcome {
     /// Start the node with this configuration (log `warnings` once logging is up).
     Run(Loaded),
+    /// `--check-config`: check this configuration and list it, do not start.
+    Check(Loaded),
     /// Print this usage text to stdout and exit 0 (no trailing newline).
     Help(String),
     /// Print this version line to stdout and exit 0 (no trailing newline).
@@ -67,6 +69,10 @@ Options:
                              is visible to other local users in ps)
       --read-only            start in read-only mode: client writes are refused,
                              replicated writes still apply
+      --check-config         check the configuration (file, environment, these
+                             options; TLS files; protected mode; the address
+                             announced to the cluster), print the resolved
+                             settings and exit: 0 if it would start, else 1
   -h, --help                 print this help and exit
   -V, --version              print the version and exit
 
@@ -99,11 +105,17 @@ pub fn parse_in<I: IntoIterator<Item = OsString>>(
         Scan::Run(raw) => raw,
     };
     let overrides = raw.overrides()?;
+    let check = raw.check;
     let path = match raw.config {
         Some(p) => Some(cwd.join(p)),
         None => Some(cwd.join("config.toml")).filter(|p| p.is_file()),
     };
-    config::load(path.as_deref(), env, &overrides).map(CliOutcome::Run)
+    let loaded = config::load(path.as_deref(), env, &overrides)?;
+    Ok(if check {
+        CliOutcome::Check(loaded)
+    } else {
+        CliOutcome::Run(loaded)
+    })
 }
 
 /// Flags as given, before their values are checked.
@@ -118,6 +130,7 @@ struct RawArgs {
     node_id: Option<String>,
     requirepass: Option<String>,
     read_only: bool,
+    check: bool,
 }
 
 enum Scan {
@@ -157,12 +170,16 @@ fn scan<I: IntoIterator<Item = OsString>>(args: I) -> Result<Scan, ConfigError> 
                 Scan::Version
             });
         }
-        // The one flag without a value.
-        if name == "--read-only" {
+        // The flags without a value.
+        if name == "--read-only" || name == "--check-config" {
             if inline.is_some() {
                 return Err(usage_error(format!("option '{name}' takes no value")));
             }
-            raw.read_only = true;
+            if name == "--read-only" {
+                raw.read_only = true;
+            } else {
+                raw.check = true;
+            }
             continue;
         }
         if !matches!(
@@ -385,6 +402,10 @@ mod tests {
         assert!(config(&["--read-only"]).read_only);
         assert!(!config(&[]).read_only);
         assert!(error(&["--read-only=yes"]).starts_with("option '--read-only' takes no value"));
+        match run(&["--check-config", "--port", "7400"]) {
+            Ok(CliOutcome::Check(l)) => assert_eq!(l.config.port, 7400),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

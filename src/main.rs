@@ -10,6 +10,7 @@ use merklekv::node::Node;
 fn main() -> ExitCode {
     let loaded = match cli::parse(std::env::args_os(), &|k| std::env::var(k).ok()) {
         Ok(CliOutcome::Run(loaded)) => loaded,
+        Ok(CliOutcome::Check(loaded)) => return check(&loaded),
         Ok(CliOutcome::Help(text) | CliOutcome::Version(text)) => {
             println!("{text}");
             return ExitCode::SUCCESS;
@@ -106,5 +107,24 @@ fn main() -> ExitCode {
     }
 
     node.wait();
+    ExitCode::SUCCESS
+}
+
+/// `--check-config`: warnings and errors on stderr, the resolved settings
+/// on stdout; exit 0 when the node would start.
+fn check(loaded: &merklekv::config::Loaded) -> ExitCode {
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    if let Err(e) = Node::check(&loaded.config) {
+        eprintln!("Error: {e}");
+        return ExitCode::FAILURE;
+    }
+    let source = loaded
+        .source
+        .as_ref()
+        .map_or("built-in defaults".to_string(), |p| p.display().to_string());
+    println!("{}: configuration OK ({source})", cli::version());
+    print!("{}", merklekv::config::settings::listing(&loaded.config));
     ExitCode::SUCCESS
 }

@@ -137,6 +137,28 @@ pub struct Node {
 }
 
 impl Node {
+    /// Checks `config` as far as that is possible without starting
+    /// (`--check-config`): protected mode, the store's shape, the TLS
+    /// files, the address announced to the cluster. Binding the port,
+    /// opening the data directory and reaching the broker or peers are
+    /// not tried.
+    pub fn check(config: &Config) -> Result<(), StartError> {
+        crate::config::secrets::check_protected(config).map_err(StartError::Config)?;
+        let store = Store::new(StoreOptions {
+            shards: config.shards,
+            tree_bits: config.tree_bits,
+            node_id: config.node_id.clone(),
+            tombstone_ttl_ms: config.tombstone_ttl.as_millis() as u64,
+        })
+        .map_err(StartError::Store)?;
+        crate::server::tls::Acceptor::load(&config.tls).map_err(StartError::Tls)?;
+        peer_tls(config).map_err(StartError::Tls)?;
+        broker_tls(config).map_err(StartError::Tls)?;
+        // Port 0 (ephemeral) is only known once bound; any port checks the host.
+        presence(config, &store, config.port.max(1)).map_err(StartError::Advertise)?;
+        Ok(())
+    }
+
     /// Starts a node: builds the store, recovers it from `storage_path`
     /// (persistent engine), binds the client port, and starts the workers
     /// and background threads. Returns once the port accepts connections.

@@ -231,6 +231,62 @@ fn too_many_failed_attempts_close_the_connection() {
 }
 
 #[test]
+fn a_failed_auth_delays_the_connection_but_not_the_worker() {
+    const DELAY_MS: u64 = 5_000;
+    let dir = TempDir::new("auth-delay");
+    let conf = dir.file(
+        "node.toml",
+        &format!("[security]\nrequirepass = \"adminpw\"\nauth_failure_delay_ms = {DELAY_MS}\n"),
+    );
+    let srv = Server::start(&["--config", conf.to_str().unwrap(), "--threads", "1"]);
+
+    // A wrong guess with a command pipelined behind it.
+    let mut guesser = srv.connect();
+    let sent = std::time::Instant::now();
+    guesser.write_all(b"AUTH guess\r\nPING\r\n").unwrap();
+
+    // The one worker still serves another connection meanwhile ...
+    let mut other = srv.connect();
+    assert_eq!(cmd(&mut other, "AUTH adminpw"), "OK");
+    assert_eq!(cmd(&mut other, "SET k v"), "OK");
+    // ... while the guesser has no reply yet (the delay is far longer
+    // than the exchange above takes).
+    guesser.set_nonblocking(true).unwrap();
+    let mut b = [0u8; 1];
+    let early = std::io::Read::read(&mut guesser, &mut b);
+    assert!(
+        early
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "a reply arrived before the delay: {early:?}"
+    );
+    guesser.set_nonblocking(false).unwrap();
+
+    // The refusal comes after the delay, then the pipelined command's.
+    assert_eq!(
+        read_line(&mut guesser),
+        "ERROR WRONGPASS invalid username-password pair or user is disabled"
+    );
+    assert!(
+        sent.elapsed() >= Duration::from_millis(DELAY_MS),
+        "WRONGPASS after {:?}",
+        sent.elapsed()
+    );
+    assert_eq!(
+        read_line(&mut guesser),
+        "ERROR NOAUTH Authentication required"
+    );
+    // The connection works normally afterwards.
+    assert_eq!(cmd(&mut guesser, "AUTH adminpw"), "OK");
+    assert_eq!(cmd(&mut guesser, "GET k"), "VALUE v");
+    let fields: std::collections::HashMap<_, _> =
+        common::info_fields(&mut other).into_iter().collect();
+    assert_eq!(fields["auth_failure_delay_ms"], DELAY_MS.to_string());
+    assert_eq!(fields["auth_failure_delays"], "1");
+    assert_eq!(fields["auth_failures"], "1");
+}
+
+#[test]
 fn hello_auth_is_checked() {
     let dir = TempDir::new("auth-hello");
     let srv = secured(&dir);

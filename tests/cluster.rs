@@ -212,9 +212,24 @@ fn read_only_mode_refuses_client_writes_and_still_applies_replicated_ones() {
     // A write made on a reaches b through the broker all the same.
     assert_eq!(cmd(&mut a.connect(), "SET replicated from-a"), "OK");
     wait_value(&b, "replicated", "VALUE from-a");
+    // Anti-entropy still applies too: with replication off on b, a write
+    // on a reaches b through a plain SYNC, which only pulls; SYNC --full
+    // (it deletes local records under new local versions) is refused.
+    common::expect(&mut t, b"REPLICATE disable\r\n", b"OK\r\n");
+    assert_eq!(cmd(&mut a.connect(), "SET pulled by-sync"), "OK");
+    let sync = format!("SYNC 127.0.0.1 {}", a.addr.port());
+    common::expect(
+        &mut t,
+        format!("{sync} --full\r\n").as_bytes(),
+        format!("ERROR {READONLY}\r\n").as_bytes(),
+    );
+    common::expect(&mut t, format!("{sync}\r\n").as_bytes(), b"OK\r\n");
+    common::expect(&mut t, b"GET pulled\r\n", b"VALUE by-sync\r\n");
+    common::expect(&mut t, b"REPLICATE enable\r\n", b"OK\r\n");
+    wait_connected(&b);
     let fields = common::broker::info(&b);
     assert_eq!(fields["read_only"], "1");
-    assert_eq!(fields["read_only_refused_writes"], "13");
+    assert_eq!(fields["read_only_refused_writes"], "14");
 
     // Switched off at run time (text), writes work again.
     common::expect(&mut t, b"READONLY off\r\n", b"OK\r\n");
@@ -297,6 +312,8 @@ fn offline_members_are_forgotten_and_their_presence_cleared() {
     let fields = common::broker::info(&a);
     assert_eq!(fields["cluster_members_forgotten"], "1");
     assert_eq!(fields["cluster_forget_offline_after_seconds"], "1");
+    // No peer_list, but anti-entropy runs with discovered peers.
+    assert_eq!(fields["ae_enabled"], "1");
 
     // Its retained presence is gone: a node started now never hears of c.
     let d = start(&broker, "d");

@@ -246,3 +246,61 @@ fn help_and_version() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("--config"));
 }
+
+/// `--check-config` checks and lists the configuration without starting
+/// (it never prints the listening line): run with the environment
+/// docker-compose.yml gives node1, and without the password it needs.
+#[test]
+fn check_config_lists_the_configuration_or_names_the_problem() {
+    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/docker.toml");
+    let run = |env: &[(&str, &str)]| {
+        let mut c = Command::new(bin());
+        c.args(["--check-config", "--config", conf]);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let out = run(&[
+        ("MERKLE_KV_SECURITY_REQUIREPASS", "change-me"),
+        ("MERKLE_KV_MQTT_CLUSTER_KEY", "key"),
+        ("MERKLE_KV_NODE_ID", "node1"),
+        ("MERKLE_KV_ADVERTISE_ADDRESS", "node1:7379"),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with(&format!("merklekv 0.1.0: configuration OK ({conf})\n")),
+        "{stdout}"
+    );
+    for line in [
+        "node_id = node1\n",
+        "advertise_address = node1:7379\n",
+        "network.bind_address = 0.0.0.0\n",
+        "mqtt.broker_address = mosquitto:1883\n",
+        "security.requirepass = (secret)\n",
+        "mqtt.cluster_key = (secret)\n",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing:\n{stdout}");
+    }
+    assert!(!stdout.contains("change-me") && !stdout.contains("listening"));
+
+    let out = run(&[("MERKLE_KV_ADVERTISE_ADDRESS", "node1:7379")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("Error: refusing to listen on 0.0.0.0 without a password"),
+        "{stderr}"
+    );
+    let out = run(&[("MERKLE_KV_SECURITY_REQUIREPASS", "x")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("Error: advertise_address: refusing"),
+        "{stderr}"
+    );
+}

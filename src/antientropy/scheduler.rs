@@ -604,7 +604,8 @@ fn write_info(shared: &Shared, db: Db<'_>, s: &mut String) {
          ae_early_rounds:{}\r\nae_rounds_failed:{}\r\nae_buckets_differing:{}\r\nae_keys_repaired:{}\r\n\
          ae_keys_removed:{}\r\nae_bytes_sent:{}\r\nae_bytes_received:{}\r\n\
          ae_requests_served:{}\r\nae_rounds_running:{}\r\n",
-        (cfg.enabled && !cfg.peer_list.is_empty()) as u8,
+        // Discovered peers (docs/protocol.md §9.5) need replication on.
+        (cfg.enabled && (!cfg.peer_list.is_empty() || shared.outbox.is_enabled())) as u8,
         cfg.interval.as_secs(),
         if cfg.enabled { cfg.peer_list.len() } else { 0 },
         st.rounds,

@@ -2,6 +2,11 @@
 //! NOAUTH before authentication, NOPERM above the user's role, and the cap
 //! on failed attempts per connection. Replies follow Redis 7's texts in
 //! RESP; the text protocol gets the same codes after `ERROR `.
+//!
+//! A failed attempt is reported as [`Admit::Failed`]: the worker then holds
+//! the connection (its `WRONGPASS` reply and everything after it) for
+//! `security.auth_failure_delay_ms` on its event-loop timer, without
+//! blocking the thread (`server::worker`).
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -17,8 +22,10 @@ pub enum Admit {
     Run,
     /// Answered (or refused) here: go on with the next request.
     Done,
-    /// Answered; close the connection (too many failed attempts).
-    Close,
+    /// A failed AUTH / `HELLO … AUTH`, answered `WRONGPASS`: hold the
+    /// connection for the failure delay, then go on, or close it when
+    /// `close` (too many failed attempts).
+    Failed { close: bool },
 }
 
 /// Redis's refusal of AUTH when no password is configured.
@@ -125,11 +132,11 @@ fn login(
         Proto::Text => "WRONGPASS invalid username-password pair or user is disabled",
     };
     reply::error(out, proto, msg);
-    if session.failures >= auth.max_failures {
+    let close = session.failures >= auth.max_failures;
+    if close {
         auth.disconnects.fetch_add(1, Relaxed);
-        return Err(Admit::Close);
     }
-    Err(Admit::Done)
+    Err(Admit::Failed { close })
 }
 
 /// The command's name as typed, lower-cased (at most 64 bytes), from the
@@ -182,6 +189,7 @@ mod tests {
                 }],
                 protected_mode: true,
                 max_auth_failures: 2,
+                auth_failure_delay: std::time::Duration::ZERO,
             },
             &[],
         )
@@ -230,12 +238,12 @@ mod tests {
             password: b"nope",
         };
         let (r, out) = run(&a, &mut s, bad(), b"");
-        assert_eq!(r, Admit::Done);
+        assert_eq!(r, Admit::Failed { close: false });
         assert_eq!(
             out,
             "-WRONGPASS invalid username-password pair or user is disabled.\r\n"
         );
-        assert_eq!(run(&a, &mut s, bad(), b"").0, Admit::Close);
+        assert_eq!(run(&a, &mut s, bad(), b"").0, Admit::Failed { close: true });
         assert_eq!(a.failures.load(Relaxed), 2);
         assert_eq!(a.disconnects.load(Relaxed), 1);
         assert_eq!(s.user(), None);
@@ -256,7 +264,7 @@ mod tests {
         assert_eq!(r, Admit::Done);
         assert!(out.starts_with("-NOAUTH HELLO must be called"), "{out}");
         let (r, out) = run(&a, &mut s, hello(Some((b"default", b"x"))), b"");
-        assert_eq!(r, Admit::Done);
+        assert_eq!(r, Admit::Failed { close: false });
         assert!(out.starts_with("-WRONGPASS"), "{out}");
         let (r, out) = run(&a, &mut s, hello(Some((b"default", b"top"))), b"");
         assert_eq!((r, out.as_str()), (Admit::Run, ""));
@@ -272,6 +280,7 @@ mod tests {
                 users: Vec::new(),
                 protected_mode: true,
                 max_auth_failures: 2,
+                auth_failure_delay: std::time::Duration::ZERO,
             },
             &[],
         );

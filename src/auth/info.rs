@@ -16,7 +16,7 @@ impl InfoSection for AuthInfo {
             s,
             "auth_enabled:{}\r\nauth_users:{}\r\nauth_successes:{}\r\nauth_failures:{}\r\n\
              auth_failure_disconnects:{}\r\nauth_max_failures:{}\r\nauth_noauth_refusals:{}\r\n\
-             auth_noperm_refusals:{}\r\n",
+             auth_noperm_refusals:{}\r\nauth_failure_delay_ms:{}\r\nauth_failure_delays:{}\r\n",
             u8::from(a.enabled()),
             a.users.len(),
             a.successes.load(Relaxed),
@@ -25,6 +25,8 @@ impl InfoSection for AuthInfo {
             a.max_failures,
             a.noauth.load(Relaxed),
             a.noperm.load(Relaxed),
+            a.failure_delay.as_millis(),
+            a.delayed.load(Relaxed),
         );
     }
 }

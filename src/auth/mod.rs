@@ -12,7 +12,10 @@
 //!   it answers AUTH, checks `HELLO … AUTH`, refuses commands before
 //!   authentication (NOAUTH) and above the user's role (NOPERM), and
 //!   closes a connection after `security.max_auth_failures` failed
-//!   attempts, so brute force over one connection is impractical.
+//!   attempts. Each failed attempt also holds the connection for
+//!   `security.auth_failure_delay_ms` (the worker's timer, not a sleep), so
+//!   guessing over one connection runs at most one guess per delay, and a
+//!   reconnect per `max_auth_failures` guesses.
 //! * What a command needs is its [`Class`], given by [`class::of`], one
 //!   exhaustive match over every command: a new command does not compile
 //!   until it has a class.
@@ -25,6 +28,7 @@ pub mod gate;
 pub mod info;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
 use crate::config::values::sha256;
 use crate::config::{Role, SecurityConfig};
@@ -45,6 +49,8 @@ struct User {
 pub struct Auth {
     users: Vec<User>,
     max_failures: u32,
+    /// How long a connection is held after a failed attempt.
+    pub failure_delay: Duration,
     /// Configured anti-entropy peers (`host:port`): `SYNC` to one of
     /// them needs role readwrite, to any other host role admin.
     peers: Vec<String>,
@@ -58,6 +64,8 @@ pub struct Auth {
     pub noperm: AtomicU64,
     /// Successful authentications.
     pub successes: AtomicU64,
+    /// Replies held back by the failure delay.
+    pub delayed: AtomicU64,
 }
 
 impl Auth {
@@ -79,12 +87,14 @@ impl Auth {
         Auth {
             users,
             max_failures: u32::try_from(sec.max_auth_failures.max(1)).unwrap_or(u32::MAX),
+            failure_delay: sec.auth_failure_delay,
             peers: peers.to_vec(),
             failures: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
             noauth: AtomicU64::new(0),
             noperm: AtomicU64::new(0),
             successes: AtomicU64::new(0),
+            delayed: AtomicU64::new(0),
         }
     }
 
@@ -183,6 +193,7 @@ mod tests {
                 .collect(),
             protected_mode: true,
             max_auth_failures: 3,
+            auth_failure_delay: Duration::ZERO,
         }
     }
 

@@ -180,6 +180,7 @@ fn blank() -> Config {
             users: Vec::new(),
             protected_mode: true,
             max_auth_failures: 0,
+            auth_failure_delay: Duration::ZERO,
         },
         limits: LimitsConfig {
             maxmemory: 0,

@@ -412,7 +412,7 @@ pub static SETTINGS: &[Setting] = &[
         aliases: &["replication.cluster_key"],
         env: &["MERKLE_KV_MQTT_CLUSTER_KEY"],
         kind: Kind::Keys,
-        doc: "Key(s) signing and verifying event batches (HMAC-SHA256); the first signs; comma-separated in the environment.",
+        doc: "Key(s) signing and verifying event batches and presence messages (HMAC-SHA256); the first signs; comma-separated in the environment.",
         secret: true,
         apply: |c, v| c.replication.cluster_keys = v.list(),
         show: |c| c.replication.cluster_keys.join(","),
@@ -740,6 +740,19 @@ pub static SETTINGS: &[Setting] = &[
         ..BASE
     },
     Setting {
+        name: "security.auth_failure_delay_ms",
+        env: &["MERKLE_KV_SECURITY_AUTH_FAILURE_DELAY_MS"],
+        kind: Kind::Int {
+            min: 0,
+            max: 10_000,
+        },
+        initial: Initial::Value("200"),
+        doc: "Milliseconds a connection's reply to a failed AUTH is delayed (nothing else on it runs meanwhile); 0: none.",
+        apply: |c, v| c.security.auth_failure_delay = v.millis(),
+        show: |c| c.security.auth_failure_delay.as_millis().to_string(),
+        ..BASE
+    },
+    Setting {
         name: "logging.level",
         env: &["MERKLE_KV_LOGGING_LEVEL"],
         kind: Kind::Choice {
@@ -859,6 +872,21 @@ impl Setting {
     }
 }
 
+/// The resolved configuration as `name = value` lines, one per setting
+/// that has a value (`--check-config`); a secret set shows as `(secret)`.
+pub fn listing(c: &Config) -> String {
+    let mut out = String::new();
+    for s in SETTINGS {
+        let v = (s.show)(c);
+        if v.is_empty() {
+            continue;
+        }
+        let v = if s.secret { "(secret)".to_string() } else { v };
+        out.push_str(&format!("{} = {v}\n", s.name));
+    }
+    out
+}
+
 /// The README's settings table, header included.
 pub fn readme_table() -> String {
     let mut out = String::from(
@@ -909,6 +937,20 @@ mod tests {
                 Initial::Derived(_) | Initial::Unset => {}
             }
         }
+    }
+
+    #[test]
+    fn listing_hides_secrets() {
+        let mut c = Config::default();
+        c.security.requirepass = Some("hunter2".into());
+        let l = listing(&c);
+        assert!(l.contains("security.requirepass = (secret)\n"), "{l}");
+        assert!(!l.contains("hunter2"), "{l}");
+        assert!(l.contains("network.bind_port = 7379\n"), "{l}");
+        assert!(
+            !l.contains("mqtt.password"),
+            "unset settings are left out: {l}"
+        );
     }
 
     /// README.md's settings table is exactly [`readme_table`]: a setting

@@ -1240,3 +1240,49 @@ fn limits_defaults_layouts_env_and_derived_client_budget() {
         .contains("MERKLE_KV_LIMITS_CLIENT_OUTPUT_BUFFER_LIMIT")
     );
 }
+
+/// Every `MERKLE_KV_*` variable the container files set is one the node
+/// reads (a typo there would be ignored silently at run time), and the
+/// compose nodes' shared file binds every interface, uses the broker
+/// service and has no peer list (discovery only).
+#[test]
+fn container_files_name_real_settings() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let known: Vec<&str> = super::settings::SETTINGS
+        .iter()
+        .flat_map(|s| s.env.iter().copied())
+        .collect();
+    let mut seen = 0;
+    for file in ["Dockerfile", "docker-compose.yml"] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        for (at, _) in text.match_indices("MERKLE_KV_") {
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            if name.ends_with('_') {
+                continue; // the prefix in prose: `MERKLE_KV_*`
+            }
+            assert!(known.contains(&name.as_str()), "{file}: unknown {name}");
+            seen += 1;
+        }
+    }
+    assert!(seen >= 8, "{seen}");
+    let c = load(
+        Some(&root.join("configs/docker.toml")),
+        &no_env,
+        &Overrides::default(),
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.host, "0.0.0.0");
+    assert_eq!(
+        (
+            c.replication.broker_host.as_str(),
+            c.replication.broker_port
+        ),
+        ("mosquitto", 1883)
+    );
+    assert!(c.anti_entropy.enabled && c.anti_entropy.peer_list.is_empty());
+    assert_eq!(c.engine, Engine::Persistent);
+}

@@ -164,6 +164,9 @@ pub struct SecurityConfig {
     pub protected_mode: bool,
     /// Failed AUTH attempts after which a connection is closed.
     pub max_auth_failures: usize,
+    /// How long a connection's reply to a failed AUTH (and everything
+    /// after it) is held back; zero: not at all.
+    pub auth_failure_delay: Duration,
 }
 
 impl SecurityConfig {

@@ -96,6 +96,10 @@ impl Val {
     pub fn secs(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.u64())
     }
+    /// The integer as a number of milliseconds.
+    pub fn millis(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.u64())
+    }
     pub fn bool(&self) -> bool {
         matches!(self, Val::Bool(true))
     }

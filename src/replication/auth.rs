@@ -1,14 +1,16 @@
-//! Signed event batches: HMAC-SHA256 over the encoded batch.
+//! Signed payloads: HMAC-SHA256 over the encoded batch or presence.
 //!
 //! When `mqtt.cluster_key` (or `mqtt.cluster_key_file`) names at least one
-//! key, every payload this node publishes is
+//! key, every payload this node publishes — event batches on
+//! `<prefix>/events`, its presence (and last will) on `<prefix>/nodes/<id>`
+//! — is
 //!
 //! ```text
-//! batch || "MKVS" || HMAC-SHA256(first key, batch)
+//! body || "MKVS" || HMAC-SHA256(first key, body)
 //! ```
 //!
-//! a 36-byte trailer after the CBOR batch ([`TRAILER_LEN`]). The trailer
-//! goes *after* the batch so the own-origin prefix check and the CBOR
+//! a 36-byte trailer after the CBOR body ([`TRAILER_LEN`]). The trailer
+//! goes *after* the body so the own-origin prefix check and the CBOR
 //! decoder see the batch unchanged.
 //!
 //! Invariants:

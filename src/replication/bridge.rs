@@ -307,9 +307,11 @@ impl Bridge {
         o.set_max_packet_size(MAX_PACKET, MAX_PACKET);
         o.set_inflight((WINDOW + CHANNEL_SLACK) as u16);
         if let Some(p) = self.outbox().members.own() {
+            let mut will = p.with_status("offline").encode();
+            self.keys.sign(&mut will);
             o.set_last_will(LastWill::new(
                 format!("{}{}", self.nodes, p.node_id),
-                p.with_status("offline").encode(),
+                will,
                 QoS::AtLeastOnce,
                 true,
             ));
@@ -517,18 +519,11 @@ impl Bridge {
             Event::Outgoing(Outgoing::Publish(_)) if self.qos == QoS::AtMostOnce => self.acked(),
             Event::Incoming(Incoming::Publish(p)) => match p.topic.strip_prefix(&self.nodes) {
                 Some(id) => {
-                    if let Err(e) =
-                        self.outbox()
-                            .members
-                            .update(id, &p.payload, crate::clock::unix_millis())
-                    {
-                        rx.members
-                            .warn(|| format!("cluster: ignoring {}: {e}", p.topic));
-                    }
+                    // True for an authentic empty (cleared) presence.
+                    let cleared = rx.presence(id, &p, self);
                     // Another node cleared this node's presence (it had
                     // forgotten this node, members.rs): announce it again.
-                    if p.payload.is_empty() && id == self.shared.config.node_id && !self.stopping()
-                    {
+                    if cleared && id == self.shared.config.node_id && !self.stopping() {
                         log::info!(
                             "cluster: this node's presence was cleared; publishing it again"
                         );
@@ -566,7 +561,13 @@ impl Bridge {
     /// Publishes a retained `payload` on `<prefix>/nodes/<id>` (QoS 1; an
     /// empty payload clears the topic), taking a place in the in-flight
     /// queue like a presence message. `what` names it in a warning.
-    fn publish_retained(&self, client: &Client, id: &str, payload: Vec<u8>, what: &str) {
+    ///
+    /// With cluster keys the payload is signed, an empty one too: the
+    /// broker then keeps the bare trailer as the retained message instead
+    /// of deleting it, and keyed nodes accept the clearing (an unsigned
+    /// empty message is refused like any unsigned presence).
+    fn publish_retained(&self, client: &Client, id: &str, mut payload: Vec<u8>, what: &str) {
+        self.keys.sign(&mut payload);
         let topic = format!("{}{id}", self.nodes);
         let mut l = self.lock();
         match client.try_publish(topic, QoS::AtLeastOnce, true, payload) {
@@ -669,6 +670,38 @@ impl Receiving {
             members: WarnLimiter::default(),
             forget_checked: None,
         }
+    }
+
+    /// A presence message on `<prefix>/nodes/<id>`. With cluster keys it
+    /// must be signed like a batch: a publisher without the key cannot add,
+    /// change or remove (empty payload) a member, so it cannot make nodes
+    /// run anti-entropy with an address of its choosing.
+    ///
+    /// Returns true for an accepted empty presence (the member was cleared).
+    fn presence(&mut self, id: &str, p: &Publish, b: &Bridge) -> bool {
+        let body = match b.keys.verify(&p.payload) {
+            Ok(body) => body,
+            Err(e) => {
+                b.metrics().presence_unauthenticated.fetch_add(1, Relaxed);
+                self.unauthenticated.warn(|| {
+                    format!(
+                        "cluster: refused a presence message on {} ({} bytes): {e}",
+                        p.topic,
+                        p.payload.len()
+                    )
+                });
+                return false;
+            }
+        };
+        if let Err(e) = b
+            .outbox()
+            .members
+            .update(id, body, crate::clock::unix_millis())
+        {
+            self.members
+                .warn(|| format!("cluster: ignoring {}: {e}", p.topic));
+        }
+        body.is_empty()
     }
 
     fn message(&mut self, p: &Publish, b: &Bridge, applier: &mut Applier) {
@@ -1007,7 +1040,8 @@ fn write_info(shared: &Shared, s: &mut String) {
          replication_events_invalid:{}\r\n\
          replication_events_ignored:{}\r\n\
          replication_payloads_undecodable:{}\r\n\
-         replication_events_unauthenticated:{}\r\n",
+         replication_events_unauthenticated:{}\r\n\
+         replication_presence_unauthenticated:{}\r\n",
         r.broker_host,
         r.broker_port,
         m.state().name(),
@@ -1024,6 +1058,7 @@ fn write_info(shared: &Shared, s: &mut String) {
         get(&m.events_ignored),
         get(&m.payloads_undecodable),
         get(&m.events_unauthenticated),
+        get(&m.presence_unauthenticated),
     );
     let origins = m.origins();
     let _ = write!(s, "replication_origins:{}\r\n", origins.len());

@@ -350,6 +350,9 @@ pub struct Metrics {
     /// Payloads (batches) refused by a node with cluster keys: unsigned or
     /// with a MAC matching none of the keys.
     pub events_unauthenticated: AtomicU64,
+    /// Presence messages refused by a node with cluster keys (unsigned,
+    /// including empty ones, or with a MAC matching none of the keys).
+    pub presence_unauthenticated: AtomicU64,
     origins: Mutex<Origins>,
 }
 

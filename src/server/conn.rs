@@ -96,6 +96,9 @@ pub struct Conn {
     pub tls: Option<Box<TlsSession>>,
     /// Who the connection is authenticated as (`auth::gate`).
     pub session: Session,
+    /// After a failed AUTH: nothing is processed or written before this
+    /// time (`security.auth_failure_delay_ms`; the worker's timer ends it).
+    pub held_until: Option<Instant>,
 }
 
 impl Conn {
@@ -126,6 +129,7 @@ impl Conn {
             drop_deferred: false,
             tls: None,
             session: Session::default(),
+            held_until: None,
         }
     }
 
@@ -201,7 +205,7 @@ impl Conn {
 
     /// True when no more input may be processed for now.
     pub fn blocked(&self) -> bool {
-        self.deferred || self.closing || self.unsent() >= WBUF_HIGH
+        self.deferred || self.closing || self.held_until.is_some() || self.unsent() >= WBUF_HIGH
     }
 
     /// TLS records (handshake, alerts) wait to be written.

@@ -27,6 +27,15 @@
 //! stops processing of that connection until its reply arrives, so replies
 //! stay in request order.
 //!
+//! A failed AUTH *holds* its connection for `security.auth_failure_delay_ms`
+//! (`Conn::held_until`): nothing of it is processed or written, so its
+//! `WRONGPASS` and every later reply wait. The worker keeps the deadlines in
+//! `Env::held` and shortens its poll timeout to the earliest one; the thread
+//! never sleeps, so other connections are served meanwhile. A connection
+//! is held at most once at a time, so `held` has at most one live entry
+//! per connection (entries of connections closed meanwhile expire with
+//! their deadline).
+//!
 //! The path of a request through this loop and beyond: docs/architecture.md,
 //! "A write, end to end".
 
@@ -103,6 +112,8 @@ struct Env {
     waker: Arc<Waker>,
     /// This worker's persistence log (persistent engine only).
     log: Option<crate::persist::LogWriter>,
+    /// Connections held after a failed AUTH: (until, token, connection id).
+    held: Vec<(Instant, usize, u64)>,
 }
 
 /// A worker thread's state.
@@ -152,6 +163,7 @@ impl Worker {
                 completions: completion_sender,
                 waker,
                 log,
+                held: Vec::new(),
             },
             completions: completion_receiver,
             conns: Vec::new(),
@@ -176,13 +188,17 @@ impl Worker {
             // No connection: nothing for the sweep to do, so block until
             // an event (a connection, a completion or shutdown wakes us)
             // instead of waking every `SWEEP` on an idle node.
-            let timeout = if !self.pending.is_empty() {
+            let mut timeout = if !self.pending.is_empty() {
                 Some(Duration::ZERO)
             } else if self.conns.len() == self.free.len() {
                 None
             } else {
                 Some(SWEEP)
             };
+            if let Some(first) = self.env.held.iter().map(|h| h.0).min() {
+                let wait = first.saturating_duration_since(Instant::now());
+                timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
+            }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -191,6 +207,7 @@ impl Worker {
                 break;
             }
             self.set_now(Instant::now());
+            self.release_held();
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(),
@@ -307,6 +324,29 @@ impl Worker {
             self.mark_dirty(c.token);
             self.mark_pending(c.token);
             self.account(c.token);
+        }
+    }
+
+    /// Ends the holds whose time has come: the connection's replies are
+    /// written and its input processed again.
+    fn release_held(&mut self) {
+        let now = self.env.now;
+        let mut k = 0;
+        while k < self.env.held.len() {
+            let (until, i, id) = self.env.held[k];
+            if until > now {
+                k += 1;
+                continue;
+            }
+            self.env.held.swap_remove(k);
+            if let Some(c) = self.conn(i)
+                && c.info.id == id
+                && c.held_until == Some(until)
+            {
+                c.held_until = None;
+                self.mark_dirty(i);
+                self.mark_pending(i);
+            }
         }
     }
 
@@ -493,7 +533,7 @@ impl Worker {
     fn flush(&mut self, i: usize) {
         let now = self.env.now;
         let Some(conn) = self.conn(i) else { return };
-        if conn.lingering {
+        if conn.lingering || conn.held_until.is_some() {
             return;
         }
         let was_blocked = conn.unsent() >= WBUF_HIGH;
@@ -637,7 +677,10 @@ impl Worker {
             };
             let expired = c.close_by.is_some_and(|t| now >= t);
             let idle = idle_timeout.is_some_and(|t| {
-                !c.deferred && !c.closing && now.duration_since(c.last_active) > t
+                !c.deferred
+                    && !c.closing
+                    && c.held_until.is_none()
+                    && now.duration_since(c.last_active) > t
             });
             if expired || idle {
                 self.close(i);
@@ -871,9 +914,13 @@ fn process(
                     ) {
                         Admit::Run => {}
                         Admit::Done => continue,
-                        Admit::Close => {
-                            conn.closing = true;
-                            return (pos, Stop::Blocked);
+                        Admit::Failed { close } => {
+                            conn.closing |= close;
+                            hold(env, token, conn);
+                            if conn.blocked() {
+                                return (pos, Stop::Blocked);
+                            }
+                            continue;
                         }
                     }
                 }
@@ -959,6 +1006,21 @@ fn process(
             }
         }
     }
+}
+
+/// After a failed AUTH: holds `conn` for `security.auth_failure_delay_ms`
+/// (none when zero).
+fn hold(env: &mut Env, token: usize, conn: &mut Conn) {
+    let delay = env.shared.auth.failure_delay;
+    if delay.is_zero() {
+        return;
+    }
+    // The clock now, not the turn's start: the request may have arrived
+    // after the turn began, and the delay counts from its arrival at least.
+    let until = Instant::now() + delay;
+    conn.held_until = Some(until);
+    env.held.push((until, token, conn.info.id));
+    env.shared.auth.delayed.fetch_add(1, Relaxed);
 }
 
 /// `CLIENT REPLY SKIP` applies to the command about to run: turns a

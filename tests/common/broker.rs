@@ -72,28 +72,36 @@ impl Broker {
             .status()
             .expect("the TLS broker test needs mosquitto_passwd");
         assert!(st.success(), "mosquitto_passwd failed");
-        let mut last = String::new();
-        for _ in 0..10 {
-            let tls_port = free_port();
-            // `user root`: the test files are root's; mosquitto would
-            // otherwise drop to its own user before reading them.
-            let extra = format!(
-                "user root\nallow_anonymous false\npassword_file {}\n\
+        let (mut b, tls_port) = Broker::start_with_listener(|tls_port| {
+            format!(
+                "allow_anonymous false\npassword_file {}\n\
                  listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
                 pw.display(),
                 certs.ca.display(),
                 certs.server_cert.display(),
                 certs.server_key.display()
-            );
+            )
+        });
+        b.keep = Some(dir);
+        (b, tls_port)
+    }
+
+    /// Starts mosquitto with the extra configuration `conf(port)`, which
+    /// opens a second listener on `port` (a fresh ephemeral port per
+    /// attempt). Returns the broker and that port.
+    pub fn start_with_listener(conf: impl Fn(u16) -> String) -> (Broker, u16) {
+        let mut last = String::new();
+        for _ in 0..10 {
+            let port = free_port();
+            // `user root`: the test files are root's; mosquitto would
+            // otherwise drop to its own user before reading them.
+            let extra = format!("user root\n{}", conf(port));
             match Broker::start_on_with(free_port(), &extra) {
-                Ok(mut b) => {
-                    b.keep = Some(dir);
-                    return (b, tls_port);
-                }
+                Ok(b) => return (b, port),
                 Err(e) => last = e,
             }
         }
-        panic!("could not start mosquitto with TLS; last attempt: {last}");
+        panic!("could not start mosquitto with a second listener; last attempt: {last}");
     }
 
     /// Starts mosquitto on `port`; Err if it cannot listen there.
