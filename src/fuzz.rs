@@ -8,12 +8,12 @@
 //!
 //! | Entry | Decoder | Checks beyond "no panic" |
 //! |---|---|---|
-//! | [`text`] | `protocol::text::parse` | every request consumes 1..=len bytes up to its LF; `Incomplete` only without an LF |
-//! | [`resp`] | `protocol::resp::parse` | consumption in bounds; argument spans inside the frame |
+//! | [`text`] | `protocol::text::parse` and `parse_resume` | every request consumes 1..=len bytes up to its LF; `Incomplete` only without an LF; reads split anywhere give the same requests |
+//! | [`resp`] | `protocol::resp::parse` and `Partial` (resumed framing) | consumption in bounds; argument spans inside the frame; reads split anywhere give the same requests |
 //! | [`internal`] | `protocol::internal::parse` + the `MKV.*` server, or a whole anti-entropy round against a peer whose replies are the input | a served reply reads back as one RESP reply; a round against a hostile peer plants no version past the clock bound and (without `--force`) deletes at most half of the records |
 //! | [`cbor`] | `replication::wire::decode_ref` and `decode` | the in-place decoder agrees with serde |
-//! | [`log_segment`] | recovery's two passes over a log segment | pass 2 reads everything pass 1 validated; any replay window gives the same state |
-//! | [`snapshot`] | recovery's snapshot reader | a clean read ends exactly at the end record |
+//! | [`log_segment`] | recovery's two passes over a log segment | pass 2 reads everything pass 1 validated; any replay window gives the same state; a torn tail loses only records in it |
+//! | [`snapshot`] | recovery's snapshot reader | a clean read ends exactly at the end record; a torn copy reads no more entries |
 //!
 //! Inputs whose first byte is odd build *structured* files for the two
 //! persistence entries (records with valid checksums, then a mutation), so
@@ -43,11 +43,33 @@ fn small_store() -> Store {
     .expect("valid store options")
 }
 
-/// The text parser over a stream of requests.
+/// The text parser over a stream of requests, read at once and in pieces.
+///
+/// The first byte seeds the sizes of the reads a simulated connection
+/// gets ([`Reads`]); the rest is the stream. Every request must come out
+/// the same through [`text::parse_resume`] on the bytes received so far as
+/// through [`text::parse`] on the whole stream.
 pub fn text(data: &[u8]) {
+    let Some((&seed, data)) = data.split_first() else {
+        return;
+    };
+    let mut reads = Reads::new(seed, data.len());
+    let mut scanned = 0;
     let mut buf = data;
     loop {
-        match text::parse(buf) {
+        let whole = text::parse(buf);
+        let got = loop {
+            let have = &buf[..reads.have(data.len() - buf.len())];
+            let got = text::parse_resume(have, &mut scanned);
+            assert_eq!(got, text::parse(have), "resumed and stateless differ");
+            if got != Parsed::Incomplete || have.len() == buf.len() {
+                break got;
+            }
+            assert_eq!(scanned, have.len());
+            reads.more();
+        };
+        assert_eq!(got, whole, "a split read changed the outcome");
+        match whole {
             Parsed::Request(_, n) | Parsed::Invalid(_, n) | Parsed::Skip(n) => {
                 assert!(n > 0 && n <= buf.len(), "consumed {n} of {}", buf.len());
                 assert_eq!(buf[n - 1], b'\n', "a request ends at its LF");
@@ -72,18 +94,102 @@ pub fn text(data: &[u8]) {
     }
 }
 
-/// The RESP parser over a stream of requests.
+/// The sizes of the reads that deliver a stream to a simulated connection:
+/// 1 to 32 bytes each, from a small generator seeded by one input byte.
+struct Reads {
+    state: u32,
+    received: usize,
+    total: usize,
+}
+
+impl Reads {
+    fn new(seed: u8, total: usize) -> Reads {
+        let mut r = Reads {
+            state: u32::from(seed) | 0x100,
+            received: 0,
+            total,
+        };
+        r.more();
+        r
+    }
+
+    /// Receives the next read.
+    fn more(&mut self) {
+        // xorshift32: any non-zero state.
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 17;
+        self.state ^= self.state << 5;
+        let size = (self.state % 32) as usize + 1;
+        self.received = (self.received + size).min(self.total);
+    }
+
+    /// Bytes received and not yet consumed, given `consumed` bytes are.
+    fn have(&self, consumed: usize) -> usize {
+        self.received.max(consumed) - consumed
+    }
+}
+
+/// What a RESP parse outcome says, without the buffers it borrows: the
+/// outcome, the bytes consumed and (when consumed) the argument spans.
+type Outcome = (String, Option<usize>, Vec<(u32, u32)>);
+
+/// Parses the front of `buf`, resuming `partial` if given, and describes
+/// the outcome.
+fn resp_step(
+    buf: &[u8],
+    spans: &mut Vec<(u32, u32)>,
+    partial: Option<&mut resp::Partial>,
+) -> Outcome {
+    let parsed = match partial {
+        Some(p) => p.parse(buf, spans),
+        None => resp::parse(buf, spans),
+    };
+    let (what, n) = match parsed {
+        Parsed::Request(_, n) => ("request".to_string(), Some(n)),
+        Parsed::Skip(n) => ("skip".to_string(), Some(n)),
+        Parsed::Invalid(e, n) => (format!("invalid: {e}"), Some(n)),
+        Parsed::Incomplete => ("incomplete".to_string(), None),
+        Parsed::Fatal(f) => (format!("fatal: {f:?}"), None),
+    };
+    let spans = if n.is_some() {
+        spans.clone()
+    } else {
+        Vec::new()
+    };
+    (what, n, spans)
+}
+
+/// The RESP parser over a stream of requests, read at once and in pieces.
+///
+/// As for [`text`], the first byte seeds the read sizes: every request
+/// must come out the same through a connection's resumable
+/// [`resp::Partial`] on the bytes received so far as through the
+/// stateless [`resp::parse`] on the same bytes and on the whole stream.
 pub fn resp(data: &[u8]) {
-    let mut buf = data;
+    let Some((&seed, data)) = data.split_first() else {
+        return;
+    };
+    let mut reads = Reads::new(seed, data.len());
+    let mut partial = resp::Partial::default();
     let mut spans = Vec::new();
+    let mut buf = data;
     loop {
         let len = buf.len();
-        let n = match resp::parse(buf, &mut spans) {
-            Parsed::Request(_, n) | Parsed::Invalid(_, n) | Parsed::Skip(n) => n,
-            Parsed::Incomplete | Parsed::Fatal(_) => return,
+        let whole = resp_step(buf, &mut spans, None);
+        let got = loop {
+            let have = &buf[..reads.have(data.len() - len)];
+            let got = resp_step(have, &mut spans, Some(&mut partial));
+            let same = resp_step(have, &mut spans, None);
+            assert_eq!(got, same, "resumed and stateless differ");
+            if got.0 != "incomplete" || have.len() == len {
+                break got;
+            }
+            reads.more();
         };
+        assert_eq!(got, whole, "a split read changed the outcome");
+        let Some(n) = whole.1 else { return };
         assert!(n > 0 && n <= len, "consumed {n} of {len}");
-        for &(s, e) in &spans {
+        for &(s, e) in &whole.2 {
             assert!(s <= e && e as usize <= n, "span {s}..{e} outside {n}");
         }
         buf = &buf[n..];
@@ -292,6 +398,12 @@ pub fn log_segment(data: &[u8]) {
     assert_eq!(recovery::replay_segment_bytes(&file, &b, 1 << 20), Some(n));
     assert_eq!(a.root(), b.root(), "the replay window changed the outcome");
     assert_eq!((a.len(), a.tombstones()), (b.len(), b.tombstones()));
+    // A torn tail (the last 0..=127 bytes never reached the disk) loses at
+    // most the records in it.
+    let torn = file.len().saturating_sub(usize::from(mode >> 1));
+    if let Some(m) = recovery::replay_segment_bytes(&file[..torn], &small_store(), 7) {
+        assert!(m <= n, "{m} records from a torn copy, {n} from the whole");
+    }
 }
 
 /// Recovery's snapshot reader over `data`.
@@ -305,7 +417,16 @@ pub fn snapshot(data: &[u8]) {
         rest.to_vec()
     };
     let store = small_store();
-    if let Some(loaded) = recovery::load_snapshot_bytes(&file, &store) {
-        assert!(loaded >= (store.len() + store.tombstones()) as u64);
+    let Some(loaded) = recovery::load_snapshot_bytes(&file, &store) else {
+        return;
+    };
+    assert!(loaded >= (store.len() + store.tombstones()) as u64);
+    // A torn copy (the last 0..=127 bytes missing) reads at most as much.
+    let torn = file.len().saturating_sub(usize::from(mode >> 1));
+    if let Some(m) = recovery::load_snapshot_bytes(&file[..torn], &small_store()) {
+        assert!(
+            m <= loaded,
+            "{m} entries from a torn copy, {loaded} from the whole"
+        );
     }
 }
