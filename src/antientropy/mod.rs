@@ -185,6 +185,13 @@ impl AntiEntropy {
             .map(|p| p.last_round_unix_ms)
     }
 
+    /// Drops the statistics of `peer` (`host:port`): a discovered peer's
+    /// slot was given to another member, so the INFO `ae_peer<i>` lines
+    /// stay bounded by the slots.
+    pub fn forget_peer(&self, peer: &str) {
+        lock(&self.stats).peers.remove(peer);
+    }
+
     /// This process's instance number (`MKV.ROOT`).
     pub fn instance(&self) -> u64 {
         self.instance
@@ -274,5 +281,22 @@ impl AntiEntropy {
             }
             Err(_) => p.failed += 1,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forgetting_a_peer_drops_its_statistics() {
+        let ae = AntiEntropy::new();
+        let ok = Ok(RoundReport::default());
+        ae.record("h:1", true, &ok, 7, Duration::ZERO, 0, 0);
+        ae.record("h:2", true, &ok, 9, Duration::ZERO, 0, 0);
+        assert_eq!(ae.last_round_ms("h:1"), Some(7));
+        ae.forget_peer("h:1");
+        assert_eq!(ae.last_round_ms("h:1"), None);
+        assert_eq!(ae.last_round_ms("h:2"), Some(9));
     }
 }

@@ -351,6 +351,8 @@ impl Scheduler {
                     let slot = PeerSlot::new(host, port, true);
                     match idle {
                         Some(i) => {
+                            // Its statistics go with it (INFO stays bounded).
+                            self.shared.antientropy.forget_peer(&self.peers[i].name);
                             self.peers[i] = slot;
                             i
                         }
