@@ -69,6 +69,8 @@ Options:
                              is visible to other local users in ps)
       --read-only            start in read-only mode: client writes are refused,
                              replicated writes still apply
+      --metrics-bind <addr>  host:port of the HTTP metrics listener (/metrics,
+                             /health, /ready; default: off)
       --check-config         check the configuration (file, environment, these
                              options; TLS files; protected mode; the address
                              announced to the cluster), print the resolved
@@ -129,12 +131,13 @@ struct RawArgs {
     threads: Option<String>,
     node_id: Option<String>,
     requirepass: Option<String>,
+    metrics_bind: Option<String>,
     read_only: bool,
     check: bool,
 }
 
 enum Scan {
-    Run(RawArgs),
+    Run(Box<RawArgs>),
     Help,
     Version,
 }
@@ -193,6 +196,7 @@ fn scan<I: IntoIterator<Item = OsString>>(args: I) -> Result<Scan, ConfigError> 
                 | "--threads"
                 | "--node-id"
                 | "--requirepass"
+                | "--metrics-bind"
         ) {
             return Err(usage_error(format!("unknown argument '{text}'")));
         }
@@ -218,13 +222,14 @@ fn scan<I: IntoIterator<Item = OsString>>(args: I) -> Result<Scan, ConfigError> 
                     "--bind" | "--host" => &mut raw.bind,
                     "--threads" => &mut raw.threads,
                     "--requirepass" => &mut raw.requirepass,
+                    "--metrics-bind" => &mut raw.metrics_bind,
                     _ => &mut raw.node_id,
                 };
                 *slot = Some(value);
             }
         }
     }
-    Ok(Scan::Run(raw))
+    Ok(Scan::Run(Box::new(raw)))
 }
 
 fn invalid(flag: &str, value: &str, expected: &str) -> ConfigError {
@@ -273,6 +278,7 @@ impl RawArgs {
         }
         Ok(Overrides {
             node_id: non_empty("--node-id", &self.node_id)?,
+            metrics_bind: non_empty("--metrics-bind", &self.metrics_bind)?,
             host: non_empty("--bind", &self.bind)?,
             port,
             threads,

@@ -43,6 +43,7 @@ pub mod housekeeping;
 pub mod jobs;
 pub mod limits;
 pub mod logging;
+pub mod metrics;
 pub mod node;
 pub mod persist;
 pub mod protocol;

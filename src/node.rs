@@ -47,6 +47,8 @@ pub enum StartError {
     Config(crate::config::ConfigError),
     /// The last-contact file could not be read or written.
     Contact(crate::contact::ContactError),
+    /// The metrics listener could not be started.
+    Metrics(crate::metrics::http::HttpError),
 }
 
 impl std::fmt::Display for StartError {
@@ -60,6 +62,7 @@ impl std::fmt::Display for StartError {
             StartError::Advertise(e) => write!(f, "{e}"),
             StartError::Config(e) => write!(f, "{e}"),
             StartError::Contact(e) => write!(f, "{e}"),
+            StartError::Metrics(e) => write!(f, "{e}"),
         }
     }
 }
@@ -75,6 +78,7 @@ impl std::error::Error for StartError {
             StartError::Advertise(_) => None,
             StartError::Config(e) => Some(e),
             StartError::Contact(e) => Some(e),
+            StartError::Metrics(e) => Some(e),
         }
     }
 }
@@ -133,6 +137,7 @@ fn broker_tls(
 pub struct Node {
     shared: Arc<Shared>,
     addr: std::net::SocketAddr,
+    metrics_addr: Option<std::net::SocketAddr>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -164,6 +169,33 @@ impl Node {
     /// and background threads. Returns once the port accepts connections.
     pub fn start(config: Config) -> Result<Node, StartError> {
         crate::config::secrets::check_protected(&config).map_err(StartError::Config)?;
+        // The metrics listener opens first: /health and /ready answer
+        // while the store is recovered (metrics::http).
+        let metrics = match &config.metrics.bind {
+            Some(bind) => Some(crate::metrics::http::start(bind).map_err(StartError::Metrics)?),
+            None => None,
+        };
+        match Self::build(config) {
+            Ok(mut node) => {
+                if let Some(m) = metrics {
+                    m.gate.serve(&node.shared).map_err(StartError::Io)?;
+                    node.metrics_addr = Some(m.addr);
+                    node.threads.push(m.thread);
+                }
+                Ok(node)
+            }
+            Err(e) => {
+                if let Some(m) = metrics {
+                    m.gate.stop();
+                    let _ = m.thread.join();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Node::start`] after the metrics listener.
+    fn build(config: Config) -> Result<Node, StartError> {
         let store = Store::new(StoreOptions {
             shards: config.shards,
             tree_bits: config.tree_bits,
@@ -220,6 +252,7 @@ impl Node {
         Ok(Node {
             shared,
             addr,
+            metrics_addr: None,
             threads,
         })
     }
@@ -227,6 +260,11 @@ impl Node {
     /// The bound client address (the real port when 0 was configured).
     pub fn addr(&self) -> std::net::SocketAddr {
         self.addr
+    }
+
+    /// The bound metrics listener address (`metrics.bind`), if any.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_addr
     }
 
     /// The node's shared state.

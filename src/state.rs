@@ -93,7 +93,7 @@ impl Shared {
             auth: Auth::new(&config.security, &config.anti_entropy.peer_list),
             config,
             store,
-            stats: Stats::new(workers),
+            stats: Stats::new(workers, crate::metrics::names::NAMES.all()),
             outbox: Outbox::new(replicate),
             shutdown: StopSignal::default(),
             jobs: unbounded(),

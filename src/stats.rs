@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::metrics::commands::{Totals, WorkerCommands};
 use crate::sync::lock;
 
 /// Declares [`Counter`] and its STATS field names from one table of
@@ -58,12 +59,22 @@ const COUNTERS: usize = COUNTER_NAMES.len();
 
 /// Counters owned by one worker (single writer).
 #[repr(align(128))]
-#[derive(Default)]
 pub struct WorkerStats {
     counters: [AtomicU64; COUNTERS],
+    /// Per-command calls, time, failures and latency (INFO
+    /// `commandstats`, the metrics endpoint).
+    pub commands: WorkerCommands,
 }
 
 impl WorkerStats {
+    /// Counters for a worker, with `slots` command slots.
+    pub fn new(slots: usize) -> WorkerStats {
+        WorkerStats {
+            counters: Default::default(),
+            commands: WorkerCommands::new(slots),
+        }
+    }
+
     /// Increments a counter. Must only be called by the owning worker.
     #[inline]
     pub fn incr(&self, c: Counter) {
@@ -201,18 +212,57 @@ pub struct Stats {
     workers: Vec<Arc<WorkerStats>>,
     started: Instant,
     total_connections: AtomicU64,
+    /// Connections refused at `max_connections`.
+    rejected_connections: AtomicU64,
+    /// Names of the command slots.
+    command_names: &'static [String],
     clients: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
+    /// The command totals at the last `CONFIG RESETSTAT` (INFO shows the
+    /// counts since; see `metrics::commands`).
+    baseline: Mutex<Option<Totals>>,
 }
 
 impl Stats {
-    /// Statistics for `workers` worker threads.
-    pub fn new(workers: usize) -> Stats {
+    /// Statistics for `workers` worker threads, counting commands in the
+    /// slots named `commands` (`metrics::names`).
+    pub fn new(workers: usize, commands: &'static [String]) -> Stats {
         Stats {
-            workers: (0..workers.max(1)).map(|_| Arc::default()).collect(),
+            workers: (0..workers.max(1))
+                .map(|_| Arc::new(WorkerStats::new(commands.len())))
+                .collect(),
+            command_names: commands,
             started: Instant::now(),
             total_connections: AtomicU64::new(0),
+            rejected_connections: AtomicU64::new(0),
             clients: Mutex::new(BTreeMap::new()),
+            baseline: Mutex::new(None),
         }
+    }
+
+    /// Every worker's command statistics merged, since start (the metrics
+    /// endpoint: counters that only grow).
+    pub fn command_totals(&self) -> Totals {
+        let mut t = Totals::new(self.command_names);
+        for w in &self.workers {
+            w.commands.add_to(&mut t);
+        }
+        t
+    }
+
+    /// The command statistics since the last `CONFIG RESETSTAT` (INFO).
+    pub fn command_totals_since_reset(&self) -> Totals {
+        let t = self.command_totals();
+        match &*lock(&self.baseline) {
+            Some(base) => t.since(base),
+            None => t,
+        }
+    }
+
+    /// `CONFIG RESETSTAT`: INFO's command and error statistics start again
+    /// from zero (the workers' counters are not written).
+    pub fn reset_command_stats(&self) {
+        let t = self.command_totals();
+        *lock(&self.baseline) = Some(t);
     }
 
     /// The counters of worker `i`.
@@ -259,6 +309,16 @@ impl Stats {
     /// Open connections.
     pub fn active_connections(&self) -> usize {
         lock(&self.clients).len()
+    }
+
+    /// Counts a connection refused at `max_connections`.
+    pub fn reject_connection(&self) {
+        self.rejected_connections.fetch_add(1, Relaxed);
+    }
+
+    /// Connections refused at `max_connections` since start.
+    pub fn rejected_connections(&self) -> u64 {
+        self.rejected_connections.load(Relaxed)
     }
 
     /// Connections accepted since start.
@@ -330,7 +390,7 @@ mod tests {
 
     #[test]
     fn stats_has_25_fields_in_order() {
-        let s = Stats::new(2);
+        let s = Stats::new(2, crate::metrics::names::NAMES.all());
         s.worker(0).incr(Counter::Get);
         s.worker(1).incr(Counter::Get);
         s.worker(1).incr(Counter::TotalCommands);
@@ -357,7 +417,7 @@ mod tests {
 
     #[test]
     fn client_registry() {
-        let s = Stats::new(1);
+        let s = Stats::new(1, crate::metrics::names::NAMES.all());
         let now = Instant::now();
         let a = s.connect("127.0.0.1:5000".parse().unwrap(), now);
         let b = s.connect("[::1]:6000".parse().unwrap(), now);

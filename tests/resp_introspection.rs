@@ -1,6 +1,8 @@
 //! RESP introspection against the real binary, bytes compared:
 //! `COMMAND LIST [FILTERBY …]`, `COMMAND GETKEYS`, `COMMAND
-//! GETKEYSANDFLAGS`, `COMMAND COUNT`.
+//! GETKEYSANDFLAGS`, `COMMAND COUNT`, INFO sections and the command,
+//! error and latency statistics (`commandstats`, `errorstats`,
+//! `latencystats`, `CONFIG RESETSTAT`).
 
 mod common;
 
@@ -212,4 +214,266 @@ fn info_has_a_cpu_section() {
         assert!(body.contains(f), "{body}");
     }
     assert!(!body.contains("used_memory"), "{body}");
+}
+
+/// The body of a RESP bulk-string reply to `args`.
+fn bulk_reply(s: &mut TcpStream, args: &[&str]) -> String {
+    s.write_all(&req(args)).unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8];
+    while !head.ends_with(b"\r\n") {
+        s.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    assert_eq!(head[0], b'$', "{}", String::from_utf8_lossy(&head));
+    let n: usize = String::from_utf8_lossy(&head[1..head.len() - 2])
+        .parse()
+        .unwrap();
+    let mut body = vec![0; n + 2];
+    s.read_exact(&mut body).unwrap();
+    body.truncate(n);
+    String::from_utf8(body).unwrap()
+}
+
+/// The `name:value` lines of an INFO text starting with `prefix`.
+fn lines_with<'a>(info: &'a str, prefix: &str) -> Vec<&'a str> {
+    info.split("\r\n")
+        .filter(|l| l.starts_with(prefix))
+        .collect()
+}
+
+/// `cmdstat_<name>:calls=…` without the run-time fields (`usec`,
+/// `usec_per_call`), which depend on the machine.
+fn cmdstat(info: &str, name: &str) -> Option<String> {
+    let line = lines_with(info, &format!("cmdstat_{name}:")).pop()?;
+    let fields: Vec<&str> = line.split_once(':')?.1.split(',').collect();
+    assert_eq!(fields.len(), 5, "{line}");
+    assert!(
+        fields[1].starts_with("usec=") && fields[2].starts_with("usec_per_call="),
+        "{line}"
+    );
+    let per_call = fields[2]["usec_per_call=".len()..].to_string();
+    assert!(
+        per_call.split_once('.').is_some_and(|(_, d)| d.len() == 2),
+        "{line}"
+    );
+    Some(format!("{},{},{}", fields[0], fields[3], fields[4]))
+}
+
+#[test]
+fn info_command_error_and_latency_stats() {
+    let srv = Server::start(&[]);
+    let mut text = srv.connect();
+    text.write_all(b"GET tk\r\n").unwrap();
+    let mut nf = [0u8; 11];
+    text.read_exact(&mut nf).unwrap();
+    assert_eq!(&nf, b"NOT_FOUND\r\n");
+    let mut s = srv.connect();
+    exchange(&mut s, &["SET", "k", "v"], b"+OK\r\n");
+    exchange(&mut s, &["SET", "k", "v2"], b"+OK\r\n");
+    exchange(&mut s, &["GET", "k"], b"$2\r\nv2\r\n");
+    exchange(
+        &mut s,
+        &["GET"],
+        b"-ERR wrong number of arguments for 'get' command\r\n",
+    );
+    exchange(
+        &mut s,
+        &["INCR", "k"],
+        b"-ERR value is not an integer or out of range\r\n",
+    );
+    exchange(
+        &mut s,
+        &["ASDF"],
+        b"-ERR unknown command 'ASDF', with args beginning with: \r\n",
+    );
+    exchange(&mut s, &["CLIENT", "ID"], b":");
+    let mut rest = [0u8; 1];
+    while rest != [b'\n'] {
+        s.read_exact(&mut rest).unwrap();
+    }
+    exchange(&mut s, &["MULTI"], b"+OK\r\n");
+    exchange(&mut s, &["SET", "a", "b"], b"+QUEUED\r\n");
+    exchange(
+        &mut s,
+        &["SET"],
+        b"-ERR wrong number of arguments for 'set' command\r\n",
+    );
+    exchange(
+        &mut s,
+        &["EXEC"],
+        b"-EXECABORT Transaction discarded because of previous errors.\r\n",
+    );
+    exchange(&mut s, &["MULTI"], b"+OK\r\n");
+    exchange(&mut s, &["INCR", "k"], b"+QUEUED\r\n");
+    exchange(
+        &mut s,
+        &["EXEC"],
+        b"*1\r\n-ERR value is not an integer or out of range\r\n",
+    );
+
+    let all = bulk_reply(&mut s, &["INFO", "everything"]);
+    let c = |name| cmdstat(&all, name);
+    assert_eq!(
+        c("get").unwrap(),
+        "calls=2,rejected_calls=1,failed_calls=0",
+        "{all}"
+    );
+    assert_eq!(
+        c("set").unwrap(),
+        "calls=2,rejected_calls=1,failed_calls=0",
+        "{all}"
+    );
+    assert_eq!(
+        c("incr").unwrap(),
+        "calls=2,rejected_calls=0,failed_calls=2",
+        "{all}"
+    );
+    assert_eq!(
+        c("multi").unwrap(),
+        "calls=2,rejected_calls=0,failed_calls=0",
+        "{all}"
+    );
+    assert_eq!(
+        c("exec").unwrap(),
+        "calls=2,rejected_calls=0,failed_calls=1",
+        "{all}"
+    );
+    assert_eq!(
+        c("client|id").unwrap(),
+        "calls=1,rejected_calls=0,failed_calls=0",
+        "{all}"
+    );
+    assert_eq!(c("info"), None, "INFO counts after its own reply");
+    assert_eq!(c("unknown"), None, "every command word has a slot: {all}");
+    assert_eq!(
+        lines_with(&all, "errorstat_"),
+        ["errorstat_ERR:count=5", "errorstat_EXECABORT:count=1"],
+        "{all}"
+    );
+    assert!(all.contains("\r\ntotal_error_replies:6\r\n"), "{all}");
+    let sections: Vec<&str> = lines_with(&all, "# ");
+    assert_eq!(
+        sections,
+        [
+            "# Server",
+            "# Clients",
+            "# Memory",
+            "# Persistence",
+            "# Stats",
+            "# Replication",
+            "# CPU",
+            "# Commandstats",
+            "# Errorstats",
+            "# Latencystats",
+            "# Cluster",
+            "# Keyspace",
+            "# MerkleKV"
+        ]
+    );
+    let lat = lines_with(&all, "latency_percentiles_usec_");
+    let get = lat
+        .iter()
+        .find(|l| l.starts_with("latency_percentiles_usec_get:"))
+        .unwrap_or_else(|| panic!("{all}"));
+    let values: Vec<&str> = get.split_once(':').unwrap().1.split(',').collect();
+    assert_eq!(values.len(), 3, "{get}");
+    for (v, p) in values.iter().zip(["p50=", "p99=", "p99.9="]) {
+        let n = v.strip_prefix(p).unwrap_or_else(|| panic!("{get}"));
+        assert!(
+            n.parse::<f64>().unwrap() > 0.0 && n.split('.').nth(1).unwrap().len() == 3,
+            "{get}"
+        );
+    }
+    assert!(
+        lat.iter()
+            .any(|l| l.starts_with("latency_percentiles_usec_client|id:")),
+        "{all}"
+    );
+
+    // Section selection as in Redis.
+    let default = bulk_reply(&mut s, &["INFO"]);
+    assert!(!default.contains("cmdstat_") && !default.contains("latency_percentiles"));
+    assert!(
+        default.contains("# Errorstats\r\nerrorstat_ERR:count=5\r\n"),
+        "{default}"
+    );
+    let default_arg = bulk_reply(&mut s, &["INFO", "default"]);
+    assert_eq!(lines_with(&default_arg, "# "), lines_with(&default, "# "));
+    assert_eq!(
+        lines_with(&default, "# "),
+        [
+            "# Server",
+            "# Clients",
+            "# Memory",
+            "# Persistence",
+            "# Stats",
+            "# Replication",
+            "# CPU",
+            "# Errorstats",
+            "# Cluster",
+            "# Keyspace",
+            "# MerkleKV"
+        ]
+    );
+    let one = bulk_reply(&mut s, &["INFO", "commandSTATS"]);
+    assert!(one.starts_with("# Commandstats\r\ncmdstat_"), "{one}");
+    assert!(
+        !one.contains("used_memory") && !one.contains("# Errorstats"),
+        "{one}"
+    );
+    let two = bulk_reply(&mut s, &["INFO", "cpu", "errorstats", "nosuch"]);
+    assert_eq!(lines_with(&two, "# "), ["# CPU", "# Errorstats"], "{two}");
+    let cpu_all = bulk_reply(&mut s, &["INFO", "cpu", "all"]);
+    assert_eq!(cpu_all.matches("used_cpu_user_children").count(), 1);
+    assert!(cpu_all.contains("rejected_calls"));
+
+    // CONFIG RESETSTAT: statistics start again (its own call counts).
+    exchange(&mut s, &["CONFIG", "RESETSTAT"], b"+OK\r\n");
+    let after = bulk_reply(&mut s, &["INFO", "all"]);
+    assert_eq!(
+        lines_with(&after, "cmdstat_").len(),
+        1,
+        "only CONFIG RESETSTAT itself: {after}"
+    );
+    assert_eq!(
+        cmdstat(&after, "config|resetstat").unwrap(),
+        "calls=1,rejected_calls=0,failed_calls=0"
+    );
+    assert!(lines_with(&after, "errorstat_").is_empty(), "{after}");
+    assert!(after.contains("\r\ntotal_error_replies:0\r\n"), "{after}");
+    assert_eq!(
+        lines_with(&after, "latency_percentiles_usec_"),
+        [lines_with(&after, "latency_percentiles_usec_config|resetstat:")[0]]
+    );
+    exchange(&mut s, &["GET", "k"], b"$2\r\nv2\r\n");
+    let again = bulk_reply(&mut s, &["INFO", "commandstats"]);
+    assert_eq!(
+        cmdstat(&again, "get").unwrap(),
+        "calls=1,rejected_calls=0,failed_calls=0"
+    );
+    let cfg = list(&mut s, &["CONFIG", "GET", "latency-tracking*"]);
+    assert_eq!(
+        cfg,
+        [
+            "latency-tracking",
+            "yes",
+            "latency-tracking-info-percentiles",
+            "50 99 99.9"
+        ]
+    );
+}
+
+#[test]
+fn latency_tracking_off_counts_without_timing() {
+    let srv = Server::start_with(&[], &[("MERKLE_KV_METRICS_LATENCY_TRACKING", "false")]);
+    let mut s = srv.connect();
+    exchange(&mut s, &["SET", "k", "v"], b"+OK\r\n");
+    let info = bulk_reply(&mut s, &["INFO", "commandstats", "latencystats"]);
+    assert_eq!(
+        info,
+        "# Commandstats\r\ncmdstat_set:calls=1,usec=0,usec_per_call=0.00,rejected_calls=0,failed_calls=0\r\n\r\n# Latencystats\r\n"
+    );
+    let cfg = list(&mut s, &["CONFIG", "GET", "latency-tracking"]);
+    assert_eq!(cfg, ["latency-tracking", "no"]);
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use super::settings::{Initial, SETTINGS};
 use super::types::{
     AntiEntropyConfig, Config, Engine, FsyncPolicy, LimitsConfig, LogFormat, LoggingConfig,
-    MAX_THREADS, Overrides, ReplicationConfig, SecurityConfig, TlsConfig,
+    MAX_THREADS, MetricsConfig, Overrides, ReplicationConfig, SecurityConfig, TlsConfig,
 };
 use super::values::{Val, from_text};
 
@@ -85,6 +85,9 @@ impl Layers {
         }
         if let Some(pw) = &o.requirepass {
             c.security.requirepass = Some(pw.clone());
+        }
+        if let Some(b) = &o.metrics_bind {
+            c.metrics.bind = Some(b.clone());
         }
         c.read_only |= o.read_only;
         c.threads = match o.threads {
@@ -188,6 +191,10 @@ fn blank() -> Config {
             output_hard: 0,
             output_soft: 0,
             output_soft_time: Duration::ZERO,
+        },
+        metrics: MetricsConfig {
+            bind: None,
+            latency_tracking: false,
         },
     }
 }

@@ -250,6 +250,25 @@ pub static SETTINGS: &[Setting] = &[
         ..BASE
     },
     Setting {
+        name: "metrics.bind",
+        env: &["MERKLE_KV_METRICS_BIND"],
+        kind: Kind::NonEmpty,
+        doc: "`host:port` of the HTTP listener serving `/metrics` (Prometheus text format), `/health` and `/ready`; unset: no listener (`--metrics-bind`).",
+        apply: |c, v| c.metrics.bind = Some(v.string()),
+        show: |c| c.metrics.bind.clone().unwrap_or_default(),
+        ..BASE
+    },
+    Setting {
+        name: "metrics.latency_tracking",
+        env: &["MERKLE_KV_METRICS_LATENCY_TRACKING"],
+        kind: Kind::Bool,
+        initial: Initial::Value("true"),
+        doc: "Time every command: INFO `usec` and `latencystats`, the `/metrics` latency histograms (Redis `latency-tracking`); `false` saves two clock reads per command.",
+        apply: |c, v| c.metrics.latency_tracking = v.bool(),
+        show: |c| c.metrics.latency_tracking.to_string(),
+        ..BASE
+    },
+    Setting {
         name: "sync_interval_seconds",
         kind: Kind::Int {
             min: 0,

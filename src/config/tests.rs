@@ -833,7 +833,7 @@ fn shadowed_settings_warn_and_top_level_wins() {
 #[test]
 fn unknown_keys_are_warnings() {
     let l = parse(
-        "port = 1\nbogus = 1\n[replication]\nextra = true\n[metrics]\nx = 1\n[mqtt]\nbroker_address = \"h\"",
+        "port = 1\nbogus = 1\n[replication]\nextra = true\n[telemetry]\nx = 1\n[mqtt]\nbroker_address = \"h\"",
     )
     .unwrap();
     assert_eq!(l.config.port, 1);
@@ -851,7 +851,7 @@ fn unknown_keys_are_warnings() {
         "{w}"
     );
     assert!(
-        w.contains("config.toml: unknown table [metrics] ignored"),
+        w.contains("config.toml: unknown table [telemetry] ignored"),
         "{w}"
     );
     assert!(
@@ -941,10 +941,12 @@ fn overrides_are_the_last_layer() {
         engine: Some(Engine::Persistent),
         storage_path: Some("/cli".into()),
         requirepass: Some("pw".into()),
+        metrics_bind: Some("127.0.0.1:9121".into()),
         read_only: true,
     };
     let env = env_of(&[
         ("MERKLE_KV_NODE_ID", "env"),
+        ("MERKLE_KV_METRICS_BIND", "127.0.0.1:1"),
         ("MERKLE_KV_NETWORK_BIND_PORT", "2"),
         ("MERKLE_KV_READ_ONLY", "false"),
     ]);
@@ -955,6 +957,7 @@ fn overrides_are_the_last_layer() {
     assert_eq!(c.threads, MAX_THREADS, "clamped");
     assert_eq!(c.engine, Engine::Persistent);
     assert_eq!(c.storage_path, PathBuf::from("/cli"));
+    assert_eq!(c.metrics.bind.as_deref(), Some("127.0.0.1:9121"));
     assert!(c.read_only, "--read-only wins over the environment");
 }
 

@@ -84,6 +84,19 @@ pub struct Config {
     pub security: SecurityConfig,
     /// Client memory and output limits.
     pub limits: LimitsConfig,
+    /// Command statistics and the metrics endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// Command statistics and the metrics endpoint (docs/protocol.md, INFO
+/// `latencystats` and "Metrics endpoint").
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetricsConfig {
+    /// `host:port` of the HTTP metrics listener; `None`: off (default).
+    pub bind: Option<String>,
+    /// Time every command (INFO `usec`, `latencystats`, the latency
+    /// histograms); default on.
+    pub latency_tracking: bool,
 }
 
 /// TLS on the client port (docs/protocol.md, "TLS").
@@ -331,6 +344,8 @@ pub struct Overrides {
     pub storage_path: Option<PathBuf>,
     /// `--requirepass`
     pub requirepass: Option<String>,
+    /// `--metrics-bind`
+    pub metrics_bind: Option<String>,
     /// `--read-only`
     pub read_only: bool,
 }

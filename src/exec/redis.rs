@@ -20,6 +20,7 @@ use std::fmt::Write as _;
 
 use super::{Ctx, Flow};
 use crate::config::Engine;
+use crate::metrics;
 use crate::protocol::Args;
 use crate::protocol::glob;
 use crate::protocol::redis::{
@@ -72,6 +73,7 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
         }
         Redis::ConfigResetStat => {
             stats.incr(Counter::Management);
+            ctx.shared.stats.reset_command_stats();
             ok(out, Proto::Resp);
         }
         Redis::ClientSetName(name) => {
@@ -510,6 +512,19 @@ fn config_params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
             ),
         ),
         ("io-threads", c.threads.to_string()),
+        (
+            "latency-tracking",
+            if c.metrics.latency_tracking {
+                "yes"
+            } else {
+                "no"
+            }
+            .into(),
+        ),
+        (
+            "latency-tracking-info-percentiles",
+            metrics::info::percentiles_text(),
+        ),
         ("daemonize", "no".into()),
         ("replicaof", String::new()),
         (
@@ -662,30 +677,37 @@ const SECTIONS: &[&str] = &[
     "stats",
     "replication",
     "cpu",
+    "commandstats",
+    "errorstats",
+    "latencystats",
     "keyspace",
     "merklekv",
 ];
 
-/// Writes the Redis-style INFO text for the requested sections (none,
-/// `default`, `all` or `everything`: every section; unknown names: none).
+/// Sections left out of a bare `INFO` and `INFO default` (as in Redis).
+const NOT_DEFAULT: &[&str] = &["commandstats", "latencystats"];
+
+/// Writes the Redis-style INFO text for the requested sections, chosen as
+/// Redis does: none or `default`: every section but `commandstats` and
+/// `latencystats`; `all` or `everything`: every section; other names
+/// (any case) add their section; unknown names add nothing.
 fn info(ctx: &Ctx<'_>, sections: Args<'_>, s: &mut String) {
-    let everything = sections.is_empty()
-        || sections.iter().any(|a| {
-            ["all", "default", "everything"]
-                .iter()
-                .any(|w| a.eq_ignore_ascii_case(w.as_bytes()))
-        });
+    let is = |a: &[u8], w: &str| a.eq_ignore_ascii_case(w.as_bytes());
+    let all = sections.iter().any(|a| is(a, "all") || is(a, "everything"));
+    let default = sections.is_empty() || sections.iter().any(|a| is(a, "default"));
+    let wanted = |name: &str| {
+        all || (default && !NOT_DEFAULT.contains(&name)) || sections.iter().any(|a| is(a, name))
+    };
     let shared = ctx.shared;
+    // Merged once, only when a section needs them.
+    let needs_commands = ["commandstats", "errorstats", "latencystats", "stats"]
+        .iter()
+        .any(|n| wanted(n));
+    let totals = needs_commands.then(|| shared.stats.command_totals_since_reset());
     let up = shared.stats.started().elapsed().as_secs();
     let rss = rss_kb() * 1024;
     let keys = ctx.db.len();
     let mut first = true;
-    let wanted = |name: &str| {
-        everything
-            || sections
-                .iter()
-                .any(|a| a.eq_ignore_ascii_case(name.as_bytes()))
-    };
     let mut start = |s: &mut String| {
         if !first {
             s.push_str("\r\n");
@@ -757,12 +779,21 @@ fn info(ctx: &Ctx<'_>, sections: Args<'_>, s: &mut String) {
                 let (_, evicted, output) = shared.memory.counters();
                 write!(
                     s,
-                    "total_connections_received:{}\r\ntotal_commands_processed:{}\r\nevicted_clients:{evicted}\r\nclient_output_buffer_limit_disconnections:{output}\r\n",
+                    "total_connections_received:{}\r\ntotal_commands_processed:{}\r\nevicted_clients:{evicted}\r\nclient_output_buffer_limit_disconnections:{output}\r\nrejected_connections:{}\r\ntotal_error_replies:{}\r\n",
                     shared.stats.total_connections(),
-                    shared.stats.sum(Counter::TotalCommands)
+                    shared.stats.sum(Counter::TotalCommands),
+                    shared.stats.rejected_connections(),
+                    totals.as_ref().map_or(0, |t| t.error_replies)
                 )
             }
-            "replication" => write!(s, "role:master\r\nconnected_slaves:0\r\n"),
+            // Redis's master fields: no Redis replicas attach to this
+            // server (replication is MQTT, `# MerkleKV`), so the offsets
+            // stay 0.
+            "replication" => write!(
+                s,
+                "role:master\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\nmaster_replid:{:040}\r\nmaster_repl_offset:0\r\nsecond_repl_offset:-1\r\nrepl_backlog_active:0\r\n",
+                0
+            ),
             "cpu" => {
                 let (sys, user) = cpu_seconds(libc::RUSAGE_SELF);
                 let (csys, cuser) = cpu_seconds(libc::RUSAGE_CHILDREN);
@@ -770,6 +801,19 @@ fn info(ctx: &Ctx<'_>, sections: Args<'_>, s: &mut String) {
                     s,
                     "used_cpu_sys:{sys:.6}\r\nused_cpu_user:{user:.6}\r\nused_cpu_sys_children:{csys:.6}\r\nused_cpu_user_children:{cuser:.6}\r\n"
                 )
+            }
+            "commandstats" | "errorstats" | "latencystats" => {
+                if let Some(t) = &totals {
+                    match name {
+                        "commandstats" => metrics::info::write_commandstats(t, s),
+                        "errorstats" => metrics::info::write_errorstats(t, s),
+                        _ if shared.config.metrics.latency_tracking => {
+                            metrics::info::write_latencystats(t, s)
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(())
             }
             "keyspace" if keys > 0 => write!(
                 s,

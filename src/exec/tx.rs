@@ -51,7 +51,10 @@
 //! * Without `MULTI`, `EXEC`/`DISCARD` are errors, as in Redis; `QUIT`
 //!   inside `MULTI` closes the connection at once.
 
+use std::time::Instant;
+
 use super::{Ctx, Flow};
+use crate::metrics::names;
 use crate::protocol::redis::Redis;
 use crate::protocol::reply::{NIL_ARRAY, NULL3, Proto, array, error, ok};
 use crate::protocol::{Command, Parsed, resp};
@@ -289,6 +292,7 @@ fn exec(t: &mut TxState, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) {
         return;
     }
     let shared = ctx.shared;
+    let timing = shared.config.metrics.latency_tracking;
     let mut cut = false;
     shared.store.exclusive(|held| {
         // The queued commands see the held shards and nothing else.
@@ -325,12 +329,20 @@ fn exec(t: &mut TxState, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) {
             // Every frame parsed as a command when it was queued.
             match resp::parse(&q.frames[pos..], &mut spans) {
                 Parsed::Request(cmd, n) => {
+                    // Each queued command counts as its own call (INFO
+                    // commandstats), as in Redis.
+                    let (word, sub) = names::words(&q.frames[pos..pos + n]);
+                    let slot = word.map_or(names::UNKNOWN, |w| names::NAMES.slot(w, sub));
+                    let started = timing.then(Instant::now);
+                    let reply_start = out.len();
                     pos += n;
                     match super::execute(cmd, &mut ctx, out, Proto::Resp) {
                         Flow::Continue => {}
                         // Refused at queue time (module docs); never here.
                         _ => error(out, Proto::Resp, NOT_ALLOWED),
                     }
+                    let nanos = started.map(|t| t.elapsed().as_nanos() as u64);
+                    ctx.stats.commands.account(slot, &out[reply_start..], nanos);
                 }
                 Parsed::Invalid(e, n) => {
                     pos += n;

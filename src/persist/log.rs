@@ -167,6 +167,9 @@ pub struct LogShared {
     pub(crate) write_errors: AtomicU64,
     pub(crate) dropped_records: AtomicU64,
     pub(crate) records: AtomicU64,
+    /// Time of each segment fsync (any thread) and their total.
+    pub(crate) fsync_latency: crate::metrics::histogram::Histogram,
+    pub(crate) fsync_nanos: AtomicU64,
     wrap: WrapSegment,
 }
 
@@ -185,6 +188,8 @@ impl LogShared {
             write_errors: AtomicU64::new(0),
             dropped_records: AtomicU64::new(0),
             records: AtomicU64::new(0),
+            fsync_latency: Default::default(),
+            fsync_nanos: AtomicU64::new(0),
             wrap: Box::new(|f| Arc::new(f)),
         }
     }
@@ -268,8 +273,18 @@ impl LogShared {
         }
     }
 
+    /// `f.sync_data()`, timed into the fsync latency histogram.
+    fn timed_sync(&self, f: &dyn SegmentFile) -> io::Result<()> {
+        let start = std::time::Instant::now();
+        let r = f.sync_data();
+        let ns = start.elapsed().as_nanos() as u64;
+        self.fsync_latency.record_shared(ns);
+        self.fsync_nanos.fetch_add(ns, Ordering::Relaxed);
+        r
+    }
+
     fn sync_or_count(&self, f: &dyn SegmentFile) -> bool {
-        match f.sync_data() {
+        match self.timed_sync(f) {
             Ok(()) => true,
             Err(e) => {
                 self.write_errors.fetch_add(1, Ordering::Relaxed);
@@ -418,11 +433,11 @@ impl WriterState {
         if let Some(f) = &self.file
             && self.synced < self.written
         {
-            f.sync_data()?;
+            shared.timed_sync(&**f)?;
             self.synced = self.written;
         }
         for f in std::mem::take(&mut self.retired) {
-            f.sync_data()?;
+            shared.timed_sync(&*f)?;
         }
         if self.new_file {
             sync_dir(&shared.dir)?;

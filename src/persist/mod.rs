@@ -260,6 +260,14 @@ impl Persist {
         self.log.policy
     }
 
+    /// The fsync latency histogram of the log's segments and the total
+    /// fsync time in nanoseconds.
+    pub fn fsync_latency(&self) -> (crate::metrics::histogram::Snapshot, u64) {
+        let mut h = crate::metrics::histogram::Snapshot::default();
+        self.log.fsync_latency.add_to(&mut h);
+        (h, self.log.fsync_nanos.load(Ordering::Relaxed))
+    }
+
     /// Bytes in log segments not yet covered by a snapshot.
     pub fn log_bytes(&self) -> u64 {
         self.log.log_bytes.load(Ordering::Relaxed)
@@ -378,6 +386,13 @@ impl Persist {
             "persist_snapshots:{}\r\npersist_snapshot_in_progress:{}\r\npersist_last_snapshot_unix:{unix}\r\npersist_last_snapshot_ms:{ms}\r\npersist_last_snapshot_entries:{entries}\r\npersist_last_snapshot_bytes:{bytes}\r\n",
             st.snapshots,
             self.in_progress.load(Ordering::Relaxed) as u8,
+        );
+        let (fsyncs, _) = self.fsync_latency();
+        let _ = write!(
+            s,
+            "persist_fsyncs:{}\r\npersist_fsync_p99_usec:{}\r\n",
+            fsyncs.count(),
+            fsyncs.percentile(99.0) / 1000
         );
         let r = &st.recovery;
         let _ = write!(

@@ -24,8 +24,9 @@ pub enum Redis<'a> {
     /// `CONFIG SET parameter value [parameter value …]` (pairs; checked
     /// when it runs, as Redis does).
     ConfigSet(Args<'a>),
-    /// `CONFIG RESETSTAT`: accepted, nothing to reset (counters are
-    /// monotonic by docs/protocol.md §6).
+    /// `CONFIG RESETSTAT`: INFO's command, error and latency statistics
+    /// start again from zero (other counters are monotonic by
+    /// docs/protocol.md §6).
     ConfigResetStat,
     /// `CLIENT SETNAME name` (validated).
     ClientSetName(&'a [u8]),

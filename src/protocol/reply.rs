@@ -53,7 +53,8 @@ pub const CODES: &[&str] = &[
     "EXECABORT",
 ];
 
-fn has_code(msg: &str) -> bool {
+/// Whether `msg` starts with one of [`CODES`] (sent as `-<msg>`).
+pub fn has_code(msg: &str) -> bool {
     msg.split_once(' ')
         .is_some_and(|(code, _)| CODES.contains(&code))
 }

@@ -288,7 +288,8 @@ pub enum BrokerState {
 }
 
 impl BrokerState {
-    fn name(self) -> &'static str {
+    /// The state as INFO `replication_broker_state` shows it.
+    pub fn name(self) -> &'static str {
         match self {
             BrokerState::Off => "off",
             BrokerState::Connecting => "connecting",

@@ -26,7 +26,8 @@ use crate::state::Shared;
 pub use worker::Worker;
 
 /// The client-limit lines of INFO: used memory and `maxmemory`, client
-/// buffers and their budget, and how often each limit was hit.
+/// buffers and their budget, and how often each limit was hit
+/// (`rejected_connections`: refused at `max_connections`).
 pub struct ClientLimitsInfo;
 
 impl crate::state::InfoSection for ClientLimitsInfo {
@@ -38,11 +39,12 @@ impl crate::state::InfoSection for ClientLimitsInfo {
             s,
             "used_memory:{}\r\nmaxmemory:{}\r\nmaxmemory_refused_writes:{refused}\r\n\
              clients_memory:{}\r\nmaxmemory_clients:{}\r\nevicted_clients:{evicted}\r\n\
-             client_output_limit_disconnections:{output}\r\n",
+             client_output_limit_disconnections:{output}\r\nrejected_connections:{}\r\n",
             m.used(),
             m.limits.maxmemory,
             m.clients(),
             m.limits.clients_budget,
+            shared.stats.rejected_connections(),
         );
     }
 }

@@ -55,6 +55,7 @@ use crate::auth::{self, gate::Admit};
 use crate::exec::{self, Ctx, Flow};
 use crate::jobs::{Completion, Job, Responder};
 use crate::limits::LogKind;
+use crate::metrics::names;
 use crate::protocol::reply::{self, Proto};
 use crate::protocol::{Command, Fatal, Parsed, resp, text};
 use crate::state::Shared;
@@ -112,6 +113,10 @@ struct Env {
     waker: Arc<Waker>,
     /// This worker's persistence log (persistent engine only).
     log: Option<crate::persist::LogWriter>,
+    /// Slots of the hot commands in the command statistics.
+    hot: names::Hot,
+    /// `metrics.latency_tracking`: time each command.
+    timing: bool,
     /// Connections held after a failed AUTH: (until, token, connection id).
     held: Vec<(Instant, usize, u64)>,
 }
@@ -148,6 +153,7 @@ impl Worker {
             .persist
             .as_ref()
             .map(|p| p.worker_writer(&format!("w{id}")));
+        let timing = shared.config.metrics.latency_tracking;
         Ok(Worker {
             poll,
             listener,
@@ -163,6 +169,8 @@ impl Worker {
                 completions: completion_sender,
                 waker,
                 log,
+                hot: names::NAMES.hot(),
+                timing,
                 held: Vec::new(),
             },
             completions: completion_receiver,
@@ -273,6 +281,7 @@ impl Worker {
                 Ok((mut sock, addr)) => {
                     let cfg = &self.env.shared.config;
                     if self.env.shared.stats.active_connections() >= cfg.max_connections {
+                        self.env.shared.stats.reject_connection();
                         let _ = sock.write(b"ERROR max connections reached\r\n");
                         continue;
                     }
@@ -885,6 +894,8 @@ fn process(
                 // `cut`; any reply past the limit closes the connection.
                 let hard = env.shared.memory.limits.output_hard;
                 let reply_start = conn.wbuf.len();
+                let slot = slot_of(&cmd, &data[start..pos], &env.hot);
+                let started = env.timing.then(Instant::now);
                 skip_armed(&conn.info);
                 let mut ctx = Ctx {
                     shared: &env.shared,
@@ -913,8 +924,12 @@ fn process(
                         &mut conn.wbuf,
                     ) {
                         Admit::Run => {}
-                        Admit::Done => continue,
+                        Admit::Done => {
+                            account_gate(env, slot, &conn.wbuf[reply_start..], started);
+                            continue;
+                        }
                         Admit::Failed { close } => {
+                            account_gate(env, slot, &conn.wbuf[reply_start..], started);
                             conn.closing |= close;
                             hold(env, token, conn);
                             if conn.blocked() {
@@ -926,7 +941,9 @@ fn process(
                 }
                 // RESP transactions (exec::tx): only connections that used
                 // MULTI/WATCH pay for more than this test.
-                let flow = if conn.tx.is_some() || exec::tx::is_tx_command(&cmd) {
+                let tx_cmd = exec::tx::is_tx_command(&cmd);
+                let queued = conn.tx.as_ref().is_some_and(|t| t.queuing());
+                let flow = if conn.tx.is_some() || tx_cmd {
                     match exec::tx::step(
                         cmd,
                         &data[start..pos],
@@ -940,6 +957,16 @@ fn process(
                 } else {
                     exec::execute(cmd, &mut ctx, &mut conn.wbuf, proto)
                 };
+                let reply_bytes = &conn.wbuf[reply_start..];
+                if queued && !tx_cmd && reply_bytes == b"+QUEUED\r\n" {
+                    // Counted when it runs, at EXEC.
+                } else if queued && !tx_cmd && reply_bytes.first() == Some(&b'-') {
+                    // Refused inside MULTI.
+                    env.stats.commands.refused(slot, reply_bytes);
+                } else {
+                    let nanos = started.map(|t| t.elapsed().as_nanos() as u64);
+                    env.stats.commands.account(slot, reply_bytes, nanos);
+                }
                 if suppress_reply(&conn.info) {
                     conn.wbuf.truncate(reply_start);
                     ctx.cut = false;
@@ -983,6 +1010,9 @@ fn process(
                 }
             }
             Parsed::Invalid(e, n) => {
+                let (word, sub) = names::words(&data[pos..pos + n]);
+                let slot = word.and_then(|w| names::NAMES.lookup(w, sub));
+                env.stats.commands.reject(slot, &e.0, proto);
                 pos += n;
                 *budget -= 1;
                 if let Some(tx) = &mut conn.tx {
@@ -996,6 +1026,9 @@ fn process(
             Parsed::Skip(n) => pos += n,
             Parsed::Incomplete => return (pos, Stop::Drained),
             Parsed::Fatal(f) => {
+                if !matches!(f, Fatal::InvalidUtf8) {
+                    env.stats.commands.reject(None, "", proto);
+                }
                 match f {
                     Fatal::LineTooLong => reply::error(&mut conn.wbuf, proto, "line too long"),
                     Fatal::Protocol(e) => reply::error(&mut conn.wbuf, proto, &e.to_string()),
@@ -1006,6 +1039,34 @@ fn process(
             }
         }
     }
+}
+
+/// The command-statistics slot of a request: a `match` for the hot
+/// commands, the command word (and subcommand) looked up for the rest.
+#[inline]
+fn slot_of(cmd: &Command<'_>, frame: &[u8], hot: &names::Hot) -> usize {
+    match cmd {
+        Command::Get(_) => hot.get,
+        Command::Set(..) => hot.set,
+        Command::MGet(_) => hot.mget,
+        Command::MSet(_) => hot.mset,
+        Command::Exists(_) => hot.exists,
+        Command::Ping(_) => hot.ping,
+        Command::Echo(_) => hot.echo,
+        Command::Strlen(_) => hot.strlen,
+        _ => {
+            let (word, sub) = names::words(frame);
+            word.map_or(names::UNKNOWN, |w| names::NAMES.slot(w, sub))
+        }
+    }
+}
+
+/// Accounts a request the connection's gate answered itself (`AUTH`, or
+/// a refusal: `NOAUTH`, `NOPERM`, …).
+#[cold]
+fn account_gate(env: &Env, slot: usize, reply: &[u8], started: Option<Instant>) {
+    let nanos = started.map(|t| t.elapsed().as_nanos() as u64);
+    env.stats.commands.account(slot, reply, nanos);
 }
 
 /// After a failed AUTH: holds `conn` for `security.auth_failure_delay_ms`
