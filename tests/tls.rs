@@ -1,8 +1,10 @@
 //! TLS on the client port, against the real binary: redis-cli `--tls`,
 //! `openssl s_client`, redis-py `ssl=True`, mutual TLS, `tls.required`,
-//! certificate reload on SIGHUP, anti-entropy between nodes over mutual
-//! TLS, and replication through a mosquitto TLS listener with a password
-//! file. Certificates are generated per test with `openssl`.
+//! passwords over TLS (redis-cli `-a`, redis-py `password=`), certificate
+//! reload on SIGHUP, anti-entropy between nodes over mutual TLS,
+//! replication through a mosquitto TLS listener with a password file, and
+//! the secure three-node cluster of `configs/secure/` end to end.
+//! Certificates are generated per test with `openssl`.
 
 mod common;
 
@@ -154,6 +156,61 @@ print("ok")
     assert!(ping(&mut c));
     assert!(info(&srv, "tls_connections") >= 5);
     assert_eq!(info(&srv, "tls_enabled"), 1);
+}
+
+#[test]
+fn password_and_tls_together_with_redis_cli_and_redis_py() {
+    let certs = Certs::new();
+    let dir = TempDir::new("tls-auth");
+    let srv = start(
+        &dir,
+        &format!(
+            "[security]\nrequirepass = \"s3cret pw\"\n{}",
+            tls_table(&certs, "required = true")
+        ),
+    );
+    let pw = ["-a", "s3cret pw", "--no-auth-warning"];
+    assert_eq!(redis_cli(&srv, &certs.ca, &pw, &["SET", "k", "v"]), "OK\n");
+    assert_eq!(redis_cli(&srv, &certs.ca, &pw, &["GET", "k"]), "v\n");
+    let none = redis_cli(&srv, &certs.ca, &[], &["GET", "k"]);
+    assert!(none.contains("NOAUTH Authentication required."), "{none}");
+    let wrong = ["-a", "guess", "--no-auth-warning"];
+    let bad = redis_cli(&srv, &certs.ca, &wrong, &["GET", "k"]);
+    assert!(!bad.contains("v\n"), "{bad}");
+
+    let probe = Command::new("python3")
+        .args(["-c", "import redis"])
+        .output();
+    if probe.is_ok_and(|o| o.status.success()) {
+        let script = r#"
+import sys, redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+port, ca = int(sys.argv[1]), sys.argv[2]
+r = redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=ca, password="s3cret pw")
+assert r.get("k") == b"v"
+try:
+    # No retries: an authentication error would be retried with backoff.
+    redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=ca,
+                retry=Retry(NoBackoff(), 0)).get("k")
+    raise SystemExit("no NOAUTH without a password")
+except redis.exceptions.AuthenticationError:
+    pass
+print("ok")
+"#;
+        let out = Command::new("python3")
+            .args(["-c", script, &srv.addr.port().to_string(), s(&certs.ca)])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "ok\n",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        eprintln!("note: python3 with the redis package is not installed; skipping redis-py");
+    }
 }
 
 #[test]
