@@ -94,14 +94,16 @@ def main():
     stop, scrapes = threading.Event(), [0]
     t = threading.Thread(target=scraper, args=(on.metrics, stop, scrapes), daemon=True)
     t.start()
-    results = {}
+    results, cpu = {}, {}
     try:
         for r in range(a.rounds):
             order = (on, off) if r % 2 == 0 else (off, on)
             for test, pipeline, n in loads:
                 for srv in order:
-                    rps = bench.redis_benchmark(srv, test, a.clients, pipeline, n, 100_000)[0]
+                    rps, _, _, server_us, _ = bench.redis_benchmark(
+                        srv, test, a.clients, pipeline, n, 100_000)
                     results.setdefault((test, pipeline, srv.name), []).append(rps)
+                    cpu.setdefault((test, pipeline, srv.name), []).append(server_us)
             bench.log(f"round {r + 1}/{a.rounds} done")
     finally:
         stop.set()
@@ -111,15 +113,18 @@ def main():
     for test, pipeline, _ in loads:
         m_on = statistics.median(results[(test, pipeline, "on")])
         m_off = statistics.median(results[(test, pipeline, "off")])
-        rows.append(f"| {test.upper()} -P {pipeline} | {m_on:,.0f} | {m_off:,.0f} | {m_on / m_off:.3f} |")
+        c_on = statistics.median(cpu[(test, pipeline, "on")])
+        c_off = statistics.median(cpu[(test, pipeline, "off")])
+        rows.append(f"| {test.upper()} -P {pipeline} | {m_on:,.0f} | {m_off:,.0f} | {m_on / m_off:.3f} "
+                    f"| {c_on:.2f} | {c_off:.2f} | {c_on / c_off:.3f} |")
     load_end = os.getloadavg()[0]
     table = "\n".join([
         f"### {datetime.date.today()} — {a.rounds} rounds, {a.clients} clients, --threads {a.threads}",
         "",
         f"{machine}; load average {load_end:.2f} at the end; /metrics scraped {scrapes[0]} times during the run.",
         "",
-        "| Load | metrics on (ops/s) | metrics off (ops/s) | on / off |",
-        "|---|---|---|---|",
+        "| Load | on (ops/s) | off (ops/s) | on / off | on: server CPU µs/req | off: server CPU µs/req | CPU on / off |",
+        "|---|---|---|---|---|---|---|",
         *rows,
         "",
     ])

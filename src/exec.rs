@@ -15,6 +15,7 @@
 //! how that looks in the text protocol and in RESP.
 
 mod expiry;
+pub mod monitor;
 mod redis;
 mod strings;
 pub mod tx;
@@ -42,6 +43,9 @@ pub enum Flow {
     Defer(Task),
     /// Close this connection after flushing its replies (RESP `QUIT`).
     Close,
+    /// `MONITOR`: the connection becomes a monitor (the worker registers
+    /// its feed and answers `+OK`).
+    Monitor,
 }
 
 /// Per-call execution context.

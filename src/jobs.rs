@@ -1,4 +1,4 @@
-//! Deferred jobs: requests a worker must not run itself (SYNC) and the
+//! Deferred jobs: requests a worker must not run itself (SYNC, SAVE) and the
 //! way their answer finds its connection again.
 //!
 //! A worker turns such a request into a [`Job`]: the [`Task`] plus a
@@ -27,6 +27,8 @@ pub enum Task {
         /// End the stale state before the round (`crate::contact`).
         rejoin: bool,
     },
+    /// Write a snapshot now (`SAVE`; persistent engine).
+    Save,
 }
 
 /// A reply produced off the worker, routed back to its connection.

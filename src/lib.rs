@@ -9,6 +9,7 @@
 //! checks that the file-level import graph has no cycle):
 //!
 //! * Leaves: [`clock`] (the wall clock), [`sync`] (the lock helper),
+//!   [`monitor`] (MONITOR feeds),
 //!   [`config`]/[`cli`] (settings), [`logging`], [`stats`], [`store`]
 //!   (records, versions, Merkle tree), [`protocol`] (parsers into
 //!   [`protocol::Command`]s, and every reply byte in [`protocol::reply`]),
@@ -44,6 +45,7 @@ pub mod jobs;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod monitor;
 pub mod node;
 pub mod persist;
 pub mod protocol;

@@ -44,11 +44,15 @@ pub struct Limits {
     /// `output_soft_time` (0: none).
     pub output_soft: usize,
     pub output_soft_time: Duration,
-    /// Used memory above which client writes are refused (0: none).
-    pub maxmemory: u64,
+    /// Used memory above which client writes are refused (0: none), as
+    /// configured: `CONFIG SET` changes it at run time, so the value in
+    /// force is [`Memory::maxmemory`].
+    pub maxmemory_at_start: u64,
     /// Total client buffer bytes above which the largest clients are
-    /// disconnected.
-    pub clients_budget: u64,
+    /// disconnected, as configured ([`Memory::clients_budget`]).
+    pub clients_budget_at_start: u64,
+    /// Largest RESP bulk string a client may send.
+    pub proto_max_bulk_len: usize,
 }
 
 impl Limits {
@@ -58,8 +62,9 @@ impl Limits {
             output_hard: c.output_hard,
             output_soft: c.output_soft,
             output_soft_time: c.output_soft_time,
-            maxmemory: c.maxmemory,
-            clients_budget: c.maxmemory_clients,
+            maxmemory_at_start: c.maxmemory,
+            clients_budget_at_start: c.maxmemory_clients,
+            proto_max_bulk_len: c.proto_max_bulk_len,
         }
     }
 }
@@ -68,6 +73,10 @@ impl Limits {
 #[derive(Debug)]
 pub struct Memory {
     pub limits: Limits,
+    /// `maxmemory` in force (settable at run time: `CONFIG SET`).
+    maxmemory: AtomicU64,
+    /// `maxmemory_clients` in force (settable at run time).
+    clients_budget: AtomicU64,
     /// Store bytes (estimate) at the last refresh.
     store: AtomicU64,
     /// Bytes written locally since the last refresh.
@@ -77,6 +86,8 @@ pub struct Memory {
     refused: AtomicU64,
     evicted: AtomicU64,
     output_closed: AtomicU64,
+    /// Connections closed for a bulk string over `proto_max_bulk_len`.
+    bulk_refused: AtomicU64,
     /// Last time (ms since start) a limit was logged, per kind.
     logged: [AtomicU64; 3],
 }
@@ -96,12 +107,15 @@ impl Memory {
     pub fn new(limits: Limits) -> Memory {
         Memory {
             limits,
+            maxmemory: AtomicU64::new(limits.maxmemory_at_start),
+            clients_budget: AtomicU64::new(limits.clients_budget_at_start),
             store: AtomicU64::new(0),
             growth: AtomicU64::new(0),
             clients: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
             output_closed: AtomicU64::new(0),
+            bulk_refused: AtomicU64::new(0),
             logged: std::array::from_fn(|_| AtomicU64::new(u64::MAX)),
         }
     }
@@ -111,10 +125,43 @@ impl Memory {
         self.store.load(Relaxed) + self.growth.load(Relaxed) + self.clients.load(Relaxed)
     }
 
+    /// Used memory above which client writes are refused (0: none).
+    #[inline]
+    pub fn maxmemory(&self) -> u64 {
+        self.maxmemory.load(Relaxed)
+    }
+
+    /// Changes `maxmemory` (`CONFIG SET maxmemory`).
+    pub fn set_maxmemory(&self, bytes: u64) {
+        self.maxmemory.store(bytes, Relaxed);
+    }
+
+    /// Client buffer bytes above which the largest clients are disconnected.
+    #[inline]
+    pub fn clients_budget(&self) -> u64 {
+        self.clients_budget.load(Relaxed)
+    }
+
+    /// Changes the client buffer budget (`CONFIG SET maxmemory-clients`).
+    pub fn set_clients_budget(&self, bytes: u64) {
+        self.clients_budget.store(bytes, Relaxed);
+    }
+
     /// True when a client write must be refused ([`OOM`]).
     #[inline]
     pub fn refuse_writes(&self) -> bool {
-        self.limits.maxmemory != 0 && self.used() > self.limits.maxmemory
+        let max = self.maxmemory();
+        max != 0 && self.used() > max
+    }
+
+    /// Counts a connection closed for a bulk string over the limit.
+    pub fn count_bulk_refused(&self) {
+        self.bulk_refused.fetch_add(1, Relaxed);
+    }
+
+    /// Connections closed for a bulk string over `proto_max_bulk_len`.
+    pub fn bulk_refused(&self) -> u64 {
+        self.bulk_refused.load(Relaxed)
     }
 
     /// Counts a refused write.
@@ -126,7 +173,7 @@ impl Memory {
     /// `maxmemory`.
     #[inline]
     pub fn grew(&self, bytes: usize) {
-        if self.limits.maxmemory != 0 {
+        if self.maxmemory() != 0 {
             self.growth
                 .fetch_add(bytes as u64 + RECORD_OVERHEAD, Relaxed);
         }
@@ -166,7 +213,7 @@ impl Memory {
     /// True when client buffers exceed their budget.
     #[inline]
     pub fn clients_over_budget(&self) -> bool {
-        self.clients() > self.limits.clients_budget
+        self.clients() > self.clients_budget()
     }
 
     pub fn count_evicted(&self) {
@@ -210,6 +257,7 @@ mod tests {
             output_hard: 0,
             output_soft: 0,
             output_soft_time: Duration::ZERO,
+            proto_max_bulk_len: 8 << 20,
         })
     }
 
@@ -237,6 +285,17 @@ mod tests {
         u.grew(1 << 40);
         assert_eq!(u.used(), 0);
         assert!(!u.refuse_writes());
+        // Changed at run time.
+        u.clients_changed(0, 5_000);
+        u.set_maxmemory(4_000);
+        assert_eq!(u.maxmemory(), 4_000);
+        assert!(u.refuse_writes());
+        u.set_maxmemory(0);
+        assert!(!u.refuse_writes());
+        assert!(!u.clients_over_budget());
+        u.set_clients_budget(4_000);
+        assert_eq!(u.clients_budget(), 4_000);
+        assert!(u.clients_over_budget());
     }
 
     #[test]

@@ -10,8 +10,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
+
+use crate::monitor::{Monitors, Wake};
 
 use crate::metrics::commands::{Totals, WorkerCommands};
 use crate::sync::lock;
@@ -106,6 +108,136 @@ pub struct ClientInfo {
     /// `CLIENT REPLY` state ([`ReplyMode`] as a byte); only the owning
     /// worker reads or writes it.
     reply_mode: AtomicU8,
+    /// The worker that owns the connection.
+    pub worker: usize,
+    /// Local (server-side) address of the connection.
+    pub laddr: Option<SocketAddr>,
+    /// The connection's socket descriptor (-1: none).
+    pub fd: i64,
+    /// `CLIENT KILL` chose this connection: its worker closes it.
+    killed: AtomicBool,
+    /// What `CLIENT LIST` shows of the connection's worker-owned state,
+    /// as its worker last published it ([`ConnView`]).
+    view: Mutex<ConnView>,
+}
+
+/// A connection's worker-owned state as `CLIENT LIST` shows it, published
+/// by the owning worker after each batch of requests (and before `CLIENT
+/// LIST` / `CLIENT INFO` run on the connection itself).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnView {
+    /// Full name of the last command (`client|list`), lower case.
+    cmd: [u8; 40],
+    cmd_len: u8,
+    /// Input bytes buffered (`qbuf`) and the room left in that buffer.
+    pub qbuf: usize,
+    pub qbuf_free: usize,
+    /// Bytes of the transaction queue (`multi-mem`); commands queued, or
+    /// -1 outside `MULTI` (`multi`).
+    pub multi_mem: usize,
+    pub multi: i64,
+    /// Output buffer capacity (`rbs`, `rbp`), unsent reply bytes (`obl`),
+    /// output buffer bytes beyond the capacity kept between replies (`omem`).
+    pub rbs: usize,
+    pub obl: usize,
+    pub omem: usize,
+    /// Every buffer byte the connection holds (`tot-mem`).
+    pub tot_mem: usize,
+    /// The connection is a monitor (flag `O`), closes after its reply
+    /// (`c`); is read (`events=r`) and has output to write (`w`).
+    pub monitor: bool,
+    pub closing: bool,
+    pub readable: bool,
+    pub writable: bool,
+    /// The authenticated user's index (`auth::Auth::user_name`).
+    pub user: Option<usize>,
+}
+
+impl Default for ConnView {
+    fn default() -> ConnView {
+        ConnView {
+            cmd: [0; 40],
+            cmd_len: 0,
+            qbuf: 0,
+            qbuf_free: 0,
+            multi_mem: 0,
+            multi: -1,
+            rbs: 0,
+            obl: 0,
+            omem: 0,
+            tot_mem: 0,
+            monitor: false,
+            closing: false,
+            readable: true,
+            writable: false,
+            user: None,
+        }
+    }
+}
+
+impl ConnView {
+    /// Records the full name of the last command from its first two
+    /// words: `name`, and `name|sub` for commands with subcommands
+    /// (`client|list`), lower case, cut at 40 bytes.
+    pub fn set_cmd(&mut self, name: &[u8], sub: Option<&[u8]>) {
+        let mut n = 0;
+        for &b in name.iter().take(self.cmd.len()) {
+            self.cmd[n] = b.to_ascii_lowercase();
+            n += 1;
+        }
+        let container = matches!(
+            &self.cmd[..n],
+            b"client" | b"config" | b"command" | b"function" | b"object"
+        );
+        if let (true, Some(s)) = (container, sub) {
+            for &b in std::iter::once(&b'|').chain(s) {
+                if n == self.cmd.len() {
+                    break;
+                }
+                self.cmd[n] = b.to_ascii_lowercase();
+                n += 1;
+            }
+        }
+        self.cmd_len = n as u8;
+    }
+
+    /// The last command's full name (`NULL` before the first, as Redis).
+    pub fn cmd(&self) -> &str {
+        match std::str::from_utf8(&self.cmd[..usize::from(self.cmd_len)]) {
+            Ok("") => "NULL",
+            Ok(s) => s,
+            Err(_) => "?",
+        }
+    }
+}
+
+/// The type of a client for `CLIENT LIST TYPE` / `CLIENT KILL TYPE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientType {
+    /// Every client connection of this server.
+    Normal,
+    /// Replicas, masters, Pub/Sub clients: this server has none.
+    Replica,
+    Master,
+    PubSub,
+}
+
+impl ClientType {
+    /// Parses Redis's type names (`slave` is `replica`).
+    pub fn parse(v: &[u8]) -> Option<ClientType> {
+        let is = |n: &str| v.eq_ignore_ascii_case(n.as_bytes());
+        if is("normal") {
+            Some(ClientType::Normal)
+        } else if is("replica") || is("slave") {
+            Some(ClientType::Replica)
+        } else if is("master") {
+            Some(ClientType::Master)
+        } else if is("pubsub") {
+            Some(ClientType::PubSub)
+        } else {
+            None
+        }
+    }
 }
 
 /// `CLIENT REPLY` state of a connection (Redis semantics).
@@ -188,23 +320,88 @@ impl ClientInfo {
         f(&mut lock(&self.meta));
     }
 
+    /// The connection's published worker-owned state.
+    pub fn view(&self) -> ConnView {
+        *lock(&self.view)
+    }
+
+    /// Publishes the connection's worker-owned state (owning worker only).
+    pub fn set_view(&self, v: &ConnView) {
+        *lock(&self.view) = *v;
+    }
+
+    /// True once `CLIENT KILL` chose this connection.
+    #[inline]
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Relaxed)
+    }
+
+    /// Seconds since the connection was accepted.
+    pub fn age(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.connected).as_secs()
+    }
+
     /// Writes this client's Redis-style `CLIENT LIST` / `CLIENT INFO` line
-    /// (terminated by `\n`, as Redis does).
-    pub fn write_redis_line(&self, out: &mut String, now: Instant, now_ms: u64) {
+    /// (terminated by `\n`, as Redis does), Redis 7.0's fields followed by
+    /// `lib-name` and `lib-ver`. `user` names the connection's user.
+    pub fn write_redis_line(&self, out: &mut String, now: Instant, now_ms: u64, user: &str) {
         let m = self.meta();
-        let age = now.saturating_duration_since(self.connected).as_secs();
+        let v = self.view();
+        let age = self.age(now);
         let idle = now_ms.saturating_sub(self.last_cmd_ms.load(Relaxed)) / 1000;
+        let mut flags = String::new();
+        if v.monitor {
+            flags.push('O');
+        }
+        if v.multi >= 0 {
+            flags.push('x');
+        }
+        if v.closing {
+            flags.push('c');
+        }
+        if flags.is_empty() {
+            flags.push('N');
+        }
+        let events = match (v.readable, v.writable) {
+            (true, true) => "rw",
+            (true, false) => "r",
+            (false, true) => "w",
+            (false, false) => "",
+        };
+        let laddr = self.laddr.map_or_else(String::new, |a| a.to_string());
         let _ = writeln!(
             out,
-            "id={} addr={} name={} age={age} idle={idle} flags=N db=0 multi=-1 resp={} lib-name={} lib-ver={}",
+            "id={} addr={} laddr={laddr} fd={} name={} age={age} idle={idle} flags={flags} db=0 \
+             sub=0 psub=0 ssub=0 multi={} qbuf={} qbuf-free={} argv-mem=0 multi-mem={} \
+             rbs={} rbp={} obl={} oll=0 omem={} tot-mem={} events={events} cmd={} user={user} \
+             redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
+            self.fd,
             m.name,
+            v.multi,
+            v.qbuf,
+            v.qbuf_free,
+            v.multi_mem,
+            v.rbs,
+            v.rbs,
+            v.obl,
+            v.omem,
+            v.tot_mem,
+            v.cmd(),
             if self.is_resp3() { 3 } else { 2 },
             m.lib_name,
             m.lib_ver
         );
     }
+}
+
+/// What the node keeps per worker for other threads: its waker, and
+/// whether `CLIENT KILL` chose one of its connections.
+#[derive(Default)]
+struct WorkerLink {
+    waker: OnceLock<Arc<dyn Wake>>,
+    kills: AtomicBool,
 }
 
 /// Process-wide statistics.
@@ -217,6 +414,9 @@ pub struct Stats {
     /// Names of the command slots.
     command_names: &'static [String],
     clients: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
+    links: Vec<WorkerLink>,
+    /// The `MONITOR` connections (`crate::monitor`).
+    pub monitors: Monitors,
     /// The command totals at the last `CONFIG RESETSTAT` (INFO shows the
     /// counts since; see `metrics::commands`).
     baseline: Mutex<Option<Totals>>,
@@ -235,8 +435,48 @@ impl Stats {
             total_connections: AtomicU64::new(0),
             rejected_connections: AtomicU64::new(0),
             clients: Mutex::new(BTreeMap::new()),
+            links: (0..workers.max(1)).map(|_| WorkerLink::default()).collect(),
+            monitors: Monitors::default(),
             baseline: Mutex::new(None),
         }
+    }
+
+    /// Registers worker `i`'s waker (used by `CLIENT KILL`).
+    pub fn set_waker(&self, i: usize, waker: Arc<dyn Wake>) {
+        if let Some(l) = self.links.get(i) {
+            let _ = l.waker.set(waker);
+        }
+    }
+
+    /// True (once) when `CLIENT KILL` chose connections of worker `i`
+    /// since the last call: the worker then closes its killed connections.
+    pub fn take_kills(&self, i: usize) -> bool {
+        self.links
+            .get(i)
+            .is_some_and(|l| l.kills.load(Relaxed) && l.kills.swap(false, Relaxed))
+    }
+
+    /// Every open connection, ordered by id.
+    pub fn clients(&self) -> Vec<Arc<ClientInfo>> {
+        lock(&self.clients).values().cloned().collect()
+    }
+
+    /// `CLIENT KILL`: marks `c` killed and removes it from the registry at
+    /// once (so the counts and lists that follow no longer show it); its
+    /// worker is woken to close the socket. Returns false when `c` was
+    /// already killed.
+    pub fn kill(&self, c: &ClientInfo) -> bool {
+        if c.killed.swap(true, Relaxed) {
+            return false;
+        }
+        lock(&self.clients).remove(&c.id);
+        if let Some(l) = self.links.get(c.worker) {
+            l.kills.store(true, Relaxed);
+            if let Some(w) = l.waker.get() {
+                w.wake();
+            }
+        }
+        true
     }
 
     /// Every worker's command statistics merged, since start (the metrics
@@ -285,8 +525,20 @@ impl Stats {
         now.saturating_duration_since(self.started).as_millis() as u64
     }
 
-    /// Registers an accepted connection and returns its info.
+    /// Registers a connection (without a worker or local address: tests).
     pub fn connect(&self, addr: SocketAddr, now: Instant) -> Arc<ClientInfo> {
+        self.accepted(0, addr, None, -1, now)
+    }
+
+    /// Registers a connection accepted by `worker` and returns its info.
+    pub fn accepted(
+        &self,
+        worker: usize,
+        addr: SocketAddr,
+        laddr: Option<SocketAddr>,
+        fd: i64,
+        now: Instant,
+    ) -> Arc<ClientInfo> {
         let id = self.total_connections.fetch_add(1, Relaxed) + 1;
         let info = Arc::new(ClientInfo {
             id,
@@ -296,6 +548,11 @@ impl Stats {
             meta: Mutex::default(),
             resp3: AtomicBool::new(false),
             reply_mode: AtomicU8::new(ReplyMode::On as u8),
+            worker,
+            laddr,
+            fd,
+            killed: AtomicBool::new(false),
+            view: Mutex::new(ConnView::default()),
         });
         lock(&self.clients).insert(id, info.clone());
         info
@@ -341,16 +598,6 @@ impl Stats {
             let _ = write!(out, "{name}:{v}\r\n");
         }
         let _ = write!(out, "used_memory_kb:{}\r\n", rss_kb());
-    }
-
-    /// Writes the Redis-style `CLIENT LIST` body (RESP): one line per open
-    /// connection, ordered by id.
-    pub fn write_redis_client_list(&self, out: &mut String, now: Instant) {
-        let now_ms = self.elapsed_ms(now);
-        let clients: Vec<Arc<ClientInfo>> = lock(&self.clients).values().cloned().collect();
-        for c in clients {
-            c.write_redis_line(out, now, now_ms);
-        }
     }
 
     /// Writes the CLIENT LIST lines (without the header and `END`).
@@ -430,21 +677,43 @@ mod tests {
         );
         b.update_meta(|m| m.name = "worker-1".into());
         let mut redis = String::new();
-        s.write_redis_client_list(&mut redis, now);
+        for c in s.clients() {
+            c.write_redis_line(&mut redis, now, 0, "default");
+        }
         assert!(
-            redis.starts_with("id=1 addr=127.0.0.1:5000 name= age=0"),
+            redis.starts_with("id=1 addr=127.0.0.1:5000 laddr= fd=-1 name= age=0"),
             "{redis}"
         );
         assert!(
-            redis.contains("id=2 addr=[::1]:6000 name=worker-1 "),
+            redis.contains("id=2 addr=[::1]:6000 laddr= fd=-1 name=worker-1 "),
             "{redis}"
         );
         assert_eq!(redis.matches('\n').count(), 2);
+        assert!(
+            redis.contains(" flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 "),
+            "{redis}"
+        );
+        assert!(redis.contains(" events=r cmd=NULL user=default redir=-1 resp=2 "));
+        let mut v = b.view();
+        v.set_cmd(b"GET", Some(b"k"));
+        assert_eq!(v.cmd(), "get");
+        v.set_cmd(b"CLIENT", Some(b"List"));
+        v.monitor = true;
+        b.set_view(&v);
+        assert_eq!(b.view().cmd(), "client|list");
+        // CLIENT KILL: gone from the registry at once, killed only once.
+        assert!(s.kill(&b));
+        assert!(!s.kill(&b));
+        assert!(b.is_killed());
+        assert!(s.take_kills(0));
+        assert!(!s.take_kills(0));
+        assert_eq!(s.active_connections(), 1);
+        s.disconnect(2);
         assert!(ClientMeta::valid(b"redis-py"));
         assert!(!ClientMeta::valid(b"a b"));
         assert!(!ClientMeta::valid(b"a\nb"));
         s.disconnect(1);
-        assert_eq!(s.active_connections(), 1);
+        assert_eq!(s.active_connections(), 0);
         assert_eq!(s.total_connections(), 2);
     }
 }

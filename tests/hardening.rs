@@ -384,6 +384,45 @@ fn an_over_long_line_gets_its_error_before_the_close() {
     assert_healthy(&srv, before, 64);
 }
 
+/// `limits.proto_max_bulk_len`: a bulk string over it is refused from its
+/// header with Redis's error and the connection is closed, counted and
+/// reported; one at the limit is accepted. Also when the request is
+/// pipelined behind another (framed ahead for prefetching).
+#[test]
+fn bulk_strings_over_proto_max_bulk_len_are_refused() {
+    let (srv, _dir) = start(&[("proto_max_bulk_len", "2048")], &[]);
+    let mut c = srv.connect();
+    let at = vec![b'v'; 2048];
+    expect(&mut c, &req(&[b"SET", b"k", &at]), b"+OK\r\n");
+    let over = vec![b'v'; 2049];
+    let mut two = req(&[b"SET", b"a", b"1"]);
+    two.extend(req(&[b"SET", b"k", &over]));
+    c.write_all(&two).unwrap();
+    assert_eq!(
+        read_until_closed(&mut c),
+        b"+OK\r\n-ERR Protocol error: invalid bulk length\r\n"
+    );
+    let mut c = srv.connect();
+    c.write_all(&req(&[&over, b"x"])).unwrap();
+    assert_eq!(
+        read_until_closed(&mut c),
+        b"-ERR Protocol error: invalid bulk length\r\n"
+    );
+    assert_eq!(info_u64(&srv, "proto_max_bulk_len"), 2048);
+    assert_eq!(info_u64(&srv, "proto_max_bulk_len_disconnections"), 2);
+    let mut c = srv.connect();
+    expect(
+        &mut c,
+        &req(&[b"CONFIG", b"GET", b"proto-max-bulk-len"]),
+        b"*2\r\n$18\r\nproto-max-bulk-len\r\n$4\r\n2048\r\n",
+    );
+    expect(
+        &mut c,
+        &req(&[b"GET", b"k"]),
+        &[b"$2048\r\n".as_slice(), &at, b"\r\n"].concat(),
+    );
+}
+
 // ---- idle and slow clients --------------------------------------------------
 
 /// With `connection_timeout`, idle connections are closed, and so is a

@@ -268,8 +268,8 @@ fn client_and_config_and_command() {
     assert!(docs.contains("$5\r\ntoken\r\n$2\r\nNX\r\n"), "{docs}");
     expect(
         &mut s,
-        &req(&[b"CLIENT", b"KILL"]),
-        b"-ERR unknown subcommand 'KILL'. Try CLIENT HELP.\r\n",
+        &req(&[b"CLIENT", b"PAUSE", b"10"]),
+        b"-ERR unknown subcommand 'PAUSE'. Try CLIENT HELP.\r\n",
     );
 }
 

@@ -1,13 +1,15 @@
 //! RESP introspection against the real binary, bytes compared:
 //! `COMMAND LIST [FILTERBY …]`, `COMMAND GETKEYS`, `COMMAND
-//! GETKEYSANDFLAGS`, `COMMAND COUNT`, INFO sections and the command,
-//! error and latency statistics (`commandstats`, `errorstats`,
-//! `latencystats`, `CONFIG RESETSTAT`).
+//! GETKEYSANDFLAGS`, `COMMAND COUNT`, `MONITOR`, `CLIENT KILL`, `CLIENT
+//! LIST`/`INFO`, `SAVE`/`BGSAVE`/`LASTSAVE`, `WATCH` and expiry, INFO
+//! sections and the command, error and latency statistics
+//! (`commandstats`, `errorstats`, `latencystats`, `CONFIG RESETSTAT`).
 
 mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::time::Duration;
 
 use common::Server;
 
@@ -139,8 +141,8 @@ fn config_set_takes_current_values_and_refuses_changes() {
     );
     exchange(
         &mut s,
-        &["CONFIG", "SET", "maxmemory", "10"],
-        b"-ERR CONFIG SET failed (possibly related to argument 'maxmemory') - can't set immutable config (MerkleKV reads it at startup only)\r\n",
+        &["CONFIG", "SET", "port", "10"],
+        b"-ERR CONFIG SET failed (possibly related to argument 'port') - can't set immutable config (MerkleKV reads it at startup only)\r\n",
     );
     exchange(
         &mut s,
@@ -162,6 +164,72 @@ fn config_set_takes_current_values_and_refuses_changes() {
         &["CONFIG", "GET", "replicaof"],
         b"*2\r\n$9\r\nreplicaof\r\n$0\r\n\r\n",
     );
+}
+
+/// `maxmemory` and `maxmemory-clients` change at run time; a failing
+/// value anywhere in the command changes nothing (Redis's rollback).
+#[test]
+fn config_set_changes_memory_limits_all_or_nothing() {
+    let srv = Server::start(&[]);
+    let mut s = srv.connect();
+    let get = |s: &mut TcpStream, name: &str| list(s, &["CONFIG", "GET", name])[1].clone();
+    let budget = get(&mut s, "maxmemory-clients");
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "maxmemory", "10000002"],
+        b"+OK\r\n",
+    );
+    assert_eq!(get(&mut s, "maxmemory"), "10000002");
+    exchange(
+        &mut s,
+        &[
+            "CONFIG",
+            "SET",
+            "maxmemory",
+            "10000001",
+            "maxmemory-clients",
+            "200%",
+            "client-query-buffer-limit",
+            "invalid",
+        ],
+        b"-ERR CONFIG SET failed (possibly related to argument 'maxmemory-clients') - percentage argument must be less or equal to 100\r\n",
+    );
+    assert_eq!(get(&mut s, "maxmemory"), "10000002");
+    assert_eq!(get(&mut s, "maxmemory-clients"), budget);
+    assert_eq!(get(&mut s, "client-query-buffer-limit"), "67108864");
+    // Percentages are of maxmemory (the new one when set together).
+    exchange(
+        &mut s,
+        &[
+            "CONFIG",
+            "SET",
+            "maxmemory",
+            "1gb",
+            "maxmemory-clients",
+            "50%",
+        ],
+        b"+OK\r\n",
+    );
+    assert_eq!(get(&mut s, "maxmemory"), "1073741824");
+    assert_eq!(get(&mut s, "maxmemory-clients"), "536870912");
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "maxmemory-clients", "1000"],
+        b"-ERR CONFIG SET failed (possibly related to argument 'maxmemory-clients') - argument must be at least 1048576 bytes\r\n",
+    );
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "maxmemory", "lots"],
+        b"-ERR CONFIG SET failed (possibly related to argument 'maxmemory') - argument must be a memory value\r\n",
+    );
+    // The new maxmemory is in force: a write over it is refused.
+    exchange(&mut s, &["CONFIG", "SET", "maxmemory", "1"], b"+OK\r\n");
+    assert!(common::wait_until(Duration::from_secs(20), || {
+        s.write_all(&req(&["SET", "k", "v"])).unwrap();
+        common::read_line(&mut s).starts_with("-OOM ")
+    }));
+    exchange(&mut s, &["CONFIG", "SET", "maxmemory", "0"], b"+OK\r\n");
+    exchange(&mut s, &["SET", "k", "v"], b"+OK\r\n");
 }
 
 #[test]
@@ -216,23 +284,362 @@ fn info_has_a_cpu_section() {
     assert!(!body.contains("used_memory"), "{body}");
 }
 
-/// The body of a RESP bulk-string reply to `args`.
+/// Reads one RESP bulk string reply (`$n\r\n…\r\n`) as text.
 fn bulk_reply(s: &mut TcpStream, args: &[&str]) -> String {
     s.write_all(&req(args)).unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8];
-    while !head.ends_with(b"\r\n") {
-        s.read_exact(&mut b).unwrap();
-        head.push(b[0]);
-    }
-    assert_eq!(head[0], b'$', "{}", String::from_utf8_lossy(&head));
-    let n: usize = String::from_utf8_lossy(&head[1..head.len() - 2])
+    let head = common::read_line(s);
+    let n: usize = head
+        .strip_prefix('$')
+        .unwrap_or_else(|| panic!("{args:?}: {head}"))
         .parse()
         .unwrap();
-    let mut body = vec![0; n + 2];
-    s.read_exact(&mut body).unwrap();
-    body.truncate(n);
-    String::from_utf8(body).unwrap()
+    let body = common::read_n(s, n + 2);
+    String::from_utf8_lossy(&body[..n]).into_owned()
+}
+
+/// A monitor line without its timestamp: `[0 addr] "arg" …`.
+fn monitor_line(m: &mut TcpStream) -> String {
+    let line = common::read_line(m);
+    let (ts, rest) = line.split_once(' ').unwrap();
+    let (secs, usecs) = ts.strip_prefix('+').unwrap().split_once('.').unwrap();
+    assert!(secs.parse::<u64>().unwrap() > 1_600_000_000, "{line}");
+    assert_eq!(usecs.len(), 6, "{line}");
+    rest.to_string()
+}
+
+/// True once the peer closed `s` (EOF or reset), within the deadline.
+fn closed_by_server(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 64];
+    loop {
+        match s.read(&mut b) {
+            Ok(0) | Err(_) => return true,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Clients on both workers (the kernel spreads connections over the
+/// SO_REUSEPORT listeners; with 16 of them, all on one worker has odds of
+/// 2^-15).
+const SPREAD: usize = 16;
+
+#[test]
+fn monitor_shows_every_workers_commands_in_redis_format() {
+    let srv = Server::start(&["--threads", "2"]);
+    let mut m = srv.connect();
+    exchange(&mut m, &["MONITOR"], b"+OK\r\n");
+    let mut clients: Vec<TcpStream> = (0..SPREAD).map(|_| srv.connect()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let key = format!("k{i}");
+        exchange(c, &["SET", &key, "a \"b\"\n"], b"+OK\r\n");
+        let addr = c.local_addr().unwrap();
+        assert_eq!(
+            monitor_line(&mut m),
+            format!("[0 {addr}] \"SET\" \"{key}\" \"a \\\"b\\\"\\n\"")
+        );
+    }
+    // Secrets redacted; admin commands hidden; MULTI/EXEC in Redis's order
+    // (queued commands shown when EXEC runs them).
+    let c = &mut clients[0];
+    let addr = c.local_addr().unwrap();
+    c.write_all(&req(&["AUTH", "user", "pw"])).unwrap();
+    common::read_line(c);
+    exchange(c, &["CONFIG", "GET", "nothing"], b"*0\r\n");
+    exchange(c, &["MULTI"], b"+OK\r\n");
+    exchange(c, &["INCR", "n"], b"+QUEUED\r\n");
+    exchange(c, &["EXEC"], b"*1\r\n:1\r\n");
+    for want in [
+        "\"AUTH\" \"(redacted)\" \"(redacted)\"",
+        "\"MULTI\"",
+        "\"INCR\" \"n\"",
+        "\"EXEC\"",
+    ] {
+        assert_eq!(monitor_line(&mut m), format!("[0 {addr}] {want}"));
+    }
+    // Text-protocol clients are shown too.
+    let mut t = srv.connect();
+    assert_eq!(common::cmd(&mut t, "SET tk tv"), "OK");
+    let taddr = t.local_addr().unwrap();
+    assert_eq!(
+        monitor_line(&mut m),
+        format!("[0 {taddr}] \"SET\" \"tk\" \"tv\"")
+    );
+    // The monitor is listed with flag O until RESET ends monitor mode.
+    let list = bulk_reply(c, &["CLIENT", "LIST", "TYPE", "normal"]);
+    assert_eq!(list.matches(" flags=O ").count(), 1, "{list}");
+    exchange(&mut m, &["RESET"], b"+RESET\r\n");
+    let list = bulk_reply(c, &["CLIENT", "LIST"]);
+    assert!(!list.contains("flags=O"), "{list}");
+    exchange(c, &["SET", "after", "reset"], b"+OK\r\n");
+    // Nothing more arrives: the next bytes are the monitor's own reply.
+    exchange(&mut m, &["PING"], b"+PONG\r\n");
+}
+
+#[test]
+fn a_monitor_that_does_not_read_is_disconnected_at_the_output_limit() {
+    let srv = Server::start_with(
+        &["--threads", "2"],
+        &[("MERKLE_KV_LIMITS_CLIENT_OUTPUT_BUFFER_LIMIT", "200000")],
+    );
+    let mut m = srv.connect();
+    exchange(&mut m, &["MONITOR"], b"+OK\r\n");
+    let mut c = srv.connect();
+    let value = "v".repeat(10_000);
+    // The monitor never reads: its lines pile up until the limit.
+    let mut s = srv.connect();
+    let mut n = 0;
+    assert!(
+        common::wait_until(Duration::from_secs(30), || {
+            for _ in 0..50 {
+                exchange(&mut c, &["SET", "big", &value], b"+OK\r\n");
+            }
+            n += 50;
+            let info = bulk_reply(&mut s, &["INFO", "stats"]);
+            info.contains("client_output_buffer_limit_disconnections:1\r\n")
+        }),
+        "no disconnection after {n} lines"
+    );
+    let list = bulk_reply(&mut s, &["CLIENT", "LIST"]);
+    assert!(!list.contains("flags=O"), "{list}");
+    // The connection ends with the output-limit error after what fit.
+    let mut rest = Vec::new();
+    let _ = m.read_to_end(&mut rest);
+    assert!(
+        String::from_utf8_lossy(&rest).contains("-ERR output buffer limit reached"),
+        "{} bytes",
+        rest.len()
+    );
+}
+
+#[test]
+fn client_kill_closes_connections_of_every_worker() {
+    let srv = Server::start(&["--threads", "2"]);
+    let mut admin = srv.connect();
+    let mut clients: Vec<TcpStream> = (0..SPREAD).map(|_| srv.connect()).collect();
+    let mut ids = Vec::new();
+    for c in clients.iter_mut() {
+        c.write_all(&req(&["CLIENT", "ID"])).unwrap();
+        ids.push(common::read_line(c)[1..].to_string());
+    }
+    // By id (the new form answers a count).
+    for (c, id) in clients.iter_mut().zip(&ids).take(SPREAD / 2) {
+        exchange(&mut admin, &["CLIENT", "KILL", "ID", id], b":1\r\n");
+        assert!(closed_by_server(c));
+    }
+    // By address (the old form answers +OK or an error).
+    let addr = clients[SPREAD / 2].local_addr().unwrap().to_string();
+    exchange(&mut admin, &["CLIENT", "KILL", &addr], b"+OK\r\n");
+    assert!(closed_by_server(&mut clients[SPREAD / 2]));
+    exchange(
+        &mut admin,
+        &["CLIENT", "KILL", &addr],
+        b"-ERR No such client\r\n",
+    );
+    exchange(&mut admin, &["CLIENT", "KILL", "ADDR", &addr], b":0\r\n");
+    // Filters combine; SKIPME yes (the default) spares the caller.
+    let left = SPREAD - SPREAD / 2 - 1;
+    let laddr = srv.addr.to_string();
+    exchange(
+        &mut admin,
+        &[
+            "CLIENT", "KILL", "LADDR", &laddr, "TYPE", "normal", "USER", "default", "MAXAGE", "0",
+        ],
+        format!(":{left}\r\n").as_bytes(),
+    );
+    for c in clients.iter_mut().skip(SPREAD / 2 + 1) {
+        assert!(closed_by_server(c));
+    }
+    exchange(&mut admin, &["CLIENT", "KILL", "TYPE", "master"], b":0\r\n");
+    let list = bulk_reply(&mut admin, &["CLIENT", "LIST"]);
+    assert_eq!(list.lines().count(), 1, "{list}");
+    // Illegal arguments, with Redis's errors.
+    for (args, err) in [
+        (
+            &["CLIENT", "KILL"][..],
+            "-ERR wrong number of arguments for 'client|kill' command",
+        ),
+        (&["CLIENT", "KILL", "ID", "10", "x"], "-ERR syntax error"),
+        (
+            &["CLIENT", "KILL", "ID", "str"],
+            "-ERR client-id should be greater than 0",
+        ),
+        (
+            &["CLIENT", "KILL", "ID", "0"],
+            "-ERR client-id should be greater than 0",
+        ),
+        (
+            &["CLIENT", "KILL", "TYPE", "wrong_type"],
+            "-ERR Unknown client type 'wrong_type'",
+        ),
+        (
+            &["CLIENT", "KILL", "USER", "wrong_user"],
+            "-ERR No such user 'wrong_user'",
+        ),
+        (&["CLIENT", "KILL", "SKIPME", "maybe"], "-ERR syntax error"),
+        (
+            &["CLIENT", "KILL", "MAXAGE", "-1"],
+            "-ERR value is not an integer or out of range",
+        ),
+    ] {
+        exchange(&mut admin, args, format!("{err}\r\n").as_bytes());
+    }
+    // SKIPME no: the caller gets its reply, then is closed.
+    exchange(&mut admin, &["CLIENT", "KILL", "SKIPME", "no"], b":1\r\n");
+    assert!(closed_by_server(&mut admin));
+}
+
+#[test]
+fn client_list_and_info_have_redis_fields() {
+    let srv = Server::start(&["--threads", "2"]);
+    let mut s = srv.connect();
+    s.write_all(&req(&["CLIENT", "ID"])).unwrap();
+    let id = common::read_line(&mut s)[1..].to_string();
+    let info = bulk_reply(&mut s, &["CLIENT", "INFO"]);
+    let names: Vec<&str> = info
+        .trim_end()
+        .split(' ')
+        .map(|f| f.split_once('=').unwrap().0)
+        .collect();
+    assert_eq!(
+        names.join(" "),
+        "id addr laddr fd name age idle flags db sub psub ssub multi qbuf qbuf-free \
+         argv-mem multi-mem rbs rbp obl oll omem tot-mem events cmd user redir resp \
+         lib-name lib-ver"
+    );
+    let field = |line: &str, k: &str| -> String {
+        line.split(' ')
+            .find_map(|f| f.strip_prefix(&format!("{k}=")).map(str::to_string))
+            .unwrap_or_else(|| panic!("{k} missing: {line}"))
+    };
+    assert_eq!(field(&info, "id"), id);
+    assert_eq!(field(&info, "addr"), s.local_addr().unwrap().to_string());
+    assert_eq!(field(&info, "laddr"), srv.addr.to_string());
+    assert!(field(&info, "fd").parse::<u32>().unwrap() > 2);
+    // The request being run is in the query buffer, as in Redis.
+    assert_eq!(field(&info, "qbuf"), "26");
+    for (k, v) in [
+        ("flags", "N"),
+        ("db", "0"),
+        ("multi", "-1"),
+        ("obl", "0"),
+        ("events", "r"),
+        ("cmd", "client|info"),
+        ("user", "default"),
+        ("redir", "-1"),
+        ("resp", "2"),
+    ] {
+        assert_eq!(field(&info, k), v, "{info}");
+    }
+    // Another connection inside MULTI, seen from here.
+    let mut t = srv.connect();
+    t.write_all(&req(&["CLIENT", "ID"])).unwrap();
+    let tid = common::read_line(&mut t)[1..].to_string();
+    exchange(&mut t, &["MULTI"], b"+OK\r\n");
+    exchange(&mut t, &["SET", "a", "b"], b"+QUEUED\r\n");
+    let list = bulk_reply(&mut s, &["CLIENT", "LIST", "ID", &tid]);
+    assert_eq!(list.lines().count(), 1, "{list}");
+    assert_eq!(field(&list, "id"), tid);
+    assert_eq!(field(&list, "flags"), "x");
+    assert_eq!(field(&list, "multi"), "1");
+    assert_eq!(field(&list, "cmd"), "set");
+    let both = bulk_reply(&mut s, &["CLIENT", "LIST", "ID", &tid, &id, "999"]);
+    assert_eq!(both.lines().count(), 2, "{both}");
+    assert_eq!(field(&both, "cmd"), "client|list");
+    exchange(&mut s, &["CLIENT", "LIST", "TYPE", "pubsub"], b"$0\r\n\r\n");
+    exchange(
+        &mut s,
+        &["CLIENT", "LIST", "TYPE", "x"],
+        b"-ERR Unknown client type 'x'\r\n",
+    );
+    exchange(
+        &mut s,
+        &["CLIENT", "LIST", "ID", "0"],
+        b"-ERR Invalid client ID\r\n",
+    );
+    exchange(&mut s, &["CLIENT", "LIST", "x"], b"-ERR syntax error\r\n");
+}
+
+#[test]
+fn save_bgsave_lastsave() {
+    // In memory: a clear refusal; LASTSAVE is the start time, as in Redis.
+    let srv = Server::start(&[]);
+    let mut s = srv.connect();
+    let refusal = b"-ERR persistence is off (engine = \"memory\"): there is nothing to save\r\n";
+    exchange(&mut s, &["SAVE"], refusal);
+    exchange(&mut s, &["BGSAVE"], refusal);
+    exchange(&mut s, &["BGSAVE", "x"], b"-ERR syntax error\r\n");
+    s.write_all(&req(&["LASTSAVE"])).unwrap();
+    let started: u64 = common::read_line(&mut s)[1..].parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(started <= now && started + 600 > now, "{started}");
+    // SAVE is not allowed inside MULTI.
+    exchange(&mut s, &["MULTI"], b"+OK\r\n");
+    exchange(&mut s, &["SET", "foo", "bar"], b"+QUEUED\r\n");
+    exchange(
+        &mut s,
+        &["SAVE"],
+        b"-ERR Command not allowed inside a transaction\r\n",
+    );
+    exchange(
+        &mut s,
+        &["EXEC"],
+        b"-EXECABORT Transaction discarded because of previous errors.\r\n",
+    );
+    drop(srv);
+
+    // Persistent: SAVE writes a snapshot, LASTSAVE moves, BGSAVE starts one.
+    let dir = common::TempDir::new("save");
+    let srv = Server::start(&[
+        "--engine",
+        "sled",
+        "--storage-path",
+        dir.path().to_str().unwrap(),
+    ]);
+    let mut s = srv.connect();
+    exchange(&mut s, &["SET", "k", "v"], b"+OK\r\n");
+    exchange(&mut s, &["SAVE"], b"+OK\r\n");
+    s.write_all(&req(&["INFO", "merklekv"])).unwrap();
+    let head = common::read_line(&mut s);
+    let info = common::read_n(&mut s, head[1..].parse::<usize>().unwrap() + 2);
+    let info = String::from_utf8_lossy(&info);
+    assert!(info.contains("persist_snapshots:"), "{info}");
+    assert!(!info.contains("persist_snapshots:0\r\n"), "{info}");
+    assert!(
+        !info.contains("persist_last_snapshot_entries:0\r\n"),
+        "{info}"
+    );
+    s.write_all(&req(&["LASTSAVE"])).unwrap();
+    let last: u64 = common::read_line(&mut s)[1..].parse().unwrap();
+    assert!(last >= started, "{last} < {started}");
+    s.write_all(&req(&["BGSAVE", "SCHEDULE"])).unwrap();
+    let reply = common::read_line(&mut s);
+    assert!(
+        reply == "+Background saving started" || reply == "+Background saving scheduled",
+        "{reply}"
+    );
+}
+
+#[test]
+fn watch_sees_a_key_that_expired() {
+    let srv = Server::start(&[]);
+    let mut s = srv.connect();
+    exchange(&mut s, &["SET", "x", "foo", "PX", "200"], b"+OK\r\n");
+    exchange(&mut s, &["WATCH", "x"], b"+OK\r\n");
+    assert!(common::wait_until(Duration::from_secs(20), || {
+        s.write_all(&req(&["EXISTS", "x"])).unwrap();
+        common::read_line(&mut s) == ":0"
+    }));
+    exchange(&mut s, &["MULTI"], b"+OK\r\n");
+    exchange(&mut s, &["PING"], b"+QUEUED\r\n");
+    exchange(&mut s, &["EXEC"], b"*-1\r\n");
+    // A key already expired when watched is not a change.
+    exchange(&mut s, &["WATCH", "x"], b"+OK\r\n");
+    exchange(&mut s, &["MULTI"], b"+OK\r\n");
+    exchange(&mut s, &["PING"], b"+QUEUED\r\n");
+    exchange(&mut s, &["EXEC"], b"*1\r\n+PONG\r\n");
 }
 
 /// The `name:value` lines of an INFO text starting with `prefix`.

@@ -130,7 +130,7 @@ fn examples(name: &str, arity: i64) -> Vec<Vec<String>> {
 /// Commands refused at queue time, and the start of their error.
 fn refused(name: &str) -> Option<&'static str> {
     match name {
-        "hash" | "sync" | "hello" | "shutdown" => {
+        "hash" | "sync" | "hello" | "shutdown" | "monitor" | "save" => {
             Some("ERR Command not allowed inside a transaction")
         }
         "keys" | "scan" => Some("ERR KEYS and SCAN are not allowed inside a transaction"),

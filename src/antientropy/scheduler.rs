@@ -264,6 +264,10 @@ impl Scheduler {
             select! {
                 recv(stop) -> _ => break,
                 recv(jobs) -> job => match job {
+                    // SAVE runs on a thread of its own (persist::threads).
+                    Ok(Job { task: Task::Save, responder }) => {
+                        crate::persist::threads::save(&self.shared, responder);
+                    }
                     Ok(job) => self.syncs.push_back(job),
                     Err(_) => break,
                 },
@@ -406,7 +410,12 @@ impl Scheduler {
                     verify,
                     force,
                     rejoin,
-                } = job.task;
+                } = job.task
+                else {
+                    // Only SYNC jobs are queued here (see `run`).
+                    job.responder.respond(Err("not an anti-entropy job".into()));
+                    return;
+                };
                 if rejoin && let Err(e) = shared.contact.rejoin(crate::clock::unix_millis()) {
                     log::warn!("SYNC --rejoin: {e}");
                 }

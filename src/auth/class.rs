@@ -99,15 +99,22 @@ fn redis(r: &Redis<'_>) -> Class {
         | Redis::Discard
         | Redis::Watch(_)
         | Redis::Unwatch
+        | Redis::LastSave
         | Redis::Time => Read,
         Redis::SetWith { .. }
         | Redis::SetNx(..)
         | Redis::GetDel(_)
         | Redis::MSetNx(_)
         | Redis::FunctionFlush => Write,
-        Redis::ConfigGet(_) | Redis::ConfigSet(_) | Redis::ConfigResetStat | Redis::ClientList => {
-            Admin
-        }
+        // MONITOR shows every client's commands and data.
+        Redis::ConfigGet(_)
+        | Redis::ConfigSet(_)
+        | Redis::ConfigResetStat
+        | Redis::ClientList(_)
+        | Redis::ClientKill(_)
+        | Redis::Monitor
+        | Redis::Save
+        | Redis::BgSave { .. } => Admin,
         Redis::Str(s) => string(s),
     }
 }
@@ -183,6 +190,12 @@ mod tests {
             (&["AUTH", "u", "p"], Open),
             (&["HELLO", "3", "AUTH", "u", "p"], Open),
             (&["QUIT"], Open),
+            (&["MONITOR"], Admin),
+            (&["CLIENT", "KILL", "ID", "3"], Admin),
+            (&["CLIENT", "LIST"], Admin),
+            (&["SAVE"], Admin),
+            (&["BGSAVE"], Admin),
+            (&["LASTSAVE"], Read),
         ] {
             assert_eq!(resp_class(args), want, "{args:?}");
         }

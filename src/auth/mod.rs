@@ -118,6 +118,11 @@ impl Auth {
         found
     }
 
+    /// Whether a user called `name` is configured.
+    pub fn has_user(&self, name: &[u8]) -> bool {
+        self.users.iter().any(|u| u.name.as_bytes() == name)
+    }
+
     /// The name of user `i`.
     pub fn user_name(&self, i: usize) -> &str {
         self.users.get(i).map_or("", |u| u.name.as_str())

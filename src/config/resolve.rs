@@ -191,6 +191,7 @@ fn blank() -> Config {
             output_hard: 0,
             output_soft: 0,
             output_soft_time: Duration::ZERO,
+            proto_max_bulk_len: 0,
         },
         metrics: MetricsConfig {
             bind: None,

@@ -250,6 +250,19 @@ pub static SETTINGS: &[Setting] = &[
         ..BASE
     },
     Setting {
+        name: "limits.proto_max_bulk_len",
+        env: &["MERKLE_KV_LIMITS_PROTO_MAX_BULK_LEN"],
+        kind: Kind::Int {
+            min: 1024,
+            max: crate::store::MAX_VALUE_LEN as i64,
+        },
+        initial: Initial::Value("8388608"),
+        doc: "Largest RESP bulk string (key, value or argument) a client may send, Redis's `proto-max-bulk-len`; a larger one gets `-ERR Protocol error: invalid bulk length` and the connection is closed. At most the store's value limit (8 MiB).",
+        apply: |c, v| c.limits.proto_max_bulk_len = v.usize(),
+        show: |c| c.limits.proto_max_bulk_len.to_string(),
+        ..BASE
+    },
+    Setting {
         name: "metrics.bind",
         env: &["MERKLE_KV_METRICS_BIND"],
         kind: Kind::NonEmpty,

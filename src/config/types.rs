@@ -204,6 +204,10 @@ pub struct LimitsConfig {
     pub output_soft: usize,
     /// … for at most this long; default 60 s.
     pub output_soft_time: Duration,
+    /// Largest RESP bulk string (key, value or argument) a client may send
+    /// (Redis's `proto-max-bulk-len`); default and at most the store's
+    /// value limit, 8 MiB.
+    pub proto_max_bulk_len: usize,
 }
 
 /// MQTT replication settings (docs/protocol.md §9, §11).

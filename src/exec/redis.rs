@@ -21,16 +21,16 @@ use std::fmt::Write as _;
 use super::{Ctx, Flow};
 use crate::config::Engine;
 use crate::metrics;
-use crate::protocol::Args;
 use crate::protocol::glob;
 use crate::protocol::redis::{
-    COMMANDS, CommandQuery, CommandSpec, ListFilter, Redis, SetCond, categories, key_flags,
-    key_positions, spec, subcommands,
+    COMMANDS, ClientFilter, ClientKill, CommandQuery, CommandSpec, ListFilter, Redis, SetCond,
+    categories, key_flags, key_positions, spec, subcommands,
 };
 use crate::protocol::reply::{
     NIL_ARRAY, NULL3, Proto, array, bulk, header, insert_counted, integer, null, ok,
 };
-use crate::stats::{Counter, rss_kb};
+use crate::protocol::{Args, parse_int};
+use crate::stats::{ClientInfo, ClientType, Counter, rss_kb};
 
 /// The Redis version whose RESP2 behaviour this server follows.
 pub const REDIS_COMPAT_VERSION: &str = "7.0.0";
@@ -107,19 +107,78 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
             stats.incr(Counter::Management);
             integer(out, ctx.client.id as i64);
         }
-        Redis::ClientList => {
+        Redis::ClientList(filter) => {
             stats.incr(Counter::ClientList);
             stats.incr(Counter::Management);
             let mut s = String::new();
-            ctx.shared.stats.write_redis_client_list(&mut s, ctx.now);
+            let now_ms = ctx.shared.stats.elapsed_ms(ctx.now);
+            for c in ctx.shared.stats.clients() {
+                let shown = match filter {
+                    ClientFilter::All => true,
+                    ClientFilter::Type(t) => t == ClientType::Normal,
+                    ClientFilter::Ids(ids) => ids.iter().any(|i| parse_int::<u64>(i) == Some(c.id)),
+                };
+                if shown {
+                    let user = user_name(ctx, &c);
+                    c.write_redis_line(&mut s, ctx.now, now_ms, user);
+                }
+            }
             bulk(out, s.as_bytes());
         }
         Redis::ClientInfo => {
             stats.incr(Counter::Management);
             let mut s = String::new();
             let now_ms = ctx.shared.stats.elapsed_ms(ctx.now);
-            ctx.client.write_redis_line(&mut s, ctx.now, now_ms);
+            let user = user_name(ctx, ctx.client);
+            ctx.client.write_redis_line(&mut s, ctx.now, now_ms, user);
             bulk(out, s.as_bytes());
+        }
+        Redis::ClientKill(k) => {
+            stats.incr(Counter::Management);
+            return client_kill(ctx, k, out);
+        }
+        Redis::Monitor => {
+            stats.incr(Counter::Management);
+            return Flow::Monitor;
+        }
+        Redis::Save => {
+            stats.incr(Counter::Management);
+            if ctx.shared.persist.is_none() {
+                crate::protocol::reply::error(out, Proto::Resp, NO_PERSISTENCE);
+                return Flow::Continue;
+            }
+            return Flow::Defer(crate::jobs::Task::Save);
+        }
+        Redis::BgSave { schedule } => {
+            stats.incr(Counter::Management);
+            let Some(p) = &ctx.shared.persist else {
+                crate::protocol::reply::error(out, Proto::Resp, NO_PERSISTENCE);
+                return Flow::Continue;
+            };
+            if p.request_snapshot(schedule) {
+                simple(out, "Background saving started");
+            } else if schedule {
+                simple(out, "Background saving scheduled");
+            } else {
+                crate::protocol::reply::error(
+                    out,
+                    Proto::Resp,
+                    "Background save already in progress",
+                );
+            }
+        }
+        Redis::LastSave => {
+            stats.incr(Counter::Management);
+            // As in Redis: the start time until a snapshot succeeds.
+            let started = crate::clock::since_epoch()
+                .saturating_sub(ctx.shared.stats.started().elapsed())
+                .as_secs();
+            let last = ctx
+                .shared
+                .persist
+                .as_ref()
+                .and_then(|p| p.last_snapshot_unix());
+            integer(out, last.unwrap_or(started) as i64);
         }
         Redis::ClientReply(mode) => {
             use crate::stats::ReplyMode;
@@ -317,6 +376,7 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
             ctx.client.set_resp3(false);
             ctx.client.set_reply_mode(crate::stats::ReplyMode::On);
             ctx.client.update_meta(|m| *m = Default::default());
+            // (The worker also ends monitor mode.)
             out.extend_from_slice(b"+RESET\r\n");
         }
         Redis::FunctionFlush => {
@@ -325,6 +385,81 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
         }
     }
     Flow::Continue
+}
+
+/// The refusal of `SAVE` / `BGSAVE` on an in-memory node.
+const NO_PERSISTENCE: &str = "persistence is off (engine = \"memory\"): there is nothing to save";
+
+/// The name of the user connection `c` is authenticated as (`default`
+/// without authentication, as Redis shows it).
+fn user_name<'a>(ctx: &'a Ctx<'_>, c: &ClientInfo) -> &'a str {
+    match c.view().user {
+        Some(i) => ctx.shared.auth.user_name(i),
+        None => crate::auth::DEFAULT_USER,
+    }
+}
+
+/// `CLIENT KILL`: closes every connection matching all the filters, on
+/// whichever worker owns it (`Stats::kill`). The caller itself, when it
+/// matches and `SKIPME no` (or the old form) allows it, gets its reply and
+/// is closed after it.
+fn client_kill(ctx: &mut Ctx<'_>, k: ClientKill<'_>, out: &mut Vec<u8>) -> Flow {
+    if let Some(u) = k.user
+        && !known_user(ctx, u)
+    {
+        let msg = format!("No such user '{}'", String::from_utf8_lossy(u));
+        crate::protocol::reply::error(out, Proto::Resp, &msg);
+        return Flow::Continue;
+    }
+    let stats = &ctx.shared.stats;
+    let me = ctx.client.id;
+    let mut killed = 0;
+    let mut kill_me = false;
+    for c in stats.clients() {
+        let matches = k.id.is_none_or(|id| id == c.id)
+            && k.addr.is_none_or(|a| a == c.addr.to_string().as_bytes())
+            && k.laddr
+                .is_none_or(|a| c.laddr.is_some_and(|l| a == l.to_string().as_bytes()))
+            && k.user.is_none_or(|u| u == user_name(ctx, &c).as_bytes())
+            && k.kind.is_none_or(|t| t == ClientType::Normal)
+            && k.maxage.is_none_or(|age| c.age(ctx.now) >= age)
+            && !(k.skipme && c.id == me);
+        if !matches {
+            continue;
+        }
+        if c.id == me {
+            kill_me = true;
+            killed += 1;
+        } else if stats.kill(&c) {
+            killed += 1;
+        }
+    }
+    if k.legacy {
+        if killed == 0 {
+            crate::protocol::reply::error(out, Proto::Resp, "No such client");
+        } else {
+            ok(out, Proto::Resp);
+        }
+    } else {
+        integer(out, killed);
+    }
+    if kill_me {
+        // Gone from the lists at once, closed after this reply.
+        stats.disconnect(me);
+        Flow::Close
+    } else {
+        Flow::Continue
+    }
+}
+
+/// Whether `name` is a user of this node (`default` always is: without
+/// configured users every connection is `default`).
+fn known_user(ctx: &Ctx<'_>, name: &[u8]) -> bool {
+    let auth = &ctx.shared.auth;
+    if !auth.enabled() {
+        return name == crate::auth::DEFAULT_USER.as_bytes();
+    }
+    auth.has_user(name)
 }
 
 // ---- COMMAND ---------------------------------------------------------------
@@ -499,9 +634,12 @@ fn config_params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
             "timeout",
             c.connection_timeout.map_or(0, |d| d.as_secs()).to_string(),
         ),
-        ("maxmemory", limits.maxmemory.to_string()),
+        ("maxmemory", ctx.shared.memory.maxmemory().to_string()),
         ("maxmemory-policy", "noeviction".into()),
-        ("maxmemory-clients", limits.clients_budget.to_string()),
+        (
+            "maxmemory-clients",
+            ctx.shared.memory.clients_budget().to_string(),
+        ),
         (
             "client-output-buffer-limit",
             format!(
@@ -527,9 +665,10 @@ fn config_params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
         ),
         ("daemonize", "no".into()),
         ("replicaof", String::new()),
+        ("proto-max-bulk-len", limits.proto_max_bulk_len.to_string()),
         (
-            "proto-max-bulk-len",
-            crate::store::MAX_VALUE_LEN.to_string(),
+            "client-query-buffer-limit",
+            crate::protocol::resp::MAX_REQUEST.to_string(),
         ),
         (
             READ_ONLY_PARAM,
@@ -579,9 +718,24 @@ fn config_set(ctx: &Ctx<'_>, pairs: Args<'_>) -> Result<(), String> {
         }
         seen.push(name);
     }
+    // Every value is checked before anything changes (Redis's rollback
+    // semantics: all or nothing).
     let mut read_only = None;
+    let mut maxmemory = None;
+    let mut budget = None;
     for pair in args.chunks(2) {
         let (name, value) = (pair[0], pair[1]);
+        if name.eq_ignore_ascii_case(b"maxmemory") {
+            maxmemory = Some(
+                parse_memory(value)
+                    .ok_or_else(|| failed(name, "argument must be a memory value"))?,
+            );
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"maxmemory-clients") {
+            budget = Some((name, parse_budget(value).map_err(|e| failed(name, e))?));
+            continue;
+        }
         if name.eq_ignore_ascii_case(READ_ONLY_PARAM.as_bytes()) {
             read_only = Some(if value.eq_ignore_ascii_case(b"yes") {
                 true
@@ -604,10 +758,78 @@ fn config_set(ctx: &Ctx<'_>, pairs: Args<'_>) -> Result<(), String> {
             ));
         }
     }
+    let memory = &ctx.shared.memory;
+    let budget = match budget {
+        None => None,
+        Some((_, Budget::Bytes(b))) => Some(b),
+        Some((name, Budget::Percent(p))) => {
+            let base = maxmemory.unwrap_or_else(|| memory.maxmemory());
+            let b = base / 100 * p + base % 100 * p / 100;
+            if b < MIN_CLIENTS_BUDGET {
+                return Err(failed(
+                    name,
+                    "the percentage of maxmemory is under 1048576 bytes, the smallest client budget",
+                ));
+            }
+            Some(b)
+        }
+    };
     if let Some(on) = read_only {
         ctx.shared.read_only.set(on);
     }
+    if let Some(m) = maxmemory {
+        memory.set_maxmemory(m);
+    }
+    if let Some(b) = budget {
+        memory.set_clients_budget(b);
+    }
     Ok(())
+}
+
+/// Smallest `maxmemory-clients` (as the setting `limits.maxmemory_clients`).
+const MIN_CLIENTS_BUDGET: u64 = 1 << 20;
+
+/// A `maxmemory-clients` value: bytes, or a percentage of `maxmemory`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Budget {
+    Bytes(u64),
+    Percent(u64),
+}
+
+/// Parses a `maxmemory-clients` value as Redis does (`N%` of maxmemory,
+/// at most 100, or a memory value); at least 1 MiB here.
+fn parse_budget(v: &[u8]) -> Result<Budget, &'static str> {
+    if let Some(p) = v.strip_suffix(b"%") {
+        return match parse_int::<u64>(p) {
+            Some(p) if p > 100 => Err("percentage argument must be less or equal to 100"),
+            Some(p) => Ok(Budget::Percent(p)),
+            None => Err("argument must be a memory or percent value"),
+        };
+    }
+    match parse_memory(v) {
+        Some(b) if b >= MIN_CLIENTS_BUDGET => Ok(Budget::Bytes(b)),
+        Some(_) => Err("argument must be at least 1048576 bytes"),
+        None => Err("argument must be a memory or percent value"),
+    }
+}
+
+/// Parses a Redis memory value: digits with an optional unit `b`, `k`,
+/// `kb`, `m`, `mb`, `g`, `gb` (any case; `k` = 1000, `kb` = 1024).
+fn parse_memory(v: &[u8]) -> Option<u64> {
+    let digits = v.iter().take_while(|b| b.is_ascii_digit()).count();
+    let n = parse_int::<u64>(&v[..digits])?;
+    let unit = v[digits..].to_ascii_lowercase();
+    let mul: u64 = match unit.as_slice() {
+        b"" | b"b" => 1,
+        b"k" => 1000,
+        b"kb" => 1 << 10,
+        b"m" => 1000 * 1000,
+        b"mb" => 1 << 20,
+        b"g" => 1000 * 1000 * 1000,
+        b"gb" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mul)
 }
 
 fn config_get(ctx: &Ctx<'_>, patterns: Args<'_>, out: &mut Vec<u8>, resp3: bool) {
@@ -765,8 +987,8 @@ fn info(ctx: &Ctx<'_>, sections: Args<'_>, s: &mut String) {
                     s,
                     "used_memory:{used}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{rss}\r\nmaxmemory:{}\r\nmaxmemory_policy:noeviction\r\nmaxmemory_clients:{}\r\nmem_clients_normal:{}\r\n",
                     used as f64 / (1024.0 * 1024.0),
-                    m.limits.maxmemory,
-                    m.limits.clients_budget,
+                    m.maxmemory(),
+                    m.clients_budget(),
                     m.clients(),
                 )
             }
@@ -826,5 +1048,50 @@ fn info(ctx: &Ctx<'_>, sections: Args<'_>, s: &mut String) {
                 Ok(())
             }
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_values_parse_as_in_redis() {
+        assert_eq!(parse_memory(b"10000002"), Some(10_000_002));
+        assert_eq!(parse_memory(b"1k"), Some(1000));
+        assert_eq!(parse_memory(b"1KB"), Some(1024));
+        assert_eq!(parse_memory(b"2mb"), Some(2 << 20));
+        assert_eq!(parse_memory(b"1g"), Some(1_000_000_000));
+        assert_eq!(parse_memory(b"3gb"), Some(3 << 30));
+        for bad in [
+            &b""[..],
+            b"-1",
+            b"1x",
+            b"kb",
+            b"99999999999999999999",
+            b"1 mb",
+        ] {
+            assert_eq!(parse_memory(bad), None, "{bad:?}");
+        }
+        assert_eq!(parse_memory(b"18446744073709551615gb"), None);
+    }
+
+    #[test]
+    fn client_budgets_are_bytes_or_percentages() {
+        assert_eq!(parse_budget(b"10%"), Ok(Budget::Percent(10)));
+        assert_eq!(parse_budget(b"100%"), Ok(Budget::Percent(100)));
+        assert_eq!(
+            parse_budget(b"200%"),
+            Err("percentage argument must be less or equal to 100")
+        );
+        assert_eq!(parse_budget(b"2mb"), Ok(Budget::Bytes(2 << 20)));
+        assert_eq!(
+            parse_budget(b"1000"),
+            Err("argument must be at least 1048576 bytes")
+        );
+        assert_eq!(
+            parse_budget(b"x%"),
+            Err("argument must be a memory or percent value")
+        );
     }
 }

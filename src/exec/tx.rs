@@ -43,6 +43,8 @@
 //!   running anything when one changed, whoever changed it (another
 //!   client, a replicated write, anti-entropy, FLUSHDB). Versions make
 //!   this exact: an overwrite with the same value still counts as a change.
+//!   A key live when watched that has expired by `EXEC` counts as changed
+//!   too (its record keeps its version when it expires).
 //! * Read-only mode (`crate::readonly`): a client write queued while it
 //!   is on is refused at once (`-READONLY …`, and `EXEC` aborts); a
 //!   transaction holding writes whose `EXEC` comes after the mode was
@@ -79,8 +81,9 @@ pub const MAX_WATCHED_BYTES: usize = 16 << 20;
 pub struct TxState {
     /// `Some` between `MULTI` and `EXEC`/`DISCARD`.
     queue: Option<Queue>,
-    /// Watched keys and the version each had when watched (None: absent).
-    watched: Vec<(Vec<u8>, Option<Version>)>,
+    /// Watched keys, the version each had when watched (None: absent),
+    /// and whether it was live then (an expired record keeps its version).
+    watched: Vec<(Vec<u8>, Option<Version>, bool)>,
     /// Total bytes of the watched keys.
     watched_bytes: usize,
 }
@@ -103,6 +106,11 @@ impl TxState {
         self.queue.is_some()
     }
 
+    /// Commands queued, while queuing (`CLIENT LIST`'s `multi`).
+    pub fn queued(&self) -> Option<usize> {
+        self.queue.as_ref().map(|q| q.count)
+    }
+
     /// A request inside `MULTI` failed to parse: `EXEC` will abort.
     pub fn flag_error(&mut self) {
         if let Some(q) = &mut self.queue {
@@ -113,7 +121,7 @@ impl TxState {
     /// Heap bytes held: the queued frames and the watched keys.
     pub fn buffer_bytes(&self) -> usize {
         self.queue.as_ref().map_or(0, |q| q.frames.capacity())
-            + self.watched.capacity() * std::mem::size_of::<(Vec<u8>, Option<Version>)>()
+            + self.watched.capacity() * std::mem::size_of::<(Vec<u8>, Option<Version>, bool)>()
             + self.watched_bytes
     }
 
@@ -146,7 +154,7 @@ fn refusal(cmd: &Command<'_>) -> Option<&'static str> {
         | Command::Replicate(_)
         | Command::Shutdown
         | Command::Internal(_)
-        | Command::Redis(Redis::Hello { .. }) => Some(NOT_ALLOWED),
+        | Command::Redis(Redis::Hello { .. } | Redis::Monitor | Redis::Save) => Some(NOT_ALLOWED),
         Command::Scan(_) | Command::Redis(Redis::Keys(_) | Redis::Scan { .. }) => Some(NO_SCANS),
         _ => None,
     }
@@ -214,7 +222,8 @@ pub fn step<'a>(
             let store = &ctx.shared.store;
             for k in keys.iter() {
                 let v = store.version(k);
-                t.watched.push((k.to_vec(), v));
+                let live = v.is_some() && store.contains(k);
+                t.watched.push((k.to_vec(), v, live));
             }
             t.watched_bytes += bytes;
             ok(out, Proto::Resp);
@@ -308,7 +317,12 @@ fn exec(t: &mut TxState, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) {
             cut: false,
         };
         let db = ctx.db;
-        if watched.iter().any(|(k, v)| db.version(k) != *v) {
+        // A key that expired since WATCH counts as changed (Redis 7.0:
+        // "WATCH will consider touched expired keys").
+        if watched
+            .iter()
+            .any(|(k, v, live)| db.version(k) != *v || (*live && !db.contains(k)))
+        {
             out.extend_from_slice(if ctx.client.is_resp3() {
                 NULL3
             } else {
@@ -336,8 +350,22 @@ fn exec(t: &mut TxState, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) {
                     let started = timing.then(Instant::now);
                     let reply_start = out.len();
                     pos += n;
-                    match super::execute(cmd, &mut ctx, out, Proto::Resp) {
+                    let frame = &q.frames[pos - n..pos];
+                    let flow = super::execute(cmd, &mut ctx, out, Proto::Resp);
+                    if ctx.shared.stats.monitors.active() {
+                        super::monitor::feed(
+                            &ctx.shared.stats.monitors,
+                            &ctx.client.addr,
+                            frame,
+                            Proto::Resp,
+                        );
+                    }
+                    match flow {
                         Flow::Continue => {}
+                        // CLIENT KILL of the caller: closed by its worker.
+                        Flow::Close => {
+                            ctx.shared.stats.kill(ctx.client);
+                        }
                         // Refused at queue time (module docs); never here.
                         _ => error(out, Proto::Resp, NOT_ALLOWED),
                     }

@@ -293,6 +293,22 @@ impl Persist {
             || bytes >= AUTO_SNAPSHOT_MIN.max(2 * last_size)
     }
 
+    /// `BGSAVE`: asks the snapshot thread for a snapshot soon. False when
+    /// one is being written; then, with `schedule`, another one is asked
+    /// for after it, and without, nothing changes.
+    pub fn request_snapshot(&self, schedule: bool) -> bool {
+        let busy = self.in_progress.load(Ordering::Acquire);
+        if !busy || schedule {
+            self.wanted.store(true, Ordering::Release);
+        }
+        !busy
+    }
+
+    /// Unix seconds of the last successful snapshot of this process.
+    pub fn last_snapshot_unix(&self) -> Option<u64> {
+        lock(&self.state).last.as_ref().map(|(t, _)| *t)
+    }
+
     /// Writes a snapshot now (serialised with any other snapshot).
     pub fn snapshot(
         &self,

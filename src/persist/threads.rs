@@ -50,6 +50,34 @@ pub fn spawn(shared: &Arc<Shared>) -> io::Result<Vec<JoinHandle<()>>> {
     Ok(handles)
 }
 
+/// `SAVE`: writes a snapshot on a thread of its own and answers
+/// `responder` when it is done (`+OK`, or the snapshot's error).
+pub fn save(shared: &Arc<Shared>, responder: crate::jobs::Responder) {
+    let s = shared.clone();
+    let slot = Arc::new(std::sync::Mutex::new(Some(responder)));
+    let theirs = slot.clone();
+    let spawned = std::thread::Builder::new()
+        .name("persist-save".into())
+        .spawn(move || {
+            crate::failfast::checkpoint();
+            let result = match &s.persist {
+                Some(p) => p
+                    .snapshot(&s.store, &|| s.shutdown.is_triggered())
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                None => Err("persistence is off".into()),
+            };
+            if let Some(r) = crate::sync::lock(&theirs).take() {
+                r.respond(result);
+            }
+        });
+    if let Err(e) = spawned
+        && let Some(r) = crate::sync::lock(&slot).take()
+    {
+        r.respond(Err(format!("cannot start the snapshot: {e}")));
+    }
+}
+
 /// The `persistence*` / `persist_*` lines of INFO.
 pub struct PersistInfo;
 

@@ -36,8 +36,18 @@ pub enum Redis<'a> {
     ClientSetInfo { lib_ver: bool, value: &'a [u8] },
     /// `CLIENT ID`.
     ClientId,
-    /// `CLIENT LIST` (Redis format).
-    ClientList,
+    /// `CLIENT LIST [TYPE type | ID id …]` (Redis format).
+    ClientList(ClientFilter<'a>),
+    /// `CLIENT KILL addr` or `CLIENT KILL <filter> <value> …`.
+    ClientKill(ClientKill<'a>),
+    /// `MONITOR`: stream every command the node runs to this connection.
+    Monitor,
+    /// `SAVE`: write a snapshot now (persistent engine).
+    Save,
+    /// `BGSAVE [SCHEDULE]`: ask the snapshot thread for a snapshot.
+    BgSave { schedule: bool },
+    /// `LASTSAVE`: unix time of the last successful snapshot.
+    LastSave,
     /// `CLIENT INFO`.
     ClientInfo,
     /// `CLIENT REPLY ON | OFF | SKIP`.
@@ -99,6 +109,36 @@ pub enum Redis<'a> {
     /// `FUNCTION FLUSH [ASYNC | SYNC]`: there are no functions, so there is
     /// nothing to flush (Redis's test harness and tools call it to reset).
     FunctionFlush,
+}
+
+/// Which connections `CLIENT LIST` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFilter<'a> {
+    /// Every connection.
+    All,
+    /// `TYPE t`.
+    Type(crate::stats::ClientType),
+    /// `ID id …` (validated positive integers).
+    Ids(Args<'a>),
+}
+
+/// The connections `CLIENT KILL` closes: those matching every filter
+/// given (Redis semantics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientKill<'a> {
+    /// The old form `CLIENT KILL addr` (reply `+OK` or `No such client`,
+    /// and the caller may kill itself).
+    pub legacy: bool,
+    pub id: Option<u64>,
+    pub addr: Option<&'a [u8]>,
+    pub laddr: Option<&'a [u8]>,
+    /// A user name, checked against the configured users when it runs.
+    pub user: Option<&'a [u8]>,
+    pub kind: Option<crate::stats::ClientType>,
+    /// Connections at least this many seconds old.
+    pub maxage: Option<u64>,
+    /// Leave the calling connection alone (default `yes` in the new form).
+    pub skipme: bool,
 }
 
 /// `SET … NX` / `XX`.
@@ -326,8 +366,12 @@ pub fn command<'a>(
                 want(1)?;
                 Redis::ClientId
             } else if eq(sub, "LIST") {
-                // Filters (TYPE, ID) are not supported: list everything.
-                Redis::ClientList
+                Redis::ClientList(client_list(args)?)
+            } else if eq(sub, "KILL") {
+                if argc < 2 {
+                    return Err(wrong_sub(name, sub));
+                }
+                Redis::ClientKill(client_kill(args)?)
             } else if eq(sub, "INFO") {
                 want(1)?;
                 Redis::ClientInfo
@@ -445,6 +489,22 @@ pub fn command<'a>(
                 Redis::Reset
             }
         }
+        b"MONITOR" | b"SAVE" | b"LASTSAVE" => {
+            if argc != 0 {
+                return Err(wrong_args(name));
+            }
+            match upper {
+                b"MONITOR" => Redis::Monitor,
+                b"SAVE" => Redis::Save,
+                _ => Redis::LastSave,
+            }
+        }
+        b"BGSAVE" => match (argv(0), argc) {
+            (None, _) => Redis::BgSave { schedule: false },
+            (Some(o), 1) if eq(o, "SCHEDULE") => Redis::BgSave { schedule: true },
+            (Some(_), 1) => return Err(err("syntax error")),
+            _ => return Err(wrong_args(name)),
+        },
         b"FUNCTION" => {
             let Some(sub) = argv(0) else {
                 return Err(wrong_args(name));
@@ -467,6 +527,92 @@ pub fn command<'a>(
         },
     };
     Ok(Command::Redis(r))
+}
+
+/// `CLIENT LIST` arguments after `LIST` (`args` starts at `LIST`).
+fn client_list(args: Args<'_>) -> Result<ClientFilter<'_>, ParseError> {
+    let mut it = args.iter().skip(1);
+    match (it.next(), args.len()) {
+        (None, _) => Ok(ClientFilter::All),
+        (Some(t), 3) if eq(t, "TYPE") => {
+            let v = it.next().unwrap_or_default();
+            crate::stats::ClientType::parse(v)
+                .map(ClientFilter::Type)
+                .ok_or_else(|| unknown_type(v))
+        }
+        (Some(t), n) if n > 2 && eq(t, "ID") => {
+            for id in it {
+                if parse_int::<i64>(id).is_none_or(|i| i <= 0) {
+                    return Err(err("Invalid client ID"));
+                }
+            }
+            Ok(ClientFilter::Ids(args.skip(2)))
+        }
+        _ => Err(err("syntax error")),
+    }
+}
+
+fn unknown_type(v: &[u8]) -> ParseError {
+    ParseError(Cow::Owned(format!(
+        "Unknown client type '{}'",
+        clip(v, 128)
+    )))
+}
+
+/// `CLIENT KILL` arguments after `KILL` (`args` starts at `KILL`).
+fn client_kill(args: Args<'_>) -> Result<ClientKill<'_>, ParseError> {
+    let mut k = ClientKill {
+        legacy: false,
+        id: None,
+        addr: None,
+        laddr: None,
+        user: None,
+        kind: None,
+        maxage: None,
+        skipme: true,
+    };
+    let mut it = args.iter().skip(1);
+    if args.len() == 2 {
+        k.legacy = true;
+        k.skipme = false;
+        k.addr = it.next();
+        return Ok(k);
+    }
+    while let Some(opt) = it.next() {
+        let Some(v) = it.next() else {
+            return Err(err("syntax error"));
+        };
+        if eq(opt, "ID") {
+            match parse_int::<i64>(v) {
+                Some(i) if i > 0 => k.id = Some(i as u64),
+                _ => return Err(err("client-id should be greater than 0")),
+            }
+        } else if eq(opt, "TYPE") {
+            k.kind = Some(crate::stats::ClientType::parse(v).ok_or_else(|| unknown_type(v))?);
+        } else if eq(opt, "ADDR") {
+            k.addr = Some(v);
+        } else if eq(opt, "LADDR") {
+            k.laddr = Some(v);
+        } else if eq(opt, "USER") {
+            k.user = Some(v);
+        } else if eq(opt, "MAXAGE") {
+            match parse_int::<i64>(v) {
+                Some(i) if i >= 0 => k.maxage = Some(i as u64),
+                _ => return Err(err("value is not an integer or out of range")),
+            }
+        } else if eq(opt, "SKIPME") {
+            k.skipme = if eq(v, "YES") {
+                true
+            } else if eq(v, "NO") {
+                false
+            } else {
+                return Err(err("syntax error"));
+            };
+        } else {
+            return Err(err("syntax error"));
+        }
+    }
+    Ok(k)
 }
 
 fn hello(args: Args<'_>) -> Result<Redis<'_>, ParseError> {
@@ -1087,7 +1233,7 @@ pub const COMMANDS: &[CommandSpec] = &[
         flags: ADMIN,
         keys: (0, 0, 0),
         group: "connection",
-        summary: "CLIENT SETNAME|GETNAME|SETINFO|ID|LIST|INFO|REPLY.",
+        summary: "CLIENT SETNAME|GETNAME|SETINFO|ID|LIST|INFO|REPLY|KILL.",
         since: "2.4.0",
         args: &[arg("subcommand", "string"), opt(many(arg("arg", "string")))],
     },
@@ -1343,6 +1489,46 @@ pub const COMMANDS: &[CommandSpec] = &[
         args: &[],
     },
     CommandSpec {
+        name: "monitor",
+        arity: 1,
+        flags: &["admin", "noscript", "loading", "stale"],
+        keys: (0, 0, 0),
+        group: "server",
+        summary: "Streams every command the node runs (Redis format).",
+        since: "1.0.0",
+        args: &[],
+    },
+    CommandSpec {
+        name: "save",
+        arity: 1,
+        flags: &["admin", "noscript", "no_async_loading", "no_multi"],
+        keys: (0, 0, 0),
+        group: "server",
+        summary: "Writes a snapshot now (persistent engine).",
+        since: "1.0.0",
+        args: &[],
+    },
+    CommandSpec {
+        name: "bgsave",
+        arity: -1,
+        flags: &["admin", "noscript", "no_async_loading"],
+        keys: (0, 0, 0),
+        group: "server",
+        summary: "Asks for a snapshot in the background (persistent engine).",
+        since: "1.0.0",
+        args: &[opt(token("SCHEDULE"))],
+    },
+    CommandSpec {
+        name: "lastsave",
+        arity: 1,
+        flags: &["loading", "stale", "fast"],
+        keys: (0, 0, 0),
+        group: "server",
+        summary: "Unix time of the last successful snapshot.",
+        since: "1.0.0",
+        args: &[],
+    },
+    CommandSpec {
         name: "time",
         arity: 1,
         flags: &["loading", "stale", "fast"],
@@ -1373,7 +1559,9 @@ pub fn spec(name: &[u8]) -> Option<&'static CommandSpec> {
 /// `parent|sub`).
 pub fn subcommands(name: &str) -> &'static [&'static str] {
     match name {
-        "client" => &["setname", "getname", "setinfo", "id", "list", "info"],
+        "client" => &[
+            "setname", "getname", "setinfo", "id", "list", "info", "reply", "kill",
+        ],
         "command" => &[
             "count",
             "list",

@@ -27,9 +27,10 @@ use std::borrow::Cow;
 
 use super::{Args, Command, ParseError, Parsed, ReadOnlyAction};
 
-/// Largest bulk string (key or value) accepted: the store's value limit
-/// (Redis's `proto-max-bulk-len` is 512 MiB; values that large are not
-/// stored here, see docs/redis-compat.md). Keys are bounded by the store.
+/// Largest bulk string (key or value) ever accepted: the store's value
+/// limit (Redis's `proto-max-bulk-len` is 512 MiB; values that large are
+/// not stored here, see docs/redis-compat.md). A connection's limit is the
+/// setting `limits.proto_max_bulk_len`, at most this ([`Partial`]).
 pub const MAX_BULK: usize = crate::store::MAX_VALUE_LEN;
 /// Most arguments in one request.
 pub const MAX_ARGS: usize = 1 << 20;
@@ -54,8 +55,11 @@ pub enum Frame {
 pub enum ProtocolError {
     /// A malformed or out-of-range `*<n>` header.
     MultibulkLength,
-    /// A malformed, negative or too large `$<n>` header.
+    /// A malformed or negative `$<n>` header.
     BulkLength,
+    /// A `$<n>` header over the connection's bulk limit (same text as
+    /// [`ProtocolError::BulkLength`], as in Redis; counted apart).
+    BulkTooLong,
     /// An argument header that does not start with `$` (the byte found).
     ExpectedDollar(u8),
     /// An inline request longer than [`MAX_INLINE`] without a newline.
@@ -75,7 +79,9 @@ impl std::fmt::Display for ProtocolError {
         f.write_str("Protocol error: ")?;
         match self {
             ProtocolError::MultibulkLength => f.write_str("invalid multibulk length"),
-            ProtocolError::BulkLength => f.write_str("invalid bulk length"),
+            ProtocolError::BulkLength | ProtocolError::BulkTooLong => {
+                f.write_str("invalid bulk length")
+            }
             ProtocolError::ExpectedDollar(c) => {
                 write!(f, "expected '$', got '{}'", char::from(*c).escape_default())
             }
@@ -161,6 +167,12 @@ pub fn frame(buf: &[u8], spans: &mut Vec<(u32, u32)>) -> Frame {
     frame_resume(buf, &mut Progress::default(), spans)
 }
 
+/// [`frame`] with bulk strings limited to `max_bulk` bytes (a
+/// connection's [`Partial::max_bulk`]).
+pub fn frame_max(buf: &[u8], spans: &mut Vec<(u32, u32)>, max_bulk: usize) -> Frame {
+    frame_limited(buf, &mut Progress::default(), spans, max_bulk)
+}
+
 /// How far [`frame_resume`] got through an incomplete multi-bulk request.
 /// The default value means "nothing framed yet".
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -192,6 +204,16 @@ impl Progress {
 /// header is therefore parsed at most twice, plus once per read where the
 /// previous read stopped.
 pub fn frame_resume(buf: &[u8], progress: &mut Progress, spans: &mut Vec<(u32, u32)>) -> Frame {
+    frame_limited(buf, progress, spans, MAX_BULK)
+}
+
+/// [`frame_resume`] with bulk strings limited to `max_bulk` bytes.
+fn frame_limited(
+    buf: &[u8],
+    progress: &mut Progress,
+    spans: &mut Vec<(u32, u32)>,
+    max_bulk: usize,
+) -> Frame {
     let resumed = progress.is_active();
     let (n, mut done, mut pos) = if resumed {
         (progress.args, progress.done, progress.pos)
@@ -224,8 +246,11 @@ pub fn frame_resume(buf: &[u8], progress: &mut Progress, spans: &mut Vec<(u32, u
             }
             Err(e) => return Frame::Invalid(e),
         };
-        if len < 0 || len as u64 > MAX_BULK as u64 {
+        if len < 0 {
             return Frame::Invalid(ProtocolError::BulkLength);
+        }
+        if len as u64 > max_bulk as u64 {
+            return Frame::Invalid(ProtocolError::BulkTooLong);
         }
         let end = start + len as usize;
         if end + 2 > MAX_REQUEST {
@@ -247,7 +272,7 @@ pub fn frame_resume(buf: &[u8], progress: &mut Progress, spans: &mut Vec<(u32, u
     }
     if resumed {
         // One pass over the now complete request records its arguments.
-        let again = frame(&buf[..pos], spans);
+        let again = frame_max(&buf[..pos], spans, max_bulk);
         debug_assert_eq!(again, Frame::Complete(pos));
         return again;
     }
@@ -255,13 +280,35 @@ pub fn frame_resume(buf: &[u8], progress: &mut Progress, spans: &mut Vec<(u32, u
 }
 
 /// A connection's RESP framing state between reads: the [`Progress`] of
-/// its incomplete request. Plain data, no allocation.
-#[derive(Debug, Default, Clone, Copy)]
+/// its incomplete request, and its bulk string limit. Plain data, no
+/// allocation.
+#[derive(Debug, Clone, Copy)]
 pub struct Partial {
     progress: Progress,
+    max_bulk: usize,
+}
+
+impl Default for Partial {
+    fn default() -> Partial {
+        Partial::with_max_bulk(MAX_BULK)
+    }
 }
 
 impl Partial {
+    /// Framing state of a connection whose bulk strings are limited to
+    /// `max_bulk` bytes (at most [`MAX_BULK`]).
+    pub fn with_max_bulk(max_bulk: usize) -> Partial {
+        Partial {
+            progress: Progress::default(),
+            max_bulk: max_bulk.min(MAX_BULK),
+        }
+    }
+
+    /// The connection's bulk string limit.
+    pub fn max_bulk(&self) -> usize {
+        self.max_bulk
+    }
+
     /// True while an incomplete request's prefix is remembered.
     pub fn is_active(&self) -> bool {
         self.progress.is_active()
@@ -271,7 +318,7 @@ impl Partial {
     /// which must start at the same request as the previous call while
     /// [`Partial::is_active`]. `spans` is the caller's reusable vector.
     pub fn parse<'a>(&mut self, buf: &'a [u8], spans: &'a mut Vec<(u32, u32)>) -> Parsed<'a> {
-        match frame_resume(buf, &mut self.progress, spans) {
+        match frame_limited(buf, &mut self.progress, spans, self.max_bulk) {
             Frame::Incomplete => Parsed::Incomplete,
             Frame::Invalid(msg) => Parsed::Fatal(super::Fatal::Protocol(msg)),
             Frame::Complete(n) => decode(buf, n, spans),
@@ -785,6 +832,25 @@ mod tests {
         assert!(matches!(frame(head.as_bytes(), &mut s), Frame::Invalid(_)));
         let ok = format!("*1\r\n${MAX_BULK}\r\n");
         assert_eq!(frame(ok.as_bytes(), &mut s), Frame::Incomplete);
+        // A connection's own limit (proto_max_bulk_len), also when resumed.
+        let mut p = Partial::with_max_bulk(1024);
+        let at = b"*2\r\n$3\r\nSET\r\n$1024\r\n";
+        assert_eq!(p.parse(at, &mut s), Parsed::Incomplete);
+        p.reset();
+        let over = b"*2\r\n$3\r\nSET\r\n$1025\r\n";
+        assert_eq!(
+            p.parse(over, &mut s),
+            Parsed::Fatal(super::super::Fatal::Protocol(ProtocolError::BulkTooLong))
+        );
+        assert_eq!(
+            frame_max(over, &mut s, 1024),
+            Frame::Invalid(ProtocolError::BulkTooLong)
+        );
+        assert_eq!(
+            ProtocolError::BulkTooLong.to_string(),
+            "Protocol error: invalid bulk length"
+        );
+        assert_eq!(Partial::with_max_bulk(usize::MAX).max_bulk(), MAX_BULK);
     }
 
     #[test]

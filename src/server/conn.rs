@@ -28,9 +28,10 @@ use mio::net::TcpStream;
 use super::tls::Session as TlsSession;
 use crate::auth::Session;
 use crate::exec::tx::TxState;
+use crate::monitor::Feed;
 use crate::protocol::reply::{self, Proto};
 use crate::protocol::resp;
-use crate::stats::ClientInfo;
+use crate::stats::{ClientInfo, ConnView};
 
 /// Unsent reply bytes above which a connection is not read (backpressure).
 pub const WBUF_HIGH: usize = 4 << 20;
@@ -96,13 +97,19 @@ pub struct Conn {
     pub tls: Option<Box<TlsSession>>,
     /// Who the connection is authenticated as (`auth::gate`).
     pub session: Session,
+    /// The connection's `MONITOR` feed, once it sent `MONITOR`.
+    pub monitor: Option<Arc<Feed>>,
+    /// What `CLIENT LIST` shows of this connection, kept here and
+    /// published to `info` by the worker ([`Conn::publish_view`]).
+    pub view: ConnView,
     /// After a failed AUTH: nothing is processed or written before this
     /// time (`security.auth_failure_delay_ms`; the worker's timer ends it).
     pub held_until: Option<Instant>,
 }
 
 impl Conn {
-    pub fn new(sock: TcpStream, info: Arc<ClientInfo>, now: Instant) -> Conn {
+    /// A new connection; `max_bulk`: its RESP bulk string limit.
+    pub fn new(sock: TcpStream, info: Arc<ClientInfo>, now: Instant, max_bulk: usize) -> Conn {
         Conn {
             sock,
             info,
@@ -123,14 +130,41 @@ impl Conn {
             discarded: 0,
             soft_since: None,
             mem: 0,
-            resp: resp::Partial::default(),
+            resp: resp::Partial::with_max_bulk(max_bulk),
             text_scanned: 0,
             tx: None,
             drop_deferred: false,
             tls: None,
             session: Session::default(),
+            monitor: None,
+            view: ConnView::default(),
             held_until: None,
         }
+    }
+
+    /// Publishes the connection's state for `CLIENT LIST` / `CLIENT INFO`
+    /// (on any worker); `qbuf`: input bytes buffered.
+    pub fn publish_view(&mut self, qbuf: usize) {
+        let readable = !self.blocked();
+        let v = &mut self.view;
+        v.qbuf = qbuf;
+        v.qbuf_free = self.rbuf.capacity().saturating_sub(qbuf);
+        v.multi = self
+            .tx
+            .as_ref()
+            .and_then(|t| t.queued())
+            .map_or(-1, |n| n as i64);
+        v.multi_mem = self.tx.as_ref().map_or(0, |t| t.buffer_bytes());
+        v.rbs = self.wbuf.capacity();
+        v.obl = self.wbuf.len() - self.wpos;
+        v.omem = self.wbuf.capacity().saturating_sub(WBUF_KEEP);
+        v.tot_mem = self.rbuf.capacity() + self.wbuf.capacity() + v.multi_mem;
+        v.monitor = self.monitor.is_some();
+        v.closing = self.closing;
+        v.readable = readable;
+        v.writable = v.obl > 0;
+        v.user = self.session.user();
+        self.info.set_view(v);
     }
 
     /// Bytes of replies not yet written.

@@ -39,12 +39,15 @@ impl crate::state::InfoSection for ClientLimitsInfo {
             s,
             "used_memory:{}\r\nmaxmemory:{}\r\nmaxmemory_refused_writes:{refused}\r\n\
              clients_memory:{}\r\nmaxmemory_clients:{}\r\nevicted_clients:{evicted}\r\n\
-             client_output_limit_disconnections:{output}\r\nrejected_connections:{}\r\n",
+             client_output_limit_disconnections:{output}\r\nrejected_connections:{}\r\n\
+             proto_max_bulk_len:{}\r\nproto_max_bulk_len_disconnections:{}\r\n",
             m.used(),
-            m.limits.maxmemory,
+            m.maxmemory(),
             m.clients(),
-            m.limits.clients_budget,
+            m.clients_budget(),
             shared.stats.rejected_connections(),
+            m.limits.proto_max_bulk_len,
+            m.bulk_refused(),
         );
     }
 }

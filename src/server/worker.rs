@@ -52,10 +52,12 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::conn::{self, Conn, WBUF_HIGH};
 use super::tls::{self, Acceptor};
 use crate::auth::{self, gate::Admit};
+use crate::exec::monitor;
 use crate::exec::{self, Ctx, Flow};
 use crate::jobs::{Completion, Job, Responder};
 use crate::limits::LogKind;
 use crate::metrics::names;
+use crate::protocol::redis::Redis;
 use crate::protocol::reply::{self, Proto};
 use crate::protocol::{Command, Fatal, Parsed, resp, text};
 use crate::state::Shared;
@@ -113,6 +115,9 @@ struct Env {
     waker: Arc<Waker>,
     /// This worker's persistence log (persistent engine only).
     log: Option<crate::persist::LogWriter>,
+    /// Tokens of this worker's `MONITOR` connections (may hold stale
+    /// tokens until the next wake prunes them).
+    monitors: Vec<usize>,
     /// Slots of the hot commands in the command statistics.
     hot: names::Hot,
     /// `metrics.latency_tracking`: time each command.
@@ -147,6 +152,7 @@ impl Worker {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         shared.shutdown.add_waker(waker.clone());
+        shared.stats.set_waker(id, waker.clone());
         let (completion_sender, completion_receiver) = unbounded();
         let now = Instant::now();
         let log = shared
@@ -169,6 +175,7 @@ impl Worker {
                 completions: completion_sender,
                 waker,
                 log,
+                monitors: Vec::new(),
                 hot: names::NAMES.hot(),
                 timing,
                 held: Vec::new(),
@@ -299,8 +306,15 @@ impl Worker {
                         self.free.push(i);
                         continue;
                     }
-                    let info = self.env.shared.stats.connect(addr, self.env.now);
-                    self.conns[i] = Some(Conn::new(sock, info, self.env.now));
+                    let info = self.env.shared.stats.accepted(
+                        self.env.id,
+                        addr,
+                        sock.local_addr().ok(),
+                        i64::from(std::os::fd::AsRawFd::as_raw_fd(&sock)),
+                        self.env.now,
+                    );
+                    let max_bulk = self.env.shared.memory.limits.proto_max_bulk_len;
+                    self.conns[i] = Some(Conn::new(sock, info, self.env.now, max_bulk));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e)
@@ -334,6 +348,61 @@ impl Worker {
             self.mark_pending(c.token);
             self.account(c.token);
         }
+        if self.env.shared.stats.take_kills(self.env.id) {
+            for i in 0..self.conns.len() {
+                if self.conns[i].as_ref().is_some_and(|c| c.info.is_killed()) {
+                    self.close(i);
+                }
+            }
+        }
+        if !self.env.monitors.is_empty() {
+            self.drain_monitors();
+        }
+    }
+
+    /// Moves the lines published for this worker's monitors into their
+    /// output buffers. A monitor whose feed overflowed, or whose output
+    /// passes the hard output limit, is disconnected like any client over
+    /// that limit (and counted).
+    fn drain_monitors(&mut self) {
+        let mut tokens = std::mem::take(&mut self.env.monitors);
+        tokens.retain(|&i| {
+            self.conns
+                .get(i)
+                .is_some_and(|c| c.as_ref().is_some_and(|c| c.monitor.is_some()))
+        });
+        let hard = self.env.shared.memory.limits.output_hard;
+        for &i in &tokens {
+            let now = self.env.now;
+            let Some(conn) = self.conns[i].as_mut() else {
+                continue;
+            };
+            let Some(feed) = conn.monitor.clone() else {
+                continue;
+            };
+            if conn.closing || conn.lingering {
+                feed.drain_into(&mut Vec::new());
+                continue;
+            }
+            let fits = feed.drain_into(&mut conn.wbuf);
+            if !fits || (hard != 0 && conn.unsent() > hard) {
+                let unsent = conn.unsent();
+                conn.monitor = None;
+                self.env.shared.stats.monitors.remove(conn.info.id);
+                conn.fail(now, OUTPUT_LIMIT);
+                conn.publish_view(0);
+                output_limit_hit(&self.env, unsent, "hard");
+            }
+            self.mark_dirty(i);
+            self.check_soft_limit(i);
+            self.account(i);
+        }
+        tokens.retain(|&i| {
+            self.conns
+                .get(i)
+                .is_some_and(|c| c.as_ref().is_some_and(|c| c.monitor.is_some()))
+        });
+        self.env.monitors = tokens;
     }
 
     /// Ends the holds whose time has come: the connection's replies are
@@ -505,6 +574,13 @@ impl Worker {
         }
         self.check_soft_limit(i);
         self.account(i);
+        // What CLIENT LIST shows: published after each batch, before its
+        // replies leave (a client that got a reply sees the state it left),
+        // and again after the write (`flush`: the output drained).
+        if let Some(c) = self.conn(i) {
+            let q = c.rbuf.len();
+            c.publish_view(q);
+        }
     }
 
     fn on_writable(&mut self, i: usize) {
@@ -551,6 +627,8 @@ impl Worker {
         if conn.unsent() < before {
             conn.last_active = now;
         }
+        let q = conn.rbuf.len();
+        conn.publish_view(q);
         match res {
             Err(_) => self.close(i),
             Ok(true) if conn.closing => {
@@ -578,6 +656,9 @@ impl Worker {
             return;
         };
         let Some(mut conn) = slot.take() else { return };
+        if conn.monitor.take().is_some() {
+            self.env.shared.stats.monitors.remove(conn.info.id);
+        }
         let _ = self.poll.registry().deregister(&mut conn.sock);
         self.env.shared.stats.disconnect(conn.info.id);
         self.env.shared.memory.clients_changed(conn.mem, 0);
@@ -610,7 +691,7 @@ impl Worker {
     fn evict(&mut self) {
         let shared = self.env.shared.clone();
         let memory = &shared.memory;
-        let share = memory.limits.clients_budget / shared.config.threads.max(1) as u64;
+        let share = memory.clients_budget() / shared.config.threads.max(1) as u64;
         while memory.clients_over_budget() && self.client_bytes as u64 > share {
             let Some((i, bytes)) = self
                 .conns
@@ -630,7 +711,7 @@ impl Worker {
                 log::warn!(
                     "client buffers above maxmemory_clients ({} > {} bytes): disconnecting the largest client ({bytes} bytes); {evicted} evicted so far",
                     memory.clients(),
-                    memory.limits.clients_budget
+                    memory.clients_budget()
                 );
             }
             let now = self.env.now;
@@ -871,15 +952,17 @@ fn process(
                 // bucket while this one executes (store lookups are
                 // cache-miss bound; measured in perf/README.md).
                 let next = match proto {
-                    Proto::Resp => match resp::frame(&data[pos..], &mut env.peek) {
-                        resp::Frame::Complete(n) => {
-                            framed = Some(n);
-                            env.peek
-                                .get(1)
-                                .map(|&(s, e)| &data[pos + s as usize..pos + e as usize])
+                    Proto::Resp => {
+                        match resp::frame_max(&data[pos..], &mut env.peek, conn.resp.max_bulk()) {
+                            resp::Frame::Complete(n) => {
+                                framed = Some(n);
+                                env.peek
+                                    .get(1)
+                                    .map(|&(s, e)| &data[pos + s as usize..pos + e as usize])
+                            }
+                            _ => None,
                         }
-                        _ => None,
-                    },
+                    }
                     Proto::Text => text_peek_key(&data[pos..]),
                 };
                 if let Some(key) = next {
@@ -897,6 +980,15 @@ fn process(
                 let slot = slot_of(&cmd, &data[start..pos], &env.hot);
                 let started = env.timing.then(Instant::now);
                 skip_armed(&conn.info);
+                // What CLIENT LIST shows as the last command (and, for
+                // CLIENT LIST / INFO on this connection, its state now).
+                note_command(conn, proto, &data[start..pos]);
+                if matches!(
+                    cmd,
+                    Command::Redis(Redis::ClientList(_) | Redis::ClientInfo)
+                ) {
+                    conn.publish_view(data.len() - start);
+                }
                 let mut ctx = Ctx {
                     shared: &env.shared,
                     db: env.shared.store.db(),
@@ -925,11 +1017,19 @@ fn process(
                     ) {
                         Admit::Run => {}
                         Admit::Done => {
+                            let auth = matches!(cmd, Command::Auth { .. });
                             account_gate(env, slot, &conn.wbuf[reply_start..], started);
+                            // AUTH ran (answered by the gate): monitors see
+                            // it, redacted, as in Redis.
+                            if auth {
+                                feed_monitors(env, conn, &data[start..pos], proto);
+                            }
                             continue;
                         }
                         Admit::Failed { close } => {
                             account_gate(env, slot, &conn.wbuf[reply_start..], started);
+                            // A failed AUTH (or HELLO … AUTH) ran too.
+                            feed_monitors(env, conn, &data[start..pos], proto);
                             conn.closing |= close;
                             hold(env, token, conn);
                             if conn.blocked() {
@@ -939,6 +1039,13 @@ fn process(
                         }
                     }
                 }
+                // MONITOR: one relaxed load when nobody monitors. Commands
+                // queued by MULTI are shown when EXEC runs them (exec::tx).
+                let monitored = env.shared.stats.monitors.active()
+                    && (exec::tx::is_tx_command(&cmd)
+                        || cmd == Command::Quit
+                        || !conn.tx.as_ref().is_some_and(|t| t.queuing()));
+                let reset = cmd == Command::Redis(Redis::Reset);
                 // RESP transactions (exec::tx): only connections that used
                 // MULTI/WATCH pay for more than this test.
                 let tx_cmd = exec::tx::is_tx_command(&cmd);
@@ -967,6 +1074,17 @@ fn process(
                     let nanos = started.map(|t| t.elapsed().as_nanos() as u64);
                     env.stats.commands.account(slot, reply_bytes, nanos);
                 }
+                if monitored {
+                    monitor::feed(
+                        &env.shared.stats.monitors,
+                        &conn.info.addr,
+                        &data[start..pos],
+                        proto,
+                    );
+                }
+                if reset && conn.monitor.take().is_some() {
+                    env.shared.stats.monitors.remove(conn.info.id);
+                }
                 if suppress_reply(&conn.info) {
                     conn.wbuf.truncate(reply_start);
                     ctx.cut = false;
@@ -985,6 +1103,18 @@ fn process(
                 }
                 match flow {
                     Flow::Continue => {}
+                    Flow::Monitor => {
+                        if conn.monitor.is_none() {
+                            let feed = env.shared.stats.monitors.add(
+                                conn.info.id,
+                                env.shared.memory.limits.output_hard,
+                                env.waker.clone(),
+                            );
+                            conn.monitor = Some(feed);
+                            env.monitors.push(token);
+                        }
+                        reply::ok(&mut conn.wbuf, proto);
+                    }
                     Flow::StopNode => return (pos, Stop::NodeStopping),
                     Flow::Close => {
                         conn.start_close(env.now);
@@ -1031,7 +1161,12 @@ fn process(
                 }
                 match f {
                     Fatal::LineTooLong => reply::error(&mut conn.wbuf, proto, "line too long"),
-                    Fatal::Protocol(e) => reply::error(&mut conn.wbuf, proto, &e.to_string()),
+                    Fatal::Protocol(e) => {
+                        if e == resp::ProtocolError::BulkTooLong {
+                            env.shared.memory.count_bulk_refused();
+                        }
+                        reply::error(&mut conn.wbuf, proto, &e.to_string());
+                    }
                     Fatal::InvalidUtf8 => {}
                 }
                 conn.start_close(env.now);
@@ -1039,6 +1174,55 @@ fn process(
             }
         }
     }
+}
+
+/// Shows a request that ran to the monitors, if any (one relaxed load
+/// otherwise).
+#[inline]
+fn feed_monitors(env: &Env, conn: &Conn, frame: &[u8], proto: Proto) {
+    if env.shared.stats.monitors.active() {
+        monitor::feed(&env.shared.stats.monitors, &conn.info.addr, frame, proto);
+    }
+}
+
+/// Records the name of the command about to run (`frame`: its raw bytes)
+/// for `CLIENT LIST`'s `cmd` field: its first two arguments, read from the
+/// front of the frame (a RESP multi-bulk request, or words).
+#[inline]
+fn note_command(conn: &mut Conn, proto: Proto, frame: &[u8]) {
+    let (name, sub) = if proto == Proto::Resp && frame.first() == Some(&b'*') {
+        first_bulks(frame)
+    } else {
+        let mut words = frame
+            .split(|&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+            .filter(|w| !w.is_empty());
+        (words.next(), words.next())
+    };
+    if let Some(name) = name {
+        conn.view.set_cmd(name, sub);
+    }
+}
+
+/// The first two bulk strings of a complete RESP multi-bulk `frame`.
+fn first_bulks(frame: &[u8]) -> (Option<&[u8]>, Option<&[u8]>) {
+    let line_end = |from: usize| memchr::memchr(b'\r', frame.get(from..)?).map(|i| from + i);
+    let mut pos = match line_end(0) {
+        Some(e) => e + 2,
+        None => return (None, None),
+    };
+    let mut bulk = || {
+        let e = line_end(pos)?;
+        let len: usize = std::str::from_utf8(frame.get(pos + 1..e)?)
+            .ok()?
+            .parse()
+            .ok()?;
+        let arg = frame.get(e + 2..e + 2 + len)?;
+        pos = e + 2 + len + 2;
+        Some(arg)
+    };
+    let name = bulk();
+    let sub = name.and(bulk());
+    (name, sub)
 }
 
 /// The command-statistics slot of a request: a `match` for the hot
@@ -1121,5 +1305,18 @@ mod tests {
         assert_eq!(text_peek_key(b"PING\r\n"), None);
         assert_eq!(text_peek_key(b"SET  v\r\n"), None);
         assert_eq!(text_peek_key(b""), None);
+    }
+
+    #[test]
+    fn first_bulks_reads_the_command_name() {
+        use super::first_bulks;
+        let f = b"*3\r\n$6\r\nCLIENT\r\n$4\r\nLIST\r\n$2\r\nID\r\n";
+        assert_eq!(first_bulks(f), (Some(&b"CLIENT"[..]), Some(&b"LIST"[..])));
+        assert_eq!(
+            first_bulks(b"*1\r\n$4\r\nPING\r\n"),
+            (Some(&b"PING"[..]), None)
+        );
+        assert_eq!(first_bulks(b"*1\r\n$9\r\nPING\r\n"), (None, None));
+        assert_eq!(first_bulks(b"*1\r\n"), (None, None));
     }
 }
