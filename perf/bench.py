@@ -10,6 +10,15 @@ throughput as a fraction of its own PING throughput (how close the data
 path is to the syscall floor). Then it loads 1,000,000 keys (16-byte keys,
 32-byte values) into fresh instances of both and reports their RSS.
 
+With --pin it also runs every load with the servers pinned to one set of
+cores and redis-benchmark to a disjoint set (taskset), and reports pinned
+and unpinned tables. With --keys N[,N...] it preloads N keys (16-byte
+keys in redis-benchmark's own `key:%012d` format, 32-byte values) into
+fresh instances of both servers and reports RSS per key and GET/SET
+throughput over that key space (-r N), for each N: key-space scaling.
+With --rss-only it runs only the RSS test, optionally for a second
+MerkleKV binary (--baseline) in the same run.
+
 Usage: perf/bench.py [--rounds N] [--quick] [--out FILE] [--skip-build] ...
 (see --help). Not part of `cargo test`. Needs redis-server,
 redis-benchmark and redis-cli (Debian: redis-server, redis-tools).
@@ -81,8 +90,26 @@ class Server:
             self.proc.wait()
 
 
-def start_merklekv(binary, threads):
-    args = [binary, "--bind", "127.0.0.1", "--port", "0"]
+def taskset(cpus):
+    """Command prefix pinning a process to `cpus` (None: no pinning)."""
+    return ["taskset", "-c", ",".join(map(str, cpus))] if cpus else []
+
+
+def split_cpus():
+    """Disjoint (server, client) core sets: the first half of the cores
+    this process may use for the servers (at least one), the rest for
+    redis-benchmark."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--pin needs at least 2 cores")
+    half = max(1, len(cpus) // 2)
+    return cpus[:half], cpus[half:]
+
+
+def start_merklekv(binary, threads, cpus=None, name="MerkleKV"):
+    # Pinned, MerkleKV's default worker count follows the allowed cores
+    # (available_parallelism honours the affinity mask).
+    args = taskset(cpus) + [binary, "--bind", "127.0.0.1", "--port", "0"]
     if threads:
         args += ["--threads", str(threads)]
     env = dict(os.environ, RUST_LOG="warn")
@@ -98,15 +125,15 @@ def start_merklekv(binary, threads):
             wait_ping(port)
             # Keep draining stdout so the server never blocks on it.
             subprocess.Popen(["cat"], stdin=proc.stdout, stdout=subprocess.DEVNULL)
-            return Server("MerkleKV", proc, port)
+            return Server(name, proc, port)
     proc.kill()
     raise RuntimeError("MerkleKV did not report its port")
 
 
-def start_redis():
+def start_redis(cpus=None):
     port = free_port()
     proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        taskset(cpus) + ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no",
          "--logfile", ""],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -114,15 +141,18 @@ def start_redis():
     return Server("Redis", proc, port)
 
 
-def redis_benchmark(srv, test, clients, pipeline, requests, keyspace):
-    """Runs one redis-benchmark test; returns (rps, p50_ms, p99_ms,
-    server CPU µs per request, client CPU µs per request)."""
+def redis_benchmark(srv, test, clients, pipeline, requests, keyspace, cpus=None, size=None):
+    """Runs one redis-benchmark test (pinned to `cpus` if given; `size`:
+    -d, the SET value size); returns (rps, p50_ms, p99_ms, server CPU µs
+    per request, client CPU µs per request)."""
     cpu0 = srv.cpu_seconds()
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
-        ["redis-benchmark", "-h", "127.0.0.1", "-p", str(srv.port), "-c", str(clients),
-         "-P", str(pipeline), "-n", str(requests), "-r", str(keyspace), "-t", test,
-         "--csv"],
+        taskset(cpus)
+        + ["redis-benchmark", "-h", "127.0.0.1", "-p", str(srv.port), "-c", str(clients),
+           "-P", str(pipeline), "-n", str(requests), "-r", str(keyspace), "-t", test,
+           "--csv"]
+        + (["-d", str(size)] if size else []),
         capture_output=True, text=True, check=True).stdout
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     server_us = (srv.cpu_seconds() - cpu0) * 1e6 / requests
@@ -135,10 +165,20 @@ def redis_benchmark(srv, test, clients, pipeline, requests, keyspace):
     raise RuntimeError(f"cannot parse redis-benchmark output:\n{out}")
 
 
-def load_keys(port, payload_path):
-    with open(payload_path, "rb") as f:
-        out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), "--pipe"],
-                             stdin=f, capture_output=True, text=True, check=True).stdout
+def load_keys(port, n, key_fmt=b"k:%014d"):
+    """SETs n keys (key_fmt % i, 16 bytes; 32-byte values) with
+    redis-cli --pipe, streaming the commands (no payload file: 10M keys
+    would be ~700 MB)."""
+    proc = subprocess.Popen(["redis-cli", "-h", "127.0.0.1", "-p", str(port), "--pipe"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=False)
+    klen = len(key_fmt % 0)
+    for lo in range(0, n, 10000):
+        proc.stdin.write(b"".join(
+            b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$32\r\nv:%030d\r\n" % (klen, key_fmt % i, i)
+            for i in range(lo, min(n, lo + 10000))))
+    proc.stdin.close()
+    out = proc.stdout.read().decode()
+    proc.wait()
     if "errors: 0" not in out:
         raise RuntimeError(f"load failed: {out}")
 
@@ -146,20 +186,6 @@ def load_keys(port, payload_path):
 def dbsize(port):
     return int(subprocess.run(["redis-cli", "-p", str(port), "DBSIZE"],
                               capture_output=True, text=True, check=True).stdout.strip())
-
-
-def make_payload(n, path):
-    """n SET commands, 16-byte keys and 32-byte values, as raw RESP."""
-    with open(path, "wb") as f:
-        chunk = []
-        for i in range(n):
-            key = b"k:%014d" % i            # 16 bytes
-            val = b"v:%030d" % i            # 32 bytes
-            chunk.append(b"*3\r\n$3\r\nSET\r\n$16\r\n%s\r\n$32\r\n%s\r\n" % (key, val))
-            if len(chunk) == 10000:
-                f.write(b"".join(chunk))
-                chunk = []
-        f.write(b"".join(chunk))
 
 
 def machine():
@@ -181,6 +207,56 @@ def fmt_ops(x):
     return f"{x:,.0f}"
 
 
+def ab_rounds(a, binary, tests, pipelines, server_cpus=None, client_cpus=None):
+    """The alternating A/B runs on one pair of servers; returns
+    {(pipeline, test, server name): [(rps, p50, p99, server µs, client µs)]}."""
+    results = {}
+    tag = " pinned" if server_cpus else ""
+    mkv = start_merklekv(binary, a.threads, server_cpus)
+    red = start_redis(server_cpus)
+    try:
+        for r in range(a.rounds):
+            for pi, p in enumerate(pipelines):
+                n = a.requests_p1 if p == 1 else a.requests_pn
+                for ti, t in enumerate(tests):
+                    order = [mkv, red] if (r + pi + ti) % 2 == 0 else [red, mkv]
+                    for srv in order:
+                        res = redis_benchmark(srv, t, a.clients, p, n, a.keyspace, client_cpus)
+                        results.setdefault((p, t, srv.name), []).append(res)
+                        log(f"round {r + 1}/{a.rounds}{tag} -P {p:<3} {t:<11} {srv.name:<9} "
+                            f"{fmt_ops(res[0]):>10} ops/s  p50 {res[1]:.3f} ms  p99 {res[2]:.3f} ms  "
+                            f"server {res[3]:.2f} µs/req  client {res[4]:.2f} µs/req")
+    finally:
+        mkv.stop()
+        red.stop()
+    return results
+
+
+def med(results, key, i):
+    return statistics.median(x[i] for x in results[key])
+
+
+def ab_table(a, results, tests, pipelines):
+    lines = ["| -P | test | MerkleKV ops/s | Redis ops/s | ratio | MerkleKV p50/p99 ms | "
+             "Redis p50/p99 ms | server CPU µs/req MerkleKV / Redis |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for p in pipelines:
+        for t in tests:
+            m = [med(results, (p, t, "MerkleKV"), i) for i in range(5)]
+            rr = [med(results, (p, t, "Redis"), i) for i in range(5)]
+            lines.append(f"| {p} | {t.upper()} | {fmt_ops(m[0])} | {fmt_ops(rr[0])} | "
+                         f"**{m[0] / rr[0]:.2f}x** | {m[1]:.3f} / {m[2]:.3f} | {rr[1]:.3f} / {rr[2]:.3f} | "
+                         f"{m[3]:.2f} / {rr[3]:.2f} |")
+    lines.append("")
+    ping = next((t for t in tests if t.startswith("ping")), None)
+    if ping and "get" in tests:
+        fr = ", ".join(
+            f"-P {p}: {med(results, (p, 'get', 'MerkleKV'), 0) / med(results, (p, ping, 'MerkleKV'), 0):.2f}"
+            for p in pipelines)
+        lines.append(f"MerkleKV GET throughput as a fraction of its own {ping.upper()} throughput: {fr}.\n")
+    return lines
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3, help="A/B rounds (median over rounds), default 3")
@@ -193,6 +269,15 @@ def main():
     ap.add_argument("--keyspace", type=int, default=100_000, help="redis-benchmark -r")
     ap.add_argument("--rss-keys", type=int, default=1_000_000, help="0 skips the RSS test")
     ap.add_argument("--threads", type=int, default=0, help="MerkleKV worker threads (default: its own default)")
+    ap.add_argument("--pin", action="store_true",
+                    help="also run every load pinned: servers on the first half of the cores, "
+                         "redis-benchmark on the rest (taskset); reports both tables")
+    ap.add_argument("--keys", default="",
+                    help="key-space scaling: comma-separated key counts (e.g. 100000,1000000,10000000); "
+                         "preloads each into fresh servers, reports RSS/key and GET/SET -r N")
+    ap.add_argument("--rss-only", action="store_true", help="only the RSS test (no A/B loads)")
+    ap.add_argument("--baseline", default="",
+                    help="with --rss-only: a second MerkleKV binary measured in the same run")
     ap.add_argument("--quick", action="store_true", help="1 round, 10x fewer requests, 100k keys for RSS")
     ap.add_argument("--skip-build", action="store_true")
     ap.add_argument("--out", default=os.path.join(ROOT, "perf", "results.md"))
@@ -210,58 +295,41 @@ def main():
     host = machine()
     pipelines = [int(p) for p in a.pipelines.split(",")]
     tests = a.tests.split(",")
+    loads = []
 
-    results = {}  # (pipeline, test, server) -> list of (rps, p50, p99)
-    mkv, red = start_merklekv(binary, a.threads), start_redis()
-    try:
-        for r in range(a.rounds):
-            for pi, p in enumerate(pipelines):
-                n = a.requests_p1 if p == 1 else a.requests_pn
-                for ti, t in enumerate(tests):
-                    order = [mkv, red] if (r + pi + ti) % 2 == 0 else [red, mkv]
-                    for srv in order:
-                        res = redis_benchmark(srv, t, a.clients, p, n, a.keyspace)
-                        results.setdefault((p, t, srv.name), []).append(res)
-                        log(f"round {r + 1}/{a.rounds} -P {p:<3} {t:<11} {srv.name:<9} "
-                            f"{fmt_ops(res[0]):>10} ops/s  p50 {res[1]:.3f} ms  p99 {res[2]:.3f} ms  "
-                            f"server {res[3]:.2f} µs/req  client {res[4]:.2f} µs/req")
-    finally:
-        mkv.stop()
-        red.stop()
-
-    def med(p, t, name, i):
-        return statistics.median(x[i] for x in results[(p, t, name)])
-
-    lines = []
-    lines.append(f"## Results {started:%Y-%m-%d %H:%M} UTC\n")
-    lines.append(f"Machine: {host}. redis-benchmark -c {a.clients} -r {a.keyspace}, "
-                 f"-n {a.requests_p1} at -P 1 and {a.requests_pn} otherwise; "
-                 f"median of {a.rounds} alternating A/B round(s). "
-                 f"MerkleKV threads: {a.threads or 'default (one per core)'}; "
-                 f"Redis {redis_version()} (persistence off).\n")
-    lines.append("| -P | test | MerkleKV ops/s | Redis ops/s | ratio | MerkleKV p50/p99 ms | "
-                 "Redis p50/p99 ms | server CPU µs/req MerkleKV / Redis |")
-    lines.append("|---:|---|---:|---:|---:|---:|---:|---:|")
-    for p in pipelines:
-        for t in tests:
-            label = t.upper()
-            m = [med(p, t, "MerkleKV", i) for i in range(5)]
-            rr = [med(p, t, "Redis", i) for i in range(5)]
-            lines.append(f"| {p} | {label} | {fmt_ops(m[0])} | {fmt_ops(rr[0])} | "
-                         f"**{m[0] / rr[0]:.2f}x** | {m[1]:.3f} / {m[2]:.3f} | {rr[1]:.3f} / {rr[2]:.3f} | "
-                         f"{m[3]:.2f} / {rr[3]:.2f} |")
-    lines.append("")
-    lines.append("Server CPU µs/req is the server process's user+system CPU time during the run "
-                 "divided by the requests: less sensitive to other load on the machine than ops/s.\n")
-    ping = next((t for t in tests if t.startswith("ping")), None)
-    if ping and "get" in tests:
-        fr = ", ".join(
-            f"-P {p}: {med(p, 'get', 'MerkleKV', 0) / med(p, ping, 'MerkleKV', 0):.2f}"
-            for p in pipelines)
-        lines.append(f"MerkleKV GET throughput as a fraction of its own {ping.upper()} throughput: {fr}.\n")
-
-    if a.rss_keys > 0:
-        lines.extend(rss_test(binary, a.threads, a.rss_keys))
+    lines = [f"## Results {started:%Y-%m-%d %H:%M} UTC\n"]
+    if not a.rss_only and not a.keys:
+        lines.append(f"Machine: {host}. redis-benchmark -c {a.clients} -r {a.keyspace}, "
+                     f"-n {a.requests_p1} at -P 1 and {a.requests_pn} otherwise; "
+                     f"median of {a.rounds} alternating A/B round(s). "
+                     f"MerkleKV threads: {a.threads or 'default (one per core)'}; "
+                     f"Redis {redis_version()} (persistence off).\n")
+        loads.append(os.getloadavg()[0])
+        results = ab_rounds(a, binary, tests, pipelines)
+        loads.append(os.getloadavg()[0])
+        if a.pin:
+            lines.append("### Unpinned\n")
+        lines.extend(ab_table(a, results, tests, pipelines))
+        lines.append("Server CPU µs/req is the server process's user+system CPU time during the run "
+                     "divided by the requests: less sensitive to other load on the machine than ops/s.\n")
+        if a.pin:
+            sc, cc = split_cpus()
+            results = ab_rounds(a, binary, tests, pipelines, sc, cc)
+            loads.append(os.getloadavg()[0])
+            lines.append(f"### Pinned: servers on cores {sc}, redis-benchmark on cores {cc}\n")
+            lines.append("(MerkleKV's default worker count follows its allowed cores.)\n")
+            lines.extend(ab_table(a, results, tests, pipelines))
+    if a.keys:
+        lines.extend(scaling(a, binary, host, [int(k) for k in a.keys.split(",")]))
+        loads.append(os.getloadavg()[0])
+    if a.rss_keys > 0 and not a.keys:
+        bins = [(binary, "MerkleKV")]
+        if a.baseline:
+            bins.append((a.baseline, "MerkleKV baseline"))
+        lines.extend(rss_test(bins, a.threads, a.rss_keys))
+        loads.append(os.getloadavg()[0])
+    lines.append(f"Load average (1 min) sampled during the run: "
+                 f"{', '.join(f'{x:.2f}' for x in loads)}.\n")
 
     text = "\n".join(lines) + "\n"
     print(text)
@@ -276,36 +344,92 @@ def redis_version():
     return m.group(1) if m else "?"
 
 
-def rss_test(binary, threads, n):
-    log(f"RSS test: generating {n} SET commands ...")
-    with tempfile.TemporaryDirectory() as d:
-        payload = os.path.join(d, "load.resp")
-        make_payload(n, payload)
-        rows = []
-        for start in (lambda: start_merklekv(binary, threads), start_redis):
-            srv = start()
-            try:
-                empty = srv.rss_kib()
-                t0 = time.time()
-                load_keys(srv.port, payload)
-                secs = time.time() - t0
-                keys = dbsize(srv.port)
-                # Let lazy frees / background work settle, then measure.
-                time.sleep(0.5)
-                full = srv.rss_kib()
-                rows.append((srv.name, keys, empty, full, secs))
-                log(f"{srv.name}: {keys} keys, RSS {empty} KiB empty, {full} KiB loaded, load {secs:.1f} s")
-            finally:
-                srv.stop()
+def measure_load(srv, n, key_fmt=b"k:%014d"):
+    """Loads n keys into srv; returns (keys, RSS KiB empty, loaded, secs)."""
+    empty = srv.rss_kib()
+    t0 = time.time()
+    load_keys(srv.port, n, key_fmt)
+    secs = time.time() - t0
+    keys = dbsize(srv.port)
+    # Let lazy frees / background work (MerkleKV hashes the new leaves) settle.
+    time.sleep(1.0)
+    full = srv.rss_kib()
+    log(f"{srv.name}: {keys} keys, RSS {empty} KiB empty, {full} KiB loaded, load {secs:.1f} s")
+    return keys, empty, full, secs
+
+
+def rss_test(binaries, threads, n):
+    """RSS after loading n keys into fresh instances: each MerkleKV binary
+    of `binaries` [(path, name)], then Redis."""
+    rows = []
+    starts = [lambda b=b, nm=nm: start_merklekv(b, threads, name=nm) for b, nm in binaries]
+    for start in starts + [start_redis]:
+        srv = start()
+        try:
+            rows.append((srv.name,) + measure_load(srv, n))
+        finally:
+            srv.stop()
     out = [f"RSS after loading {n:,} keys (16-byte keys, 32-byte values) with redis-cli --pipe:\n",
-           "| server | keys | RSS empty | RSS loaded | loaded - empty | per key | load time |",
-           "|---|---:|---:|---:|---:|---:|---:|"]
+           "| server | keys | RSS empty | RSS loaded | loaded - empty | per key | load time | RSS vs Redis |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    redis_full = rows[-1][3]
     for name, keys, empty, full, secs in rows:
         per = (full - empty) * 1024 / max(keys, 1)
         out.append(f"| {name} | {keys:,} | {empty / 1024:.1f} MiB | {full / 1024:.1f} MiB | "
-                   f"{(full - empty) / 1024:.1f} MiB | {per:.0f} B | {secs:.1f} s |")
-    if len(rows) == 2:
-        out.append(f"\nMerkleKV/Redis RSS (loaded): **{rows[0][3] / rows[1][3]:.2f}x**\n")
+                   f"{(full - empty) / 1024:.1f} MiB | {per:.0f} B | {secs:.1f} s | "
+                   f"**{full / redis_full:.2f}x** |")
+    out.append("")
+    return out
+
+
+def scaling(a, binary, host, counts):
+    """Key-space scaling: for each key count N, fresh servers, N keys
+    preloaded (redis-benchmark's key format, 32-byte values), RSS per key,
+    then GET and SET -r N (SET with -d 32, so sizes stay) at each depth,
+    alternating which server goes first."""
+    sc, cc = split_cpus() if a.pin else (None, None)
+    out = [f"### Key-space scaling{' (pinned: servers on cores ' + str(sc) + ', client on ' + str(cc) + ')' if sc else ''}\n",
+           f"Machine: {host}. Keys `key:%012d` (16 B), values 32 B, preloaded with redis-cli --pipe; "
+           f"then redis-benchmark -c {a.clients} -r N (GET hits every key; SET -d 32), "
+           f"-n {a.requests_p1} at -P 1 and {a.requests_pn} otherwise, median of {a.rounds} alternating round(s). "
+           f"MerkleKV threads: {a.threads or 'default'}.\n",
+           "| keys | MerkleKV RSS/key | Redis RSS/key | RSS ratio | -P | test | MerkleKV ops/s | Redis ops/s | "
+           "ratio | server CPU µs/req MerkleKV / Redis |",
+           "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
+    for n in counts:
+        mkv = start_merklekv(binary, a.threads, sc)
+        red = start_redis(sc)
+        try:
+            rss = {}
+            for srv in (mkv, red):
+                keys, empty, full, _ = measure_load(srv, n, b"key:%012d")
+                rss[srv.name] = ((full - empty) * 1024 / max(keys, 1), full)
+            results = {}
+            for r in range(a.rounds):
+                for pi, p in enumerate(a.pipelines.split(",")):
+                    p = int(p)
+                    reqs = a.requests_p1 if p == 1 else a.requests_pn
+                    for ti, t in enumerate(("get", "set")):
+                        order = [mkv, red] if (r + pi + ti) % 2 == 0 else [red, mkv]
+                        for srv in order:
+                            res = redis_benchmark(srv, t, a.clients, p, reqs, n, cc, size=32)
+                            results.setdefault((p, t, srv.name), []).append(res)
+                            log(f"keys {n} round {r + 1} -P {p} {t} {srv.name}: {fmt_ops(res[0])} ops/s, "
+                                f"server {res[3]:.2f} µs/req")
+            first = True
+            for p in (int(x) for x in a.pipelines.split(",")):
+                for t in ("get", "set"):
+                    m = [med(results, (p, t, "MerkleKV"), i) for i in (0, 3)]
+                    rr = [med(results, (p, t, "Redis"), i) for i in (0, 3)]
+                    head = (f"| {n:,} | {rss['MerkleKV'][0]:.0f} B | {rss['Redis'][0]:.0f} B | "
+                            f"{rss['MerkleKV'][1] / rss['Redis'][1]:.2f}x |" if first else "| | | | |")
+                    first = False
+                    out.append(f"{head} {p} | {t.upper()} | {fmt_ops(m[0])} | {fmt_ops(rr[0])} | "
+                               f"**{m[0] / rr[0]:.2f}x** | {m[1]:.2f} / {rr[1]:.2f} |")
+        finally:
+            mkv.stop()
+            red.stop()
+    out.append("")
     return out
 
 

@@ -236,8 +236,8 @@ fn different_tree_parameters_are_refused_and_logged_once() {
         .parse::<u64>()
         .unwrap()
         >= 3));
-    let expected = "tree parameters differ: local wire_version=1 tree_bits=16 fanout=16, \
-                    peer wire_version=1 tree_bits=8 fanout=16";
+    let expected = "tree parameters differ: local wire_version=2 tree_bits=16 fanout=16, \
+                    peer wire_version=2 tree_bits=8 fanout=16";
     assert_eq!(
         stderr_count(
             &b,
@@ -287,7 +287,7 @@ fn a_down_peer_is_logged_once_per_state_change() {
 fn internal_commands_over_resp() {
     let a = node("node-a", "tree_bits = 8");
     let mut c = a.connect();
-    let expected = b"*7\r\n:1\r\n:8\r\n:4\r\n$6\r\nnode-a\r\n:".to_vec();
+    let expected = b"*7\r\n:2\r\n:8\r\n:4\r\n$6\r\nnode-a\r\n:".to_vec();
     c.write_all(b"*1\r\n$8\r\nmkv.root\r\n").unwrap();
     let head = read_n(&mut c, expected.len());
     assert_eq!(head, expected);
@@ -424,7 +424,11 @@ fn a_faulty_peer_costs_one_round_and_clients_are_served_meanwhile() {
     let stall = fake_peer(|mut s| {
         // Answer MKV.ROOT with a different root, then never again.
         if read_request(&mut s) {
-            let mut r = b"*7\r\n:1\r\n:16\r\n:4\r\n$4\r\nfake\r\n:5\r\n$32\r\n".to_vec();
+            let mut r = format!(
+                "*7\r\n:{}\r\n:16\r\n:4\r\n$4\r\nfake\r\n:5\r\n$32\r\n",
+                merklekv::protocol::internal::WIRE_VERSION
+            )
+            .into_bytes();
             r.extend_from_slice(&[1; 32]);
             r.extend_from_slice(b"\r\n:1\r\n");
             let _ = s.write_all(&r);

@@ -94,6 +94,7 @@ fn a_worker_that_panics_while_serving_stops_the_process() {
 
 #[test]
 fn a_panic_in_any_background_thread_stops_the_process() {
+    let (closed_broker, closed_peer) = (common::ClosedPort::new(), common::ClosedPort::new());
     let dir = TempDir::new("failfast");
     let conf = dir.file(
         "node.toml",
@@ -102,8 +103,8 @@ fn a_panic_in_any_background_thread_stops_the_process() {
              fsync = \"everysec\"\n\n[mqtt]\nbroker_address = \"tcp://127.0.0.1:{}\"\n\n\
              [anti_entropy]\nenabled = true\ninterval_seconds = 1\npeer_list = [\"127.0.0.1:{}\"]\n",
             dir.path().join("data").display(),
-            common::free_port(),
-            common::free_port()
+            closed_broker.port(),
+            closed_peer.port()
         ),
     );
     let args = ["--config", conf.to_str().unwrap(), "--threads", "2"];

@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Write};
 use common::broker::{
     Broker, SLOW, info, info_u64, node_with_config, replicated_node, wait_connected,
 };
-use common::{DEADLINE, Server, TempDir, cmd, free_port, wait_until};
+use common::{DEADLINE, Server, TempDir, cmd, wait_until};
 
 /// Pipelines `SET <prefix><i> x` for `0..n` and checks every reply.
 fn write_many(s: &Server, prefix: &str, n: usize) {
@@ -68,13 +68,14 @@ fn lost_events_start_an_early_round_and_stay_pending_until_repaired() {
     // that does not exist (its outbox fills, then drops), anti-entropy
     // with B every 2 s.
     let b = Server::start(&["--node-id", "repair-b"]);
+    let closed = common::ClosedPort::new(); // the broker that never answers
     let dir = TempDir::new("repair-a");
     let conf = dir.file(
         "node.toml",
         &format!(
             "node_id = \"repair-a\"\n[mqtt]\nbroker_address = \"tcp://127.0.0.1:{}\"\n\n\
              [anti_entropy]\ninterval_seconds = 2\npeer_list = [\"{}\"]\n",
-            free_port(),
+            closed.port(),
             b.addr
         ),
     );

@@ -511,8 +511,10 @@ fn shutdown_flushes_queued_events() {
 
 #[test]
 fn without_a_broker_the_queue_is_bounded_and_drops_are_counted() {
-    // Nothing listens on this port: every connection attempt is refused.
-    let node = replicated_node("lonely", free_port(), "");
+    // Nothing listens on this port (and nothing can take it meanwhile):
+    // every connection attempt is refused.
+    let closed = common::ClosedPort::new();
+    let node = replicated_node("lonely", closed.port(), "");
     let total = 80_000;
     let mut c = node.connect();
     let mut r = BufReader::new(c.try_clone().unwrap());

@@ -1362,8 +1362,8 @@ mod tests {
         assert!(matches!(e, RoundError::Mismatch { .. }));
         assert_eq!(
             e.to_string(),
-            "tree parameters differ: local wire_version=1 tree_bits=16 fanout=16, \
-             peer wire_version=1 tree_bits=8 fanout=16"
+            "tree parameters differ: local wire_version=2 tree_bits=16 fanout=16, \
+             peer wire_version=2 tree_bits=8 fanout=16"
         );
         assert!(l.is_empty());
         // The server side refuses a request made for another shape, too.

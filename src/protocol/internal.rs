@@ -52,8 +52,10 @@ use crate::store::Version;
 use crate::store::merkle::FANOUT_BITS;
 
 /// Version of the internal command set; `MKV.ROOT` reports it and a round
-/// refuses a peer with another one.
-pub const WIRE_VERSION: i64 = 1;
+/// refuses a peer with another one. 2: leaf digests are SHA-256 truncated
+/// to 128 bits (1: full SHA-256), so every digest of the tree differs from
+/// a version-1 node's for the same data.
+pub const WIRE_VERSION: i64 = 2;
 /// Most tree nodes per `MKV.NODES`.
 pub const MAX_NODES: usize = 4096;
 /// Most buckets per `MKV.BUCKETS` / `MKV.ENTRIES`.

@@ -14,9 +14,11 @@
 //!
 //! * Leaf ([`leaf_digest`]): SHA-256 over
 //!   `u32le(len key) ‖ key ‖ u64le(hlc) ‖ u64le(node) ‖ u8(tombstone) ‖
-//!   u32le(len value) ‖ value` (a tombstone has an empty value).
+//!   u32le(len value) ‖ value` (a tombstone has an empty value), truncated
+//!   to its first 128 bits ([`LEAF_BYTES`]) and zero-padded to 32 bytes.
+//!   Records store only those 16 bytes (`record.rs`).
 //! * Bucket: XOR of its leaf digests, so one record changes it in O(1) and
-//!   an empty bucket is all zeros. XOR is order independent: the same
+//!   an empty bucket is all zeros. Its upper 16 bytes are always zero. XOR is order independent: the same
 //!   entries give the same digest whatever order they were written in.
 //! * Inner node ([`inner_digest`]): SHA-256 of the 16 child digests
 //!   concatenated, except that a node whose children are all zero is zero.
@@ -82,7 +84,12 @@ pub fn bucket_of(hash: u64, bits: u32) -> usize {
     }
 }
 
-/// Digest of one entry (see the module docs for the exact encoding).
+/// Significant bytes of a leaf digest: SHA-256 truncated to 128 bits
+/// (why: docs/architecture.md, "Merkle tree").
+pub const LEAF_BYTES: usize = 16;
+
+/// Digest of one entry (see the module docs for the exact encoding): the
+/// first [`LEAF_BYTES`] bytes of the SHA-256, then zeros.
 pub fn leaf_digest(key: &[u8], value: Option<&[u8]>, version: super::Version) -> Digest {
     let mut h = Sha256::new();
     h.update((key.len() as u32).to_le_bytes());
@@ -93,7 +100,9 @@ pub fn leaf_digest(key: &[u8], value: Option<&[u8]>, version: super::Version) ->
     let v = value.unwrap_or(&[]);
     h.update((v.len() as u32).to_le_bytes());
     h.update(v);
-    h.finalize().into()
+    let mut d = ZERO;
+    d[..LEAF_BYTES].copy_from_slice(&h.finalize()[..LEAF_BYTES]);
+    d
 }
 
 /// Digest of an inner node from its 16 children.

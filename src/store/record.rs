@@ -9,7 +9,7 @@
 //! offset 16     klen   u32  │ (top bit: digest stale, see below)
 //! offset 20     vlen   u32  ┘ (u32::MAX = tombstone, no value bytes)
 //! offset 24     key bytes, then value bytes
-//! then          digest [u8; 32]: the leaf digest XORed into the bucket
+//! then          digest [u8; 16]: the leaf digest XORed into the bucket
 //! then          expiry u64 (unaligned), only if the EXPIRES flag is set
 //! ```
 //!
@@ -32,9 +32,13 @@
 //!
 //! # Stored digest and stale flag
 //!
-//! The last 32 bytes hold the Merkle leaf digest that is currently XORed
-//! into the record's bucket digest ([`super::merkle`]): ZERO for a record
-//! that was never hashed. The top bit of `klen` is the **stale** flag: set
+//! The 16 bytes after the value hold the Merkle leaf digest that is
+//! currently XORed into the record's bucket digest ([`super::merkle`]):
+//! ZERO for a record that was never hashed. A leaf digest is 128 bits (a
+//! [`Digest`] whose upper 16 bytes are zero, see [`super::merkle::leaf_digest`]),
+//! so only its lower half is stored: 16 bytes per record, which with
+//! 16-byte keys and 32-byte values keeps the allocation at 88 bytes (one
+//! 96-byte malloc chunk instead of 112). The top bit of `klen` is the **stale** flag: set
 //! when the contents may differ from what the stored digest was computed
 //! from (every new record, every [`Record::replace`]); cleared only by
 //! [`Record::set_digest`]. So a record that is not stale has
@@ -54,10 +58,11 @@ use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
 use std::ptr::NonNull;
 
 use super::Version;
-use super::merkle::{Digest, ZERO};
+use super::merkle::{self, Digest, ZERO};
 
 const HEADER: usize = 24;
-const DIGEST: usize = 32;
+/// Stored bytes of the leaf digest (its non-zero half).
+const DIGEST: usize = merkle::LEAF_BYTES;
 const TOMBSTONE: u32 = u32::MAX;
 /// Top bit of `klen`: the stored digest may not match the contents.
 const STALE: u32 = 1 << 31;
@@ -152,6 +157,10 @@ impl Record {
         let vlen = value.map_or(0, <[u8]>::len);
         let expires = if value.is_some() { expires } else { 0 };
         let layout = layout(key.len(), vlen, expires != 0);
+        debug_assert!(
+            digest[DIGEST..].iter().all(|&b| b == 0),
+            "not a leaf digest"
+        );
         // SAFETY: layout has non-zero size (>= HEADER + DIGEST).
         let raw = unsafe { alloc(layout) };
         let Some(ptr) = NonNull::new(raw as *mut Header) else {
@@ -293,11 +302,18 @@ impl Record {
     /// record (ZERO if never hashed). Equals the leaf digest of the
     /// contents unless [`Record::is_stale`].
     #[inline]
-    pub fn digest(&self) -> &Digest {
+    pub fn digest(&self) -> Digest {
         let h = self.header();
-        // SAFETY: the digest follows the key and value bytes; [u8; 32]
-        // has alignment 1.
-        unsafe { &*(self.data().add(h.key_len() + h.value_len()) as *const Digest) }
+        let mut d = ZERO;
+        // SAFETY: DIGEST stored bytes follow the key and value bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.data().add(h.key_len() + h.value_len()),
+                d.as_mut_ptr(),
+                DIGEST,
+            );
+        }
+        d
     }
 
     /// Starts loading the record's header into the cache (a hint).
@@ -312,10 +328,14 @@ impl Record {
         self.header().klen & STALE != 0
     }
 
-    /// Stores `digest` (the caller computed it from the current contents)
-    /// and clears the stale flag.
+    /// Stores `digest` (the caller computed it from the current contents:
+    /// a leaf digest, whose upper half is zero) and clears the stale flag.
     #[inline]
     pub fn set_digest(&mut self, digest: &Digest) {
+        debug_assert!(
+            digest[DIGEST..].iter().all(|&b| b == 0),
+            "not a leaf digest"
+        );
         // SAFETY: as in `digest`, through the unique &mut self.
         unsafe {
             let hp = self.ptr.as_ptr();
@@ -343,7 +363,7 @@ impl Record {
             None => h.vlen == TOMBSTONE,
         } && h.has_expiry() == (expires != 0);
         if !same_len {
-            *self = Record::with_digest(self.key(), value, version, expires, self.digest());
+            *self = Record::with_digest(self.key(), value, version, expires, &self.digest());
             return;
         }
         // SAFETY: same layout (the digest stays where it is); we hold
@@ -396,6 +416,23 @@ mod tests {
     use super::*;
     use crate::store::merkle::leaf_digest;
 
+    /// A leaf-shaped digest (upper half zero) filled with `b`.
+    fn leaf(b: u8) -> Digest {
+        let mut d = ZERO;
+        d[..DIGEST].fill(b);
+        d
+    }
+
+    #[test]
+    fn stores_only_the_leaf_half_of_the_digest() {
+        let mut r = Record::new(b"key", Some(b"value"), Version::new(1, 2));
+        let d = leaf_digest(r.key(), r.value(), r.version());
+        assert_eq!(&d[DIGEST..], &[0u8; 32 - DIGEST][..]);
+        assert_ne!(d, ZERO);
+        r.set_digest(&d);
+        assert_eq!((r.digest(), r.heap_size()), (d, 24 + 3 + 5 + 16));
+    }
+
     #[test]
     fn roundtrip_value_and_tombstone() {
         let v = Version::new(7, 9);
@@ -404,13 +441,13 @@ mod tests {
         assert_eq!(r.value(), Some(&b"value"[..]));
         assert_eq!(r.version(), v);
         assert!(!r.is_tombstone());
-        assert_eq!(r.heap_size(), 24 + 3 + 5 + 32);
+        assert_eq!(r.heap_size(), 24 + 3 + 5 + 16);
 
         let t = Record::new(b"k", None, v);
         assert!(t.is_tombstone());
         assert_eq!(t.value(), None);
         assert_eq!(t.key(), b"k");
-        assert_eq!(t.heap_size(), 24 + 1 + 32);
+        assert_eq!(t.heap_size(), 24 + 1 + 16);
     }
 
     #[test]
@@ -418,7 +455,7 @@ mod tests {
         let r = Record::new(b"", Some(b""), Version::default());
         assert_eq!(r.key(), b"");
         assert_eq!(r.value(), Some(&b""[..]));
-        assert_eq!(r.digest(), &ZERO);
+        assert_eq!(r.digest(), ZERO);
     }
 
     #[test]
@@ -443,7 +480,7 @@ mod tests {
         let v = Version::new(7, 9);
         let r = Record::new_expiring(b"key", Some(b"value"), v, 1_000);
         assert_eq!((r.key(), r.expires(), r.version()), (&b"key"[..], 1_000, v));
-        assert_eq!(r.heap_size(), 24 + 3 + 5 + 32 + 8);
+        assert_eq!(r.heap_size(), 24 + 3 + 5 + 16 + 8);
         assert_eq!(r.value_at(999), Some(&b"value"[..]));
         assert_eq!(r.value_at(1_000), None);
         assert!(r.is_expired(1_000) && !r.is_expired(999));
@@ -453,7 +490,7 @@ mod tests {
         assert_eq!(r.value(), Some(&b"value"[..]));
         // A tombstone never keeps an expiry.
         let t = Record::new_expiring(b"k", None, v, 1_000);
-        assert_eq!((t.expires(), t.heap_size()), (0, 24 + 1 + 32));
+        assert_eq!((t.expires(), t.heap_size()), (0, 24 + 1 + 16));
         let p = Record::new(b"k", Some(b"v"), v);
         assert_eq!((p.expires(), p.digest_value()), (0, Some(&b"v"[..])));
         assert!(!p.is_expired(u64::MAX));
@@ -462,12 +499,12 @@ mod tests {
     #[test]
     fn replace_sets_keeps_and_clears_expiry() {
         let mut r = Record::new(b"key", Some(b"aaaa"), Version::new(1, 1));
-        let d = [3u8; 32];
+        let d = leaf(3);
         r.set_digest(&d);
         // Gains an expiry: reallocated, digest carried.
         r.replace_expiring(Some(b"bbbb"), Version::new(2, 1), 50);
         assert_eq!(
-            (r.expires(), r.value(), r.digest()),
+            (r.expires(), r.value(), &r.digest()),
             (50, Some(&b"bbbb"[..]), &d)
         );
         // Same shape: in place.
@@ -481,12 +518,12 @@ mod tests {
         assert_eq!((r.expires(), r.value()), (70, Some(&b"a longer value"[..])));
         // Tombstone drops it; plain replace clears it.
         r.replace_expiring(None, Version::new(5, 1), 80);
-        assert_eq!((r.expires(), r.is_tombstone(), r.digest()), (0, true, &d));
+        assert_eq!((r.expires(), r.is_tombstone(), &r.digest()), (0, true, &d));
         r.replace_expiring(Some(b"x"), Version::new(6, 1), 90);
         r.replace(Some(b"y"), Version::new(7, 1));
         assert_eq!(
             (r.expires(), r.value(), r.heap_size()),
-            (0, Some(&b"y"[..]), 24 + 3 + 1 + 32)
+            (0, Some(&b"y"[..]), 24 + 3 + 1 + 16)
         );
         assert_eq!(r.key(), b"key");
     }
@@ -495,7 +532,7 @@ mod tests {
     fn new_records_are_stale_with_zero_digest() {
         let r = Record::new(b"key", Some(b"v"), Version::new(1, 2));
         assert!(r.is_stale());
-        assert_eq!(r.digest(), &ZERO);
+        assert_eq!(r.digest(), ZERO);
         // The flag is not part of the key length.
         assert_eq!(r.key(), b"key");
     }
@@ -507,14 +544,14 @@ mod tests {
         let d = leaf_digest(r.key(), r.value(), r.version());
         r.set_digest(&d);
         assert!(!r.is_stale());
-        assert_eq!(r.digest(), &d);
+        assert_eq!(r.digest(), d);
         assert_eq!(
             (r.key(), r.value(), r.version()),
             (&b"key"[..], Some(&b"value"[..]), v)
         );
         let mut t = Record::new(b"t", None, v);
         t.set_digest(&d);
-        assert_eq!((t.digest(), t.is_stale(), t.key()), (&d, false, &b"t"[..]));
+        assert_eq!((&t.digest(), t.is_stale(), t.key()), (&d, false, &b"t"[..]));
     }
 
     #[test]
@@ -525,21 +562,21 @@ mod tests {
         // In place (same length).
         r.replace(Some(b"bbbb"), Version::new(2, 1));
         assert!(r.is_stale());
-        assert_eq!(r.digest(), &d1);
+        assert_eq!(r.digest(), d1);
         assert_eq!(r.key(), b"key");
         // Reallocated: longer, then a tombstone, then a value again.
-        let d2 = [7u8; 32];
+        let d2 = leaf(7);
         r.set_digest(&d2);
         r.replace(Some(b"a much longer value"), Version::new(3, 1));
-        assert_eq!((r.is_stale(), r.digest()), (true, &d2));
+        assert_eq!((r.is_stale(), &r.digest()), (true, &d2));
         assert_eq!(r.value(), Some(&b"a much longer value"[..]));
         r.replace(None, Version::new(4, 1));
         assert_eq!(
-            (r.is_stale(), r.digest(), r.key()),
+            (r.is_stale(), &r.digest(), r.key()),
             (true, &d2, &b"key"[..])
         );
         r.replace(Some(b""), Version::new(5, 1));
-        assert_eq!((r.is_stale(), r.digest()), (true, &d2));
-        assert_eq!(r.heap_size(), 24 + 3 + 32);
+        assert_eq!((r.is_stale(), &r.digest()), (true, &d2));
+        assert_eq!(r.heap_size(), 24 + 3 + 16);
     }
 }

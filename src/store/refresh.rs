@@ -6,7 +6,7 @@
 //! Writes never hash. A write replaces or inserts its record (flagged
 //! stale, its stored digest kept, also when reallocated) and sets its
 //! bucket's stale bit; a removal (tombstone GC, `remove_if`, clear) XORs
-//! the record's stored digest out of its bucket at once (32-byte XOR).
+//! the record's stored digest out of its bucket at once (one XOR).
 //! Hashing eagerly cost two SHA-256 per overwrite under the shard lock,
 //! about +1.1 µs per write on the shared VM; lazily a write costs a flag
 //! and a bit, and the deferred work is one SHA-256 per distinct key
@@ -201,7 +201,7 @@ impl Shard {
             {
                 continue;
             }
-            let mut delta = *r.digest();
+            let mut delta = r.digest();
             merkle::xor_into(&mut delta, d);
             r.set_digest(d);
             self.tree.toggle(p.bucket, &delta);
@@ -259,7 +259,7 @@ impl Store {
                             let d = leaf_digest(r.key(), r.digest_value(), r.version());
                             merkle::xor_into(&mut acc, &d);
                         } else {
-                            merkle::xor_into(&mut acc, r.digest());
+                            merkle::xor_into(&mut acc, &r.digest());
                         }
                     }
                 }

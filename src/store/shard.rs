@@ -146,8 +146,9 @@ impl Shard {
     /// XORs a record's stored digest out of its bucket (it is removed).
     #[inline]
     pub(super) fn unlink(tree: &mut Subtree, bucket: usize, rec: &Record) {
-        if *rec.digest() != ZERO {
-            tree.toggle(bucket, rec.digest());
+        let d = rec.digest();
+        if d != ZERO {
+            tree.toggle(bucket, &d);
         }
     }
 

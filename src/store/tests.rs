@@ -418,15 +418,17 @@ fn pinned_store(shards: usize, tree_bits: u32) -> Store {
 }
 
 /// The tree's values are part of the wire protocol (peers compare
-/// them): these were computed by the store before leaf digests were
-/// stored in records and hashed lazily (commit df02bef), and must
-/// never change for the same data.
+/// them) and must never change for the same data within one
+/// `WIRE_VERSION`. These are wire version 2 (128-bit leaves). The
+/// prefix digest is a XOR of leaves, so it is exactly the first half of
+/// the wire-version-1 value (`7a8ec91ef271c9fe715e48cca0ff85c8fdfc…`,
+/// full SHA-256 leaves): truncation commutes with XOR.
 #[test]
 fn root_values_are_pinned() {
-    const ROOT_16: &str = "c56b8cacac2eae36ee8abc13049c539ad3ae507a9eef55d984871e2634311892";
-    const NODE_16: &str = "cbf9c1f439f6f7feb5d91981eed2bf0e723244b6027d19cbd4a78df594327ade";
-    const PREFIX: &str = "7a8ec91ef271c9fe715e48cca0ff85c8fdfc65a29313a6a064b95339cfa46eef";
-    const ROOT_8: &str = "e14e5d7bb21130c9d7a4e2412dcb2e5618b404a160496c5abb57dc4b1d55cb9c";
+    const ROOT_16: &str = "2a016e0baceb6a0f941e009ba1984fc2b2d4fa5c420f7f173804ffc44f9e213b";
+    const NODE_16: &str = "2c1a0b57736929c4eecd1845a877152e49152a7062f259930d326300d9634244";
+    const PREFIX: &str = "7a8ec91ef271c9fe715e48cca0ff85c800000000000000000000000000000000";
+    const ROOT_8: &str = "82c3f733b9cf5756e4bbee39bb7b2cdb4d6b183970ecac52950d7102f08e4639";
     for shards in [1, 64] {
         let s = pinned_store(shards, 16);
         assert_eq!(merkle::hex(&s.root()), ROOT_16, "{shards} shards");

@@ -260,6 +260,24 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A loopback port that refuses every connection for as long as this value
+/// lives: a socket bound to it but never listening. Unlike a port that was
+/// free a moment ago, no other test (or its mosquitto) can take it meanwhile.
+pub struct ClosedPort(#[allow(dead_code)] socket2::Socket);
+
+impl ClosedPort {
+    pub fn new() -> ClosedPort {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        ClosedPort(s)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.0.local_addr().unwrap().as_socket().unwrap().port()
+    }
+}
+
 /// The INFO reply of a text connection as `(name, value)` pairs. INFO has
 /// no terminator line, so a marker request follows it.
 pub fn info_fields(s: &mut TcpStream) -> Vec<(String, String)> {
