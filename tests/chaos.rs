@@ -582,7 +582,11 @@ fn chaos_three_nodes_lose_nothing_and_converge() {
     stop.store(true, Ordering::Relaxed);
     let reports: Vec<WriterReport> = writers.into_iter().map(|w| w.join().unwrap()).collect();
 
-    // Quiet: heal everything, then every root must agree within two rounds.
+    // Quiet: heal everything, then every root must agree. Two anti-entropy
+    // rounds suffice on an idle machine (the time is printed; perf/chaos.md
+    // records it); the deadline is generous so a loaded CI machine does not
+    // turn a slow round into a failure. Convergence is the property tested,
+    // not its speed.
     for (_, h) in heals.drain(..) {
         heal(&mut c, h);
     }
@@ -595,7 +599,7 @@ fn chaos_three_nodes_lose_nothing_and_converge() {
     }
     let quiet = Instant::now();
     let mut roots = Vec::new();
-    let converged = wait_until(2 * AE_INTERVAL, || {
+    let converged = wait_until(20 * AE_INTERVAL, || {
         roots = c
             .servers()
             .iter()
@@ -604,6 +608,7 @@ fn chaos_three_nodes_lose_nothing_and_converge() {
         roots.windows(2).all(|w| w[0] == w[1])
     });
     let converge_time = quiet.elapsed();
+    eprintln!("chaos: roots equal {converge_time:?} after the quiet period began");
     assert!(
         converged,
         "roots differ {:?} after the quiet period: {roots:?}\nlogs:\n{}",
