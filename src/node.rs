@@ -149,13 +149,7 @@ impl Node {
     /// not tried.
     pub fn check(config: &Config) -> Result<(), StartError> {
         crate::config::secrets::check_protected(config).map_err(StartError::Config)?;
-        let store = Store::new(StoreOptions {
-            shards: config.shards,
-            tree_bits: config.tree_bits,
-            node_id: config.node_id.clone(),
-            tombstone_ttl_ms: config.tombstone_ttl.as_millis() as u64,
-        })
-        .map_err(StartError::Store)?;
+        let store = Store::new(store_options(config)).map_err(StartError::Store)?;
         crate::server::tls::Acceptor::load(&config.tls).map_err(StartError::Tls)?;
         peer_tls(config).map_err(StartError::Tls)?;
         broker_tls(config).map_err(StartError::Tls)?;
@@ -196,13 +190,7 @@ impl Node {
 
     /// [`Node::start`] after the metrics listener.
     fn build(config: Config) -> Result<Node, StartError> {
-        let store = Store::new(StoreOptions {
-            shards: config.shards,
-            tree_bits: config.tree_bits,
-            node_id: config.node_id.clone(),
-            tombstone_ttl_ms: config.tombstone_ttl.as_millis() as u64,
-        })
-        .map_err(StartError::Store)?;
+        let store = Store::new(store_options(&config)).map_err(StartError::Store)?;
         // Before recovery, which applies the bound to replayed records.
         store.set_max_clock_skew(config.max_clock_skew.as_millis() as u64);
         let persist = match config.engine {
@@ -344,3 +332,13 @@ fn presence(
 }
 
 const PERSIST_SHUTDOWN_BUDGET: std::time::Duration = std::time::Duration::from_millis(600);
+
+/// The store's shape and identity, as the configuration gives them.
+fn store_options(config: &Config) -> StoreOptions {
+    StoreOptions {
+        shards: config.shards,
+        tree_bits: config.tree_bits,
+        node_id: config.node_id.clone(),
+        tombstone_ttl_ms: config.tombstone_ttl.as_millis() as u64,
+    }
+}
