@@ -977,12 +977,15 @@ fn process(
                 // `cut`; any reply past the limit closes the connection.
                 let hard = env.shared.memory.limits.output_hard;
                 let reply_start = conn.wbuf.len();
-                let slot = slot_of(&cmd, &data[start..pos], &env.hot);
+                // The command word and subcommand, read once: they name the
+                // statistics slot and CLIENT LIST's `cmd` field.
+                let words = names::words(&data[start..pos]);
+                let slot = slot_of(&cmd, words, &env.hot);
                 let started = env.timing.then(Instant::now);
                 skip_armed(&conn.info);
                 // What CLIENT LIST shows as the last command (and, for
                 // CLIENT LIST / INFO on this connection, its state now).
-                note_command(conn, proto, &data[start..pos]);
+                note_command(conn, words);
                 if matches!(
                     cmd,
                     Command::Redis(Redis::ClientList(_) | Redis::ClientInfo)
@@ -1185,50 +1188,19 @@ fn feed_monitors(env: &Env, conn: &Conn, frame: &[u8], proto: Proto) {
     }
 }
 
-/// Records the name of the command about to run (`frame`: its raw bytes)
-/// for `CLIENT LIST`'s `cmd` field: its first two arguments, read from the
-/// front of the frame (a RESP multi-bulk request, or words).
+/// Records the name of the command about to run (`words`: its first two
+/// words, [`names::words`]) for `CLIENT LIST`'s `cmd` field.
 #[inline]
-fn note_command(conn: &mut Conn, proto: Proto, frame: &[u8]) {
-    let (name, sub) = if proto == Proto::Resp && frame.first() == Some(&b'*') {
-        first_bulks(frame)
-    } else {
-        let mut words = frame
-            .split(|&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
-            .filter(|w| !w.is_empty());
-        (words.next(), words.next())
-    };
-    if let Some(name) = name {
+fn note_command(conn: &mut Conn, words: (Option<&[u8]>, Option<&[u8]>)) {
+    if let (Some(name), sub) = words {
         conn.view.set_cmd(name, sub);
     }
-}
-
-/// The first two bulk strings of a complete RESP multi-bulk `frame`.
-fn first_bulks(frame: &[u8]) -> (Option<&[u8]>, Option<&[u8]>) {
-    let line_end = |from: usize| memchr::memchr(b'\r', frame.get(from..)?).map(|i| from + i);
-    let mut pos = match line_end(0) {
-        Some(e) => e + 2,
-        None => return (None, None),
-    };
-    let mut bulk = || {
-        let e = line_end(pos)?;
-        let len: usize = std::str::from_utf8(frame.get(pos + 1..e)?)
-            .ok()?
-            .parse()
-            .ok()?;
-        let arg = frame.get(e + 2..e + 2 + len)?;
-        pos = e + 2 + len + 2;
-        Some(arg)
-    };
-    let name = bulk();
-    let sub = name.and(bulk());
-    (name, sub)
 }
 
 /// The command-statistics slot of a request: a `match` for the hot
 /// commands, the command word (and subcommand) looked up for the rest.
 #[inline]
-fn slot_of(cmd: &Command<'_>, frame: &[u8], hot: &names::Hot) -> usize {
+fn slot_of(cmd: &Command<'_>, words: (Option<&[u8]>, Option<&[u8]>), hot: &names::Hot) -> usize {
     match cmd {
         Command::Get(_) => hot.get,
         Command::Set(..) => hot.set,
@@ -1239,7 +1211,7 @@ fn slot_of(cmd: &Command<'_>, frame: &[u8], hot: &names::Hot) -> usize {
         Command::Echo(_) => hot.echo,
         Command::Strlen(_) => hot.strlen,
         _ => {
-            let (word, sub) = names::words(frame);
+            let (word, sub) = words;
             word.map_or(names::UNKNOWN, |w| names::NAMES.slot(w, sub))
         }
     }
@@ -1305,18 +1277,5 @@ mod tests {
         assert_eq!(text_peek_key(b"PING\r\n"), None);
         assert_eq!(text_peek_key(b"SET  v\r\n"), None);
         assert_eq!(text_peek_key(b""), None);
-    }
-
-    #[test]
-    fn first_bulks_reads_the_command_name() {
-        use super::first_bulks;
-        let f = b"*3\r\n$6\r\nCLIENT\r\n$4\r\nLIST\r\n$2\r\nID\r\n";
-        assert_eq!(first_bulks(f), (Some(&b"CLIENT"[..]), Some(&b"LIST"[..])));
-        assert_eq!(
-            first_bulks(b"*1\r\n$4\r\nPING\r\n"),
-            (Some(&b"PING"[..]), None)
-        );
-        assert_eq!(first_bulks(b"*1\r\n$9\r\nPING\r\n"), (None, None));
-        assert_eq!(first_bulks(b"*1\r\n"), (None, None));
     }
 }
