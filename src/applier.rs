@@ -105,18 +105,8 @@ impl Applier {
     }
 
     /// `SYNC --full`: stores exactly this record (even an older version) if
-    /// the local record is still `expected` ([`crate::store::Store::replace_if`]).
-    pub fn replace_if(
-        &mut self,
-        key: &[u8],
-        expected: Option<Version>,
-        value: Option<&[u8]>,
-        version: Version,
-    ) -> bool {
-        self.replace_if_expiring(key, expected, value, version, 0)
-    }
-
-    /// [`Applier::replace_if`] of a record with an expiry (0 = none).
+    /// the local record is still `expected`
+    /// ([`crate::store::Store::replace_if`]); expiry 0 = none.
     pub fn replace_if_expiring(
         &mut self,
         key: &[u8],
