@@ -57,6 +57,7 @@ pub mod stats;
 pub mod store;
 pub mod strings;
 pub mod sync;
+pub mod typeparams;
 
 #[cfg(test)]
 mod testutil;

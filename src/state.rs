@@ -54,6 +54,9 @@ pub struct Shared {
     pub memory: Memory,
     /// Read-only mode (`readonly.rs`): switched at run time.
     pub read_only: ReadOnly,
+    /// Redis's data-type encoding parameters: set and reported, no
+    /// effect (`typeparams.rs`).
+    pub type_params: crate::typeparams::TypeParams,
     /// TLS on the client port (`None`: not configured).
     pub tls: Option<crate::server::tls::Acceptor>,
     /// TLS for connections to peers (`anti_entropy.tls`).
@@ -103,6 +106,7 @@ impl Shared {
             info,
             memory: Memory::new(limits),
             read_only,
+            type_params: Default::default(),
             tls: tls.client_port,
             peer_tls: tls.peers,
             broker_tls: tls.broker,

@@ -166,6 +166,46 @@ fn config_set_takes_current_values_and_refuses_changes() {
     );
 }
 
+/// Redis's data-type encoding parameters are accepted and reported
+/// (under the name and its alias) but change nothing: there are no such
+/// types. Values are checked as Redis checks them.
+#[test]
+fn config_set_keeps_data_type_encoding_parameters() {
+    let srv = Server::start(&[]);
+    let mut s = srv.connect();
+    exchange(
+        &mut s,
+        &["CONFIG", "GET", "list-max-*-size"],
+        b"*4\r\n$21\r\nlist-max-ziplist-size\r\n$2\r\n-2\r\n$22\r\nlist-max-listpack-size\r\n$2\r\n-2\r\n",
+    );
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "list-max-ziplist-size", "-1"],
+        b"+OK\r\n",
+    );
+    exchange(
+        &mut s,
+        &["CONFIG", "GET", "list-max-listpack-size"],
+        b"*2\r\n$22\r\nlist-max-listpack-size\r\n$2\r\n-1\r\n",
+    );
+    // All or nothing: the bad second value leaves the first unchanged.
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "set-max-intset-entries", "10", "hash-max-listpack-entries", "x"],
+        b"-ERR CONFIG SET failed (possibly related to argument 'hash-max-listpack-entries') - argument couldn't be parsed into an integer\r\n",
+    );
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "zset-max-listpack-value", "-5"],
+        b"-ERR CONFIG SET failed (possibly related to argument 'zset-max-listpack-value') - argument must be within the allowed range\r\n",
+    );
+    exchange(
+        &mut s,
+        &["CONFIG", "GET", "set-max-intset-entries"],
+        b"*2\r\n$22\r\nset-max-intset-entries\r\n$3\r\n512\r\n",
+    );
+}
+
 /// `maxmemory` and `maxmemory-clients` change at run time; a failing
 /// value anywhere in the command changes nothing (Redis's rollback).
 #[test]

@@ -31,6 +31,7 @@ use crate::protocol::reply::{
 };
 use crate::protocol::{Args, parse_int};
 use crate::stats::{ClientInfo, ClientType, Counter, rss_kb};
+use crate::typeparams;
 
 /// The Redis version whose RESP2 behaviour this server follows.
 pub const REDIS_COMPAT_VERSION: &str = "7.0.0";
@@ -615,7 +616,7 @@ fn command_docs(c: &CommandSpec, out: &mut Vec<u8>, resp3: bool) {
 fn config_params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
     let c = &ctx.shared.config;
     let limits = ctx.shared.memory.limits;
-    vec![
+    let mut params = vec![
         ("save", String::new()),
         (
             "appendonly",
@@ -679,18 +680,28 @@ fn config_params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
             }
             .into(),
         ),
-    ]
+    ];
+    for (i, p) in typeparams::PARAMS.iter().enumerate() {
+        let v = ctx.shared.type_params.get(i).to_string();
+        if let Some(alias) = p.alias {
+            params.push((alias, v.clone()));
+        }
+        params.push((p.name, v));
+    }
+    params
 }
 
 /// The one parameter `CONFIG SET` changes at run time: read-only mode
 /// (`crate::readonly`), `yes` or `no`.
 const READ_ONLY_PARAM: &str = "read-only";
 
-/// `CONFIG SET`: every parameter `CONFIG GET` reports but `read-only` is
-/// read at startup only, so setting one to its current value succeeds and
-/// changes nothing, and any other value is refused as for an immutable
-/// Redis parameter; `read-only` takes `yes` or `no` and switches
-/// read-only mode. Checked as Redis does: all pairs first (unknown names,
+/// `CONFIG SET`: `read-only` takes `yes` or `no` and switches read-only
+/// mode; `maxmemory` and `maxmemory-clients` change the memory limits;
+/// the data-type encoding parameters (`typeparams.rs`) take any integer
+/// in Redis's range and change nothing else. Every other parameter
+/// `CONFIG GET` reports is read at startup only, so setting one to its
+/// current value succeeds and changes nothing, and any other value is
+/// refused as for an immutable Redis parameter. Checked as Redis does: all pairs first (unknown names,
 /// duplicates, values), nothing applied unless all pass.
 fn config_set(ctx: &Ctx<'_>, pairs: Args<'_>) -> Result<(), String> {
     let params = config_params(ctx);
@@ -723,8 +734,14 @@ fn config_set(ctx: &Ctx<'_>, pairs: Args<'_>) -> Result<(), String> {
     let mut read_only = None;
     let mut maxmemory = None;
     let mut budget = None;
+    let mut type_values = Vec::new();
     for pair in args.chunks(2) {
         let (name, value) = (pair[0], pair[1]);
+        if let Some(i) = typeparams::find(name) {
+            let v = typeparams::parse(i, value).map_err(|e| failed(name, &e.to_string()))?;
+            type_values.push((i, v));
+            continue;
+        }
         if name.eq_ignore_ascii_case(b"maxmemory") {
             maxmemory = Some(
                 parse_memory(value)
@@ -776,6 +793,9 @@ fn config_set(ctx: &Ctx<'_>, pairs: Args<'_>) -> Result<(), String> {
     };
     if let Some(on) = read_only {
         ctx.shared.read_only.set(on);
+    }
+    for (i, v) in type_values {
+        ctx.shared.type_params.set(i, v);
     }
     if let Some(m) = maxmemory {
         memory.set_maxmemory(m);

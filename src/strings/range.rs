@@ -29,8 +29,16 @@ impl fmt::Display for RangeError {
 /// -100` gave the first byte (nothing else differs).
 pub fn getrange(v: &[u8], start: i64, end: i64) -> &[u8] {
     let len = v.len() as i64;
-    let start = if start < 0 { start.saturating_add(len) } else { start };
-    let end = if end < 0 { end.saturating_add(len) } else { end };
+    let start = if start < 0 {
+        start.saturating_add(len)
+    } else {
+        start
+    };
+    let end = if end < 0 {
+        end.saturating_add(len)
+    } else {
+        end
+    };
     if len == 0 || start >= len || end < 0 || start > end {
         return &[];
     }
