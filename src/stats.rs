@@ -136,6 +136,8 @@ pub struct ConnView {
     /// -1 outside `MULTI` (`multi`).
     pub multi_mem: usize,
     pub multi: i64,
+    /// Keys the connection watches (`watch`).
+    pub watch: usize,
     /// Output buffer capacity (`rbs`, `rbp`), unsent reply bytes (`obl`),
     /// output buffer bytes beyond the capacity kept between replies (`omem`).
     pub rbs: usize,
@@ -162,6 +164,7 @@ impl Default for ConnView {
             qbuf_free: 0,
             multi_mem: 0,
             multi: -1,
+            watch: 0,
             rbs: 0,
             obl: 0,
             omem: 0,
@@ -342,8 +345,9 @@ impl ClientInfo {
     }
 
     /// Writes this client's Redis-style `CLIENT LIST` / `CLIENT INFO` line
-    /// (terminated by `\n`, as Redis does), Redis 7.0's fields followed by
-    /// `lib-name` and `lib-ver`. `user` names the connection's user.
+    /// (terminated by `\n`, as Redis does), with Redis 7.4's fields (7.0's,
+    /// `watch` after `multi`, `lib-name` and `lib-ver` at the end). `user`
+    /// names the connection's user.
     pub fn write_redis_line(&self, out: &mut String, now: Instant, now_ms: u64, user: &str) {
         let m = self.meta();
         let v = self.view();
@@ -372,7 +376,7 @@ impl ClientInfo {
         let _ = writeln!(
             out,
             "id={} addr={} laddr={laddr} fd={} name={} age={age} idle={idle} flags={flags} db=0 \
-             sub=0 psub=0 ssub=0 multi={} qbuf={} qbuf-free={} argv-mem=0 multi-mem={} \
+             sub=0 psub=0 ssub=0 multi={} watch={} qbuf={} qbuf-free={} argv-mem=0 multi-mem={} \
              rbs={} rbp={} obl={} oll=0 omem={} tot-mem={} events={events} cmd={} user={user} \
              redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
@@ -380,6 +384,7 @@ impl ClientInfo {
             self.fd,
             m.name,
             v.multi,
+            v.watch,
             v.qbuf,
             v.qbuf_free,
             v.multi_mem,
@@ -690,7 +695,7 @@ mod tests {
         );
         assert_eq!(redis.matches('\n').count(), 2);
         assert!(
-            redis.contains(" flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 "),
+            redis.contains(" flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 watch=0 qbuf=0 "),
             "{redis}"
         );
         assert!(redis.contains(" events=r cmd=NULL user=default redir=-1 resp=2 "));

@@ -518,6 +518,10 @@ fn client_kill_closes_connections_of_every_worker() {
         (&["CLIENT", "KILL", "SKIPME", "maybe"], "-ERR syntax error"),
         (
             &["CLIENT", "KILL", "MAXAGE", "-1"],
+            "-ERR maxage should be greater than 0",
+        ),
+        (
+            &["CLIENT", "KILL", "MAXAGE", "x"],
             "-ERR value is not an integer or out of range",
         ),
     ] {
@@ -542,7 +546,7 @@ fn client_list_and_info_have_redis_fields() {
         .collect();
     assert_eq!(
         names.join(" "),
-        "id addr laddr fd name age idle flags db sub psub ssub multi qbuf qbuf-free \
+        "id addr laddr fd name age idle flags db sub psub ssub multi watch qbuf qbuf-free \
          argv-mem multi-mem rbs rbp obl oll omem tot-mem events cmd user redir resp \
          lib-name lib-ver"
     );
@@ -561,6 +565,7 @@ fn client_list_and_info_have_redis_fields() {
         ("flags", "N"),
         ("db", "0"),
         ("multi", "-1"),
+        ("watch", "0"),
         ("obl", "0"),
         ("events", "r"),
         ("cmd", "client|info"),
@@ -574,6 +579,7 @@ fn client_list_and_info_have_redis_fields() {
     let mut t = srv.connect();
     t.write_all(&req(&["CLIENT", "ID"])).unwrap();
     let tid = common::read_line(&mut t)[1..].to_string();
+    exchange(&mut t, &["WATCH", "w1", "w2"], b"+OK\r\n");
     exchange(&mut t, &["MULTI"], b"+OK\r\n");
     exchange(&mut t, &["SET", "a", "b"], b"+QUEUED\r\n");
     let list = bulk_reply(&mut s, &["CLIENT", "LIST", "ID", &tid]);
@@ -581,6 +587,7 @@ fn client_list_and_info_have_redis_fields() {
     assert_eq!(field(&list, "id"), tid);
     assert_eq!(field(&list, "flags"), "x");
     assert_eq!(field(&list, "multi"), "1");
+    assert_eq!(field(&list, "watch"), "2");
     assert_eq!(field(&list, "cmd"), "set");
     let both = bulk_reply(&mut s, &["CLIENT", "LIST", "ID", &tid, &id, "999"]);
     assert_eq!(both.lines().count(), 2, "{both}");
@@ -597,6 +604,17 @@ fn client_list_and_info_have_redis_fields() {
         b"-ERR Invalid client ID\r\n",
     );
     exchange(&mut s, &["CLIENT", "LIST", "x"], b"-ERR syntax error\r\n");
+    // RESET clears the name but keeps the library strings (Redis 7.2).
+    exchange(&mut s, &["CLIENT", "SETNAME", "n1"], b"+OK\r\n");
+    exchange(
+        &mut s,
+        &["CLIENT", "SETINFO", "LIB-NAME", "redis.py"],
+        b"+OK\r\n",
+    );
+    exchange(&mut s, &["RESET"], b"+RESET\r\n");
+    let info = bulk_reply(&mut s, &["CLIENT", "INFO"]);
+    assert_eq!(field(&info, "name"), "");
+    assert_eq!(field(&info, "lib-name"), "redis.py");
 }
 
 #[test]

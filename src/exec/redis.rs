@@ -376,7 +376,9 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
             stats.incr(Counter::Management);
             ctx.client.set_resp3(false);
             ctx.client.set_reply_mode(crate::stats::ReplyMode::On);
-            ctx.client.update_meta(|m| *m = Default::default());
+            // The library strings stay: they still describe the client
+            // behind the connection (Redis 7.2).
+            ctx.client.update_meta(|m| m.name.clear());
             // (The worker also ends monitor mode.)
             out.extend_from_slice(b"+RESET\r\n");
         }

@@ -118,6 +118,11 @@ impl TxState {
         }
     }
 
+    /// How many keys are watched.
+    pub fn watched(&self) -> usize {
+        self.watched.len()
+    }
+
     /// Heap bytes held: the queued frames and the watched keys.
     pub fn buffer_bytes(&self) -> usize {
         self.queue.as_ref().map_or(0, |q| q.frames.capacity())

@@ -104,7 +104,8 @@ pub enum Redis<'a> {
     /// `TIME`.
     Time,
     /// `RESET`: drop the connection's transaction and watched keys, its
-    /// name and library strings, and go back to RESP2.
+    /// name, monitor mode and subscriptions, and go back to RESP2 (the
+    /// library strings of `CLIENT SETINFO` stay, as in Redis 7.2).
     Reset,
     /// `FUNCTION FLUSH [ASYNC | SYNC]`: there are no functions, so there is
     /// nothing to flush (Redis's test harness and tools call it to reset).
@@ -598,7 +599,8 @@ fn client_kill(args: Args<'_>) -> Result<ClientKill<'_>, ParseError> {
         } else if eq(opt, "MAXAGE") {
             match parse_int::<i64>(v) {
                 Some(i) if i >= 0 => k.maxage = Some(i as u64),
-                _ => return Err(err("value is not an integer or out of range")),
+                Some(_) => return Err(err("maxage should be greater than 0")),
+                None => return Err(err("value is not an integer or out of range")),
             }
         } else if eq(opt, "SKIPME") {
             k.skipme = if eq(v, "YES") {

@@ -155,6 +155,7 @@ impl Conn {
             .and_then(|t| t.queued())
             .map_or(-1, |n| n as i64);
         v.multi_mem = self.tx.as_ref().map_or(0, |t| t.buffer_bytes());
+        v.watch = self.tx.as_ref().map_or(0, |t| t.watched());
         v.rbs = self.wbuf.capacity();
         v.obl = self.wbuf.len() - self.wpos;
         v.omem = self.wbuf.capacity().saturating_sub(WBUF_KEEP);
