@@ -49,6 +49,7 @@ pub mod monitor;
 pub mod node;
 pub mod persist;
 pub mod protocol;
+pub mod pubsub;
 pub mod readonly;
 pub mod replication;
 pub mod server;

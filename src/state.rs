@@ -54,6 +54,8 @@ pub struct Shared {
     pub memory: Memory,
     /// Read-only mode (`readonly.rs`): switched at run time.
     pub read_only: ReadOnly,
+    /// Pub/Sub subscriptions of this node's connections (`pubsub.rs`).
+    pub pubsub: crate::pubsub::PubSub,
     /// Redis's data-type encoding parameters: set and reported, no
     /// effect (`typeparams.rs`).
     pub type_params: crate::typeparams::TypeParams,
@@ -106,6 +108,7 @@ impl Shared {
             info,
             memory: Memory::new(limits),
             read_only,
+            pubsub: Default::default(),
             type_params: Default::default(),
             tls: tls.client_port,
             peer_tls: tls.peers,

@@ -138,6 +138,9 @@ pub struct ConnView {
     pub multi: i64,
     /// Keys the connection watches (`watch`).
     pub watch: usize,
+    /// Channels and patterns subscribed to (`sub`, `psub`; flag `P`).
+    pub sub: usize,
+    pub psub: usize,
     /// Output buffer capacity (`rbs`, `rbp`), unsent reply bytes (`obl`),
     /// output buffer bytes beyond the capacity kept between replies (`omem`).
     pub rbs: usize,
@@ -165,6 +168,8 @@ impl Default for ConnView {
             multi_mem: 0,
             multi: -1,
             watch: 0,
+            sub: 0,
+            psub: 0,
             rbs: 0,
             obl: 0,
             omem: 0,
@@ -190,7 +195,7 @@ impl ConnView {
         }
         let container = matches!(
             &self.cmd[..n],
-            b"client" | b"config" | b"command" | b"function" | b"object"
+            b"client" | b"config" | b"command" | b"function" | b"object" | b"pubsub" | b"memory"
         );
         if let (true, Some(s)) = (container, sub) {
             for &b in std::iter::once(&b'|').chain(s) {
@@ -202,6 +207,11 @@ impl ConnView {
             }
         }
         self.cmd_len = n as u8;
+    }
+
+    /// The connection has Pub/Sub subscriptions (type `pubsub`).
+    pub fn subscribed(&self) -> bool {
+        self.sub + self.psub > 0
     }
 
     /// The last command's full name (`NULL` before the first, as Redis).
@@ -357,6 +367,9 @@ impl ClientInfo {
         if v.monitor {
             flags.push('O');
         }
+        if v.subscribed() {
+            flags.push('P');
+        }
         if v.multi >= 0 {
             flags.push('x');
         }
@@ -376,13 +389,15 @@ impl ClientInfo {
         let _ = writeln!(
             out,
             "id={} addr={} laddr={laddr} fd={} name={} age={age} idle={idle} flags={flags} db=0 \
-             sub=0 psub=0 ssub=0 multi={} watch={} qbuf={} qbuf-free={} argv-mem=0 multi-mem={} \
+             sub={} psub={} ssub=0 multi={} watch={} qbuf={} qbuf-free={} argv-mem=0 multi-mem={} \
              rbs={} rbp={} obl={} oll=0 omem={} tot-mem={} events={events} cmd={} user={user} \
              redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             self.fd,
             m.name,
+            v.sub,
+            v.psub,
             v.multi,
             v.watch,
             v.qbuf,

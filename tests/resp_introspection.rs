@@ -942,3 +942,69 @@ fn latency_tracking_off_counts_without_timing() {
     let cfg = list(&mut s, &["CONFIG", "GET", "latency-tracking"]);
     assert_eq!(cfg, ["latency-tracking", "no"]);
 }
+
+/// `MEMORY`: `USAGE` measures the key's record (allocation and table
+/// slot), and `COMMAND GETKEYS` knows its key; the other subcommands
+/// answer for this store.
+#[test]
+fn memory_usage_and_subcommands() {
+    let srv = Server::start(&[]);
+    let mut s = srv.connect();
+    exchange(&mut s, &["SET", "k", "v"], b"+OK\r\n");
+    // 24-byte header + key + value + 16-byte digest, padded to 8, + slot.
+    exchange(&mut s, &["MEMORY", "USAGE", "k"], b":56\r\n");
+    exchange(
+        &mut s,
+        &["MEMORY", "USAGE", "k", "SAMPLES", "0"],
+        b":56\r\n",
+    );
+    exchange(&mut s, &["MEMORY", "USAGE", "nosuch"], b"$-1\r\n");
+    exchange(
+        &mut s,
+        &["MEMORY", "USAGE", "k", "x"],
+        b"-ERR syntax error\r\n",
+    );
+    exchange(
+        &mut s,
+        &["COMMAND", "GETKEYS", "MEMORY", "USAGE", "k"],
+        b"*1\r\n$1\r\nk\r\n",
+    );
+    exchange(
+        &mut s,
+        &["COMMAND", "GETKEYS", "MEMORY", "STATS"],
+        b"-ERR The command has no key arguments\r\n",
+    );
+    exchange(&mut s, &["MEMORY", "PURGE"], b"+OK\r\n");
+    exchange(
+        &mut s,
+        &["MEMORY", "MALLOC-STATS"],
+        b"$45\r\nStats not supported for the current allocator\r\n",
+    );
+    s.write_all(&req(&["MEMORY", "HELP"])).unwrap();
+    let n: usize = common::read_line(&mut s)[1..].parse().unwrap();
+    let first = common::read_line(&mut s);
+    assert!(first.starts_with("+MEMORY <subcommand>"), "{first}");
+    for _ in 1..n {
+        assert!(common::read_line(&mut s).starts_with('+'));
+    }
+    s.write_all(&req(&["MEMORY", "STATS"])).unwrap();
+    assert_eq!(common::read_line(&mut s), "*12");
+    let mut fields = Vec::new();
+    for _ in 0..6 {
+        common::read_line(&mut s);
+        fields.push(common::read_line(&mut s));
+        fields.push(common::read_line(&mut s));
+    }
+    let at = fields.iter().position(|f| f == "keys.count").unwrap();
+    assert_eq!(fields[at + 1], ":1");
+    exchange(
+        &mut s,
+        &["MEMORY", "NOSUCH"],
+        b"-ERR unknown subcommand 'NOSUCH'. Try MEMORY HELP.\r\n",
+    );
+    exchange(
+        &mut s,
+        &["MEMORY", "STATS", "x"],
+        b"-ERR wrong number of arguments for 'memory|stats' command\r\n",
+    );
+}

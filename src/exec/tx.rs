@@ -159,7 +159,13 @@ fn refusal(cmd: &Command<'_>) -> Option<&'static str> {
         | Command::Replicate(_)
         | Command::Shutdown
         | Command::Internal(_)
-        | Command::Redis(Redis::Hello { .. } | Redis::Monitor | Redis::Save) => Some(NOT_ALLOWED),
+        | Command::Redis(
+            Redis::Hello { .. }
+            | Redis::Monitor
+            | Redis::Save
+            | Redis::Subscribe { .. }
+            | Redis::Unsubscribe { .. },
+        ) => Some(NOT_ALLOWED),
         Command::Scan(_) | Command::Redis(Redis::Keys(_) | Redis::Scan { .. }) => Some(NO_SCANS),
         _ => None,
     }
