@@ -195,7 +195,15 @@ impl ConnView {
         }
         let container = matches!(
             &self.cmd[..n],
-            b"client" | b"config" | b"command" | b"function" | b"object" | b"pubsub" | b"memory"
+            b"client"
+                | b"config"
+                | b"command"
+                | b"function"
+                | b"object"
+                | b"pubsub"
+                | b"memory"
+                | b"slowlog"
+                | b"module"
         );
         if let (true, Some(s)) = (container, sub) {
             for &b in std::iter::once(&b'|').chain(s) {

@@ -1135,6 +1135,9 @@ fn process(
                 } else {
                     let nanos = started.map(|t| t.elapsed().as_nanos() as u64);
                     env.stats.commands.account(slot, reply_bytes, nanos);
+                    if let Some(n) = nanos {
+                        log_if_slow(&env.shared, &conn.info, &data[start..pos], proto, n);
+                    }
                 }
                 if monitored {
                     monitor::feed(
@@ -1307,6 +1310,20 @@ fn slot_of(cmd: &Command<'_>, words: (Option<&[u8]>, Option<&[u8]>), hot: &names
 /// Accounts a request the connection's gate answered itself (`AUTH`, or
 /// a refusal: `NOAUTH`, `NOPERM`, …).
 #[cold]
+/// SLOWLOG: logs the request `frame` that took `nanos` when that is at
+/// least the threshold (one relaxed load otherwise).
+#[inline]
+fn log_if_slow(shared: &Shared, info: &ClientInfo, frame: &[u8], proto: Proto, nanos: u64) {
+    let log = &shared.slowlog;
+    if log.threshold_nanos().is_none_or(|t| nanos < t) {
+        return;
+    }
+    if let Some(args) = monitor::args_of(frame, proto) {
+        let now = crate::clock::since_epoch().as_secs();
+        log.record(&args, nanos, now, info.addr.to_string(), info.meta().name);
+    }
+}
+
 fn account_gate(env: &Env, slot: usize, reply: &[u8], started: Option<Instant>) {
     let nanos = started.map(|t| t.elapsed().as_nanos() as u64);
     env.stats.commands.account(slot, reply, nanos);
