@@ -190,7 +190,7 @@ mod tests {
 
     #[test]
     fn arguments_are_cut_as_in_redis() {
-        let long = vec![b'x'; 130];
+        let long = [b'x'; 130];
         let args: Vec<&[u8]> = std::iter::repeat_n(&long[..], 40).collect();
         let cut = cut_args(&args);
         assert_eq!(cut.len(), 32);
