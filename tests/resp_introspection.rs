@@ -73,7 +73,13 @@ fn command_list_and_filters() {
     );
     assert_eq!(
         cfg,
-        ["config", "config|get", "config|set", "config|resetstat"]
+        [
+            "config",
+            "config|get",
+            "config|set",
+            "config|resetstat",
+            "config|help"
+        ]
     );
     assert!(list(&mut s, &["COMMAND", "LIST", "FILTERBY", "MODULE", "m"]).is_empty());
     assert!(list(&mut s, &["COMMAND", "LIST", "FILTERBY", "ACLCAT", "nope"]).is_empty());
