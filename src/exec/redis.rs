@@ -1070,6 +1070,16 @@ fn config_set(ctx: &Ctx<'_>, pairs: Args<'_>) -> Result<(), String> {
             .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_bytes())
             .unwrap_or_default();
+        if name.eq_ignore_ascii_case(b"port") && current != value {
+            // The port cannot change at run time either way; a port
+            // another process holds is reported as such (as Redis does).
+            let port = parse_int::<u16>(value)
+                .ok_or_else(|| failed(name, "argument couldn't be parsed into an integer"))?;
+            let host = ctx.shared.config.host.as_str();
+            if let Err(e) = std::net::TcpListener::bind((host, port)) {
+                return Err(failed(name, &format!("Unable to listen on this port: {e}")));
+            }
+        }
         if current != value {
             return Err(failed(
                 name,
