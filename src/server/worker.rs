@@ -940,7 +940,13 @@ fn process(
             (Proto::Resp, None) => {
                 // A remembered prefix always describes the front of `data`.
                 debug_assert!(pos == 0 || !conn.resp.is_active());
-                conn.resp.parse(rest, &mut env.spans)
+                // Framed and decoded in two steps so that `env.spans` stays
+                // readable (the command words below).
+                match conn.resp.frame(rest, &mut env.spans) {
+                    resp::Frame::Incomplete => Parsed::Incomplete,
+                    resp::Frame::Invalid(e) => Parsed::Fatal(Fatal::Protocol(e)),
+                    resp::Frame::Complete(n) => resp::decode(rest, n, &env.spans),
+                }
             }
         };
         match parsed {
@@ -978,8 +984,15 @@ fn process(
                 let hard = env.shared.memory.limits.output_hard;
                 let reply_start = conn.wbuf.len();
                 // The command word and subcommand, read once: they name the
-                // statistics slot and CLIENT LIST's `cmd` field.
-                let words = names::words(&data[start..pos]);
+                // statistics slot and CLIENT LIST's `cmd` field. A RESP
+                // request's are its first two argument spans (no rescan).
+                let words = match proto {
+                    Proto::Resp => (
+                        span(&data[start..pos], &env.spans, 0),
+                        span(&data[start..pos], &env.spans, 1),
+                    ),
+                    Proto::Text => names::words(&data[start..pos]),
+                };
                 let slot = slot_of(&cmd, words, &env.hot);
                 let started = env.timing.then(Instant::now);
                 skip_armed(&conn.info);
@@ -1186,6 +1199,15 @@ fn feed_monitors(env: &Env, conn: &Conn, frame: &[u8], proto: Proto) {
     if env.shared.stats.monitors.active() {
         monitor::feed(&env.shared.stats.monitors, &conn.info.addr, frame, proto);
     }
+}
+
+/// Argument `k` of a RESP request framed into `spans` (offsets into
+/// `frame`, the request's bytes).
+#[inline]
+fn span<'a>(frame: &'a [u8], spans: &[(u32, u32)], k: usize) -> Option<&'a [u8]> {
+    spans
+        .get(k)
+        .and_then(|&(s, e)| frame.get(s as usize..e as usize))
 }
 
 /// Records the name of the command about to run (`words`: its first two
