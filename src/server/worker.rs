@@ -390,7 +390,7 @@ impl Worker {
                 conn.monitor = None;
                 self.env.shared.stats.monitors.remove(conn.info.id);
                 conn.fail(now, OUTPUT_LIMIT);
-                conn.publish_view(0);
+                conn.publish_view(0, true);
                 output_limit_hit(&self.env, unsent, "hard");
             }
             self.mark_dirty(i);
@@ -576,10 +576,10 @@ impl Worker {
         self.account(i);
         // What CLIENT LIST shows: published after each batch, before its
         // replies leave (a client that got a reply sees the state it left),
-        // and again after the write (`flush`: the output drained).
+        // and the output side after the write (`flush`).
         if let Some(c) = self.conn(i) {
             let q = c.rbuf.len();
-            c.publish_view(q);
+            c.publish_view(q, false);
         }
     }
 
@@ -628,7 +628,7 @@ impl Worker {
             conn.last_active = now;
         }
         let q = conn.rbuf.len();
-        conn.publish_view(q);
+        conn.publish_view(q, true);
         match res {
             Err(_) => self.close(i),
             Ok(true) if conn.closing => {
@@ -1003,7 +1003,7 @@ fn process(
                     cmd,
                     Command::Redis(Redis::ClientList(_) | Redis::ClientInfo)
                 ) {
-                    conn.publish_view(data.len() - start);
+                    conn.publish_view(data.len() - start, true);
                 }
                 let mut ctx = Ctx {
                     shared: &env.shared,
@@ -1215,7 +1215,7 @@ fn span<'a>(frame: &'a [u8], spans: &[(u32, u32)], k: usize) -> Option<&'a [u8]>
 #[inline]
 fn note_command(conn: &mut Conn, words: (Option<&[u8]>, Option<&[u8]>)) {
     if let (Some(name), sub) = words {
-        conn.view.set_cmd(name, sub);
+        conn.view_changed |= conn.view.set_cmd(name, sub);
     }
 }
 
