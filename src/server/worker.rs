@@ -606,6 +606,10 @@ impl Worker {
         for &i in &dirty {
             let Some(conn) = self.conn(i) else { continue };
             conn.dirty = false;
+            // A writable edge in this turn may have written it already.
+            if conn.unsent() == 0 && !conn.closing && !conn.tls_pending() {
+                continue;
+            }
             self.flush(i);
         }
         self.dirty = dirty;
@@ -730,17 +734,23 @@ impl Worker {
 
     /// The soft output limit: a connection whose unsent output stays above
     /// it for longer than the configured time is disconnected.
+    #[inline]
     fn check_soft_limit(&mut self, i: usize) {
-        let limits = self.env.shared.memory.limits;
-        let now = self.env.now;
+        let soft = self.env.shared.memory.limits.output_soft;
         let Some(conn) = self.conn(i) else { return };
-        if limits.output_soft == 0 || conn.closing {
-            return;
-        }
-        if conn.unsent() <= limits.output_soft {
+        if soft == 0 || conn.closing || conn.unsent() <= soft {
             conn.soft_since = None;
             return;
         }
+        self.over_soft_limit(i);
+    }
+
+    /// [`Worker::check_soft_limit`] for a connection above the soft limit.
+    #[cold]
+    fn over_soft_limit(&mut self, i: usize) {
+        let limits = self.env.shared.memory.limits;
+        let now = self.env.now;
+        let Some(conn) = self.conn(i) else { return };
         let since = *conn.soft_since.get_or_insert(now);
         if now.duration_since(since) >= limits.output_soft_time {
             let unsent = conn.unsent();
