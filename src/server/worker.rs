@@ -1004,7 +1004,7 @@ fn process(
                     Proto::Text => names::words(&data[start..pos]),
                 };
                 let slot = slot_of(&cmd, words, &env.hot);
-                let started = env.timing.then(Instant::now);
+                let started = env.timing.then(crate::clock::mono_nanos);
                 skip_armed(&conn.info);
                 // What CLIENT LIST shows as the last command (and, for
                 // CLIENT LIST / INFO on this connection, its state now).
@@ -1097,7 +1097,7 @@ fn process(
                     // Refused inside MULTI.
                     env.stats.commands.refused(slot, reply_bytes);
                 } else {
-                    let nanos = started.map(|t| t.elapsed().as_nanos() as u64);
+                    let nanos = started.map(|t| crate::clock::mono_nanos().saturating_sub(t));
                     env.stats.commands.account(slot, reply_bytes, nanos);
                 }
                 if monitored {
@@ -1252,8 +1252,8 @@ fn slot_of(cmd: &Command<'_>, words: (Option<&[u8]>, Option<&[u8]>), hot: &names
 /// Accounts a request the connection's gate answered itself (`AUTH`, or
 /// a refusal: `NOAUTH`, `NOPERM`, …).
 #[cold]
-fn account_gate(env: &Env, slot: usize, reply: &[u8], started: Option<Instant>) {
-    let nanos = started.map(|t| t.elapsed().as_nanos() as u64);
+fn account_gate(env: &Env, slot: usize, reply: &[u8], started: Option<u64>) {
+    let nanos = started.map(|t| crate::clock::mono_nanos().saturating_sub(t));
     env.stats.commands.account(slot, reply, nanos);
 }
 
