@@ -1069,9 +1069,9 @@ fn process(
                 // queued by MULTI are shown when EXEC runs them (exec::tx).
                 let monitored = env.shared.stats.monitors.active()
                     && (exec::tx::is_tx_command(&cmd)
-                        || cmd == Command::Quit
+                        || matches!(cmd, Command::Quit)
                         || !conn.tx.as_ref().is_some_and(|t| t.queuing()));
-                let reset = cmd == Command::Redis(Redis::Reset);
+                let reset = matches!(cmd, Command::Redis(Redis::Reset));
                 // RESP transactions (exec::tx): only connections that used
                 // MULTI/WATCH pay for more than this test.
                 let tx_cmd = exec::tx::is_tx_command(&cmd);
