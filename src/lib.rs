@@ -49,14 +49,17 @@ pub mod monitor;
 pub mod node;
 pub mod persist;
 pub mod protocol;
+pub mod pubsub;
 pub mod readonly;
 pub mod replication;
 pub mod server;
+pub mod slowlog;
 pub mod state;
 pub mod stats;
 pub mod store;
 pub mod strings;
 pub mod sync;
+pub mod typeparams;
 
 #[cfg(test)]
 mod testutil;

@@ -83,6 +83,8 @@ fn redis(r: &Redis<'_>) -> Class {
     match r {
         // RESET also ends the authentication (auth::gate).
         Redis::Hello { .. } | Redis::Reset => Open,
+        // Acts on the whole process's allocator.
+        Redis::Memory(crate::protocol::redis::MemoryQuery::Purge) => Admin,
         Redis::Command(_)
         | Redis::ClientSetName(_)
         | Redis::ClientReply(_)
@@ -100,6 +102,13 @@ fn redis(r: &Redis<'_>) -> Class {
         | Redis::Watch(_)
         | Redis::Unwatch
         | Redis::LastSave
+        | Redis::Subscribe { .. }
+        | Redis::Unsubscribe { .. }
+        | Redis::Publish { .. }
+        | Redis::PubSub(_)
+        | Redis::Memory(_)
+        | Redis::ModuleList
+        | Redis::Help(_)
         | Redis::Time => Read,
         Redis::SetWith { .. }
         | Redis::SetNx(..)
@@ -114,7 +123,8 @@ fn redis(r: &Redis<'_>) -> Class {
         | Redis::ClientKill(_)
         | Redis::Monitor
         | Redis::Save
-        | Redis::BgSave { .. } => Admin,
+        | Redis::BgSave { .. }
+        | Redis::SlowLog(_) => Admin,
         Redis::Str(s) => string(s),
     }
 }

@@ -31,6 +31,7 @@ use crate::exec::tx::TxState;
 use crate::monitor::Feed;
 use crate::protocol::reply::{self, Proto};
 use crate::protocol::resp;
+use crate::pubsub::Subscriptions;
 use crate::stats::{ClientInfo, ConnView};
 
 /// Unsent reply bytes above which a connection is not read (backpressure).
@@ -99,6 +100,8 @@ pub struct Conn {
     pub session: Session,
     /// The connection's `MONITOR` feed, once it sent `MONITOR`.
     pub monitor: Option<Arc<Feed>>,
+    /// The connection's Pub/Sub subscriptions, while it has any.
+    pub subs: Option<Box<Subscriptions>>,
     /// What `CLIENT LIST` shows of this connection, kept here and
     /// published to `info` by the worker ([`Conn::publish_view`]).
     pub view: ConnView,
@@ -142,6 +145,7 @@ impl Conn {
             tls: None,
             session: Session::default(),
             monitor: None,
+            subs: None,
             view: ConnView::default(),
             shown: ViewKey::default(),
             view_changed: true,
@@ -157,9 +161,9 @@ impl Conn {
     /// publishes it. Publishing takes the client-view lock and copies the
     /// view, so it is done only when something shown changed: the few
     /// words the view is computed from ([`ViewKey`]) differ, the command
-    /// name changed (`view_changed`), or a transaction is open (its queue
-    /// is not in the key). A connection repeating one command publishes
-    /// nothing once steady.
+    /// name changed (`view_changed`), or a transaction is open or a
+    /// subscription held (their counts are not in the key). A connection
+    /// repeating one command publishes nothing once steady.
     pub fn publish_view(&mut self, qbuf: usize, output: bool) {
         let (wcap, obl) = if output {
             (self.wbuf.capacity(), self.unsent())
@@ -176,7 +180,7 @@ impl Conn {
             closing: self.closing,
             monitor: self.monitor.is_some(),
         };
-        if key == self.shown && !self.view_changed && self.tx.is_none() {
+        if key == self.shown && !self.view_changed && self.tx.is_none() && self.subs.is_none() {
             return;
         }
         self.shown = key;
@@ -191,12 +195,15 @@ impl Conn {
             .and_then(|t| t.queued())
             .map_or(-1, |n| n as i64);
         v.multi_mem = multi_mem;
+        v.watch = self.tx.as_ref().map_or(0, |t| t.watched());
         v.rbs = wcap;
         v.obl = obl;
         v.omem = wcap.saturating_sub(WBUF_KEEP);
         v.writable = obl > 0;
         v.tot_mem = key.rcap + wcap + multi_mem;
         v.monitor = key.monitor;
+        v.sub = self.subs.as_ref().map_or(0, |s| s.channels());
+        v.psub = self.subs.as_ref().map_or(0, |s| s.patterns());
         v.closing = key.closing;
         v.readable = key.readable;
         v.user = key.user;
@@ -214,6 +221,7 @@ impl Conn {
         self.rbuf.capacity()
             + self.wbuf.capacity()
             + self.tx.as_ref().map_or(0, |t| t.buffer_bytes())
+            + self.subs.as_ref().map_or(0, |s| s.bytes())
     }
 
     /// Starts closing: no more input is processed; the connection closes
