@@ -46,6 +46,9 @@ pub enum Flow {
     /// `MONITOR`: the connection becomes a monitor (the worker registers
     /// its feed and answers `+OK`).
     Monitor,
+    /// A Pub/Sub (un)subscription: the worker changes the connection's
+    /// subscriptions and answers the confirmations (`crate::pubsub`).
+    PubSub(crate::pubsub::SubOp),
 }
 
 /// Per-call execution context.

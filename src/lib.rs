@@ -50,6 +50,7 @@ pub mod monitor;
 pub mod node;
 pub mod persist;
 pub mod protocol;
+pub mod pubsub;
 pub mod readonly;
 pub mod replication;
 pub mod server;
@@ -58,6 +59,7 @@ pub mod stats;
 pub mod store;
 pub mod strings;
 pub mod sync;
+pub mod typeparams;
 
 #[cfg(test)]
 mod testutil;

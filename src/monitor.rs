@@ -62,6 +62,39 @@ pub struct Feed {
 }
 
 impl Feed {
+    /// An empty feed of connection `conn_id`, woken through `waker`,
+    /// buffering at most `cap` bytes ([`DEFAULT_CAP`] when 0). Also the
+    /// feed of a Pub/Sub subscriber (`crate::pubsub`).
+    pub fn new(conn_id: u64, cap: usize, waker: Arc<dyn Wake>) -> Feed {
+        Feed {
+            conn_id,
+            buf: Mutex::new(Vec::new()),
+            cap: if cap == 0 { DEFAULT_CAP } else { cap },
+            overflow: AtomicBool::new(false),
+            wake_pending: AtomicBool::new(false),
+            waker,
+        }
+    }
+
+    /// Appends `bytes` (dropped, and the feed marked overflowed, when they
+    /// do not fit in the cap) and wakes the owner unless a wake is pending.
+    pub fn push(&self, bytes: &[u8]) {
+        {
+            let mut b = lock(&self.buf);
+            if self.overflow.load(Relaxed) {
+                return;
+            }
+            if b.len() + bytes.len() > self.cap {
+                self.overflow.store(true, Relaxed);
+            } else {
+                b.extend_from_slice(bytes);
+            }
+        }
+        if !self.wake_pending.swap(true, Relaxed) {
+            self.waker.wake();
+        }
+    }
+
     /// Takes the buffered lines (appending them to `out`); returns false
     /// when lines were dropped because the feed was full (the monitor is
     /// to be disconnected).
@@ -95,14 +128,7 @@ impl Monitors {
     /// Registers connection `conn_id` as a monitor; its worker is woken
     /// through `waker` when lines arrive. `cap`: the most bytes buffered.
     pub fn add(&self, conn_id: u64, cap: usize, waker: Arc<dyn Wake>) -> Arc<Feed> {
-        let feed = Arc::new(Feed {
-            conn_id,
-            buf: Mutex::new(Vec::new()),
-            cap: if cap == 0 { DEFAULT_CAP } else { cap },
-            overflow: AtomicBool::new(false),
-            wake_pending: AtomicBool::new(false),
-            waker,
-        });
+        let feed = Arc::new(Feed::new(conn_id, cap, waker));
         let mut feeds = lock(&self.feeds);
         feeds.push(feed.clone());
         self.active.store(feeds.len(), Relaxed);
@@ -120,20 +146,7 @@ impl Monitors {
     pub fn publish(&self, line: &[u8]) {
         let feeds = lock(&self.feeds);
         for f in feeds.iter() {
-            {
-                let mut b = lock(&f.buf);
-                if f.overflow.load(Relaxed) {
-                    continue;
-                }
-                if b.len() + line.len() > f.cap {
-                    f.overflow.store(true, Relaxed);
-                } else {
-                    b.extend_from_slice(line);
-                }
-            }
-            if !f.wake_pending.swap(true, Relaxed) {
-                f.waker.wake();
-            }
+            f.push(line);
         }
     }
 }

@@ -54,6 +54,11 @@ pub struct Shared {
     pub memory: Memory,
     /// Read-only mode (`readonly.rs`): switched at run time.
     pub read_only: ReadOnly,
+    /// Pub/Sub subscriptions of this node's connections (`pubsub.rs`).
+    pub pubsub: crate::pubsub::PubSub,
+    /// Redis's data-type encoding parameters: set and reported, no
+    /// effect (`typeparams.rs`).
+    pub type_params: crate::typeparams::TypeParams,
     /// TLS on the client port (`None`: not configured).
     pub tls: Option<crate::server::tls::Acceptor>,
     /// TLS for connections to peers (`anti_entropy.tls`).
@@ -103,6 +108,8 @@ impl Shared {
             info,
             memory: Memory::new(limits),
             read_only,
+            pubsub: Default::default(),
+            type_params: Default::default(),
             tls: tls.client_port,
             peer_tls: tls.peers,
             broker_tls: tls.broker,

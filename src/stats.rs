@@ -136,6 +136,11 @@ pub struct ConnView {
     /// -1 outside `MULTI` (`multi`).
     pub multi_mem: usize,
     pub multi: i64,
+    /// Keys the connection watches (`watch`).
+    pub watch: usize,
+    /// Channels and patterns subscribed to (`sub`, `psub`; flag `P`).
+    pub sub: usize,
+    pub psub: usize,
     /// Output buffer capacity (`rbs`, `rbp`), unsent reply bytes (`obl`),
     /// output buffer bytes beyond the capacity kept between replies (`omem`).
     pub rbs: usize,
@@ -162,6 +167,9 @@ impl Default for ConnView {
             qbuf_free: 0,
             multi_mem: 0,
             multi: -1,
+            watch: 0,
+            sub: 0,
+            psub: 0,
             rbs: 0,
             obl: 0,
             omem: 0,
@@ -187,7 +195,7 @@ impl ConnView {
         }
         let container = matches!(
             &self.cmd[..n],
-            b"client" | b"config" | b"command" | b"function" | b"object"
+            b"client" | b"config" | b"command" | b"function" | b"object" | b"pubsub" | b"memory"
         );
         if let (true, Some(s)) = (container, sub) {
             for &b in std::iter::once(&b'|').chain(s) {
@@ -199,6 +207,11 @@ impl ConnView {
             }
         }
         self.cmd_len = n as u8;
+    }
+
+    /// The connection has Pub/Sub subscriptions (type `pubsub`).
+    pub fn subscribed(&self) -> bool {
+        self.sub + self.psub > 0
     }
 
     /// The last command's full name (`NULL` before the first, as Redis).
@@ -342,8 +355,9 @@ impl ClientInfo {
     }
 
     /// Writes this client's Redis-style `CLIENT LIST` / `CLIENT INFO` line
-    /// (terminated by `\n`, as Redis does), Redis 7.0's fields followed by
-    /// `lib-name` and `lib-ver`. `user` names the connection's user.
+    /// (terminated by `\n`, as Redis does), with Redis 7.4's fields (7.0's,
+    /// `watch` after `multi`, `lib-name` and `lib-ver` at the end). `user`
+    /// names the connection's user.
     pub fn write_redis_line(&self, out: &mut String, now: Instant, now_ms: u64, user: &str) {
         let m = self.meta();
         let v = self.view();
@@ -352,6 +366,9 @@ impl ClientInfo {
         let mut flags = String::new();
         if v.monitor {
             flags.push('O');
+        }
+        if v.subscribed() {
+            flags.push('P');
         }
         if v.multi >= 0 {
             flags.push('x');
@@ -372,14 +389,17 @@ impl ClientInfo {
         let _ = writeln!(
             out,
             "id={} addr={} laddr={laddr} fd={} name={} age={age} idle={idle} flags={flags} db=0 \
-             sub=0 psub=0 ssub=0 multi={} qbuf={} qbuf-free={} argv-mem=0 multi-mem={} \
+             sub={} psub={} ssub=0 multi={} watch={} qbuf={} qbuf-free={} argv-mem=0 multi-mem={} \
              rbs={} rbp={} obl={} oll=0 omem={} tot-mem={} events={events} cmd={} user={user} \
              redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             self.fd,
             m.name,
+            v.sub,
+            v.psub,
             v.multi,
+            v.watch,
             v.qbuf,
             v.qbuf_free,
             v.multi_mem,
@@ -690,7 +710,7 @@ mod tests {
         );
         assert_eq!(redis.matches('\n').count(), 2);
         assert!(
-            redis.contains(" flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 "),
+            redis.contains(" flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 watch=0 qbuf=0 "),
             "{redis}"
         );
         assert!(redis.contains(" events=r cmd=NULL user=default redir=-1 resp=2 "));

@@ -712,3 +712,208 @@ fn setnx_getset_getdel_msetnx_persist_and_expire() {
           -ERR wrong number of arguments for 'msetnx' command\r\n",
     );
 }
+
+// ---- Pub/Sub ------------------------------------------------------------------
+
+/// A `*3 subscribe|unsubscribe… name :count` confirmation.
+fn confirm(kind: &str, name: &str, count: usize) -> Vec<u8> {
+    format!(
+        "*3\r\n${}\r\n{kind}\r\n${}\r\n{name}\r\n:{count}\r\n",
+        kind.len(),
+        name.len()
+    )
+    .into_bytes()
+}
+
+/// `PUBLISH` reaches subscribers on every worker, framed as Redis frames
+/// messages; a RESP2 subscriber is limited to the subscription commands,
+/// PING, QUIT and RESET; `PUBSUB`, `CLIENT LIST` and INFO report the
+/// subscriptions; unsubscribing everything ends subscribed mode.
+#[test]
+fn publish_reaches_subscribers_of_every_worker() {
+    let srv = Server::start(&["--threads", "2"]);
+    let mut sub = srv.connect();
+    let mut want = confirm("subscribe", "a", 1);
+    want.extend(confirm("subscribe", "b", 2));
+    expect(&mut sub, &req(&[b"SUBSCRIBE", b"a", b"b"]), &want);
+    expect(
+        &mut sub,
+        &req(&[b"PSUBSCRIBE", b"n*"]),
+        &confirm("psubscribe", "n*", 3),
+    );
+    expect(
+        &mut sub,
+        &req(&[b"GET", b"x"]),
+        b"-ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n",
+    );
+    expect(
+        &mut sub,
+        &req(&[b"PING"]),
+        b"*2\r\n$4\r\npong\r\n$0\r\n\r\n",
+    );
+    // Publishers on several connections, so both workers publish.
+    let mut pubs: Vec<TcpStream> = (0..6).map(|_| srv.connect()).collect();
+    for (i, p) in pubs.iter_mut().enumerate() {
+        let m = format!("m{i}");
+        expect(p, &req(&[b"PUBLISH", b"a", m.as_bytes()]), b":1\r\n");
+        let want = format!("*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$2\r\n{m}\r\n");
+        expect(&mut sub, b"", want.as_bytes());
+        expect(p, &req(&[b"PUBLISH", b"news", b"z"]), b":1\r\n");
+        expect(
+            &mut sub,
+            b"",
+            b"*4\r\n$8\r\npmessage\r\n$2\r\nn*\r\n$4\r\nnews\r\n$1\r\nz\r\n",
+        );
+    }
+    let p = &mut pubs[0];
+    expect(p, &req(&[b"PUBLISH", b"other", b"z"]), b":0\r\n");
+    expect(
+        p,
+        &req(&[b"PUBSUB", b"CHANNELS"]),
+        b"*2\r\n$1\r\na\r\n$1\r\nb\r\n",
+    );
+    expect(
+        p,
+        &req(&[b"PUBSUB", b"CHANNELS", b"b*"]),
+        b"*1\r\n$1\r\nb\r\n",
+    );
+    expect(
+        p,
+        &req(&[b"PUBSUB", b"NUMSUB", b"a", b"zz"]),
+        b"*4\r\n$1\r\na\r\n:1\r\n$2\r\nzz\r\n:0\r\n",
+    );
+    expect(p, &req(&[b"PUBSUB", b"NUMPAT"]), b":1\r\n");
+    let list = text(&call(p, &[b"CLIENT", b"LIST", b"TYPE", b"pubsub"]));
+    assert_eq!(list.matches("id=").count(), 1, "{list}");
+    assert!(
+        list.contains(" flags=P db=0 sub=2 psub=1 ssub=0 "),
+        "{list}"
+    );
+    let info = text(&call(p, &[b"INFO", b"stats"]));
+    assert!(
+        info.contains("pubsub_channels:2\r\npubsub_patterns:1\r\n"),
+        "{info}"
+    );
+    // UNSUBSCRIBE without names ends every channel subscription (in no
+    // particular order); the pattern stays until PUNSUBSCRIBE.
+    sub.write_all(&req(&[b"UNSUBSCRIBE"])).unwrap();
+    let mut got = read_reply(&mut sub);
+    got.extend(read_reply(&mut sub));
+    let (ab, ba) = (
+        [
+            confirm("unsubscribe", "a", 2),
+            confirm("unsubscribe", "b", 1),
+        ]
+        .concat(),
+        [
+            confirm("unsubscribe", "b", 2),
+            confirm("unsubscribe", "a", 1),
+        ]
+        .concat(),
+    );
+    assert!(got == ab || got == ba, "{}", text(&got));
+    expect(
+        &mut sub,
+        &req(&[b"PUNSUBSCRIBE"]),
+        &confirm("punsubscribe", "n*", 0),
+    );
+    expect(
+        &mut sub,
+        &req(&[b"UNSUBSCRIBE"]),
+        b"*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n",
+    );
+    expect(&mut sub, &req(&[b"GET", b"x"]), b"$-1\r\n");
+    expect(p, &req(&[b"PUBSUB", b"NUMPAT"]), b":0\r\n");
+    expect(p, &req(&[b"PUBLISH", b"a", b"z"]), b":0\r\n");
+}
+
+/// RESET ends subscriptions silently; RESP3 subscribers get pushes and
+/// may run any command; (un)subscribing is refused inside MULTI.
+#[test]
+fn reset_resp3_and_multi_with_subscriptions() {
+    let srv = Server::start(&[]);
+    let mut sub = srv.connect();
+    let mut p = srv.connect();
+    expect(
+        &mut sub,
+        &req(&[b"SUBSCRIBE", b"c"]),
+        &confirm("subscribe", "c", 1),
+    );
+    expect(&mut sub, &req(&[b"RESET"]), b"+RESET\r\n");
+    expect(&mut p, &req(&[b"PUBLISH", b"c", b"x"]), b":0\r\n");
+    expect(&mut sub, &req(&[b"GET", b"x"]), b"$-1\r\n");
+    call(&mut sub, &[b"HELLO", b"3"]);
+    expect(
+        &mut sub,
+        &req(&[b"SUBSCRIBE", b"c"]),
+        b">3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n",
+    );
+    expect(&mut sub, &req(&[b"GET", b"x"]), b"_\r\n");
+    expect(&mut p, &req(&[b"PUBLISH", b"c", b"hello"]), b":1\r\n");
+    expect(
+        &mut sub,
+        b"",
+        b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$5\r\nhello\r\n",
+    );
+    expect(&mut p, &req(&[b"MULTI"]), b"+OK\r\n");
+    expect(
+        &mut p,
+        &req(&[b"SUBSCRIBE", b"c"]),
+        b"-ERR Command not allowed inside a transaction\r\n",
+    );
+    expect(&mut p, &req(&[b"PUBLISH", b"c", b"in-tx"]), b"+QUEUED\r\n");
+    expect(
+        &mut p,
+        &req(&[b"EXEC"]),
+        b"-EXECABORT Transaction discarded because of previous errors.\r\n",
+    );
+    expect(&mut p, &req(&[b"PUBLISH", b"c", b"after"]), b":1\r\n");
+    expect(
+        &mut sub,
+        b"",
+        b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$5\r\nafter\r\n",
+    );
+}
+
+/// A subscriber that does not read is disconnected at the hard output
+/// limit, and counted, instead of buffering without bound.
+#[test]
+fn a_subscriber_that_does_not_read_is_disconnected_at_the_output_limit() {
+    let srv = Server::start_with(
+        &["--threads", "2"],
+        &[("MERKLE_KV_LIMITS_CLIENT_OUTPUT_BUFFER_LIMIT", "200000")],
+    );
+    let mut sub = srv.connect();
+    expect(
+        &mut sub,
+        &req(&[b"SUBSCRIBE", b"c"]),
+        &confirm("subscribe", "c", 1),
+    );
+    let mut p = srv.connect();
+    let value = vec![b'v'; 10_000];
+    let mut disconnected = false;
+    for _ in 0..200 {
+        for _ in 0..10 {
+            p.write_all(&req(&[b"PUBLISH", b"c", &value])).unwrap();
+            read_reply(&mut p);
+        }
+        let info = text(&call(&mut p, &[b"INFO", b"stats"]));
+        if info.contains("client_output_buffer_limit_disconnections:1\r\n") {
+            disconnected = true;
+            break;
+        }
+    }
+    assert!(disconnected, "no disconnection");
+    expect(
+        &mut p,
+        &req(&[b"PUBSUB", b"NUMSUB", b"c"]),
+        b"*2\r\n$1\r\nc\r\n:0\r\n",
+    );
+    let mut rest = Vec::new();
+    let _ = sub.read_to_end(&mut rest);
+    assert!(
+        text(&rest).contains("-ERR output buffer limit reached"),
+        "{} bytes",
+        rest.len()
+    );
+}

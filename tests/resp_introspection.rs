@@ -166,6 +166,46 @@ fn config_set_takes_current_values_and_refuses_changes() {
     );
 }
 
+/// Redis's data-type encoding parameters are accepted and reported
+/// (under the name and its alias) but change nothing: there are no such
+/// types. Values are checked as Redis checks them.
+#[test]
+fn config_set_keeps_data_type_encoding_parameters() {
+    let srv = Server::start(&[]);
+    let mut s = srv.connect();
+    exchange(
+        &mut s,
+        &["CONFIG", "GET", "list-max-*-size"],
+        b"*4\r\n$21\r\nlist-max-ziplist-size\r\n$2\r\n-2\r\n$22\r\nlist-max-listpack-size\r\n$2\r\n-2\r\n",
+    );
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "list-max-ziplist-size", "-1"],
+        b"+OK\r\n",
+    );
+    exchange(
+        &mut s,
+        &["CONFIG", "GET", "list-max-listpack-size"],
+        b"*2\r\n$22\r\nlist-max-listpack-size\r\n$2\r\n-1\r\n",
+    );
+    // All or nothing: the bad second value leaves the first unchanged.
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "set-max-intset-entries", "10", "hash-max-listpack-entries", "x"],
+        b"-ERR CONFIG SET failed (possibly related to argument 'hash-max-listpack-entries') - argument couldn't be parsed into an integer\r\n",
+    );
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "zset-max-listpack-value", "-5"],
+        b"-ERR CONFIG SET failed (possibly related to argument 'zset-max-listpack-value') - argument must be within the allowed range\r\n",
+    );
+    exchange(
+        &mut s,
+        &["CONFIG", "GET", "set-max-intset-entries"],
+        b"*2\r\n$22\r\nset-max-intset-entries\r\n$3\r\n512\r\n",
+    );
+}
+
 /// `maxmemory` and `maxmemory-clients` change at run time; a failing
 /// value anywhere in the command changes nothing (Redis's rollback).
 #[test]
@@ -478,6 +518,10 @@ fn client_kill_closes_connections_of_every_worker() {
         (&["CLIENT", "KILL", "SKIPME", "maybe"], "-ERR syntax error"),
         (
             &["CLIENT", "KILL", "MAXAGE", "-1"],
+            "-ERR maxage should be greater than 0",
+        ),
+        (
+            &["CLIENT", "KILL", "MAXAGE", "x"],
             "-ERR value is not an integer or out of range",
         ),
     ] {
@@ -502,7 +546,7 @@ fn client_list_and_info_have_redis_fields() {
         .collect();
     assert_eq!(
         names.join(" "),
-        "id addr laddr fd name age idle flags db sub psub ssub multi qbuf qbuf-free \
+        "id addr laddr fd name age idle flags db sub psub ssub multi watch qbuf qbuf-free \
          argv-mem multi-mem rbs rbp obl oll omem tot-mem events cmd user redir resp \
          lib-name lib-ver"
     );
@@ -521,6 +565,7 @@ fn client_list_and_info_have_redis_fields() {
         ("flags", "N"),
         ("db", "0"),
         ("multi", "-1"),
+        ("watch", "0"),
         ("obl", "0"),
         ("events", "r"),
         ("cmd", "client|info"),
@@ -534,6 +579,7 @@ fn client_list_and_info_have_redis_fields() {
     let mut t = srv.connect();
     t.write_all(&req(&["CLIENT", "ID"])).unwrap();
     let tid = common::read_line(&mut t)[1..].to_string();
+    exchange(&mut t, &["WATCH", "w1", "w2"], b"+OK\r\n");
     exchange(&mut t, &["MULTI"], b"+OK\r\n");
     exchange(&mut t, &["SET", "a", "b"], b"+QUEUED\r\n");
     let list = bulk_reply(&mut s, &["CLIENT", "LIST", "ID", &tid]);
@@ -541,6 +587,7 @@ fn client_list_and_info_have_redis_fields() {
     assert_eq!(field(&list, "id"), tid);
     assert_eq!(field(&list, "flags"), "x");
     assert_eq!(field(&list, "multi"), "1");
+    assert_eq!(field(&list, "watch"), "2");
     assert_eq!(field(&list, "cmd"), "set");
     let both = bulk_reply(&mut s, &["CLIENT", "LIST", "ID", &tid, &id, "999"]);
     assert_eq!(both.lines().count(), 2, "{both}");
@@ -557,6 +604,17 @@ fn client_list_and_info_have_redis_fields() {
         b"-ERR Invalid client ID\r\n",
     );
     exchange(&mut s, &["CLIENT", "LIST", "x"], b"-ERR syntax error\r\n");
+    // RESET clears the name but keeps the library strings (Redis 7.2).
+    exchange(&mut s, &["CLIENT", "SETNAME", "n1"], b"+OK\r\n");
+    exchange(
+        &mut s,
+        &["CLIENT", "SETINFO", "LIB-NAME", "redis.py"],
+        b"+OK\r\n",
+    );
+    exchange(&mut s, &["RESET"], b"+RESET\r\n");
+    let info = bulk_reply(&mut s, &["CLIENT", "INFO"]);
+    assert_eq!(field(&info, "name"), "");
+    assert_eq!(field(&info, "lib-name"), "redis.py");
 }
 
 #[test]
@@ -883,4 +941,70 @@ fn latency_tracking_off_counts_without_timing() {
     );
     let cfg = list(&mut s, &["CONFIG", "GET", "latency-tracking"]);
     assert_eq!(cfg, ["latency-tracking", "no"]);
+}
+
+/// `MEMORY`: `USAGE` measures the key's record (allocation and table
+/// slot), and `COMMAND GETKEYS` knows its key; the other subcommands
+/// answer for this store.
+#[test]
+fn memory_usage_and_subcommands() {
+    let srv = Server::start(&[]);
+    let mut s = srv.connect();
+    exchange(&mut s, &["SET", "k", "v"], b"+OK\r\n");
+    // 24-byte header + key + value + 16-byte digest, padded to 8, + slot.
+    exchange(&mut s, &["MEMORY", "USAGE", "k"], b":56\r\n");
+    exchange(
+        &mut s,
+        &["MEMORY", "USAGE", "k", "SAMPLES", "0"],
+        b":56\r\n",
+    );
+    exchange(&mut s, &["MEMORY", "USAGE", "nosuch"], b"$-1\r\n");
+    exchange(
+        &mut s,
+        &["MEMORY", "USAGE", "k", "x"],
+        b"-ERR syntax error\r\n",
+    );
+    exchange(
+        &mut s,
+        &["COMMAND", "GETKEYS", "MEMORY", "USAGE", "k"],
+        b"*1\r\n$1\r\nk\r\n",
+    );
+    exchange(
+        &mut s,
+        &["COMMAND", "GETKEYS", "MEMORY", "STATS"],
+        b"-ERR The command has no key arguments\r\n",
+    );
+    exchange(&mut s, &["MEMORY", "PURGE"], b"+OK\r\n");
+    exchange(
+        &mut s,
+        &["MEMORY", "MALLOC-STATS"],
+        b"$45\r\nStats not supported for the current allocator\r\n",
+    );
+    s.write_all(&req(&["MEMORY", "HELP"])).unwrap();
+    let n: usize = common::read_line(&mut s)[1..].parse().unwrap();
+    let first = common::read_line(&mut s);
+    assert!(first.starts_with("+MEMORY <subcommand>"), "{first}");
+    for _ in 1..n {
+        assert!(common::read_line(&mut s).starts_with('+'));
+    }
+    s.write_all(&req(&["MEMORY", "STATS"])).unwrap();
+    assert_eq!(common::read_line(&mut s), "*12");
+    let mut fields = Vec::new();
+    for _ in 0..6 {
+        common::read_line(&mut s);
+        fields.push(common::read_line(&mut s));
+        fields.push(common::read_line(&mut s));
+    }
+    let at = fields.iter().position(|f| f == "keys.count").unwrap();
+    assert_eq!(fields[at + 1], ":1");
+    exchange(
+        &mut s,
+        &["MEMORY", "NOSUCH"],
+        b"-ERR unknown subcommand 'NOSUCH'. Try MEMORY HELP.\r\n",
+    );
+    exchange(
+        &mut s,
+        &["MEMORY", "STATS", "x"],
+        b"-ERR wrong number of arguments for 'memory|stats' command\r\n",
+    );
 }

@@ -124,6 +124,9 @@ fn ranges() {
     assert_eq!(call(&mut c, "GETRANGE k -5 -1"), "$5\r\nRedis\r\n");
     assert_eq!(call(&mut c, "SUBSTR k 5 1000"), "$5\r\nRedis\r\n");
     assert_eq!(call(&mut c, "GETRANGE k 5 3"), "$0\r\n\r\n");
+    // Redis 7.4: an end before the start of the string is an empty range.
+    assert_eq!(call(&mut c, "GETRANGE k 0 -100"), "$0\r\n\r\n");
+    assert_eq!(call(&mut c, "GETRANGE k -100 0"), "$1\r\nH\r\n");
     assert_eq!(call(&mut c, "GETRANGE missing 0 -1"), "$0\r\n\r\n");
     assert_eq!(call_raw(&mut c, &[b"SETRANGE", b"k", b"0", b""]), ":10\r\n");
     assert_eq!(

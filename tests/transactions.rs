@@ -118,6 +118,12 @@ fn examples(name: &str, arity: i64) -> Vec<Vec<String>> {
         "hello" => vec![v(&["HELLO"])],
         "function" => vec![v(&["FUNCTION", "FLUSH"])],
         "object" => vec![v(&["OBJECT", "ENCODING", "k"])],
+        "pubsub" => vec![
+            v(&["PUBSUB", "CHANNELS"]),
+            v(&["PUBSUB", "NUMSUB", "k"]),
+            v(&["PUBSUB", "NUMPAT"]),
+        ],
+        "memory" => vec![v(&["MEMORY", "USAGE", "k"]), v(&["MEMORY", "STATS"])],
         _ => {
             let n = if arity > 0 { arity } else { -arity } as usize - 1;
             let mut r = vec![name.to_uppercase()];
@@ -130,7 +136,8 @@ fn examples(name: &str, arity: i64) -> Vec<Vec<String>> {
 /// Commands refused at queue time, and the start of their error.
 fn refused(name: &str) -> Option<&'static str> {
     match name {
-        "hash" | "sync" | "hello" | "shutdown" | "monitor" | "save" => {
+        "hash" | "sync" | "hello" | "shutdown" | "monitor" | "save" | "subscribe"
+        | "unsubscribe" | "psubscribe" | "punsubscribe" => {
             Some("ERR Command not allowed inside a transaction")
         }
         "keys" | "scan" => Some("ERR KEYS and SCAN are not allowed inside a transaction"),

@@ -83,6 +83,8 @@ fn redis(r: &Redis<'_>) -> Class {
     match r {
         // RESET also ends the authentication (auth::gate).
         Redis::Hello { .. } | Redis::Reset => Open,
+        // Acts on the whole process's allocator.
+        Redis::Memory(crate::protocol::redis::MemoryQuery::Purge) => Admin,
         Redis::Command(_)
         | Redis::ClientSetName(_)
         | Redis::ClientReply(_)
@@ -100,6 +102,11 @@ fn redis(r: &Redis<'_>) -> Class {
         | Redis::Watch(_)
         | Redis::Unwatch
         | Redis::LastSave
+        | Redis::Subscribe { .. }
+        | Redis::Unsubscribe { .. }
+        | Redis::Publish { .. }
+        | Redis::PubSub(_)
+        | Redis::Memory(_)
         | Redis::Time => Read,
         Redis::SetWith { .. }
         | Redis::SetNx(..)

@@ -23,14 +23,16 @@ use crate::config::Engine;
 use crate::metrics;
 use crate::protocol::glob;
 use crate::protocol::redis::{
-    COMMANDS, ClientFilter, ClientKill, CommandQuery, CommandSpec, ListFilter, Redis, SetCond,
-    categories, key_flags, key_positions, spec, subcommands,
+    COMMANDS, ClientFilter, ClientKill, CommandQuery, CommandSpec, ListFilter, MemoryQuery,
+    PubSubQuery, Redis, SetCond, categories, key_flags, key_positions, spec, subcommands,
 };
 use crate::protocol::reply::{
     NIL_ARRAY, NULL3, Proto, array, bulk, header, insert_counted, integer, null, ok,
 };
 use crate::protocol::{Args, parse_int};
+use crate::pubsub::SubOp;
 use crate::stats::{ClientInfo, ClientType, Counter, rss_kb};
+use crate::typeparams;
 
 /// The Redis version whose RESP2 behaviour this server follows.
 pub const REDIS_COMPAT_VERSION: &str = "7.0.0";
@@ -115,7 +117,7 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
             for c in ctx.shared.stats.clients() {
                 let shown = match filter {
                     ClientFilter::All => true,
-                    ClientFilter::Type(t) => t == ClientType::Normal,
+                    ClientFilter::Type(t) => t == client_type(&c),
                     ClientFilter::Ids(ids) => ids.iter().any(|i| parse_int::<u64>(i) == Some(c.id)),
                 };
                 if shown {
@@ -375,7 +377,9 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
             stats.incr(Counter::Management);
             ctx.client.set_resp3(false);
             ctx.client.set_reply_mode(crate::stats::ReplyMode::On);
-            ctx.client.update_meta(|m| *m = Default::default());
+            // The library strings stay: they still describe the client
+            // behind the connection (Redis 7.2).
+            ctx.client.update_meta(|m| m.name.clear());
             // (The worker also ends monitor mode.)
             out.extend_from_slice(b"+RESET\r\n");
         }
@@ -383,8 +387,160 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
             stats.incr(Counter::Management);
             ok(out, super::Proto::Resp);
         }
+        Redis::Subscribe { pattern, names } | Redis::Unsubscribe { pattern, names } => {
+            let subscribe = matches!(cmd, Redis::Subscribe { .. });
+            return Flow::PubSub(SubOp {
+                subscribe,
+                pattern,
+                names: names.iter().map(<[u8]>::to_vec).collect(),
+            });
+        }
+        Redis::Publish { channel, message } => {
+            let n = ctx.shared.pubsub.publish(channel, message);
+            integer(out, n as i64);
+        }
+        Redis::PubSub(q) => pubsub_query(ctx, q, out),
+        Redis::Memory(q) => memory(ctx, q, out),
     }
     Flow::Continue
+}
+
+/// `PUBSUB CHANNELS | NUMSUB | NUMPAT | HELP` (this node's subscriptions).
+fn pubsub_query(ctx: &Ctx<'_>, q: PubSubQuery<'_>, out: &mut Vec<u8>) {
+    let ps = &ctx.shared.pubsub;
+    match q {
+        PubSubQuery::Channels(pattern) => {
+            let pattern = pattern.and_then(|p| glob::Pattern::new(p).ok());
+            let mut names = ps.channels(pattern.as_ref());
+            names.sort_unstable();
+            array(out, names.len());
+            names.iter().for_each(|n| bulk(out, n));
+        }
+        PubSubQuery::NumSub(channels) => {
+            array(out, channels.len() * 2);
+            for c in channels.iter() {
+                bulk(out, c);
+                integer(out, ps.numsub(c) as i64);
+            }
+        }
+        PubSubQuery::NumPat => integer(out, ps.pattern_count() as i64),
+        PubSubQuery::Help => help(out, PUBSUB_HELP),
+    }
+}
+
+const PUBSUB_HELP: &[&str] = &[
+    "PUBSUB <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "CHANNELS [<pattern>]",
+    "    Return the currently active channels matching a <pattern> (default: '*').",
+    "NUMPAT",
+    "    Return number of subscriptions to patterns.",
+    "NUMSUB [<channel> ...]",
+    "    Return the number of subscribers for the specified channels, excluding",
+    "    pattern subscriptions(default: no channels).",
+    "HELP",
+    "    Print this help.",
+];
+
+const MEMORY_HELP: &[&str] = &[
+    "MEMORY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "DOCTOR",
+    "    Return memory problems reports.",
+    "MALLOC-STATS",
+    "    Return internal statistics report from the memory allocator.",
+    "PURGE",
+    "    Return unused memory held by the allocator to the operating system.",
+    "STATS",
+    "    Return information about the memory usage of the server.",
+    "USAGE <key> [SAMPLES <count>]",
+    "    Return memory in bytes used by <key> and its value (its record in the store).",
+    "HELP",
+    "    Print this help.",
+];
+
+/// A `HELP` reply: an array of simple strings.
+fn help(out: &mut Vec<u8>, lines: &[&str]) {
+    array(out, lines.len());
+    lines.iter().for_each(|l| simple(out, l));
+}
+
+/// `MEMORY …`: honest answers for this store (docs/protocol.md §15).
+fn memory(ctx: &Ctx<'_>, q: MemoryQuery<'_>, out: &mut Vec<u8>) {
+    let m = &ctx.shared.memory;
+    match q {
+        MemoryQuery::Usage(key) => {
+            // The record's allocation and its 8-byte slot in the table.
+            let n = ctx.db.get_with_expiry(key, |v| {
+                v.map(|(v, exp)| crate::store::record::footprint(key.len(), v.len(), exp != 0) + 8)
+            });
+            match n {
+                Some(n) => integer(out, n as i64),
+                None => out.extend_from_slice(null(ctx.client.is_resp3())),
+            }
+        }
+        MemoryQuery::Stats => {
+            let keys = ctx.db.len();
+            let used = m.used();
+            let clients = m.clients();
+            let dataset = used.saturating_sub(clients);
+            let fields: [(&str, u64); 6] = [
+                ("total.allocated", used),
+                ("clients.normal", clients),
+                ("keys.count", keys as u64),
+                (
+                    "keys.bytes-per-key",
+                    dataset.checked_div(keys as u64).unwrap_or(0),
+                ),
+                ("dataset.bytes", dataset),
+                ("maxmemory", m.maxmemory()),
+            ];
+            map(out, fields.len(), ctx.client.is_resp3());
+            for (k, v) in fields {
+                bulk(out, k.as_bytes());
+                integer(out, v as i64);
+            }
+        }
+        MemoryQuery::Doctor => {
+            let used = m.used();
+            let max = m.maxmemory();
+            let text = if max != 0 && used > max / 10 * 9 {
+                format!(
+                    "used memory ({used} bytes) is above 90% of maxmemory ({max} bytes): writes will soon be refused (-OOM)"
+                )
+            } else {
+                format!(
+                    "no memory problems found: used memory is {used} bytes (maxmemory {max}, 0: no limit)"
+                )
+            };
+            bulk(out, text.as_bytes());
+        }
+        MemoryQuery::Purge => {
+            ctx.stats.incr(Counter::Management);
+            purge_allocator();
+            ok(out, super::Proto::Resp);
+        }
+        MemoryQuery::MallocStats => bulk(out, b"Stats not supported for the current allocator"),
+        MemoryQuery::Help => help(out, MEMORY_HELP),
+    }
+}
+
+/// Returns the allocator's free memory to the operating system where the
+/// C library can (glibc's `malloc_trim`).
+fn purge_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointers and only releases free memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// A connection's type for `CLIENT LIST|KILL TYPE`: `pubsub` while it
+/// has subscriptions, else `normal` (there are no replica connections).
+fn client_type(c: &ClientInfo) -> ClientType {
+    if c.view().subscribed() {
+        ClientType::PubSub
+    } else {
+        ClientType::Normal
+    }
 }
 
 /// The refusal of `SAVE` / `BGSAVE` on an in-memory node.
@@ -421,7 +577,7 @@ fn client_kill(ctx: &mut Ctx<'_>, k: ClientKill<'_>, out: &mut Vec<u8>) -> Flow 
             && k.laddr
                 .is_none_or(|a| c.laddr.is_some_and(|l| a == l.to_string().as_bytes()))
             && k.user.is_none_or(|u| u == user_name(ctx, &c).as_bytes())
-            && k.kind.is_none_or(|t| t == ClientType::Normal)
+            && k.kind.is_none_or(|t| t == client_type(&c))
             && k.maxage.is_none_or(|age| c.age(ctx.now) >= age)
             && !(k.skipme && c.id == me);
         if !matches {
@@ -615,7 +771,7 @@ fn command_docs(c: &CommandSpec, out: &mut Vec<u8>, resp3: bool) {
 fn config_params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
     let c = &ctx.shared.config;
     let limits = ctx.shared.memory.limits;
-    vec![
+    let mut params = vec![
         ("save", String::new()),
         (
             "appendonly",
@@ -679,18 +835,28 @@ fn config_params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
             }
             .into(),
         ),
-    ]
+    ];
+    for (i, p) in typeparams::PARAMS.iter().enumerate() {
+        let v = ctx.shared.type_params.get(i).to_string();
+        if let Some(alias) = p.alias {
+            params.push((alias, v.clone()));
+        }
+        params.push((p.name, v));
+    }
+    params
 }
 
 /// The one parameter `CONFIG SET` changes at run time: read-only mode
 /// (`crate::readonly`), `yes` or `no`.
 const READ_ONLY_PARAM: &str = "read-only";
 
-/// `CONFIG SET`: every parameter `CONFIG GET` reports but `read-only` is
-/// read at startup only, so setting one to its current value succeeds and
-/// changes nothing, and any other value is refused as for an immutable
-/// Redis parameter; `read-only` takes `yes` or `no` and switches
-/// read-only mode. Checked as Redis does: all pairs first (unknown names,
+/// `CONFIG SET`: `read-only` takes `yes` or `no` and switches read-only
+/// mode; `maxmemory` and `maxmemory-clients` change the memory limits;
+/// the data-type encoding parameters (`typeparams.rs`) take any integer
+/// in Redis's range and change nothing else. Every other parameter
+/// `CONFIG GET` reports is read at startup only, so setting one to its
+/// current value succeeds and changes nothing, and any other value is
+/// refused as for an immutable Redis parameter. Checked as Redis does: all pairs first (unknown names,
 /// duplicates, values), nothing applied unless all pass.
 fn config_set(ctx: &Ctx<'_>, pairs: Args<'_>) -> Result<(), String> {
     let params = config_params(ctx);
@@ -723,8 +889,14 @@ fn config_set(ctx: &Ctx<'_>, pairs: Args<'_>) -> Result<(), String> {
     let mut read_only = None;
     let mut maxmemory = None;
     let mut budget = None;
+    let mut type_values = Vec::new();
     for pair in args.chunks(2) {
         let (name, value) = (pair[0], pair[1]);
+        if let Some(i) = typeparams::find(name) {
+            let v = typeparams::parse(i, value).map_err(|e| failed(name, &e.to_string()))?;
+            type_values.push((i, v));
+            continue;
+        }
         if name.eq_ignore_ascii_case(b"maxmemory") {
             maxmemory = Some(
                 parse_memory(value)
@@ -776,6 +948,9 @@ fn config_set(ctx: &Ctx<'_>, pairs: Args<'_>) -> Result<(), String> {
     };
     if let Some(on) = read_only {
         ctx.shared.read_only.set(on);
+    }
+    for (i, v) in type_values {
+        ctx.shared.type_params.set(i, v);
     }
     if let Some(m) = maxmemory {
         memory.set_maxmemory(m);
@@ -1001,11 +1176,13 @@ fn info(ctx: &Ctx<'_>, sections: Args<'_>, s: &mut String) {
                 let (_, evicted, output) = shared.memory.counters();
                 write!(
                     s,
-                    "total_connections_received:{}\r\ntotal_commands_processed:{}\r\nevicted_clients:{evicted}\r\nclient_output_buffer_limit_disconnections:{output}\r\nrejected_connections:{}\r\ntotal_error_replies:{}\r\n",
+                    "total_connections_received:{}\r\ntotal_commands_processed:{}\r\nevicted_clients:{evicted}\r\nclient_output_buffer_limit_disconnections:{output}\r\nrejected_connections:{}\r\ntotal_error_replies:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\n",
                     shared.stats.total_connections(),
                     shared.stats.sum(Counter::TotalCommands),
                     shared.stats.rejected_connections(),
-                    totals.as_ref().map_or(0, |t| t.error_replies)
+                    totals.as_ref().map_or(0, |t| t.error_replies),
+                    shared.pubsub.channel_count(),
+                    shared.pubsub.pattern_count()
                 )
             }
             // Redis's master fields: no Redis replicas attach to this

@@ -118,6 +118,11 @@ impl TxState {
         }
     }
 
+    /// How many keys are watched.
+    pub fn watched(&self) -> usize {
+        self.watched.len()
+    }
+
     /// Heap bytes held: the queued frames and the watched keys.
     pub fn buffer_bytes(&self) -> usize {
         self.queue.as_ref().map_or(0, |q| q.frames.capacity())
@@ -154,7 +159,13 @@ fn refusal(cmd: &Command<'_>) -> Option<&'static str> {
         | Command::Replicate(_)
         | Command::Shutdown
         | Command::Internal(_)
-        | Command::Redis(Redis::Hello { .. } | Redis::Monitor | Redis::Save) => Some(NOT_ALLOWED),
+        | Command::Redis(
+            Redis::Hello { .. }
+            | Redis::Monitor
+            | Redis::Save
+            | Redis::Subscribe { .. }
+            | Redis::Unsubscribe { .. },
+        ) => Some(NOT_ALLOWED),
         Command::Scan(_) | Command::Redis(Redis::Keys(_) | Redis::Scan { .. }) => Some(NO_SCANS),
         _ => None,
     }

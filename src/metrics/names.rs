@@ -22,7 +22,6 @@ const EXTRA: &[&str] = &[
     "dec",
     "truncate",
     "flush",
-    "memory",
     "version",
     "replicate",
     "nodes",

@@ -104,11 +104,52 @@ pub enum Redis<'a> {
     /// `TIME`.
     Time,
     /// `RESET`: drop the connection's transaction and watched keys, its
-    /// name and library strings, and go back to RESP2.
+    /// name, monitor mode and subscriptions, and go back to RESP2 (the
+    /// library strings of `CLIENT SETINFO` stay, as in Redis 7.2).
     Reset,
     /// `FUNCTION FLUSH [ASYNC | SYNC]`: there are no functions, so there is
     /// nothing to flush (Redis's test harness and tools call it to reset).
     FunctionFlush,
+    /// `SUBSCRIBE channel…` (`pattern`: `PSUBSCRIBE pattern…`).
+    Subscribe { pattern: bool, names: Args<'a> },
+    /// `UNSUBSCRIBE [channel…]` (`pattern`: `PUNSUBSCRIBE [pattern…]`);
+    /// no names: every subscription of that kind.
+    Unsubscribe { pattern: bool, names: Args<'a> },
+    /// `PUBLISH channel message`.
+    Publish {
+        channel: &'a [u8],
+        message: &'a [u8],
+    },
+    /// `PUBSUB CHANNELS [pattern] | NUMSUB [channel…] | NUMPAT | HELP`.
+    PubSub(PubSubQuery<'a>),
+    /// `MEMORY USAGE key [SAMPLES n] | STATS | DOCTOR | PURGE |
+    /// MALLOC-STATS | HELP`.
+    Memory(MemoryQuery<'a>),
+}
+
+/// What `PUBSUB` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PubSubQuery<'a> {
+    /// Channels with subscribers, optionally only those matching a glob.
+    Channels(Option<&'a [u8]>),
+    /// Subscriber counts of the channels given.
+    NumSub(Args<'a>),
+    /// Distinct patterns subscribed to.
+    NumPat,
+    Help,
+}
+
+/// What `MEMORY` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryQuery<'a> {
+    /// Bytes a key's record occupies (`SAMPLES` is accepted and has no
+    /// effect: a string is measured exactly).
+    Usage(&'a [u8]),
+    Stats,
+    Doctor,
+    Purge,
+    MallocStats,
+    Help,
 }
 
 /// Which connections `CLIENT LIST` shows.
@@ -520,6 +561,92 @@ pub fn command<'a>(
             }
             Redis::FunctionFlush
         }
+        b"SUBSCRIBE" | b"PSUBSCRIBE" => {
+            if argc == 0 {
+                return Err(wrong_args(name));
+            }
+            let pattern = upper[0] == b'P';
+            if pattern && args.iter().any(|p| p.len() > glob::MAX_PATTERN) {
+                return Err(err(glob::PATTERN_TOO_LONG));
+            }
+            Redis::Subscribe {
+                pattern,
+                names: args,
+            }
+        }
+        b"UNSUBSCRIBE" | b"PUNSUBSCRIBE" => Redis::Unsubscribe {
+            pattern: upper[0] == b'P',
+            names: args,
+        },
+        b"PUBLISH" => match (argv(0), argv(1), argc) {
+            (Some(channel), Some(message), 2) => Redis::Publish { channel, message },
+            _ => return Err(wrong_args(name)),
+        },
+        b"PUBSUB" => {
+            let Some(sub) = argv(0) else {
+                return Err(wrong_args(name));
+            };
+            Redis::PubSub(if eq(sub, "CHANNELS") {
+                match (argv(1), argc) {
+                    (None, _) => PubSubQuery::Channels(None),
+                    (Some(p), 2) => {
+                        if p.len() > glob::MAX_PATTERN {
+                            return Err(err(glob::PATTERN_TOO_LONG));
+                        }
+                        PubSubQuery::Channels(Some(p))
+                    }
+                    _ => return Err(wrong_sub(name, sub)),
+                }
+            } else if eq(sub, "NUMSUB") {
+                PubSubQuery::NumSub(args.skip(1))
+            } else if eq(sub, "NUMPAT") && argc == 1 {
+                PubSubQuery::NumPat
+            } else if eq(sub, "HELP") && argc == 1 {
+                PubSubQuery::Help
+            } else if eq(sub, "NUMPAT") || eq(sub, "HELP") {
+                return Err(wrong_sub(name, sub));
+            } else {
+                return Err(unknown_sub(name, sub));
+            })
+        }
+        b"MEMORY" => {
+            let Some(sub) = argv(0) else {
+                return Err(wrong_args(name));
+            };
+            if eq(sub, "USAGE") {
+                let Some(key) = argv(1) else {
+                    return Err(wrong_sub(name, sub));
+                };
+                match (argv(2), argv(3), argc) {
+                    (None, _, 2) => {}
+                    (Some(o), Some(n), 4) if eq(o, "SAMPLES") => {
+                        if parse_int::<i64>(n).is_none() {
+                            return Err(err("value is not an integer or out of range"));
+                        }
+                    }
+                    _ => return Err(err("syntax error")),
+                }
+                Redis::Memory(MemoryQuery::Usage(key))
+            } else {
+                let q = if eq(sub, "STATS") {
+                    MemoryQuery::Stats
+                } else if eq(sub, "DOCTOR") {
+                    MemoryQuery::Doctor
+                } else if eq(sub, "PURGE") {
+                    MemoryQuery::Purge
+                } else if eq(sub, "MALLOC-STATS") {
+                    MemoryQuery::MallocStats
+                } else if eq(sub, "HELP") {
+                    MemoryQuery::Help
+                } else {
+                    return Err(unknown_sub(name, sub));
+                };
+                if argc != 1 {
+                    return Err(wrong_sub(name, sub));
+                }
+                Redis::Memory(q)
+            }
+        }
         _ => match super::strings::parse(upper, args) {
             Some(Ok(c)) => Redis::Str(c),
             Some(Err(_)) => return Err(wrong_args(name)),
@@ -598,7 +725,8 @@ fn client_kill(args: Args<'_>) -> Result<ClientKill<'_>, ParseError> {
         } else if eq(opt, "MAXAGE") {
             match parse_int::<i64>(v) {
                 Some(i) if i >= 0 => k.maxage = Some(i as u64),
-                _ => return Err(err("value is not an integer or out of range")),
+                Some(_) => return Err(err("maxage should be greater than 0")),
+                None => return Err(err("value is not an integer or out of range")),
             }
         } else if eq(opt, "SKIPME") {
             k.skipme = if eq(v, "YES") {
@@ -1548,7 +1676,79 @@ pub const COMMANDS: &[CommandSpec] = &[
         since: "7.0.0",
         args: &[arg("subcommand", "string")],
     },
+    CommandSpec {
+        name: "subscribe",
+        arity: -2,
+        flags: PUBSUB,
+        keys: (0, 0, 0),
+        group: "pubsub",
+        summary: "Listens for messages published to channels (on this node).",
+        since: "2.0.0",
+        args: &[many(arg("channel", "string"))],
+    },
+    CommandSpec {
+        name: "unsubscribe",
+        arity: -1,
+        flags: PUBSUB,
+        keys: (0, 0, 0),
+        group: "pubsub",
+        summary: "Stops listening to messages posted to channels.",
+        since: "2.0.0",
+        args: &[opt(many(arg("channel", "string")))],
+    },
+    CommandSpec {
+        name: "psubscribe",
+        arity: -2,
+        flags: PUBSUB,
+        keys: (0, 0, 0),
+        group: "pubsub",
+        summary: "Listens for messages published to channels that match glob patterns.",
+        since: "2.0.0",
+        args: &[many(arg("pattern", "pattern"))],
+    },
+    CommandSpec {
+        name: "punsubscribe",
+        arity: -1,
+        flags: PUBSUB,
+        keys: (0, 0, 0),
+        group: "pubsub",
+        summary: "Stops listening to messages published to channels that match glob patterns.",
+        since: "2.0.0",
+        args: &[opt(many(arg("pattern", "pattern")))],
+    },
+    CommandSpec {
+        name: "publish",
+        arity: 3,
+        flags: &["pubsub", "loading", "stale", "fast"],
+        keys: (0, 0, 0),
+        group: "pubsub",
+        summary: "Posts a message to the subscribers of a channel on this node.",
+        since: "2.0.0",
+        args: &[arg("channel", "string"), arg("message", "string")],
+    },
+    CommandSpec {
+        name: "pubsub",
+        arity: -2,
+        flags: &["pubsub", "loading", "stale"],
+        keys: (0, 0, 0),
+        group: "pubsub",
+        summary: "PUBSUB CHANNELS|NUMSUB|NUMPAT|HELP.",
+        since: "2.8.0",
+        args: &[arg("subcommand", "string"), opt(many(arg("arg", "string")))],
+    },
+    CommandSpec {
+        name: "memory",
+        arity: -2,
+        flags: &["readonly"],
+        keys: (2, 2, 1),
+        group: "server",
+        summary: "MEMORY USAGE|STATS|DOCTOR|PURGE|MALLOC-STATS|HELP.",
+        since: "4.0.0",
+        args: &[arg("subcommand", "string"), opt(KEY)],
+    },
 ];
+
+const PUBSUB: &[&str] = &["pubsub", "noscript", "loading", "stale"];
 
 /// The table entry of a command name (case-insensitive).
 pub fn spec(name: &[u8]) -> Option<&'static CommandSpec> {
@@ -1573,6 +1773,8 @@ pub fn subcommands(name: &str) -> &'static [&'static str] {
         "config" => &["get", "set", "resetstat"],
         "object" => &["encoding", "freq", "idletime", "refcount", "help"],
         "function" => &["flush"],
+        "pubsub" => &["channels", "numsub", "numpat", "help"],
+        "memory" => &["usage", "stats", "doctor", "purge", "malloc-stats", "help"],
         _ => &[],
     }
 }
@@ -1585,6 +1787,7 @@ pub fn categories(c: &CommandSpec) -> Vec<&'static str> {
         "connection" => "connection",
         "bitmap" => "bitmap",
         "scripting" => "scripting",
+        "pubsub" => "pubsub",
         _ => "string",
     }];
     for (flag, cat) in [("readonly", "read"), ("write", "write"), ("fast", "fast")] {
@@ -1614,6 +1817,10 @@ pub fn key_positions(argv: &[&[u8]]) -> Result<(&'static CommandSpec, Vec<usize>
     if (c.arity > 0 && c.arity != argc) || argc < -c.arity {
         return Err(GETKEYS_ARITY);
     }
+    // Of MEMORY's subcommands only USAGE names a key.
+    if c.name == "memory" && !argv.get(1).is_some_and(|s| eq(s, "USAGE")) {
+        return Err(GETKEYS_NO_KEYS);
+    }
     let last = if last < 0 { argc + last } else { last };
     let mut v = Vec::new();
     let mut i = first;
@@ -1640,7 +1847,9 @@ pub fn key_flags(c: &CommandSpec, pos: usize) -> &'static [&'static str] {
             | "setbit",
             _,
         ) => &["RW", "access", "update"],
-        ("exists" | "type" | "ttl" | "pttl" | "strlen" | "touch" | "object", _) => &["RO"],
+        ("exists" | "type" | "ttl" | "pttl" | "strlen" | "touch" | "object" | "memory", _) => {
+            &["RO"]
+        }
         ("persist", _) => &["RW", "update"],
         _ if c.flags.contains(&"write") => &["RW", "update"],
         _ => &["RO", "access"],

@@ -31,6 +31,7 @@ use crate::exec::tx::TxState;
 use crate::monitor::Feed;
 use crate::protocol::reply::{self, Proto};
 use crate::protocol::resp;
+use crate::pubsub::Subscriptions;
 use crate::stats::{ClientInfo, ConnView};
 
 /// Unsent reply bytes above which a connection is not read (backpressure).
@@ -99,6 +100,8 @@ pub struct Conn {
     pub session: Session,
     /// The connection's `MONITOR` feed, once it sent `MONITOR`.
     pub monitor: Option<Arc<Feed>>,
+    /// The connection's Pub/Sub subscriptions, while it has any.
+    pub subs: Option<Box<Subscriptions>>,
     /// What `CLIENT LIST` shows of this connection, kept here and
     /// published to `info` by the worker ([`Conn::publish_view`]).
     pub view: ConnView,
@@ -137,6 +140,7 @@ impl Conn {
             tls: None,
             session: Session::default(),
             monitor: None,
+            subs: None,
             view: ConnView::default(),
             held_until: None,
         }
@@ -155,11 +159,14 @@ impl Conn {
             .and_then(|t| t.queued())
             .map_or(-1, |n| n as i64);
         v.multi_mem = self.tx.as_ref().map_or(0, |t| t.buffer_bytes());
+        v.watch = self.tx.as_ref().map_or(0, |t| t.watched());
         v.rbs = self.wbuf.capacity();
         v.obl = self.wbuf.len() - self.wpos;
         v.omem = self.wbuf.capacity().saturating_sub(WBUF_KEEP);
         v.tot_mem = self.rbuf.capacity() + self.wbuf.capacity() + v.multi_mem;
         v.monitor = self.monitor.is_some();
+        v.sub = self.subs.as_ref().map_or(0, |s| s.channels());
+        v.psub = self.subs.as_ref().map_or(0, |s| s.patterns());
         v.closing = self.closing;
         v.readable = readable;
         v.writable = v.obl > 0;
@@ -178,6 +185,7 @@ impl Conn {
         self.rbuf.capacity()
             + self.wbuf.capacity()
             + self.tx.as_ref().map_or(0, |t| t.buffer_bytes())
+            + self.subs.as_ref().map_or(0, |s| s.bytes())
     }
 
     /// Starts closing: no more input is processed; the connection closes

@@ -57,9 +57,11 @@ use crate::exec::{self, Ctx, Flow};
 use crate::jobs::{Completion, Job, Responder};
 use crate::limits::LogKind;
 use crate::metrics::names;
+use crate::monitor::Feed;
 use crate::protocol::redis::Redis;
 use crate::protocol::reply::{self, Proto};
 use crate::protocol::{Command, Fatal, Parsed, resp, text};
+use crate::pubsub::Subscriber;
 use crate::state::Shared;
 use crate::stats::{ClientInfo, ReplyMode, WorkerStats};
 
@@ -118,6 +120,9 @@ struct Env {
     /// Tokens of this worker's `MONITOR` connections (may hold stale
     /// tokens until the next wake prunes them).
     monitors: Vec<usize>,
+    /// Tokens of this worker's connections with Pub/Sub subscriptions
+    /// (pruned like `monitors`).
+    subscribers: Vec<usize>,
     /// Slots of the hot commands in the command statistics.
     hot: names::Hot,
     /// `metrics.latency_tracking`: time each command.
@@ -176,6 +181,7 @@ impl Worker {
                 waker,
                 log,
                 monitors: Vec::new(),
+                subscribers: Vec::new(),
                 hot: names::NAMES.hot(),
                 timing,
                 held: Vec::new(),
@@ -356,20 +362,36 @@ impl Worker {
             }
         }
         if !self.env.monitors.is_empty() {
-            self.drain_monitors();
+            self.drain_feeds(false);
+        }
+        if !self.env.subscribers.is_empty() {
+            self.drain_feeds(true);
         }
     }
 
-    /// Moves the lines published for this worker's monitors into their
-    /// output buffers. A monitor whose feed overflowed, or whose output
-    /// passes the hard output limit, is disconnected like any client over
-    /// that limit (and counted).
-    fn drain_monitors(&mut self) {
-        let mut tokens = std::mem::take(&mut self.env.monitors);
+    /// Moves the lines published for this worker's monitors (or, with
+    /// `pubsub`, the messages for its subscribers) into their output
+    /// buffers. A connection whose feed overflowed, or whose output passes
+    /// the hard output limit, is disconnected like any client over that
+    /// limit (and counted).
+    fn drain_feeds(&mut self, pubsub: bool) {
+        let feed_of = |c: &Conn| {
+            if pubsub {
+                c.subs.as_ref().map(|s| s.sub.feed.clone())
+            } else {
+                c.monitor.clone()
+            }
+        };
+        let list = if pubsub {
+            &mut self.env.subscribers
+        } else {
+            &mut self.env.monitors
+        };
+        let mut tokens = std::mem::take(list);
         tokens.retain(|&i| {
             self.conns
                 .get(i)
-                .is_some_and(|c| c.as_ref().is_some_and(|c| c.monitor.is_some()))
+                .is_some_and(|c| c.as_ref().is_some_and(|c| feed_of(c).is_some()))
         });
         let hard = self.env.shared.memory.limits.output_hard;
         for &i in &tokens {
@@ -377,7 +399,7 @@ impl Worker {
             let Some(conn) = self.conns[i].as_mut() else {
                 continue;
             };
-            let Some(feed) = conn.monitor.clone() else {
+            let Some(feed) = feed_of(conn) else {
                 continue;
             };
             if conn.closing || conn.lingering {
@@ -387,8 +409,12 @@ impl Worker {
             let fits = feed.drain_into(&mut conn.wbuf);
             if !fits || (hard != 0 && conn.unsent() > hard) {
                 let unsent = conn.unsent();
-                conn.monitor = None;
-                self.env.shared.stats.monitors.remove(conn.info.id);
+                if pubsub {
+                    self.env.shared.pubsub.drop_all(&mut conn.subs);
+                } else {
+                    conn.monitor = None;
+                    self.env.shared.stats.monitors.remove(conn.info.id);
+                }
                 conn.fail(now, OUTPUT_LIMIT);
                 conn.publish_view(0);
                 output_limit_hit(&self.env, unsent, "hard");
@@ -400,9 +426,13 @@ impl Worker {
         tokens.retain(|&i| {
             self.conns
                 .get(i)
-                .is_some_and(|c| c.as_ref().is_some_and(|c| c.monitor.is_some()))
+                .is_some_and(|c| c.as_ref().is_some_and(|c| feed_of(c).is_some()))
         });
-        self.env.monitors = tokens;
+        if pubsub {
+            self.env.subscribers = tokens;
+        } else {
+            self.env.monitors = tokens;
+        }
     }
 
     /// Ends the holds whose time has come: the connection's replies are
@@ -659,6 +689,7 @@ impl Worker {
         if conn.monitor.take().is_some() {
             self.env.shared.stats.monitors.remove(conn.info.id);
         }
+        self.env.shared.pubsub.drop_all(&mut conn.subs);
         let _ = self.poll.registry().deregister(&mut conn.sock);
         self.env.shared.stats.disconnect(conn.info.id);
         self.env.shared.memory.clients_changed(conn.mem, 0);
@@ -1042,6 +1073,34 @@ fn process(
                         }
                     }
                 }
+                // Pub/Sub: a RESP2 connection with subscriptions runs only
+                // (un)subscriptions, PING, QUIT and RESET (Redis's
+                // subscribed mode). A test of a connection field otherwise.
+                if conn.subs.is_some() && !conn.info.is_resp3() {
+                    match cmd {
+                        Command::Redis(
+                            Redis::Subscribe { .. } | Redis::Unsubscribe { .. } | Redis::Reset,
+                        )
+                        | Command::Quit => {}
+                        Command::Ping(msg) => {
+                            conn.wbuf.extend_from_slice(b"*2\r\n$4\r\npong\r\n");
+                            reply::bulk(&mut conn.wbuf, msg.unwrap_or_default());
+                            env.stats
+                                .commands
+                                .account(slot, &conn.wbuf[reply_start..], None);
+                            continue;
+                        }
+                        _ => {
+                            let msg = format!(
+                                "Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+                                conn.view.cmd()
+                            );
+                            reply::error(&mut conn.wbuf, proto, &msg);
+                            env.stats.commands.refused(slot, &conn.wbuf[reply_start..]);
+                            continue;
+                        }
+                    }
+                }
                 // MONITOR: one relaxed load when nobody monitors. Commands
                 // queued by MULTI are shown when EXEC runs them (exec::tx).
                 let monitored = env.shared.stats.monitors.active()
@@ -1088,6 +1147,9 @@ fn process(
                 if reset && conn.monitor.take().is_some() {
                     env.shared.stats.monitors.remove(conn.info.id);
                 }
+                if reset {
+                    env.shared.pubsub.drop_all(&mut conn.subs);
+                }
                 if suppress_reply(&conn.info) {
                     conn.wbuf.truncate(reply_start);
                     ctx.cut = false;
@@ -1117,6 +1179,31 @@ fn process(
                             env.monitors.push(token);
                         }
                         reply::ok(&mut conn.wbuf, proto);
+                    }
+                    Flow::PubSub(op) => {
+                        // Messages already published come before the
+                        // confirmations (an overflow stays flagged for
+                        // the next drain).
+                        if let Some(s) = &conn.subs {
+                            s.sub.feed.drain_into(&mut conn.wbuf);
+                        }
+                        let had = conn.subs.is_some();
+                        let (id, info) = (conn.info.id, conn.info.clone());
+                        let cap = env.shared.memory.limits.output_hard;
+                        let waker = env.waker.clone();
+                        env.shared.pubsub.apply(
+                            &mut conn.subs,
+                            op,
+                            || Subscriber {
+                                feed: Arc::new(Feed::new(id, cap, waker)),
+                                client: info,
+                            },
+                            conn.info.is_resp3(),
+                            &mut conn.wbuf,
+                        );
+                        if !had && conn.subs.is_some() {
+                            env.subscribers.push(token);
+                        }
                     }
                     Flow::StopNode => return (pos, Stop::NodeStopping),
                     Flow::Close => {

@@ -129,6 +129,12 @@ fn layout(klen: usize, vlen: usize, expires: bool) -> Layout {
     Layout::from_size_align(HEADER + klen + vlen + DIGEST + extra, 8).expect("record layout")
 }
 
+/// Bytes the record of a key of `klen` bytes with a value of `vlen`
+/// bytes (and an expiry, if `expires`) allocates (`MEMORY USAGE`).
+pub fn footprint(klen: usize, vlen: usize, expires: bool) -> usize {
+    layout(klen, vlen, expires).pad_to_align().size()
+}
+
 impl Record {
     /// Creates a record, stale and with a ZERO stored digest (never
     /// hashed). `value: None` is a tombstone.

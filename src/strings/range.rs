@@ -1,4 +1,5 @@
-//! `GETRANGE`/`SUBSTR` and `SETRANGE` on byte strings (Redis 7.0 rules).
+//! `GETRANGE`/`SUBSTR` and `SETRANGE` on byte strings (Redis's rules;
+//! `GETRANGE` as Redis 7.4 answers it, see [`getrange`]).
 
 use std::fmt;
 
@@ -21,19 +22,27 @@ impl fmt::Display for RangeError {
 }
 
 /// The bytes of `v` from `start` to `end` inclusive; negative indexes count
-/// from the end, out-of-range indexes are clamped, an empty or inverted
-/// range gives an empty slice.
+/// from the end. A range that ends before the string starts (an `end`
+/// still negative after counting from the end), starts past its end, or is
+/// inverted is empty; otherwise it is clamped to the string. This is Redis
+/// 7.4's rule: 7.0 clamped a too-negative `end` to 0, so `GETRANGE k 0
+/// -100` gave the first byte (nothing else differs).
 pub fn getrange(v: &[u8], start: i64, end: i64) -> &[u8] {
     let len = v.len() as i64;
-    if (start < 0 && end < 0 && start > end) || len == 0 {
+    let start = if start < 0 {
+        start.saturating_add(len)
+    } else {
+        start
+    };
+    let end = if end < 0 {
+        end.saturating_add(len)
+    } else {
+        end
+    };
+    if len == 0 || start >= len || end < 0 || start > end {
         return &[];
     }
-    let start = if start < 0 { len + start } else { start }.max(0);
-    let end = if end < 0 { len + end } else { end }.clamp(0, len - 1);
-    if start > end {
-        return &[];
-    }
-    &v[start as usize..=end as usize]
+    &v[start.max(0) as usize..=end.min(len - 1) as usize]
 }
 
 /// Checks a `SETRANGE` before touching the value: `offset` must be
@@ -80,7 +89,13 @@ mod tests {
         assert_eq!(getrange(v, -1, -5), b"");
         assert_eq!(getrange(b"", 0, -1), b"");
         assert_eq!(getrange(b"bar", 0, 4294967297), b"bar");
-        assert_eq!(getrange(b"1234", 0, -100), b"1");
+        assert_eq!(getrange(b"1234", 0, -100), b"");
+        assert_eq!(getrange(v, 1, -100), b"");
+        assert_eq!(getrange(v, -1, -100), b"");
+        assert_eq!(getrange(v, -100, -99), b"");
+        assert_eq!(getrange(v, -100, -100), b"");
+        assert_eq!(getrange(v, -100, -101), b"");
+        assert_eq!(getrange(v, -100, 0), b"H");
         assert_eq!(getrange(b"1234", i64::MIN, i64::MAX), b"1234");
         assert_eq!(getrange(b"1234", i64::MAX, i64::MIN), b"");
     }
