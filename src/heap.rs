@@ -18,7 +18,9 @@
 //! the RSS they returned and the time they took (INFO `heap_trims`,
 //! `heap_trim_returned_kb`, `heap_trim_ms`).
 //!
-//! On other C libraries [`trim`] does nothing and the counters stay 0.
+//! RESP `MEMORY PURGE` trims on demand through [`TrimStats::trim_now`]
+//! (counted alike). On other C libraries [`trim`] does nothing and the
+//! counters stay 0.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};

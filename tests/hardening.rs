@@ -526,7 +526,8 @@ fn maxmemory_refuses_writes_but_not_reads_or_deletes() {
 
 /// Memory a FLUSHALL freed goes back to the system: past
 /// `heap_trim_threshold` (1 MiB here) the housekeeping thread trims the
-/// heap (glibc only) and counts it; with 0 it never does.
+/// heap (glibc only) and counts it; with 0 it never does, but MEMORY
+/// PURGE still trims on demand.
 #[test]
 fn freed_memory_is_returned_to_the_system_past_heap_trim_threshold() {
     let glibc = cfg!(target_env = "gnu");
@@ -544,6 +545,9 @@ fn freed_memory_is_returned_to_the_system_past_heap_trim_threshold() {
         } else {
             assert_eq!(info_u64(&srv, "heap_trims"), 0);
             assert_eq!(info_u64(&srv, "heap_trim_returned_kb"), 0);
+            // MEMORY PURGE trims on demand, counted alike.
+            expect(&mut s, &req(&[b"MEMORY", b"PURGE"]), b"+OK\r\n");
+            assert_eq!(info_u64(&srv, "heap_trims"), u64::from(glibc));
         }
         assert_healthy(&srv, 0, 1024);
     }
