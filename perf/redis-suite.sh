@@ -5,26 +5,30 @@
 #
 # Usage:
 #   perf/redis-suite.sh <redis-checkout> [--server merklekv|redis] [--bin PATH]
-#                       [--keep-log] [extra runtest args…]
+#                       [--units "unit/a unit/b"] [extra runtest args…]
 #
 # <redis-checkout> is a checkout of https://github.com/redis/redis (the
-# figures in docs/redis-compat.md are for the 7.0.15 tag); it is not part of
-# this repository. By default the release binary is built (cargo build
-# --release) and started on an ephemeral port; --bin uses another binary.
-# Needs tclsh (apt-get install tcl). The full runtest output goes to
-# target/redis-suite.log.
+# figures in docs/redis-compat.md are for the 7.0.15 tag and for a newer
+# snapshot of the unstable branch; only runtest and tests/ are used, no
+# build); it is not part of this repository. By default the release
+# binary is built (cargo build --release) and started on an ephemeral
+# port; --bin uses another binary. --units replaces issue 17's file list
+# (e.g. --units unit/pubsub). Needs tclsh (apt-get install tcl). The full
+# runtest output goes to target/redis-suite.log.
 set -euo pipefail
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [ $# -ge 1 ] || usage
 REDIS_SRC=$(cd "$1" && pwd); shift
 SERVER=merklekv
 BIN=
 EXTRA=()
+UNITS_ARG=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --server) SERVER=$2; shift 2 ;;
         --bin) BIN=$2; shift 2 ;;
+        --units) read -r -a UNITS_ARG <<<"$2"; shift 2 ;;
         -h|--help) usage ;;
         *) EXTRA+=("$1"); shift ;;
     esac
@@ -42,6 +46,7 @@ mkdir -p "$REPO/target"
 UNITS=(unit/type/incr unit/type/string unit/expire unit/keyspace unit/multi
        unit/scan unit/protocol unit/info-command unit/quit unit/introspection
        unit/introspection-2 unit/other)
+[ ${#UNITS_ARG[@]} -gt 0 ] && UNITS=("${UNITS_ARG[@]}")
 TAGS="-needs:debug -needs:repl -needs:config-maxmemory -needs:config-resetstat"
 TAGS="$TAGS -needs:save -needs:pfdebug -needs:local-process"
 

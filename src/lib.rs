@@ -54,6 +54,7 @@ pub mod pubsub;
 pub mod readonly;
 pub mod replication;
 pub mod server;
+pub mod slowlog;
 pub mod state;
 pub mod stats;
 pub mod store;

@@ -54,6 +54,8 @@ pub struct Shared {
     pub memory: Memory,
     /// Read-only mode (`readonly.rs`): switched at run time.
     pub read_only: ReadOnly,
+    /// The slow log (`slowlog.rs`).
+    pub slowlog: crate::slowlog::SlowLog,
     /// Pub/Sub subscriptions of this node's connections (`pubsub.rs`).
     pub pubsub: crate::pubsub::PubSub,
     /// Redis's data-type encoding parameters: set and reported, no
@@ -108,6 +110,7 @@ impl Shared {
             info,
             memory: Memory::new(limits),
             read_only,
+            slowlog: Default::default(),
             pubsub: Default::default(),
             type_params: Default::default(),
             tls: tls.client_port,

@@ -186,27 +186,43 @@ impl Default for ConnView {
 impl ConnView {
     /// Records the full name of the last command from its first two
     /// words: `name`, and `name|sub` for commands with subcommands
-    /// (`client|list`), lower case, cut at 40 bytes.
-    pub fn set_cmd(&mut self, name: &[u8], sub: Option<&[u8]>) {
+    /// (`client|list`), lower case, cut at 40 bytes. True when the name
+    /// differs from the one recorded before.
+    pub fn set_cmd(&mut self, name: &[u8], sub: Option<&[u8]>) -> bool {
+        let before = self.cmd_len;
+        let mut changed = 0;
         let mut n = 0;
         for &b in name.iter().take(self.cmd.len()) {
-            self.cmd[n] = b.to_ascii_lowercase();
+            let b = b.to_ascii_lowercase();
+            changed |= self.cmd[n] ^ b;
+            self.cmd[n] = b;
             n += 1;
         }
         let container = matches!(
             &self.cmd[..n],
-            b"client" | b"config" | b"command" | b"function" | b"object" | b"pubsub" | b"memory"
+            b"client"
+                | b"config"
+                | b"command"
+                | b"function"
+                | b"object"
+                | b"pubsub"
+                | b"memory"
+                | b"slowlog"
+                | b"module"
         );
         if let (true, Some(s)) = (container, sub) {
             for &b in std::iter::once(&b'|').chain(s) {
                 if n == self.cmd.len() {
                     break;
                 }
-                self.cmd[n] = b.to_ascii_lowercase();
+                let b = b.to_ascii_lowercase();
+                changed |= self.cmd[n] ^ b;
+                self.cmd[n] = b;
                 n += 1;
             }
         }
         self.cmd_len = n as u8;
+        changed != 0 || before != self.cmd_len
     }
 
     /// The connection has Pub/Sub subscriptions (type `pubsub`).
@@ -715,9 +731,14 @@ mod tests {
         );
         assert!(redis.contains(" events=r cmd=NULL user=default redir=-1 resp=2 "));
         let mut v = b.view();
-        v.set_cmd(b"GET", Some(b"k"));
+        assert!(v.set_cmd(b"GET", Some(b"k")));
         assert_eq!(v.cmd(), "get");
-        v.set_cmd(b"CLIENT", Some(b"List"));
+        // The same name again is no change; a longer or shorter one is.
+        assert!(!v.set_cmd(b"get", Some(b"other")));
+        assert!(v.set_cmd(b"getex", None));
+        assert!(v.set_cmd(b"get", None));
+        assert!(v.set_cmd(b"CLIENT", Some(b"List")));
+        assert!(!v.set_cmd(b"client", Some(b"LIST")));
         v.monitor = true;
         b.set_view(&v);
         assert_eq!(b.view().cmd(), "client|list");

@@ -73,7 +73,13 @@ fn command_list_and_filters() {
     );
     assert_eq!(
         cfg,
-        ["config", "config|get", "config|set", "config|resetstat"]
+        [
+            "config",
+            "config|get",
+            "config|set",
+            "config|resetstat",
+            "config|help"
+        ]
     );
     assert!(list(&mut s, &["COMMAND", "LIST", "FILTERBY", "MODULE", "m"]).is_empty());
     assert!(list(&mut s, &["COMMAND", "LIST", "FILTERBY", "ACLCAT", "nope"]).is_empty());
@@ -1007,4 +1013,95 @@ fn memory_usage_and_subcommands() {
         &["MEMORY", "STATS", "x"],
         b"-ERR wrong number of arguments for 'memory|stats' command\r\n",
     );
+}
+
+/// `SLOWLOG`: with a threshold of 0 every command is logged, newest
+/// first, as Redis lays entries out; `CONFIG SET` changes the threshold
+/// and the length at run time. Container commands answer `HELP`, and
+/// `MODULE LIST` is empty.
+#[test]
+fn slowlog_logs_commands_over_the_threshold() {
+    let srv = Server::start(&[]);
+    let mut s = srv.connect();
+    exchange(&mut s, &["SLOWLOG", "LEN"], b":0\r\n");
+    exchange(
+        &mut s,
+        &[
+            "CONFIG",
+            "SET",
+            "slowlog-log-slower-than",
+            "0",
+            "slowlog-max-len",
+            "2",
+        ],
+        b"+OK\r\n",
+    );
+    exchange(&mut s, &["CLIENT", "SETNAME", "slow"], b"+OK\r\n");
+    exchange(&mut s, &["SET", "k", "v"], b"+OK\r\n");
+    s.write_all(&req(&["SLOWLOG", "GET", "1"])).unwrap();
+    assert_eq!(common::read_line(&mut s), "*1");
+    assert_eq!(common::read_line(&mut s), "*6");
+    let id = common::read_line(&mut s);
+    assert!(id.starts_with(':'), "{id}");
+    let time: u64 = common::read_line(&mut s)[1..].parse().unwrap();
+    assert!(time > 1_600_000_000, "{time}");
+    let micros = common::read_line(&mut s);
+    assert!(micros.starts_with(':'), "{micros}");
+    let mut rest = Vec::new();
+    for _ in 0..11 {
+        rest.push(common::read_line(&mut s));
+    }
+    let addr = s.local_addr().unwrap().to_string();
+    assert_eq!(
+        rest,
+        [
+            "*3",
+            "$3",
+            "SET",
+            "$1",
+            "k",
+            "$1",
+            "v",
+            &format!("${}", addr.len()),
+            &addr,
+            "$4",
+            "slow"
+        ]
+    );
+    // At most slowlog-max-len entries are kept.
+    exchange(&mut s, &["SLOWLOG", "LEN"], b":2\r\n");
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "slowlog-log-slower-than", "-1"],
+        b"+OK\r\n",
+    );
+    exchange(&mut s, &["SLOWLOG", "RESET"], b"+OK\r\n");
+    exchange(&mut s, &["SLOWLOG", "LEN"], b":0\r\n");
+    exchange(&mut s, &["SLOWLOG", "GET"], b"*0\r\n");
+    exchange(
+        &mut s,
+        &["SLOWLOG", "GET", "-2"],
+        b"-ERR count should be greater than or equal to -1\r\n",
+    );
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "slowlog-max-len", "-1"],
+        b"-ERR CONFIG SET failed (possibly related to argument 'slowlog-max-len') - argument must be between 0 and 100000 inclusive\r\n",
+    );
+    exchange(&mut s, &["MODULE", "LIST"], b"*0\r\n");
+    for container in [
+        "CLIENT", "COMMAND", "CONFIG", "FUNCTION", "MODULE", "SLOWLOG", "PUBSUB", "OBJECT",
+        "MEMORY",
+    ] {
+        s.write_all(&req(&[container, "HELP"])).unwrap();
+        let n: usize = common::read_line(&mut s)[1..].parse().unwrap();
+        let first = common::read_line(&mut s);
+        assert!(
+            first.starts_with(&format!("+{container} <subcommand> ")),
+            "{first}"
+        );
+        for _ in 1..n {
+            common::read_line(&mut s);
+        }
+    }
 }

@@ -124,6 +124,8 @@ fn examples(name: &str, arity: i64) -> Vec<Vec<String>> {
             v(&["PUBSUB", "NUMPAT"]),
         ],
         "memory" => vec![v(&["MEMORY", "USAGE", "k"]), v(&["MEMORY", "STATS"])],
+        "slowlog" => vec![v(&["SLOWLOG", "LEN"]), v(&["SLOWLOG", "GET"])],
+        "module" => vec![v(&["MODULE", "LIST"])],
         _ => {
             let n = if arity > 0 { arity } else { -arity } as usize - 1;
             let mut r = vec![name.to_uppercase()];

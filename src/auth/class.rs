@@ -107,6 +107,8 @@ fn redis(r: &Redis<'_>) -> Class {
         | Redis::Publish { .. }
         | Redis::PubSub(_)
         | Redis::Memory(_)
+        | Redis::ModuleList
+        | Redis::Help(_)
         | Redis::Time => Read,
         Redis::SetWith { .. }
         | Redis::SetNx(..)
@@ -121,7 +123,8 @@ fn redis(r: &Redis<'_>) -> Class {
         | Redis::ClientKill(_)
         | Redis::Monitor
         | Redis::Save
-        | Redis::BgSave { .. } => Admin,
+        | Redis::BgSave { .. }
+        | Redis::SlowLog(_) => Admin,
         Redis::Str(s) => string(s),
     }
 }

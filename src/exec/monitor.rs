@@ -12,19 +12,8 @@ use crate::protocol::resp;
 /// at `addr` to every monitor, unless the command is [`hidden`]. Text
 /// protocol requests appear as their words (split at spaces and tabs).
 pub fn feed(monitors: &Monitors, addr: &SocketAddr, frame: &[u8], proto: Proto) {
-    let mut spans = Vec::new();
-    let args: Vec<&[u8]> = match proto {
-        Proto::Resp => match resp::frame(frame, &mut spans) {
-            resp::Frame::Complete(_) => spans
-                .iter()
-                .map(|&(s, e)| &frame[s as usize..e as usize])
-                .collect(),
-            _ => return,
-        },
-        Proto::Text => frame
-            .split(|&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
-            .filter(|w| !w.is_empty())
-            .collect(),
+    let Some(args) = args_of(frame, proto) else {
+        return;
     };
     let Some(name) = args.first() else { return };
     if hidden(name, args.get(1).copied()) {
@@ -33,6 +22,32 @@ pub fn feed(monitors: &Monitors, addr: &SocketAddr, frame: &[u8], proto: Proto) 
     let mut line = Vec::with_capacity(64 + frame.len());
     format_line(&mut line, crate::clock::since_epoch(), addr, &args);
     monitors.publish(&line);
+}
+
+/// The arguments of the request `frame` (its raw bytes, in `proto`):
+/// RESP bulk strings, or the words of a text request (split at spaces and
+/// tabs). `None` for a frame that is not one complete RESP request.
+pub fn args_of(frame: &[u8], proto: Proto) -> Option<Vec<&[u8]>> {
+    match proto {
+        Proto::Resp => {
+            let mut spans = Vec::new();
+            match resp::frame(frame, &mut spans) {
+                resp::Frame::Complete(_) => Some(
+                    spans
+                        .iter()
+                        .map(|&(s, e)| &frame[s as usize..e as usize])
+                        .collect(),
+                ),
+                _ => None,
+            }
+        }
+        Proto::Text => Some(
+            frame
+                .split(|&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+                .filter(|w| !w.is_empty())
+                .collect(),
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -24,7 +24,8 @@ use crate::metrics;
 use crate::protocol::glob;
 use crate::protocol::redis::{
     COMMANDS, ClientFilter, ClientKill, CommandQuery, CommandSpec, ListFilter, MemoryQuery,
-    PubSubQuery, Redis, SetCond, categories, key_flags, key_positions, spec, subcommands,
+    PubSubQuery, Redis, SetCond, SlowLogQuery, categories, key_flags, key_positions, spec,
+    subcommands,
 };
 use crate::protocol::reply::{
     NIL_ARRAY, NULL3, Proto, array, bulk, header, insert_counted, integer, null, ok,
@@ -401,6 +402,9 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
         }
         Redis::PubSub(q) => pubsub_query(ctx, q, out),
         Redis::Memory(q) => memory(ctx, q, out),
+        Redis::SlowLog(q) => slowlog(ctx, q, out),
+        Redis::ModuleList => array(out, 0),
+        Redis::Help(container) => help(out, container_help(container)),
     }
     Flow::Continue
 }
@@ -456,6 +460,110 @@ const MEMORY_HELP: &[&str] = &[
     "HELP",
     "    Print this help.",
 ];
+
+/// `SLOWLOG …` (`crate::slowlog`).
+fn slowlog(ctx: &Ctx<'_>, q: SlowLogQuery, out: &mut Vec<u8>) {
+    let log = &ctx.shared.slowlog;
+    match q {
+        SlowLogQuery::Get(count) => {
+            let entries = log.get(count);
+            array(out, entries.len());
+            for e in entries {
+                array(out, 6);
+                integer(out, e.id as i64);
+                integer(out, e.time as i64);
+                integer(out, e.micros as i64);
+                array(out, e.args.len());
+                e.args.iter().for_each(|a| bulk(out, a));
+                bulk(out, e.addr.as_bytes());
+                bulk(out, e.name.as_bytes());
+            }
+        }
+        SlowLogQuery::Len => integer(out, log.len() as i64),
+        SlowLogQuery::Reset => {
+            log.reset();
+            ok(out, super::Proto::Resp);
+        }
+        SlowLogQuery::Help => help(out, SLOWLOG_HELP),
+    }
+}
+
+const SLOWLOG_HELP: &[&str] = &[
+    "SLOWLOG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "GET [<count>]",
+    "    Return the <count> newest entries (default 10, -1 for all). Each entry is",
+    "    its id, Unix time, duration in microseconds, arguments, client address",
+    "    and client name.",
+    "LEN",
+    "    Return the number of entries kept.",
+    "RESET",
+    "    Remove every entry.",
+    "HELP",
+    "    Print this help.",
+];
+
+/// The `HELP` lines of a container command.
+fn container_help(container: &str) -> &'static [&'static str] {
+    match container {
+        "client" => &[
+            "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "GETNAME | SETNAME <name>",
+            "    Return / set the name of this connection.",
+            "SETINFO LIB-NAME|LIB-VER <value>",
+            "    Describe the client library behind this connection.",
+            "ID | INFO",
+            "    Return the id / the CLIENT LIST line of this connection.",
+            "LIST [TYPE normal|pubsub|replica|master] [ID <id> ...]",
+            "    Return the connections of this node, one line each.",
+            "KILL <ip:port> | KILL <filter> <value> ...",
+            "    Close connections: filters ID, ADDR, LADDR, USER, TYPE, MAXAGE, SKIPME.",
+            "REPLY ON|OFF|SKIP",
+            "    Turn this connection's replies on or off, or skip the next one.",
+            "HELP",
+            "    Print this help.",
+        ],
+        "command" => &[
+            "COMMAND <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "(no subcommand)",
+            "    Return the details of every command.",
+            "COUNT",
+            "    Return the number of commands.",
+            "LIST [FILTERBY MODULE <name>|ACLCAT <category>|PATTERN <pattern>]",
+            "    Return the command names, optionally filtered.",
+            "INFO [<command-name> ...] | DOCS [<command-name> ...]",
+            "    Return the details / the documentation of commands.",
+            "GETKEYS <full-command> | GETKEYSANDFLAGS <full-command>",
+            "    Return the keys (and their flags) of a full command.",
+            "HELP",
+            "    Print this help.",
+        ],
+        "config" => &[
+            "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "GET <pattern> [<pattern> ...]",
+            "    Return the parameters matching the glob patterns, with their values.",
+            "SET <parameter> <value> [<parameter> <value> ...]",
+            "    Change parameters that can change at run time (all or nothing).",
+            "RESETSTAT",
+            "    Reset the command, error and latency statistics of INFO.",
+            "HELP",
+            "    Print this help.",
+        ],
+        "function" => &[
+            "FUNCTION <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "FLUSH [ASYNC|SYNC]",
+            "    Delete every function (there are none: MerkleKV has no scripting).",
+            "HELP",
+            "    Print this help.",
+        ],
+        _ => &[
+            "MODULE <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "LIST",
+            "    Return the loaded modules (none: MerkleKV has no module system).",
+            "HELP",
+            "    Print this help.",
+        ],
+    }
+}
 
 /// A `HELP` reply: an array of simple strings.
 fn help(out: &mut Vec<u8>, lines: &[&str]) {
@@ -827,6 +935,11 @@ fn config_params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
             }
             .into(),
         ),
+        (
+            SLOWER_THAN_PARAM,
+            ctx.shared.slowlog.slower_than_us().to_string(),
+        ),
+        (SLOWLOG_LEN_PARAM, ctx.shared.slowlog.max_len().to_string()),
     ];
     for (i, p) in typeparams::PARAMS.iter().enumerate() {
         let v = ctx.shared.type_params.get(i).to_string();
@@ -837,6 +950,11 @@ fn config_params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
     }
     params
 }
+
+/// The slow log's threshold in microseconds (`crate::slowlog`; negative:
+/// off) and its length, both changed at run time.
+const SLOWER_THAN_PARAM: &str = "slowlog-log-slower-than";
+const SLOWLOG_LEN_PARAM: &str = "slowlog-max-len";
 
 /// The one parameter `CONFIG SET` changes at run time: read-only mode
 /// (`crate::readonly`), `yes` or `no`.
@@ -882,8 +1000,29 @@ fn config_set(ctx: &Ctx<'_>, pairs: Args<'_>) -> Result<(), String> {
     let mut maxmemory = None;
     let mut budget = None;
     let mut type_values = Vec::new();
+    let (mut slower_than, mut slowlog_len) = (None, None);
     for pair in args.chunks(2) {
         let (name, value) = (pair[0], pair[1]);
+        if name.eq_ignore_ascii_case(SLOWER_THAN_PARAM.as_bytes()) {
+            slower_than = Some(
+                parse_int::<i64>(value)
+                    .ok_or_else(|| failed(name, "argument couldn't be parsed into an integer"))?,
+            );
+            continue;
+        }
+        if name.eq_ignore_ascii_case(SLOWLOG_LEN_PARAM.as_bytes()) {
+            slowlog_len = Some(match parse_int::<i64>(value) {
+                Some(n) if (0..=crate::slowlog::MAX_MAX_LEN as i64).contains(&n) => n as usize,
+                Some(_) => {
+                    return Err(failed(
+                        name,
+                        "argument must be between 0 and 100000 inclusive",
+                    ));
+                }
+                None => return Err(failed(name, "argument couldn't be parsed into an integer")),
+            });
+            continue;
+        }
         if let Some(i) = typeparams::find(name) {
             let v = typeparams::parse(i, value).map_err(|e| failed(name, &e.to_string()))?;
             type_values.push((i, v));
@@ -943,6 +1082,12 @@ fn config_set(ctx: &Ctx<'_>, pairs: Args<'_>) -> Result<(), String> {
     }
     for (i, v) in type_values {
         ctx.shared.type_params.set(i, v);
+    }
+    if let Some(us) = slower_than {
+        ctx.shared.slowlog.set_slower_than_us(us);
+    }
+    if let Some(n) = slowlog_len {
+        ctx.shared.slowlog.set_max_len(n);
     }
     if let Some(m) = maxmemory {
         memory.set_maxmemory(m);

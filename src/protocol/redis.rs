@@ -125,6 +125,23 @@ pub enum Redis<'a> {
     /// `MEMORY USAGE key [SAMPLES n] | STATS | DOCTOR | PURGE |
     /// MALLOC-STATS | HELP`.
     Memory(MemoryQuery<'a>),
+    /// `SLOWLOG GET [count] | LEN | RESET | HELP`.
+    SlowLog(SlowLogQuery),
+    /// `MODULE LIST`: there are no modules (an empty list).
+    ModuleList,
+    /// `<container> HELP` of `CLIENT`, `COMMAND`, `CONFIG`, `FUNCTION`,
+    /// `MODULE` (the lower-case container name).
+    Help(&'static str),
+}
+
+/// What `SLOWLOG` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowLogQuery {
+    /// The newest entries: `None` all (`-1`), else at most that many.
+    Get(Option<usize>),
+    Len,
+    Reset,
+    Help,
 }
 
 /// What `PUBSUB` asks for.
@@ -289,6 +306,63 @@ pub fn command<'a>(
     let argv = |i: usize| args.iter().nth(i);
     let argc = args.len();
     let r = match upper {
+        b"COMMAND" | b"CONFIG" | b"CLIENT" | b"FUNCTION" | b"MODULE"
+            if argc == 1 && argv(0).is_some_and(|s| eq(s, "HELP")) =>
+        {
+            Redis::Help(match upper {
+                b"COMMAND" => "command",
+                b"CONFIG" => "config",
+                b"CLIENT" => "client",
+                b"FUNCTION" => "function",
+                _ => "module",
+            })
+        }
+        b"MODULE" => {
+            let Some(sub) = argv(0) else {
+                return Err(wrong_args(name));
+            };
+            if eq(sub, "LIST") && argc == 1 {
+                Redis::ModuleList
+            } else if eq(sub, "LIST") || eq(sub, "HELP") {
+                return Err(wrong_sub(name, sub));
+            } else if eq(sub, "LOAD") || eq(sub, "LOADEX") || eq(sub, "UNLOAD") {
+                return Err(err(
+                    "MerkleKV has no module system: modules cannot be loaded",
+                ));
+            } else {
+                return Err(unknown_sub(name, sub));
+            }
+        }
+        b"SLOWLOG" => {
+            let Some(sub) = argv(0) else {
+                return Err(wrong_args(name));
+            };
+            let q = if eq(sub, "GET") {
+                match (argv(1), argc) {
+                    (None, _) => SlowLogQuery::Get(Some(10)),
+                    (Some(n), 2) => match parse_int::<i64>(n) {
+                        Some(-1) => SlowLogQuery::Get(None),
+                        Some(n) if n >= 0 => SlowLogQuery::Get(Some(n as usize)),
+                        Some(_) => {
+                            return Err(err("count should be greater than or equal to -1"));
+                        }
+                        None => return Err(err("value is not an integer or out of range")),
+                    },
+                    _ => return Err(wrong_sub(name, sub)),
+                }
+            } else if eq(sub, "LEN") && argc == 1 {
+                SlowLogQuery::Len
+            } else if eq(sub, "RESET") && argc == 1 {
+                SlowLogQuery::Reset
+            } else if eq(sub, "HELP") && argc == 1 {
+                SlowLogQuery::Help
+            } else if eq(sub, "LEN") || eq(sub, "RESET") || eq(sub, "HELP") {
+                return Err(wrong_sub(name, sub));
+            } else {
+                return Err(unknown_sub(name, sub));
+            };
+            Redis::SlowLog(q)
+        }
         b"COMMAND" => {
             let Some(sub) = argv(0) else {
                 return Ok(Command::Redis(Redis::Command(CommandQuery::All)));
@@ -1737,6 +1811,26 @@ pub const COMMANDS: &[CommandSpec] = &[
         args: &[arg("subcommand", "string"), opt(many(arg("arg", "string")))],
     },
     CommandSpec {
+        name: "slowlog",
+        arity: -2,
+        flags: &["admin", "loading", "stale"],
+        keys: (0, 0, 0),
+        group: "server",
+        summary: "SLOWLOG GET|LEN|RESET|HELP: the commands slower than slowlog-log-slower-than.",
+        since: "2.2.12",
+        args: &[arg("subcommand", "string"), opt(arg("count", "integer"))],
+    },
+    CommandSpec {
+        name: "module",
+        arity: -2,
+        flags: &["admin", "noscript"],
+        keys: (0, 0, 0),
+        group: "server",
+        summary: "MODULE LIST|HELP: there are no modules.",
+        since: "4.0.0",
+        args: &[arg("subcommand", "string")],
+    },
+    CommandSpec {
         name: "memory",
         arity: -2,
         flags: &["readonly"],
@@ -1760,7 +1854,7 @@ pub fn spec(name: &[u8]) -> Option<&'static CommandSpec> {
 pub fn subcommands(name: &str) -> &'static [&'static str] {
     match name {
         "client" => &[
-            "setname", "getname", "setinfo", "id", "list", "info", "reply", "kill",
+            "setname", "getname", "setinfo", "id", "list", "info", "reply", "kill", "help",
         ],
         "command" => &[
             "count",
@@ -1769,10 +1863,13 @@ pub fn subcommands(name: &str) -> &'static [&'static str] {
             "docs",
             "getkeys",
             "getkeysandflags",
+            "help",
         ],
-        "config" => &["get", "set", "resetstat"],
+        "config" => &["get", "set", "resetstat", "help"],
         "object" => &["encoding", "freq", "idletime", "refcount", "help"],
-        "function" => &["flush"],
+        "function" => &["flush", "help"],
+        "slowlog" => &["get", "len", "reset", "help"],
+        "module" => &["list", "help"],
         "pubsub" => &["channels", "numsub", "numpat", "help"],
         "memory" => &["usage", "stats", "doctor", "purge", "malloc-stats", "help"],
         _ => &[],

@@ -318,11 +318,18 @@ impl Partial {
     /// which must start at the same request as the previous call while
     /// [`Partial::is_active`]. `spans` is the caller's reusable vector.
     pub fn parse<'a>(&mut self, buf: &'a [u8], spans: &'a mut Vec<(u32, u32)>) -> Parsed<'a> {
-        match frame_limited(buf, &mut self.progress, spans, self.max_bulk) {
+        match self.frame(buf, spans) {
             Frame::Incomplete => Parsed::Incomplete,
             Frame::Invalid(msg) => Parsed::Fatal(super::Fatal::Protocol(msg)),
             Frame::Complete(n) => decode(buf, n, spans),
         }
+    }
+
+    /// [`Partial::parse`]'s framing step alone: the caller decodes a
+    /// complete request with [`decode`] and may keep reading `spans`.
+    #[inline]
+    pub fn frame(&mut self, buf: &[u8], spans: &mut Vec<(u32, u32)>) -> Frame {
+        frame_limited(buf, &mut self.progress, spans, self.max_bulk)
     }
 
     /// Forgets any remembered prefix (the buffer it described is gone).

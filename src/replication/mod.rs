@@ -46,14 +46,18 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 use crate::store::Version;
 use crate::sync::lock;
 
 pub use bridge::spawn;
 
-/// Capacity of the outbox channel, in events.
+/// Capacity of the outbox, in events. The channel itself is unbounded
+/// (it allocates blocks as events arrive and frees them as the publisher
+/// takes them); this count bounds it. A bounded channel of this capacity
+/// would allocate and touch 5 MiB at startup on every node, replicating
+/// or not.
 pub const OUTBOX_CAPACITY: usize = 65_536;
 
 /// Most bytes (keys + values + per-event overhead) the outbox holds. One
@@ -120,6 +124,9 @@ pub struct Outbox {
     /// Wakes the anti-entropy scheduler on a loss.
     loss_wake: (Sender<()>, Receiver<()>),
     queued_bytes: AtomicUsize,
+    /// Events queued and not yet [`Outbox::taken`] (at most
+    /// [`OUTBOX_CAPACITY`]).
+    queued_events: AtomicUsize,
     /// Set while the bridge threads run.
     pub(crate) running: AtomicBool,
     /// Wakes the bridge thread (mode changes).
@@ -135,7 +142,7 @@ pub struct Outbox {
 impl Outbox {
     /// An outbox, initially replicating iff `enabled`.
     pub fn new(enabled: bool) -> Outbox {
-        let (sender, rx) = bounded(OUTBOX_CAPACITY);
+        let (sender, rx) = unbounded();
         Outbox {
             sender,
             rx,
@@ -145,6 +152,7 @@ impl Outbox {
             loss_flag: AtomicBool::new(false),
             loss_wake: bounded(1),
             queued_bytes: AtomicUsize::new(0),
+            queued_events: AtomicUsize::new(0),
             running: AtomicBool::new(false),
             bridge_wake: bounded(1),
             publisher_wake: bounded(1),
@@ -203,7 +211,12 @@ impl Outbox {
         // allocation per dropped write.
         let charge = charge(key, value);
         let before = self.queued_bytes.fetch_add(charge, Relaxed);
-        if before != 0 && before + charge > OUTBOX_MAX_BYTES {
+        let over_bytes = before != 0 && before + charge > OUTBOX_MAX_BYTES;
+        if over_bytes || self.queued_events.fetch_add(1, Relaxed) >= OUTBOX_CAPACITY {
+            if !over_bytes {
+                // Refused by the event count, which was charged too.
+                self.queued_events.fetch_sub(1, Relaxed);
+            }
             self.queued_bytes.fetch_sub(charge, Relaxed);
             self.dropped.fetch_add(1, Relaxed);
             self.note_lost(1);
@@ -216,6 +229,7 @@ impl Outbox {
             expires,
         };
         if self.sender.try_send(ev).is_err() {
+            self.queued_events.fetch_sub(1, Relaxed);
             self.queued_bytes.fetch_sub(charge, Relaxed);
             self.dropped.fetch_add(1, Relaxed);
             self.note_lost(1);
@@ -226,6 +240,7 @@ impl Outbox {
     #[inline]
     pub(crate) fn taken(&self, ev: &ChangeEvent) {
         self.queued_bytes.fetch_sub(ev.charge(), Relaxed);
+        self.queued_events.fetch_sub(1, Relaxed);
     }
 
     /// Events dropped because the queue was full.

@@ -105,6 +105,11 @@ pub struct Conn {
     /// What `CLIENT LIST` shows of this connection, kept here and
     /// published to `info` by the worker ([`Conn::publish_view`]).
     pub view: ConnView,
+    /// What the view was last published from ([`Conn::publish_view`]).
+    shown: ViewKey,
+    /// The view changed in a way [`ViewKey`] does not show (the command
+    /// name): publish at the next chance.
+    pub view_changed: bool,
     /// After a failed AUTH: nothing is processed or written before this
     /// time (`security.auth_failure_delay_ms`; the worker's timer ends it).
     pub held_until: Option<Instant>,
@@ -142,35 +147,66 @@ impl Conn {
             monitor: None,
             subs: None,
             view: ConnView::default(),
+            shown: ViewKey::default(),
+            view_changed: true,
             held_until: None,
         }
     }
 
     /// Publishes the connection's state for `CLIENT LIST` / `CLIENT INFO`
-    /// (on any worker); `qbuf`: input bytes buffered.
-    pub fn publish_view(&mut self, qbuf: usize) {
-        let readable = !self.blocked();
+    /// (on any worker); `qbuf`: input bytes buffered. With `output` false
+    /// (after a batch, before its replies are written) the output side
+    /// (`obl`, `rbs`, `omem`, `events=w`, the output part of `tot-mem`)
+    /// keeps its published value: the write that follows in the same turn
+    /// publishes it. Publishing takes the client-view lock and copies the
+    /// view, so it is done only when something shown changed: the few
+    /// words the view is computed from ([`ViewKey`]) differ, the command
+    /// name changed (`view_changed`), or a transaction is open or a
+    /// subscription held (their counts are not in the key). A connection
+    /// repeating one command publishes nothing once steady.
+    pub fn publish_view(&mut self, qbuf: usize, output: bool) {
+        let (wcap, obl) = if output {
+            (self.wbuf.capacity(), self.unsent())
+        } else {
+            (self.shown.wcap, self.shown.obl)
+        };
+        let key = ViewKey {
+            qbuf,
+            rcap: self.rbuf.capacity(),
+            wcap,
+            obl,
+            user: self.session.user(),
+            readable: !self.blocked(),
+            closing: self.closing,
+            monitor: self.monitor.is_some(),
+        };
+        if key == self.shown && !self.view_changed && self.tx.is_none() && self.subs.is_none() {
+            return;
+        }
+        self.shown = key;
+        self.view_changed = false;
+        let multi_mem = self.tx.as_ref().map_or(0, |t| t.buffer_bytes());
         let v = &mut self.view;
         v.qbuf = qbuf;
-        v.qbuf_free = self.rbuf.capacity().saturating_sub(qbuf);
+        v.qbuf_free = key.rcap.saturating_sub(qbuf);
         v.multi = self
             .tx
             .as_ref()
             .and_then(|t| t.queued())
             .map_or(-1, |n| n as i64);
-        v.multi_mem = self.tx.as_ref().map_or(0, |t| t.buffer_bytes());
+        v.multi_mem = multi_mem;
         v.watch = self.tx.as_ref().map_or(0, |t| t.watched());
-        v.rbs = self.wbuf.capacity();
-        v.obl = self.wbuf.len() - self.wpos;
-        v.omem = self.wbuf.capacity().saturating_sub(WBUF_KEEP);
-        v.tot_mem = self.rbuf.capacity() + self.wbuf.capacity() + v.multi_mem;
-        v.monitor = self.monitor.is_some();
+        v.rbs = wcap;
+        v.obl = obl;
+        v.omem = wcap.saturating_sub(WBUF_KEEP);
+        v.writable = obl > 0;
+        v.tot_mem = key.rcap + wcap + multi_mem;
+        v.monitor = key.monitor;
         v.sub = self.subs.as_ref().map_or(0, |s| s.channels());
         v.psub = self.subs.as_ref().map_or(0, |s| s.patterns());
-        v.closing = self.closing;
-        v.readable = readable;
-        v.writable = v.obl > 0;
-        v.user = self.session.user();
+        v.closing = key.closing;
+        v.readable = key.readable;
+        v.user = key.user;
         self.info.set_view(v);
     }
 
@@ -288,6 +324,20 @@ impl Conn {
         }
         Ok(true)
     }
+}
+
+/// The connection state a published [`ConnView`] was computed from
+/// (besides the command name and the transaction queue).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct ViewKey {
+    qbuf: usize,
+    rcap: usize,
+    wcap: usize,
+    obl: usize,
+    user: Option<usize>,
+    readable: bool,
+    closing: bool,
+    monitor: bool,
 }
 
 /// Reads from a connection's transport into `buf` (plaintext: the socket).

@@ -416,7 +416,7 @@ impl Worker {
                     self.env.shared.stats.monitors.remove(conn.info.id);
                 }
                 conn.fail(now, OUTPUT_LIMIT);
-                conn.publish_view(0);
+                conn.publish_view(0, true);
                 output_limit_hit(&self.env, unsent, "hard");
             }
             self.mark_dirty(i);
@@ -606,10 +606,10 @@ impl Worker {
         self.account(i);
         // What CLIENT LIST shows: published after each batch, before its
         // replies leave (a client that got a reply sees the state it left),
-        // and again after the write (`flush`: the output drained).
+        // and the output side after the write (`flush`).
         if let Some(c) = self.conn(i) {
             let q = c.rbuf.len();
-            c.publish_view(q);
+            c.publish_view(q, false);
         }
     }
 
@@ -636,6 +636,10 @@ impl Worker {
         for &i in &dirty {
             let Some(conn) = self.conn(i) else { continue };
             conn.dirty = false;
+            // A writable edge in this turn may have written it already.
+            if conn.unsent() == 0 && !conn.closing && !conn.tls_pending() {
+                continue;
+            }
             self.flush(i);
         }
         self.dirty = dirty;
@@ -658,7 +662,7 @@ impl Worker {
             conn.last_active = now;
         }
         let q = conn.rbuf.len();
-        conn.publish_view(q);
+        conn.publish_view(q, true);
         match res {
             Err(_) => self.close(i),
             Ok(true) if conn.closing => {
@@ -761,17 +765,23 @@ impl Worker {
 
     /// The soft output limit: a connection whose unsent output stays above
     /// it for longer than the configured time is disconnected.
+    #[inline]
     fn check_soft_limit(&mut self, i: usize) {
-        let limits = self.env.shared.memory.limits;
-        let now = self.env.now;
+        let soft = self.env.shared.memory.limits.output_soft;
         let Some(conn) = self.conn(i) else { return };
-        if limits.output_soft == 0 || conn.closing {
-            return;
-        }
-        if conn.unsent() <= limits.output_soft {
+        if soft == 0 || conn.closing || conn.unsent() <= soft {
             conn.soft_since = None;
             return;
         }
+        self.over_soft_limit(i);
+    }
+
+    /// [`Worker::check_soft_limit`] for a connection above the soft limit.
+    #[cold]
+    fn over_soft_limit(&mut self, i: usize) {
+        let limits = self.env.shared.memory.limits;
+        let now = self.env.now;
+        let Some(conn) = self.conn(i) else { return };
         let since = *conn.soft_since.get_or_insert(now);
         if now.duration_since(since) >= limits.output_soft_time {
             let unsent = conn.unsent();
@@ -971,7 +981,13 @@ fn process(
             (Proto::Resp, None) => {
                 // A remembered prefix always describes the front of `data`.
                 debug_assert!(pos == 0 || !conn.resp.is_active());
-                conn.resp.parse(rest, &mut env.spans)
+                // Framed and decoded in two steps so that `env.spans` stays
+                // readable (the command words below).
+                match conn.resp.frame(rest, &mut env.spans) {
+                    resp::Frame::Incomplete => Parsed::Incomplete,
+                    resp::Frame::Invalid(e) => Parsed::Fatal(Fatal::Protocol(e)),
+                    resp::Frame::Complete(n) => resp::decode(rest, n, &env.spans),
+                }
             }
         };
         match parsed {
@@ -1009,10 +1025,17 @@ fn process(
                 let hard = env.shared.memory.limits.output_hard;
                 let reply_start = conn.wbuf.len();
                 // The command word and subcommand, read once: they name the
-                // statistics slot and CLIENT LIST's `cmd` field.
-                let words = names::words(&data[start..pos]);
+                // statistics slot and CLIENT LIST's `cmd` field. A RESP
+                // request's are its first two argument spans (no rescan).
+                let words = match proto {
+                    Proto::Resp => (
+                        span(&data[start..pos], &env.spans, 0),
+                        span(&data[start..pos], &env.spans, 1),
+                    ),
+                    Proto::Text => names::words(&data[start..pos]),
+                };
                 let slot = slot_of(&cmd, words, &env.hot);
-                let started = env.timing.then(Instant::now);
+                let started = env.timing.then(crate::clock::mono_nanos);
                 skip_armed(&conn.info);
                 // What CLIENT LIST shows as the last command (and, for
                 // CLIENT LIST / INFO on this connection, its state now).
@@ -1021,7 +1044,7 @@ fn process(
                     cmd,
                     Command::Redis(Redis::ClientList(_) | Redis::ClientInfo)
                 ) {
-                    conn.publish_view(data.len() - start);
+                    conn.publish_view(data.len() - start, true);
                 }
                 let mut ctx = Ctx {
                     shared: &env.shared,
@@ -1105,9 +1128,9 @@ fn process(
                 // queued by MULTI are shown when EXEC runs them (exec::tx).
                 let monitored = env.shared.stats.monitors.active()
                     && (exec::tx::is_tx_command(&cmd)
-                        || cmd == Command::Quit
+                        || matches!(cmd, Command::Quit)
                         || !conn.tx.as_ref().is_some_and(|t| t.queuing()));
-                let reset = cmd == Command::Redis(Redis::Reset);
+                let reset = matches!(cmd, Command::Redis(Redis::Reset));
                 // RESP transactions (exec::tx): only connections that used
                 // MULTI/WATCH pay for more than this test.
                 let tx_cmd = exec::tx::is_tx_command(&cmd);
@@ -1133,8 +1156,11 @@ fn process(
                     // Refused inside MULTI.
                     env.stats.commands.refused(slot, reply_bytes);
                 } else {
-                    let nanos = started.map(|t| t.elapsed().as_nanos() as u64);
+                    let nanos = started.map(|t| crate::clock::mono_nanos().saturating_sub(t));
                     env.stats.commands.account(slot, reply_bytes, nanos);
+                    if let Some(n) = nanos {
+                        log_if_slow(&env.shared, &conn.info, &data[start..pos], proto, n);
+                    }
                 }
                 if monitored {
                     monitor::feed(
@@ -1275,12 +1301,21 @@ fn feed_monitors(env: &Env, conn: &Conn, frame: &[u8], proto: Proto) {
     }
 }
 
+/// Argument `k` of a RESP request framed into `spans` (offsets into
+/// `frame`, the request's bytes).
+#[inline]
+fn span<'a>(frame: &'a [u8], spans: &[(u32, u32)], k: usize) -> Option<&'a [u8]> {
+    spans
+        .get(k)
+        .and_then(|&(s, e)| frame.get(s as usize..e as usize))
+}
+
 /// Records the name of the command about to run (`words`: its first two
 /// words, [`names::words`]) for `CLIENT LIST`'s `cmd` field.
 #[inline]
 fn note_command(conn: &mut Conn, words: (Option<&[u8]>, Option<&[u8]>)) {
     if let (Some(name), sub) = words {
-        conn.view.set_cmd(name, sub);
+        conn.view_changed |= conn.view.set_cmd(name, sub);
     }
 }
 
@@ -1307,8 +1342,22 @@ fn slot_of(cmd: &Command<'_>, words: (Option<&[u8]>, Option<&[u8]>), hot: &names
 /// Accounts a request the connection's gate answered itself (`AUTH`, or
 /// a refusal: `NOAUTH`, `NOPERM`, …).
 #[cold]
-fn account_gate(env: &Env, slot: usize, reply: &[u8], started: Option<Instant>) {
-    let nanos = started.map(|t| t.elapsed().as_nanos() as u64);
+/// SLOWLOG: logs the request `frame` that took `nanos` when that is at
+/// least the threshold (one relaxed load otherwise).
+#[inline]
+fn log_if_slow(shared: &Shared, info: &ClientInfo, frame: &[u8], proto: Proto, nanos: u64) {
+    let log = &shared.slowlog;
+    if log.threshold_nanos().is_none_or(|t| nanos < t) {
+        return;
+    }
+    if let Some(args) = monitor::args_of(frame, proto) {
+        let now = crate::clock::since_epoch().as_secs();
+        log.record(&args, nanos, now, info.addr.to_string(), info.meta().name);
+    }
+}
+
+fn account_gate(env: &Env, slot: usize, reply: &[u8], started: Option<u64>) {
+    let nanos = started.map(|t| crate::clock::mono_nanos().saturating_sub(t));
     env.stats.commands.account(slot, reply, nanos);
 }
 
