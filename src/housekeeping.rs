@@ -6,8 +6,10 @@
 //! small paced chunks, so that tree reads (HASH, anti-entropy) find little
 //! to do; every `tombstone_ttl / 4` (clamped to 100 ms … 60 s) it collects
 //! expired tombstones; every tick it refreshes the used-memory estimate
-//! (`limits::Memory`). It runs at nice 10 (see `lower_priority` for why
-//! not `SCHED_IDLE`).
+//! (`limits::Memory`) and, when that estimate fell far enough below its
+//! peak, returns free heap memory to the system (`heap.rs`; here, with no
+//! shard lock held, never on a worker). It runs at nice 10 (see
+//! `lower_priority` for why not `SCHED_IDLE`).
 
 use std::sync::Arc;
 
@@ -40,6 +42,7 @@ pub fn spawn(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>
             let mut next_gc = std::time::Instant::now() + period;
             let mut sleep = DIGEST_REFRESH_PERIOD;
             let mut last_usage = (usize::MAX, usize::MAX);
+            let mut trimmer = crate::heap::Trimmer::new(shared.memory.limits.heap_trim_threshold);
             loop {
                 let until_gc = next_gc.saturating_duration_since(std::time::Instant::now());
                 if stop.recv_timeout(sleep.min(until_gc)).is_ok() {
@@ -57,6 +60,9 @@ pub fn spawn(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>
                 let growth = shared.memory.growth();
                 let usage = shared.store.usage();
                 shared.memory.refresh_store(usage, growth);
+                if trimmer.due(shared.memory.used(), std::time::Instant::now()) {
+                    shared.memory.trims.trim_now();
+                }
                 // Chunks of ≤ 256 records (~0.1-0.2 ms of work), each
                 // followed by a short sleep: one long burst per tick
                 // measurably raised the workers' p99 on a busy machine.

@@ -40,6 +40,7 @@ pub mod contact;
 pub mod exec;
 pub mod failfast;
 pub mod fuzz;
+pub mod heap;
 pub mod housekeeping;
 pub mod jobs;
 pub mod limits;

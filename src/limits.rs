@@ -53,6 +53,9 @@ pub struct Limits {
     pub clients_budget_at_start: u64,
     /// Largest RESP bulk string a client may send.
     pub proto_max_bulk_len: usize,
+    /// Fall of the used-memory estimate that triggers a heap trim
+    /// (`heap.rs`; 0: never).
+    pub heap_trim_threshold: u64,
 }
 
 impl Limits {
@@ -65,6 +68,7 @@ impl Limits {
             maxmemory_at_start: c.maxmemory,
             clients_budget_at_start: c.maxmemory_clients,
             proto_max_bulk_len: c.proto_max_bulk_len,
+            heap_trim_threshold: c.heap_trim_threshold,
         }
     }
 }
@@ -90,6 +94,8 @@ pub struct Memory {
     bulk_refused: AtomicU64,
     /// Last time (ms since start) a limit was logged, per kind.
     logged: [AtomicU64; 3],
+    /// Heap trims by the housekeeping thread (`heap.rs`).
+    pub trims: crate::heap::TrimStats,
 }
 
 /// What [`Memory::log_gate`] rate-limits.
@@ -117,6 +123,7 @@ impl Memory {
             output_closed: AtomicU64::new(0),
             bulk_refused: AtomicU64::new(0),
             logged: std::array::from_fn(|_| AtomicU64::new(u64::MAX)),
+            trims: crate::heap::TrimStats::default(),
         }
     }
 
@@ -258,6 +265,7 @@ mod tests {
             output_soft: 0,
             output_soft_time: Duration::ZERO,
             proto_max_bulk_len: 8 << 20,
+            heap_trim_threshold: 0,
         })
     }
 

@@ -524,6 +524,35 @@ fn maxmemory_refuses_writes_but_not_reads_or_deletes() {
     assert_healthy(&srv, before, 64);
 }
 
+/// Memory a FLUSHALL freed goes back to the system: past
+/// `heap_trim_threshold` (1 MiB here) the housekeeping thread trims the
+/// heap (glibc only) and counts it; with 0 it never does, but MEMORY
+/// PURGE still trims on demand.
+#[test]
+fn freed_memory_is_returned_to_the_system_past_heap_trim_threshold() {
+    let glibc = cfg!(target_env = "gnu");
+    for (threshold, trims) in [(MIB as u64, glibc), (0, false)] {
+        let (srv, _dir) = start(&[("heap_trim_threshold", &threshold.to_string())], &[]);
+        assert_eq!(info_u64(&srv, "heap_trim_threshold"), threshold);
+        // 100,000 keys: ~8 MB of used-memory estimate.
+        fill(&srv, 100_000, 16);
+        assert!(wait_until(DEADLINE, || info_u64(&srv, "used_memory") > 4 * MIB as u64));
+        let mut s = srv.connect();
+        expect(&mut s, &req(&[b"FLUSHALL"]), b"+OK\r\n");
+        assert!(wait_until(DEADLINE, || info_u64(&srv, "used_memory") < MIB as u64));
+        if trims {
+            assert!(wait_until(DEADLINE, || info_u64(&srv, "heap_trims") >= 1));
+        } else {
+            assert_eq!(info_u64(&srv, "heap_trims"), 0);
+            assert_eq!(info_u64(&srv, "heap_trim_returned_kb"), 0);
+            // MEMORY PURGE trims on demand, counted alike.
+            expect(&mut s, &req(&[b"MEMORY", b"PURGE"]), b"+OK\r\n");
+            assert_eq!(info_u64(&srv, "heap_trims"), u64::from(glibc));
+        }
+        assert_healthy(&srv, 0, 1024);
+    }
+}
+
 /// A replica above its `maxmemory` still applies replicated writes: it
 /// must not diverge because it is full.
 #[test]

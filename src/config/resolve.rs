@@ -192,6 +192,7 @@ fn blank() -> Config {
             output_soft: 0,
             output_soft_time: Duration::ZERO,
             proto_max_bulk_len: 0,
+            heap_trim_threshold: 0,
         },
         metrics: MetricsConfig {
             bind: None,

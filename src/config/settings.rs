@@ -263,6 +263,16 @@ pub static SETTINGS: &[Setting] = &[
         ..BASE
     },
     Setting {
+        name: "limits.heap_trim_threshold",
+        env: &["MERKLE_KV_LIMITS_HEAP_TRIM_THRESHOLD"],
+        kind: Kind::Int { min: 0, max: ANY },
+        initial: Initial::Value("16777216"),
+        doc: "Bytes by which the store's used-memory estimate must fall below its peak (mass expiry, deletes, FLUSHALL) before the housekeeping thread returns free heap memory to the system (`malloc_trim`, glibc only; at most once a second); 0 = never.",
+        apply: |c, v| c.limits.heap_trim_threshold = v.u64(),
+        show: |c| c.limits.heap_trim_threshold.to_string(),
+        ..BASE
+    },
+    Setting {
         name: "metrics.bind",
         env: &["MERKLE_KV_METRICS_BIND"],
         kind: Kind::NonEmpty,

@@ -208,6 +208,10 @@ pub struct LimitsConfig {
     /// (Redis's `proto-max-bulk-len`); default and at most the store's
     /// value limit, 8 MiB.
     pub proto_max_bulk_len: usize,
+    /// Fall of the used-memory estimate below its peak that makes the
+    /// housekeeping thread return free heap memory (`heap.rs`); 0: never;
+    /// default 16 MiB.
+    pub heap_trim_threshold: u64,
 }
 
 /// MQTT replication settings (docs/protocol.md §9, §11).

@@ -623,21 +623,13 @@ fn memory(ctx: &Ctx<'_>, q: MemoryQuery<'_>, out: &mut Vec<u8>) {
         }
         MemoryQuery::Purge => {
             ctx.stats.incr(Counter::Management);
-            purge_allocator();
+            // The housekeeping thread's trim, on demand (`heap.rs`),
+            // counted in INFO `heap_trims` like its own.
+            ctx.shared.memory.trims.trim_now();
             ok(out, super::Proto::Resp);
         }
         MemoryQuery::MallocStats => bulk(out, b"Stats not supported for the current allocator"),
         MemoryQuery::Help => help(out, MEMORY_HELP),
-    }
-}
-
-/// Returns the allocator's free memory to the operating system where the
-/// C library can (glibc's `malloc_trim`).
-fn purge_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim takes no pointers and only releases free memory.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

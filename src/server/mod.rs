@@ -27,7 +27,8 @@ pub use worker::Worker;
 
 /// The client-limit lines of INFO: used memory and `maxmemory`, client
 /// buffers and their budget, and how often each limit was hit
-/// (`rejected_connections`: refused at `max_connections`).
+/// (`rejected_connections`: refused at `max_connections`); heap trims
+/// (`heap.rs`).
 pub struct ClientLimitsInfo;
 
 impl crate::state::InfoSection for ClientLimitsInfo {
@@ -35,12 +36,15 @@ impl crate::state::InfoSection for ClientLimitsInfo {
         use std::fmt::Write as _;
         let m = &shared.memory;
         let (refused, evicted, output) = m.counters();
+        let (trims, returned, trim_ms) = m.trims.get();
         let _ = write!(
             s,
             "used_memory:{}\r\nmaxmemory:{}\r\nmaxmemory_refused_writes:{refused}\r\n\
              clients_memory:{}\r\nmaxmemory_clients:{}\r\nevicted_clients:{evicted}\r\n\
              client_output_limit_disconnections:{output}\r\nrejected_connections:{}\r\n\
-             proto_max_bulk_len:{}\r\nproto_max_bulk_len_disconnections:{}\r\n",
+             proto_max_bulk_len:{}\r\nproto_max_bulk_len_disconnections:{}\r\n\
+             heap_trim_threshold:{}\r\nheap_trims:{trims}\r\nheap_trim_returned_kb:{returned}\r\n\
+             heap_trim_ms:{trim_ms}\r\n",
             m.used(),
             m.maxmemory(),
             m.clients(),
@@ -48,6 +52,7 @@ impl crate::state::InfoSection for ClientLimitsInfo {
             shared.stats.rejected_connections(),
             m.limits.proto_max_bulk_len,
             m.bulk_refused(),
+            m.limits.heap_trim_threshold,
         );
     }
 }

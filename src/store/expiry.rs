@@ -56,7 +56,7 @@
 //! bounded batch. Readers also treat an expired record as absent at once
 //! (lazy expiry), so the cycle only decides when memory comes back.
 
-use super::expiry_index::Entry;
+use super::expiry_index::{Entry, slot_for};
 use super::lock::Db;
 use super::shard::{Shard, Slot};
 use super::{Record, Store, now_millis};
@@ -65,64 +65,62 @@ use super::{Record, Store, now_millis};
 /// cycle.
 pub const EXPIRE_BATCH: usize = 64;
 
-/// What handling one index entry did.
+/// What converting a due record did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Handled {
-    /// No record had that entry (cannot happen while the invariants hold).
-    Missing,
-    /// The record was not due: re-indexed at its expiry.
-    Deferred,
-    /// Converted into the tombstone of its version, collected after
+enum Converted {
+    /// Turned into the tombstone of its version, collected after
     /// `tombstone_ttl` from this version time.
     Tombstone(u64),
     /// Removed outright (its tombstone would already be collected).
     Removed,
 }
 
+/// What one pass did in one shard.
+#[derive(Debug, Default)]
+struct Pass {
+    expired: usize,
+    /// Version time of the oldest tombstone made.
+    oldest: Option<u64>,
+}
+
+/// True if `r` is a record that index entry `(at, _, hash)` stands for.
+#[inline]
+fn stands_for(r: &Record, at: u64, hash: u64, hasher: &ahash::RandomState) -> bool {
+    r.indexed_at() == at && hasher.hash_one(r.key()) == hash
+}
+
 impl Shard {
-    /// Handles index entry `(at, bucket, hash)` at `now_ms`: converts its
-    /// record into the tombstone of its version if it is due (or removes
-    /// it when that tombstone is already past `tombstone_ttl`), else
-    /// re-indexes it at its expiry; keeps tree, counters and index in
-    /// step. With `key`, the record is that key's (lazy expiry).
-    fn handle_entry(
+    /// Converts the record of `bucket` that `matches` (it is due at
+    /// `now_ms`) into the tombstone of its version, or removes it when
+    /// that tombstone is already past `tombstone_ttl`; keeps tree,
+    /// counters and index in step (its index entry is left stale). None
+    /// if no record matches.
+    fn convert(
         &mut self,
-        (at, bucket, hash): Entry,
-        key: Option<&[u8]>,
+        bucket: usize,
+        hash: u64,
+        matches: impl Fn(&Record) -> bool,
         store: &Store,
         now_ms: u64,
-    ) -> Handled {
-        let hasher = &store.hasher;
-        let table = &mut self.tables[bucket];
-        let matches = |r: &Record| match key {
-            Some(k) => r.key() == k,
-            None => r.indexed_at() == at && hasher.hash_one(r.key()) == hash,
+    ) -> Option<Converted> {
+        let Ok(mut o) = self.tables[bucket].find_entry(hash, matches) else {
+            return None;
         };
-        let Some(rec) = table.find_mut(hash, matches) else {
-            return Handled::Missing;
-        };
-        self.expiry.remove(at, bucket, hash);
-        if !rec.is_expired(now_ms) {
-            let e = rec.expires();
-            rec.set_indexed_at(e);
-            self.expiry.insert(e, bucket, hash);
-            return Handled::Deferred;
-        }
         store
             .expired
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let rec = o.get();
         let version = rec.version();
         let freed = rec.key().len() + rec.value().map_or(0, <[u8]>::len);
         self.live -= 1;
         self.bytes -= freed;
+        self.expiry.forget();
         if store.tombstone_expired(version, now_ms) {
-            let Ok(o) = table.find_entry(hash, |r| r.version() == version && matches(r)) else {
-                return Handled::Missing;
-            };
             let (rec, _) = o.remove();
             Shard::unlink(&mut self.tree, bucket, &rec);
-            return Handled::Removed;
+            return Some(Converted::Removed);
         }
+        let rec = o.get_mut();
         // Same version, no value, no expiry: the digest stays the same
         // (record.rs), but the record is flagged stale like any rewrite.
         rec.replace(None, version);
@@ -131,7 +129,52 @@ impl Shard {
         if self.cursor.0 == bucket {
             self.cursor = super::shard::NO_CURSOR;
         }
-        Handled::Tombstone(version.millis())
+        Some(Converted::Tombstone(version.millis()))
+    }
+
+    /// Handles a due index entry `(at, bucket, hash)` at `now_ms`: every
+    /// record it stands for is converted if it is due, else re-indexed at
+    /// [`slot_for`] its expiry (a later slot, not due at `now_ms`). A
+    /// stale entry matches nothing and is simply gone.
+    fn handle_entry(
+        &mut self,
+        (at, bucket, hash): Entry,
+        store: &Store,
+        now_ms: u64,
+        pass: &mut Pass,
+    ) {
+        let hasher = &store.hasher;
+        loop {
+            let Some(rec) = self.tables[bucket].find_mut(hash, |r| stands_for(r, at, hash, hasher))
+            else {
+                return;
+            };
+            if !rec.is_expired(now_ms) {
+                let next = slot_for(rec.expires(), now_ms);
+                rec.set_indexed_at(next);
+                self.expiry.reinsert(next, bucket, hash);
+                if next == at {
+                    // Only if the clock went back since the slot was
+                    // taken: the entry just made stands for the record.
+                    return;
+                }
+                continue;
+            }
+            match self.convert(
+                bucket,
+                hash,
+                |r| stands_for(r, at, hash, hasher),
+                store,
+                now_ms,
+            ) {
+                Some(Converted::Tombstone(t)) => {
+                    pass.expired += 1;
+                    pass.oldest = Some(pass.oldest.map_or(t, |o| o.min(t)));
+                }
+                Some(Converted::Removed) => pass.expired += 1,
+                None => return,
+            }
+        }
     }
 
     /// Lazy expiry: converts the record at `s` if it has expired at
@@ -149,32 +192,52 @@ impl Shard {
         if !r.is_expired(now_ms) {
             return false;
         }
-        let at = r.indexed_at();
-        match self.handle_entry((at, s.bucket, s.hash), Some(key), store, now_ms) {
-            Handled::Tombstone(t) => {
+        let done = match self.convert(s.bucket, s.hash, |r| r.key() == key, store, now_ms) {
+            Some(Converted::Tombstone(t)) => {
                 store.note_tombstone(t);
                 true
             }
-            Handled::Removed => true,
-            Handled::Missing | Handled::Deferred => false,
+            Some(Converted::Removed) => true,
+            None => false,
+        };
+        if self.expiry.needs_compaction() {
+            self.compact_expiry(&store.hasher);
         }
+        done
     }
 
-    /// Live records due at `now_ms` (expiry ≤ now) but not converted yet:
-    /// the records of the index entries at or before now whose expiry has
-    /// passed (module docs).
-    fn due(&self, now_ms: u64, hasher: &ahash::RandomState) -> usize {
-        let mut due = 0;
-        for ((at, bucket, hash), n) in self.expiry.due(now_ms) {
-            due += self.tables[bucket]
+    /// Drops the index entries that stand for no record, and duplicates
+    /// (`expiry_index.rs`, "Lazy removal").
+    pub(super) fn compact_expiry(&mut self, hasher: &ahash::RandomState) {
+        let tables = &self.tables;
+        self.expiry.compact(|at, bucket, hash| {
+            tables[bucket]
                 .iter_hash(hash)
-                .filter(|r| {
-                    r.indexed_at() == at && r.is_expired(now_ms) && hasher.hash_one(r.key()) == hash
-                })
-                .take(n as usize)
-                .count();
+                .any(|r| r.expires() != 0 && stands_for(r, at, hash, hasher))
+        });
+    }
+
+    /// Live records due at `now_ms` (expiry ≤ now) but not converted yet.
+    /// Each has an entry at its indexed-at time, at or before its expiry,
+    /// so the records of the distinct `(bucket, hash)` of the entries at
+    /// or before now hold them all; the cycle keeps those entries few,
+    /// since it converts or defers them every ~100 ms.
+    fn due(&self, now_ms: u64, hasher: &ahash::RandomState) -> usize {
+        let mut near: Vec<(usize, u64)> =
+            self.expiry.upto(now_ms).map(|(_, b, h)| (b, h)).collect();
+        if near.is_empty() {
+            return 0;
         }
-        due
+        near.sort_unstable();
+        near.dedup();
+        near.iter()
+            .map(|&(b, h)| {
+                self.tables[b]
+                    .iter_hash(h)
+                    .filter(|r| r.is_expired(now_ms) && hasher.hash_one(r.key()) == h)
+                    .count()
+            })
+            .sum()
     }
 
     /// Live records minus those already due at `now_ms` (what readers see).
@@ -199,38 +262,27 @@ impl Shard {
 impl Store {
     /// One active expiry pass at `now_ms`: converts every due record of
     /// every shard (and re-indexes records whose entry came up before
-    /// their expiry), at most [`EXPIRE_BATCH`] entries per shard lock
-    /// acquisition, calling `pause` between batches (false stops the
+    /// their expiry), at most [`EXPIRE_BATCH`] index entries per shard
+    /// lock acquisition, calling `pause` between batches (false stops the
     /// pass). Returns how many records expired.
     pub fn expire_due(&self, now_ms: u64, mut pause: impl FnMut() -> bool) -> usize {
         let mut expired = 0;
         for i in 0..self.shards.len() {
             loop {
-                let mut oldest = u64::MAX;
+                let mut pass = Pass::default();
                 let more = {
                     let mut shard = self.shard(i);
                     for _ in 0..EXPIRE_BATCH {
-                        let Some(entry) = shard.expiry.first_due(now_ms) else {
+                        let Some(entry) = shard.expiry.pop_due(now_ms) else {
                             break;
                         };
-                        match shard.handle_entry(entry, None, self, now_ms) {
-                            Handled::Tombstone(t) => {
-                                oldest = oldest.min(t);
-                                expired += 1;
-                            }
-                            Handled::Removed => expired += 1,
-                            Handled::Deferred => {}
-                            Handled::Missing => {
-                                // Only with a broken invariant: drop the
-                                // entry rather than meet it on every pass.
-                                shard.expiry.remove(entry.0, entry.1, entry.2);
-                            }
-                        }
+                        shard.handle_entry(entry, self, now_ms, &mut pass);
                     }
-                    shard.expiry.first_due(now_ms).is_some()
+                    shard.expiry.has_due(now_ms)
                 };
-                if oldest != u64::MAX {
-                    self.note_tombstone(oldest);
+                expired += pass.expired;
+                if let Some(t) = pass.oldest {
+                    self.note_tombstone(t);
                 }
                 if !more {
                     break;

@@ -146,14 +146,14 @@ impl Record {
     }
 
     /// Like [`Record::new`], with an absolute expiry (Unix ms, 0 = none;
-    /// ignored for a tombstone), indexed at that expiry.
+    /// ignored for a tombstone) and its indexed-at time (≤ the expiry).
     pub fn new_expiring(
         key: &[u8],
         value: Option<&[u8]>,
         version: Version,
-        expires: u64,
+        (expires, indexed_at): (u64, u64),
     ) -> Record {
-        Record::with_digest(key, value, version, (expires, expires), &ZERO)
+        Record::with_digest(key, value, version, (expires, indexed_at), &ZERO)
     }
 
     /// Creates a stale record whose stored digest is `digest`, with
@@ -534,9 +534,9 @@ mod tests {
     #[test]
     fn expiry_roundtrip_and_visibility() {
         let v = Version::new(7, 9);
-        let r = Record::new_expiring(b"key", Some(b"value"), v, 1_000);
+        let r = Record::new_expiring(b"key", Some(b"value"), v, (1_000, 768));
         assert_eq!((r.key(), r.expires(), r.version()), (&b"key"[..], 1_000, v));
-        assert_eq!(r.indexed_at(), 1_000);
+        assert_eq!(r.indexed_at(), 768);
         assert_eq!(r.heap_size(), 24 + 3 + 5 + 16 + 16);
         assert_eq!(r.value_at(999), Some(&b"value"[..]));
         assert_eq!(r.value_at(1_000), None);
@@ -546,7 +546,7 @@ mod tests {
         assert_eq!(r.digest_value(), None);
         assert_eq!(r.value(), Some(&b"value"[..]));
         // A tombstone never keeps an expiry.
-        let t = Record::new_expiring(b"k", None, v, 1_000);
+        let t = Record::new_expiring(b"k", None, v, (1_000, 1_000));
         assert_eq!(
             (t.expires(), t.indexed_at(), t.heap_size()),
             (0, 0, 24 + 1 + 16)

@@ -5,7 +5,7 @@
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
 
-use super::expiry_index::ExpiryIndex;
+use super::expiry_index::{ExpiryIndex, slot_for};
 use super::merkle::{Subtree, ZERO};
 use super::{Hlc, Record, Version};
 
@@ -79,7 +79,8 @@ impl Shard {
 
     /// [`Shard::put`] with an absolute expiry (Unix ms, 0 = none; ignored
     /// for a tombstone), keeping the expiry index in step: the record's
-    /// entry stays where it is when the expiry moves later (`expiry.rs`).
+    /// entry stays where it is when the expiry moves later, and an entry
+    /// the record no longer needs is left stale (`expiry.rs`).
     pub(super) fn put_expiring(
         &mut self,
         s: Slot,
@@ -94,6 +95,7 @@ impl Shard {
         // table header is used at once; the worker prefetches the next
         // pipelined request's bucket instead, see `Store::prefetch`.)
         let table = &mut self.tables[s.bucket];
+        let mut compact = false;
         match table.entry(s.hash, |r| r.key() == key, |r| hasher.hash_one(r.key())) {
             Entry::Occupied(mut o) => {
                 let rec = o.get_mut();
@@ -105,16 +107,16 @@ impl Shard {
                 } else if old_at != 0 && old_at <= expires {
                     old_at
                 } else {
-                    expires
+                    slot_for(expires, version.millis())
                 };
                 rec.replace_expiring(value, version, expires, at);
                 if at != old_at {
-                    if old_at != 0 {
-                        self.expiry.remove(old_at, s.bucket, s.hash);
+                    match (old_at, at) {
+                        (0, _) => self.expiry.insert(at, s.bucket, s.hash),
+                        (_, 0) => self.expiry.forget(),
+                        _ => self.expiry.reinsert(at, s.bucket, s.hash),
                     }
-                    if at != 0 {
-                        self.expiry.insert(at, s.bucket, s.hash);
-                    }
+                    compact = self.expiry.needs_compaction();
                 }
                 match (was_tomb, value) {
                     (true, Some(v)) => {
@@ -132,9 +134,12 @@ impl Shard {
                 }
             }
             Entry::Vacant(v) => {
-                v.insert(Record::new_expiring(key, value, version, expires));
-                if expires != 0 {
-                    self.expiry.insert(expires, s.bucket, s.hash);
+                if expires == 0 {
+                    v.insert(Record::new(key, value, version));
+                } else {
+                    let at = slot_for(expires, version.millis());
+                    v.insert(Record::new_expiring(key, value, version, (expires, at)));
+                    self.expiry.insert(at, s.bucket, s.hash);
                 }
                 match value {
                     None => self.tombstones += 1,
@@ -148,6 +153,9 @@ impl Shard {
         self.tree.mark_stale(s.bucket);
         if self.cursor.0 == s.bucket {
             self.cursor = NO_CURSOR;
+        }
+        if compact {
+            self.compact_expiry(hasher);
         }
     }
 
@@ -181,7 +189,10 @@ impl Shard {
         let (rec, _) = o.remove();
         Shard::unlink(&mut self.tree, s.bucket, &rec);
         if rec.indexed_at() != 0 {
-            self.expiry.remove(rec.indexed_at(), s.bucket, s.hash);
+            self.expiry.forget();
+            if self.expiry.needs_compaction() {
+                self.compact_expiry(hasher);
+            }
         }
         match rec.value() {
             None => self.tombstones -= 1,

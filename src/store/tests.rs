@@ -2,6 +2,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use super::expiry_index::{COMPACT_SLACK, SLOT_MS};
 use super::merkle::{self, ZERO};
 use super::refresh::REFRESH_CHUNK;
 use super::*;
@@ -747,7 +748,7 @@ fn expiry_keeps_the_version_and_the_root() {
     let before = a.root();
     assert_eq!(before, b.root());
     // a converts (as if 100 ms later); b does not yet: roots stay equal.
-    assert_eq!(a.expire_due(now + 100, || true), 1);
+    assert_eq!(a.expire_due(now + 50 + SLOT_MS, || true), 1);
     assert_eq!((a.len(), a.tombstones()), (1, 1));
     assert_eq!(a.version(b"k"), Some(v), "expiry creates no version");
     assert_eq!(a.root(), before);
@@ -758,7 +759,7 @@ fn expiry_keeps_the_version_and_the_root() {
     c.apply(b"other", Some(b"x"), other);
     assert_eq!(c.root(), before);
     assert_eq!(a.expired_keys(), 1);
-    assert_eq!(a.expire_due(now + 100, || true), 0);
+    assert_eq!(a.expire_due(now + 50 + SLOT_MS, || true), 0);
 }
 
 #[test]
@@ -774,7 +775,7 @@ fn expire_due_converts_every_due_record_in_batches() {
     let mut pauses = 0;
     assert_eq!(s.expire_due(now + 5, || true), 0);
     assert_eq!(
-        s.expire_due(now + 20, || {
+        s.expire_due(now + 16 + SLOT_MS, || {
             pauses += 1;
             true
         }),
@@ -790,8 +791,14 @@ fn expire_due_converts_every_due_record_in_batches() {
             .set_expiring(format!("k{i}").as_bytes(), b"v", now + 10);
     }
     // Every shard holds more than a batch: the first pause stops the pass.
-    assert_eq!(t.expire_due(now + 20, || false), expiry::EXPIRE_BATCH);
-    assert_eq!(t.expire_due(now + 20, || true), n - expiry::EXPIRE_BATCH);
+    assert_eq!(
+        t.expire_due(now + 10 + SLOT_MS, || false),
+        expiry::EXPIRE_BATCH
+    );
+    assert_eq!(
+        t.expire_due(now + 10 + SLOT_MS, || true),
+        n - expiry::EXPIRE_BATCH
+    );
 }
 
 #[test]
@@ -807,7 +814,7 @@ fn an_old_expired_record_is_removed_not_kept_as_tombstone() {
         Version::new((now - 5000) << 16, 9),
         now + HOUR,
     );
-    assert_eq!(s.expire_due(now + HOUR + 10, || true), 1);
+    assert_eq!(s.expire_due(now + HOUR + SLOT_MS, || true), 1);
     assert_eq!((s.len(), s.tombstones(), s.root()), (0, 0, ZERO));
     assert!(s.entry(b"k").is_none());
 }
@@ -961,42 +968,50 @@ fn a_lock_that_waits_is_counted_and_one_that_does_not_is_not() {
     assert_eq!(s.get(b"c", |v| v.map(<[u8]>::to_vec)), Some(b"3".to_vec()));
 }
 
-/// Checks the expiry index invariants (`expiry.rs`): one entry per live
-/// record with an expiry, at its indexed-at time, which is ≤ its expiry.
+/// Checks the expiry index invariants (`expiry.rs`): every live record
+/// with an expiry has an entry at its indexed-at time, which is ≤ its
+/// expiry; the index counts exactly those records.
 fn check_expiry_index(s: &Store) {
     for i in 0..s.shards.len() {
         let shard = s.shard(i);
-        let mut records = Vec::new();
+        let entries: std::collections::HashSet<_> = shard.expiry.upto(u64::MAX).collect();
+        let mut records = 0;
         for (b, t) in shard.tables.iter().enumerate() {
             for r in t.iter() {
                 if r.expires() != 0 {
                     assert!(r.value().is_some(), "a tombstone with an expiry");
-                    assert!(r.indexed_at() <= r.expires(), "{r:?}");
-                    records.push((r.indexed_at(), b, s.hasher.hash_one(r.key())));
+                    assert!(
+                        r.indexed_at() <= r.expires() && r.indexed_at() != 0,
+                        "{r:?}"
+                    );
+                    let e = (r.indexed_at(), b, s.hasher.hash_one(r.key()));
+                    assert!(entries.contains(&e), "no entry for {r:?}");
+                    records += 1;
                 } else {
                     assert_eq!(r.indexed_at(), 0);
                 }
             }
         }
-        let mut entries: Vec<_> = shard
-            .expiry
-            .due(u64::MAX)
-            .flat_map(|(e, n)| std::iter::repeat_n(e, n as usize))
-            .collect();
-        records.sort_unstable();
-        entries.sort_unstable();
-        assert_eq!(records, entries, "shard {i}");
-        assert_eq!(shard.expiry.len(), entries.len());
+        assert_eq!(shard.expiry.len(), records, "shard {i}");
+        assert_eq!(shard.expiry.upto(u64::MAX).count(), shard.expiry.entries());
     }
 }
 
+/// Records with an expiry, by the index's count.
 fn index_len(s: &Store) -> usize {
     (0..s.shards.len()).map(|i| s.shard(i).expiry.len()).sum()
 }
 
+/// Index entries, stale ones included.
+fn index_entries(s: &Store) -> usize {
+    (0..s.shards.len())
+        .map(|i| s.shard(i).expiry.entries())
+        .sum()
+}
+
 #[test]
 fn a_later_expiry_leaves_the_index_entry_and_the_cycle_defers_it() {
-    let s = store_ttl(HOUR);
+    let s = store_ttl(2 * HOUR);
     let now = now_millis();
     let db = s.db();
     db.set_expiring(b"k", b"1", now + 10);
@@ -1004,20 +1019,39 @@ fn a_later_expiry_leaves_the_index_entry_and_the_cycle_defers_it() {
     db.set_expiring(b"k", b"2", now + HOUR);
     check_expiry_index(&s);
     assert_eq!(index_len(&s), 1);
-    s.shard(s.slot(b"k").shard)
+    let first = s
+        .shard(s.slot(b"k").shard)
         .tables
         .iter()
         .flat_map(|t| t.iter())
-        .for_each(|r| assert_eq!((r.indexed_at(), r.expires()), (now + 10, now + HOUR)));
-    // The cycle reaches the entry first: not due, re-indexed at its expiry.
-    assert_eq!(s.expire_due(now + 20, || true), 0);
+        .map(|r| (r.indexed_at(), r.expires()))
+        .collect::<Vec<_>>();
+    assert_eq!(first.len(), 1);
+    assert!(
+        first[0].0 <= now + 10 && first[0].1 == now + HOUR,
+        "{first:?}"
+    );
+    // The cycle reaches the entry first: not due, re-indexed near its
+    // expiry, in a slot that is not due yet.
+    let soon = now + 10 + SLOT_MS;
+    assert_eq!(s.expire_due(soon, || true), 0);
     check_expiry_index(&s);
-    assert_eq!(s.expire_due(now + 20, || true), 0);
+    assert_eq!(s.expire_due(soon, || true), 0);
+    assert_eq!(index_entries(&s), 1);
     assert_eq!(
         (s.len(), db.expiring(), db.expiry(b"k")),
         (1, 1, Some(now + HOUR))
     );
-    assert_eq!(s.expire_due(now + HOUR, || true), 1);
+    // Not expired early, however many deferrals; found at most a slot
+    // after its expiry.
+    let mut t = soon;
+    while t < now + HOUR {
+        assert_eq!(s.expire_due(t, || true), 0);
+        assert_eq!(index_entries(&s), 1);
+        t += 60_000;
+    }
+    assert_eq!(s.expire_due(now + HOUR - 1, || true), 0);
+    assert_eq!(s.expire_due(now + HOUR + SLOT_MS, || true), 1);
     assert_eq!((s.len(), s.tombstones(), index_len(&s)), (0, 1, 0));
     check_expiry_index(&s);
 }
@@ -1030,7 +1064,8 @@ fn an_earlier_expiry_moves_the_entry_and_persist_removes_a_deferred_one() {
     db.set_expiring(b"k", b"v", now + HOUR);
     db.set_expiring(b"k", b"v", now + 10);
     check_expiry_index(&s);
-    assert_eq!(s.expire_due(now + 20, || true), 1);
+    assert_eq!(index_entries(&s), 2);
+    assert_eq!(s.expire_due(now + 10 + SLOT_MS, || true), 1);
     // A deferred entry (at now + 10, expiry in an hour) goes with PERSIST.
     db.set_expiring(b"p", b"v", now + 10);
     db.set_expiring(b"p", b"v", now + HOUR);
@@ -1040,6 +1075,8 @@ fn an_earlier_expiry_moves_the_entry_and_persist_removes_a_deferred_one() {
     check_expiry_index(&s);
     assert_eq!(s.expire_due(now + 2 * HOUR, || true), 0);
     assert_eq!(s.get(b"p", |v| v.map(<[u8]>::to_vec)), Some(b"v".to_vec()));
+    // The stale entries were dropped when their slots came up.
+    assert_eq!(index_entries(&s), 0);
 }
 
 #[test]
@@ -1054,6 +1091,10 @@ fn dbsize_counts_due_records_of_deferred_entries_exactly() {
     db.set_expiring(b"due", b"v", now + 2);
     db.set_expiring(b"due", b"v", now + 5);
     s.set(b"plain", b"v");
+    // Deleted and set again into the same slot: two entries, one record.
+    db.set_expiring(b"dup", b"v", now + 5);
+    s.delete(b"dup");
+    db.set_expiring(b"dup", b"v", now + 5);
     // Many keys due at the same millisecond, sharing buckets with others.
     for i in 0..200 {
         db.set_expiring(format!("same{i}").as_bytes(), b"v", now + 5);
@@ -1063,9 +1104,55 @@ fn dbsize_counts_due_records_of_deferred_entries_exactly() {
     assert_eq!((s.len(), db.expiring()), (2, 1));
     assert!(!s.contains(b"due"));
     check_expiry_index(&s);
-    assert_eq!(s.expire_due(now_millis(), || true), 200);
-    assert_eq!((s.len(), db.expiring(), s.tombstones()), (2, 1, 201));
+    assert_eq!(s.expire_due(now + 5 + SLOT_MS, || true), 201);
+    assert_eq!((s.len(), db.expiring(), s.tombstones()), (2, 1, 202));
     check_expiry_index(&s);
+}
+
+#[test]
+fn set_ex_and_del_churn_keeps_the_index_bounded() {
+    let s = store_ttl(HOUR);
+    let db = s.db();
+    let now = now_millis();
+    let mut value = Vec::new();
+    let bounded = |s: &Store| {
+        (0..s.shards.len()).all(|i| {
+            let ix = &s.shard(i).expiry;
+            ix.entries() <= 2 * ix.len() + COMPACT_SLACK
+        })
+    };
+    for i in 0..30_000u64 {
+        let k = format!("k{}", i % 10);
+        let k = k.as_bytes();
+        // Every second round leaves a stale entry by DEL, PERSIST or a
+        // plain SET; others by an earlier expiry.
+        db.set_expiring(k, b"v", now + HOUR + i);
+        match i % 4 {
+            0 => {
+                s.delete(k);
+            }
+            1 => {
+                db.persist(k, &mut value);
+            }
+            2 => {
+                s.set(k, b"w");
+            }
+            _ => {
+                db.set_expiring(k, b"v", now + 1 + i % 1000);
+            }
+        }
+        if i % 97 == 0 {
+            assert!(bounded(&s), "round {i}: {} entries", index_entries(&s));
+        }
+    }
+    assert!(bounded(&s));
+    check_expiry_index(&s);
+    // 10 keys, 30,000 entries made: compaction kept them near the keys.
+    assert!(
+        index_entries(&s) <= 10 * (2 + COMPACT_SLACK),
+        "{}",
+        index_entries(&s)
+    );
 }
 
 /// Polls `f` for up to ten seconds.
