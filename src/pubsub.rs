@@ -491,6 +491,59 @@ mod tests {
     }
 
     #[test]
+    fn apply_tracks_a_connections_subscriptions() {
+        let ps = PubSub::default();
+        let mut subs = None;
+        let mut out = Vec::new();
+        let op = |subscribe, pattern, names: &[&[u8]]| SubOp {
+            subscribe,
+            pattern,
+            names: names.iter().map(|n| n.to_vec()).collect(),
+        };
+        ps.apply(
+            &mut subs,
+            op(true, false, &[b"a", b"a", b"b"]),
+            || sub(7, 0),
+            false,
+            &mut out,
+        );
+        ps.apply(
+            &mut subs,
+            op(true, true, &[b"p*"]),
+            || sub(7, 0),
+            false,
+            &mut out,
+        );
+        let s = subs.as_ref().unwrap();
+        assert_eq!((s.channels(), s.patterns()), (2, 1));
+        assert_eq!(ps.numsub(b"a"), 1);
+        out.clear();
+        ps.apply(
+            &mut subs,
+            op(false, false, &[b"a", b"x"]),
+            || sub(7, 0),
+            false,
+            &mut out,
+        );
+        let mut want = Vec::new();
+        confirm(&mut want, false, b"unsubscribe", Some(b"a"), 2);
+        confirm(&mut want, false, b"unsubscribe", Some(b"x"), 2);
+        assert_eq!(out, want);
+        ps.drop_all(&mut subs);
+        assert!(subs.is_none());
+        assert_eq!((ps.channel_count(), ps.pattern_count()), (0, 0));
+        out.clear();
+        ps.apply(
+            &mut subs,
+            op(false, true, &[]),
+            || sub(7, 0),
+            false,
+            &mut out,
+        );
+        assert_eq!(out, b"*3\r\n$12\r\npunsubscribe\r\n$-1\r\n:0\r\n");
+    }
+
+    #[test]
     fn confirmations_are_framed_as_redis() {
         let mut out = Vec::new();
         confirm(&mut out, false, b"subscribe", Some(b"a"), 1);

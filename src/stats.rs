@@ -108,6 +108,9 @@ pub struct ClientInfo {
     /// `CLIENT REPLY` state ([`ReplyMode`] as a byte); only the owning
     /// worker reads or writes it.
     reply_mode: AtomicU8,
+    /// `CLIENT NO-EVICT on`: never chosen by client eviction
+    /// (`maxmemory_clients`).
+    no_evict: AtomicBool,
     /// The worker that owns the connection.
     pub worker: usize,
     /// Local (server-side) address of the connection.
@@ -339,6 +342,16 @@ impl ClientInfo {
         self.reply_mode.store(m as u8, Relaxed);
     }
 
+    /// True after `CLIENT NO-EVICT on` (until `off` or `RESET`).
+    #[inline]
+    pub fn no_evict(&self) -> bool {
+        self.no_evict.load(Relaxed)
+    }
+
+    pub fn set_no_evict(&self, on: bool) {
+        self.no_evict.store(on, Relaxed);
+    }
+
     /// A copy of the client's self-description.
     pub fn meta(&self) -> ClientMeta {
         lock(&self.meta).clone()
@@ -388,6 +401,9 @@ impl ClientInfo {
         }
         if v.multi >= 0 {
             flags.push('x');
+        }
+        if self.no_evict() {
+            flags.push('e');
         }
         if v.closing {
             flags.push('c');
@@ -584,6 +600,7 @@ impl Stats {
             meta: Mutex::default(),
             resp3: AtomicBool::new(false),
             reply_mode: AtomicU8::new(ReplyMode::On as u8),
+            no_evict: AtomicBool::new(false),
             worker,
             laddr,
             fd,

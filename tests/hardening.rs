@@ -332,6 +332,82 @@ fn many_large_incomplete_requests_are_evicted_past_the_client_budget() {
     assert_healthy(&srv, before, 160);
 }
 
+/// `CLIENT NO-EVICT on` protects a connection from client eviction: past
+/// `maxmemory_clients` the largest connection that is not protected is
+/// disconnected, even when the protected one holds more.
+#[test]
+fn a_no_evict_client_is_spared_by_client_eviction() {
+    // One worker: with several, each evicts only beyond its share of the
+    // budget, so which connections go would depend on their placement.
+    let (srv, _dir) = start(&[], &["--threads", "1"]);
+    let chunk = {
+        let mut c = format!("${MIB}\r\n").into_bytes();
+        c.resize(c.len() + MIB, b'v');
+        c.extend_from_slice(b"\r\n");
+        c
+    };
+    let clients_memory = || info(&srv)["clients_memory"].parse::<u64>().unwrap();
+    let mut protected = srv.connect();
+    expect(
+        &mut protected,
+        &req(&[b"CLIENT", b"NO-EVICT", b"maybe"]),
+        b"-ERR syntax error\r\n",
+    );
+    expect(
+        &mut protected,
+        &req(&[b"CLIENT", b"NO-EVICT", b"on"]),
+        b"+OK\r\n",
+    );
+    expect(&mut protected, &req(&[b"CLIENT", b"ID"]), b"");
+    let id = common::read_line(&mut protected)[1..].to_string();
+    // A request that never completes: 24 MiB held by the protected
+    // connection. The budget is then set just above what it holds.
+    protected.write_all(b"*64\r\n$3\r\nSET\r\n").unwrap();
+    for _ in 0..24 {
+        protected.write_all(&chunk).unwrap();
+    }
+    // Settled: at least the 24 MiB, and the same on five reads in a row
+    // (the input buffer grows while the bytes arrive).
+    let (mut last, mut same) = (0, 0);
+    assert!(wait_until(DEADLINE, || {
+        let m = clients_memory();
+        same = if m == last { same + 1 } else { 0 };
+        last = m;
+        m >= 24 * MIB as u64 && same >= 5
+    }));
+    let budget = (last + 8 * MIB as u64).to_string();
+    let mut admin = srv.connect();
+    expect(
+        &mut admin,
+        &req(&[b"CONFIG", b"SET", b"maxmemory-clients", budget.as_bytes()]),
+        b"+OK\r\n",
+    );
+    // Two smaller connections push the total over the budget: they are
+    // evicted, the larger protected one is not.
+    let mut others = Vec::new();
+    for _ in 0..2 {
+        let mut other = srv.connect();
+        other.write_all(b"*64\r\n$3\r\nSET\r\n").unwrap();
+        for _ in 0..6 {
+            if other.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        others.push(other);
+    }
+    assert!(wait_until(DEADLINE, || {
+        info(&srv)["evicted_clients"].parse::<u64>().unwrap() >= 1
+    }));
+    admin
+        .write_all(&req(&[b"CLIENT", b"LIST", b"ID", id.as_bytes()]))
+        .unwrap();
+    let head = common::read_line(&mut admin);
+    let n: usize = head[1..].parse().unwrap_or_else(|_| panic!("{head}"));
+    let line = String::from_utf8_lossy(&read_n(&mut admin, n + 2)).into_owned();
+    assert!(line.contains(&format!("id={id} ")), "{line}");
+    assert!(line.contains(" flags=e "), "{line}");
+}
+
 /// A connection's input buffer shrinks back once a large request is done.
 #[test]
 fn input_buffers_shrink_after_a_large_request() {

@@ -145,11 +145,39 @@ fn config_set_takes_current_values_and_refuses_changes() {
         &["CONFIG", "SET", "maxmemory", "0", "save", ""],
         b"+OK\r\n",
     );
+    // A free port: still read at startup only.
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
     exchange(
         &mut s,
-        &["CONFIG", "SET", "port", "10"],
+        &["CONFIG", "SET", "port", &free],
         b"-ERR CONFIG SET failed (possibly related to argument 'port') - can't set immutable config (MerkleKV reads it at startup only)\r\n",
     );
+    // A port another process listens on is refused as such; nothing of
+    // the command applies.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    s.write_all(&req(&[
+        "CONFIG",
+        "SET",
+        "maxmemory",
+        "10000001",
+        "port",
+        &port,
+    ]))
+    .unwrap();
+    let e = common::read_line(&mut s);
+    assert!(
+        e.starts_with(
+            "-ERR CONFIG SET failed (possibly related to argument 'port') - Unable to listen on this port: "
+        ),
+        "{e}"
+    );
+    assert_eq!(list(&mut s, &["CONFIG", "GET", "maxmemory"])[1], "0");
     exchange(
         &mut s,
         &["CONFIG", "SET", "maxmemory", "1", "maxmemory", "2"],

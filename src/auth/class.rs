@@ -121,6 +121,7 @@ fn redis(r: &Redis<'_>) -> Class {
         | Redis::ConfigResetStat
         | Redis::ClientList(_)
         | Redis::ClientKill(_)
+        | Redis::ClientNoEvict(_)
         | Redis::Monitor
         | Redis::Save
         | Redis::BgSave { .. }

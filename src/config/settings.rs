@@ -211,7 +211,7 @@ pub static SETTINGS: &[Setting] = &[
         initial: Initial::Derived(
             "`limits.maxmemory` / 4 (at least 1048576), or 1073741824 (1 GiB) when that is 0",
         ),
-        doc: "Bytes of all client buffers (input, output, MULTI, WATCH) above which the largest clients are disconnected.",
+        doc: "Bytes of all client buffers (input, output, MULTI, WATCH, Pub/Sub subscriptions) above which the largest clients are disconnected (never one that sent `CLIENT NO-EVICT on`).",
         apply: |c, v| c.limits.maxmemory_clients = v.u64(),
         show: |c| c.limits.maxmemory_clients.to_string(),
         ..BASE

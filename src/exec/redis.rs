@@ -106,6 +106,11 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
             });
             ok(out, Proto::Resp);
         }
+        Redis::ClientNoEvict(on) => {
+            stats.incr(Counter::Management);
+            ctx.client.set_no_evict(on);
+            ok(out, Proto::Resp);
+        }
         Redis::ClientId => {
             stats.incr(Counter::Management);
             integer(out, ctx.client.id as i64);
@@ -381,6 +386,7 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
             // The library strings stay: they still describe the client
             // behind the connection (Redis 7.2).
             ctx.client.update_meta(|m| m.name.clear());
+            ctx.client.set_no_evict(false);
             // (The worker also ends monitor mode.)
             out.extend_from_slice(b"+RESET\r\n");
         }
@@ -519,6 +525,8 @@ fn container_help(container: &str) -> &'static [&'static str] {
             "    Close connections: filters ID, ADDR, LADDR, USER, TYPE, MAXAGE, SKIPME.",
             "REPLY ON|OFF|SKIP",
             "    Turn this connection's replies on or off, or skip the next one.",
+            "NO-EVICT ON|OFF",
+            "    Protect this connection from client eviction (maxmemory-clients).",
             "HELP",
             "    Print this help.",
         ],
@@ -1054,6 +1062,16 @@ fn config_set(ctx: &Ctx<'_>, pairs: Args<'_>) -> Result<(), String> {
             .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_bytes())
             .unwrap_or_default();
+        if name.eq_ignore_ascii_case(b"port") && current != value {
+            // The port cannot change at run time either way; a port
+            // another process holds is reported as such (as Redis does).
+            let port = parse_int::<u16>(value)
+                .ok_or_else(|| failed(name, "argument couldn't be parsed into an integer"))?;
+            let host = ctx.shared.config.host.as_str();
+            if let Err(e) = std::net::TcpListener::bind((host, port)) {
+                return Err(failed(name, &format!("Unable to listen on this port: {e}")));
+            }
+        }
         if current != value {
             return Err(failed(
                 name,

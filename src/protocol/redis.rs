@@ -52,6 +52,8 @@ pub enum Redis<'a> {
     ClientInfo,
     /// `CLIENT REPLY ON | OFF | SKIP`.
     ClientReply(crate::stats::ReplyMode),
+    /// `CLIENT NO-EVICT ON | OFF`.
+    ClientNoEvict(bool),
     /// `HELLO [protover [AUTH user pass] [SETNAME name]]`; `protover` is
     /// 2 or 3 (others are refused with `-NOPROTO` at parse time).
     Hello {
@@ -490,6 +492,16 @@ pub fn command<'a>(
             } else if eq(sub, "INFO") {
                 want(1)?;
                 Redis::ClientInfo
+            } else if eq(sub, "NO-EVICT") {
+                want(2)?;
+                let mode = argv(1).unwrap_or_default();
+                Redis::ClientNoEvict(if eq(mode, "ON") {
+                    true
+                } else if eq(mode, "OFF") {
+                    false
+                } else {
+                    return Err(err("syntax error"));
+                })
             } else if eq(sub, "REPLY") {
                 want(2)?;
                 let mode = argv(1).unwrap_or_default();
@@ -1435,7 +1447,7 @@ pub const COMMANDS: &[CommandSpec] = &[
         flags: ADMIN,
         keys: (0, 0, 0),
         group: "connection",
-        summary: "CLIENT SETNAME|GETNAME|SETINFO|ID|LIST|INFO|REPLY|KILL.",
+        summary: "CLIENT SETNAME|GETNAME|SETINFO|ID|LIST|INFO|REPLY|KILL|NO-EVICT|HELP.",
         since: "2.4.0",
         args: &[arg("subcommand", "string"), opt(many(arg("arg", "string")))],
     },
@@ -1854,7 +1866,8 @@ pub fn spec(name: &[u8]) -> Option<&'static CommandSpec> {
 pub fn subcommands(name: &str) -> &'static [&'static str] {
     match name {
         "client" => &[
-            "setname", "getname", "setinfo", "id", "list", "info", "reply", "kill", "help",
+            "setname", "getname", "setinfo", "id", "list", "info", "reply", "kill", "no-evict",
+            "help",
         ],
         "command" => &[
             "count",

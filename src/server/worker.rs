@@ -732,7 +732,11 @@ impl Worker {
                 .conns
                 .iter()
                 .enumerate()
-                .filter_map(|(i, c)| c.as_ref().filter(|c| !c.closing).map(|c| (i, c.mem)))
+                .filter_map(|(i, c)| {
+                    c.as_ref()
+                        .filter(|c| !c.closing && !c.info.no_evict())
+                        .map(|c| (i, c.mem))
+                })
                 .max_by_key(|&(_, m)| m)
             else {
                 return;
