@@ -62,6 +62,8 @@ pub struct PubSub {
     /// (INFO's `pubsub_channels`, `pubsub_patterns`).
     channels: AtomicUsize,
     patterns: AtomicUsize,
+    /// Connections with at least one subscription (`pubsub_clients`).
+    clients: AtomicUsize,
 }
 
 impl PubSub {
@@ -191,6 +193,11 @@ impl PubSub {
         self.channels.load(Relaxed)
     }
 
+    /// Connections with at least one subscription.
+    pub fn client_count(&self) -> usize {
+        self.clients.load(Relaxed)
+    }
+
     /// Distinct patterns with at least one subscriber.
     pub fn pattern_count(&self) -> usize {
         self.patterns.load(Relaxed)
@@ -256,6 +263,9 @@ impl PubSub {
             (false, true) => b"punsubscribe",
         };
         if op.subscribe {
+            if subs.is_none() {
+                self.clients.fetch_add(1, Relaxed);
+            }
             let s = subs.get_or_insert_with(|| {
                 Box::new(Subscriptions {
                     sub: subscriber(),
@@ -336,6 +346,7 @@ impl PubSub {
         }
         if s.channels.is_empty() && s.patterns.is_empty() {
             *subs = None;
+            self.clients.fetch_sub(1, Relaxed);
         }
     }
 
@@ -343,6 +354,7 @@ impl PubSub {
     /// without confirmations.
     pub fn drop_all(&self, subs: &mut Option<Box<Subscriptions>>) {
         let Some(s) = subs.take() else { return };
+        self.clients.fetch_sub(1, Relaxed);
         let id = s.sub.feed.conn_id;
         for c in &s.channels {
             self.unsubscribe(c, id);
@@ -516,6 +528,7 @@ mod tests {
         );
         let s = subs.as_ref().unwrap();
         assert_eq!((s.channels(), s.patterns()), (2, 1));
+        assert_eq!(ps.client_count(), 1);
         assert_eq!(ps.numsub(b"a"), 1);
         out.clear();
         ps.apply(
@@ -531,6 +544,7 @@ mod tests {
         assert_eq!(out, want);
         ps.drop_all(&mut subs);
         assert!(subs.is_none());
+        assert_eq!(ps.client_count(), 0);
         assert_eq!((ps.channel_count(), ps.pattern_count()), (0, 0));
         out.clear();
         ps.apply(

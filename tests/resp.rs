@@ -794,6 +794,8 @@ fn publish_reaches_subscribers_of_every_worker() {
         info.contains("pubsub_channels:2\r\npubsub_patterns:1\r\n"),
         "{info}"
     );
+    let info = text(&call(p, &[b"INFO", b"clients"]));
+    assert!(info.contains("pubsub_clients:1\r\n"), "{info}");
     // UNSUBSCRIBE without names ends every channel subscription (in no
     // particular order); the pattern stays until PUNSUBSCRIBE.
     sub.write_all(&req(&[b"UNSUBSCRIBE"])).unwrap();
@@ -824,6 +826,8 @@ fn publish_reaches_subscribers_of_every_worker() {
     );
     expect(&mut sub, &req(&[b"GET", b"x"]), b"$-1\r\n");
     expect(p, &req(&[b"PUBSUB", b"NUMPAT"]), b":0\r\n");
+    let info = text(&call(p, &[b"INFO", b"clients"]));
+    assert!(info.contains("pubsub_clients:0\r\n"), "{info}");
     expect(p, &req(&[b"PUBLISH", b"a", b"z"]), b":0\r\n");
 }
 

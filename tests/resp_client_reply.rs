@@ -67,3 +67,41 @@ fn client_reply_off_on_skip_match_redis() {
     s.read_exact(&mut got).unwrap();
     assert_eq!(got, want);
 }
+
+/// `CLIENT REPLY OFF` drops `MONITOR`'s `+OK` (the lines still come), but
+/// not Pub/Sub confirmations, which Redis pushes whatever the reply mode.
+#[test]
+fn client_reply_off_with_monitor_and_subscribe() {
+    let server = Server::start(&[]);
+    let mut m = server.connect();
+    m.write_all(&[req(&["CLIENT", "REPLY", "OFF"]), req(&["MONITOR"])].concat())
+        .unwrap();
+    let mut c = server.connect();
+    // Once the monitor is registered, a PING from `c` reaches it.
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    m.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    while !String::from_utf8_lossy(&got).contains("\"PING\"") {
+        assert!(std::time::Instant::now() < deadline, "no monitor line");
+        c.write_all(&req(&["PING"])).unwrap();
+        let mut pong = [0u8; 7];
+        c.read_exact(&mut pong).unwrap();
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = m.read(&mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+    assert!(
+        !got.starts_with(b"+OK\r\n"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    let mut s = server.connect();
+    s.write_all(&[req(&["CLIENT", "REPLY", "OFF"]), req(&["SUBSCRIBE", "ch"])].concat())
+        .unwrap();
+    let want = b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n";
+    let mut got = vec![0; want.len()];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(got, want);
+}

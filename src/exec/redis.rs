@@ -1306,9 +1306,10 @@ fn info(ctx: &Ctx<'_>, sections: Args<'_>, s: &mut String) {
             ),
             "clients" => write!(
                 s,
-                "connected_clients:{}\r\nmaxclients:{}\r\n",
+                "connected_clients:{}\r\nmaxclients:{}\r\npubsub_clients:{}\r\n",
                 shared.stats.active_connections(),
-                c.max_connections
+                c.max_connections,
+                shared.pubsub.client_count()
             ),
             "memory" => {
                 let m = &shared.memory;

@@ -1180,7 +1180,8 @@ fn process(
                 if reset {
                     env.shared.pubsub.drop_all(&mut conn.subs);
                 }
-                if suppress_reply(&conn.info) {
+                let suppressed = suppress_reply(&conn.info);
+                if suppressed {
                     conn.wbuf.truncate(reply_start);
                     ctx.cut = false;
                     if matches!(flow, Flow::Defer(_)) {
@@ -1208,7 +1209,9 @@ fn process(
                             conn.monitor = Some(feed);
                             env.monitors.push(token);
                         }
-                        reply::ok(&mut conn.wbuf, proto);
+                        if !suppressed {
+                            reply::ok(&mut conn.wbuf, proto);
+                        }
                     }
                     Flow::PubSub(op) => {
                         // Messages already published come before the
@@ -1221,6 +1224,8 @@ fn process(
                         let (id, info) = (conn.info.id, conn.info.clone());
                         let cap = env.shared.memory.limits.output_hard;
                         let waker = env.waker.clone();
+                        // Confirmations are sent whatever `CLIENT REPLY`
+                        // says, as Redis sends them (they are pushed).
                         env.shared.pubsub.apply(
                             &mut conn.subs,
                             op,
