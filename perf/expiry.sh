@@ -25,6 +25,9 @@ redis-server --port $RDS --save '' --appendonly no >/dev/null 2>&1 & RPID=$!
 trap 'kill $MPID $RPID 2>/dev/null; rm -rf "$TMP"' EXIT
 until redis-cli -p $MKV ping >/dev/null 2>&1 && redis-cli -p $RDS ping >/dev/null 2>&1; do sleep 0.1; done
 rss() { awk '/VmRSS/{print $2}' /proc/$1/status; }
+# CPU ms (user + system) of merklekv's housekeeping thread so far.
+HK=$(grep -lx housekeeping /proc/$MPID/task/*/comm | head -1 | cut -d/ -f5)
+hk_cpu() { awk -v hz="$(getconf CLK_TCK)" '{print int(($14 + $15) * 1000 / hz)}' /proc/$MPID/task/$HK/stat; }
 summary() { grep -A2 'latency summary' | tail -1; }
 # The final line of a -q run (the progress lines end in \r, not \n).
 quiet() { tr '\r' '\n' | grep 'requests per second' | tail -1; }
@@ -57,7 +60,7 @@ for i in range(n):
 PY
 t0=$(date +%s%N)
 redis-cli -p $MKV --pipe < $TMP/load.resp | tail -1
-t1=$(date +%s%N)
+t1=$(date +%s%N); c1=$(hk_cpu)
 loaded_rss=$(rss $MPID)
 echo "load took $(( (t1 - t0) / 1000000 )) ms; dbsize right after: $(redis-cli -p $MKV dbsize)"
 redis-benchmark -p $MKV -n 400000 -r 100000 -c 20 -P 1 GET other:__rand_int__ > $TMP/get.txt &
@@ -69,7 +72,7 @@ echo "DBSIZE back to the other keys $(( (t2 - t1) / 1000000 )) ms after the load
 # INFO expired_keys counts them.
 for _ in $(seq 6000); do [ "$(info expired_keys)" -ge "$N" ] && break; sleep 0.05; done
 t3=$(date +%s%N)
-echo "all $N converted (values freed) $(( (t3 - t1) / 1000000 )) ms after the load ended"
+echo "all $N converted (values freed) $(( (t3 - t1) / 1000000 )) ms after the load ended; housekeeping thread CPU meanwhile $(( $(hk_cpu) - c1 )) ms"
 # RSS back below half-way between the baseline and the loaded RSS (gives
 # up after 30 s: without a heap trim it does not come down).
 half=$(( (base_rss + loaded_rss) / 2 ))
