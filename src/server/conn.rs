@@ -206,6 +206,7 @@ impl Conn {
         v.monitor = key.monitor;
         v.sub = self.subs.as_ref().map_or(0, |s| s.channels());
         v.psub = self.subs.as_ref().map_or(0, |s| s.patterns());
+        v.ssub = self.subs.as_ref().map_or(0, |s| s.shard_channels());
         v.closing = key.closing;
         v.readable = key.readable;
         v.user = key.user;
