@@ -13,12 +13,11 @@
 //! before anything is applied; the first failure is reported.
 
 use super::Ctx;
-use super::redis::map;
 use crate::config::Engine;
 use crate::logging;
 use crate::metrics;
 use crate::protocol::glob;
-use crate::protocol::reply::bulk;
+use crate::protocol::reply::{bulk, map};
 use crate::protocol::{Args, parse_int};
 use crate::typeparams;
 

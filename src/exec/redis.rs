@@ -28,7 +28,7 @@ use crate::protocol::redis::{
     subcommands,
 };
 use crate::protocol::reply::{
-    NIL_ARRAY, NULL3, Proto, array, bulk, header, insert_counted, integer, null, ok,
+    NIL_ARRAY, NULL3, Proto, array, bulk, insert_counted, integer, map, null, ok,
 };
 use crate::protocol::{Args, parse_int};
 use crate::pubsub::SubOp;
@@ -36,15 +36,6 @@ use crate::stats::{ClientInfo, ClientType, Counter, rss_kb};
 
 /// The Redis version whose RESP2 behaviour this server follows.
 pub const REDIS_COMPAT_VERSION: &str = "7.0.0";
-
-/// A map of `n` pairs: `%n` in RESP3, a flat array of `2n` in RESP2.
-pub(super) fn map(out: &mut Vec<u8>, n: usize, resp3: bool) {
-    if resp3 {
-        header(out, b'%', n);
-    } else {
-        array(out, 2 * n);
-    }
-}
 
 fn simple(out: &mut Vec<u8>, s: &str) {
     out.push(b'+');
