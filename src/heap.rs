@@ -49,6 +49,11 @@ impl Trimmer {
         }
     }
 
+    /// Changes the threshold (`CONFIG SET limits.heap_trim_threshold`).
+    pub fn set_threshold(&mut self, threshold: u64) {
+        self.threshold = threshold;
+    }
+
     /// Takes the estimate `used` at `now`; true if the caller should trim
     /// now (then the peak restarts from `used`).
     pub fn due(&mut self, used: u64, now: Instant) -> bool {

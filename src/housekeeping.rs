@@ -42,7 +42,7 @@ pub fn spawn(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>
             let mut next_gc = std::time::Instant::now() + period;
             let mut sleep = DIGEST_REFRESH_PERIOD;
             let mut last_usage = (usize::MAX, usize::MAX);
-            let mut trimmer = crate::heap::Trimmer::new(shared.memory.limits.heap_trim_threshold);
+            let mut trimmer = crate::heap::Trimmer::new(shared.live.heap_trim_threshold());
             loop {
                 let until_gc = next_gc.saturating_duration_since(std::time::Instant::now());
                 if stop.recv_timeout(sleep.min(until_gc)).is_ok() {
@@ -60,6 +60,7 @@ pub fn spawn(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>
                 let growth = shared.memory.growth();
                 let usage = shared.store.usage();
                 shared.memory.refresh_store(usage, growth);
+                trimmer.set_threshold(shared.live.heap_trim_threshold());
                 if trimmer.due(shared.memory.used(), std::time::Instant::now()) {
                     shared.memory.trims.trim_now();
                 }

@@ -57,9 +57,6 @@ pub struct Limits {
     /// Largest RESP bulk string a client may send, as configured
     /// ([`Memory::proto_max_bulk_len`]).
     pub proto_max_bulk_len_at_start: usize,
-    /// Fall of the used-memory estimate that triggers a heap trim
-    /// (`heap.rs`; 0: never).
-    pub heap_trim_threshold: u64,
 }
 
 impl Limits {
@@ -72,7 +69,6 @@ impl Limits {
             maxmemory_at_start: c.maxmemory,
             clients_budget_at_start: c.maxmemory_clients,
             proto_max_bulk_len_at_start: c.proto_max_bulk_len,
-            heap_trim_threshold: c.heap_trim_threshold,
         }
     }
 }

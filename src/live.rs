@@ -11,11 +11,14 @@
 //! `CONFIG SET` one after the other.
 //!
 //! The output and bulk-string limits live with the other client limits in
-//! [`crate::limits::Memory`]; the log level is the `log` crate's global
+//! [`crate::limits::Memory`], `security.max_auth_failures` in
+//! [`crate::auth::Auth`]; the log level is the `log` crate's global
 //! maximum level (itself an atomic).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::config::Config;
 
@@ -32,6 +35,14 @@ pub struct Live {
     latency_tracking: AtomicBool,
     /// Delay of a failed AUTH's reply (`security.auth_failure_delay_ms`).
     auth_failure_delay_ms: AtomicU64,
+    /// Seconds between anti-entropy rounds (`anti_entropy.interval_seconds`).
+    ae_interval_secs: AtomicU64,
+    /// Wakes the anti-entropy scheduler when the interval changed (one
+    /// pending wake is enough: it reads the value in force).
+    ae_interval_changed: (Sender<()>, Receiver<()>),
+    /// Fall of the used-memory estimate that triggers a heap trim
+    /// (`limits.heap_trim_threshold`; 0: never).
+    heap_trim_threshold: AtomicU64,
 }
 
 impl Live {
@@ -44,6 +55,9 @@ impl Live {
             auth_failure_delay_ms: AtomicU64::new(
                 config.security.auth_failure_delay.as_millis() as u64
             ),
+            ae_interval_secs: AtomicU64::new(config.anti_entropy.interval.as_secs()),
+            ae_interval_changed: bounded(1),
+            heap_trim_threshold: AtomicU64::new(config.limits.heap_trim_threshold),
         }
     }
 
@@ -94,6 +108,32 @@ impl Live {
     pub fn set_auth_failure_delay_ms(&self, ms: u64) {
         self.auth_failure_delay_ms.store(ms, Relaxed);
     }
+
+    /// Time between anti-entropy rounds.
+    pub fn ae_interval(&self) -> Duration {
+        Duration::from_secs(self.ae_interval_secs.load(Relaxed))
+    }
+
+    /// Changes the anti-entropy interval and wakes the scheduler.
+    pub fn set_ae_interval_secs(&self, secs: u64) {
+        self.ae_interval_secs.store(secs, Relaxed);
+        let _ = self.ae_interval_changed.0.try_send(());
+    }
+
+    /// Ready when the anti-entropy interval changed (the scheduler's
+    /// `select!` arm).
+    pub fn ae_interval_changed(&self) -> &Receiver<()> {
+        &self.ae_interval_changed.1
+    }
+
+    /// Bytes the used-memory estimate must fall before a heap trim.
+    pub fn heap_trim_threshold(&self) -> u64 {
+        self.heap_trim_threshold.load(Relaxed)
+    }
+
+    pub fn set_heap_trim_threshold(&self, bytes: u64) {
+        self.heap_trim_threshold.store(bytes, Relaxed);
+    }
 }
 
 #[cfg(test)]
@@ -123,5 +163,16 @@ mod tests {
         assert_eq!(live.max_connections(), 9);
         assert!(!live.latency_tracking());
         assert_eq!(live.auth_failure_delay(), Duration::ZERO);
+    }
+
+    #[test]
+    fn an_interval_change_wakes_the_scheduler_once() {
+        let live = Live::new(&Config::default());
+        assert!(live.ae_interval_changed().try_recv().is_err());
+        live.set_ae_interval_secs(3);
+        live.set_ae_interval_secs(4);
+        assert_eq!(live.ae_interval(), Duration::from_secs(4));
+        assert!(live.ae_interval_changed().try_recv().is_ok());
+        assert!(live.ae_interval_changed().try_recv().is_err());
     }
 }

@@ -623,3 +623,37 @@ fn anti_entropy_carries_expiry_and_never_resurrects_an_expired_key() {
     assert_eq!(cmd(&mut c.connect(), "DBSIZE"), "DBSIZE 2");
     assert_eq!(hash(&c), hash(&a));
 }
+
+/// `CONFIG SET anti_entropy.interval_seconds` reschedules the rounds at
+/// once: with an hour between rounds only the first one (at start) runs,
+/// until the interval is set to one second.
+#[test]
+fn config_set_changes_the_round_interval() {
+    let a = node("ivl-a", "");
+    let b = node(
+        "ivl-b",
+        &format!(
+            "enabled = true\ninterval_seconds = 3600\npeer_list = [\"{}\"]",
+            a.addr
+        ),
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || info_field(&b, "ae_rounds")
+            == "1"),
+        "no first round"
+    );
+    assert_eq!(info_field(&b, "ae_interval_seconds"), "3600");
+    let mut s = b.connect();
+    expect(
+        &mut s,
+        &common::req(&[b"CONFIG", b"SET", b"anti_entropy.interval_seconds", b"1"]),
+        b"+OK\r\n",
+    );
+    assert_eq!(info_field(&b, "ae_interval_seconds"), "1");
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            info_field(&b, "ae_rounds").parse::<u64>().unwrap() >= 3
+        }),
+        "rounds did not speed up"
+    );
+}

@@ -552,3 +552,36 @@ fn password_protected_peers_synchronise() {
     });
     assert!(ok, "A never repaired from B");
 }
+
+/// `CONFIG SET security.max_auth_failures` and
+/// `security.auth_failure_delay_ms` take effect for the next attempt.
+#[test]
+fn auth_limits_change_at_run_time() {
+    let srv = Server::start(&["--requirepass", "adminpw"]);
+    let mut admin = srv.connect();
+    assert_eq!(resp(&mut admin, &["AUTH", "adminpw"]), "+OK");
+    assert_eq!(
+        resp(
+            &mut admin,
+            &[
+                "CONFIG",
+                "SET",
+                "security.max_auth_failures",
+                "1",
+                "security.auth_failure_delay_ms",
+                "0",
+            ],
+        ),
+        "+OK"
+    );
+    // One wrong password is now the last one.
+    let mut guesser = srv.connect();
+    assert!(resp(&mut guesser, &["AUTH", "guess"]).starts_with("-WRONGPASS"));
+    // Closed by the server: end of stream, nothing more.
+    let mut rest = Vec::new();
+    let end = std::io::Read::read_to_end(&mut guesser, &mut rest);
+    assert!(matches!(end, Ok(0)), "{end:?} {rest:?}");
+    assert_eq!(info_field(&srv, "auth_failure_disconnects"), "1");
+    assert_eq!(info_field(&srv, "auth_max_failures"), "1");
+    assert_eq!(info_field(&srv, "auth_failure_delay_ms"), "0");
+}

@@ -1288,6 +1288,22 @@ fn config_set_changes_live_settings() {
     );
     let info = bulk_reply(&mut s, &["INFO", "merklekv"]);
     assert!(info.contains("auth_failure_delay_ms:0\r\n"), "{info}");
+    exchange(
+        &mut s,
+        &[
+            "CONFIG",
+            "SET",
+            "security.max_auth_failures",
+            "3",
+            "limits.heap_trim_threshold",
+            "0",
+        ],
+        b"+OK\r\n",
+    );
+    let info = bulk_reply(&mut s, &["INFO", "merklekv"]);
+    assert!(info.contains("auth_max_failures:3\r\n"), "{info}");
+    assert!(info.contains("heap_trim_threshold:0\r\n"), "{info}");
+    assert_eq!(get(&mut s, "security.max_auth_failures"), "3");
 
     // proto-max-bulk-len: a connection opened before the change takes the
     // new limit too (at its worker's next sweep).

@@ -235,12 +235,11 @@ impl Scheduler {
     }
 
     fn run(mut self, stop: Receiver<()>) {
-        let interval = self
-            .shared
-            .config
-            .anti_entropy
-            .interval
-            .max(Duration::from_millis(100));
+        // `CONFIG SET anti_entropy.interval_seconds` changes it at run
+        // time (the `interval_changed` arm below).
+        let live_interval = |s: &Shared| s.live.ae_interval().max(Duration::from_millis(100));
+        let mut interval = live_interval(&self.shared);
+        let interval_changed = self.shared.live.ae_interval_changed().clone();
         let jobs = self.shared.jobs.1.clone();
         if !self.peers.is_empty() {
             log::info!(
@@ -282,6 +281,15 @@ impl Scheduler {
                     if had && !self.peers.is_empty() {
                         next_tick = Instant::now() + interval;
                     }
+                }
+                recv(interval_changed) -> _ => {
+                    // The next round comes the new interval after the
+                    // last one (at once if that is past).
+                    let new = live_interval(&self.shared);
+                    let last = next_tick.checked_sub(interval).unwrap_or_else(Instant::now);
+                    next_tick = (last + new).max(Instant::now());
+                    interval = new;
+                    log::info!("anti-entropy: a round every {interval:?}");
                 }
                 recv(losses) -> _ => {
                     // Replication lost events: repair soon, at most one
@@ -617,7 +625,7 @@ fn write_info(shared: &Shared, db: Db<'_>, s: &mut String) {
          ae_requests_served:{}\r\nae_rounds_running:{}\r\n",
         // Discovered peers (docs/protocol.md §9.5) need replication on.
         (cfg.enabled && (!cfg.peer_list.is_empty() || shared.outbox.is_enabled())) as u8,
-        cfg.interval.as_secs(),
+        shared.live.ae_interval().as_secs(),
         if cfg.enabled { cfg.peer_list.len() } else { 0 },
         st.rounds,
         ae.early_rounds.load(Relaxed),

@@ -132,7 +132,7 @@ fn login(
         Proto::Text => "WRONGPASS invalid username-password pair or user is disabled",
     };
     reply::error(out, proto, msg);
-    let close = session.failures >= auth.max_failures;
+    let close = session.failures >= auth.max_failures();
     if close {
         auth.disconnects.fetch_add(1, Relaxed);
     }

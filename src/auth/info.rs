@@ -22,7 +22,7 @@ impl InfoSection for AuthInfo {
             a.successes.load(Relaxed),
             a.failures.load(Relaxed),
             a.disconnects.load(Relaxed),
-            a.max_failures,
+            a.max_failures(),
             a.noauth.load(Relaxed),
             a.noperm.load(Relaxed),
             shared.live.auth_failure_delay().as_millis(),

@@ -27,7 +27,7 @@ pub mod class;
 pub mod gate;
 pub mod info;
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use crate::config::values::sha256;
 use crate::config::{Role, SecurityConfig};
@@ -47,7 +47,9 @@ struct User {
 /// The configured users and the authentication counters.
 pub struct Auth {
     users: Vec<User>,
-    max_failures: u32,
+    /// Failed attempts after which a connection is closed (at least 1;
+    /// `CONFIG SET security.max_auth_failures`).
+    max_failures: AtomicU32,
     /// Configured anti-entropy peers (`host:port`): `SYNC` to one of
     /// them needs role readwrite, to any other host role admin.
     peers: Vec<String>,
@@ -83,7 +85,9 @@ impl Auth {
         }));
         Auth {
             users,
-            max_failures: u32::try_from(sec.max_auth_failures.max(1)).unwrap_or(u32::MAX),
+            max_failures: AtomicU32::new(
+                u32::try_from(sec.max_auth_failures.max(1)).unwrap_or(u32::MAX),
+            ),
             peers: peers.to_vec(),
             failures: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
@@ -92,6 +96,18 @@ impl Auth {
             successes: AtomicU64::new(0),
             delayed: AtomicU64::new(0),
         }
+    }
+
+    /// Failed attempts after which a connection is closed.
+    #[inline]
+    pub fn max_failures(&self) -> u32 {
+        self.max_failures.load(Relaxed)
+    }
+
+    /// Changes the number of failed attempts allowed per connection
+    /// (at least 1).
+    pub fn set_max_failures(&self, n: u32) {
+        self.max_failures.store(n.max(1), Relaxed);
     }
 
     /// True when clients must authenticate.

@@ -267,7 +267,7 @@ pub static SETTINGS: &[Setting] = &[
         env: &["MERKLE_KV_LIMITS_HEAP_TRIM_THRESHOLD"],
         kind: Kind::Int { min: 0, max: ANY },
         initial: Initial::Value("16777216"),
-        doc: "Bytes by which the store's used-memory estimate must fall below its peak (mass expiry, deletes, FLUSHALL) before the housekeeping thread returns free heap memory to the system (`malloc_trim`, glibc only; at most once a second); 0 = never.",
+        doc: "Bytes by which the store's used-memory estimate must fall below its peak (mass expiry, deletes, FLUSHALL) before the housekeeping thread returns free heap memory to the system (`malloc_trim`, glibc only; at most once a second); 0 = never. **Live**: `CONFIG SET limits.heap_trim_threshold`.",
         apply: |c, v| c.limits.heap_trim_threshold = v.u64(),
         show: |c| c.limits.heap_trim_threshold.to_string(),
         ..BASE
@@ -619,7 +619,7 @@ pub static SETTINGS: &[Setting] = &[
             max: MAX_SECS,
         },
         initial: Initial::Value("15"),
-        doc: "Seconds between anti-entropy rounds (a round also starts early, at most once a second, when replication lost events).",
+        doc: "Seconds between anti-entropy rounds (a round also starts early, at most once a second, when replication lost events). **Live**: `CONFIG SET anti_entropy.interval_seconds` (the next round comes that long after the last one).",
         apply: |c, v| c.anti_entropy.interval = v.secs(),
         show: |c| c.anti_entropy.interval.as_secs().to_string(),
         ..BASE
@@ -776,7 +776,7 @@ pub static SETTINGS: &[Setting] = &[
         env: &["MERKLE_KV_SECURITY_MAX_AUTH_FAILURES"],
         kind: Kind::Int { min: 1, max: 1000 },
         initial: Initial::Value("10"),
-        doc: "Failed AUTH attempts after which a connection is closed.",
+        doc: "Failed AUTH attempts after which a connection is closed. **Live**: `CONFIG SET security.max_auth_failures`.",
         apply: |c, v| c.security.max_auth_failures = v.usize(),
         show: |c| c.security.max_auth_failures.to_string(),
         ..BASE

@@ -37,6 +37,9 @@ const LIVE: &[&str] = &[
     "loglevel",
     LOGGING_LEVEL,
     AUTH_DELAY,
+    MAX_AUTH_FAILURES,
+    AE_INTERVAL,
+    HEAP_TRIM,
     SLOWER_THAN,
     SLOWLOG_LEN,
 ];
@@ -49,6 +52,9 @@ const SLOWLOG_LEN: &str = "slowlog-max-len";
 /// MerkleKV's own names (no Redis equivalent, or a finer one).
 const LOGGING_LEVEL: &str = "logging.level";
 const AUTH_DELAY: &str = "security.auth_failure_delay_ms";
+const MAX_AUTH_FAILURES: &str = "security.max_auth_failures";
+const AE_INTERVAL: &str = "anti_entropy.interval_seconds";
+const HEAP_TRIM: &str = "limits.heap_trim_threshold";
 
 /// MerkleKV's log level names (`logging.level`), most verbose first.
 const LEVELS: [(&str, log::LevelFilter); 6] = [
@@ -119,6 +125,9 @@ fn params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
             AUTH_DELAY,
             sh.live.auth_failure_delay().as_millis().to_string(),
         ),
+        (MAX_AUTH_FAILURES, sh.auth.max_failures().to_string()),
+        (AE_INTERVAL, sh.live.ae_interval().as_secs().to_string()),
+        (HEAP_TRIM, sh.live.heap_trim_threshold().to_string()),
     ];
     for (i, p) in typeparams::PARAMS.iter().enumerate() {
         let v = sh.type_params.get(i).to_string();
@@ -146,6 +155,9 @@ enum Change {
     LatencyTracking(bool),
     LogLevel(log::LevelFilter),
     AuthDelayMs(u64),
+    MaxAuthFailures(u32),
+    AeIntervalSecs(u64),
+    HeapTrimThreshold(u64),
 }
 
 /// `CONFIG SET name value [name value …]` (see the module docs).
@@ -258,6 +270,12 @@ fn check(name: &[u8], value: &[u8]) -> Result<Option<Change>, String> {
         Change::LogLevel(choice(value, &LEVELS)?)
     } else if is(AUTH_DELAY) {
         Change::AuthDelayMs(int_in(value, 0, MAX_AUTH_DELAY_MS)? as u64)
+    } else if is(MAX_AUTH_FAILURES) {
+        Change::MaxAuthFailures(int_in(value, 1, MAX_MAX_AUTH_FAILURES)? as u32)
+    } else if is(AE_INTERVAL) {
+        Change::AeIntervalSecs(int_in(value, 1, MAX_SECS)? as u64)
+    } else if is(HEAP_TRIM) {
+        Change::HeapTrimThreshold(int_in(value, 0, i64::MAX)? as u64)
     } else {
         return Ok(None);
     };
@@ -268,6 +286,10 @@ fn check(name: &[u8], value: &[u8]) -> Result<Option<Change>, String> {
 const MIN_BULK: u64 = 1024;
 /// Largest `security.auth_failure_delay_ms` (as the setting).
 const MAX_AUTH_DELAY_MS: i64 = 10_000;
+/// Largest `security.max_auth_failures` (as the setting).
+const MAX_MAX_AUTH_FAILURES: i64 = 1000;
+/// Largest interval in seconds (as the settings: ten years).
+const MAX_SECS: i64 = 10 * 365 * 86_400;
 
 /// A parameter read at startup only: its current value is accepted (no
 /// change), any other refused.
@@ -315,6 +337,9 @@ fn apply(ctx: &Ctx<'_>, change: Change) {
         Change::LatencyTracking(on) => sh.live.set_latency_tracking(on),
         Change::LogLevel(l) => logging::set_level(l),
         Change::AuthDelayMs(ms) => sh.live.set_auth_failure_delay_ms(ms),
+        Change::MaxAuthFailures(n) => sh.auth.set_max_failures(n),
+        Change::AeIntervalSecs(s) => sh.live.set_ae_interval_secs(s),
+        Change::HeapTrimThreshold(b) => sh.live.set_heap_trim_threshold(b),
     }
 }
 
@@ -364,7 +389,7 @@ struct OutputLimits {
 
 /// Largest soft-limit time (as the setting
 /// `limits.client_output_buffer_soft_seconds`: ten years).
-const MAX_SOFT_SECS: u64 = 10 * 365 * 86_400;
+const MAX_SOFT_SECS: u64 = MAX_SECS as u64;
 
 /// Parses Redis's `client-output-buffer-limit` value: groups of `<class>
 /// <hard> <soft> <soft seconds>` (memory values, seconds), the last group
@@ -577,6 +602,14 @@ mod tests {
         assert_eq!(
             check(b"security.auth_failure_delay_ms", b"10001"),
             Err("argument must be between 0 and 10000 inclusive".into())
+        );
+        assert_eq!(
+            check(b"anti_entropy.interval_seconds", b"0"),
+            Err("argument must be between 1 and 315360000 inclusive".into())
+        );
+        assert_eq!(
+            check(b"security.max_auth_failures", b"3"),
+            Ok(Some(Change::MaxAuthFailures(3)))
         );
         assert_eq!(check(b"port", b"1"), Ok(None));
         for name in LIVE {

@@ -52,7 +52,7 @@ impl crate::state::InfoSection for ClientLimitsInfo {
             shared.stats.rejected_connections(),
             m.proto_max_bulk_len(),
             m.bulk_refused(),
-            m.limits.heap_trim_threshold,
+            shared.live.heap_trim_threshold(),
         );
     }
 }
