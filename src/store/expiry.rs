@@ -118,6 +118,7 @@ impl Shard {
         if store.tombstone_expired(version, now_ms) {
             let (rec, _) = o.remove();
             Shard::unlink(&mut self.tree, bucket, &rec);
+            self.shrink_if_sparse(bucket, &store.hasher);
             return Some(Converted::Removed);
         }
         let rec = o.get_mut();
