@@ -11,11 +11,34 @@ pub fn since_epoch() -> Duration {
         .unwrap_or(Duration::ZERO)
 }
 
-/// Milliseconds since the Unix epoch: the physical part of versions, and
-/// the unit of every `*_unix_ms` figure.
+/// Milliseconds since the Unix epoch (zero if the system clock is before
+/// it): the physical part of versions, and the unit of every `*_unix_ms`
+/// figure. Read on every write, so it reads `CLOCK_REALTIME` (the clock
+/// `SystemTime` reads) straight into integers: no `Duration` and no
+/// 128-bit division (`as_millis`).
 #[inline]
 pub fn unix_millis() -> u64 {
-    since_epoch().as_millis() as u64
+    let (secs, nanos) = read(libc::CLOCK_REALTIME);
+    if secs < 0 {
+        return 0;
+    }
+    (secs as u64)
+        .wrapping_mul(1000)
+        .wrapping_add(nanos as u64 / 1_000_000)
+}
+
+/// Seconds and nanoseconds of clock `id`.
+#[inline]
+fn read(id: libc::clockid_t) -> (libc::time_t, libc::c_long) {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec, and the clocks read here
+    // (CLOCK_REALTIME, CLOCK_MONOTONIC) exist on every Linux: with these
+    // arguments clock_gettime cannot fail.
+    unsafe { libc::clock_gettime(id, &mut ts) };
+    (ts.tv_sec, ts.tv_nsec)
 }
 
 /// Nanoseconds on the monotonic clock (`CLOCK_MONOTONIC`, the clock
@@ -24,21 +47,23 @@ pub fn unix_millis() -> u64 {
 /// `Duration` arithmetic (measured in perf/README.md).
 #[inline]
 pub fn mono_nanos() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec, and CLOCK_MONOTONIC
-    // exists on every Linux (it cannot fail with these arguments).
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64)
+    let (secs, nanos) = read(libc::CLOCK_MONOTONIC);
+    (secs as u64)
         .wrapping_mul(1_000_000_000)
-        .wrapping_add(ts.tv_nsec as u64)
+        .wrapping_add(nanos as u64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unix_millis_is_system_time_in_milliseconds() {
+        let before = since_epoch().as_millis() as u64;
+        let ms = unix_millis();
+        let after = since_epoch().as_millis() as u64;
+        assert!(before <= ms && ms <= after, "{before} {ms} {after}");
+    }
 
     #[test]
     fn mono_nanos_follows_instant() {

@@ -1,6 +1,8 @@
 //! Pub/Sub: `PUBLISH` delivers a message to every connection of this node
 //! subscribed to its channel (`SUBSCRIBE`) or to a pattern matching it
-//! (`PSUBSCRIBE`), whichever worker owns that connection.
+//! (`PSUBSCRIBE`), whichever worker owns that connection. Sharded Pub/Sub
+//! (`SSUBSCRIBE`, `SPUBLISH`) is a separate namespace of channels, as on
+//! a standalone Redis (one node holds every shard).
 //!
 //! Design (the delivery path is `MONITOR`'s, `crate::monitor`):
 //!
@@ -48,10 +50,35 @@ struct PatternEntry {
     subs: Vec<Subscriber>,
 }
 
+type Channels = HashMap<Vec<u8>, Vec<Subscriber>, ahash::RandomState>;
+
 #[derive(Default)]
 struct Registry {
-    channels: HashMap<Vec<u8>, Vec<Subscriber>, ahash::RandomState>,
+    channels: Channels,
+    /// Sharded channels (`SSUBSCRIBE`).
+    shard: Channels,
     patterns: Vec<PatternEntry>,
+}
+
+impl Registry {
+    fn map(&mut self, shard: bool) -> &mut Channels {
+        if shard {
+            &mut self.shard
+        } else {
+            &mut self.channels
+        }
+    }
+}
+
+/// What a subscription is to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubKind {
+    /// A channel (`SUBSCRIBE`).
+    Channel,
+    /// A glob pattern over channels (`PSUBSCRIBE`).
+    Pattern,
+    /// A sharded channel (`SSUBSCRIBE`).
+    Shard,
 }
 
 /// Every subscription of the node (see the module docs).
@@ -62,38 +89,70 @@ pub struct PubSub {
     /// (INFO's `pubsub_channels`, `pubsub_patterns`).
     channels: AtomicUsize,
     patterns: AtomicUsize,
+    /// Sharded channels with subscribers (`pubsubshard_channels`).
+    shard_channels: AtomicUsize,
     /// Connections with at least one subscription (`pubsub_clients`).
     clients: AtomicUsize,
 }
 
 impl PubSub {
-    /// Subscribes `s` to `channel`; false if it already was.
-    pub fn subscribe(&self, channel: &[u8], s: &Subscriber) -> bool {
+    fn count(&self, reg: &Registry, shard: bool) {
+        if shard {
+            self.shard_channels.store(reg.shard.len(), Relaxed);
+        } else {
+            self.channels.store(reg.channels.len(), Relaxed);
+        }
+    }
+
+    /// Subscribes `s` to `channel` (a sharded one with `shard`); false if
+    /// it already was.
+    pub fn subscribe(&self, channel: &[u8], shard: bool, s: &Subscriber) -> bool {
         let mut reg = lock(&self.reg);
-        let subs = reg.channels.entry(channel.to_vec()).or_default();
+        let subs = reg.map(shard).entry(channel.to_vec()).or_default();
         if subs.iter().any(|x| x.feed.conn_id == s.feed.conn_id) {
             return false;
         }
         subs.push(s.clone());
-        self.channels.store(reg.channels.len(), Relaxed);
+        self.count(&reg, shard);
         true
     }
 
-    /// Unsubscribes connection `conn_id` from `channel`; false if it was
-    /// not subscribed.
-    pub fn unsubscribe(&self, channel: &[u8], conn_id: u64) -> bool {
+    /// Unsubscribes connection `conn_id` from `channel` (sharded with
+    /// `shard`); false if it was not subscribed.
+    pub fn unsubscribe(&self, channel: &[u8], shard: bool, conn_id: u64) -> bool {
         let mut reg = lock(&self.reg);
-        let Some(subs) = reg.channels.get_mut(channel) else {
+        let map = reg.map(shard);
+        let Some(subs) = map.get_mut(channel) else {
             return false;
         };
         let before = subs.len();
         subs.retain(|x| x.feed.conn_id != conn_id);
         let removed = subs.len() < before;
         if subs.is_empty() {
-            reg.channels.remove(channel);
+            map.remove(channel);
         }
-        self.channels.store(reg.channels.len(), Relaxed);
+        self.count(&reg, shard);
         removed
+    }
+
+    /// Delivers `message` on the sharded `channel` (`SPUBLISH`) to its
+    /// subscribers; returns how many.
+    pub fn spublish(&self, channel: &[u8], message: &[u8]) -> usize {
+        let reg = lock(&self.reg);
+        let Some(subs) = reg.shard.get(channel) else {
+            return 0;
+        };
+        let mut framed: [Option<Vec<u8>>; 2] = [None, None];
+        for s in subs {
+            let resp3 = s.client.is_resp3();
+            let bytes = framed[usize::from(resp3)].get_or_insert_with(|| {
+                let mut b = Vec::new();
+                frame(&mut b, resp3, b"smessage", None, channel, message);
+                b
+            });
+            s.feed.push(bytes);
+        }
+        subs.len()
     }
 
     /// Subscribes `s` to the glob `pattern` (already checked to compile);
@@ -172,20 +231,26 @@ impl PubSub {
         n
     }
 
-    /// The channels with subscribers whose name matches `pattern` (all
-    /// when `None`), in no particular order.
-    pub fn channels(&self, pattern: Option<&Pattern>) -> Vec<Vec<u8>> {
-        let reg = lock(&self.reg);
-        reg.channels
+    /// The channels (sharded ones with `shard`) with subscribers whose
+    /// name matches `pattern` (all when `None`), in no particular order.
+    pub fn channels(&self, pattern: Option<&Pattern>, shard: bool) -> Vec<Vec<u8>> {
+        let mut reg = lock(&self.reg);
+        reg.map(shard)
             .keys()
             .filter(|c| pattern.is_none_or(|p| p.matches(c)))
             .cloned()
             .collect()
     }
 
-    /// Subscribers of `channel` (patterns not counted, as in Redis).
-    pub fn numsub(&self, channel: &[u8]) -> usize {
-        lock(&self.reg).channels.get(channel).map_or(0, Vec::len)
+    /// Subscribers of `channel` (sharded with `shard`; patterns not
+    /// counted, as in Redis).
+    pub fn numsub(&self, channel: &[u8], shard: bool) -> usize {
+        lock(&self.reg).map(shard).get(channel).map_or(0, Vec::len)
+    }
+
+    /// Sharded channels with at least one subscriber.
+    pub fn shard_channel_count(&self) -> usize {
+        self.shard_channels.load(Relaxed)
     }
 
     /// Channels with at least one subscriber.
@@ -208,10 +273,10 @@ impl PubSub {
 /// [`PubSub::apply`] (it changes the connection's state).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubOp {
-    /// `SUBSCRIBE`/`PSUBSCRIBE` (else the `UN` forms).
+    /// `SUBSCRIBE`/`PSUBSCRIBE`/`SSUBSCRIBE` (else the `UN` forms).
     pub subscribe: bool,
-    /// Patterns (`P…`) rather than channels.
-    pub pattern: bool,
+    /// Channels, patterns (`P…`) or sharded channels (`S…`).
+    pub kind: SubKind,
     /// The channels or patterns; empty for "all" (unsubscriptions only).
     pub names: Vec<Vec<u8>>,
 }
@@ -221,6 +286,7 @@ pub struct Subscriptions {
     pub sub: Subscriber,
     channels: HashSet<Vec<u8>, ahash::RandomState>,
     patterns: HashSet<Vec<u8>, ahash::RandomState>,
+    shard: HashSet<Vec<u8>, ahash::RandomState>,
     /// Bytes of the channel and pattern names held.
     bytes: usize,
 }
@@ -236,9 +302,35 @@ impl Subscriptions {
         self.patterns.len()
     }
 
+    /// Sharded channels subscribed to (`ssub`).
+    pub fn shard_channels(&self) -> usize {
+        self.shard.len()
+    }
+
     /// Heap bytes held (counted in the connection's memory).
     pub fn bytes(&self) -> usize {
-        self.bytes + 32 * (self.channels.len() + self.patterns.len())
+        self.bytes + 32 * (self.channels.len() + self.patterns.len() + self.shard.len())
+    }
+
+    fn set(&mut self, kind: SubKind) -> &mut HashSet<Vec<u8>, ahash::RandomState> {
+        match kind {
+            SubKind::Channel => &mut self.channels,
+            SubKind::Pattern => &mut self.patterns,
+            SubKind::Shard => &mut self.shard,
+        }
+    }
+
+    /// The count a confirmation of `kind` reports: channels and patterns,
+    /// or, for sharded channels, those alone (as Redis counts).
+    fn count(&self, kind: SubKind) -> usize {
+        match kind {
+            SubKind::Shard => self.shard.len(),
+            _ => self.channels.len() + self.patterns.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.channels.is_empty() && self.patterns.is_empty() && self.shard.is_empty()
     }
 }
 
@@ -256,12 +348,15 @@ impl PubSub {
         resp3: bool,
         out: &mut Vec<u8>,
     ) {
-        let kind: &[u8] = match (op.subscribe, op.pattern) {
-            (true, false) => b"subscribe",
-            (true, true) => b"psubscribe",
-            (false, false) => b"unsubscribe",
-            (false, true) => b"punsubscribe",
+        let word: &[u8] = match (op.subscribe, op.kind) {
+            (true, SubKind::Channel) => b"subscribe",
+            (true, SubKind::Pattern) => b"psubscribe",
+            (true, SubKind::Shard) => b"ssubscribe",
+            (false, SubKind::Channel) => b"unsubscribe",
+            (false, SubKind::Pattern) => b"punsubscribe",
+            (false, SubKind::Shard) => b"sunsubscribe",
         };
+        let kind = op.kind;
         if op.subscribe {
             if subs.is_none() {
                 self.clients.fetch_add(1, Relaxed);
@@ -271,80 +366,52 @@ impl PubSub {
                     sub: subscriber(),
                     channels: HashSet::default(),
                     patterns: HashSet::default(),
+                    shard: HashSet::default(),
                     bytes: 0,
                 })
             });
             for name in op.names {
-                let set = if op.pattern {
-                    &mut s.patterns
-                } else {
-                    &mut s.channels
-                };
-                if !set.contains(&name) {
-                    if op.pattern {
-                        self.psubscribe(&name, &s.sub);
-                    } else {
-                        self.subscribe(&name, &s.sub);
-                    }
+                if !s.set(kind).contains(&name) {
+                    match kind {
+                        SubKind::Pattern => self.psubscribe(&name, &s.sub),
+                        _ => self.subscribe(&name, kind == SubKind::Shard, &s.sub),
+                    };
                     s.bytes += name.len();
-                    set.insert(name.clone());
+                    s.set(kind).insert(name.clone());
                 }
-                confirm(
-                    out,
-                    resp3,
-                    kind,
-                    Some(&name),
-                    s.channels.len() + s.patterns.len(),
-                );
+                confirm(out, resp3, word, Some(&name), s.count(kind));
             }
             return;
         }
         let Some(s) = subs.as_mut() else {
             if op.names.is_empty() {
-                confirm(out, resp3, kind, None, 0);
+                confirm(out, resp3, word, None, 0);
             }
             for name in &op.names {
-                confirm(out, resp3, kind, Some(name), 0);
+                confirm(out, resp3, word, Some(name), 0);
             }
             return;
         };
         let id = s.sub.feed.conn_id;
-        let set = if op.pattern {
-            &mut s.patterns
-        } else {
-            &mut s.channels
-        };
         let names = if op.names.is_empty() {
-            set.iter().cloned().collect()
+            s.set(kind).iter().cloned().collect()
         } else {
             op.names
         };
         if names.is_empty() {
-            confirm(out, resp3, kind, None, s.channels.len() + s.patterns.len());
+            confirm(out, resp3, word, None, s.count(kind));
         }
         for name in names {
-            let set = if op.pattern {
-                &mut s.patterns
-            } else {
-                &mut s.channels
-            };
-            if set.remove(&name) {
+            if s.set(kind).remove(&name) {
                 s.bytes -= name.len();
-                if op.pattern {
-                    self.punsubscribe(&name, id);
-                } else {
-                    self.unsubscribe(&name, id);
-                }
+                match kind {
+                    SubKind::Pattern => self.punsubscribe(&name, id),
+                    _ => self.unsubscribe(&name, kind == SubKind::Shard, id),
+                };
             }
-            confirm(
-                out,
-                resp3,
-                kind,
-                Some(&name),
-                s.channels.len() + s.patterns.len(),
-            );
+            confirm(out, resp3, word, Some(&name), s.count(kind));
         }
-        if s.channels.is_empty() && s.patterns.is_empty() {
+        if s.is_empty() {
             *subs = None;
             self.clients.fetch_sub(1, Relaxed);
         }
@@ -357,7 +424,10 @@ impl PubSub {
         self.clients.fetch_sub(1, Relaxed);
         let id = s.sub.feed.conn_id;
         for c in &s.channels {
-            self.unsubscribe(c, id);
+            self.unsubscribe(c, false, id);
+        }
+        for c in &s.shard {
+            self.unsubscribe(c, true, id);
         }
         for p in &s.patterns {
             self.punsubscribe(p, id);
@@ -392,7 +462,8 @@ pub fn frame(
 }
 
 /// Appends the confirmation of a (un)subscription: `kind` (`subscribe`,
-/// `unsubscribe`, `psubscribe`, `punsubscribe`), the channel or pattern
+/// `unsubscribe`, `psubscribe`, `punsubscribe`, `ssubscribe`,
+/// `sunsubscribe`), the channel or pattern
 /// (`None`: a null, for an unsubscription that had nothing to end) and
 /// the connection's subscription count after it.
 pub fn confirm(out: &mut Vec<u8>, resp3: bool, kind: &[u8], name: Option<&[u8]>, count: usize) {
@@ -452,8 +523,8 @@ mod tests {
     fn publish_reaches_channel_and_pattern_subscribers() {
         let ps = PubSub::default();
         let (a, b) = (sub(1, 0), sub(2, 0));
-        assert!(ps.subscribe(b"news", &a));
-        assert!(!ps.subscribe(b"news", &a));
+        assert!(ps.subscribe(b"news", false, &a));
+        assert!(!ps.subscribe(b"news", false, &a));
         assert!(ps.psubscribe(b"n*", &b));
         assert!(ps.psubscribe(b"n*", &a));
         assert_eq!((ps.channel_count(), ps.pattern_count()), (1, 1));
@@ -468,10 +539,10 @@ mod tests {
             drained(&b),
             b"*4\r\n$8\r\npmessage\r\n$2\r\nn*\r\n$4\r\nnews\r\n$2\r\nhi\r\n"
         );
-        assert_eq!(ps.numsub(b"news"), 1);
-        assert_eq!(ps.channels(None), vec![b"news".to_vec()]);
-        assert!(ps.unsubscribe(b"news", 1));
-        assert!(!ps.unsubscribe(b"news", 1));
+        assert_eq!(ps.numsub(b"news", false), 1);
+        assert_eq!(ps.channels(None, false), vec![b"news".to_vec()]);
+        assert!(ps.unsubscribe(b"news", false, 1));
+        assert!(!ps.unsubscribe(b"news", false, 1));
         assert!(ps.punsubscribe(b"n*", 1));
         assert!(ps.punsubscribe(b"n*", 2));
         assert_eq!((ps.channel_count(), ps.pattern_count()), (0, 0));
@@ -483,7 +554,7 @@ mod tests {
         let ps = PubSub::default();
         let a = sub(1, 0);
         a.client.set_resp3(true);
-        ps.subscribe(b"c", &a);
+        ps.subscribe(b"c", false, &a);
         ps.publish(b"c", b"m");
         assert_eq!(
             drained(&a),
@@ -495,7 +566,7 @@ mod tests {
     fn a_full_feed_overflows() {
         let ps = PubSub::default();
         let a = sub(1, 40);
-        ps.subscribe(b"c", &a);
+        ps.subscribe(b"c", false, &a);
         ps.publish(b"c", b"0123456789");
         ps.publish(b"c", b"0123456789");
         let mut out = Vec::new();
@@ -507,21 +578,21 @@ mod tests {
         let ps = PubSub::default();
         let mut subs = None;
         let mut out = Vec::new();
-        let op = |subscribe, pattern, names: &[&[u8]]| SubOp {
+        let op = |subscribe, kind, names: &[&[u8]]| SubOp {
             subscribe,
-            pattern,
+            kind,
             names: names.iter().map(|n| n.to_vec()).collect(),
         };
         ps.apply(
             &mut subs,
-            op(true, false, &[b"a", b"a", b"b"]),
+            op(true, SubKind::Channel, &[b"a", b"a", b"b"]),
             || sub(7, 0),
             false,
             &mut out,
         );
         ps.apply(
             &mut subs,
-            op(true, true, &[b"p*"]),
+            op(true, SubKind::Pattern, &[b"p*"]),
             || sub(7, 0),
             false,
             &mut out,
@@ -529,11 +600,11 @@ mod tests {
         let s = subs.as_ref().unwrap();
         assert_eq!((s.channels(), s.patterns()), (2, 1));
         assert_eq!(ps.client_count(), 1);
-        assert_eq!(ps.numsub(b"a"), 1);
+        assert_eq!(ps.numsub(b"a", false), 1);
         out.clear();
         ps.apply(
             &mut subs,
-            op(false, false, &[b"a", b"x"]),
+            op(false, SubKind::Channel, &[b"a", b"x"]),
             || sub(7, 0),
             false,
             &mut out,
@@ -549,12 +620,55 @@ mod tests {
         out.clear();
         ps.apply(
             &mut subs,
-            op(false, true, &[]),
+            op(false, SubKind::Pattern, &[]),
             || sub(7, 0),
             false,
             &mut out,
         );
         assert_eq!(out, b"*3\r\n$12\r\npunsubscribe\r\n$-1\r\n:0\r\n");
+    }
+
+    #[test]
+    fn sharded_channels_are_a_namespace_of_their_own() {
+        let ps = PubSub::default();
+        let mut subs = None;
+        let mut out = Vec::new();
+        let op = |subscribe, kind| SubOp {
+            subscribe,
+            kind,
+            names: vec![b"c".to_vec()],
+        };
+        ps.apply(
+            &mut subs,
+            op(true, SubKind::Shard),
+            || sub(3, 0),
+            false,
+            &mut out,
+        );
+        ps.apply(
+            &mut subs,
+            op(true, SubKind::Channel),
+            || sub(3, 0),
+            false,
+            &mut out,
+        );
+        let mut want = Vec::new();
+        confirm(&mut want, false, b"ssubscribe", Some(b"c"), 1);
+        confirm(&mut want, false, b"subscribe", Some(b"c"), 1);
+        assert_eq!(out, want);
+        assert_eq!(ps.shard_channel_count(), 1);
+        assert_eq!(ps.spublish(b"c", b"m"), 1);
+        assert_eq!(ps.publish(b"c", b"n"), 1);
+        let mut got = Vec::new();
+        assert!(subs.as_ref().unwrap().sub.feed.drain_into(&mut got));
+        assert_eq!(
+            got,
+            b"*3\r\n$8\r\nsmessage\r\n$1\r\nc\r\n$1\r\nm\r\n\
+              *3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nn\r\n"
+        );
+        ps.drop_all(&mut subs);
+        assert_eq!((ps.shard_channel_count(), ps.channel_count()), (0, 0));
+        assert_eq!(ps.client_count(), 0);
     }
 
     #[test]

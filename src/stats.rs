@@ -141,9 +141,11 @@ pub struct ConnView {
     pub multi: i64,
     /// Keys the connection watches (`watch`).
     pub watch: usize,
-    /// Channels and patterns subscribed to (`sub`, `psub`; flag `P`).
+    /// Channels, patterns and sharded channels subscribed to (`sub`,
+    /// `psub`, `ssub`; flag `P`).
     pub sub: usize,
     pub psub: usize,
+    pub ssub: usize,
     /// Output buffer capacity (`rbs`, `rbp`), unsent reply bytes (`obl`),
     /// output buffer bytes beyond the capacity kept between replies (`omem`).
     pub rbs: usize,
@@ -173,6 +175,7 @@ impl Default for ConnView {
             watch: 0,
             sub: 0,
             psub: 0,
+            ssub: 0,
             rbs: 0,
             obl: 0,
             omem: 0,
@@ -230,7 +233,7 @@ impl ConnView {
 
     /// The connection has Pub/Sub subscriptions (type `pubsub`).
     pub fn subscribed(&self) -> bool {
-        self.sub + self.psub > 0
+        self.sub + self.psub + self.ssub > 0
     }
 
     /// The last command's full name (`NULL` before the first, as Redis).
@@ -421,7 +424,7 @@ impl ClientInfo {
         let _ = writeln!(
             out,
             "id={} addr={} laddr={laddr} fd={} name={} age={age} idle={idle} flags={flags} db=0 \
-             sub={} psub={} ssub=0 multi={} watch={} qbuf={} qbuf-free={} argv-mem=0 multi-mem={} \
+             sub={} psub={} ssub={} multi={} watch={} qbuf={} qbuf-free={} argv-mem=0 multi-mem={} \
              rbs={} rbp={} obl={} oll=0 omem={} tot-mem={} events={events} cmd={} user={user} \
              redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
@@ -430,6 +433,7 @@ impl ClientInfo {
             m.name,
             v.sub,
             v.psub,
+            v.ssub,
             v.multi,
             v.watch,
             v.qbuf,

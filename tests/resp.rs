@@ -921,3 +921,62 @@ fn a_subscriber_that_does_not_read_is_disconnected_at_the_output_limit() {
         rest.len()
     );
 }
+
+/// Sharded Pub/Sub: a namespace of its own (`SPUBLISH` reaches only
+/// `SSUBSCRIBE`rs, framed as `smessage`), counted apart in the
+/// confirmations, `CLIENT LIST`'s `ssub` and INFO.
+#[test]
+fn sharded_pubsub_is_a_namespace_of_its_own() {
+    let srv = Server::start(&["--threads", "2"]);
+    let mut sub = srv.connect();
+    let mut p = srv.connect();
+    expect(
+        &mut sub,
+        &req(&[b"SSUBSCRIBE", b"s1", b"s2"]),
+        &[
+            confirm("ssubscribe", "s1", 1),
+            confirm("ssubscribe", "s2", 2),
+        ]
+        .concat(),
+    );
+    expect(
+        &mut sub,
+        &req(&[b"SUBSCRIBE", b"s1"]),
+        &confirm("subscribe", "s1", 1),
+    );
+    expect(&mut p, &req(&[b"SPUBLISH", b"s1", b"hi"]), b":1\r\n");
+    expect(
+        &mut sub,
+        b"",
+        b"*3\r\n$8\r\nsmessage\r\n$2\r\ns1\r\n$2\r\nhi\r\n",
+    );
+    expect(&mut p, &req(&[b"PUBLISH", b"s2", b"x"]), b":0\r\n");
+    expect(
+        &mut p,
+        &req(&[b"PUBSUB", b"SHARDCHANNELS"]),
+        b"*2\r\n$2\r\ns1\r\n$2\r\ns2\r\n",
+    );
+    expect(
+        &mut p,
+        &req(&[b"PUBSUB", b"SHARDNUMSUB", b"s1", b"zz"]),
+        b"*4\r\n$2\r\ns1\r\n:1\r\n$2\r\nzz\r\n:0\r\n",
+    );
+    expect(
+        &mut p,
+        &req(&[b"COMMAND", b"GETKEYS", b"SSUBSCRIBE", b"a", b"b"]),
+        b"*2\r\n$1\r\na\r\n$1\r\nb\r\n",
+    );
+    let list = text(&call(&mut p, &[b"CLIENT", b"LIST", b"TYPE", b"pubsub"]));
+    assert!(list.contains(" sub=1 psub=0 ssub=2 "), "{list}");
+    let info = text(&call(&mut p, &[b"INFO", b"stats"]));
+    assert!(info.contains("pubsubshard_channels:2\r\n"), "{info}");
+    expect(
+        &mut sub,
+        &req(&[b"SUNSUBSCRIBE", b"s1"]),
+        &confirm("sunsubscribe", "s1", 1),
+    );
+    expect(&mut p, &req(&[b"SPUBLISH", b"s1", b"hi"]), b":0\r\n");
+    expect(&mut sub, &req(&[b"RESET"]), b"+RESET\r\n");
+    let info = text(&call(&mut p, &[b"INFO", b"stats"]));
+    assert!(info.contains("pubsubshard_channels:0\r\n"), "{info}");
+}

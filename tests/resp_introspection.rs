@@ -623,6 +623,42 @@ fn client_list_and_info_have_redis_fields() {
     assert_eq!(field(&list, "multi"), "1");
     assert_eq!(field(&list, "watch"), "2");
     assert_eq!(field(&list, "cmd"), "set");
+    // A connection's view is republished when what it shows changes, even
+    // under the same command name: the last UNSUBSCRIBE ends the
+    // subscriptions.
+    exchange(&mut t, &["EXEC"], b"*1\r\n+OK\r\n");
+    exchange(
+        &mut t,
+        &["SUBSCRIBE", "c1", "c2"],
+        b"*3\r\n$9\r\nsubscribe\r\n$2\r\nc1\r\n:1\r\n*3\r\n$9\r\nsubscribe\r\n$2\r\nc2\r\n:2\r\n",
+    );
+    exchange(
+        &mut t,
+        &["UNSUBSCRIBE", "c1"],
+        b"*3\r\n$11\r\nunsubscribe\r\n$2\r\nc1\r\n:1\r\n",
+    );
+    let list = bulk_reply(&mut s, &["CLIENT", "LIST", "ID", &tid]);
+    assert_eq!(
+        (field(&list, "flags"), field(&list, "sub")),
+        ("P".into(), "1".into()),
+        "{list}"
+    );
+    exchange(
+        &mut t,
+        &["UNSUBSCRIBE", "c2"],
+        b"*3\r\n$11\r\nunsubscribe\r\n$2\r\nc2\r\n:0\r\n",
+    );
+    let list = bulk_reply(&mut s, &["CLIENT", "LIST", "ID", &tid]);
+    assert_eq!(
+        (
+            field(&list, "flags"),
+            field(&list, "sub"),
+            field(&list, "multi")
+        ),
+        ("N".into(), "0".into(), "-1".into()),
+        "{list}"
+    );
+    assert_eq!(field(&list, "cmd"), "unsubscribe");
     let both = bulk_reply(&mut s, &["CLIENT", "LIST", "ID", &tid, &id, "999"]);
     assert_eq!(both.lines().count(), 2, "{both}");
     assert_eq!(field(&both, "cmd"), "client|list");

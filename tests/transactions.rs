@@ -139,7 +139,7 @@ fn examples(name: &str, arity: i64) -> Vec<Vec<String>> {
 fn refused(name: &str) -> Option<&'static str> {
     match name {
         "hash" | "sync" | "hello" | "shutdown" | "monitor" | "save" | "subscribe"
-        | "unsubscribe" | "psubscribe" | "punsubscribe" => {
+        | "unsubscribe" | "psubscribe" | "punsubscribe" | "ssubscribe" | "sunsubscribe" => {
             Some("ERR Command not allowed inside a transaction")
         }
         "keys" | "scan" => Some("ERR KEYS and SCAN are not allowed inside a transaction"),

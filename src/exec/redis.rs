@@ -394,16 +394,25 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
             stats.incr(Counter::Management);
             ok(out, super::Proto::Resp);
         }
-        Redis::Subscribe { pattern, names } | Redis::Unsubscribe { pattern, names } => {
+        Redis::Subscribe { kind, names } | Redis::Unsubscribe { kind, names } => {
             let subscribe = matches!(cmd, Redis::Subscribe { .. });
             return Flow::PubSub(SubOp {
                 subscribe,
-                pattern,
+                kind,
                 names: names.iter().map(<[u8]>::to_vec).collect(),
             });
         }
-        Redis::Publish { channel, message } => {
-            let n = ctx.shared.pubsub.publish(channel, message);
+        Redis::Publish {
+            channel,
+            message,
+            shard,
+        } => {
+            let ps = &ctx.shared.pubsub;
+            let n = if shard {
+                ps.spublish(channel, message)
+            } else {
+                ps.publish(channel, message)
+            };
             integer(out, n as i64);
         }
         Redis::PubSub(q) => pubsub_query(ctx, q, out),
@@ -419,18 +428,18 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
 fn pubsub_query(ctx: &Ctx<'_>, q: PubSubQuery<'_>, out: &mut Vec<u8>) {
     let ps = &ctx.shared.pubsub;
     match q {
-        PubSubQuery::Channels(pattern) => {
+        PubSubQuery::Channels { pattern, shard } => {
             let pattern = pattern.and_then(|p| glob::Pattern::new(p).ok());
-            let mut names = ps.channels(pattern.as_ref());
+            let mut names = ps.channels(pattern.as_ref(), shard);
             names.sort_unstable();
             array(out, names.len());
             names.iter().for_each(|n| bulk(out, n));
         }
-        PubSubQuery::NumSub(channels) => {
+        PubSubQuery::NumSub { channels, shard } => {
             array(out, channels.len() * 2);
             for c in channels.iter() {
                 bulk(out, c);
-                integer(out, ps.numsub(c) as i64);
+                integer(out, ps.numsub(c, shard) as i64);
             }
         }
         PubSubQuery::NumPat => integer(out, ps.pattern_count() as i64),
@@ -447,6 +456,10 @@ const PUBSUB_HELP: &[&str] = &[
     "NUMSUB [<channel> ...]",
     "    Return the number of subscribers for the specified channels, excluding",
     "    pattern subscriptions(default: no channels).",
+    "SHARDCHANNELS [<pattern>]",
+    "    Return the currently active shard channels matching a <pattern> (default: '*').",
+    "SHARDNUMSUB [<shardchannel> ...]",
+    "    Return the number of subscribers for the specified shard channels.",
     "HELP",
     "    Print this help.",
 ];
@@ -1332,13 +1345,14 @@ fn info(ctx: &Ctx<'_>, sections: Args<'_>, s: &mut String) {
                 let (_, evicted, output) = shared.memory.counters();
                 write!(
                     s,
-                    "total_connections_received:{}\r\ntotal_commands_processed:{}\r\nevicted_clients:{evicted}\r\nclient_output_buffer_limit_disconnections:{output}\r\nrejected_connections:{}\r\ntotal_error_replies:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\n",
+                    "total_connections_received:{}\r\ntotal_commands_processed:{}\r\nevicted_clients:{evicted}\r\nclient_output_buffer_limit_disconnections:{output}\r\nrejected_connections:{}\r\ntotal_error_replies:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\npubsubshard_channels:{}\r\n",
                     shared.stats.total_connections(),
                     shared.stats.sum(Counter::TotalCommands),
                     shared.stats.rejected_connections(),
                     totals.as_ref().map_or(0, |t| t.error_replies),
                     shared.pubsub.channel_count(),
-                    shared.pubsub.pattern_count()
+                    shared.pubsub.pattern_count(),
+                    shared.pubsub.shard_channel_count()
                 )
             }
             // Redis's master fields: no Redis replicas attach to this

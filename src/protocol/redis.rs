@@ -13,6 +13,7 @@
 use std::borrow::Cow;
 
 use super::{Args, Command, ParseError, glob, parse_int};
+pub use crate::pubsub::SubKind;
 
 /// A RESP-only command (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,17 +113,20 @@ pub enum Redis<'a> {
     /// `FUNCTION FLUSH [ASYNC | SYNC]`: there are no functions, so there is
     /// nothing to flush (Redis's test harness and tools call it to reset).
     FunctionFlush,
-    /// `SUBSCRIBE channel…` (`pattern`: `PSUBSCRIBE pattern…`).
-    Subscribe { pattern: bool, names: Args<'a> },
-    /// `UNSUBSCRIBE [channel…]` (`pattern`: `PUNSUBSCRIBE [pattern…]`);
-    /// no names: every subscription of that kind.
-    Unsubscribe { pattern: bool, names: Args<'a> },
-    /// `PUBLISH channel message`.
+    /// `SUBSCRIBE channel…`, `PSUBSCRIBE pattern…`, `SSUBSCRIBE
+    /// shardchannel…` (by `kind`).
+    Subscribe { kind: SubKind, names: Args<'a> },
+    /// `UNSUBSCRIBE [channel…]`, `PUNSUBSCRIBE [pattern…]`, `SUNSUBSCRIBE
+    /// [shardchannel…]`; no names: every subscription of that kind.
+    Unsubscribe { kind: SubKind, names: Args<'a> },
+    /// `PUBLISH channel message` (`shard`: `SPUBLISH`).
     Publish {
         channel: &'a [u8],
         message: &'a [u8],
+        shard: bool,
     },
-    /// `PUBSUB CHANNELS [pattern] | NUMSUB [channel…] | NUMPAT | HELP`.
+    /// `PUBSUB CHANNELS [pattern] | NUMSUB [channel…] | NUMPAT |
+    /// SHARDCHANNELS [pattern] | SHARDNUMSUB [channel…] | HELP`.
     PubSub(PubSubQuery<'a>),
     /// `MEMORY USAGE key [SAMPLES n] | STATS | DOCTOR | PURGE |
     /// MALLOC-STATS | HELP`.
@@ -149,10 +153,17 @@ pub enum SlowLogQuery {
 /// What `PUBSUB` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PubSubQuery<'a> {
-    /// Channels with subscribers, optionally only those matching a glob.
-    Channels(Option<&'a [u8]>),
-    /// Subscriber counts of the channels given.
-    NumSub(Args<'a>),
+    /// Channels (sharded ones with `shard`) with subscribers, optionally
+    /// only those matching a glob.
+    Channels {
+        pattern: Option<&'a [u8]>,
+        shard: bool,
+    },
+    /// Subscriber counts of the channels (sharded with `shard`) given.
+    NumSub {
+        channels: Args<'a>,
+        shard: bool,
+    },
     /// Distinct patterns subscribed to.
     NumPat,
     Help,
@@ -647,44 +658,55 @@ pub fn command<'a>(
             }
             Redis::FunctionFlush
         }
-        b"SUBSCRIBE" | b"PSUBSCRIBE" => {
+        b"SUBSCRIBE" | b"PSUBSCRIBE" | b"SSUBSCRIBE" => {
             if argc == 0 {
                 return Err(wrong_args(name));
             }
-            let pattern = upper[0] == b'P';
-            if pattern && args.iter().any(|p| p.len() > glob::MAX_PATTERN) {
+            let kind = sub_kind(upper);
+            if kind == SubKind::Pattern && args.iter().any(|p| p.len() > glob::MAX_PATTERN) {
                 return Err(err(glob::PATTERN_TOO_LONG));
             }
-            Redis::Subscribe {
-                pattern,
-                names: args,
-            }
+            Redis::Subscribe { kind, names: args }
         }
-        b"UNSUBSCRIBE" | b"PUNSUBSCRIBE" => Redis::Unsubscribe {
-            pattern: upper[0] == b'P',
+        b"UNSUBSCRIBE" | b"PUNSUBSCRIBE" | b"SUNSUBSCRIBE" => Redis::Unsubscribe {
+            kind: sub_kind(upper),
             names: args,
         },
-        b"PUBLISH" => match (argv(0), argv(1), argc) {
-            (Some(channel), Some(message), 2) => Redis::Publish { channel, message },
+        b"PUBLISH" | b"SPUBLISH" => match (argv(0), argv(1), argc) {
+            (Some(channel), Some(message), 2) => Redis::Publish {
+                channel,
+                message,
+                shard: upper[0] == b'S',
+            },
             _ => return Err(wrong_args(name)),
         },
         b"PUBSUB" => {
             let Some(sub) = argv(0) else {
                 return Err(wrong_args(name));
             };
-            Redis::PubSub(if eq(sub, "CHANNELS") {
+            let shard = eq(sub, "SHARDCHANNELS") || eq(sub, "SHARDNUMSUB");
+            Redis::PubSub(if eq(sub, "CHANNELS") || eq(sub, "SHARDCHANNELS") {
                 match (argv(1), argc) {
-                    (None, _) => PubSubQuery::Channels(None),
+                    (None, _) => PubSubQuery::Channels {
+                        pattern: None,
+                        shard,
+                    },
                     (Some(p), 2) => {
                         if p.len() > glob::MAX_PATTERN {
                             return Err(err(glob::PATTERN_TOO_LONG));
                         }
-                        PubSubQuery::Channels(Some(p))
+                        PubSubQuery::Channels {
+                            pattern: Some(p),
+                            shard,
+                        }
                     }
                     _ => return Err(wrong_sub(name, sub)),
                 }
-            } else if eq(sub, "NUMSUB") {
-                PubSubQuery::NumSub(args.skip(1))
+            } else if eq(sub, "NUMSUB") || eq(sub, "SHARDNUMSUB") {
+                PubSubQuery::NumSub {
+                    channels: args.skip(1),
+                    shard,
+                }
             } else if eq(sub, "NUMPAT") && argc == 1 {
                 PubSubQuery::NumPat
             } else if eq(sub, "HELP") && argc == 1 {
@@ -740,6 +762,16 @@ pub fn command<'a>(
         },
     };
     Ok(Command::Redis(r))
+}
+
+/// The kind of subscription a (un)subscribe command names by its first
+/// letter: `P…` patterns, `S…` sharded channels, else channels.
+fn sub_kind(upper: &[u8]) -> SubKind {
+    match upper.first() {
+        Some(b'P') => SubKind::Pattern,
+        Some(b'S') if upper != b"SUBSCRIBE" => SubKind::Shard,
+        _ => SubKind::Channel,
+    }
 }
 
 /// `CLIENT LIST` arguments after `LIST` (`args` starts at `LIST`).
@@ -1813,12 +1845,42 @@ pub const COMMANDS: &[CommandSpec] = &[
         args: &[arg("channel", "string"), arg("message", "string")],
     },
     CommandSpec {
+        name: "ssubscribe",
+        arity: -2,
+        flags: PUBSUB,
+        keys: (1, -1, 1),
+        group: "pubsub",
+        summary: "Listens for messages published to shard channels (on this node).",
+        since: "7.0.0",
+        args: &[many(arg("shardchannel", "string"))],
+    },
+    CommandSpec {
+        name: "sunsubscribe",
+        arity: -1,
+        flags: PUBSUB,
+        keys: (1, -1, 1),
+        group: "pubsub",
+        summary: "Stops listening to messages posted to shard channels.",
+        since: "7.0.0",
+        args: &[opt(many(arg("shardchannel", "string")))],
+    },
+    CommandSpec {
+        name: "spublish",
+        arity: 3,
+        flags: &["pubsub", "loading", "stale", "fast"],
+        keys: (1, 1, 1),
+        group: "pubsub",
+        summary: "Posts a message to the subscribers of a shard channel on this node.",
+        since: "7.0.0",
+        args: &[arg("shardchannel", "string"), arg("message", "string")],
+    },
+    CommandSpec {
         name: "pubsub",
         arity: -2,
         flags: &["pubsub", "loading", "stale"],
         keys: (0, 0, 0),
         group: "pubsub",
-        summary: "PUBSUB CHANNELS|NUMSUB|NUMPAT|HELP.",
+        summary: "PUBSUB CHANNELS|NUMSUB|NUMPAT|SHARDCHANNELS|SHARDNUMSUB|HELP.",
         since: "2.8.0",
         args: &[arg("subcommand", "string"), opt(many(arg("arg", "string")))],
     },
@@ -1883,7 +1945,14 @@ pub fn subcommands(name: &str) -> &'static [&'static str] {
         "function" => &["flush", "help"],
         "slowlog" => &["get", "len", "reset", "help"],
         "module" => &["list", "help"],
-        "pubsub" => &["channels", "numsub", "numpat", "help"],
+        "pubsub" => &[
+            "channels",
+            "numsub",
+            "numpat",
+            "shardchannels",
+            "shardnumsub",
+            "help",
+        ],
         "memory" => &["usage", "stats", "doctor", "purge", "malloc-stats", "help"],
         _ => &[],
     }
@@ -1957,6 +2026,7 @@ pub fn key_flags(c: &CommandSpec, pos: usize) -> &'static [&'static str] {
             | "setbit",
             _,
         ) => &["RW", "access", "update"],
+        ("ssubscribe" | "sunsubscribe" | "spublish", _) => &["not_key"],
         ("exists" | "type" | "ttl" | "pttl" | "strlen" | "touch" | "object" | "memory", _) => {
             &["RO"]
         }

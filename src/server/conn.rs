@@ -179,8 +179,10 @@ impl Conn {
             readable: !self.blocked(),
             closing: self.closing,
             monitor: self.monitor.is_some(),
+            tx: self.tx.is_some(),
+            subs: self.subs.is_some(),
         };
-        if key == self.shown && !self.view_changed && self.tx.is_none() && self.subs.is_none() {
+        if key == self.shown && !self.view_changed && !key.tx && !key.subs {
             return;
         }
         self.shown = key;
@@ -204,6 +206,7 @@ impl Conn {
         v.monitor = key.monitor;
         v.sub = self.subs.as_ref().map_or(0, |s| s.channels());
         v.psub = self.subs.as_ref().map_or(0, |s| s.patterns());
+        v.ssub = self.subs.as_ref().map_or(0, |s| s.shard_channels());
         v.closing = key.closing;
         v.readable = key.readable;
         v.user = key.user;
@@ -338,6 +341,11 @@ struct ViewKey {
     readable: bool,
     closing: bool,
     monitor: bool,
+    /// A transaction state or subscriptions exist: while they do, every
+    /// publication computes the view (their counts are not in the key);
+    /// when they end, the key changes.
+    tx: bool,
+    subs: bool,
 }
 
 /// Reads from a connection's transport into `buf` (plaintext: the socket).
