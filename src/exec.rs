@@ -14,6 +14,7 @@
 //! absence, a count, a key list, …); [`crate::protocol::reply`] decides
 //! how that looks in the text protocol and in RESP.
 
+mod config;
 mod expiry;
 pub mod monitor;
 mod redis;

@@ -45,6 +45,7 @@ pub mod heap;
 pub mod housekeeping;
 pub mod jobs;
 pub mod limits;
+pub mod live;
 pub mod logging;
 pub mod metrics;
 pub mod monitor;

@@ -22,7 +22,7 @@
 //! Invariant: nothing here blocks or allocates; every method is a few
 //! atomic operations, callable from any thread.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use crate::config::types::LimitsConfig;
@@ -35,15 +35,18 @@ pub const RECORD_OVERHEAD: u64 = 64;
 /// as `-OOM …`, the text protocol as `ERROR OOM …`).
 pub const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
 
-/// The resolved limits (from the configuration).
+/// The resolved limits (from the configuration). Those `CONFIG SET`
+/// changes are the `*_at_start` values: the values in force are read from
+/// [`Memory`]'s atomics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Unsent reply bytes at which a connection is closed (0: none).
-    pub output_hard: usize,
+    /// Unsent reply bytes at which a connection is closed (0: none), as
+    /// configured ([`Memory::output_hard`]).
+    pub output_hard_at_start: usize,
     /// Unsent reply bytes a connection may stay above for at most
-    /// `output_soft_time` (0: none).
-    pub output_soft: usize,
-    pub output_soft_time: Duration,
+    /// `output_soft_time` (0: none), as configured ([`Memory::output_soft`]).
+    pub output_soft_at_start: usize,
+    pub output_soft_time_at_start: Duration,
     /// Used memory above which client writes are refused (0: none), as
     /// configured: `CONFIG SET` changes it at run time, so the value in
     /// force is [`Memory::maxmemory`].
@@ -51,8 +54,9 @@ pub struct Limits {
     /// Total client buffer bytes above which the largest clients are
     /// disconnected, as configured ([`Memory::clients_budget`]).
     pub clients_budget_at_start: u64,
-    /// Largest RESP bulk string a client may send.
-    pub proto_max_bulk_len: usize,
+    /// Largest RESP bulk string a client may send, as configured
+    /// ([`Memory::proto_max_bulk_len`]).
+    pub proto_max_bulk_len_at_start: usize,
     /// Fall of the used-memory estimate that triggers a heap trim
     /// (`heap.rs`; 0: never).
     pub heap_trim_threshold: u64,
@@ -62,12 +66,12 @@ impl Limits {
     /// The limits a configuration sets (docs/protocol.md §17).
     pub fn from_config(c: &LimitsConfig) -> Limits {
         Limits {
-            output_hard: c.output_hard,
-            output_soft: c.output_soft,
-            output_soft_time: c.output_soft_time,
+            output_hard_at_start: c.output_hard,
+            output_soft_at_start: c.output_soft,
+            output_soft_time_at_start: c.output_soft_time,
             maxmemory_at_start: c.maxmemory,
             clients_budget_at_start: c.maxmemory_clients,
-            proto_max_bulk_len: c.proto_max_bulk_len,
+            proto_max_bulk_len_at_start: c.proto_max_bulk_len,
             heap_trim_threshold: c.heap_trim_threshold,
         }
     }
@@ -81,6 +85,12 @@ pub struct Memory {
     maxmemory: AtomicU64,
     /// `maxmemory_clients` in force (settable at run time).
     clients_budget: AtomicU64,
+    /// Output limits in force: hard, soft (bytes), soft time (seconds).
+    output_hard: AtomicUsize,
+    output_soft: AtomicUsize,
+    output_soft_secs: AtomicU64,
+    /// `proto_max_bulk_len` in force.
+    proto_max_bulk_len: AtomicUsize,
     /// Store bytes (estimate) at the last refresh.
     store: AtomicU64,
     /// Bytes written locally since the last refresh.
@@ -115,6 +125,10 @@ impl Memory {
             limits,
             maxmemory: AtomicU64::new(limits.maxmemory_at_start),
             clients_budget: AtomicU64::new(limits.clients_budget_at_start),
+            output_hard: AtomicUsize::new(limits.output_hard_at_start),
+            output_soft: AtomicUsize::new(limits.output_soft_at_start),
+            output_soft_secs: AtomicU64::new(limits.output_soft_time_at_start.as_secs()),
+            proto_max_bulk_len: AtomicUsize::new(limits.proto_max_bulk_len_at_start),
             store: AtomicU64::new(0),
             growth: AtomicU64::new(0),
             clients: AtomicU64::new(0),
@@ -152,6 +166,44 @@ impl Memory {
     /// Changes the client buffer budget (`CONFIG SET maxmemory-clients`).
     pub fn set_clients_budget(&self, bytes: u64) {
         self.clients_budget.store(bytes, Relaxed);
+    }
+
+    /// Unsent reply bytes at which a connection is closed (0: none).
+    #[inline]
+    pub fn output_hard(&self) -> usize {
+        self.output_hard.load(Relaxed)
+    }
+
+    /// Unsent reply bytes a connection may stay above for at most
+    /// [`Memory::output_soft_time`] (0: none).
+    #[inline]
+    pub fn output_soft(&self) -> usize {
+        self.output_soft.load(Relaxed)
+    }
+
+    /// How long a connection may stay above the soft output limit.
+    #[inline]
+    pub fn output_soft_time(&self) -> Duration {
+        Duration::from_secs(self.output_soft_secs.load(Relaxed))
+    }
+
+    /// Changes the output limits (`CONFIG SET client-output-buffer-limit`).
+    pub fn set_output_limits(&self, hard: usize, soft: usize, soft_secs: u64) {
+        self.output_hard.store(hard, Relaxed);
+        self.output_soft.store(soft, Relaxed);
+        self.output_soft_secs.store(soft_secs, Relaxed);
+    }
+
+    /// Largest RESP bulk string a client may send (each connection takes
+    /// it when accepted, and again at its worker's next sweep).
+    #[inline]
+    pub fn proto_max_bulk_len(&self) -> usize {
+        self.proto_max_bulk_len.load(Relaxed)
+    }
+
+    /// Changes `proto_max_bulk_len` (`CONFIG SET proto-max-bulk-len`).
+    pub fn set_proto_max_bulk_len(&self, bytes: usize) {
+        self.proto_max_bulk_len.store(bytes, Relaxed);
     }
 
     /// True when a client write must be refused ([`OOM`]).
@@ -267,6 +319,19 @@ mod tests {
             proto_max_bulk_len: 8 << 20,
             heap_trim_threshold: 0,
         })
+    }
+
+    #[test]
+    fn output_and_bulk_limits_change_at_run_time() {
+        let m = Memory::new(limits(0));
+        assert_eq!((m.output_hard(), m.output_soft()), (0, 0));
+        assert_eq!(m.proto_max_bulk_len(), 8 << 20);
+        m.set_output_limits(1000, 500, 3);
+        m.set_proto_max_bulk_len(4096);
+        assert_eq!((m.output_hard(), m.output_soft()), (1000, 500));
+        assert_eq!(m.output_soft_time(), Duration::from_secs(3));
+        assert_eq!(m.proto_max_bulk_len(), 4096);
+        assert_eq!(m.limits.proto_max_bulk_len_at_start, 8 << 20);
     }
 
     #[test]

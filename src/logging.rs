@@ -10,6 +10,13 @@
 //!   directories created). If the file cannot be opened the logger falls back
 //!   to stderr and logs a warning saying why: a bad log path must not stop a
 //!   node from serving.
+//! - Changing the level at run time (`CONFIG SET loglevel` / `logging.level`,
+//!   [`set_level`]): with a plain level (no `RUST_LOG` directives) the
+//!   logger itself passes every record and the `log` crate's global maximum
+//!   level (an atomic every log macro checks first) is the only filter, so
+//!   raising or lowering it takes effect in every thread at once. With
+//!   `RUST_LOG` directives the directives stay in force and the maximum
+//!   level only caps them.
 //! - [`init`] may be called more than once (tests): only the first call
 //!   installs a logger, later calls do nothing.
 
@@ -24,11 +31,49 @@ use crate::config::{LogFormat, LoggingConfig};
 pub fn init(cfg: &LoggingConfig) {
     let rust_log = std::env::var("RUST_LOG").ok();
     let (mut builder, warning) = builder(cfg, rust_log.as_deref());
-    if builder.try_init().is_ok()
-        && let Some(w) = warning
-    {
-        log::warn!("{w}");
+    if builder.try_init().is_ok() {
+        if let Some(level) = plain_level(filter_spec(&cfg.level, rust_log.as_deref())) {
+            log::set_max_level(level);
+        }
+        if let Some(w) = warning {
+            log::warn!("{w}");
+        }
     }
+}
+
+/// The level a filter spec names when it is a plain level (`info`), not
+/// env_logger directives.
+fn plain_level(spec: &str) -> Option<log::LevelFilter> {
+    spec.trim().parse().ok()
+}
+
+/// The log level in force (the `log` crate's maximum level).
+pub fn level() -> log::LevelFilter {
+    log::max_level()
+}
+
+/// Changes the log level in every thread (see the module docs).
+pub fn set_level(level: log::LevelFilter) {
+    log::set_max_level(level);
+}
+
+/// Redis's `loglevel` names, most verbose first, with the level each
+/// means here: `debug` is everything, `notice` (Redis's default) is
+/// `info` (MerkleKV's default), `warning` is `warn`.
+pub const REDIS_LEVELS: [(&str, log::LevelFilter); 4] = [
+    ("debug", log::LevelFilter::Trace),
+    ("verbose", log::LevelFilter::Debug),
+    ("notice", log::LevelFilter::Info),
+    ("warning", log::LevelFilter::Warn),
+];
+
+/// Redis's name for `level` (`error` and `off` are quieter than any
+/// Redis level and shown as `warning`).
+pub fn redis_level_name(level: log::LevelFilter) -> &'static str {
+    REDIS_LEVELS
+        .iter()
+        .find(|(_, l)| *l == level)
+        .map_or("warning", |(n, _)| n)
 }
 
 /// The filter directives to use: `RUST_LOG` if set and non-empty, else the
@@ -44,7 +89,14 @@ fn filter_spec<'a>(level: &'a str, rust_log: Option<&'a str>) -> &'a str {
 /// once it is installed.
 fn builder(cfg: &LoggingConfig, rust_log: Option<&str>) -> (env_logger::Builder, Option<String>) {
     let mut b = env_logger::Builder::new();
-    b.parse_filters(filter_spec(&cfg.level, rust_log));
+    let spec = filter_spec(&cfg.level, rust_log);
+    // A plain level is applied as the global maximum level after init, so
+    // that it can be raised at run time; directives filter here.
+    b.parse_filters(if plain_level(spec).is_some() {
+        "trace"
+    } else {
+        spec
+    });
     if cfg.format == LogFormat::Json {
         b.format(|buf, record| {
             let ts = buf.timestamp_millis().to_string();
@@ -180,6 +232,16 @@ mod tests {
     }
 
     #[test]
+    fn plain_levels_and_redis_names() {
+        assert_eq!(plain_level("info"), Some(log::LevelFilter::Info));
+        assert_eq!(plain_level("OFF"), Some(log::LevelFilter::Off));
+        assert_eq!(plain_level("info,merklekv=debug"), None);
+        assert_eq!(redis_level_name(log::LevelFilter::Info), "notice");
+        assert_eq!(redis_level_name(log::LevelFilter::Trace), "debug");
+        assert_eq!(redis_level_name(log::LevelFilter::Error), "warning");
+    }
+
+    #[test]
     fn rust_log_wins() {
         assert_eq!(filter_spec("info", None), "info");
         assert_eq!(filter_spec("info", Some("")), "info");
@@ -229,15 +291,15 @@ mod tests {
         let (mut b, warning) = builder(&cfg, None);
         assert_eq!(warning, None);
         let logger = b.build();
-        for (level, msg) in [(log::Level::Info, "a \"b\""), (log::Level::Debug, "hidden")] {
-            logger.log(
-                &log::Record::builder()
-                    .level(level)
-                    .target("merklekv::t")
-                    .args(format_args!("{msg}"))
-                    .build(),
-            );
-        }
+        // A plain level is the global maximum level (set by `init`), not
+        // a filter of the logger: only the info record is sent here.
+        logger.log(
+            &log::Record::builder()
+                .level(log::Level::Info)
+                .target("merklekv::t")
+                .args(format_args!("a \"b\""))
+                .build(),
+        );
         logger.flush();
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
@@ -255,6 +317,13 @@ mod tests {
             b.build()
                 .enabled(&log::Metadata::builder().level(log::Level::Debug).build())
         );
+        // Directives filter in the logger itself.
+        let (mut b, _) = builder(&cfg, Some("warn,other=debug"));
+        let info = log::Metadata::builder()
+            .level(log::Level::Info)
+            .target("merklekv::t")
+            .build();
+        assert!(!b.build().enabled(&info));
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub struct Shared {
     pub auth: Auth,
     /// Client memory and output limits, used-memory accounting.
     pub memory: Memory,
+    /// Settings `CONFIG SET` changes at run time (`live.rs`).
+    pub live: crate::live::Live,
     /// Read-only mode (`readonly.rs`): switched at run time.
     pub read_only: ReadOnly,
     /// The slow log (`slowlog.rs`).
@@ -98,6 +100,7 @@ impl Shared {
         let read_only = ReadOnly::new(config.read_only);
         Shared {
             auth: Auth::new(&config.security, &config.anti_entropy.peer_list),
+            live: crate::live::Live::new(&config),
             config,
             store,
             stats: Stats::new(workers, crate::metrics::names::NAMES.all()),

@@ -1169,3 +1169,205 @@ fn slowlog_logs_commands_over_the_threshold() {
         }
     }
 }
+
+/// True once the server closed `s` (EOF or reset) within `deadline`; a
+/// read timeout is not a close.
+fn closed_within(s: &mut TcpStream, deadline: Duration) -> bool {
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut b = [0u8; 64];
+    common::wait_until(deadline, || match s.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    })
+}
+
+/// `CONFIG SET` of the live settings: each takes effect at once on every
+/// worker, `CONFIG GET` and INFO show the value in force, and a batch
+/// with one bad value changes nothing.
+#[test]
+fn config_set_changes_live_settings() {
+    let srv = Server::start(&["--threads", "2"]);
+    let mut s = srv.connect();
+    let get = |s: &mut TcpStream, name: &str| list(s, &["CONFIG", "GET", name])[1].clone();
+    // All or nothing: the bad maxclients keeps timeout and loglevel.
+    exchange(
+        &mut s,
+        &[
+            "CONFIG", "SET", "timeout", "5", "loglevel", "debug", "maxclients", "0",
+        ],
+        b"-ERR CONFIG SET failed (possibly related to argument 'maxclients') - argument must be between 1 and 4294967295 inclusive\r\n",
+    );
+    assert_eq!(get(&mut s, "timeout"), "0");
+    assert_eq!(get(&mut s, "loglevel"), "notice");
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "loglevel", "loud"],
+        b"-ERR CONFIG SET failed (possibly related to argument 'loglevel') - argument(s) must be one of the following: debug, verbose, notice, warning\r\n",
+    );
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "client-output-buffer-limit", "pubsub 1mb 1mb 60"],
+        b"-ERR CONFIG SET failed (possibly related to argument 'client-output-buffer-limit') - Invalid client class specified in buffer limit configuration.\r\n",
+    );
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "proto-max-bulk-len", "512mb"],
+        b"-ERR CONFIG SET failed (possibly related to argument 'proto-max-bulk-len') - argument must be between 1024 and 8388608 inclusive\r\n",
+    );
+
+    // loglevel and MerkleKV's logging.level are one setting.
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "loglevel", "warning"],
+        b"+OK\r\n",
+    );
+    assert_eq!(get(&mut s, "logging.level"), "warn");
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "logging.level", "DEBUG"],
+        b"+OK\r\n",
+    );
+    assert_eq!(get(&mut s, "loglevel"), "verbose");
+
+    // maxclients: at the number connected, the next connection is refused.
+    let info = bulk_reply(&mut s, &["INFO", "clients"]);
+    let connected = info
+        .lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .unwrap()
+        .to_string();
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "maxclients", &connected],
+        b"+OK\r\n",
+    );
+    let info = bulk_reply(&mut s, &["INFO", "clients"]);
+    assert!(
+        info.contains(&format!("maxclients:{connected}\r\n")),
+        "{info}"
+    );
+    let mut refused = srv.connect();
+    assert_eq!(
+        common::read_line(&mut refused),
+        "ERROR max connections reached"
+    );
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "maxclients", "10000"],
+        b"+OK\r\n",
+    );
+    exchange(&mut srv.connect(), &["PING"], b"+PONG\r\n");
+
+    // latency-tracking off: commands run from now on are not timed.
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "latency-tracking", "no"],
+        b"+OK\r\n",
+    );
+    exchange(&mut s, &["CONFIG", "RESETSTAT"], b"+OK\r\n");
+    exchange(&mut s, &["SET", "k", "v"], b"+OK\r\n");
+    let stats = bulk_reply(&mut s, &["INFO", "commandstats"]);
+    assert!(stats.contains("cmdstat_set:calls=1,usec=0,"), "{stats}");
+    assert_eq!(get(&mut s, "latency-tracking"), "no");
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "latency-tracking", "yes"],
+        b"+OK\r\n",
+    );
+
+    // MerkleKV's own: the failed-AUTH delay, shown in INFO.
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "security.auth_failure_delay_ms", "0"],
+        b"+OK\r\n",
+    );
+    let info = bulk_reply(&mut s, &["INFO", "merklekv"]);
+    assert!(info.contains("auth_failure_delay_ms:0\r\n"), "{info}");
+
+    // proto-max-bulk-len: a connection opened before the change takes the
+    // new limit too (at its worker's next sweep).
+    let mut old = srv.connect();
+    exchange(&mut old, &["PING"], b"+PONG\r\n");
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "proto-max-bulk-len", "1kb"],
+        b"+OK\r\n",
+    );
+    assert_eq!(get(&mut s, "proto-max-bulk-len"), "1024");
+    let info = bulk_reply(&mut s, &["INFO", "merklekv"]);
+    assert!(info.contains("proto_max_bulk_len:1024\r\n"), "{info}");
+    let big = "x".repeat(2000);
+    let refusal = b"-ERR Protocol error: invalid bulk length\r\n";
+    let mut fresh = srv.connect();
+    fresh.write_all(&req(&["SET", "big", &big])).unwrap();
+    assert_eq!(common::read_n(&mut fresh, refusal.len()), refusal);
+    assert!(
+        common::wait_until(Duration::from_secs(20), || {
+            old.write_all(&req(&["SET", "big", &big])).unwrap();
+            let l = common::read_line(&mut old);
+            assert!(
+                l == "+OK" || l == "-ERR Protocol error: invalid bulk length",
+                "{l}"
+            );
+            l.starts_with('-')
+        }),
+        "an open connection kept the old bulk limit"
+    );
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "proto-max-bulk-len", "8mb"],
+        b"+OK\r\n",
+    );
+
+    // client-output-buffer-limit lowered: a client that does not read is
+    // disconnected once its pending replies pass the hard limit.
+    let value = "v".repeat(100_000);
+    // A new connection: `s` may keep the 1 KiB limit until its sweep.
+    exchange(&mut srv.connect(), &["SET", "wide", &value], b"+OK\r\n");
+    exchange(
+        &mut s,
+        &[
+            "CONFIG",
+            "SET",
+            "client-output-buffer-limit",
+            "normal 200kb 0 0",
+        ],
+        b"+OK\r\n",
+    );
+    assert_eq!(
+        get(&mut s, "client-output-buffer-limit"),
+        "normal 204800 0 0"
+    );
+    let mut lazy = srv.connect();
+    let gets = req(&["GET", "wide"]).repeat(20);
+    let mut asked = 0;
+    assert!(
+        common::wait_until(Duration::from_secs(30), || {
+            let _ = lazy.write_all(&gets);
+            asked += 20 * value.len();
+            let info = bulk_reply(&mut s, &["INFO", "stats"]);
+            info.contains("client_output_buffer_limit_disconnections:1\r\n")
+        }),
+        "a non-reading client was not disconnected"
+    );
+    // Far below the configured limit (256 MiB): the lowered one did it.
+    assert!(asked < 128 << 20, "{asked} bytes asked");
+
+    // timeout: an idle client is closed (every connection here is idle
+    // meanwhile, so this comes last and a fresh connection resets it).
+    exchange(&mut s, &["CONFIG", "SET", "timeout", "1"], b"+OK\r\n");
+    assert_eq!(get(&mut s, "timeout"), "1");
+    let mut idle = srv.connect();
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(20)),
+        "an idle client outlived timeout 1"
+    );
+    let mut s = srv.connect();
+    exchange(&mut s, &["CONFIG", "SET", "timeout", "0"], b"+OK\r\n");
+    assert_eq!(get(&mut s, "timeout"), "0");
+}

@@ -25,7 +25,7 @@ impl InfoSection for AuthInfo {
             a.max_failures,
             a.noauth.load(Relaxed),
             a.noperm.load(Relaxed),
-            a.failure_delay.as_millis(),
+            shared.live.auth_failure_delay().as_millis(),
             a.delayed.load(Relaxed),
         );
     }

@@ -28,7 +28,6 @@ pub mod gate;
 pub mod info;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
 
 use crate::config::values::sha256;
 use crate::config::{Role, SecurityConfig};
@@ -49,8 +48,6 @@ struct User {
 pub struct Auth {
     users: Vec<User>,
     max_failures: u32,
-    /// How long a connection is held after a failed attempt.
-    pub failure_delay: Duration,
     /// Configured anti-entropy peers (`host:port`): `SYNC` to one of
     /// them needs role readwrite, to any other host role admin.
     peers: Vec<String>,
@@ -87,7 +84,6 @@ impl Auth {
         Auth {
             users,
             max_failures: u32::try_from(sec.max_auth_failures.max(1)).unwrap_or(u32::MAX),
-            failure_delay: sec.auth_failure_delay,
             peers: peers.to_vec(),
             failures: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
@@ -198,7 +194,7 @@ mod tests {
                 .collect(),
             protected_mode: true,
             max_auth_failures: 3,
-            auth_failure_delay: Duration::ZERO,
+            auth_failure_delay: std::time::Duration::ZERO,
         }
     }
 

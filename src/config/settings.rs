@@ -149,7 +149,7 @@ pub static SETTINGS: &[Setting] = &[
         env: &["MERKLE_KV_NETWORK_MAX_CONNECTIONS"],
         kind: Kind::Int { min: 1, max: ANY },
         initial: Initial::Value("10000"),
-        doc: "Maximum simultaneous client connections.",
+        doc: "Maximum simultaneous client connections. **Live**: `CONFIG SET maxclients` (connections beyond a lowered value stay open).",
         apply: |c, v| c.max_connections = v.usize(),
         show: |c| c.max_connections.to_string(),
         ..BASE
@@ -162,7 +162,7 @@ pub static SETTINGS: &[Setting] = &[
             max: MAX_SECS,
         },
         initial: Initial::Value("0"),
-        doc: "Seconds a client connection may stay idle before it is closed; 0 = never.",
+        doc: "Seconds a client connection may stay idle before it is closed; 0 = never. **Live**: `CONFIG SET timeout`.",
         apply: |c, v| c.connection_timeout = (v.u64() > 0).then(|| v.secs()),
         show: |c| c.connection_timeout.map_or(0, |d| d.as_secs()).to_string(),
         ..BASE
@@ -196,7 +196,7 @@ pub static SETTINGS: &[Setting] = &[
         env: &["MERKLE_KV_LIMITS_MAXMEMORY"],
         kind: Kind::Int { min: 0, max: ANY },
         initial: Initial::Value("0"),
-        doc: "Bytes of used memory (data estimate + client buffers) above which client writes get `-OOM`; reads, deletes and replication still apply; 0 = unlimited.",
+        doc: "Bytes of used memory (data estimate + client buffers) above which client writes get `-OOM`; reads, deletes and replication still apply; 0 = unlimited. **Live**: `CONFIG SET maxmemory`.",
         apply: |c, v| c.limits.maxmemory = v.u64(),
         show: |c| c.limits.maxmemory.to_string(),
         ..BASE
@@ -211,7 +211,7 @@ pub static SETTINGS: &[Setting] = &[
         initial: Initial::Derived(
             "`limits.maxmemory` / 4 (at least 1048576), or 1073741824 (1 GiB) when that is 0",
         ),
-        doc: "Bytes of all client buffers (input, output, MULTI, WATCH, Pub/Sub subscriptions) above which the largest clients are disconnected (never one that sent `CLIENT NO-EVICT on`).",
+        doc: "Bytes of all client buffers (input, output, MULTI, WATCH, Pub/Sub subscriptions) above which the largest clients are disconnected (never one that sent `CLIENT NO-EVICT on`). **Live**: `CONFIG SET maxmemory-clients`.",
         apply: |c, v| c.limits.maxmemory_clients = v.u64(),
         show: |c| c.limits.maxmemory_clients.to_string(),
         ..BASE
@@ -221,7 +221,7 @@ pub static SETTINGS: &[Setting] = &[
         env: &["MERKLE_KV_LIMITS_CLIENT_OUTPUT_BUFFER_LIMIT"],
         kind: Kind::Int { min: 0, max: ANY },
         initial: Initial::Value("268435456"),
-        doc: "Hard limit: bytes of pending output (including a reply being generated) at which a client is disconnected; 0 = none.",
+        doc: "Hard limit: bytes of pending output (including a reply being generated) at which a client is disconnected; 0 = none. **Live**: `CONFIG SET client-output-buffer-limit` (with the next two).",
         apply: |c, v| c.limits.output_hard = v.usize(),
         show: |c| c.limits.output_hard.to_string(),
         ..BASE
@@ -231,7 +231,7 @@ pub static SETTINGS: &[Setting] = &[
         env: &["MERKLE_KV_LIMITS_CLIENT_OUTPUT_BUFFER_SOFT_LIMIT"],
         kind: Kind::Int { min: 0, max: ANY },
         initial: Initial::Value("67108864"),
-        doc: "Soft limit: bytes of pending output a client may stay above for `client_output_buffer_soft_seconds`; 0 = none.",
+        doc: "Soft limit: bytes of pending output a client may stay above for `client_output_buffer_soft_seconds`; 0 = none. **Live** (`client-output-buffer-limit`).",
         apply: |c, v| c.limits.output_soft = v.usize(),
         show: |c| c.limits.output_soft.to_string(),
         ..BASE
@@ -244,7 +244,7 @@ pub static SETTINGS: &[Setting] = &[
             max: MAX_SECS,
         },
         initial: Initial::Value("60"),
-        doc: "Seconds a client may stay above the soft output limit.",
+        doc: "Seconds a client may stay above the soft output limit. **Live** (`client-output-buffer-limit`).",
         apply: |c, v| c.limits.output_soft_time = v.secs(),
         show: |c| c.limits.output_soft_time.as_secs().to_string(),
         ..BASE
@@ -257,7 +257,7 @@ pub static SETTINGS: &[Setting] = &[
             max: crate::store::MAX_VALUE_LEN as i64,
         },
         initial: Initial::Value("8388608"),
-        doc: "Largest RESP bulk string (key, value or argument) a client may send, Redis's `proto-max-bulk-len`; a larger one gets `-ERR Protocol error: invalid bulk length` and the connection is closed. At most the store's value limit (8 MiB).",
+        doc: "Largest RESP bulk string (key, value or argument) a client may send, Redis's `proto-max-bulk-len`; a larger one gets `-ERR Protocol error: invalid bulk length` and the connection is closed. At most the store's value limit (8 MiB). **Live**: `CONFIG SET proto-max-bulk-len` (open connections take it within 250 ms).",
         apply: |c, v| c.limits.proto_max_bulk_len = v.usize(),
         show: |c| c.limits.proto_max_bulk_len.to_string(),
         ..BASE
@@ -286,7 +286,7 @@ pub static SETTINGS: &[Setting] = &[
         env: &["MERKLE_KV_METRICS_LATENCY_TRACKING"],
         kind: Kind::Bool,
         initial: Initial::Value("true"),
-        doc: "Time every command: INFO `usec` and `latencystats`, the `/metrics` latency histograms (Redis `latency-tracking`); `false` saves two clock reads per command.",
+        doc: "Time every command: INFO `usec` and `latencystats`, the `/metrics` latency histograms (Redis `latency-tracking`); `false` saves two clock reads per command. **Live**: `CONFIG SET latency-tracking yes|no`.",
         apply: |c, v| c.metrics.latency_tracking = v.bool(),
         show: |c| c.metrics.latency_tracking.to_string(),
         ..BASE
@@ -789,7 +789,7 @@ pub static SETTINGS: &[Setting] = &[
             max: 10_000,
         },
         initial: Initial::Value("200"),
-        doc: "Milliseconds a connection's reply to a failed AUTH is delayed (nothing else on it runs meanwhile); 0: none.",
+        doc: "Milliseconds a connection's reply to a failed AUTH is delayed (nothing else on it runs meanwhile); 0: none. **Live**: `CONFIG SET security.auth_failure_delay_ms`.",
         apply: |c, v| c.security.auth_failure_delay = v.millis(),
         show: |c| c.security.auth_failure_delay.as_millis().to_string(),
         ..BASE
@@ -802,7 +802,7 @@ pub static SETTINGS: &[Setting] = &[
             fold: true,
         },
         initial: Initial::Value("info"),
-        doc: "Log level; `RUST_LOG` wins when set.",
+        doc: "Log level; `RUST_LOG` wins when set. **Live**: `CONFIG SET logging.level` or Redis's `loglevel` (`debug` = trace, `verbose` = debug, `notice` = info, `warning` = warn); with `RUST_LOG` directives it only caps them.",
         apply: |c, v| c.logging.level = v.string(),
         show: |c| c.logging.level.clone(),
         ..BASE

@@ -28,24 +28,14 @@ use crate::protocol::redis::{
     subcommands,
 };
 use crate::protocol::reply::{
-    NIL_ARRAY, NULL3, Proto, array, bulk, header, insert_counted, integer, null, ok,
+    NIL_ARRAY, NULL3, Proto, array, bulk, insert_counted, integer, map, null, ok,
 };
 use crate::protocol::{Args, parse_int};
 use crate::pubsub::SubOp;
 use crate::stats::{ClientInfo, ClientType, Counter, rss_kb};
-use crate::typeparams;
 
 /// The Redis version whose RESP2 behaviour this server follows.
 pub const REDIS_COMPAT_VERSION: &str = "7.0.0";
-
-/// A map of `n` pairs: `%n` in RESP3, a flat array of `2n` in RESP2.
-fn map(out: &mut Vec<u8>, n: usize, resp3: bool) {
-    if resp3 {
-        header(out, b'%', n);
-    } else {
-        array(out, 2 * n);
-    }
-}
 
 fn simple(out: &mut Vec<u8>, s: &str) {
     out.push(b'+');
@@ -65,11 +55,11 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
         }
         Redis::ConfigGet(patterns) => {
             stats.incr(Counter::Management);
-            config_get(ctx, patterns, out, resp3);
+            super::config::get(ctx, patterns, out, resp3);
         }
         Redis::ConfigSet(pairs) => {
             stats.incr(Counter::Management);
-            match config_set(ctx, pairs) {
+            match super::config::set(ctx, pairs) {
                 Ok(()) => ok(out, Proto::Resp),
                 Err(e) => crate::protocol::reply::error(out, Proto::Resp, &e),
             }
@@ -886,313 +876,7 @@ fn command_docs(c: &CommandSpec, out: &mut Vec<u8>, resp3: bool) {
     }
 }
 
-// ---- CONFIG GET, HELLO, INFO ----------------------------------------------
-
-/// The read-only parameters `CONFIG GET` knows, with this node's values.
-fn config_params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
-    let c = &ctx.shared.config;
-    let limits = ctx.shared.memory.limits;
-    let mut params = vec![
-        ("save", String::new()),
-        (
-            "appendonly",
-            if c.engine == Engine::Persistent {
-                "yes"
-            } else {
-                "no"
-            }
-            .into(),
-        ),
-        ("databases", "1".into()),
-        ("bind", c.host.clone()),
-        ("port", c.port.to_string()),
-        ("maxclients", c.max_connections.to_string()),
-        (
-            "timeout",
-            c.connection_timeout.map_or(0, |d| d.as_secs()).to_string(),
-        ),
-        ("maxmemory", ctx.shared.memory.maxmemory().to_string()),
-        ("maxmemory-policy", "noeviction".into()),
-        (
-            "maxmemory-clients",
-            ctx.shared.memory.clients_budget().to_string(),
-        ),
-        (
-            "client-output-buffer-limit",
-            format!(
-                "normal {} {} {}",
-                limits.output_hard,
-                limits.output_soft,
-                limits.output_soft_time.as_secs()
-            ),
-        ),
-        ("io-threads", c.threads.to_string()),
-        (
-            "latency-tracking",
-            if c.metrics.latency_tracking {
-                "yes"
-            } else {
-                "no"
-            }
-            .into(),
-        ),
-        (
-            "latency-tracking-info-percentiles",
-            metrics::info::percentiles_text(),
-        ),
-        ("daemonize", "no".into()),
-        ("replicaof", String::new()),
-        ("proto-max-bulk-len", limits.proto_max_bulk_len.to_string()),
-        (
-            "client-query-buffer-limit",
-            crate::protocol::resp::MAX_REQUEST.to_string(),
-        ),
-        (
-            READ_ONLY_PARAM,
-            if ctx.shared.read_only.is_on() {
-                "yes"
-            } else {
-                "no"
-            }
-            .into(),
-        ),
-        (
-            SLOWER_THAN_PARAM,
-            ctx.shared.slowlog.slower_than_us().to_string(),
-        ),
-        (SLOWLOG_LEN_PARAM, ctx.shared.slowlog.max_len().to_string()),
-    ];
-    for (i, p) in typeparams::PARAMS.iter().enumerate() {
-        let v = ctx.shared.type_params.get(i).to_string();
-        if let Some(alias) = p.alias {
-            params.push((alias, v.clone()));
-        }
-        params.push((p.name, v));
-    }
-    params
-}
-
-/// The slow log's threshold in microseconds (`crate::slowlog`; negative:
-/// off) and its length, both changed at run time.
-const SLOWER_THAN_PARAM: &str = "slowlog-log-slower-than";
-const SLOWLOG_LEN_PARAM: &str = "slowlog-max-len";
-
-/// The one parameter `CONFIG SET` changes at run time: read-only mode
-/// (`crate::readonly`), `yes` or `no`.
-const READ_ONLY_PARAM: &str = "read-only";
-
-/// `CONFIG SET`: `read-only` takes `yes` or `no` and switches read-only
-/// mode; `maxmemory` and `maxmemory-clients` change the memory limits;
-/// the data-type encoding parameters (`typeparams.rs`) take any integer
-/// in Redis's range and change nothing else. Every other parameter
-/// `CONFIG GET` reports is read at startup only, so setting one to its
-/// current value succeeds and changes nothing, and any other value is
-/// refused as for an immutable Redis parameter. Checked as Redis does: all pairs first (unknown names,
-/// duplicates, values), nothing applied unless all pass.
-fn config_set(ctx: &Ctx<'_>, pairs: Args<'_>) -> Result<(), String> {
-    let params = config_params(ctx);
-    let args: Vec<&[u8]> = pairs.iter().collect();
-    let failed = |name: &[u8], why: &str| {
-        format!(
-            "CONFIG SET failed (possibly related to argument '{}') - {why}",
-            String::from_utf8_lossy(name)
-        )
-    };
-    let mut seen: Vec<&[u8]> = Vec::new();
-    for pair in args.chunks(2) {
-        let name = pair[0];
-        if !params
-            .iter()
-            .any(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
-        {
-            return Err(format!(
-                "Unknown option or number of arguments for CONFIG SET - '{}'",
-                String::from_utf8_lossy(name)
-            ));
-        }
-        if seen.iter().any(|s| s.eq_ignore_ascii_case(name)) {
-            return Err(failed(name, "duplicate parameter"));
-        }
-        seen.push(name);
-    }
-    // Every value is checked before anything changes (Redis's rollback
-    // semantics: all or nothing).
-    let mut read_only = None;
-    let mut maxmemory = None;
-    let mut budget = None;
-    let mut type_values = Vec::new();
-    let (mut slower_than, mut slowlog_len) = (None, None);
-    for pair in args.chunks(2) {
-        let (name, value) = (pair[0], pair[1]);
-        if name.eq_ignore_ascii_case(SLOWER_THAN_PARAM.as_bytes()) {
-            slower_than = Some(
-                parse_int::<i64>(value)
-                    .ok_or_else(|| failed(name, "argument couldn't be parsed into an integer"))?,
-            );
-            continue;
-        }
-        if name.eq_ignore_ascii_case(SLOWLOG_LEN_PARAM.as_bytes()) {
-            slowlog_len = Some(match parse_int::<i64>(value) {
-                Some(n) if (0..=crate::slowlog::MAX_MAX_LEN as i64).contains(&n) => n as usize,
-                Some(_) => {
-                    return Err(failed(
-                        name,
-                        "argument must be between 0 and 100000 inclusive",
-                    ));
-                }
-                None => return Err(failed(name, "argument couldn't be parsed into an integer")),
-            });
-            continue;
-        }
-        if let Some(i) = typeparams::find(name) {
-            let v = typeparams::parse(i, value).map_err(|e| failed(name, &e.to_string()))?;
-            type_values.push((i, v));
-            continue;
-        }
-        if name.eq_ignore_ascii_case(b"maxmemory") {
-            maxmemory = Some(
-                parse_memory(value)
-                    .ok_or_else(|| failed(name, "argument must be a memory value"))?,
-            );
-            continue;
-        }
-        if name.eq_ignore_ascii_case(b"maxmemory-clients") {
-            budget = Some((name, parse_budget(value).map_err(|e| failed(name, e))?));
-            continue;
-        }
-        if name.eq_ignore_ascii_case(READ_ONLY_PARAM.as_bytes()) {
-            read_only = Some(if value.eq_ignore_ascii_case(b"yes") {
-                true
-            } else if value.eq_ignore_ascii_case(b"no") {
-                false
-            } else {
-                return Err(failed(name, "argument must be 'yes' or 'no'"));
-            });
-            continue;
-        }
-        let current = params
-            .iter()
-            .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_bytes())
-            .unwrap_or_default();
-        if name.eq_ignore_ascii_case(b"port") && current != value {
-            // The port cannot change at run time either way; a port
-            // another process holds is reported as such (as Redis does).
-            let port = parse_int::<u16>(value)
-                .ok_or_else(|| failed(name, "argument couldn't be parsed into an integer"))?;
-            let host = ctx.shared.config.host.as_str();
-            if let Err(e) = std::net::TcpListener::bind((host, port)) {
-                return Err(failed(name, &format!("Unable to listen on this port: {e}")));
-            }
-        }
-        if current != value {
-            return Err(failed(
-                name,
-                "can't set immutable config (MerkleKV reads it at startup only)",
-            ));
-        }
-    }
-    let memory = &ctx.shared.memory;
-    let budget = match budget {
-        None => None,
-        Some((_, Budget::Bytes(b))) => Some(b),
-        Some((name, Budget::Percent(p))) => {
-            let base = maxmemory.unwrap_or_else(|| memory.maxmemory());
-            let b = base / 100 * p + base % 100 * p / 100;
-            if b < MIN_CLIENTS_BUDGET {
-                return Err(failed(
-                    name,
-                    "the percentage of maxmemory is under 1048576 bytes, the smallest client budget",
-                ));
-            }
-            Some(b)
-        }
-    };
-    if let Some(on) = read_only {
-        ctx.shared.read_only.set(on);
-    }
-    for (i, v) in type_values {
-        ctx.shared.type_params.set(i, v);
-    }
-    if let Some(us) = slower_than {
-        ctx.shared.slowlog.set_slower_than_us(us);
-    }
-    if let Some(n) = slowlog_len {
-        ctx.shared.slowlog.set_max_len(n);
-    }
-    if let Some(m) = maxmemory {
-        memory.set_maxmemory(m);
-    }
-    if let Some(b) = budget {
-        memory.set_clients_budget(b);
-    }
-    Ok(())
-}
-
-/// Smallest `maxmemory-clients` (as the setting `limits.maxmemory_clients`).
-const MIN_CLIENTS_BUDGET: u64 = 1 << 20;
-
-/// A `maxmemory-clients` value: bytes, or a percentage of `maxmemory`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Budget {
-    Bytes(u64),
-    Percent(u64),
-}
-
-/// Parses a `maxmemory-clients` value as Redis does (`N%` of maxmemory,
-/// at most 100, or a memory value); at least 1 MiB here.
-fn parse_budget(v: &[u8]) -> Result<Budget, &'static str> {
-    if let Some(p) = v.strip_suffix(b"%") {
-        return match parse_int::<u64>(p) {
-            Some(p) if p > 100 => Err("percentage argument must be less or equal to 100"),
-            Some(p) => Ok(Budget::Percent(p)),
-            None => Err("argument must be a memory or percent value"),
-        };
-    }
-    match parse_memory(v) {
-        Some(b) if b >= MIN_CLIENTS_BUDGET => Ok(Budget::Bytes(b)),
-        Some(_) => Err("argument must be at least 1048576 bytes"),
-        None => Err("argument must be a memory or percent value"),
-    }
-}
-
-/// Parses a Redis memory value: digits with an optional unit `b`, `k`,
-/// `kb`, `m`, `mb`, `g`, `gb` (any case; `k` = 1000, `kb` = 1024).
-fn parse_memory(v: &[u8]) -> Option<u64> {
-    let digits = v.iter().take_while(|b| b.is_ascii_digit()).count();
-    let n = parse_int::<u64>(&v[..digits])?;
-    let unit = v[digits..].to_ascii_lowercase();
-    let mul: u64 = match unit.as_slice() {
-        b"" | b"b" => 1,
-        b"k" => 1000,
-        b"kb" => 1 << 10,
-        b"m" => 1000 * 1000,
-        b"mb" => 1 << 20,
-        b"g" => 1000 * 1000 * 1000,
-        b"gb" => 1 << 30,
-        _ => return None,
-    };
-    n.checked_mul(mul)
-}
-
-fn config_get(ctx: &Ctx<'_>, patterns: Args<'_>, out: &mut Vec<u8>, resp3: bool) {
-    let params = config_params(ctx);
-    // Over-long patterns were refused by the parser; one that still fails
-    // to compile matches nothing.
-    let patterns: Vec<_> = patterns
-        .iter()
-        .filter_map(|p| glob::Pattern::new(&p.to_ascii_lowercase()).ok())
-        .collect();
-    let hits: Vec<_> = params
-        .iter()
-        .filter(|(name, _)| patterns.iter().any(|p| p.matches(name.as_bytes())))
-        .collect();
-    map(out, hits.len(), resp3);
-    for (name, value) in hits {
-        bulk(out, name.as_bytes());
-        bulk(out, value.as_bytes());
-    }
-}
+// ---- HELLO, INFO -----------------------------------------------------------
 
 /// The `HELLO` reply (a map), in the protocol the connection now speaks.
 fn hello(ctx: &Ctx<'_>, out: &mut Vec<u8>) {
@@ -1321,7 +1005,7 @@ fn info(ctx: &Ctx<'_>, sections: Args<'_>, s: &mut String) {
                 s,
                 "connected_clients:{}\r\nmaxclients:{}\r\npubsub_clients:{}\r\n",
                 shared.stats.active_connections(),
-                c.max_connections,
+                shared.live.max_connections(),
                 shared.pubsub.client_count()
             ),
             "memory" => {
@@ -1376,7 +1060,7 @@ fn info(ctx: &Ctx<'_>, sections: Args<'_>, s: &mut String) {
                     match name {
                         "commandstats" => metrics::info::write_commandstats(t, s),
                         "errorstats" => metrics::info::write_errorstats(t, s),
-                        _ if shared.config.metrics.latency_tracking => {
+                        _ if shared.live.latency_tracking() => {
                             metrics::info::write_latencystats(t, s)
                         }
                         _ => {}
@@ -1395,50 +1079,5 @@ fn info(ctx: &Ctx<'_>, sections: Args<'_>, s: &mut String) {
                 Ok(())
             }
         };
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn memory_values_parse_as_in_redis() {
-        assert_eq!(parse_memory(b"10000002"), Some(10_000_002));
-        assert_eq!(parse_memory(b"1k"), Some(1000));
-        assert_eq!(parse_memory(b"1KB"), Some(1024));
-        assert_eq!(parse_memory(b"2mb"), Some(2 << 20));
-        assert_eq!(parse_memory(b"1g"), Some(1_000_000_000));
-        assert_eq!(parse_memory(b"3gb"), Some(3 << 30));
-        for bad in [
-            &b""[..],
-            b"-1",
-            b"1x",
-            b"kb",
-            b"99999999999999999999",
-            b"1 mb",
-        ] {
-            assert_eq!(parse_memory(bad), None, "{bad:?}");
-        }
-        assert_eq!(parse_memory(b"18446744073709551615gb"), None);
-    }
-
-    #[test]
-    fn client_budgets_are_bytes_or_percentages() {
-        assert_eq!(parse_budget(b"10%"), Ok(Budget::Percent(10)));
-        assert_eq!(parse_budget(b"100%"), Ok(Budget::Percent(100)));
-        assert_eq!(
-            parse_budget(b"200%"),
-            Err("percentage argument must be less or equal to 100")
-        );
-        assert_eq!(parse_budget(b"2mb"), Ok(Budget::Bytes(2 << 20)));
-        assert_eq!(
-            parse_budget(b"1000"),
-            Err("argument must be at least 1048576 bytes")
-        );
-        assert_eq!(
-            parse_budget(b"x%"),
-            Err("argument must be a memory or percent value")
-        );
     }
 }

@@ -312,7 +312,7 @@ fn exec(t: &mut TxState, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) {
         return;
     }
     let shared = ctx.shared;
-    let timing = shared.config.metrics.latency_tracking;
+    let timing = shared.live.latency_tracking();
     let mut cut = false;
     shared.store.exclusive(|held| {
         // The queued commands see the held shards and nothing else.

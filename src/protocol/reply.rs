@@ -113,6 +113,15 @@ pub fn array(out: &mut Vec<u8>, n: usize) {
     header(out, b'*', n);
 }
 
+/// A map of `n` pairs: `%n` in RESP3, a flat array of `2n` in RESP2.
+pub fn map(out: &mut Vec<u8>, n: usize, resp3: bool) {
+    if resp3 {
+        header(out, b'%', n);
+    } else {
+        array(out, 2 * n);
+    }
+}
+
 /// A RESP request: an array of bulk strings.
 pub fn request(out: &mut Vec<u8>, args: &[&[u8]]) {
     array(out, args.len());

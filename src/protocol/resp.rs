@@ -304,6 +304,12 @@ impl Partial {
         }
     }
 
+    /// Changes the connection's bulk string limit (at most [`MAX_BULK`]);
+    /// a request being framed is checked against it from here on.
+    pub fn set_max_bulk(&mut self, max_bulk: usize) {
+        self.max_bulk = max_bulk.min(MAX_BULK);
+    }
+
     /// The connection's bulk string limit.
     pub fn max_bulk(&self) -> usize {
         self.max_bulk

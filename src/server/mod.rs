@@ -50,7 +50,7 @@ impl crate::state::InfoSection for ClientLimitsInfo {
             m.clients(),
             m.clients_budget(),
             shared.stats.rejected_connections(),
-            m.limits.proto_max_bulk_len,
+            m.proto_max_bulk_len(),
             m.bulk_refused(),
             m.limits.heap_trim_threshold,
         );

@@ -125,8 +125,6 @@ struct Env {
     subscribers: Vec<usize>,
     /// Slots of the hot commands in the command statistics.
     hot: names::Hot,
-    /// `metrics.latency_tracking`: time each command.
-    timing: bool,
     /// Connections held after a failed AUTH: (until, token, connection id).
     held: Vec<(Instant, usize, u64)>,
 }
@@ -164,7 +162,6 @@ impl Worker {
             .persist
             .as_ref()
             .map(|p| p.worker_writer(&format!("w{id}")));
-        let timing = shared.config.metrics.latency_tracking;
         Ok(Worker {
             poll,
             listener,
@@ -183,7 +180,6 @@ impl Worker {
                 monitors: Vec::new(),
                 subscribers: Vec::new(),
                 hot: names::NAMES.hot(),
-                timing,
                 held: Vec::new(),
             },
             completions: completion_receiver,
@@ -292,8 +288,8 @@ impl Worker {
         loop {
             match self.listener.accept() {
                 Ok((mut sock, addr)) => {
-                    let cfg = &self.env.shared.config;
-                    if self.env.shared.stats.active_connections() >= cfg.max_connections {
+                    let max = self.env.shared.live.max_connections();
+                    if self.env.shared.stats.active_connections() >= max {
                         self.env.shared.stats.reject_connection();
                         let _ = sock.write(b"ERROR max connections reached\r\n");
                         continue;
@@ -319,7 +315,7 @@ impl Worker {
                         i64::from(std::os::fd::AsRawFd::as_raw_fd(&sock)),
                         self.env.now,
                     );
-                    let max_bulk = self.env.shared.memory.limits.proto_max_bulk_len;
+                    let max_bulk = self.env.shared.memory.proto_max_bulk_len();
                     self.conns[i] = Some(Conn::new(sock, info, self.env.now, max_bulk));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -393,7 +389,7 @@ impl Worker {
                 .get(i)
                 .is_some_and(|c| c.as_ref().is_some_and(|c| feed_of(c).is_some()))
         });
-        let hard = self.env.shared.memory.limits.output_hard;
+        let hard = self.env.shared.memory.output_hard();
         for &i in &tokens {
             let now = self.env.now;
             let Some(conn) = self.conns[i].as_mut() else {
@@ -771,7 +767,7 @@ impl Worker {
     /// it for longer than the configured time is disconnected.
     #[inline]
     fn check_soft_limit(&mut self, i: usize) {
-        let soft = self.env.shared.memory.limits.output_soft;
+        let soft = self.env.shared.memory.output_soft();
         let Some(conn) = self.conn(i) else { return };
         if soft == 0 || conn.closing || conn.unsent() <= soft {
             conn.soft_since = None;
@@ -783,11 +779,11 @@ impl Worker {
     /// [`Worker::check_soft_limit`] for a connection above the soft limit.
     #[cold]
     fn over_soft_limit(&mut self, i: usize) {
-        let limits = self.env.shared.memory.limits;
+        let soft_time = self.env.shared.memory.output_soft_time();
         let now = self.env.now;
         let Some(conn) = self.conn(i) else { return };
         let since = *conn.soft_since.get_or_insert(now);
-        if now.duration_since(since) >= limits.output_soft_time {
+        if now.duration_since(since) >= soft_time {
             let unsent = conn.unsent();
             conn.fail(now, OUTPUT_LIMIT);
             output_limit_hit(&self.env, unsent, "soft");
@@ -805,11 +801,14 @@ impl Worker {
         }
         self.last_sweep = self.env.now;
         let now = self.env.now;
-        let idle_timeout = self.env.shared.config.connection_timeout;
+        let idle_timeout = self.env.shared.live.timeout();
+        let max_bulk = self.env.shared.memory.proto_max_bulk_len();
         for i in 0..self.conns.len() {
-            let Some(c) = self.conns[i].as_ref() else {
+            let Some(c) = self.conns[i].as_mut() else {
                 continue;
             };
+            // `CONFIG SET proto-max-bulk-len` reaches open connections here.
+            c.resp.set_max_bulk(max_bulk);
             let expired = c.close_by.is_some_and(|t| now >= t);
             let idle = idle_timeout.is_some_and(|t| {
                 !c.deferred
@@ -1026,7 +1025,7 @@ fn process(
                 // The hard output limit, enforced while the reply is
                 // generated: long replies stop at `out_limit` and set
                 // `cut`; any reply past the limit closes the connection.
-                let hard = env.shared.memory.limits.output_hard;
+                let hard = env.shared.memory.output_hard();
                 let reply_start = conn.wbuf.len();
                 // The command word and subcommand, read once: they name the
                 // statistics slot and CLIENT LIST's `cmd` field. A RESP
@@ -1039,7 +1038,11 @@ fn process(
                     Proto::Text => names::words(&data[start..pos]),
                 };
                 let slot = slot_of(&cmd, words, &env.hot);
-                let started = env.timing.then(crate::clock::mono_nanos);
+                let started = env
+                    .shared
+                    .live
+                    .latency_tracking()
+                    .then(crate::clock::mono_nanos);
                 skip_armed(&conn.info);
                 // What CLIENT LIST shows as the last command (and, for
                 // CLIENT LIST / INFO on this connection, its state now).
@@ -1203,7 +1206,7 @@ fn process(
                         if conn.monitor.is_none() {
                             let feed = env.shared.stats.monitors.add(
                                 conn.info.id,
-                                env.shared.memory.limits.output_hard,
+                                env.shared.memory.output_hard(),
                                 env.waker.clone(),
                             );
                             conn.monitor = Some(feed);
@@ -1222,7 +1225,7 @@ fn process(
                         }
                         let had = conn.subs.is_some();
                         let (id, info) = (conn.info.id, conn.info.clone());
-                        let cap = env.shared.memory.limits.output_hard;
+                        let cap = env.shared.memory.output_hard();
                         let waker = env.waker.clone();
                         // Confirmations are sent whatever `CLIENT REPLY`
                         // says, as Redis sends them (they are pushed).
@@ -1373,7 +1376,7 @@ fn account_gate(env: &Env, slot: usize, reply: &[u8], started: Option<u64>) {
 /// After a failed AUTH: holds `conn` for `security.auth_failure_delay_ms`
 /// (none when zero).
 fn hold(env: &mut Env, token: usize, conn: &mut Conn) {
-    let delay = env.shared.auth.failure_delay;
+    let delay = env.shared.live.auth_failure_delay();
     if delay.is_zero() {
         return;
     }
