@@ -170,6 +170,11 @@ fn a_node_started_before_the_broker_serves_and_catches_up() {
         "state {state}"
     );
     assert_eq!(info_u64(&early, "replication_events_published"), 0);
+    // At least one attempt has failed before the broker exists, so the
+    // count checked at the end does not depend on how soon it starts.
+    eventually("a failed connect attempt", || {
+        info_u64(&early, "replication_connect_failures") >= 1
+    });
 
     let broker = Broker::start_on(port).expect("broker on the reserved port");
     wait_connected(&early);
