@@ -2,7 +2,7 @@
 //!
 //! The node is a set of cooperating threads (workers, MQTT bridge and
 //! publisher, anti-entropy scheduler and rounds, persistence flusher and
-//! snapshotter, housekeeping). One of them dying alone leaves a process
+//! snapshotter, housekeeping, expiry). One of them dying alone leaves a process
 //! that looks alive but is not: a dead worker's `SO_REUSEPORT` listener
 //! stays in the kernel's group, so about one new connection in N hangs;
 //! a dead bridge silently stops replication; a dead flusher stops
@@ -22,7 +22,7 @@
 //! environment variable `MERKLEKV_DEBUG_PANIC` names it (`worker-0`,
 //! `housekeeping`, `mqtt-bridge`, …, optionally `:<ms>` to wait that long
 //! first). Every long-lived thread calls it when it starts, workers also
-//! on every event-loop turn and housekeeping on every tick; release builds
+//! on every event-loop turn, housekeeping and expiry on every tick; release builds
 //! compile it to nothing, so no input can reach it.
 
 /// Exit status of a process stopped by a panic (`EX_SOFTWARE`).

@@ -1,11 +1,12 @@
 //! The housekeeping thread: background maintenance of the store.
 //!
-//! Every `DIGEST_REFRESH_PERIOD` (100 ms) while there is work it runs the active expiry cycle
-//! (`store/expiry.rs`: converts every record whose expiry has passed, a
-//! small batch per shard lock) and rehashes stale Merkle leaves, in
-//! small paced chunks, so that tree reads (HASH, anti-entropy) find little
-//! to do; every `tombstone_ttl / 4` (clamped to 100 ms … 60 s) it collects
-//! expired tombstones; every tick it refreshes the used-memory estimate
+//! Every `DIGEST_REFRESH_PERIOD` (100 ms) while there is work it
+//! rehashes stale Merkle leaves, in small paced chunks, so that tree reads
+//! (HASH, anti-entropy) find little to do (among them the leaves that
+//! expiry's conversions leave stale; the active expiry cycle itself runs
+//! on the `expiry` thread at normal priority, `expirer.rs`); every
+//! `tombstone_ttl / 4` (clamped to 100 ms … 60 s) it collects expired
+//! tombstones; every tick it refreshes the used-memory estimate
 //! (`limits::Memory`) and, when that estimate fell far enough below its
 //! peak, returns free heap memory to the system (`heap.rs`; here, with no
 //! shard lock held, never on a worker). It runs at nice 10 (see
@@ -49,12 +50,6 @@ pub fn spawn(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>
                     break;
                 }
                 crate::failfast::checkpoint();
-                // Expiry first: its conversions leave stale leaves that the
-                // refresh below then rehashes.
-                let expired = shared.store.expire_due(crate::clock::unix_millis(), || {
-                    std::thread::yield_now();
-                    !shared.shutdown.is_triggered()
-                });
                 keep_contact(&shared);
                 // Used-memory estimate for `maxmemory` and INFO.
                 let growth = shared.memory.growth();
@@ -71,11 +66,9 @@ pub fn spawn(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>
                     std::thread::sleep(REFRESH_PAUSE);
                     !shared.shutdown.is_triggered()
                 });
-                let busy = expired > 0
-                    || refreshed > 0
-                    || growth > 0
-                    || usage != last_usage
-                    || shared.store.db().expiring() > 0;
+                // (Expiry's conversions change `usage` and leave stale
+                // leaves, so a tick during a mass expiry counts as busy.)
+                let busy = refreshed > 0 || growth > 0 || usage != last_usage;
                 last_usage = usage;
                 sleep = next_sleep(sleep, busy);
                 if std::time::Instant::now() >= next_gc {

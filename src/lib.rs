@@ -23,7 +23,7 @@
 //!   one funnel of local writes), [`applier`] (the funnel of remote
 //!   writes), [`server`] (per-core event loops), the threads of
 //!   [`replication::bridge`], [`persist::threads`],
-//!   [`antientropy::scheduler`] and [`housekeeping`].
+//!   [`antientropy::scheduler`], [`housekeeping`] and [`expirer`].
 //! * [`node`]: the composition root; builds the state, starts the threads.
 //!
 //! Design for a newcomer: `docs/architecture.md`; the byte-exact wire
@@ -38,6 +38,7 @@ pub mod clock;
 pub mod config;
 pub mod contact;
 pub mod exec;
+pub mod expirer;
 pub mod failfast;
 pub mod fuzz;
 pub mod heap;

@@ -3,7 +3,7 @@
 //!
 //! Start order: store → persistence (recovers the store before the port
 //! opens) → bind → [`Shared`] (built in one step) → workers, replication
-//! bridge, housekeeping, persistence threads, anti-entropy scheduler.
+//! bridge, housekeeping, expiry, persistence threads, anti-entropy scheduler.
 //! See docs/architecture.md for the threads and the path of a write.
 
 use std::sync::Arc;
@@ -234,6 +234,7 @@ impl Node {
             crate::server::spawn_workers(&shared, listeners).map_err(StartError::Io)?;
         threads.extend(crate::replication::spawn(&shared).map_err(StartError::Io)?);
         threads.push(crate::housekeeping::spawn(shared.clone()).map_err(StartError::Io)?);
+        threads.push(crate::expirer::spawn(shared.clone()).map_err(StartError::Io)?);
         threads.extend(crate::persist::threads::spawn(&shared).map_err(StartError::Io)?);
         threads.push(crate::antientropy::scheduler::spawn(shared.clone()).map_err(StartError::Io)?);
         log::info!("Server listening on {addr}");

@@ -111,6 +111,7 @@ fn a_panic_in_any_background_thread_stops_the_process() {
     for thread in [
         "worker-1",
         "housekeeping",
+        "expiry",
         "mqtt-bridge",
         "mqtt-publish",
         "anti-entropy",

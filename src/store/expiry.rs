@@ -50,7 +50,8 @@
 //!
 //! # Active cycle
 //!
-//! The housekeeping thread calls [`Store::expire_due`] about every 100 ms:
+//! The `expiry` thread (`expirer.rs`) calls [`Store::expire_due`] as soon
+//! as [`Store::next_expiry_due`] says a slot is due, at least every 100 ms:
 //! it visits each shard, handling at most [`EXPIRE_BATCH`] entries per lock
 //! acquisition, so a shard lock is never held for more than a small
 //! bounded batch. Readers also treat an expired record as absent at once
@@ -118,6 +119,7 @@ impl Shard {
         if store.tombstone_expired(version, now_ms) {
             let (rec, _) = o.remove();
             Shard::unlink(&mut self.tree, bucket, &rec);
+            self.shrink_if_sparse(bucket, &store.hasher);
             return Some(Converted::Removed);
         }
         let rec = o.get_mut();
@@ -297,6 +299,15 @@ impl Store {
 }
 
 impl Store {
+    /// When the active cycle next has work (Unix ms; at or before now if
+    /// it has some already), None when no shard's index holds an entry.
+    /// Locks each shard briefly.
+    pub fn next_expiry_due(&self) -> Option<u64> {
+        (0..self.shards.len())
+            .filter_map(|i| self.shard(i).expiry.due_at())
+            .min()
+    }
+
     /// Records expired so far, actively or lazily (INFO `expired_keys`).
     pub fn expired_keys(&self) -> u64 {
         self.expired.load(std::sync::atomic::Ordering::Relaxed)

@@ -218,6 +218,15 @@ impl ExpiryIndex {
                 .is_some_and(|(&at, _)| at + SLOT_MS <= now_ms)
     }
 
+    /// When the first entry becomes due (Unix ms; `now` or earlier if one
+    /// is due already), None when the index holds no entry.
+    pub fn due_at(&self) -> Option<u64> {
+        if !self.draining.is_empty() {
+            return Some(0);
+        }
+        self.slots.first_key_value().map(|(&at, _)| at + SLOT_MS)
+    }
+
     /// Takes one due entry (module docs), if any.
     pub fn pop_due(&mut self, now_ms: u64) -> Option<Entry> {
         if self.draining.is_empty() {
@@ -302,6 +311,7 @@ mod tests {
         ix.insert(1000, 2, 8);
         ix.insert(5000, 0, 9);
         assert_eq!((ix.len(), ix.entries()), (3, 3));
+        assert_eq!(ix.due_at(), Some(1000 + SLOT_MS));
         assert!(!ix.has_due(1000 + SLOT_MS - 1));
         assert_eq!(ix.pop_due(1000 + SLOT_MS - 1), None);
         assert!(ix.has_due(1000 + SLOT_MS));
@@ -309,11 +319,13 @@ mod tests {
         // The slot being drained stays due and visible until empty, even
         // when a later `now` is not given.
         assert!(ix.has_due(0));
+        assert_eq!(ix.due_at(), Some(0));
         assert_eq!(ix.upto(0).count(), 1);
         got.push(ix.pop_due(0).unwrap());
         got.sort_unstable();
         assert_eq!(got, [(1000, 1, 7), (1000, 2, 8)]);
         assert_eq!(ix.pop_due(1000 + SLOT_MS), None);
+        assert_eq!(ix.due_at(), Some(5000 + SLOT_MS));
         assert_eq!(ix.entries(), 1);
         assert_eq!(ix.upto(4999).count(), 0);
         assert_eq!(ix.upto(5000).collect::<Vec<_>>(), [(5000, 0, 9)]);
@@ -324,6 +336,7 @@ mod tests {
         ix.clear();
         assert!(ix.is_empty());
         assert_eq!((ix.entries(), ix.has_due(u64::MAX)), (0, false));
+        assert_eq!(ix.due_at(), None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::shard::Shard;
+use super::shard::{NO_CURSOR, Shard, shrink_sparse};
 use super::{Store, Version};
 
 impl Store {
@@ -27,7 +27,9 @@ impl Store {
             }
             let tree = &mut shard.tree;
             let mut removed = 0;
+            let mut shrunk = Vec::new();
             for (b, table) in shard.tables.iter_mut().enumerate() {
+                let before = removed;
                 table.retain(|r| {
                     if !r.is_tombstone() {
                         return true;
@@ -42,6 +44,16 @@ impl Store {
                         true
                     }
                 });
+                if removed > before && shrink_sparse(table, &self.hasher) {
+                    shrunk.push(b);
+                }
+            }
+            // Rehashed tables: flagged like any write that moves records.
+            for b in shrunk {
+                shard.tree.mark_stale(b);
+                if shard.cursor.0 == b {
+                    shard.cursor = NO_CURSOR;
+                }
             }
             shard.tombstones -= removed;
             collected += removed;

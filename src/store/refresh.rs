@@ -388,3 +388,55 @@ impl Store {
         n
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::expiry_index::SLOT_MS;
+    use super::super::{StoreOptions, now_millis};
+    use super::*;
+
+    fn small() -> Store {
+        Store::new(StoreOptions {
+            shards: 1,
+            tree_bits: 4,
+            node_id: "n1".into(),
+            tombstone_ttl_ms: 1,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_table_shrunk_while_copies_are_in_flight_is_refreshed_again() {
+        // ~64 records per bucket, 60 of which expire and are removed
+        // outright, which shrinks the tables: records move to other slots.
+        let (s, kept) = (small(), small());
+        let now = now_millis();
+        for i in 0..1024 {
+            let k = format!("k{i}");
+            if i % 16 == 0 {
+                let v = s.set(k.as_bytes(), b"v");
+                kept.apply(k.as_bytes(), Some(b"v"), v);
+            } else {
+                s.db().set_expiring(k.as_bytes(), b"v", now + 10);
+            }
+        }
+        // Step 1 of a refresh: a chunk of copies of the first buckets,
+        // whose stale bits are cleared.
+        let mut w = Refresh::default();
+        let mut g = s.shard(0);
+        g.collect_stale(0, 16, &mut w);
+        assert_eq!(w.pending.len(), REFRESH_CHUNK);
+        g.in_flight = true;
+        drop(g);
+        // Meanwhile the expiry cycle removes records and shrinks tables.
+        assert_eq!(s.expire_due(now + 10 + SLOT_MS, || true), 960);
+        // Steps 2 and 3: a moved record is not at its copied slot.
+        w.hash();
+        let mut g = s.shard(0);
+        g.store_digests(&w);
+        g.in_flight = false;
+        drop(g);
+        // Every record still stale is found and hashed by the next read.
+        assert_eq!(s.root(), kept.root());
+    }
+}

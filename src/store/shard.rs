@@ -12,6 +12,30 @@ use super::{Hlc, Record, Version};
 /// No resume cursor.
 pub(super) const NO_CURSOR: (usize, usize) = (usize::MAX, 0);
 
+/// Bucket tables with at most this capacity (hashbrown's smallest
+/// allocation, 4 slots) are never shrunk: a bucket of a record or two
+/// neither shrinks nor regrows.
+const SHRINK_MIN_CAPACITY: usize = 3;
+
+/// Shrinks `table` when removals left it sparse: fewer records than a
+/// quarter of its capacity (and more capacity than
+/// [`SHRINK_MIN_CAPACITY`]). hashbrown tables never shrink by themselves,
+/// so after a mass expiry or tombstone collection the tables sized for
+/// the peak would keep their memory (and pin the heap pages they sit on).
+/// The new capacity is at least twice the records left, so a table
+/// shrinks again only after losing half of them and grows only after
+/// doubling: no shrink/grow thrash, and the O(len) rehash is paid for by
+/// the ≥ 3/4·capacity removals before it. True if it shrank; the records
+/// then sit at other slots.
+pub(super) fn shrink_sparse(table: &mut HashTable<Record>, hasher: &ahash::RandomState) -> bool {
+    let cap = table.capacity();
+    if cap <= SHRINK_MIN_CAPACITY || table.len() >= cap / 4 {
+        return false;
+    }
+    table.shrink_to(table.len() * 2, |r| hasher.hash_one(r.key()));
+    table.capacity() < cap
+}
+
 #[repr(align(128))]
 pub(super) struct Padded<T>(pub(super) T);
 
@@ -188,6 +212,7 @@ impl Shard {
         }
         let (rec, _) = o.remove();
         Shard::unlink(&mut self.tree, s.bucket, &rec);
+        self.shrink_if_sparse(s.bucket, hasher);
         if rec.indexed_at() != 0 {
             self.expiry.forget();
             if self.expiry.needs_compaction() {
@@ -202,6 +227,20 @@ impl Shard {
             }
         }
         true
+    }
+
+    /// [`shrink_sparse`] for bucket `bucket` after a removal. A shrink
+    /// rehashes, so records move between slots: the bucket is flagged
+    /// stale and the refresh cursor reset, as for an insert (a refresh's
+    /// in-flight copy of a moved record finds another record or none at
+    /// its slot and leaves it stale for the next refresh).
+    pub(super) fn shrink_if_sparse(&mut self, bucket: usize, hasher: &ahash::RandomState) {
+        if shrink_sparse(&mut self.tables[bucket], hasher) {
+            self.tree.mark_stale(bucket);
+            if self.cursor.0 == bucket {
+                self.cursor = NO_CURSOR;
+            }
+        }
     }
 
     pub(super) fn clear(&mut self) {

@@ -1225,3 +1225,87 @@ fn random_writes_keep_the_expiry_index_exact() {
     check_expiry_index(&s);
     assert_eq!((index_len(&s), db.expiring()), (0, 0));
 }
+
+/// Total capacity of every bucket table.
+fn table_capacity(s: &Store) -> usize {
+    (0..s.shard_count())
+        .map(|i| {
+            s.shard(i)
+                .tables
+                .iter()
+                .map(|t| t.capacity())
+                .sum::<usize>()
+        })
+        .sum()
+}
+
+#[test]
+fn tables_left_sparse_by_expiry_or_collection_shrink() {
+    // 16 buckets: ~64 records each, of which ~4 stay.
+    let small = || {
+        Store::new(StoreOptions {
+            shards: 1,
+            tree_bits: 4,
+            node_id: "n1".into(),
+            tombstone_ttl_ms: 1,
+        })
+        .unwrap()
+    };
+    let (s, kept) = (small(), small());
+    let now = now_millis();
+    for i in 0..1024 {
+        let k = format!("k{i}");
+        if i % 16 == 0 {
+            let v = s.set(k.as_bytes(), b"v");
+            kept.apply(k.as_bytes(), Some(b"v"), v);
+        } else {
+            s.db().set_expiring(k.as_bytes(), b"v", now + 10);
+        }
+    }
+    let full = table_capacity(&s);
+    assert!(full >= 1024, "{full}");
+    s.root(); // every digest computed: only the shrink can mark stale
+    // The records expire long after their version: removed outright.
+    assert_eq!(s.expire_due(now + 10 + SLOT_MS, || true), 960);
+    let sparse = table_capacity(&s);
+    assert!(sparse * 4 <= full, "{full} -> {sparse}");
+    // Records moved slots: the tree and lookups still agree.
+    assert_eq!(s.root(), kept.root());
+    for i in (0..1024).step_by(16) {
+        assert!(s.contains(format!("k{i}").as_bytes()));
+    }
+    // Another pass finds nothing to remove and shrinks nothing.
+    assert_eq!(s.expire_due(now + HOUR, || true), 0);
+    assert_eq!(table_capacity(&s), sparse);
+
+    // Collection: a thousand deletes leave tombstones, collected later.
+    let t = small();
+    let u = small();
+    for i in 0..1024 {
+        let k = format!("k{i}");
+        let v = t.set(k.as_bytes(), b"v");
+        if i % 16 == 0 {
+            u.apply(k.as_bytes(), Some(b"v"), v);
+        }
+    }
+    for i in (0..1024).filter(|i| i % 16 != 0) {
+        t.delete(format!("k{i}").as_bytes());
+    }
+    let full = table_capacity(&t);
+    t.root();
+    let (n, _) = t.collect_tombstones(now_millis() + HOUR);
+    assert_eq!(n, 960);
+    let sparse = table_capacity(&t);
+    assert!(sparse * 4 <= full, "{full} -> {sparse}");
+    assert_eq!(t.root(), u.root());
+    // Growing back and emptying again: sizes follow, no thrash in between.
+    for i in 0..1024 {
+        t.set(format!("k{i}").as_bytes(), b"v");
+    }
+    assert!(table_capacity(&t) >= 1024);
+    for i in 0..1024 {
+        t.delete(format!("k{i}").as_bytes());
+    }
+    t.collect_tombstones(now_millis() + HOUR);
+    assert_eq!(table_capacity(&t), 0);
+}
