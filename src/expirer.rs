@@ -7,9 +7,12 @@
 //! [`EXPIRE_BATCH`](crate::store::expiry::EXPIRE_BATCH) entries per shard
 //! lock acquisition, with a `sched_yield` between batches so that a
 //! waiting worker gets the lock and the CPU. With no expiring key it
-//! wakes every [`MAX_SLEEP`] only to look at each shard's first slot (a
-//! key written meanwhile with a short TTL is then found at most
-//! [`MAX_SLEEP`] plus the index's 256 ms slot after its expiry).
+//! looks at each shard's first slot after [`MAX_SLEEP`], then backs off,
+//! doubling its sleep up to [`IDLE_SLEEP`] while it still finds none (an
+//! idle node: one wakeup a second, not ten). A key written meanwhile with
+//! a short TTL is then found at most [`IDLE_SLEEP`] plus the index's
+//! 256 ms slot after its expiry; it is invisible from its expiry on
+//! regardless (lazy expiry), so only the memory waits.
 //!
 //! # Why a thread of its own, at normal priority
 //!
@@ -32,8 +35,13 @@ use std::time::Duration;
 
 use crate::state::Shared;
 
-/// Longest sleep between two looks at the expiry index.
+/// Longest sleep between two looks at the expiry index while it holds
+/// entries.
 pub const MAX_SLEEP: Duration = Duration::from_millis(100);
+
+/// Longest sleep while the index is empty (backed off to from
+/// [`MAX_SLEEP`], doubling).
+pub const IDLE_SLEEP: Duration = Duration::from_secs(1);
 
 /// Starts the `expiry` thread; it stops at shutdown.
 pub fn spawn(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -42,9 +50,12 @@ pub fn spawn(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>
         .name("expiry".into())
         .spawn(move || {
             crate::failfast::checkpoint();
+            let mut idle = MAX_SLEEP;
             loop {
                 let now = crate::clock::unix_millis();
-                let sleep = sleep_until(shared.store.next_expiry_due(), now);
+                let due = shared.store.next_expiry_due();
+                let sleep = sleep_until(due, now, idle);
+                idle = next_idle(due, idle);
                 if !sleep.is_zero() && stop.recv_timeout(sleep).is_ok() {
                     break;
                 }
@@ -64,12 +75,22 @@ pub fn spawn(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>
 }
 
 /// How long to sleep at `now_ms` when the first index entry is due at
-/// `due` (None: no entry): until then, at most [`MAX_SLEEP`]; zero if it
-/// is due already.
-fn sleep_until(due: Option<u64>, now_ms: u64) -> Duration {
+/// `due` (None: no entry, then the current idle sleep): until then, at
+/// most [`MAX_SLEEP`]; zero if it is due already.
+fn sleep_until(due: Option<u64>, now_ms: u64, idle: Duration) -> Duration {
     match due {
-        None => MAX_SLEEP,
+        None => idle,
         Some(t) => Duration::from_millis(t.saturating_sub(now_ms)).min(MAX_SLEEP),
+    }
+}
+
+/// The idle sleep after a look that found `due`: doubled (at most
+/// [`IDLE_SLEEP`]) while the index stays empty, [`MAX_SLEEP`] again as
+/// soon as it holds an entry.
+fn next_idle(due: Option<u64>, idle: Duration) -> Duration {
+    match due {
+        None => (idle * 2).min(IDLE_SLEEP),
+        Some(_) => MAX_SLEEP,
     }
 }
 
@@ -79,10 +100,26 @@ mod tests {
 
     #[test]
     fn sleeps_until_the_first_due_slot_at_most_the_max() {
-        assert_eq!(sleep_until(None, 1000), MAX_SLEEP);
-        assert_eq!(sleep_until(Some(1030), 1000), Duration::from_millis(30));
-        assert_eq!(sleep_until(Some(90_000), 1000), MAX_SLEEP);
-        assert_eq!(sleep_until(Some(0), 1000), Duration::ZERO);
-        assert_eq!(sleep_until(Some(1000), 1000), Duration::ZERO);
+        let idle = Duration::from_millis(400);
+        assert_eq!(sleep_until(None, 1000, idle), idle);
+        assert_eq!(
+            sleep_until(Some(1030), 1000, idle),
+            Duration::from_millis(30)
+        );
+        assert_eq!(sleep_until(Some(90_000), 1000, idle), MAX_SLEEP);
+        assert_eq!(sleep_until(Some(0), 1000, idle), Duration::ZERO);
+        assert_eq!(sleep_until(Some(1000), 1000, idle), Duration::ZERO);
+    }
+
+    #[test]
+    fn backs_off_while_empty_and_resets_on_an_entry() {
+        let mut idle = MAX_SLEEP;
+        let mut seen = vec![];
+        for _ in 0..6 {
+            idle = next_idle(None, idle);
+            seen.push(idle.as_millis());
+        }
+        assert_eq!(seen, [200, 400, 800, 1000, 1000, 1000]);
+        assert_eq!(next_idle(Some(5), idle), MAX_SLEEP);
     }
 }
