@@ -327,6 +327,35 @@ fn remove_if_and_replace_if_keep_tree_and_counters_exact() {
 }
 
 #[test]
+fn collection_in_batches_covers_every_bucket_of_a_large_shard() {
+    // One shard of 2^16 buckets: a pass takes many batches of
+    // GC_BATCH_RECORDS, each under its own lock acquisition.
+    let s = store(1);
+    let twin = store(1);
+    let n = 3 * super::gc::GC_BATCH_RECORDS;
+    for i in 0..n {
+        let k = format!("k{i}");
+        let v = s.set(k.as_bytes(), b"v");
+        if i % 3 == 0 {
+            twin.apply(k.as_bytes(), Some(b"v"), v);
+        }
+    }
+    for i in (0..n).filter(|i| i % 3 != 0) {
+        s.delete(format!("k{i}").as_bytes());
+    }
+    let (collected, oldest) = s.collect_tombstones(now_millis() + 10_000);
+    assert_eq!(collected, n - n / 3);
+    assert_eq!(oldest, None);
+    assert_eq!(s.oldest_tombstone_ms(), None);
+    assert_eq!(s.root(), twin.root());
+    // Nothing left to collect, and every live key still reads.
+    assert_eq!(s.collect_tombstones(now_millis() + 10_000).0, 0);
+    for i in (0..n).step_by(3) {
+        assert!(s.get(format!("k{i}").as_bytes(), |v| v == Some(&b"v"[..])));
+    }
+}
+
+#[test]
 fn oldest_tombstone_is_tracked_and_exact_after_collection() {
     let s = store(4);
     assert_eq!(s.oldest_tombstone_ms(), None);
