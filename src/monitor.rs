@@ -255,16 +255,21 @@ pub fn format_line(out: &mut Vec<u8>, now: Duration, addr: &SocketAddr, args: &[
     out.extend_from_slice(b"\r\n");
 }
 
+/// Test helper: a [`Wake`] that counts its wakeups (the feed tests of
+/// this module, Pub/Sub and MONITOR's executor use it).
+#[cfg(test)]
+pub(crate) struct CountWakes(pub AtomicUsize);
+
+#[cfg(test)]
+impl Wake for CountWakes {
+    fn wake(&self) {
+        self.0.fetch_add(1, Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    struct Count(AtomicUsize);
-    impl Wake for Count {
-        fn wake(&self) {
-            self.0.fetch_add(1, Relaxed);
-        }
-    }
 
     fn line(args: &[&[u8]]) -> String {
         let mut out = Vec::new();
@@ -311,7 +316,7 @@ mod tests {
     fn feeds_are_bounded_and_wake_once() {
         let m = Monitors::default();
         assert!(!m.active());
-        let w = Arc::new(Count(AtomicUsize::new(0)));
+        let w = Arc::new(CountWakes(AtomicUsize::new(0)));
         let f = m.add(7, 10, w.clone());
         assert!(m.active());
         m.publish(b"12345");

@@ -495,20 +495,17 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
-    use crate::monitor::Wake;
-
-    struct Count(AtomicUsize);
-    impl Wake for Count {
-        fn wake(&self) {
-            self.0.fetch_add(1, Relaxed);
-        }
-    }
+    use crate::monitor::CountWakes;
 
     fn sub(id: u64, cap: usize) -> Subscriber {
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let stats = crate::stats::Stats::new(1, &[]);
         Subscriber {
-            feed: Arc::new(Feed::new(id, cap, Arc::new(Count(AtomicUsize::new(0))))),
+            feed: Arc::new(Feed::new(
+                id,
+                cap,
+                Arc::new(CountWakes(AtomicUsize::new(0))),
+            )),
             client: stats.connect(addr, std::time::Instant::now()),
         }
     }

@@ -53,22 +53,15 @@ pub fn args_of(frame: &[u8], proto: Proto) -> Option<Vec<&[u8]>> {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    use std::sync::atomic::AtomicUsize;
 
     use super::*;
-    use crate::monitor::Wake;
-
-    struct Count(AtomicUsize);
-    impl Wake for Count {
-        fn wake(&self) {
-            self.0.fetch_add(1, Relaxed);
-        }
-    }
+    use crate::monitor::CountWakes;
 
     #[test]
     fn feed_shows_resp_and_text_requests() {
         let m = Monitors::default();
-        let w = Arc::new(Count(AtomicUsize::new(0)));
+        let w = Arc::new(CountWakes(AtomicUsize::new(0)));
         let f = m.add(1, 0, w);
         let addr: SocketAddr = "10.0.0.1:7".parse().unwrap();
         feed(&m, &addr, b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", Proto::Resp);
