@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::monitor::Feed;
 use crate::protocol::glob::Pattern;
+use crate::protocol::reply;
 use crate::stats::ClientInfo;
 use crate::sync::lock;
 
@@ -139,20 +140,9 @@ impl PubSub {
     /// subscribers; returns how many.
     pub fn spublish(&self, channel: &[u8], message: &[u8]) -> usize {
         let reg = lock(&self.reg);
-        let Some(subs) = reg.shard.get(channel) else {
-            return 0;
-        };
-        let mut framed: [Option<Vec<u8>>; 2] = [None, None];
-        for s in subs {
-            let resp3 = s.client.is_resp3();
-            let bytes = framed[usize::from(resp3)].get_or_insert_with(|| {
-                let mut b = Vec::new();
-                frame(&mut b, resp3, b"smessage", None, channel, message);
-                b
-            });
-            s.feed.push(bytes);
-        }
-        subs.len()
+        reg.shard
+            .get(channel)
+            .map_or(0, |subs| deliver(subs, b"smessage", None, channel, message))
     }
 
     /// Subscribes `s` to the glob `pattern` (already checked to compile);
@@ -201,32 +191,12 @@ impl PubSub {
     /// made (a connection subscribed both ways counts twice, as in Redis).
     pub fn publish(&self, channel: &[u8], message: &[u8]) -> usize {
         let reg = lock(&self.reg);
-        let mut n = 0;
-        let mut framed: [Option<Vec<u8>>; 2] = [None, None];
-        if let Some(subs) = reg.channels.get(channel) {
-            for s in subs {
-                let resp3 = s.client.is_resp3();
-                let bytes = framed[usize::from(resp3)].get_or_insert_with(|| {
-                    let mut b = Vec::new();
-                    frame(&mut b, resp3, b"message", None, channel, message);
-                    b
-                });
-                s.feed.push(bytes);
-                n += 1;
-            }
-        }
+        let mut n = reg
+            .channels
+            .get(channel)
+            .map_or(0, |subs| deliver(subs, b"message", None, channel, message));
         for e in reg.patterns.iter().filter(|e| e.pattern.matches(channel)) {
-            let mut framed: [Option<Vec<u8>>; 2] = [None, None];
-            for s in &e.subs {
-                let resp3 = s.client.is_resp3();
-                let bytes = framed[usize::from(resp3)].get_or_insert_with(|| {
-                    let mut b = Vec::new();
-                    frame(&mut b, resp3, b"pmessage", Some(&e.text), channel, message);
-                    b
-                });
-                s.feed.push(bytes);
-                n += 1;
-            }
+            n += deliver(&e.subs, b"pmessage", Some(&e.text), channel, message);
         }
         n
     }
@@ -435,6 +405,29 @@ impl PubSub {
     }
 }
 
+/// Pushes the message into each of `subs`' feeds, framed (as `kind`, with
+/// the matching `pattern` for `pmessage`) at most once per protocol;
+/// returns how many deliveries were made.
+fn deliver(
+    subs: &[Subscriber],
+    kind: &[u8],
+    pattern: Option<&[u8]>,
+    channel: &[u8],
+    message: &[u8],
+) -> usize {
+    let mut framed: [Option<Vec<u8>>; 2] = [None, None];
+    for s in subs {
+        let resp3 = s.client.is_resp3();
+        let bytes = framed[usize::from(resp3)].get_or_insert_with(|| {
+            let mut b = Vec::new();
+            frame(&mut b, resp3, kind, pattern, channel, message);
+            b
+        });
+        s.feed.push(bytes);
+    }
+    subs.len()
+}
+
 /// Appends a Pub/Sub message (`kind` `message` or `pmessage`, with the
 /// pattern for the latter) in RESP2 (an array) or RESP3 (a push).
 pub fn frame(
@@ -446,18 +439,12 @@ pub fn frame(
     message: &[u8],
 ) {
     let n = 3 + usize::from(pattern.is_some());
-    out.push(if resp3 { b'>' } else { b'*' });
-    out.extend_from_slice(n.to_string().as_bytes());
-    out.extend_from_slice(b"\r\n");
+    reply::header(out, if resp3 { b'>' } else { b'*' }, n);
     for part in [Some(kind), pattern, Some(channel), Some(message)]
         .into_iter()
         .flatten()
     {
-        out.push(b'$');
-        out.extend_from_slice(part.len().to_string().as_bytes());
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(part);
-        out.extend_from_slice(b"\r\n");
+        reply::bulk(out, part);
     }
 }
 
@@ -467,26 +454,13 @@ pub fn frame(
 /// (`None`: a null, for an unsubscription that had nothing to end) and
 /// the connection's subscription count after it.
 pub fn confirm(out: &mut Vec<u8>, resp3: bool, kind: &[u8], name: Option<&[u8]>, count: usize) {
-    out.extend_from_slice(if resp3 { b">3\r\n" } else { b"*3\r\n" });
-    out.push(b'$');
-    out.extend_from_slice(kind.len().to_string().as_bytes());
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(kind);
-    out.extend_from_slice(b"\r\n");
+    reply::header(out, if resp3 { b'>' } else { b'*' }, 3);
+    reply::bulk(out, kind);
     match name {
-        Some(n) => {
-            out.push(b'$');
-            out.extend_from_slice(n.len().to_string().as_bytes());
-            out.extend_from_slice(b"\r\n");
-            out.extend_from_slice(n);
-            out.extend_from_slice(b"\r\n");
-        }
-        None if resp3 => out.extend_from_slice(b"_\r\n"),
-        None => out.extend_from_slice(b"$-1\r\n"),
+        Some(n) => reply::bulk(out, n),
+        None => out.extend_from_slice(reply::null(resp3)),
     }
-    out.push(b':');
-    out.extend_from_slice(count.to_string().as_bytes());
-    out.extend_from_slice(b"\r\n");
+    reply::integer(out, count as i64);
 }
 
 #[cfg(test)]
