@@ -1351,9 +1351,6 @@ fn slot_of(cmd: &Command<'_>, words: (Option<&[u8]>, Option<&[u8]>), hot: &names
     }
 }
 
-/// Accounts a request the connection's gate answered itself (`AUTH`, or
-/// a refusal: `NOAUTH`, `NOPERM`, …).
-#[cold]
 /// SLOWLOG: logs the request `frame` that took `nanos` when that is at
 /// least the threshold (one relaxed load otherwise).
 #[inline]
@@ -1368,6 +1365,9 @@ fn log_if_slow(shared: &Shared, info: &ClientInfo, frame: &[u8], proto: Proto, n
     }
 }
 
+/// Accounts a request the connection's gate answered itself (`AUTH`, or
+/// a refusal: `NOAUTH`, `NOPERM`, …).
+#[cold]
 fn account_gate(env: &Env, slot: usize, reply: &[u8], started: Option<u64>) {
     let nanos = started.map(|t| crate::clock::mono_nanos().saturating_sub(t));
     env.stats.commands.account(slot, reply, nanos);
