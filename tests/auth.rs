@@ -11,7 +11,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{DEADLINE, Server, TempDir, cmd, read_line, wait_until};
+use common::{DEADLINE, Server, TempDir, cmd, python_has, read_line, wait_until};
 
 /// A node whose `default` password is `adminpw`, with users `ro`
 /// (readonly, password `ropw`), `rw` (readwrite, given by its SHA-256)
@@ -447,10 +447,7 @@ fn redis_cli_and_benchmark_with_a_password() {
 
 #[test]
 fn redis_py_with_a_password() {
-    let probe = Command::new("python3")
-        .args(["-c", "import redis"])
-        .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
+    if !python_has("redis") {
         eprintln!("note: python3 with the redis package is not installed; skipping this test");
         return;
     }

@@ -13,7 +13,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use common::broker::Broker;
-use common::{DEADLINE, Server, TempDir, wait_until};
+use common::{DEADLINE, Server, TempDir, python_has, wait_until};
 
 /// Starts a node with `--metrics-bind 127.0.0.1:0` and returns it with
 /// the listener's address (from its log line).
@@ -277,11 +277,7 @@ fn sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64
 /// Runs the reference parser over `text` when Python has it: the family
 /// names it found, or `None` when `prometheus_client` is not installed.
 fn python_families(text: &str) -> Option<Vec<String>> {
-    let probe = std::process::Command::new("python3")
-        .args(["-c", "import prometheus_client"])
-        .output()
-        .ok()?;
-    if !probe.status.success() {
+    if !python_has("prometheus_client") {
         eprintln!("note: prometheus_client not installed; Rust grammar check only");
         return None;
     }

@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 
-use common::{Server, expect, read_n};
+use common::{Server, expect, python_has, read_n};
 
 /// Reads one complete RESP reply (any type, nested) and returns its bytes.
 fn read_reply(s: &mut TcpStream) -> Vec<u8> {
@@ -496,10 +496,7 @@ fn redis_benchmark_runs_against_it() {
 
 #[test]
 fn redis_py_works_unmodified() {
-    let probe = Command::new("python3")
-        .args(["-c", "import redis"])
-        .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
+    if !python_has("redis") {
         eprintln!("note: python3 with the redis package is not installed; skipping this test");
         return;
     }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use common::broker::{Broker, info_u64, node_with_config, wait_connected};
 use common::certs::{Certs, s};
-use common::{DEADLINE, Server, TempDir, cmd, read_n, wait_until};
+use common::{DEADLINE, Server, TempDir, cmd, python_has, read_n, wait_until};
 use merklekv::client::{Client, Options, Reply};
 use merklekv::replication::auth::Keys;
 use merklekv::replication::{ChangeEvent, wire};
@@ -123,10 +123,7 @@ fn tls_and_plaintext_clients_share_the_port() {
     assert_eq!(lines, ["OK", "VALUE from-openssl"]);
 
     // redis-py with ssl=True (skipped when the redis package is missing).
-    let probe = Command::new("python3")
-        .args(["-c", "import redis"])
-        .output();
-    if probe.is_ok_and(|o| o.status.success()) {
+    if python_has("redis") {
         let script = r#"
 import sys, redis
 r = redis.Redis(host="127.0.0.1", port=int(sys.argv[1]), ssl=True, ssl_ca_certs=sys.argv[2])
@@ -178,10 +175,7 @@ fn password_and_tls_together_with_redis_cli_and_redis_py() {
     let bad = redis_cli(&srv, &certs.ca, &wrong, &["GET", "k"]);
     assert!(!bad.contains("v\n"), "{bad}");
 
-    let probe = Command::new("python3")
-        .args(["-c", "import redis"])
-        .output();
-    if probe.is_ok_and(|o| o.status.success()) {
+    if python_has("redis") {
         let script = r#"
 import sys, redis
 from redis.backoff import NoBackoff

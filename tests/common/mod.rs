@@ -293,3 +293,12 @@ pub fn info_fields(s: &mut TcpStream) -> Vec<(String, String)> {
         out.push((k.to_string(), v.to_string()));
     }
 }
+
+/// True when `python3` can import `module` (tests that drive a Python
+/// client or parser skip themselves, with a note, when it cannot).
+pub fn python_has(module: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
