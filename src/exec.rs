@@ -18,6 +18,8 @@ mod config;
 mod expiry;
 pub mod monitor;
 mod redis;
+pub use redis::REDIS_COMPAT_VERSION;
+mod script;
 mod strings;
 pub mod tx;
 

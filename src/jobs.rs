@@ -29,6 +29,9 @@ pub enum Task {
     },
     /// Write a snapshot now (`SAVE`; persistent engine).
     Save,
+    /// Run or manage a Lua script (`EVAL`, `FCALL`, `SCRIPT LOAD`, …): the
+    /// worker sends it to the script thread, not to the jobs thread.
+    Script(crate::script::Call),
 }
 
 /// A reply produced off the worker, routed back to its connection.
@@ -60,6 +63,18 @@ impl Responder {
             Ok(()) => ok(&mut bytes, self.proto),
             Err(e) => error(&mut bytes, self.proto, &e),
         }
+        let _ = self.completions.send(Completion {
+            token: self.token,
+            conn_id: self.conn_id,
+            bytes,
+        });
+        let _ = self.waker.wake();
+    }
+}
+
+impl Responder {
+    /// Sends an encoded reply.
+    pub fn send(self, bytes: Vec<u8>) {
         let _ = self.completions.send(Completion {
             token: self.token,
             conn_id: self.conn_id,

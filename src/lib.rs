@@ -55,6 +55,7 @@ pub mod protocol;
 pub mod pubsub;
 pub mod readonly;
 pub mod replication;
+pub mod script;
 pub mod server;
 pub mod slowlog;
 pub mod state;

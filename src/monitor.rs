@@ -25,7 +25,6 @@
 //! * Order: lines from one worker reach a feed in execution order; lines
 //!   from different workers interleave in the order they were published.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -240,7 +239,7 @@ pub fn hidden(name: &[u8], sub: Option<&[u8]>) -> bool {
 }
 
 /// Formats one monitor line: `+<secs>.<usec> [0 <addr>] "arg" "arg"…\r\n`.
-pub fn format_line(out: &mut Vec<u8>, now: Duration, addr: &SocketAddr, args: &[&[u8]]) {
+pub fn format_line(out: &mut Vec<u8>, now: Duration, addr: &dyn std::fmt::Display, args: &[&[u8]]) {
     use std::io::Write as _;
     let _ = write!(
         out,
@@ -273,7 +272,7 @@ mod tests {
 
     fn line(args: &[&[u8]]) -> String {
         let mut out = Vec::new();
-        let addr: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let addr: std::net::SocketAddr = "127.0.0.1:5000".parse().unwrap();
         format_line(&mut out, Duration::new(1700000000, 5_000), &addr, args);
         String::from_utf8(out).unwrap()
     }

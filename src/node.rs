@@ -18,7 +18,7 @@ pub use crate::applier::Applier;
 pub use crate::state::{Shared, StopSignal};
 
 /// The INFO sections after the node's own lines, in their order.
-static INFO_SECTIONS: [&dyn InfoSection; 7] = [
+static INFO_SECTIONS: [&dyn InfoSection; 8] = [
     &crate::auth::info::AuthInfo,
     &crate::server::ClientLimitsInfo,
     &crate::replication::bridge::ReplicationInfo,
@@ -26,6 +26,7 @@ static INFO_SECTIONS: [&dyn InfoSection; 7] = [
     &crate::antientropy::scheduler::AntiEntropyInfo,
     &crate::server::TlsInfo,
     &crate::replication::members::ClusterInfo,
+    &crate::script::engine::ScriptingInfo,
 ];
 
 /// Errors starting a node.
@@ -235,6 +236,7 @@ impl Node {
         threads.extend(crate::replication::spawn(&shared).map_err(StartError::Io)?);
         threads.push(crate::housekeeping::spawn(shared.clone()).map_err(StartError::Io)?);
         threads.push(crate::expirer::spawn(shared.clone()).map_err(StartError::Io)?);
+        threads.push(crate::script::engine::spawn(shared.clone()).map_err(StartError::Io)?);
         threads.extend(crate::persist::threads::spawn(&shared).map_err(StartError::Io)?);
         threads.push(crate::antientropy::scheduler::spawn(shared.clone()).map_err(StartError::Io)?);
         log::info!("Server listening on {addr}");

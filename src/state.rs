@@ -38,6 +38,10 @@ pub struct Shared {
     pub shutdown: StopSignal,
     /// Jobs that must not run on a worker (SYNC): consumed by the
     /// anti-entropy thread, answered through their [`crate::jobs::Responder`].
+    /// Script requests for the script thread (`crate::script`).
+    pub scripts: (Sender<Job>, Receiver<Job>),
+    /// The script gate and counters (`crate::script`).
+    pub scripting: crate::script::engine::Scripting,
     pub jobs: (Sender<Job>, Receiver<Job>),
     /// The persistent engine (`None` for an in-memory node).
     pub persist: Option<Persist>,
@@ -98,15 +102,19 @@ impl Shared {
         let limits = Limits::from_config(&config.limits);
         let replicate = config.replication.enabled;
         let read_only = ReadOnly::new(config.read_only);
+        let busy_threshold = config.scripting.busy_reply_threshold;
         Shared {
             auth: Auth::new(&config.security, &config.anti_entropy.peer_list),
             live: crate::live::Live::new(&config),
             config,
             store,
-            stats: Stats::new(workers, crate::metrics::names::NAMES.all()),
+            // One more than the workers: the script thread's counters.
+            stats: Stats::new(workers + 1, crate::metrics::names::NAMES.all()),
             outbox: Outbox::new(replicate),
             shutdown: StopSignal::default(),
             jobs: unbounded(),
+            scripts: unbounded(),
+            scripting: crate::script::engine::Scripting::new(workers, busy_threshold),
             persist,
             antientropy: AntiEntropy::new(),
             contact,

@@ -210,6 +210,7 @@ impl ConnView {
                 | b"config"
                 | b"command"
                 | b"function"
+                | b"script"
                 | b"object"
                 | b"pubsub"
                 | b"memory"
@@ -613,6 +614,26 @@ impl Stats {
         });
         lock(&self.clients).insert(id, info.clone());
         info
+    }
+
+    /// The client scripts run their commands as: id 0, address `lua`
+    /// in MONITOR, never listed by `CLIENT LIST`.
+    pub fn script_client(&self) -> Arc<ClientInfo> {
+        Arc::new(ClientInfo {
+            id: 0,
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            connected: Instant::now(),
+            last_cmd_ms: AtomicU64::new(0),
+            meta: Mutex::default(),
+            resp3: AtomicBool::new(false),
+            reply_mode: AtomicU8::new(ReplyMode::On as u8),
+            no_evict: AtomicBool::new(false),
+            worker: usize::MAX,
+            laddr: None,
+            fd: -1,
+            killed: AtomicBool::new(false),
+            view: Mutex::new(ConnView::default()),
+        })
     }
 
     /// Removes a closed connection.

@@ -2,7 +2,7 @@
 //! every [`Command`] (a new command does not compile until it has one).
 
 use crate::protocol::expiry::ExpiryCmd;
-use crate::protocol::redis::Redis;
+use crate::protocol::redis::{Redis, ScriptAdmin};
 use crate::protocol::strings::StrCmd;
 use crate::protocol::{Command, ReadOnlyAction, ReplicateAction};
 
@@ -110,11 +110,18 @@ fn redis(r: &Redis<'_>) -> Class {
         | Redis::ModuleList
         | Redis::Help(_)
         | Redis::Time => Read,
-        Redis::SetWith { .. }
-        | Redis::SetNx(..)
-        | Redis::GetDel(_)
-        | Redis::MSetNx(_)
-        | Redis::FunctionFlush => Write,
+        Redis::SetWith { .. } | Redis::SetNx(..) | Redis::GetDel(_) | Redis::MSetNx(_) => Write,
+        // A read-only script (`EVAL_RO`, `FCALL_RO`) cannot write.
+        Redis::Run(r) if r.ro => Read,
+        Redis::Run(_) => Write,
+        Redis::Script(
+            ScriptAdmin::Exists(_)
+            | ScriptAdmin::FunctionList { .. }
+            | ScriptAdmin::FunctionStats
+            | ScriptAdmin::Kill { .. },
+        ) => Read,
+        // Loading code is running code.
+        Redis::Script(_) => Write,
         // MONITOR shows every client's commands and data.
         Redis::ConfigGet(_)
         | Redis::ConfigSet(_)

@@ -123,8 +123,8 @@ pub use resolve::{default_node_id, default_threads, hostname};
 pub use settings::{SETTINGS, Setting};
 pub use types::{
     AntiEntropyConfig, Config, Engine, FsyncPolicy, Layout, LogFormat, LoggingConfig, MAX_SHARDS,
-    MAX_THREADS, MetricsConfig, Overrides, ReplicationConfig, Role, SecurityConfig, TlsConfig,
-    UserConfig,
+    MAX_THREADS, MetricsConfig, Overrides, ReplicationConfig, Role, ScriptingConfig,
+    SecurityConfig, TlsConfig, UserConfig,
 };
 pub use values::{parse_broker_address, parse_engine, parse_host_port};
 

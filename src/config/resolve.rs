@@ -17,7 +17,8 @@ use std::time::Duration;
 use super::settings::{Initial, SETTINGS};
 use super::types::{
     AntiEntropyConfig, Config, Engine, FsyncPolicy, LimitsConfig, LogFormat, LoggingConfig,
-    MAX_THREADS, MetricsConfig, Overrides, ReplicationConfig, SecurityConfig, TlsConfig,
+    MAX_THREADS, MetricsConfig, Overrides, ReplicationConfig, ScriptingConfig, SecurityConfig,
+    TlsConfig,
 };
 use super::values::{Val, from_text};
 
@@ -197,6 +198,11 @@ fn blank() -> Config {
         metrics: MetricsConfig {
             bind: None,
             latency_tracking: false,
+        },
+        scripting: ScriptingConfig {
+            enabled: false,
+            busy_reply_threshold: Duration::ZERO,
+            max_memory: 0,
         },
     }
 }

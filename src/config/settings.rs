@@ -273,6 +273,42 @@ pub static SETTINGS: &[Setting] = &[
         ..BASE
     },
     Setting {
+        name: "scripting.enabled",
+        env: &["MERKLE_KV_SCRIPTING_ENABLED"],
+        kind: Kind::Bool,
+        initial: Initial::Value("true"),
+        doc: "Serve Lua scripts (`EVAL`, `EVALSHA`, `FCALL`, `SCRIPT`, `FUNCTION`); `false` refuses them with `-ERR scripting is disabled`.",
+        apply: |c, v| c.scripting.enabled = v.bool(),
+        show: |c| c.scripting.enabled.to_string(),
+        ..BASE
+    },
+    Setting {
+        name: "scripting.busy_reply_threshold_ms",
+        env: &["MERKLE_KV_SCRIPTING_BUSY_REPLY_THRESHOLD_MS"],
+        kind: Kind::Int {
+            min: 0,
+            max: 3_600_000,
+        },
+        initial: Initial::Value("5000"),
+        doc: "Milliseconds a script may run before other clients get `-BUSY` and `SCRIPT KILL` may stop it (Redis's `busy-reply-threshold`, alias `lua-time-limit`); until then they wait. **Live**: `CONFIG SET busy-reply-threshold`.",
+        apply: |c, v| c.scripting.busy_reply_threshold = v.millis(),
+        show: |c| c.scripting.busy_reply_threshold.as_millis().to_string(),
+        ..BASE
+    },
+    Setting {
+        name: "scripting.max_memory",
+        env: &["MERKLE_KV_SCRIPTING_MAX_MEMORY"],
+        kind: Kind::Int {
+            min: 1 << 20,
+            max: 1 << 40,
+        },
+        initial: Initial::Value("67108864"),
+        doc: "Bytes the Lua heap may use (a script that allocates more fails with `-ERR script used more than scripting.max_memory`), and separately the bytes of cached script and library source (`SCRIPT LOAD` past it is refused).",
+        apply: |c, v| c.scripting.max_memory = v.usize(),
+        show: |c| c.scripting.max_memory.to_string(),
+        ..BASE
+    },
+    Setting {
         name: "metrics.bind",
         env: &["MERKLE_KV_METRICS_BIND"],
         kind: Kind::NonEmpty,

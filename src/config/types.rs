@@ -86,6 +86,21 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Command statistics and the metrics endpoint.
     pub metrics: MetricsConfig,
+    /// Lua scripting (`EVAL`, `FCALL`; docs/protocol.md §15.3).
+    pub scripting: ScriptingConfig,
+}
+
+/// Lua scripting limits (docs/protocol.md §15.3).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScriptingConfig {
+    /// Serve `EVAL`/`FCALL`/`SCRIPT`/`FUNCTION`; default on.
+    pub enabled: bool,
+    /// Run time after which other clients get `-BUSY` (Redis's
+    /// `busy-reply-threshold`); default 5 s.
+    pub busy_reply_threshold: Duration,
+    /// Lua heap limit, and separately the limit on cached script and
+    /// library source bytes; default 64 MiB.
+    pub max_memory: usize,
 }
 
 /// Command statistics and the metrics endpoint (docs/protocol.md, INFO

@@ -66,6 +66,13 @@ const LEVELS: [(&str, log::LevelFilter); 6] = [
     ("off", log::LevelFilter::Off),
 ];
 
+/// The setting behind Redis's `busy-reply-threshold` / `lua-time-limit`.
+const BUSY_THRESHOLD: &str = "scripting.busy_reply_threshold_ms";
+
+fn busy_ms(sh: &crate::state::Shared) -> String {
+    sh.scripting.threshold().as_millis().to_string()
+}
+
 fn yes_no(on: bool) -> String {
     if on { "yes" } else { "no" }.into()
 }
@@ -128,6 +135,9 @@ fn params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
         (MAX_AUTH_FAILURES, sh.auth.max_failures().to_string()),
         (AE_INTERVAL, sh.live.ae_interval().as_secs().to_string()),
         (HEAP_TRIM, sh.live.heap_trim_threshold().to_string()),
+        ("busy-reply-threshold", busy_ms(sh)),
+        ("lua-time-limit", busy_ms(sh)),
+        (BUSY_THRESHOLD, busy_ms(sh)),
     ];
     for (i, p) in typeparams::PARAMS.iter().enumerate() {
         let v = sh.type_params.get(i).to_string();
@@ -158,6 +168,7 @@ enum Change {
     MaxAuthFailures(u32),
     AeIntervalSecs(u64),
     HeapTrimThreshold(u64),
+    BusyThresholdMs(u64),
 }
 
 /// `CONFIG SET name value [name value …]` (see the module docs).
@@ -274,6 +285,8 @@ fn check(name: &[u8], value: &[u8]) -> Result<Option<Change>, String> {
         Change::MaxAuthFailures(int_in(value, 1, MAX_MAX_AUTH_FAILURES)? as u32)
     } else if is(AE_INTERVAL) {
         Change::AeIntervalSecs(int_in(value, 1, MAX_SECS)? as u64)
+    } else if is("busy-reply-threshold") || is("lua-time-limit") || is(BUSY_THRESHOLD) {
+        Change::BusyThresholdMs(int_in(value, 0, 3_600_000)? as u64)
     } else if is(HEAP_TRIM) {
         Change::HeapTrimThreshold(int_in(value, 0, i64::MAX)? as u64)
     } else {
@@ -340,6 +353,7 @@ fn apply(ctx: &Ctx<'_>, change: Change) {
         Change::MaxAuthFailures(n) => sh.auth.set_max_failures(n),
         Change::AeIntervalSecs(s) => sh.live.set_ae_interval_secs(s),
         Change::HeapTrimThreshold(b) => sh.live.set_heap_trim_threshold(b),
+        Change::BusyThresholdMs(ms) => sh.scripting.set_threshold_ms(ms),
     }
 }
 

@@ -380,10 +380,8 @@ pub(super) fn execute(cmd: Redis<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> F
             // (The worker also ends monitor mode.)
             out.extend_from_slice(b"+RESET\r\n");
         }
-        Redis::FunctionFlush => {
-            stats.incr(Counter::Management);
-            ok(out, super::Proto::Resp);
-        }
+        Redis::Run(r) => return super::script::run(ctx, r, out),
+        Redis::Script(a) => return super::script::admin(ctx, a, out),
         Redis::Subscribe { kind, names } | Redis::Unsubscribe { kind, names } => {
             let subscribe = matches!(cmd, Redis::Subscribe { .. });
             return Flow::PubSub(SubOp {
@@ -561,8 +559,31 @@ fn container_help(container: &str) -> &'static [&'static str] {
         ],
         "function" => &[
             "FUNCTION <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "LOAD [REPLACE] <FUNCTION CODE>",
+            "    Create a new library (node-local: load it on every node).",
+            "DELETE <LIBRARY NAME>",
+            "    Delete a library and its functions.",
+            "KILL",
+            "    Kill the running function (only if it has not written).",
             "FLUSH [ASYNC|SYNC]",
-            "    Delete every function (there are none: MerkleKV has no scripting).",
+            "    Delete every library.",
+            "LIST [LIBRARYNAME PATTERN] [WITHCODE]",
+            "    Return the libraries and their functions.",
+            "STATS",
+            "    Return the running function and the library and function counts.",
+            "HELP",
+            "    Print this help.",
+        ],
+        "script" => &[
+            "SCRIPT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "EXISTS <sha1> [<sha1> ...]",
+            "    Return whether each script is cached.",
+            "FLUSH [ASYNC|SYNC]",
+            "    Empty the script cache.",
+            "KILL",
+            "    Kill the running script (only if it has not written).",
+            "LOAD <script>",
+            "    Compile and cache a script; return its SHA1 (node-local).",
             "HELP",
             "    Print this help.",
         ],

@@ -151,6 +151,11 @@ pub fn is_tx_command(cmd: &Command<'_>) -> bool {
     )
 }
 
+/// True when `cmd` is refused inside `MULTI` (scripts refuse it too).
+pub fn refused_in_multi(cmd: &Command<'_>) -> bool {
+    refusal(cmd).is_some()
+}
+
 /// Why `cmd` is refused inside `MULTI` (see the module docs), if it is.
 fn refusal(cmd: &Command<'_>) -> Option<&'static str> {
     match cmd {
@@ -164,7 +169,9 @@ fn refusal(cmd: &Command<'_>) -> Option<&'static str> {
             | Redis::Monitor
             | Redis::Save
             | Redis::Subscribe { .. }
-            | Redis::Unsubscribe { .. },
+            | Redis::Unsubscribe { .. }
+            | Redis::Run(_)
+            | Redis::Script(_),
         ) => Some(NOT_ALLOWED),
         Command::Scan(_) | Command::Redis(Redis::Keys(_) | Redis::Scan { .. }) => Some(NO_SCANS),
         _ => None,

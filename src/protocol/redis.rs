@@ -110,9 +110,11 @@ pub enum Redis<'a> {
     /// name, monitor mode and subscriptions, and go back to RESP2 (the
     /// library strings of `CLIENT SETINFO` stay, as in Redis 7.2).
     Reset,
-    /// `FUNCTION FLUSH [ASYNC | SYNC]`: there are no functions, so there is
-    /// nothing to flush (Redis's test harness and tools call it to reset).
-    FunctionFlush,
+    /// `EVAL`, `EVALSHA`, `FCALL` (and their `_RO` forms): run a Lua
+    /// script on the script thread (`crate::script`).
+    Run(ScriptRun<'a>),
+    /// `SCRIPT …` and `FUNCTION …` (`crate::script`).
+    Script(ScriptAdmin<'a>),
     /// `SUBSCRIBE channel…`, `PSUBSCRIBE pattern…`, `SSUBSCRIBE
     /// shardchannel…` (by `kind`).
     Subscribe { kind: SubKind, names: Args<'a> },
@@ -138,6 +140,64 @@ pub enum Redis<'a> {
     /// `<container> HELP` of `CLIENT`, `COMMAND`, `CONFIG`, `FUNCTION`,
     /// `MODULE` (the lower-case container name).
     Help(&'static str),
+}
+
+/// Which script an [`Redis::Run`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunKind {
+    /// `EVAL body`.
+    Eval,
+    /// `EVALSHA sha1`.
+    EvalSha,
+    /// `FCALL function`.
+    Fcall,
+}
+
+/// `EVAL`/`EVALSHA`/`FCALL`: the script, its keys and its arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScriptRun<'a> {
+    pub kind: RunKind,
+    /// The `_RO` form: the script may not write.
+    pub ro: bool,
+    /// The body, the SHA1 or the function name.
+    pub target: &'a [u8],
+    /// The first `numkeys` of `rest` are keys (`KEYS`), the others `ARGV`.
+    pub numkeys: usize,
+    pub rest: Args<'a>,
+}
+
+/// `SCRIPT …` / `FUNCTION …` subcommands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScriptAdmin<'a> {
+    /// `SCRIPT LOAD body`.
+    Load(&'a [u8]),
+    /// `SCRIPT EXISTS sha1…`.
+    Exists(Args<'a>),
+    /// `SCRIPT FLUSH [ASYNC | SYNC]`.
+    Flush,
+    /// `SCRIPT KILL` (`function`: `FUNCTION KILL`).
+    Kill { function: bool },
+    /// `FUNCTION LOAD [REPLACE] code`.
+    FunctionLoad { replace: bool, code: &'a [u8] },
+    /// `FUNCTION DELETE library`.
+    FunctionDelete(&'a [u8]),
+    /// `FUNCTION FLUSH [ASYNC | SYNC]`.
+    FunctionFlush,
+    /// `FUNCTION LIST [LIBRARYNAME pattern] [WITHCODE]`.
+    FunctionList {
+        pattern: Option<&'a [u8]>,
+        code: bool,
+    },
+    /// `FUNCTION STATS`.
+    FunctionStats,
+}
+
+impl ScriptAdmin<'_> {
+    /// True for the subcommands the script thread answers (the others
+    /// run on the worker, also while a script is busy).
+    pub fn deferred(&self) -> bool {
+        !matches!(self, ScriptAdmin::Kill { .. } | ScriptAdmin::FunctionStats)
+    }
 }
 
 /// What `SLOWLOG` asks for.
@@ -643,20 +703,125 @@ pub fn command<'a>(
             (Some(_), 1) => return Err(err("syntax error")),
             _ => return Err(wrong_args(name)),
         },
+        b"EVAL" | b"EVALSHA" | b"EVAL_RO" | b"EVALSHA_RO" | b"FCALL" | b"FCALL_RO" => {
+            let (Some(target), Some(n)) = (argv(0), argv(1)) else {
+                return Err(wrong_args(name));
+            };
+            let n = super::parse_int::<i64>(n)
+                .ok_or_else(|| err("value is not an integer or out of range"))?;
+            if n < 0 {
+                return Err(err("Number of keys can't be negative"));
+            }
+            if n > argc as i64 - 2 {
+                return Err(err("Number of keys can't be greater than number of args"));
+            }
+            Redis::Run(ScriptRun {
+                kind: match upper {
+                    b"EVAL" | b"EVAL_RO" => RunKind::Eval,
+                    b"EVALSHA" | b"EVALSHA_RO" => RunKind::EvalSha,
+                    _ => RunKind::Fcall,
+                },
+                ro: upper.ends_with(b"_RO"),
+                target,
+                numkeys: n as usize,
+                rest: args.skip(2),
+            })
+        }
+        b"SCRIPT" => {
+            let Some(sub) = argv(0) else {
+                return Err(wrong_args(name));
+            };
+            let flush_mode = |i: usize| match argv(i) {
+                None => Ok(()),
+                Some(m) if argc == i + 1 && (eq(m, "ASYNC") || eq(m, "SYNC")) => Ok(()),
+                Some(_) if argc > i + 1 => Err(wrong_sub(name, sub)),
+                Some(_) => Err(err("SCRIPT FLUSH only support SYNC|ASYNC option")),
+            };
+            Redis::Script(if eq(sub, "LOAD") && argc == 2 {
+                ScriptAdmin::Load(argv(1).unwrap_or_default())
+            } else if eq(sub, "EXISTS") && argc >= 2 {
+                ScriptAdmin::Exists(args.skip(1))
+            } else if eq(sub, "FLUSH") {
+                flush_mode(1)?;
+                ScriptAdmin::Flush
+            } else if eq(sub, "KILL") && argc == 1 {
+                ScriptAdmin::Kill { function: false }
+            } else if eq(sub, "HELP") && argc == 1 {
+                return Ok(Command::Redis(Redis::Help("script")));
+            } else if ["LOAD", "EXISTS", "KILL", "HELP"]
+                .iter()
+                .any(|s| eq(sub, s))
+            {
+                return Err(wrong_sub(name, sub));
+            } else {
+                return Err(unknown_sub(name, sub));
+            })
+        }
         b"FUNCTION" => {
             let Some(sub) = argv(0) else {
                 return Err(wrong_args(name));
             };
-            if !eq(sub, "FLUSH") {
+            Redis::Script(if eq(sub, "FLUSH") {
+                match argv(1) {
+                    None => {}
+                    Some(m) if argc == 2 && (eq(m, "ASYNC") || eq(m, "SYNC")) => {}
+                    Some(_) if argc > 2 => return Err(wrong_sub(name, sub)),
+                    Some(_) => return Err(err("FUNCTION FLUSH only supports SYNC|ASYNC option")),
+                }
+                ScriptAdmin::FunctionFlush
+            } else if eq(sub, "LOAD") {
+                match (argv(1), argv(2), argc) {
+                    (Some(code), None, 2) => ScriptAdmin::FunctionLoad {
+                        replace: false,
+                        code,
+                    },
+                    (Some(r), Some(code), 3) if eq(r, "REPLACE") => ScriptAdmin::FunctionLoad {
+                        replace: true,
+                        code,
+                    },
+                    (Some(r), Some(_), 3) => {
+                        return Err(ParseError(Cow::Owned(format!(
+                            "Unknown option given: {}",
+                            clip(r, 128)
+                        ))));
+                    }
+                    _ => return Err(wrong_sub(name, sub)),
+                }
+            } else if eq(sub, "DELETE") && argc == 2 {
+                ScriptAdmin::FunctionDelete(argv(1).unwrap_or_default())
+            } else if eq(sub, "KILL") && argc == 1 {
+                ScriptAdmin::Kill { function: true }
+            } else if eq(sub, "STATS") && argc == 1 {
+                ScriptAdmin::FunctionStats
+            } else if eq(sub, "LIST") {
+                let (mut pattern, mut code) = (None, false);
+                let mut i = 1;
+                while let Some(o) = argv(i) {
+                    if eq(o, "WITHCODE") && !code {
+                        code = true;
+                        i += 1;
+                    } else if eq(o, "LIBRARYNAME") && pattern.is_none() {
+                        let Some(p) = argv(i + 1) else {
+                            return Err(err("library name argument was not given"));
+                        };
+                        if p.len() > glob::MAX_PATTERN {
+                            return Err(err(glob::PATTERN_TOO_LONG));
+                        }
+                        pattern = Some(p);
+                        i += 2;
+                    } else {
+                        return Err(ParseError(Cow::Owned(format!(
+                            "Unknown argument {}",
+                            clip(o, 128)
+                        ))));
+                    }
+                }
+                ScriptAdmin::FunctionList { pattern, code }
+            } else if ["DELETE", "KILL", "STATS"].iter().any(|s| eq(sub, s)) {
+                return Err(wrong_sub(name, sub));
+            } else {
                 return Err(unknown_sub(name, sub));
-            }
-            match argv(1) {
-                None => {}
-                Some(m) if argc == 2 && (eq(m, "ASYNC") || eq(m, "SYNC")) => {}
-                Some(_) if argc > 2 => return Err(wrong_sub(name, sub)),
-                Some(_) => return Err(err("FUNCTION FLUSH only supports SYNC|ASYNC option")),
-            }
-            Redis::FunctionFlush
+            })
         }
         b"SUBSCRIBE" | b"PSUBSCRIBE" | b"SSUBSCRIBE" => {
             if argc == 0 {
@@ -1105,6 +1270,28 @@ const VALUE: ArgSpec = arg("value", "string");
 const RO: &[&str] = &["readonly", "fast"];
 const RW: &[&str] = &["write", "denyoom", "fast"];
 const ADMIN: &[&str] = &["loading", "stale"];
+const SCRIPT_RUN: &[&str] = &[
+    "noscript",
+    "stale",
+    "skip_monitor",
+    "may_replicate",
+    "no_mandatory_keys",
+    "movablekeys",
+];
+const SCRIPT_RO: &[&str] = &[
+    "readonly",
+    "noscript",
+    "stale",
+    "skip_monitor",
+    "no_mandatory_keys",
+    "movablekeys",
+];
+const SCRIPT_ARGS: &[ArgSpec] = &[
+    arg("script", "string"),
+    arg("numkeys", "integer"),
+    opt(many(KEY)),
+    opt(many(arg("arg", "string"))),
+];
 
 /// Every RESP command this server answers (internal anti-entropy commands
 /// aside), as `COMMAND` and `COMMAND DOCS` report them.
@@ -1790,8 +1977,78 @@ pub const COMMANDS: &[CommandSpec] = &[
         flags: &["noscript"],
         keys: (0, 0, 0),
         group: "scripting",
-        summary: "FUNCTION FLUSH: there are no functions; accepted for tools.",
+        summary: "Loads, lists, deletes and stops Lua function libraries (node-local).",
         since: "7.0.0",
+        args: &[arg("subcommand", "string")],
+    },
+    CommandSpec {
+        name: "eval",
+        arity: -3,
+        flags: SCRIPT_RUN,
+        keys: (0, 0, 0),
+        group: "scripting",
+        summary: "Runs a Lua script atomically; its writes replicate as ordinary writes.",
+        since: "2.6.0",
+        args: SCRIPT_ARGS,
+    },
+    CommandSpec {
+        name: "evalsha",
+        arity: -3,
+        flags: SCRIPT_RUN,
+        keys: (0, 0, 0),
+        group: "scripting",
+        summary: "Runs a cached Lua script by its SHA1.",
+        since: "2.6.0",
+        args: SCRIPT_ARGS,
+    },
+    CommandSpec {
+        name: "eval_ro",
+        arity: -3,
+        flags: SCRIPT_RO,
+        keys: (0, 0, 0),
+        group: "scripting",
+        summary: "Runs a read-only Lua script.",
+        since: "7.0.0",
+        args: SCRIPT_ARGS,
+    },
+    CommandSpec {
+        name: "evalsha_ro",
+        arity: -3,
+        flags: SCRIPT_RO,
+        keys: (0, 0, 0),
+        group: "scripting",
+        summary: "Runs a cached read-only Lua script by its SHA1.",
+        since: "7.0.0",
+        args: SCRIPT_ARGS,
+    },
+    CommandSpec {
+        name: "fcall",
+        arity: -3,
+        flags: SCRIPT_RUN,
+        keys: (0, 0, 0),
+        group: "scripting",
+        summary: "Calls a function of a loaded library.",
+        since: "7.0.0",
+        args: SCRIPT_ARGS,
+    },
+    CommandSpec {
+        name: "fcall_ro",
+        arity: -3,
+        flags: SCRIPT_RO,
+        keys: (0, 0, 0),
+        group: "scripting",
+        summary: "Calls a read-only function of a loaded library.",
+        since: "7.0.0",
+        args: SCRIPT_ARGS,
+    },
+    CommandSpec {
+        name: "script",
+        arity: -2,
+        flags: &["noscript"],
+        keys: (0, 0, 0),
+        group: "scripting",
+        summary: "Loads, checks, flushes and stops cached Lua scripts (node-local).",
+        since: "2.6.0",
         args: &[arg("subcommand", "string")],
     },
     CommandSpec {
@@ -1942,7 +2199,8 @@ pub fn subcommands(name: &str) -> &'static [&'static str] {
         ],
         "config" => &["get", "set", "resetstat", "help"],
         "object" => &["encoding", "freq", "idletime", "refcount", "help"],
-        "function" => &["flush", "help"],
+        "function" => &["delete", "flush", "kill", "list", "load", "stats", "help"],
+        "script" => &["exists", "flush", "kill", "load", "help"],
         "slowlog" => &["get", "len", "reset", "help"],
         "module" => &["list", "help"],
         "pubsub" => &[
@@ -1982,6 +2240,8 @@ pub const GETKEYS_UNKNOWN: &str = "Invalid command specified";
 /// See [`GETKEYS_UNKNOWN`].
 pub const GETKEYS_NO_KEYS: &str = "The command has no key arguments";
 /// See [`GETKEYS_UNKNOWN`].
+pub const GETKEYS_BAD_ARGS: &str = "Invalid arguments specified for command";
+/// See [`GETKEYS_UNKNOWN`].
 pub const GETKEYS_ARITY: &str = "Invalid number of arguments specified for command";
 
 /// The positions (in `argv`, the command name at 0) of the keys of a
@@ -1989,12 +2249,20 @@ pub const GETKEYS_ARITY: &str = "Invalid number of arguments specified for comma
 pub fn key_positions(argv: &[&[u8]]) -> Result<(&'static CommandSpec, Vec<usize>), &'static str> {
     let c = argv.first().and_then(|n| spec(n)).ok_or(GETKEYS_UNKNOWN)?;
     let (first, last, step) = c.keys;
-    if first == 0 {
+    if first == 0 && !c.flags.contains(&"movablekeys") {
         return Err(GETKEYS_NO_KEYS);
     }
     let argc = argv.len() as i64;
     if (c.arity > 0 && c.arity != argc) || argc < -c.arity {
         return Err(GETKEYS_ARITY);
+    }
+    // Scripts: `numkeys` keys after the script and the count.
+    if c.flags.contains(&"movablekeys") {
+        let n = super::parse_int::<i64>(argv[2]).ok_or(GETKEYS_BAD_ARGS)?;
+        if n < 0 || n > argc - 3 {
+            return Err(GETKEYS_BAD_ARGS);
+        }
+        return Ok((c, (3..3 + n as usize).collect()));
     }
     // Of MEMORY's subcommands only USAGE names a key.
     if c.name == "memory" && !argv.get(1).is_some_and(|s| eq(s, "USAGE")) {

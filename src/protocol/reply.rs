@@ -51,6 +51,10 @@ pub const CODES: &[&str] = &[
     "NOPERM",
     "READONLY",
     "EXECABORT",
+    "BUSY",
+    "NOTBUSY",
+    "UNKILLABLE",
+    "NOSCRIPT",
 ];
 
 /// Whether `msg` starts with one of [`CODES`] (sent as `-<msg>`).

@@ -62,6 +62,7 @@ use crate::protocol::redis::Redis;
 use crate::protocol::reply::{self, Proto};
 use crate::protocol::{Command, Fatal, Parsed, resp, text};
 use crate::pubsub::Subscriber;
+use crate::script;
 use crate::state::Shared;
 use crate::stats::{ClientInfo, ReplyMode, WorkerStats};
 
@@ -942,6 +943,9 @@ fn process_rbuf(
 /// Parses and executes the complete requests at the front of `data`.
 /// Returns the bytes consumed and why it stopped. With `eof`, a final
 /// unterminated request is executed too.
+///
+/// The batch runs inside the script gate (`script::gate`): while a Lua
+/// script runs, no request of this worker touches the keyspace.
 fn process(
     env: &mut Env,
     token: usize,
@@ -949,6 +953,66 @@ fn process(
     data: &[u8],
     eof: bool,
     budget: &mut usize,
+) -> (usize, Stop) {
+    let mut entered = env.shared.scripting.gate.enter(env.id);
+    let r = process_batch(env, token, conn, data, eof, budget, &mut entered);
+    if entered {
+        env.shared.scripting.gate.leave(env.id);
+    }
+    r
+}
+
+/// Whether a request may run now that the script gate was closed when the
+/// batch began: waits until the script ends (then enters the gate) or is
+/// busy (then only [`script::allowed_while_busy`] requests run).
+#[cold]
+fn gate_admits(shared: &Shared, id: usize, cmd: &Command<'_>, entered: &mut bool) -> bool {
+    let gate = &shared.scripting.gate;
+    loop {
+        if gate.enter(id) {
+            *entered = true;
+            return true;
+        }
+        match gate.wait(shared.scripting.threshold()) {
+            crate::script::gate::Closed::Ended => continue,
+            crate::script::gate::Closed::Busy => return script::allowed_while_busy(cmd),
+        }
+    }
+}
+
+/// The `-BUSY` refusal of `cmd` while a script is busy; inside `MULTI`
+/// the transaction is flagged (`EXEC` then aborts), and `EXEC` itself
+/// discards it, as Redis does.
+#[cold]
+fn refuse_busy(shared: &Shared, conn: &mut Conn, cmd: &Command<'_>, proto: Proto) {
+    let sc = &shared.scripting;
+    sc.counters.busy_replies.fetch_add(1, Relaxed);
+    let busy = if sc.gate.running_function() {
+        script::BUSY_FUNCTION
+    } else {
+        script::BUSY_EVAL
+    };
+    if matches!(cmd, Command::Redis(Redis::Exec)) && conn.tx.as_ref().is_some_and(|t| t.queuing()) {
+        conn.tx = None;
+        let msg = format!("EXECABORT Transaction discarded because of: {busy}");
+        reply::error(&mut conn.wbuf, proto, &msg);
+        return;
+    }
+    if let Some(t) = conn.tx.as_mut().filter(|t| t.queuing()) {
+        t.flag_error();
+    }
+    reply::error(&mut conn.wbuf, proto, busy);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn process_batch(
+    env: &mut Env,
+    token: usize,
+    conn: &mut Conn,
+    data: &[u8],
+    eof: bool,
+    budget: &mut usize,
+    entered: &mut bool,
 ) -> (usize, Stop) {
     let mut pos = 0;
     let mut touched = false;
@@ -1131,6 +1195,13 @@ fn process(
                         }
                     }
                 }
+                // A Lua script runs (script::gate): wait for it, or answer
+                // -BUSY once it is busy. One branch when no script ran.
+                if !*entered && !gate_admits(&env.shared, env.id, &cmd, entered) {
+                    refuse_busy(&env.shared, conn, &cmd, proto);
+                    env.stats.commands.refused(slot, &conn.wbuf[reply_start..]);
+                    continue;
+                }
                 // MONITOR: one relaxed load when nobody monitors. Commands
                 // queued by MULTI are shown when EXEC runs them (exec::tx).
                 let monitored = env.shared.stats.monitors.active()
@@ -1259,7 +1330,12 @@ fn process(
                                 proto,
                             },
                         };
-                        if env.shared.jobs.0.send(job).is_ok() {
+                        let queue = if matches!(job.task, crate::jobs::Task::Script(_)) {
+                            &env.shared.scripts.0
+                        } else {
+                            &env.shared.jobs.0
+                        };
+                        if queue.send(job).is_ok() {
                             conn.deferred = true;
                         } else {
                             reply::error(&mut conn.wbuf, proto, "no executor for this command");

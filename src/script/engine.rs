@@ -1,0 +1,1226 @@
+//! The script thread: one Lua state, the script cache, the function
+//! libraries, and the run of one script at a time (module docs of
+//! [`crate::script`]).
+//!
+//! Conversions follow Redis (RESP2 replies of `redis.call` to Lua values,
+//! Lua return values to replies):
+//!
+//! | reply | Lua | | Lua | reply |
+//! |---|---|---|---|---|
+//! | integer | number | | number | integer (truncated) |
+//! | bulk string | string | | string | bulk string |
+//! | nil bulk / nil array | `false` | | `false`, `nil` | nil |
+//! | array | table (sequence) | | `true` | integer 1 |
+//! | status | `{ok = s}` | | table with `err` / `ok` | error / status |
+//! | error | `{err = s}` (raised by `redis.call`) | | other table | array up to its first `nil` |
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use mlua::{Function, HookTriggers, Lua, LuaOptions, StdLib, Table, Value, Variadic, VmState};
+use sha1::{Digest, Sha1};
+
+use super::Call;
+use super::gate::{self, Gate};
+use crate::exec::{self, Ctx, Flow};
+use crate::jobs::{Job, Task};
+use crate::protocol::redis::RunKind;
+use crate::protocol::reply::{self, Proto};
+use crate::protocol::{Parsed, resp};
+use crate::state::Shared;
+use crate::stats::{ClientInfo, WorkerStats};
+
+/// Time library code may run at `FUNCTION LOAD` (Redis's limit).
+const LOAD_TIMEOUT: Duration = Duration::from_millis(500);
+/// Lua instructions between two calls of the kill/busy hook.
+const HOOK_EVERY: u32 = 10_000;
+/// Deepest table a script may return (deeper nesting is an error).
+const MAX_DEPTH: usize = 64;
+
+/// Counters the script thread keeps (INFO `# Scripting`).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub scripts_run: AtomicU64,
+    pub scripts_killed: AtomicU64,
+    pub scripts_failed: AtomicU64,
+    pub busy_replies: AtomicU64,
+    pub memory_limit_hits: AtomicU64,
+    pub cache_full_refusals: AtomicU64,
+    pub cached_scripts: AtomicU64,
+    pub libraries: AtomicU64,
+    pub functions: AtomicU64,
+    pub lua_memory: AtomicU64,
+    pub source_bytes: AtomicU64,
+}
+
+/// Scripting's shared state: the gate and the counters.
+pub struct Scripting {
+    pub gate: Gate,
+    pub counters: Counters,
+    /// Live `busy-reply-threshold` in milliseconds.
+    threshold_ms: AtomicU64,
+    /// The function running now and its command (`FUNCTION STATS`).
+    running: std::sync::Mutex<Option<(String, Vec<Vec<u8>>)>>,
+}
+
+impl Scripting {
+    pub fn new(workers: usize, threshold: Duration) -> Scripting {
+        Scripting {
+            gate: Gate::new(workers),
+            counters: Counters::default(),
+            threshold_ms: AtomicU64::new(threshold.as_millis() as u64),
+            running: Default::default(),
+        }
+    }
+
+    /// The busy threshold in force.
+    pub fn threshold(&self) -> Duration {
+        Duration::from_millis(self.threshold_ms.load(Relaxed))
+    }
+
+    pub fn set_threshold_ms(&self, ms: u64) {
+        self.threshold_ms.store(ms, Relaxed);
+    }
+
+    /// The running function's name and command, if a function runs.
+    pub fn running(&self) -> Option<(String, Vec<Vec<u8>>)> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_running(&self, r: Option<(String, Vec<Vec<u8>>)>) {
+        *self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = r;
+    }
+}
+
+/// INFO `# Scripting`: the limits in force, what the cache holds, and how
+/// often each limit was hit.
+pub struct ScriptingInfo;
+
+impl crate::state::InfoSection for ScriptingInfo {
+    fn title(&self) -> Option<&'static str> {
+        Some("Scripting")
+    }
+
+    fn write_info(&self, shared: &Shared, _db: crate::store::Db<'_>, s: &mut String) {
+        use std::fmt::Write as _;
+        let sc = &shared.scripting;
+        let c = &sc.counters;
+        let g = |a: &AtomicU64| a.load(Relaxed);
+        let _ = write!(
+            s,
+            "scripting_enabled:{}\r\nbusy_reply_threshold_ms:{}\r\nscript_max_memory:{}\r\n\
+             used_memory_lua:{}\r\nused_memory_scripts_source:{}\r\nnumber_of_cached_scripts:{}\r\n\
+             number_of_libraries:{}\r\nnumber_of_functions:{}\r\nscript_running:{}\r\n\
+             scripts_run:{}\r\nscripts_failed:{}\r\nscripts_killed:{}\r\nscript_busy_replies:{}\r\n\
+             script_memory_limit_hits:{}\r\nscript_cache_full_refusals:{}\r\n",
+            u8::from(shared.config.scripting.enabled),
+            sc.threshold().as_millis(),
+            shared.config.scripting.max_memory,
+            g(&c.lua_memory),
+            g(&c.source_bytes),
+            g(&c.cached_scripts),
+            g(&c.libraries),
+            g(&c.functions),
+            u8::from(sc.gate.running()),
+            g(&c.scripts_run),
+            g(&c.scripts_failed),
+            g(&c.scripts_killed),
+            g(&c.busy_replies),
+            g(&c.memory_limit_hits),
+            g(&c.cache_full_refusals),
+        );
+    }
+}
+
+/// A cached script.
+struct Script {
+    func: Function,
+    bytes: usize,
+}
+
+/// A library loaded by `FUNCTION LOAD`.
+struct Library {
+    code: Vec<u8>,
+    /// Its functions: name and whether it is flagged `no-writes`.
+    functions: Vec<(String, bool)>,
+}
+
+/// A registered function.
+struct Func {
+    func: Function,
+    no_writes: bool,
+}
+
+/// The script thread's state.
+pub struct Engine {
+    shared: Arc<Shared>,
+    lua: Lua,
+    stats: Arc<WorkerStats>,
+    client: Arc<ClientInfo>,
+    log: Option<crate::persist::LogWriter>,
+    scratch: Vec<u8>,
+    scripts: HashMap<String, Script>,
+    libs: BTreeMap<String, Library>,
+    funcs: HashMap<String, Func>,
+    source_bytes: usize,
+    /// Monotonic nanoseconds at which running library code is stopped
+    /// (`FUNCTION LOAD`); 0: none.
+    load_deadline: Arc<AtomicU64>,
+    /// Lua's `pcall`, to run a script and keep its error value.
+    pcall: Function,
+    /// Names the sandbox has; others created by a script are removed.
+    globals: Vec<String>,
+}
+
+/// Starts the script thread.
+pub fn spawn(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let stats = shared.stats.worker(shared.config.threads.max(1));
+    std::thread::Builder::new()
+        .name("script".into())
+        .spawn(move || {
+            crate::failfast::checkpoint();
+            let stop = shared.shutdown.subscribe();
+            let jobs = shared.scripts.1.clone();
+            run(shared, jobs, stop, stats);
+        })
+}
+
+/// Runs the script thread until shutdown.
+fn run(shared: Arc<Shared>, jobs: Receiver<Job>, stop: Receiver<()>, stats: Arc<WorkerStats>) {
+    let mut engine = match Engine::new(shared, stats) {
+        Ok(e) => e,
+        Err(e) => {
+            log::error!("scripting unavailable: Lua state: {e}");
+            loop {
+                crossbeam_channel::select! {
+                    recv(stop) -> _ => return,
+                    recv(jobs) -> job => match job {
+                        Ok(job) => job.responder.respond(Err(format!("scripting unavailable: {e}"))),
+                        Err(_) => return,
+                    },
+                }
+            }
+        }
+    };
+    loop {
+        let job = crossbeam_channel::select! {
+            recv(stop) -> _ => break,
+            recv(jobs) -> job => match job {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+        };
+        let Task::Script(call) = job.task else {
+            job.responder.respond(Err("not a script job".into()));
+            continue;
+        };
+        let bytes = engine.handle(call);
+        // Group commit, as a worker's turn: the script's writes are in the
+        // log (fsynced under `fsync = always`) before its reply leaves.
+        if let Some(log) = &engine.log {
+            log.commit();
+        }
+        engine.publish_counters();
+        job.responder.send(bytes);
+    }
+}
+
+fn hex_sha1(data: &[u8]) -> String {
+    let d = Sha1::digest(data);
+    let mut s = String::with_capacity(40);
+    for b in d.iter() {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// An error reply whose text starts with its code (`ERR …`, `NOSCRIPT …`).
+fn err_bytes(msg: &str) -> Vec<u8> {
+    err_line(msg)
+}
+
+/// The Lua side of the sandbox: `redis.call`/`pcall` over the Rust
+/// callback, read-only library tables, protected globals.
+const PRELUDE: &str = r#"
+local rawget, error, type, setmetatable, tostring = rawget, error, type, setmetatable, tostring
+local R = __mkv_redis
+__mkv_redis = nil
+R.call = function(...)
+  local r = rawget(R, '__mkv')(...)
+  if type(r) == 'table' and r.err ~= nil then error(r, 0) end
+  return r
+end
+R.pcall = function(...) return rawget(R, '__mkv')(...) end
+local function readonly(t)
+  return setmetatable({}, {__index = t, __metatable = false,
+    __newindex = function() error("Attempt to modify a readonly table", 2) end})
+end
+redis = readonly(R)
+string = readonly(string)
+table = readonly(table)
+math = readonly(math)
+setmetatable(_G, {__metatable = false,
+  __newindex = function(_, k) error("Script attempted to create global variable '" .. tostring(k) .. "'", 2) end,
+  __index = function(_, k) error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2) end})
+"#;
+
+impl Engine {
+    fn new(shared: Arc<Shared>, stats: Arc<WorkerStats>) -> mlua::Result<Engine> {
+        let lua = Lua::new_with(
+            StdLib::TABLE | StdLib::STRING | StdLib::MATH,
+            LuaOptions::new(),
+        )?;
+        let g = lua.globals();
+        for name in [
+            "dofile",
+            "loadfile",
+            "loadstring",
+            "load",
+            "print",
+            "getfenv",
+            "setfenv",
+            "module",
+            "require",
+            "newproxy",
+            "gcinfo",
+        ] {
+            g.raw_set(name, Value::Nil)?;
+        }
+        // The string metatable's __index is the real string table: hide it.
+        let smt: Table = lua.load("return getmetatable('')").eval()?;
+        smt.raw_set("__metatable", false)?;
+
+        let redis = lua.create_table()?;
+        redis.raw_set(
+            "sha1hex",
+            lua.create_function(|_, s: mlua::LuaString| Ok(hex_sha1(&s.as_bytes())))?,
+        )?;
+        redis.raw_set(
+            "error_reply",
+            lua.create_function(|lua, s: mlua::LuaString| {
+                let t = lua.create_table()?;
+                t.raw_set("err", s)?;
+                Ok(t)
+            })?,
+        )?;
+        redis.raw_set(
+            "status_reply",
+            lua.create_function(|lua, s: mlua::LuaString| {
+                let t = lua.create_table()?;
+                t.raw_set("ok", s)?;
+                Ok(t)
+            })?,
+        )?;
+        redis.raw_set(
+            "log",
+            lua.create_function(|_, (level, msg): (i64, Variadic<mlua::LuaString>)| {
+                let text: Vec<String> = msg.iter().map(|s| s.to_string_lossy()).collect();
+                let text = text.join(" ");
+                match level {
+                    0 => log::debug!("script: {text}"),
+                    1 | 2 => log::info!("script: {text}"),
+                    _ => log::warn!("script: {text}"),
+                }
+                Ok(())
+            })?,
+        )?;
+        for (k, v) in [
+            ("LOG_DEBUG", 0),
+            ("LOG_VERBOSE", 1),
+            ("LOG_NOTICE", 2),
+            ("LOG_WARNING", 3),
+            ("REPL_NONE", 0),
+            ("REPL_AOF", 1),
+            ("REPL_SLAVE", 2),
+            ("REPL_REPLICA", 2),
+            ("REPL_ALL", 3),
+        ] {
+            redis.raw_set(k, v)?;
+        }
+        redis.raw_set("REDIS_VERSION", crate::exec::REDIS_COMPAT_VERSION)?;
+        redis.raw_set("REDIS_VERSION_NUM", 0x0007_0000)?;
+        redis.raw_set(
+            "setresp",
+            lua.create_function(|_, n: i64| match n {
+                2 => Ok(()),
+                3 => Err(mlua::Error::runtime(
+                    "RESP3 replies inside scripts are not supported by MerkleKV",
+                )),
+                _ => Err(mlua::Error::runtime("RESP version must be 2 or 3.")),
+            })?,
+        )?;
+        redis.raw_set(
+            "set_repl",
+            lua.create_function(|_, n: i64| {
+                if n == 3 {
+                    Ok(())
+                } else {
+                    Err(mlua::Error::runtime(
+                        "MerkleKV always replicates a script's writes (only redis.REPL_ALL)",
+                    ))
+                }
+            })?,
+        )?;
+        redis.raw_set("replicate_commands", lua.create_function(|_, ()| Ok(true))?)?;
+        redis.raw_set("breakpoint", lua.create_function(|_, ()| Ok(false))?)?;
+        redis.raw_set(
+            "debug",
+            lua.create_function(|_, _: Variadic<Value>| Ok(()))?,
+        )?;
+        // Filled per library load.
+        redis.raw_set(
+            "register_function",
+            lua.create_function(|_, _: Variadic<Value>| -> mlua::Result<()> {
+                Err(mlua::Error::runtime(
+                    "redis.register_function can only be called on FUNCTION LOAD command",
+                ))
+            })?,
+        )?;
+        redis.raw_set(
+            "__mkv",
+            lua.create_function(|_, _: Variadic<Value>| -> mlua::Result<()> {
+                Err(mlua::Error::runtime(
+                    "redis.call can only be called inside a script invocation",
+                ))
+            })?,
+        )?;
+        g.raw_set("__mkv_redis", redis)?;
+        let pcall: Function = g.raw_get("pcall")?;
+        lua.load(PRELUDE).set_name("@mkv_prelude").exec()?;
+        let mut globals = Vec::new();
+        for pair in g.pairs::<Value, Value>() {
+            if let (Value::String(k), _) = pair? {
+                globals.push(k.to_string_lossy());
+            }
+        }
+        globals.extend(["KEYS".to_string(), "ARGV".to_string()]);
+        lua.set_memory_limit(shared.config.scripting.max_memory)?;
+
+        let load_deadline = Arc::new(AtomicU64::new(0));
+        let hook_shared = shared.clone();
+        let hook_deadline = load_deadline.clone();
+        lua.set_hook(
+            HookTriggers::new().every_nth_instruction(HOOK_EVERY),
+            move |_, _| {
+                let d = hook_deadline.load(Relaxed);
+                if d != 0 && crate::clock::mono_nanos() > d {
+                    return Err(mlua::Error::runtime("FUNCTION LOAD timeout"));
+                }
+                if hook_shared.shutdown.is_triggered() {
+                    return Err(mlua::Error::runtime(gate::SHUTTING_DOWN));
+                }
+                let s = &hook_shared.scripting;
+                match s.gate.check(s.threshold()) {
+                    Some(msg) => Err(mlua::Error::runtime(msg)),
+                    None => Ok(VmState::Continue),
+                }
+            },
+        )?;
+        let client = shared.stats.script_client();
+        let log = shared.persist.as_ref().map(|p| p.worker_writer("lua"));
+        Ok(Engine {
+            shared,
+            lua,
+            stats,
+            client,
+            log,
+            scratch: Vec::new(),
+            scripts: HashMap::new(),
+            libs: BTreeMap::new(),
+            funcs: HashMap::new(),
+            source_bytes: 0,
+            load_deadline,
+            pcall,
+            globals,
+        })
+    }
+
+    fn publish_counters(&self) {
+        let c = &self.shared.scripting.counters;
+        c.cached_scripts.store(self.scripts.len() as u64, Relaxed);
+        c.libraries.store(self.libs.len() as u64, Relaxed);
+        c.functions.store(self.funcs.len() as u64, Relaxed);
+        c.lua_memory.store(self.lua.used_memory() as u64, Relaxed);
+        c.source_bytes.store(self.source_bytes as u64, Relaxed);
+    }
+
+    /// Answers one call (RESP bytes).
+    fn handle(&mut self, call: Call) -> Vec<u8> {
+        match call {
+            Call::Run {
+                kind,
+                ro,
+                target,
+                keys,
+                args,
+                resp3,
+            } => self.run_call(kind, ro, &target, keys, args, resp3),
+            Call::Load(body) => match self.cache(&body, true) {
+                Ok(sha) => {
+                    let mut out = Vec::new();
+                    reply::bulk(&mut out, sha.as_bytes());
+                    out
+                }
+                Err(e) => err_bytes(&e),
+            },
+            Call::Exists(shas) => {
+                let mut out = Vec::new();
+                reply::array(&mut out, shas.len());
+                for s in shas {
+                    let known = std::str::from_utf8(&s)
+                        .is_ok_and(|s| self.scripts.contains_key(&s.to_ascii_lowercase()));
+                    reply::integer(&mut out, i64::from(known));
+                }
+                out
+            }
+            Call::Flush => {
+                for (_, s) in self.scripts.drain() {
+                    self.source_bytes -= s.bytes;
+                }
+                let _ = self.lua.gc_collect();
+                let mut out = Vec::new();
+                reply::ok(&mut out, Proto::Resp);
+                out
+            }
+            Call::FunctionLoad { replace, code } => match self.load_library(&code, replace) {
+                Ok(name) => {
+                    let mut out = Vec::new();
+                    reply::bulk(&mut out, name.as_bytes());
+                    out
+                }
+                Err(e) => err_bytes(&e),
+            },
+            Call::FunctionDelete(name) => {
+                let name = String::from_utf8_lossy(&name).into_owned();
+                if self.libs.contains_key(&name) {
+                    self.drop_library(&name);
+                    let mut out = Vec::new();
+                    reply::ok(&mut out, Proto::Resp);
+                    out
+                } else {
+                    err_bytes("ERR Library not found")
+                }
+            }
+            Call::FunctionFlush => {
+                let names: Vec<String> = self.libs.keys().cloned().collect();
+                for n in names {
+                    self.drop_library(&n);
+                }
+                let _ = self.lua.gc_collect();
+                let mut out = Vec::new();
+                reply::ok(&mut out, Proto::Resp);
+                out
+            }
+            Call::FunctionList {
+                pattern,
+                code,
+                resp3,
+            } => self.function_list(pattern.as_deref(), code, resp3),
+        }
+    }
+
+    /// Compiles `body` and caches it under its SHA1; `explicit`: `SCRIPT
+    /// LOAD` (a full cache is an error; for `EVAL` the script runs
+    /// uncached).
+    fn cache(&mut self, body: &[u8], explicit: bool) -> Result<String, String> {
+        let sha = hex_sha1(body);
+        if self.scripts.contains_key(&sha) {
+            return Ok(sha);
+        }
+        let func = self.compile(body)?;
+        let max = self.shared.config.scripting.max_memory;
+        if self.source_bytes + body.len() > max {
+            self.shared
+                .scripting
+                .counters
+                .cache_full_refusals
+                .fetch_add(1, Relaxed);
+            if explicit {
+                return Err(format!(
+                    "ERR script cache full: cached scripts and libraries hold {} of scripting.max_memory = {max} bytes; SCRIPT FLUSH frees it",
+                    self.source_bytes
+                ));
+            }
+            // Runs uncached: `run_call` drops it again (`bytes == 0`).
+            self.scripts.insert(sha.clone(), Script { func, bytes: 0 });
+            return Ok(sha);
+        }
+        self.source_bytes += body.len();
+        self.scripts.insert(
+            sha.clone(),
+            Script {
+                func,
+                bytes: body.len(),
+            },
+        );
+        Ok(sha)
+    }
+
+    fn compile(&self, body: &[u8]) -> Result<Function, String> {
+        self.lua
+            .load(body)
+            .set_name("@user_script")
+            .into_function()
+            .map_err(|e| {
+                self.count_memory(&e);
+                format!(
+                    "ERR Error compiling script (new function): {}",
+                    lua_message(&e)
+                )
+            })
+    }
+
+    fn count_memory(&self, e: &mlua::Error) {
+        if matches!(e, mlua::Error::MemoryError(_)) {
+            self.shared
+                .scripting
+                .counters
+                .memory_limit_hits
+                .fetch_add(1, Relaxed);
+        }
+    }
+
+    fn run_call(
+        &mut self,
+        kind: RunKind,
+        ro: bool,
+        target: &[u8],
+        keys: Vec<Vec<u8>>,
+        args: Vec<Vec<u8>>,
+        resp3: bool,
+    ) -> Vec<u8> {
+        let (func, ro, function, name, uncached) = match kind {
+            RunKind::Eval => match self.cache(target, false) {
+                Ok(sha) => {
+                    let s = &self.scripts[&sha];
+                    let uncached = s.bytes == 0;
+                    (s.func.clone(), ro, false, sha, uncached)
+                }
+                Err(e) => return err_bytes(&e),
+            },
+            RunKind::EvalSha => {
+                let sha = String::from_utf8_lossy(target).to_ascii_lowercase();
+                match self.scripts.get(&sha) {
+                    Some(s) => (s.func.clone(), ro, false, sha, false),
+                    None => return err_bytes("NOSCRIPT No matching script. Please use EVAL."),
+                }
+            }
+            RunKind::Fcall => {
+                let name = String::from_utf8_lossy(target).into_owned();
+                match self.funcs.get(&name) {
+                    Some(f) => (f.func.clone(), ro || f.no_writes, true, name, false),
+                    None => return err_bytes("ERR Function not found"),
+                }
+            }
+        };
+        if uncached {
+            self.scripts.remove(&name);
+        }
+        let shared = self.shared.clone();
+        let sc = &shared.scripting;
+        sc.counters.scripts_run.fetch_add(1, Relaxed);
+        if function {
+            let mut cmd = vec![b"fcall".to_vec(), name.clone().into_bytes()];
+            cmd.push(keys.len().to_string().into_bytes());
+            cmd.extend(keys.iter().cloned());
+            cmd.extend(args.iter().cloned());
+            sc.set_running(Some((name.clone(), cmd)));
+        }
+        sc.gate.close(function);
+        let out = shared
+            .store
+            .exclusive(|ex| self.run_held(&func, function, ex.db(), ro, &keys, &args, resp3));
+        sc.gate.open();
+        sc.set_running(None);
+        self.clean_globals();
+        out
+    }
+
+    /// Runs `func` on the held shards.
+    #[allow(clippy::too_many_arguments)]
+    fn run_held(
+        &mut self,
+        func: &Function,
+        function: bool,
+        db: crate::store::Db<'_>,
+        ro: bool,
+        keys: &[Vec<u8>],
+        args: &[Vec<u8>],
+        resp3: bool,
+    ) -> Vec<u8> {
+        let lua = &self.lua;
+        let shared = &self.shared;
+        let stats = &self.stats;
+        let client = &self.client;
+        let log = self.log.as_ref();
+        let scratch = &mut self.scratch;
+        let pcall = &self.pcall;
+        let res = lua.scope(|scope| {
+            let call = scope.create_function_mut(|lua, argv: Variadic<Value>| {
+                redis_call(lua, shared, db, stats, client, log, scratch, ro, argv)
+            })?;
+            let g = lua.globals();
+            let redis_proxy: Table = g.raw_get("redis")?;
+            let mt = redis_proxy
+                .metatable()
+                .ok_or_else(|| mlua::Error::runtime("sandbox: redis table"))?;
+            let real: Table = mt.raw_get("__index")?;
+            real.raw_set("__mkv", call)?;
+            let strings = |v: &[Vec<u8>]| -> mlua::Result<Table> {
+                let t = lua.create_table_with_capacity(v.len(), 0)?;
+                for (i, a) in v.iter().enumerate() {
+                    t.raw_set(i + 1, lua.create_string(a)?)?;
+                }
+                Ok(t)
+            };
+            let (k, a) = (strings(keys)?, strings(args)?);
+            // EVAL scripts read globals; functions get (keys, args).
+            let r: mlua::MultiValue = if function {
+                pcall.call((func.clone(), k, a))?
+            } else {
+                g.raw_set("KEYS", k)?;
+                g.raw_set("ARGV", a)?;
+                pcall.call(func.clone())?
+            };
+            let mut vals = r.into_iter();
+            let ok = matches!(vals.next(), Some(Value::Boolean(true)));
+            let v = vals.next().unwrap_or(Value::Nil);
+            let mut out = Vec::new();
+            if ok {
+                if let Err(e) = to_reply(&v, &mut out, resp3, 0) {
+                    out.clear();
+                    reply::error(&mut out, Proto::Resp, &e);
+                }
+            } else {
+                out.extend_from_slice(&error_reply(&v, shared));
+            }
+            // The real redis table gets back its inert callback.
+            real.raw_set("__mkv", Value::Nil)?;
+            Ok(out)
+        });
+        match res {
+            Ok(out) => out,
+            Err(e) => {
+                self.count_memory(&e);
+                err_bytes(&format!("ERR {}", lua_message(&e)))
+            }
+        }
+    }
+
+    /// Removes globals a script created with `rawset` (the sandbox's
+    /// names stay), so no script sees another's leftovers.
+    fn clean_globals(&self) {
+        let g = self.lua.globals();
+        let mut extra = Vec::new();
+        for (k, _) in g.pairs::<Value, Value>().flatten() {
+            let keep = matches!(&k, Value::String(s) if self.globals.iter().any(|n| n.as_bytes() == &*s.as_bytes()));
+            if !keep {
+                extra.push(k);
+            }
+        }
+        for k in extra {
+            let _ = g.raw_set(k, Value::Nil);
+        }
+        let _ = g.raw_set("KEYS", Value::Nil);
+        let _ = g.raw_set("ARGV", Value::Nil);
+    }
+
+    // ---- functions ------------------------------------------------------
+
+    fn load_library(&mut self, code: &[u8], replace: bool) -> Result<String, String> {
+        let (name, body) = parse_shebang(code)?;
+        if self.libs.contains_key(&name) && !replace {
+            return Err(format!("ERR Library '{name}' already exists"));
+        }
+        let old_bytes = self.libs.get(&name).map_or(0, |l| l.code.len());
+        let max = self.shared.config.scripting.max_memory;
+        if self.source_bytes - old_bytes + code.len() > max {
+            self.shared
+                .scripting
+                .counters
+                .cache_full_refusals
+                .fetch_add(1, Relaxed);
+            return Err(format!(
+                "ERR library space full: cached scripts and libraries hold {} of scripting.max_memory = {max} bytes",
+                self.source_bytes
+            ));
+        }
+        let chunk = self
+            .lua
+            .load(body)
+            .set_name(format!("@user_function:{name}"))
+            .into_function()
+            .map_err(|e| {
+                self.count_memory(&e);
+                format!("ERR Error compiling function: {}", lua_message(&e))
+            })?;
+        let mut registered: Vec<(String, Function, bool)> = Vec::new();
+        let lua = &self.lua;
+        let res = lua.scope(|scope| {
+            let reg = scope.create_function_mut(|_, argv: Variadic<Value>| {
+                let f = registration(&argv).map_err(mlua::Error::runtime)?;
+                if registered.iter().any(|(n, _, _)| *n == f.0) {
+                    return Err(mlua::Error::runtime(format!(
+                        "Function {} already exists",
+                        f.0
+                    )));
+                }
+                registered.push(f);
+                Ok(())
+            })?;
+            let g = lua.globals();
+            let proxy: Table = g.raw_get("redis")?;
+            let real: Table = proxy
+                .metatable()
+                .ok_or_else(|| mlua::Error::runtime("sandbox: redis table"))?
+                .raw_get("__index")?;
+            let inert: Value = real.raw_get("register_function")?;
+            real.raw_set("register_function", reg)?;
+            self.load_deadline.store(
+                crate::clock::mono_nanos() + LOAD_TIMEOUT.as_nanos() as u64,
+                Relaxed,
+            );
+            let r: mlua::MultiValue = self.pcall.call(chunk)?;
+            self.load_deadline.store(0, Relaxed);
+            real.raw_set("register_function", inert)?;
+            let mut vals = r.into_iter();
+            if !matches!(vals.next(), Some(Value::Boolean(true))) {
+                let e = vals.next().unwrap_or(Value::Nil);
+                let msg = String::from_utf8_lossy(&error_reply(&e, &self.shared)).into_owned();
+                let msg = msg.trim_start_matches('-').trim_end().to_string();
+                return Ok(Err(format!("ERR Error registering functions: {msg}")));
+            }
+            Ok(Ok(()))
+        });
+        self.load_deadline.store(0, Relaxed);
+        self.clean_globals();
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(e) => {
+                self.count_memory(&e);
+                return Err(format!("ERR {}", lua_message(&e)));
+            }
+        }
+        if registered.is_empty() {
+            return Err("ERR No functions registered".into());
+        }
+        for (n, _, _) in &registered {
+            if self.funcs.contains_key(n)
+                && !self
+                    .libs
+                    .get(&name)
+                    .is_some_and(|l| l.functions.iter().any(|(f, _)| f == n))
+            {
+                return Err(format!("ERR Function {n} already exists"));
+            }
+        }
+        if self.libs.contains_key(&name) {
+            self.drop_library(&name);
+        }
+        let mut lib = Library {
+            code: code.to_vec(),
+            functions: Vec::new(),
+        };
+        for (n, f, no_writes) in registered {
+            lib.functions.push((n.clone(), no_writes));
+            self.funcs.insert(n, Func { func: f, no_writes });
+        }
+        self.source_bytes += code.len();
+        self.libs.insert(name.clone(), lib);
+        Ok(name)
+    }
+
+    fn drop_library(&mut self, name: &str) {
+        if let Some(lib) = self.libs.remove(name) {
+            for (f, _) in &lib.functions {
+                self.funcs.remove(f);
+            }
+            self.source_bytes -= lib.code.len();
+        }
+    }
+
+    fn function_list(&self, pattern: Option<&[u8]>, code: bool, resp3: bool) -> Vec<u8> {
+        let pat = pattern.and_then(|p| crate::protocol::glob::Pattern::new(p).ok());
+        let libs: Vec<(&String, &Library)> = self
+            .libs
+            .iter()
+            .filter(|(n, _)| pat.as_ref().is_none_or(|p| p.matches(n.as_bytes())))
+            .collect();
+        let mut out = Vec::new();
+        reply::array(&mut out, libs.len());
+        for (name, lib) in libs {
+            reply::map(&mut out, if code { 4 } else { 3 }, resp3);
+            reply::bulk(&mut out, b"library_name");
+            reply::bulk(&mut out, name.as_bytes());
+            reply::bulk(&mut out, b"engine");
+            reply::bulk(&mut out, b"LUA");
+            reply::bulk(&mut out, b"functions");
+            reply::array(&mut out, lib.functions.len());
+            for (f, no_writes) in &lib.functions {
+                reply::map(&mut out, 3, resp3);
+                reply::bulk(&mut out, b"name");
+                reply::bulk(&mut out, f.as_bytes());
+                reply::bulk(&mut out, b"description");
+                out.extend_from_slice(if resp3 { b"_\r\n" } else { b"$-1\r\n" });
+                reply::bulk(&mut out, b"flags");
+                if *no_writes {
+                    reply::array(&mut out, 1);
+                    reply::bulk(&mut out, b"no-writes");
+                } else {
+                    reply::array(&mut out, 0);
+                }
+            }
+            if code {
+                reply::bulk(&mut out, b"library_code");
+                reply::bulk(&mut out, &lib.code);
+            }
+        }
+        out
+    }
+}
+
+/// `#!lua name=<lib>` and the code after that line.
+fn parse_shebang(code: &[u8]) -> Result<(String, &[u8]), String> {
+    let Some(rest) = code.strip_prefix(b"#!") else {
+        return Err("ERR Missing library metadata".into());
+    };
+    let end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+    let line = String::from_utf8_lossy(&rest[..end]);
+    let mut words = line.split_whitespace();
+    let engine = words.next().unwrap_or("");
+    if !engine.eq_ignore_ascii_case("lua") {
+        return Err(format!("ERR Engine '{engine}' not found"));
+    }
+    let mut name = None;
+    for w in words {
+        match w.strip_prefix("name=") {
+            Some(n) => name = Some(n.to_string()),
+            None => return Err(format!("ERR Invalid metadata value given: {w}")),
+        }
+    }
+    let name = name.ok_or("ERR Library name was not given")?;
+    if !valid_name(&name) {
+        return Err(
+            "ERR Library names can only contain letters, numbers, or underscores(_) and must be at least one character long"
+                .into(),
+        );
+    }
+    // The shebang line is replaced by an empty line, so line numbers in
+    // errors stay those of the code given.
+    Ok((name, &code[(2 + end).min(code.len())..]))
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// The arguments of `redis.register_function`: `(name, callback)` or
+/// `{function_name=, callback=, flags=, description=}`.
+fn registration(argv: &[Value]) -> Result<(String, Function, bool), String> {
+    let (name, func, no_writes) = match argv {
+        [Value::String(n), Value::Function(f)] => (n.to_string_lossy(), f.clone(), false),
+        [Value::Table(t)] => {
+            let n: Option<mlua::LuaString> =
+                t.raw_get("function_name").map_err(|e| e.to_string())?;
+            let f: Option<Function> = t.raw_get("callback").map_err(|e| e.to_string())?;
+            let (Some(n), Some(f)) = (n, f) else {
+                return Err("redis.register_function must get a function name argument".into());
+            };
+            let mut no_writes = false;
+            if let Ok(Some(flags)) = t.raw_get::<Option<Table>>("flags") {
+                for v in flags.sequence_values::<mlua::LuaString>() {
+                    let v = v.map_err(|e| e.to_string())?;
+                    match &*v.to_string_lossy() {
+                        "no-writes" => no_writes = true,
+                        "allow-oom" | "allow-stale" | "no-cluster" | "allow-cross-slot-keys" => {}
+                        other => return Err(format!("unknown flag given: {other}")),
+                    }
+                }
+            }
+            (n.to_string_lossy(), f, no_writes)
+        }
+        _ => return Err("wrong number of arguments to redis.register_function".into()),
+    };
+    if !valid_name(&name) {
+        return Err("Function names can only contain letters, numbers, or underscores(_) and must be at least one character long".into());
+    }
+    Ok((name, func, no_writes))
+}
+
+/// `redis.call`/`redis.pcall`: runs one command on the held shards and
+/// returns its reply as a Lua value (an error reply as `{err = …}`).
+#[allow(clippy::too_many_arguments)]
+fn redis_call(
+    lua: &Lua,
+    shared: &Shared,
+    db: crate::store::Db<'_>,
+    stats: &WorkerStats,
+    client: &ClientInfo,
+    log: Option<&crate::persist::LogWriter>,
+    scratch: &mut Vec<u8>,
+    ro: bool,
+    argv: Variadic<Value>,
+) -> mlua::Result<Value> {
+    let err = |msg: &str| -> mlua::Result<Value> {
+        let t = lua.create_table()?;
+        t.raw_set("err", msg)?;
+        Ok(Value::Table(t))
+    };
+    if argv.is_empty() {
+        return err("ERR Please specify at least one argument for this redis lib call");
+    }
+    let mut words: Vec<Vec<u8>> = Vec::with_capacity(argv.len());
+    for v in argv.iter() {
+        words.push(match v {
+            Value::String(s) => s.as_bytes().to_vec(),
+            Value::Integer(i) => i.to_string().into_bytes(),
+            Value::Number(f) => lua_number(*f).into_bytes(),
+            _ => return err("ERR Lua redis lib command arguments must be strings or integers"),
+        });
+    }
+    let mut frame = Vec::new();
+    reply::array(&mut frame, words.len());
+    words.iter().for_each(|w| reply::bulk(&mut frame, w));
+    let mut spans = Vec::new();
+    let cmd = match resp::parse(&frame, &mut spans) {
+        Parsed::Request(cmd, _) => cmd,
+        Parsed::Invalid(e, _) => {
+            if e.0.starts_with("unknown command") {
+                return err("ERR Unknown Redis command called from script");
+            }
+            return err(&format!("ERR {}", e.0));
+        }
+        _ => return err("ERR malformed command"),
+    };
+    if !allowed_in_script(&cmd) {
+        return err("ERR This Redis command is not allowed from script");
+    }
+    let write = crate::auth::class::of(&cmd) == crate::auth::class::Class::Write;
+    if ro && write {
+        return err("ERR Write commands are not allowed from read-only scripts.");
+    }
+    if shared.stats.monitors.active() {
+        let args: Vec<&[u8]> = words.iter().map(Vec::as_slice).collect();
+        let mut line = Vec::new();
+        crate::monitor::format_line(&mut line, crate::clock::since_epoch(), &"lua", &args);
+        shared.stats.monitors.publish(&line);
+    }
+    let mut out = Vec::new();
+    let limit = shared.config.scripting.max_memory;
+    let mut ctx = Ctx {
+        shared,
+        db,
+        stats,
+        client,
+        scratch,
+        now: Instant::now(),
+        log,
+        out_limit: limit,
+        cut: false,
+    };
+    let flow = exec::execute(cmd, &mut ctx, &mut out, Proto::Resp);
+    if ctx.cut {
+        return err("ERR reply too large for a script (scripting.max_memory)");
+    }
+    if flow != Flow::Continue {
+        return err("ERR This Redis command is not allowed from script");
+    }
+    if write && out.first() != Some(&b'-') {
+        shared.scripting.gate.wrote();
+    }
+    let mut pos = 0;
+    from_reply(lua, &out, &mut pos, 0)
+}
+
+/// Whether a script may run `cmd`: not transactions, subscriptions,
+/// MONITOR, scripts, connection state, or what `EXEC` refuses.
+fn allowed_in_script(cmd: &crate::protocol::Command<'_>) -> bool {
+    use crate::protocol::Command;
+    use crate::protocol::redis::Redis;
+    if exec::tx::is_tx_command(cmd) || exec::tx::refused_in_multi(cmd) {
+        return false;
+    }
+    !matches!(
+        cmd,
+        Command::Quit
+            | Command::Auth { .. }
+            | Command::Redis(
+                Redis::Run(_)
+                    | Redis::Script(_)
+                    | Redis::Monitor
+                    | Redis::Subscribe { .. }
+                    | Redis::Unsubscribe { .. }
+                    | Redis::Reset
+                    | Redis::Hello { .. }
+                    | Redis::ClientKill(_)
+                    | Redis::ClientReply(_)
+                    | Redis::ClientSetName(_)
+                    | Redis::ClientSetInfo { .. }
+                    | Redis::ClientNoEvict(_)
+                    | Redis::Save
+                    | Redis::BgSave { .. }
+            )
+    )
+}
+
+/// Lua's `%.17g` formatting of a non-integral number.
+fn lua_number(f: f64) -> String {
+    if f.fract() == 0.0 && f.abs() < 1e17 {
+        format!("{}", f as i64)
+    } else {
+        format!("{f}")
+    }
+}
+
+/// One RESP2 reply at `buf[*pos..]` as a Lua value.
+fn from_reply(lua: &Lua, buf: &[u8], pos: &mut usize, depth: usize) -> mlua::Result<Value> {
+    let rest = &buf[*pos..];
+    let nl = memchr::memchr(b'\n', rest).ok_or_else(|| mlua::Error::runtime("truncated reply"))?;
+    let line = &rest[1..nl.saturating_sub(1).max(1)];
+    *pos += nl + 1;
+    let num = || -> mlua::Result<i64> {
+        crate::protocol::parse_int::<i64>(line).ok_or_else(|| mlua::Error::runtime("bad reply"))
+    };
+    Ok(match rest[0] {
+        b'+' => {
+            let t = lua.create_table()?;
+            t.raw_set("ok", lua.create_string(line)?)?;
+            Value::Table(t)
+        }
+        b'-' => {
+            let t = lua.create_table()?;
+            t.raw_set("err", lua.create_string(line)?)?;
+            Value::Table(t)
+        }
+        b':' => Value::Integer(num()?),
+        b'$' => {
+            let n = num()?;
+            if n < 0 {
+                Value::Boolean(false)
+            } else {
+                let n = n as usize;
+                let s = lua.create_string(&buf[*pos..*pos + n])?;
+                *pos += n + 2;
+                Value::String(s)
+            }
+        }
+        b'*' => {
+            let n = num()?;
+            if n < 0 {
+                Value::Boolean(false)
+            } else {
+                if depth > MAX_DEPTH {
+                    return Err(mlua::Error::runtime("reply nested too deep"));
+                }
+                let t = lua.create_table()?;
+                for i in 0..n as usize {
+                    t.raw_set(i + 1, from_reply(lua, buf, pos, depth + 1)?)?;
+                }
+                Value::Table(t)
+            }
+        }
+        _ => Value::Nil,
+    })
+}
+
+/// A Lua value returned by a script, as a reply.
+fn to_reply(v: &Value, out: &mut Vec<u8>, resp3: bool, depth: usize) -> Result<(), String> {
+    if depth > MAX_DEPTH {
+        return Err("ERR reached lua stack limit".into());
+    }
+    match v {
+        Value::Integer(i) => reply::integer(out, *i),
+        Value::Number(f) => reply::integer(out, if f.is_finite() { *f as i64 } else { 0 }),
+        Value::String(s) => reply::bulk(out, &s.as_bytes()),
+        Value::Boolean(true) => reply::integer(out, 1),
+        Value::Table(t) => {
+            if let Ok(Value::String(e)) = t.raw_get::<Value>("err") {
+                let e = e.to_string_lossy();
+                let e = e.replace(['\r', '\n'], " ");
+                out.push(b'-');
+                out.extend_from_slice(e.as_bytes());
+                out.extend_from_slice(b"\r\n");
+                return Ok(());
+            }
+            if let Ok(Value::String(s)) = t.raw_get::<Value>("ok") {
+                let s = s.to_string_lossy().replace(['\r', '\n'], " ");
+                out.push(b'+');
+                out.extend_from_slice(s.as_bytes());
+                out.extend_from_slice(b"\r\n");
+                return Ok(());
+            }
+            let mut items = Vec::new();
+            for i in 1.. {
+                match t.raw_get::<Value>(i) {
+                    Ok(Value::Nil) | Err(_) => break,
+                    Ok(v) => items.push(v),
+                }
+            }
+            reply::array(out, items.len());
+            for v in &items {
+                to_reply(v, out, resp3, depth + 1)?;
+            }
+        }
+        _ => out.extend_from_slice(if resp3 { b"_\r\n" } else { b"$-1\r\n" }),
+    }
+    Ok(())
+}
+
+/// The error reply of a script that raised `v`.
+fn error_reply(v: &Value, shared: &Shared) -> Vec<u8> {
+    let c = &shared.scripting.counters;
+    let msg = match v {
+        Value::Table(t) => match t.raw_get::<Value>("err") {
+            Ok(Value::String(e)) => {
+                let e = e.to_string_lossy();
+                // An error reply's text already carries its code.
+                return err_line(&e);
+            }
+            _ => "ERR unknown error".to_string(),
+        },
+        Value::String(s) => format!("ERR {}", s.to_string_lossy()),
+        Value::Error(e) => {
+            let m = lua_message(e);
+            if m.contains(gate::KILLED) {
+                c.scripts_killed.fetch_add(1, Relaxed);
+            }
+            if matches!(**e, mlua::Error::MemoryError(_)) || m.contains("not enough memory") {
+                c.memory_limit_hits.fetch_add(1, Relaxed);
+                "ERR script used more than scripting.max_memory (Lua heap limit)".to_string()
+            } else {
+                format!("ERR {m}")
+            }
+        }
+        other => format!("ERR {}", other.to_string().unwrap_or_default()),
+    };
+    c.scripts_failed.fetch_add(1, Relaxed);
+    err_line(&msg)
+}
+
+fn err_line(msg: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(msg.len() + 3);
+    out.push(b'-');
+    out.extend_from_slice(msg.replace(['\r', '\n'], " ").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// The message of an mlua error, without its Rust wrapping.
+fn lua_message(e: &mlua::Error) -> String {
+    match e {
+        mlua::Error::RuntimeError(m) | mlua::Error::SyntaxError { message: m, .. } => m.clone(),
+        mlua::Error::CallbackError { cause, .. } => lua_message(cause),
+        mlua::Error::MemoryError(_) => "not enough memory".into(),
+        other => other.to_string(),
+    }
+}
