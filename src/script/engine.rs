@@ -37,6 +37,8 @@ use crate::stats::{ClientInfo, WorkerStats};
 const LOAD_TIMEOUT: Duration = Duration::from_millis(500);
 /// Lua instructions between two calls of the kill/busy hook.
 const HOOK_EVERY: u32 = 10_000;
+/// The error of a script (or a compilation) past the Lua heap limit.
+const MEMORY_ERROR: &str = "ERR script used more than scripting.max_memory (Lua heap limit)";
 /// Deepest table a script may return (deeper nesting is an error).
 const MAX_DEPTH: usize = 64;
 
@@ -572,6 +574,9 @@ impl Engine {
             .into_function()
             .map_err(|e| {
                 self.count_memory(&e);
+                if matches!(e, mlua::Error::MemoryError(_)) {
+                    return MEMORY_ERROR.to_string();
+                }
                 format!(
                     "ERR Error compiling script (new function): {}",
                     lua_message(&e)
@@ -1188,6 +1193,11 @@ fn error_reply(v: &Value, shared: &Shared) -> Vec<u8> {
             }
             _ => "ERR unknown error".to_string(),
         },
+        // Lua's own allocation failure, caught by the pcall.
+        Value::String(s) if &*s.as_bytes() == b"not enough memory" => {
+            c.memory_limit_hits.fetch_add(1, Relaxed);
+            MEMORY_ERROR.to_string()
+        }
         Value::String(s) => format!("ERR {}", s.to_string_lossy()),
         Value::Error(e) => {
             let m = lua_message(e);
@@ -1196,7 +1206,7 @@ fn error_reply(v: &Value, shared: &Shared) -> Vec<u8> {
             }
             if matches!(**e, mlua::Error::MemoryError(_)) || m.contains("not enough memory") {
                 c.memory_limit_hits.fetch_add(1, Relaxed);
-                "ERR script used more than scripting.max_memory (Lua heap limit)".to_string()
+                MEMORY_ERROR.to_string()
             } else {
                 format!("ERR {m}")
             }

@@ -1,0 +1,449 @@
+//! Lua scripting against the real binary (docs/protocol.md §15.3): RESP
+//! bytes of `EVAL`/`EVALSHA`/`SCRIPT`/`FUNCTION`/`FCALL`, the sandbox and
+//! its limits, `-BUSY` and `SCRIPT KILL` while a script loops, MONITOR's
+//! `lua` lines, and a script's writes replicating through a real broker.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+
+use common::broker::{Broker, info_u64, replicated_node, wait_connected, wait_value};
+use common::{DEADLINE, Server, expect, read_line, req, wait_until};
+
+fn eval(script: &str, keys: &[&str], args: &[&str]) -> Vec<u8> {
+    let n = keys.len().to_string();
+    let mut v: Vec<&[u8]> = vec![b"EVAL", script.as_bytes(), n.as_bytes()];
+    v.extend(keys.iter().map(|k| k.as_bytes()));
+    v.extend(args.iter().map(|a| a.as_bytes()));
+    req(&v)
+}
+
+/// Sends `request` and returns the first reply line (for errors whose
+/// tail names a line number).
+fn first_line(s: &mut TcpStream, request: &[u8]) -> String {
+    s.write_all(request).unwrap();
+    read_line(s)
+}
+
+#[test]
+fn eval_converts_replies_and_values_as_redis_does() {
+    let server = Server::start(&[]);
+    let mut s = server.connect();
+    expect(&mut s, &eval("return 1", &[], &[]), b":1\r\n");
+    expect(
+        &mut s,
+        &eval("return {1, 'two', {3}, false, 'after'}", &[], &[]),
+        b"*5\r\n:1\r\n$3\r\ntwo\r\n*1\r\n:3\r\n$-1\r\n$5\r\nafter\r\n",
+    );
+    // A table ends at its first nil; 3.9 is truncated; true is 1.
+    expect(
+        &mut s,
+        &eval("return {3.9, true, nil, 4}", &[], &[]),
+        b"*2\r\n:3\r\n:1\r\n",
+    );
+    expect(
+        &mut s,
+        &eval(
+            "redis.call('SET', KEYS[1], ARGV[1]); return redis.call('GET', KEYS[1])",
+            &["k"],
+            &["v1"],
+        ),
+        b"$2\r\nv1\r\n",
+    );
+    // Replies come back to Lua as Redis converts them.
+    expect(
+        &mut s,
+        &eval(
+            "local ok = redis.call('SET', 'n', 10); local n = redis.call('INCRBY', 'n', 5); \
+             local miss = redis.call('GET', 'nope'); return {ok.ok, n, tostring(miss)}",
+            &[],
+            &[],
+        ),
+        b"*3\r\n$2\r\nOK\r\n:15\r\n$5\r\nfalse\r\n",
+    );
+    expect(
+        &mut s,
+        &eval("return redis.status_reply('FINE')", &[], &[]),
+        b"+FINE\r\n",
+    );
+    expect(
+        &mut s,
+        &eval("return redis.error_reply('MY failure')", &[], &[]),
+        b"-MY failure\r\n",
+    );
+    // redis.call raises a command's error, redis.pcall returns it.
+    expect(
+        &mut s,
+        &eval("return redis.call('INCR', KEYS[1])", &["k"], &[]),
+        b"-ERR value is not an integer or out of range\r\n",
+    );
+    expect(
+        &mut s,
+        &eval(
+            "local r = redis.pcall('INCR', KEYS[1]); return r.err",
+            &["k"],
+            &[],
+        ),
+        b"$43\r\nERR value is not an integer or out of range\r\n",
+    );
+    expect(
+        &mut s,
+        &eval("return redis.call('MULTI')", &[], &[]),
+        b"-ERR This Redis command is not allowed from script\r\n",
+    );
+    expect(
+        &mut s,
+        &eval("return redis.call('NOSUCH')", &[], &[]),
+        b"-ERR Unknown Redis command called from script\r\n",
+    );
+    expect(
+        &mut s,
+        &req(&[b"EVAL", b"return 1", b"3", b"a", b"b"]),
+        b"-ERR Number of keys can't be greater than number of args\r\n",
+    );
+    expect(
+        &mut s,
+        &req(&[b"EVAL", b"return 1", b"-1"]),
+        b"-ERR Number of keys can't be negative\r\n",
+    );
+    assert_eq!(
+        first_line(&mut s, &eval("x = 1", &[], &[])),
+        "-ERR user_script:1: Script attempted to create global variable 'x'"
+    );
+    assert_eq!(
+        first_line(&mut s, &eval("return undefined_thing", &[], &[])),
+        "-ERR user_script:1: Script attempted to access nonexistent global variable 'undefined_thing'"
+    );
+    // The sandbox has no file or module loading.
+    assert!(
+        first_line(&mut s, &eval("return dofile('/etc/passwd')", &[], &[]))
+            .contains("nonexistent global variable 'dofile'")
+    );
+    // Library tables are read-only, so no script changes another's.
+    assert!(
+        first_line(&mut s, &eval("string.rep = nil", &[], &[]))
+            .contains("Attempt to modify a readonly table")
+    );
+    expect(
+        &mut s,
+        &eval("return string.rep('ab', 3)", &[], &[]),
+        b"$6\r\nababab\r\n",
+    );
+    assert!(
+        first_line(&mut s, &eval("return (", &[], &[]))
+            .starts_with("-ERR Error compiling script (new function): user_script:1:")
+    );
+}
+
+#[test]
+fn script_cache_evalsha_and_read_only_scripts() {
+    let server = Server::start(&[]);
+    let mut s = server.connect();
+    let sha = "e0e1f9fabfc9d4800c877a703b823ac0578ff8db"; // SHA1("return 1")
+    expect(
+        &mut s,
+        &req(&[b"EVALSHA", sha.as_bytes(), b"0"]),
+        b"-NOSCRIPT No matching script. Please use EVAL.\r\n",
+    );
+    expect(
+        &mut s,
+        &req(&[b"SCRIPT", b"LOAD", b"return 1"]),
+        format!("$40\r\n{sha}\r\n").as_bytes(),
+    );
+    expect(&mut s, &req(&[b"EVALSHA", sha.as_bytes(), b"0"]), b":1\r\n");
+    expect(
+        &mut s,
+        &req(&[b"EVALSHA", sha.to_uppercase().as_bytes(), b"0"]),
+        b":1\r\n",
+    );
+    expect(
+        &mut s,
+        &req(&[b"SCRIPT", b"EXISTS", sha.as_bytes(), b"ffff"]),
+        b"*2\r\n:1\r\n:0\r\n",
+    );
+    expect(&mut s, &req(&[b"SCRIPT", b"FLUSH"]), b"+OK\r\n");
+    expect(
+        &mut s,
+        &req(&[b"SCRIPT", b"EXISTS", sha.as_bytes()]),
+        b"*1\r\n:0\r\n",
+    );
+    expect(
+        &mut s,
+        &req(&[b"EVAL_RO", b"return redis.call('SET', 'a', 'b')", b"0"]),
+        b"-ERR Write commands are not allowed from read-only scripts.\r\n",
+    );
+    expect(
+        &mut s,
+        &req(&[b"EVAL_RO", b"return redis.call('EXISTS', 'a')", b"0"]),
+        b":0\r\n",
+    );
+    // Not inside MULTI (EXEC runs on a worker holding every shard).
+    expect(&mut s, &req(&[b"MULTI"]), b"+OK\r\n");
+    expect(
+        &mut s,
+        &eval("return 1", &[], &[]),
+        b"-ERR Command not allowed inside a transaction\r\n",
+    );
+    expect(&mut s, &req(&[b"DISCARD"]), b"+OK\r\n");
+    expect(
+        &mut s,
+        &req(&[
+            b"COMMAND",
+            b"GETKEYS",
+            b"EVAL",
+            b"return 1",
+            b"2",
+            b"k1",
+            b"k2",
+            b"arg",
+        ]),
+        b"*2\r\n$2\r\nk1\r\n$2\r\nk2\r\n",
+    );
+    expect(
+        &mut s,
+        &req(&[b"COMMAND", b"GETKEYS", b"EVAL", b"return 1", b"0"]),
+        b"*0\r\n",
+    );
+}
+
+#[test]
+fn functions_load_call_list_and_delete() {
+    let server = Server::start(&[]);
+    let mut s = server.connect();
+    let lib = b"#!lua name=mylib\n\
+        redis.register_function('setit', function(keys, args) return redis.call('SET', keys[1], args[1]) end)\n\
+        redis.register_function{function_name='getit', callback=function(keys) return redis.call('GET', keys[1]) end, flags={'no-writes'}}\n";
+    expect(
+        &mut s,
+        &req(&[b"FUNCTION", b"LOAD", lib]),
+        b"$5\r\nmylib\r\n",
+    );
+    expect(
+        &mut s,
+        &req(&[b"FUNCTION", b"LOAD", lib]),
+        b"-ERR Library 'mylib' already exists\r\n",
+    );
+    expect(
+        &mut s,
+        &req(&[b"FUNCTION", b"LOAD", b"REPLACE", lib]),
+        b"$5\r\nmylib\r\n",
+    );
+    expect(
+        &mut s,
+        &req(&[b"FCALL", b"setit", b"1", b"fk", b"fv"]),
+        b"+OK\r\n",
+    );
+    expect(
+        &mut s,
+        &req(&[b"FCALL_RO", b"getit", b"1", b"fk"]),
+        b"$2\r\nfv\r\n",
+    );
+    expect(
+        &mut s,
+        &req(&[b"FCALL_RO", b"setit", b"1", b"fk", b"x"]),
+        b"-ERR Write commands are not allowed from read-only scripts.\r\n",
+    );
+    expect(
+        &mut s,
+        &req(&[b"FUNCTION", b"LIST"]),
+        b"*1\r\n*6\r\n$12\r\nlibrary_name\r\n$5\r\nmylib\r\n$6\r\nengine\r\n$3\r\nLUA\r\n\
+          $9\r\nfunctions\r\n*2\r\n\
+          *6\r\n$4\r\nname\r\n$5\r\nsetit\r\n$11\r\ndescription\r\n$-1\r\n$5\r\nflags\r\n*0\r\n\
+          *6\r\n$4\r\nname\r\n$5\r\ngetit\r\n$11\r\ndescription\r\n$-1\r\n$5\r\nflags\r\n*1\r\n$9\r\nno-writes\r\n",
+    );
+    expect(
+        &mut s,
+        &req(&[b"FUNCTION", b"LOAD", b"#!lua name=bad\nreturn 1"]),
+        b"-ERR No functions registered\r\n",
+    );
+    expect(
+        &mut s,
+        &req(&[b"FUNCTION", b"LOAD", b"return 1"]),
+        b"-ERR Missing library metadata\r\n",
+    );
+    // Library code that never ends is stopped at load.
+    expect(
+        &mut s,
+        &req(&[b"FUNCTION", b"LOAD", b"#!lua name=spin\nwhile true do end"]),
+        b"-ERR Error registering functions: ERR FUNCTION LOAD timeout\r\n",
+    );
+    expect(
+        &mut s,
+        &req(&[b"FUNCTION", b"DELETE", b"mylib"]),
+        b"+OK\r\n",
+    );
+    expect(
+        &mut s,
+        &req(&[b"FCALL", b"setit", b"0"]),
+        b"-ERR Function not found\r\n",
+    );
+    expect(&mut s, &req(&[b"FUNCTION", b"FLUSH"]), b"+OK\r\n");
+    expect(&mut s, &req(&[b"FUNCTION", b"LIST"]), b"*0\r\n");
+}
+
+#[test]
+fn a_busy_script_gets_busy_replies_and_script_kill_stops_it() {
+    let server = Server::start_with(
+        &["--threads", "2"],
+        &[("MERKLE_KV_SCRIPTING_BUSY_REPLY_THRESHOLD_MS", "50")],
+    );
+    let mut runner = server.connect();
+    let mut other = server.connect();
+    let mut tx = server.connect();
+    expect(&mut tx, &req(&[b"SET", b"xx", b"1"]), b"+OK\r\n");
+    expect(&mut tx, &req(&[b"MULTI"]), b"+OK\r\n");
+    expect(&mut tx, &req(&[b"INCR", b"xx"]), b"+QUEUED\r\n");
+    runner
+        .write_all(&eval("while true do end", &[], &[]))
+        .unwrap();
+    let busy = b"-BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.\r\n";
+    // Other clients wait, then get -BUSY once the threshold passed (a
+    // one-line reply: the script may not have started yet).
+    let ok = wait_until(DEADLINE, || {
+        other.write_all(&req(&[b"EXISTS", b"xx"])).unwrap();
+        read_line(&mut other).starts_with("-BUSY")
+    });
+    assert!(ok, "no -BUSY while a script loops");
+    expect(&mut other, &req(&[b"PING"]), busy);
+    // EXEC during a busy script discards the transaction.
+    expect(
+        &mut tx,
+        &req(&[b"EXEC"]),
+        b"-EXECABORT Transaction discarded because of: BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.\r\n",
+    );
+    expect(&mut other, &req(&[b"FUNCTION", b"KILL"]), busy);
+    expect(&mut other, &req(&[b"SCRIPT", b"KILL"]), b"+OK\r\n");
+    expect(
+        &mut runner,
+        b"",
+        b"-ERR Script killed by user with SCRIPT KILL...\r\n",
+    );
+    expect(&mut other, &req(&[b"GET", b"xx"]), b"$1\r\n1\r\n");
+    expect(
+        &mut other,
+        &req(&[b"SCRIPT", b"KILL"]),
+        b"-NOTBUSY No scripts in execution right now.\r\n",
+    );
+    assert_eq!(info_u64(&server, "scripts_killed"), 1);
+    assert!(info_u64(&server, "script_busy_replies") >= 3);
+
+    // A script that wrote cannot be killed (atomicity); SHUTDOWN stops it.
+    runner
+        .write_all(&eval(
+            "redis.call('SET', 'w', '1') while true do end",
+            &[],
+            &[],
+        ))
+        .unwrap();
+    let ok = wait_until(DEADLINE, || {
+        other.write_all(&req(&[b"SCRIPT", b"KILL"])).unwrap();
+        read_line(&mut other).starts_with("-UNKILLABLE")
+    });
+    assert!(ok, "a script that wrote was not reported unkillable");
+    other.write_all(&req(&[b"SHUTDOWN"])).unwrap();
+    let mut server = server;
+    assert!(
+        server.wait_exit(DEADLINE).is_some(),
+        "SHUTDOWN did not stop a busy script"
+    );
+}
+
+#[test]
+fn script_limits_are_enforced_counted_and_reported() {
+    let server = Server::start_with(&[], &[("MERKLE_KV_SCRIPTING_MAX_MEMORY", "2097152")]);
+    let mut s = server.connect();
+    expect(
+        &mut s,
+        &eval(
+            "local t = {} for i = 1, 10000000 do t[i] = 'value' .. i end return #t",
+            &[],
+            &[],
+        ),
+        b"-ERR script used more than scripting.max_memory (Lua heap limit)\r\n",
+    );
+    // The state is usable afterwards.
+    expect(&mut s, &eval("return 7", &[], &[]), b":7\r\n");
+    // Cached scripts live in the same bounded heap: loading ever more is
+    // refused, and the node goes on serving.
+    let refused = (0..8).find_map(|i| {
+        let body = format!("return '{}{i}'", "x".repeat(600 << 10));
+        let line = first_line(&mut s, &req(&[b"SCRIPT", b"LOAD", body.as_bytes()]));
+        if line.starts_with('$') {
+            let _ = read_line(&mut s);
+            None
+        } else {
+            Some(line)
+        }
+    });
+    let refused = refused.expect("8 scripts of 600 KiB fit in a 2 MiB script heap");
+    assert!(refused.contains("scripting.max_memory"), "{refused}");
+    expect(&mut s, &eval("return 8", &[], &[]), b":8\r\n");
+    expect(&mut s, &req(&[b"SCRIPT", b"FLUSH"]), b"+OK\r\n");
+    let body = format!("return '{}'", "z".repeat(600 << 10));
+    assert!(first_line(&mut s, &req(&[b"SCRIPT", b"LOAD", body.as_bytes()])).starts_with("$40"));
+    assert!(info_u64(&server, "script_memory_limit_hits") >= 1);
+    assert_eq!(info_u64(&server, "script_max_memory"), 2097152);
+    assert_eq!(info_u64(&server, "number_of_cached_scripts"), 1);
+
+    let off = Server::start_with(&[], &[("MERKLE_KV_SCRIPTING_ENABLED", "false")]);
+    let mut o = off.connect();
+    expect(
+        &mut o,
+        &eval("return 1", &[], &[]),
+        b"-ERR scripting is disabled on this node (scripting.enabled = false)\r\n",
+    );
+}
+
+#[test]
+fn monitor_shows_the_commands_a_script_runs() {
+    let server = Server::start(&[]);
+    let mut mon = server.connect();
+    expect(&mut mon, &req(&[b"MONITOR"]), b"+OK\r\n");
+    let mut s = server.connect();
+    expect(
+        &mut s,
+        &eval(
+            "return redis.call('SET', KEYS[1], ARGV[1])",
+            &["mk"],
+            &["mv"],
+        ),
+        b"+OK\r\n",
+    );
+    let first = read_line(&mut mon);
+    assert!(first.contains("\"EVAL\""), "{first}");
+    let second = read_line(&mut mon);
+    assert!(second.contains("[0 lua] \"SET\" \"mk\" \"mv\""), "{second}");
+}
+
+#[test]
+fn script_writes_replicate_like_any_write() {
+    let broker = Broker::start();
+    let a = replicated_node("script-a", broker.port, "");
+    let b = replicated_node("script-b", broker.port, "");
+    wait_connected(&a);
+    wait_connected(&b);
+    let mut s = a.connect();
+    expect(
+        &mut s,
+        &eval(
+            "redis.call('SET', KEYS[1], ARGV[1]); redis.call('INCRBY', KEYS[2], 5); return 1",
+            &["sk", "sn"],
+            &["from-lua"],
+        ),
+        b":1\r\n",
+    );
+    wait_value(&b, "sk", "VALUE from-lua");
+    wait_value(&b, "sn", "VALUE 5");
+    // Node b never ran the script: its own cache is empty.
+    let mut t = b.connect();
+    expect(
+        &mut t,
+        &req(&[
+            b"SCRIPT",
+            b"EXISTS",
+            b"e0e1f9fabfc9d4800c877a703b823ac0578ff8db",
+        ]),
+        b"*1\r\n:0\r\n",
+    );
+}
