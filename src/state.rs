@@ -41,7 +41,7 @@ pub struct Shared {
     /// Script requests for the script thread (`crate::script`).
     pub scripts: (Sender<Job>, Receiver<Job>),
     /// The script gate and counters (`crate::script`).
-    pub scripting: crate::script::engine::Scripting,
+    pub scripting: crate::script::shared::Scripting,
     pub jobs: (Sender<Job>, Receiver<Job>),
     /// The persistent engine (`None` for an in-memory node).
     pub persist: Option<Persist>,
@@ -114,7 +114,7 @@ impl Shared {
             shutdown: StopSignal::default(),
             jobs: unbounded(),
             scripts: unbounded(),
-            scripting: crate::script::engine::Scripting::new(workers, busy_threshold),
+            scripting: crate::script::shared::Scripting::new(workers, busy_threshold),
             persist,
             antientropy: AntiEntropy::new(),
             contact,

@@ -86,11 +86,11 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Command statistics and the metrics endpoint.
     pub metrics: MetricsConfig,
-    /// Lua scripting (`EVAL`, `FCALL`; docs/protocol.md §15.3).
+    /// Lua scripting (`EVAL`, `FCALL`; docs/protocol.md §15.4).
     pub scripting: ScriptingConfig,
 }
 
-/// Lua scripting limits (docs/protocol.md §15.3).
+/// Lua scripting limits (docs/protocol.md §15.4).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ScriptingConfig {
     /// Serve `EVAL`/`FCALL`/`SCRIPT`/`FUNCTION`; default on.

@@ -24,7 +24,7 @@ use mlua::{Function, HookTriggers, Lua, LuaOptions, StdLib, Table, Value, Variad
 use sha1::{Digest, Sha1};
 
 use super::Call;
-use super::gate::{self, Gate};
+use super::gate;
 use crate::exec::{self, Ctx, Flow};
 use crate::jobs::{Job, Task};
 use crate::protocol::redis::RunKind;
@@ -41,67 +41,6 @@ const HOOK_EVERY: u32 = 10_000;
 const MEMORY_ERROR: &str = "ERR script used more than scripting.max_memory (Lua heap limit)";
 /// Deepest table a script may return (deeper nesting is an error).
 const MAX_DEPTH: usize = 64;
-
-/// Counters the script thread keeps (INFO `# Scripting`).
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub scripts_run: AtomicU64,
-    pub scripts_killed: AtomicU64,
-    pub scripts_failed: AtomicU64,
-    pub busy_replies: AtomicU64,
-    pub memory_limit_hits: AtomicU64,
-    pub cache_full_refusals: AtomicU64,
-    pub cached_scripts: AtomicU64,
-    pub libraries: AtomicU64,
-    pub functions: AtomicU64,
-    pub lua_memory: AtomicU64,
-    pub source_bytes: AtomicU64,
-}
-
-/// Scripting's shared state: the gate and the counters.
-pub struct Scripting {
-    pub gate: Gate,
-    pub counters: Counters,
-    /// Live `busy-reply-threshold` in milliseconds.
-    threshold_ms: AtomicU64,
-    /// The function running now and its command (`FUNCTION STATS`).
-    running: std::sync::Mutex<Option<(String, Vec<Vec<u8>>)>>,
-}
-
-impl Scripting {
-    pub fn new(workers: usize, threshold: Duration) -> Scripting {
-        Scripting {
-            gate: Gate::new(workers),
-            counters: Counters::default(),
-            threshold_ms: AtomicU64::new(threshold.as_millis() as u64),
-            running: Default::default(),
-        }
-    }
-
-    /// The busy threshold in force.
-    pub fn threshold(&self) -> Duration {
-        Duration::from_millis(self.threshold_ms.load(Relaxed))
-    }
-
-    pub fn set_threshold_ms(&self, ms: u64) {
-        self.threshold_ms.store(ms, Relaxed);
-    }
-
-    /// The running function's name and command, if a function runs.
-    pub fn running(&self) -> Option<(String, Vec<Vec<u8>>)> {
-        self.running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    fn set_running(&self, r: Option<(String, Vec<Vec<u8>>)>) {
-        *self
-            .running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = r;
-    }
-}
 
 /// INFO `# Scripting`: the limits in force, what the cache holds, and how
 /// often each limit was hit.

@@ -1,6 +1,6 @@
 //! Lua scripting: `EVAL`, `EVALSHA`, `FCALL` (and their `_RO` forms),
 //! `SCRIPT …` and `FUNCTION …`, with Redis's semantics where this store can
-//! give them (docs/protocol.md §15.3).
+//! give them (docs/protocol.md §15.4).
 //!
 //! Design:
 //!
@@ -35,6 +35,7 @@
 
 pub mod engine;
 pub mod gate;
+pub mod shared;
 
 use crate::protocol::Command;
 use crate::protocol::redis::{Redis, RunKind};
