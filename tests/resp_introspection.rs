@@ -902,6 +902,7 @@ fn info_command_error_and_latency_stats() {
             "# Errorstats",
             "# Latencystats",
             "# Cluster",
+            "# Scripting",
             "# Keyspace",
             "# MerkleKV"
         ]
@@ -947,6 +948,7 @@ fn info_command_error_and_latency_stats() {
             "# CPU",
             "# Errorstats",
             "# Cluster",
+            "# Scripting",
             "# Keyspace",
             "# MerkleKV"
         ]

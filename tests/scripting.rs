@@ -130,6 +130,26 @@ fn eval_converts_replies_and_values_as_redis_does() {
         &eval("return string.rep('ab', 3)", &[], &[]),
         b"$6\r\nababab\r\n",
     );
+    // What one script slips past them with rawset is gone for the next.
+    expect(
+        &mut s,
+        &eval(
+            "rawset(_G, 'leak', 1) rawset(redis, 'call', function() return 'evil' end) \
+             rawset(_G, 'string', {}) return 1",
+            &[],
+            &[],
+        ),
+        b":1\r\n",
+    );
+    expect(
+        &mut s,
+        &eval(
+            "return {redis.call('PING').ok, tostring(rawget(_G, 'leak')), string.upper('a')}",
+            &[],
+            &[],
+        ),
+        b"*3\r\n$4\r\nPONG\r\n$3\r\nnil\r\n$1\r\nA\r\n",
+    );
     assert!(
         first_line(&mut s, &eval("return (", &[], &[]))
             .starts_with("-ERR Error compiling script (new function): user_script:1:")

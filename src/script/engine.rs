@@ -118,8 +118,12 @@ pub struct Engine {
     load_deadline: Arc<AtomicU64>,
     /// Lua's `pcall`, to run a script and keep its error value.
     pcall: Function,
-    /// Names the sandbox has; others created by a script are removed.
-    globals: Vec<String>,
+    /// The sandbox's globals and their values: restored after every run,
+    /// and any other global removed (`clean_globals`).
+    globals: Vec<(String, Value)>,
+    /// The read-only proxies (`redis`, `string`, `table`, `math`): fields a
+    /// script `rawset` into them are removed after every run.
+    proxies: Vec<Table>,
 }
 
 /// Starts the script thread.
@@ -338,12 +342,18 @@ impl Engine {
         let pcall: Function = g.raw_get("pcall")?;
         lua.load(PRELUDE).set_name("@mkv_prelude").exec()?;
         let mut globals = Vec::new();
+        let mut proxies = Vec::new();
         for pair in g.pairs::<Value, Value>() {
-            if let (Value::String(k), _) = pair? {
-                globals.push(k.to_string_lossy());
+            if let (Value::String(k), v) = pair? {
+                let k = k.to_string_lossy();
+                if ["redis", "string", "table", "math"].contains(&k.as_str())
+                    && let Value::Table(t) = &v
+                {
+                    proxies.push(t.clone());
+                }
+                globals.push((k, v));
             }
         }
-        globals.extend(["KEYS".to_string(), "ARGV".to_string()]);
         lua.set_memory_limit(shared.config.scripting.max_memory)?;
 
         let load_deadline = Arc::new(AtomicU64::new(0));
@@ -382,6 +392,7 @@ impl Engine {
             load_deadline,
             pcall,
             globals,
+            proxies,
         })
     }
 
@@ -660,22 +671,39 @@ impl Engine {
         }
     }
 
-    /// Removes globals a script created with `rawset` (the sandbox's
-    /// names stay), so no script sees another's leftovers.
+    /// Undoes what a script may have slipped past the read-only tables
+    /// with `rawset`: globals it created are removed, the sandbox's own
+    /// restored, fields set on the proxies dropped, and a stopped garbage
+    /// collector restarted, so no script sees another's leftovers.
     fn clean_globals(&self) {
         let g = self.lua.globals();
         let mut extra = Vec::new();
         for (k, _) in g.pairs::<Value, Value>().flatten() {
-            let keep = matches!(&k, Value::String(s) if self.globals.iter().any(|n| n.as_bytes() == &*s.as_bytes()));
-            if !keep {
+            let known = matches!(&k, Value::String(s)
+                if self.globals.iter().any(|(n, _)| n.as_bytes() == &*s.as_bytes()));
+            if !known {
                 extra.push(k);
             }
         }
         for k in extra {
             let _ = g.raw_set(k, Value::Nil);
         }
-        let _ = g.raw_set("KEYS", Value::Nil);
-        let _ = g.raw_set("ARGV", Value::Nil);
+        for (k, v) in &self.globals {
+            let _ = g.raw_set(k.as_str(), v.clone());
+        }
+        for p in &self.proxies {
+            let keys: Vec<Value> = p
+                .pairs::<Value, Value>()
+                .flatten()
+                .map(|(k, _)| k)
+                .collect();
+            for k in keys {
+                let _ = p.raw_set(k, Value::Nil);
+            }
+        }
+        // A script may have stopped the collector (`collectgarbage("stop")`):
+        // the next one starts with it running.
+        self.lua.gc_restart();
     }
 
     // ---- functions ------------------------------------------------------
