@@ -116,7 +116,15 @@ fn examples(name: &str, arity: i64) -> Vec<Vec<String>> {
         "scan" => vec![v(&["SCAN", "0"]), v(&["SCAN", "0", "MATCH", "*"])],
         "keys" => vec![v(&["KEYS", "*"])],
         "hello" => vec![v(&["HELLO"])],
-        "function" => vec![v(&["FUNCTION", "FLUSH"])],
+        "function" => vec![v(&["FUNCTION", "FLUSH"]), v(&["FUNCTION", "LIST"])],
+        "script" => vec![v(&["SCRIPT", "LOAD", "return 1"]), v(&["SCRIPT", "KILL"])],
+        "eval" | "eval_ro" => vec![v(&[&name.to_uppercase(), "return 1", "1", "k"])],
+        "evalsha" | "evalsha_ro" => vec![v(&[
+            &name.to_uppercase(),
+            "e0e1f9fabfc9d4800c877a703b823ac0578ff8db",
+            "0",
+        ])],
+        "fcall" | "fcall_ro" => vec![v(&[&name.to_uppercase(), "f", "0"])],
         "object" => vec![v(&["OBJECT", "ENCODING", "k"])],
         "pubsub" => vec![
             v(&["PUBSUB", "CHANNELS"]),
@@ -139,7 +147,11 @@ fn examples(name: &str, arity: i64) -> Vec<Vec<String>> {
 fn refused(name: &str) -> Option<&'static str> {
     match name {
         "hash" | "sync" | "hello" | "shutdown" | "monitor" | "save" | "subscribe"
-        | "unsubscribe" | "psubscribe" | "punsubscribe" | "ssubscribe" | "sunsubscribe" => {
+        | "unsubscribe" | "psubscribe" | "punsubscribe" | "ssubscribe" | "sunsubscribe"
+        // Scripts run on the script thread, EXEC on a worker holding
+        // every shard (docs/protocol.md §15.4).
+        | "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" | "script"
+        | "function" => {
             Some("ERR Command not allowed inside a transaction")
         }
         "keys" | "scan" => Some("ERR KEYS and SCAN are not allowed inside a transaction"),
