@@ -368,7 +368,15 @@ impl MultiLock<'_> {
         let (store, now) = (self.store, self.now);
         let (s, shard) = self.shard_for(key)?;
         let version = store.local_version(shard, now);
-        shard.put_encoded(s, key, Some(value), version, expires, encoding, &store.hasher);
+        shard.put_encoded(
+            s,
+            key,
+            Some(value),
+            version,
+            expires,
+            encoding,
+            &store.hasher,
+        );
         Some(Written { version, expires })
     }
 

@@ -784,7 +784,13 @@ mod tests {
         for enc in [Encoding::Auto, Encoding::Str, Encoding::Raw] {
             let r = Record::new_encoded(b"key", Some(b"12"), v, (50, 40), enc);
             assert_eq!(
-                (r.encoding(), r.key(), r.value(), r.expires(), r.indexed_at()),
+                (
+                    r.encoding(),
+                    r.key(),
+                    r.value(),
+                    r.expires(),
+                    r.indexed_at()
+                ),
                 (enc, &b"key"[..], Some(&b"12"[..]), 50, 40)
             );
             assert!(r.is_stale());
@@ -813,11 +819,20 @@ mod tests {
         );
         // Every plain replace goes back to Auto, in place and resized.
         r.replace(Some(b"2235"), Version::new(3, 1));
-        assert_eq!((r.encoding(), r.value()), (Encoding::Auto, Some(&b"2235"[..])));
+        assert_eq!(
+            (r.encoding(), r.value()),
+            (Encoding::Auto, Some(&b"2235"[..]))
+        );
         r.replace_encoded(Some(b"22345"), Version::new(4, 1), (0, 0), Encoding::Raw);
-        assert_eq!((r.encoding(), r.value()), (Encoding::Raw, Some(&b"22345"[..])));
+        assert_eq!(
+            (r.encoding(), r.value()),
+            (Encoding::Raw, Some(&b"22345"[..]))
+        );
         r.replace_encoded(Some(b"3.5"), Version::new(5, 1), (70, 70), Encoding::Str);
-        assert_eq!((r.encoding(), r.expires(), &r.digest()), (Encoding::Str, 70, &d));
+        assert_eq!(
+            (r.encoding(), r.expires(), &r.digest()),
+            (Encoding::Str, 70, &d)
+        );
         r.replace_expiring(Some(b"4.5"), Version::new(6, 1), 70, 70);
         assert_eq!((r.encoding(), r.expires()), (Encoding::Auto, 70));
         // A tombstone drops it, in place too.
@@ -848,7 +863,10 @@ mod tests {
         r.set_digest(&d);
         assert_eq!((r.encoding(), r.is_stale()), (Encoding::Str, false));
         r.set_encoding(Encoding::Auto);
-        assert_eq!((r.encoding(), r.value()), (Encoding::Auto, Some(&b"VALUE"[..])));
+        assert_eq!(
+            (r.encoding(), r.value()),
+            (Encoding::Auto, Some(&b"VALUE"[..]))
+        );
         let mut t = Record::new(b"t", None, v);
         t.set_encoding(Encoding::Raw);
         assert_eq!(t.encoding(), Encoding::Auto);
