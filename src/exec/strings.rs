@@ -426,8 +426,8 @@ pub fn encoding_of(v: &[u8], how: Encoding) -> &'static str {
 const OBJECT_HELP: &[&str] = &[
     "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
     "ENCODING <key>",
-    "    Return the kind of internal representation Redis would use for the value",
-    "    (this store keeps every value as a plain byte string).",
+    "    Return the kind of internal representation Redis would use for the value,",
+    "    given how it was produced (this store keeps every value as plain bytes).",
     "FREQ <key>",
     "    Not tracked: MerkleKV has no LFU eviction.",
     "IDLETIME <key>",
