@@ -32,7 +32,7 @@ use crate::protocol::reply::{Proto, Reply};
 use crate::protocol::{Args, Command, ReadOnlyAction, ReplicateAction, parse_int};
 use crate::state::Shared;
 use crate::stats::{ClientInfo, Counter, WorkerStats};
-use crate::store::{Db, MAX_VALUE_LEN, Written, merkle};
+use crate::store::{Db, Encoding, MAX_VALUE_LEN, Written, merkle};
 
 /// What the connection should do after a command.
 #[derive(Debug, PartialEq, Eq)]
@@ -153,7 +153,13 @@ fn execute_with(cmd: Command<'_>, ctx: &mut Ctx<'_>, reply: &mut Reply<'_>) -> F
         Command::Append(key, val) | Command::Prepend(key, val) => {
             stats.incr(Counter::String);
             let append = matches!(cmd, Command::Append(..));
-            let res = store.update(key, ctx.scratch, |old, new| {
+            // Growing an existing value edits it in place (`raw` for
+            // OBJECT ENCODING); creating the key stores the value as SET does.
+            let res = store.update_encoded(key, ctx.scratch, |old, new| {
+                let encoding = match old {
+                    Some(_) => Encoding::Raw,
+                    None => Encoding::Auto,
+                };
                 let old = old.unwrap_or(&[]);
                 if old.len() + val.len() > MAX_VALUE_LEN {
                     return Err(());
@@ -161,7 +167,7 @@ fn execute_with(cmd: Command<'_>, ctx: &mut Ctx<'_>, reply: &mut Reply<'_>) -> F
                 let (a, b) = if append { (old, val) } else { (val, old) };
                 new.extend_from_slice(a);
                 new.extend_from_slice(b);
-                Ok(())
+                Ok(((), encoding))
             });
             match res {
                 Ok(((), v)) => {

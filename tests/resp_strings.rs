@@ -248,6 +248,102 @@ fn keyspace() {
     assert!(t.starts_with("*2\r\n$10\r\n"), "{t}");
 }
 
+/// `OBJECT ENCODING` after the sequences of Redis's own tests
+/// (`unit/type/string`: "SETRANGE against integer-encoded key", "APPEND
+/// modifies the encoding from int to raw"; `unit/type/incr`: "incr|decr|
+/// incrby|decrby operation should update encoding from raw to int"), and
+/// the other ways a value is produced; checked against redis-server 7.0.
+#[test]
+fn object_encoding_follows_how_the_value_was_produced() {
+    let (_s, mut c) = node();
+    let enc = |c: &mut TcpStream, key: &str| call(c, &format!("OBJECT ENCODING {key}"));
+    const INT: &str = "$3\r\nint\r\n";
+    const RAW: &str = "$3\r\nraw\r\n";
+    const EMBSTR: &str = "$6\r\nembstr\r\n";
+
+    // SETRANGE against integer-encoded key.
+    assert_eq!(call(&mut c, "SET mykey 1234"), "+OK\r\n");
+    assert_eq!(enc(&mut c, "mykey"), INT);
+    assert_eq!(call(&mut c, "SETRANGE mykey 0 2"), ":4\r\n");
+    assert_eq!(enc(&mut c, "mykey"), RAW);
+    assert_eq!(call(&mut c, "GET mykey"), "$4\r\n2234\r\n");
+    // ... but not when nothing is set.
+    assert_eq!(call(&mut c, "SET mykey 1234"), "+OK\r\n");
+    assert_eq!(
+        call_raw(&mut c, &[b"SETRANGE", b"mykey", b"0", b""]),
+        ":4\r\n"
+    );
+    assert_eq!(enc(&mut c, "mykey"), INT);
+    assert_eq!(call(&mut c, "SET mykey 1234"), "+OK\r\n");
+    assert_eq!(call(&mut c, "SETRANGE mykey 1 3"), ":4\r\n");
+    assert_eq!(enc(&mut c, "mykey"), RAW);
+    assert_eq!(call(&mut c, "GET mykey"), "$4\r\n1334\r\n");
+    assert_eq!(call(&mut c, "SET mykey 1234"), "+OK\r\n");
+    assert_eq!(call(&mut c, "SETRANGE mykey 5 2"), ":6\r\n");
+    assert_eq!(enc(&mut c, "mykey"), RAW);
+    assert_eq!(call(&mut c, "GET mykey"), "$6\r\n1234\x002\r\n");
+
+    // APPEND modifies the encoding from int to raw; a new SET is int again.
+    assert_eq!(call(&mut c, "SET foo 1"), "+OK\r\n");
+    assert_eq!(enc(&mut c, "foo"), INT);
+    assert_eq!(call(&mut c, "APPEND foo 2"), ":2\r\n");
+    assert_eq!(call(&mut c, "GET foo"), "$2\r\n12\r\n");
+    assert_eq!(enc(&mut c, "foo"), RAW);
+    assert_eq!(call(&mut c, "SET bar 12"), "+OK\r\n");
+    assert_eq!(enc(&mut c, "bar"), INT);
+
+    // INCR, DECR, INCRBY, DECRBY update the encoding from raw to int.
+    for (cmd, want) in [
+        ("INCR foo", ":13\r\n"),
+        ("DECR foo", ":11\r\n"),
+        ("INCRBY foo 1", ":13\r\n"),
+        ("DECRBY foo 1", ":11\r\n"),
+    ] {
+        assert_eq!(call(&mut c, "SET foo 1"), "+OK\r\n");
+        assert_eq!(call(&mut c, "APPEND foo 2"), ":2\r\n");
+        assert_eq!(enc(&mut c, "foo"), RAW, "{cmd}");
+        assert_eq!(call(&mut c, cmd), want);
+        assert_eq!(enc(&mut c, "foo"), INT, "{cmd}");
+    }
+
+    // APPEND creating a key stores it as SET does; appending nothing to an
+    // existing value still edits it.
+    assert_eq!(call(&mut c, "APPEND fresh 12"), ":2\r\n");
+    assert_eq!(enc(&mut c, "fresh"), INT);
+    assert_eq!(call_raw(&mut c, &[b"APPEND", b"fresh", b""]), ":2\r\n");
+    assert_eq!(enc(&mut c, "fresh"), RAW);
+    // SETRANGE creating a key, SETBIT (even of a bit already set): raw.
+    assert_eq!(call(&mut c, "SETRANGE made 0 1"), ":1\r\n");
+    assert_eq!(enc(&mut c, "made"), RAW);
+    assert_eq!(call(&mut c, "SET b 1"), "+OK\r\n");
+    assert_eq!(call(&mut c, "SETBIT b 2 1"), ":1\r\n");
+    assert_eq!(call(&mut c, "GET b"), "$1\r\n1\r\n");
+    assert_eq!(enc(&mut c, "b"), RAW);
+    // INCRBYFLOAT builds a fresh string: never int, raw past 44 bytes.
+    assert_eq!(call(&mut c, "SET f 1"), "+OK\r\n");
+    assert_eq!(call(&mut c, "INCRBYFLOAT f 2"), "$1\r\n3\r\n");
+    assert_eq!(enc(&mut c, "f"), EMBSTR);
+    assert!(call(&mut c, "INCRBYFLOAT f 1e300").starts_with("$301\r\n"));
+    assert_eq!(enc(&mut c, "f"), RAW);
+    // EXPIRE, PERSIST, GETEX, RENAME and COPY keep the value, and so its
+    // encoding, as Redis keeps the object.
+    assert_eq!(call(&mut c, "APPEND foo 3"), ":3\r\n");
+    assert_eq!(call(&mut c, "EXPIRE foo 100"), ":1\r\n");
+    assert_eq!(enc(&mut c, "foo"), RAW);
+    assert_eq!(call(&mut c, "GETEX foo PERSIST"), "$3\r\n113\r\n");
+    assert_eq!(enc(&mut c, "foo"), RAW);
+    assert_eq!(call(&mut c, "RENAME foo moved"), "+OK\r\n");
+    assert_eq!(call(&mut c, "COPY moved copied"), ":1\r\n");
+    assert_eq!(enc(&mut c, "moved"), RAW);
+    assert_eq!(enc(&mut c, "copied"), RAW);
+    // Inside MULTI/EXEC too.
+    assert_eq!(call(&mut c, "SET m 1"), "+OK\r\n");
+    assert_eq!(call(&mut c, "MULTI"), "+OK\r\n");
+    assert_eq!(call(&mut c, "APPEND m 2"), "+QUEUED\r\n");
+    assert_eq!(call(&mut c, "OBJECT ENCODING m"), "+QUEUED\r\n");
+    assert_eq!(call(&mut c, "EXEC"), "*2\r\n:2\r\n$3\r\nraw\r\n");
+}
+
 #[test]
 fn string_writes_replicate_as_values() {
     let broker = Broker::start();
@@ -266,6 +362,15 @@ fn string_writes_replicate_as_values() {
     wait_value(&b, "copied", "VALUE v");
     wait_value(&b, "old", "NOT_FOUND");
     wait_value(&b, "new", "VALUE v");
+    // The encoding is node-local: the replica stores the resulting value
+    // as given (docs/protocol.md, OBJECT ENCODING).
+    assert_eq!(call(&mut c, "SET n 1"), "+OK\r\n");
+    assert_eq!(call(&mut c, "APPEND n 2"), ":2\r\n");
+    wait_value(&b, "n", "VALUE 12");
+    assert_eq!(call(&mut c, "OBJECT ENCODING n"), "$3\r\nraw\r\n");
+    let mut cb = b.connect();
+    assert_eq!(call(&mut cb, "OBJECT ENCODING n"), "$3\r\nint\r\n");
+    assert_eq!(call(&mut cb, "OBJECT ENCODING f"), "$6\r\nembstr\r\n");
     wait_same_hash(&[&a.server, &b.server], "");
 }
 

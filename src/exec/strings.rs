@@ -18,7 +18,7 @@ use crate::protocol::reply::{Proto, array, bulk, error, header, integer, null, o
 use crate::protocol::strings::StrCmd;
 use crate::protocol::{Args, parse_int};
 use crate::stats::Counter;
-use crate::store::{MAX_VALUE_LEN, now_millis};
+use crate::store::{Encoding, MAX_VALUE_LEN, now_millis};
 use crate::strings::longdouble::LongDouble;
 use crate::strings::{bits, lcs, range};
 
@@ -49,7 +49,8 @@ pub(super) fn execute(cmd: StrCmd<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
             let Some(incr) = LongDouble::parse(incr) else {
                 return err(out, NOT_FLOAT);
             };
-            let res = store.update(key, ctx.scratch, |old, new| {
+            // A fresh string, as Redis builds it: never `int`-encoded.
+            let res = store.update_encoded(key, ctx.scratch, |old, new| {
                 let cur = match old {
                     None => LongDouble::parse(b"0").ok_or(NOT_FLOAT)?,
                     Some(v) => LongDouble::parse(v).ok_or(NOT_FLOAT)?,
@@ -59,7 +60,7 @@ pub(super) fn execute(cmd: StrCmd<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
                     .filter(|s| !s.is_inf())
                     .ok_or("increment would produce NaN or Infinity")?;
                 new.extend_from_slice(sum.to_human().as_bytes());
-                Ok(())
+                Ok(((), Encoding::Str))
             });
             match res {
                 Ok(((), v)) => {
@@ -90,7 +91,7 @@ pub(super) fn execute(cmd: StrCmd<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
             if offset == usize::MAX {
                 return err(out, &range::RangeError::TooLong.to_string());
             }
-            let res = store.update(key, ctx.scratch, |old, new| {
+            let res = store.edit(key, ctx.scratch, |old, new| {
                 range::setrange(old.unwrap_or_default(), offset, value, new);
                 Ok::<_, ()>(())
             });
@@ -120,8 +121,9 @@ pub(super) fn execute(cmd: StrCmd<'_>, ctx: &mut Ctx<'_>, out: &mut Vec<u8>) -> 
                 Ok(b) => b,
                 Err(e) => return err(out, &e.to_string()),
             };
-            // Err carries the previous bit when nothing changes (no write).
-            let res = store.update(key, ctx.scratch, |old, new| {
+            // Err carries the previous bit when nothing changes (no write;
+            // the value still counts as edited in place, as in Redis).
+            let res = store.edit(key, ctx.scratch, |old, new| {
                 match bits::setbit(old, offset, on, new) {
                     (prev, true) => Ok(prev),
                     (prev, false) => Err(prev),
@@ -286,8 +288,9 @@ fn rename(ctx: &mut Ctx<'_>, src: &[u8], dst: &[u8], nx: bool, out: &mut Vec<u8>
     let keys = [src, dst];
     let (value, vset, vdel) = {
         let mut lock = ctx.db.lock_keys(keys.iter().copied());
-        // The expiry moves with the value, as in Redis.
-        let Some((value, expires)) = lock.get_with_expiry(src, |v| v.map(|(v, e)| (v.to_vec(), e)))
+        // The expiry and encoding move with the value, as in Redis.
+        let Some((value, expires, enc)) =
+            lock.get_encoded(src, |v| v.map(|(v, e, enc)| (v.to_vec(), e, enc)))
         else {
             return err(out, "no such key");
         };
@@ -305,7 +308,7 @@ fn rename(ctx: &mut Ctx<'_>, src: &[u8], dst: &[u8], nx: bool, out: &mut Vec<u8>
             integer(out, 0);
             return Flow::Continue;
         }
-        let vset = lock.set_expiring(dst, &value, expires);
+        let vset = lock.set_encoded(dst, &value, expires, enc);
         let vdel = lock.delete(src);
         (value, vset, vdel)
     };
@@ -346,8 +349,9 @@ fn copy(ctx: &mut Ctx<'_>, src: &[u8], dst: &[u8], opts: Args<'_>, out: &mut Vec
     let keys = [src, dst];
     let (value, version) = {
         let mut lock = ctx.db.lock_keys(keys.iter().copied());
-        // The copy keeps the source's expiry, as in Redis.
-        let Some((value, expires)) = lock.get_with_expiry(src, |v| v.map(|(v, e)| (v.to_vec(), e)))
+        // The copy keeps the source's expiry and encoding, as in Redis.
+        let Some((value, expires, enc)) =
+            lock.get_encoded(src, |v| v.map(|(v, e, enc)| (v.to_vec(), e, enc)))
         else {
             drop(lock);
             integer(out, 0);
@@ -358,7 +362,7 @@ fn copy(ctx: &mut Ctx<'_>, src: &[u8], dst: &[u8], opts: Args<'_>, out: &mut Vec
             integer(out, 0);
             return Flow::Continue;
         }
-        let v = lock.set_expiring(dst, &value, expires);
+        let v = lock.set_encoded(dst, &value, expires, enc);
         (value, v)
     };
     if let Some(v) = version {
@@ -402,25 +406,28 @@ fn random_key(ctx: &Ctx<'_>) -> Option<Vec<u8>> {
     Some(found.swap_remove(i))
 }
 
-/// The encoding Redis would give a string value stored by SET: `int` for
-/// a canonical 64-bit integer, `embstr` up to 44 bytes, `raw` beyond.
-pub fn encoding_of(v: &[u8]) -> &'static str {
-    let canonical_int = v.len() <= 20
-        && parse_int::<i64>(v).is_some_and(|n| itoa::Buffer::new().format(n).as_bytes() == v);
-    if canonical_int {
-        "int"
-    } else if v.len() <= 44 {
-        "embstr"
-    } else {
-        "raw"
+/// The encoding Redis would give the string value `v` produced as `how`
+/// (`store::Encoding`): stored as given (SET), `int` for a canonical 64-bit
+/// integer, `embstr` up to 44 bytes, `raw` beyond; built as a fresh string
+/// (INCRBYFLOAT), `embstr`/`raw` by length; edited in place, `raw`.
+pub fn encoding_of(v: &[u8], how: Encoding) -> &'static str {
+    let canonical_int = || {
+        v.len() <= 20
+            && parse_int::<i64>(v).is_some_and(|n| itoa::Buffer::new().format(n).as_bytes() == v)
+    };
+    match how {
+        Encoding::Raw => "raw",
+        Encoding::Auto if canonical_int() => "int",
+        Encoding::Auto | Encoding::Str if v.len() <= 44 => "embstr",
+        Encoding::Auto | Encoding::Str => "raw",
     }
 }
 
 const OBJECT_HELP: &[&str] = &[
     "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
     "ENCODING <key>",
-    "    Return the kind of internal representation Redis would use for the value",
-    "    (this store keeps every value as a plain byte string).",
+    "    Return the kind of internal representation Redis would use for the value,",
+    "    given how it was produced (this store keeps every value as plain bytes).",
     "FREQ <key>",
     "    Not tracked: MerkleKV has no LFU eviction.",
     "IDLETIME <key>",
@@ -469,7 +476,7 @@ fn object(ctx: &mut Ctx<'_>, args: Args<'_>, out: &mut Vec<u8>) -> Flow {
     let key = rest[0];
     let db = ctx.db;
     let entry = db
-        .get(key, |v| v.map(encoding_of))
+        .get_encoded(key, |v| v.map(|(v, how)| encoding_of(v, how)))
         .zip(db.version(key).map(|v| v.millis()));
     let Some((encoding, written_ms)) = entry else {
         out.extend_from_slice(null(ctx.client.is_resp3()));
@@ -496,14 +503,21 @@ mod tests {
 
     #[test]
     fn encodings() {
-        assert_eq!(encoding_of(b"1234"), "int");
-        assert_eq!(encoding_of(b"-9223372036854775808"), "int");
-        assert_eq!(encoding_of(b"9223372036854775808"), "embstr");
-        assert_eq!(encoding_of(b"0123"), "embstr");
-        assert_eq!(encoding_of(b"+1"), "embstr");
-        assert_eq!(encoding_of(b"hello"), "embstr");
-        assert_eq!(encoding_of(&[b'x'; 44]), "embstr");
-        assert_eq!(encoding_of(&[b'x'; 45]), "raw");
+        let auto = |v: &[u8]| encoding_of(v, Encoding::Auto);
+        assert_eq!(auto(b"1234"), "int");
+        assert_eq!(auto(b"-9223372036854775808"), "int");
+        assert_eq!(auto(b"9223372036854775808"), "embstr");
+        assert_eq!(auto(b"0123"), "embstr");
+        assert_eq!(auto(b"+1"), "embstr");
+        assert_eq!(auto(b"hello"), "embstr");
+        assert_eq!(auto(&[b'x'; 44]), "embstr");
+        assert_eq!(auto(&[b'x'; 45]), "raw");
+        // A fresh string is never an integer; an edited one is always raw.
+        assert_eq!(encoding_of(b"3", Encoding::Str), "embstr");
+        assert_eq!(encoding_of(&[b'1'; 44], Encoding::Str), "embstr");
+        assert_eq!(encoding_of(&[b'1'; 45], Encoding::Str), "raw");
+        assert_eq!(encoding_of(b"12", Encoding::Raw), "raw");
+        assert_eq!(encoding_of(b"", Encoding::Raw), "raw");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use std::cell::{Cell, RefCell, RefMut};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 
+use super::record::Encoding;
 use super::shard::{Shard, Slot};
 use super::{MAX_SHARD_BITS, Store, Version, Written, merkle, now_millis};
 
@@ -325,11 +326,21 @@ impl MultiLock<'_> {
         key: &[u8],
         f: impl FnOnce(Option<(&[u8], u64)>) -> R,
     ) -> R {
+        self.get_encoded(key, |v| f(v.map(|(v, e, _)| (v, e))))
+    }
+
+    /// [`MultiLock::get_with_expiry`] with the value's [`Encoding`] (what
+    /// `RENAME` and `COPY` carry over, as Redis keeps the object).
+    pub fn get_encoded<R>(
+        &mut self,
+        key: &[u8],
+        f: impl FnOnce(Option<(&[u8], u64, Encoding)>) -> R,
+    ) -> R {
         let now = self.now;
         match self.shard_for(key) {
             Some((s, shard)) => f(shard
                 .find(s, key)
-                .and_then(|r| r.value_at(now).map(|v| (v, r.expires())))),
+                .and_then(|r| r.value_at(now).map(|v| (v, r.expires(), r.encoding())))),
             None => f(None),
         }
     }
@@ -342,10 +353,30 @@ impl MultiLock<'_> {
     /// Like [`Db::set_expiring`]; `key` must have been passed to
     /// `lock_keys`.
     pub fn set_expiring(&mut self, key: &[u8], value: &[u8], expires: u64) -> Option<Written> {
+        self.set_encoded(key, value, expires, Encoding::Auto)
+    }
+
+    /// [`MultiLock::set_expiring`] of a value produced as `encoding`;
+    /// `key` must have been passed to `lock_keys`.
+    pub fn set_encoded(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        expires: u64,
+        encoding: Encoding,
+    ) -> Option<Written> {
         let (store, now) = (self.store, self.now);
         let (s, shard) = self.shard_for(key)?;
         let version = store.local_version(shard, now);
-        shard.put_expiring(s, key, Some(value), version, expires, &store.hasher);
+        shard.put_encoded(
+            s,
+            key,
+            Some(value),
+            version,
+            expires,
+            encoding,
+            &store.hasher,
+        );
         Some(Written { version, expires })
     }
 

@@ -89,7 +89,7 @@ use shard::{Padded, Shard, Slot};
 pub use bound::SourceRefusals;
 pub use lock::{Db, Exclusive, MultiLock};
 pub use ops::{ExpireFlags, Expired};
-pub use record::Record;
+pub use record::{Encoding, Record};
 pub use refresh::{REFRESH_CHUNK, REFRESH_CHUNK_BYTES};
 pub use version::{Hlc, Version, node_hash, now_millis};
 

@@ -3,6 +3,7 @@
 //! replacements of `SYNC --full`.
 
 use super::lock::Db;
+use super::record::Encoding;
 use super::shard::Shard;
 use super::{Applied, OwnedEntry, Record, Store, Version, Written, now_millis};
 
@@ -199,6 +200,19 @@ impl Db<'_> {
     /// An expired record found here is converted at once (lazy expiry).
     #[inline]
     pub fn get<R>(self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+        self.find_live(key, |r| f(r.and_then(Record::value)))
+    }
+
+    /// [`Db::get`] with the value's [`Encoding`] (how it was produced;
+    /// `OBJECT ENCODING`).
+    pub fn get_encoded<R>(self, key: &[u8], f: impl FnOnce(Option<(&[u8], Encoding)>) -> R) -> R {
+        self.find_live(key, |r| f(r.and_then(|r| Some((r.value()?, r.encoding())))))
+    }
+
+    /// Calls `f` with the record of `key` after converting it if it has
+    /// expired (then a tombstone), under the shard lock.
+    #[inline]
+    fn find_live<R>(self, key: &[u8], f: impl FnOnce(Option<&Record>) -> R) -> R {
         let s = self.store.slot(key);
         let mut shard = self.shard(s.shard);
         let expired = match shard.find(s, key) {
@@ -208,7 +222,7 @@ impl Db<'_> {
         if expired {
             shard.expire_if_due(s, key, self.store, now_millis());
         }
-        f(shard.find(s, key).and_then(Record::value))
+        f(shard.find(s, key))
     }
 
     /// True if `key` has a live value.
@@ -254,6 +268,7 @@ impl Db<'_> {
         }
         value.clear();
         value.extend_from_slice(r.value().unwrap_or_default());
+        let encoding = r.encoding();
         let version = self.store.local_version(&mut shard, now);
         if when <= now as i64 {
             shard.put(s, key, None, version, &self.store.hasher);
@@ -262,7 +277,8 @@ impl Db<'_> {
             return Expired::Deleted(version);
         }
         let expires = when as u64;
-        shard.put_expiring(s, key, Some(value), version, expires, &self.store.hasher);
+        let hasher = &self.store.hasher;
+        shard.put_encoded(s, key, Some(value), version, expires, encoding, hasher);
         Expired::Set(Written { version, expires })
     }
 
@@ -278,8 +294,10 @@ impl Db<'_> {
             .filter(|r| r.is_live(now) && r.expires() != 0)?;
         value.clear();
         value.extend_from_slice(r.value().unwrap_or_default());
+        let encoding = r.encoding();
         let version = self.store.local_version(&mut shard, now);
-        shard.put(s, key, Some(value), version, &self.store.hasher);
+        let hasher = &self.store.hasher;
+        shard.put_encoded(s, key, Some(value), version, 0, encoding, hasher);
         Some(version.into())
     }
 
@@ -321,12 +339,49 @@ impl Db<'_> {
     /// Local read-modify-write, atomic per key. `f` gets the live value (if
     /// any) and writes the new value into `out` (cleared first); on `Ok`
     /// the new value is stored under a fresh version, keeping the key's
-    /// expiry (as `INCR`/`APPEND` do in Redis).
+    /// expiry (as `INCR`/`APPEND` do in Redis), as [`Encoding::Auto`].
     pub fn update<T, E>(
         self,
         key: &[u8],
         out: &mut Vec<u8>,
         f: impl FnOnce(Option<&[u8]>, &mut Vec<u8>) -> Result<T, E>,
+    ) -> Result<(T, Written), E> {
+        self.update_encoded(key, out, |old, new| Ok((f(old, new)?, Encoding::Auto)))
+    }
+
+    /// [`Db::update`] where `f` also says how the new value was produced
+    /// (its [`Encoding`]: `APPEND` to an existing value edits it in place).
+    pub fn update_encoded<T, E>(
+        self,
+        key: &[u8],
+        out: &mut Vec<u8>,
+        f: impl FnOnce(Option<&[u8]>, &mut Vec<u8>) -> Result<(T, Encoding), E>,
+    ) -> Result<(T, Written), E> {
+        self.modify(key, out, false, f)
+    }
+
+    /// An edit in place (`SETRANGE`, `SETBIT`): [`Db::update`] storing the
+    /// new value as [`Encoding::Raw`]. When `f` fails (the edit would
+    /// change no byte, so nothing is written), an existing live value is
+    /// still marked [`Encoding::Raw`] under the same lock, as Redis's edits
+    /// leave it: no new version, nothing hashed, replicated or logged.
+    pub fn edit<T, E>(
+        self,
+        key: &[u8],
+        out: &mut Vec<u8>,
+        f: impl FnOnce(Option<&[u8]>, &mut Vec<u8>) -> Result<T, E>,
+    ) -> Result<(T, Written), E> {
+        self.modify(key, out, true, |old, new| Ok((f(old, new)?, Encoding::Raw)))
+    }
+
+    /// The read-modify-write of [`Db::update_encoded`] and [`Db::edit`]
+    /// (`mark`: on failure, mark an existing live value [`Encoding::Raw`]).
+    fn modify<T, E>(
+        self,
+        key: &[u8],
+        out: &mut Vec<u8>,
+        mark: bool,
+        f: impl FnOnce(Option<&[u8]>, &mut Vec<u8>) -> Result<(T, Encoding), E>,
     ) -> Result<(T, Written), E> {
         let s = self.store.slot_prefetched(key);
         let now = now_millis();
@@ -339,9 +394,19 @@ impl Db<'_> {
             },
             None => (None, 0),
         };
-        let t = f(old, out)?;
+        let existed = old.is_some();
+        let (t, encoding) = match f(old, out) {
+            Ok(r) => r,
+            Err(e) => {
+                if mark && existed {
+                    shard.set_encoding(s, key, Encoding::Raw);
+                }
+                return Err(e);
+            }
+        };
         let version = self.store.local_version(&mut shard, now);
-        shard.put_expiring(s, key, Some(out), version, expires, &self.store.hasher);
+        let hasher = &self.store.hasher;
+        shard.put_encoded(s, key, Some(out), version, expires, encoding, hasher);
         Ok((t, Written { version, expires }))
     }
 

@@ -6,7 +6,7 @@
 //! ```text
 //! offset 0      hlc    u64  ┐
 //! offset 8      node   u64  ├ header (24 bytes)
-//! offset 16     klen   u32  │ (top bit: digest stale, see below)
+//! offset 16     klen   u32  │ (bits 31..28: flags, see below)
 //! offset 20     vlen   u32  ┘ (u32::MAX = tombstone, no value bytes)
 //! offset 24     key bytes, then value bytes
 //! then          digest [u8; 16]: the leaf digest XORed into the bucket
@@ -28,6 +28,31 @@
 //! reason the leaf digest of a record with an expiry is the digest of that
 //! tombstone ([`Record::digest_value`]): the Merkle tree does not change
 //! when an expiring record turns into its tombstone, on any node.
+//!
+//! # Flags in `klen`
+//!
+//! The key length needs 28 bits ([`MAX_KEY_LEN`]); the top four bits of
+//! `klen` are flags, masked off by one AND wherever the key length is
+//! read:
+//!
+//! ```text
+//! bit 31      stale: the stored digest may not match (see below)
+//! bit 30      expires: the 16 expiry bytes follow the digest
+//! bits 29..28 encoding: how the value was produced (`Encoding`)
+//! ```
+//!
+//! # Encoding
+//!
+//! Two bits say how the value was produced, which is what decides the
+//! encoding Redis would report for it (`OBJECT ENCODING`): stored as
+//! given ([`Encoding::Auto`], every write but the ones below), built as a
+//! fresh string (`INCRBYFLOAT`, [`Encoding::Str`]) or edited in place
+//! (`APPEND`, `SETRANGE`, `SETBIT`, [`Encoding::Raw`]). It is node-local
+//! metadata, as in Redis: not part of the version, the leaf digest or the
+//! stale flag, not replicated and not persisted (a record received,
+//! repaired or loaded is [`Encoding::Auto`]). Writing it costs the
+//! `klen` store a write does anyway; a tombstone's bits are always zero
+//! ([`Encoding::Auto`]).
 //!
 //! Why: a shard's hash table then holds 8-byte slots, and each entry costs
 //! exactly one allocation. A `(Box<[u8]>, Box<[u8]>, Version)` entry would
@@ -54,8 +79,9 @@
 //!
 //! Invariants: `ptr` always points to a live allocation of exactly
 //! `layout(klen, vlen)` bytes whose header matches its contents; keys are
-//! at most [`MAX_KEY_LEN`] (< 2^31) bytes so the flag bit is free (the
-//! protocols bound keys far lower, at a few MiB); the `Record` owns the
+//! at most [`MAX_KEY_LEN`] (< 2^28) bytes so the flag bits are free (the
+//! protocols bound keys far lower, at a few MiB); a tombstone has no
+//! expiry and encoding bits zero; the `Record` owns the
 //! allocation uniquely (like a `Box`), so `Send`/`Sync` are sound.
 
 use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
@@ -74,20 +100,60 @@ const STALE: u32 = 1 << 31;
 /// follow the digest.
 const EXPIRES: u32 = 1 << 30;
 const EXPIRY: usize = 16;
+/// Bits 29..28 of `klen`: the value's [`Encoding`].
+const ENCODING_SHIFT: u32 = 28;
+const ENCODING: u32 = 0b11 << ENCODING_SHIFT;
+/// Every flag bit of `klen`.
+const FLAGS: u32 = STALE | EXPIRES | ENCODING;
+
+/// How a record's value was produced: what decides the encoding Redis
+/// would report for it (`OBJECT ENCODING`; see the module docs). Node-local
+/// metadata: not versioned, hashed, replicated or persisted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u32)]
+pub enum Encoding {
+    /// Stored as given (`SET`, `INCR`, and every replicated, repaired or
+    /// loaded write): Redis's `int` for a canonical 64-bit integer, else
+    /// `embstr`/`raw` by length.
+    #[default]
+    Auto = 0,
+    /// Built as a fresh string (`INCRBYFLOAT`): `embstr`/`raw` by length,
+    /// never `int`.
+    Str = 1,
+    /// Edited in place (`APPEND` to an existing value, `SETRANGE`,
+    /// `SETBIT`): always `raw`.
+    Raw = 2,
+}
+
+impl Encoding {
+    #[inline]
+    fn bits(self) -> u32 {
+        (self as u32) << ENCODING_SHIFT
+    }
+
+    #[inline]
+    fn from_klen(klen: u32) -> Encoding {
+        match (klen & ENCODING) >> ENCODING_SHIFT {
+            0 => Encoding::Auto,
+            1 => Encoding::Str,
+            _ => Encoding::Raw,
+        }
+    }
+}
 
 /// Largest value a record can hold (the protocol limits are far below
 /// this; see `store::MAX_VALUE_LEN`).
 pub const MAX_LEN: usize = (u32::MAX - 1) as usize;
 
-/// Largest key a record can hold: `klen`'s top bits are the stale and
-/// expiry flags.
-pub const MAX_KEY_LEN: usize = (EXPIRES - 1) as usize;
+/// Largest key a record can hold (2^28 - 1): `klen`'s top four bits are
+/// flags.
+pub const MAX_KEY_LEN: usize = (1 << ENCODING_SHIFT) - 1;
 
 #[repr(C)]
 struct Header {
     hlc: u64,
     node: u64,
-    /// Key length | [`STALE`].
+    /// Key length | flags ([`STALE`], [`EXPIRES`], [`ENCODING`]).
     klen: u32,
     vlen: u32,
 }
@@ -95,7 +161,7 @@ struct Header {
 impl Header {
     #[inline]
     fn key_len(&self) -> usize {
-        (self.klen & !(STALE | EXPIRES)) as usize
+        (self.klen & !FLAGS) as usize
     }
 
     #[inline]
@@ -142,7 +208,7 @@ impl Record {
     /// Panics only if the key exceeds [`MAX_KEY_LEN`] or the value
     /// [`MAX_LEN`] (callers bound sizes far lower).
     pub fn new(key: &[u8], value: Option<&[u8]>, version: Version) -> Record {
-        Record::with_digest(key, value, version, (0, 0), &ZERO)
+        Record::with_digest(key, value, version, (0, 0), Encoding::Auto, &ZERO)
     }
 
     /// Like [`Record::new`], with an absolute expiry (Unix ms, 0 = none;
@@ -153,21 +219,38 @@ impl Record {
         version: Version,
         (expires, indexed_at): (u64, u64),
     ) -> Record {
-        Record::with_digest(key, value, version, (expires, indexed_at), &ZERO)
+        Record::new_encoded(key, value, version, (expires, indexed_at), Encoding::Auto)
+    }
+
+    /// Like [`Record::new_expiring`], with the value's [`Encoding`]
+    /// (ignored for a tombstone).
+    pub fn new_encoded(
+        key: &[u8],
+        value: Option<&[u8]>,
+        version: Version,
+        (expires, indexed_at): (u64, u64),
+        encoding: Encoding,
+    ) -> Record {
+        Record::with_digest(key, value, version, (expires, indexed_at), encoding, &ZERO)
     }
 
     /// Creates a stale record whose stored digest is `digest`, with
-    /// `(expiry, indexed-at)` (both ignored for a tombstone or no expiry).
+    /// `(expiry, indexed-at)` and `encoding` (all ignored for a tombstone;
+    /// the times also with no expiry).
     fn with_digest(
         key: &[u8],
         value: Option<&[u8]>,
         version: Version,
         (expires, indexed_at): (u64, u64),
+        encoding: Encoding,
         digest: &Digest,
     ) -> Record {
         assert!(key.len() <= MAX_KEY_LEN && value.map_or(0, <[u8]>::len) <= MAX_LEN);
         let vlen = value.map_or(0, <[u8]>::len);
-        let expires = if value.is_some() { expires } else { 0 };
+        let (expires, encoding) = match value {
+            Some(_) => (expires, encoding),
+            None => (0, Encoding::Auto),
+        };
         let layout = layout(key.len(), vlen, expires != 0);
         debug_assert!(
             digest[DIGEST..].iter().all(|&b| b == 0),
@@ -184,7 +267,10 @@ impl Record {
             ptr.as_ptr().write(Header {
                 hlc: version.hlc,
                 node: version.node,
-                klen: key.len() as u32 | STALE | if expires != 0 { EXPIRES } else { 0 },
+                klen: key.len() as u32
+                    | STALE
+                    | if expires != 0 { EXPIRES } else { 0 }
+                    | encoding.bits(),
                 vlen: value.map_or(TOMBSTONE, |v| v.len() as u32),
             });
             let data = raw.add(HEADER);
@@ -327,6 +413,26 @@ impl Record {
         }
     }
 
+    /// How the value was produced ([`Encoding::Auto`] for a tombstone).
+    #[inline]
+    pub fn encoding(&self) -> Encoding {
+        Encoding::from_klen(self.header().klen)
+    }
+
+    /// Sets the value's [`Encoding`] in place, changing nothing else (it
+    /// is neither versioned nor hashed). No effect on a tombstone.
+    #[inline]
+    pub fn set_encoding(&mut self, encoding: Encoding) {
+        if self.is_tombstone() {
+            return;
+        }
+        // SAFETY: the header is live; we hold &mut self.
+        unsafe {
+            let hp = self.ptr.as_ptr();
+            (*hp).klen = ((*hp).klen & !ENCODING) | encoding.bits();
+        }
+    }
+
     /// True for a tombstone (a deleted key kept for its version).
     #[inline]
     pub fn is_tombstone(&self) -> bool {
@@ -404,8 +510,24 @@ impl Record {
         expires: u64,
         indexed_at: u64,
     ) {
+        self.replace_encoded(value, version, (expires, indexed_at), Encoding::Auto);
+    }
+
+    /// [`Record::replace_expiring`] with the new value's [`Encoding`]
+    /// (ignored for a tombstone). Costs no branch over it: the encoding
+    /// bits are masked into the `klen` store that marks the record stale.
+    pub fn replace_encoded(
+        &mut self,
+        value: Option<&[u8]>,
+        version: Version,
+        (expires, indexed_at): (u64, u64),
+        encoding: Encoding,
+    ) {
         let h = self.header();
-        let expires = if value.is_some() { expires } else { 0 };
+        let (expires, encoding) = match value {
+            Some(_) => (expires, encoding),
+            None => (0, Encoding::Auto),
+        };
         let same_len = match value {
             Some(v) => h.vlen != TOMBSTONE && h.vlen as usize == v.len(),
             None => h.vlen == TOMBSTONE,
@@ -416,6 +538,7 @@ impl Record {
                 value,
                 version,
                 (expires, indexed_at),
+                encoding,
                 &self.digest(),
             );
             return;
@@ -426,7 +549,7 @@ impl Record {
             let hp = self.ptr.as_ptr();
             (*hp).hlc = version.hlc;
             (*hp).node = version.node;
-            (*hp).klen |= STALE;
+            (*hp).klen = ((*hp).klen & !ENCODING) | STALE | encoding.bits();
             let at = (hp as *mut u8).add(HEADER + (*hp).key_len());
             if let Some(v) = value {
                 std::ptr::copy_nonoverlapping(v.as_ptr(), at, v.len());
@@ -463,6 +586,7 @@ impl std::fmt::Debug for Record {
             .field("version", &self.version())
             .field("expires", &self.expires())
             .field("stale", &self.is_stale())
+            .field("encoding", &self.encoding())
             .finish()
     }
 }
@@ -649,5 +773,102 @@ mod tests {
         r.replace(Some(b""), Version::new(5, 1));
         assert_eq!((r.is_stale(), &r.digest()), (true, &d2));
         assert_eq!(r.heap_size(), 24 + 3 + 16);
+    }
+
+    #[test]
+    fn encoding_is_kept_apart_from_key_length_and_other_flags() {
+        // The longest key still fits under the flag bits.
+        assert_eq!(MAX_KEY_LEN, (1 << 28) - 1);
+        assert_eq!(MAX_KEY_LEN as u32 & FLAGS, 0);
+        let v = Version::new(1, 1);
+        for enc in [Encoding::Auto, Encoding::Str, Encoding::Raw] {
+            let r = Record::new_encoded(b"key", Some(b"12"), v, (50, 40), enc);
+            assert_eq!(
+                (
+                    r.encoding(),
+                    r.key(),
+                    r.value(),
+                    r.expires(),
+                    r.indexed_at()
+                ),
+                (enc, &b"key"[..], Some(&b"12"[..]), 50, 40)
+            );
+            assert!(r.is_stale());
+            assert_eq!(r.heap_size(), 24 + 3 + 2 + 16 + 16);
+            // The leaf digest covers key, value and version only.
+            let plain = Record::new_expiring(b"key", Some(b"12"), v, (50, 40));
+            assert_eq!(r.digest_value(), plain.digest_value());
+        }
+        assert_eq!(Record::new(b"k", Some(b"1"), v).encoding(), Encoding::Auto);
+        // A tombstone never keeps one.
+        let t = Record::new_encoded(b"k", None, v, (0, 0), Encoding::Raw);
+        assert_eq!((t.encoding(), t.key()), (Encoding::Auto, &b"k"[..]));
+    }
+
+    #[test]
+    fn replace_sets_the_encoding_in_place_and_resized() {
+        let mut r = Record::new(b"key", Some(b"1234"), Version::new(1, 1));
+        let d = leaf(5);
+        r.set_digest(&d);
+        // In place (same length): the encoding changes, the record turns
+        // stale and keeps its digest.
+        r.replace_encoded(Some(b"2234"), Version::new(2, 1), (0, 0), Encoding::Raw);
+        assert_eq!(
+            (r.encoding(), r.is_stale(), &r.digest(), r.key()),
+            (Encoding::Raw, true, &d, &b"key"[..])
+        );
+        // Every plain replace goes back to Auto, in place and resized.
+        r.replace(Some(b"2235"), Version::new(3, 1));
+        assert_eq!(
+            (r.encoding(), r.value()),
+            (Encoding::Auto, Some(&b"2235"[..]))
+        );
+        r.replace_encoded(Some(b"22345"), Version::new(4, 1), (0, 0), Encoding::Raw);
+        assert_eq!(
+            (r.encoding(), r.value()),
+            (Encoding::Raw, Some(&b"22345"[..]))
+        );
+        r.replace_encoded(Some(b"3.5"), Version::new(5, 1), (70, 70), Encoding::Str);
+        assert_eq!(
+            (r.encoding(), r.expires(), &r.digest()),
+            (Encoding::Str, 70, &d)
+        );
+        r.replace_expiring(Some(b"4.5"), Version::new(6, 1), 70, 70);
+        assert_eq!((r.encoding(), r.expires()), (Encoding::Auto, 70));
+        // A tombstone drops it, in place too.
+        r.replace_encoded(Some(b"x"), Version::new(7, 1), (0, 0), Encoding::Raw);
+        r.replace_encoded(None, Version::new(8, 1), (0, 0), Encoding::Raw);
+        assert_eq!((r.encoding(), r.is_tombstone()), (Encoding::Auto, true));
+        r.replace_encoded(None, Version::new(9, 1), (0, 0), Encoding::Raw);
+        assert_eq!((r.encoding(), r.key()), (Encoding::Auto, &b"key"[..]));
+    }
+
+    #[test]
+    fn set_encoding_changes_nothing_else() {
+        let v = Version::new(3, 4);
+        let mut r = Record::new_expiring(b"key", Some(b"value"), v, (90, 80));
+        let d = leaf_digest(r.key(), r.digest_value(), r.version());
+        r.set_digest(&d);
+        r.set_encoding(Encoding::Raw);
+        assert_eq!(
+            (r.encoding(), r.is_stale(), r.digest(), r.version()),
+            (Encoding::Raw, false, d, v)
+        );
+        assert_eq!(
+            (r.key(), r.value(), r.expires(), r.indexed_at()),
+            (&b"key"[..], Some(&b"value"[..]), 90, 80)
+        );
+        // Setting digests and stale flags leaves it alone.
+        r.replace_encoded(Some(b"VALUE"), v, (90, 80), Encoding::Str);
+        r.set_digest(&d);
+        assert_eq!((r.encoding(), r.is_stale()), (Encoding::Str, false));
+        r.set_encoding(Encoding::Auto);
+        assert_eq!(
+            (r.encoding(), r.value()),
+            (Encoding::Auto, Some(&b"VALUE"[..]))
+        );
+        let mut t = Record::new(b"t", None, v);
+        t.set_encoding(Encoding::Raw);
+        assert_eq!(t.encoding(), Encoding::Auto);
     }
 }

@@ -7,6 +7,7 @@ use hashbrown::hash_table::Entry;
 
 use super::expiry_index::{ExpiryIndex, slot_for};
 use super::merkle::{Subtree, ZERO};
+use super::record::Encoding;
 use super::{Hlc, Record, Version};
 
 /// No resume cursor.
@@ -105,6 +106,7 @@ impl Shard {
     /// for a tombstone), keeping the expiry index in step: the record's
     /// entry stays where it is when the expiry moves later, and an entry
     /// the record no longer needs is left stale (`expiry.rs`).
+    #[inline]
     pub(super) fn put_expiring(
         &mut self,
         s: Slot,
@@ -112,6 +114,22 @@ impl Shard {
         value: Option<&[u8]>,
         version: Version,
         expires: u64,
+        hasher: &ahash::RandomState,
+    ) {
+        self.put_encoded(s, key, value, version, expires, Encoding::Auto, hasher);
+    }
+
+    /// [`Shard::put_expiring`] with the value's [`Encoding`] (ignored for
+    /// a tombstone; node-local metadata, see `record.rs`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn put_encoded(
+        &mut self,
+        s: Slot,
+        key: &[u8],
+        value: Option<&[u8]>,
+        version: Version,
+        expires: u64,
+        encoding: Encoding,
         hasher: &ahash::RandomState,
     ) {
         let expires = if value.is_some() { expires } else { 0 };
@@ -133,7 +151,7 @@ impl Shard {
                 } else {
                     slot_for(expires, version.millis())
                 };
-                rec.replace_expiring(value, version, expires, at);
+                rec.replace_encoded(value, version, (expires, at), encoding);
                 if at != old_at {
                     match (old_at, at) {
                         (0, _) => self.expiry.insert(at, s.bucket, s.hash),
@@ -159,10 +177,11 @@ impl Shard {
             }
             Entry::Vacant(v) => {
                 if expires == 0 {
-                    v.insert(Record::new(key, value, version));
+                    v.insert(Record::new_encoded(key, value, version, (0, 0), encoding));
                 } else {
                     let at = slot_for(expires, version.millis());
-                    v.insert(Record::new_expiring(key, value, version, (expires, at)));
+                    let r = Record::new_encoded(key, value, version, (expires, at), encoding);
+                    v.insert(r);
                     self.expiry.insert(at, s.bucket, s.hash);
                 }
                 match value {
@@ -180,6 +199,19 @@ impl Shard {
         }
         if compact {
             self.compact_expiry(hasher);
+        }
+    }
+
+    /// Sets the [`Encoding`] of the live value of `key` in place (no new
+    /// version, nothing hashed: node-local metadata). False if `key` has
+    /// no record or a tombstone.
+    pub(super) fn set_encoding(&mut self, s: Slot, key: &[u8], encoding: Encoding) -> bool {
+        match self.tables[s.bucket].find_mut(s.hash, |r| r.key() == key) {
+            Some(r) if !r.is_tombstone() => {
+                r.set_encoding(encoding);
+                true
+            }
+            _ => false,
         }
     }
 

@@ -1338,3 +1338,123 @@ fn tables_left_sparse_by_expiry_or_collection_shrink() {
     t.collect_tombstones(now_millis() + HOUR);
     assert_eq!(table_capacity(&t), 0);
 }
+
+/// The encoding of `key`'s live value, if any.
+fn encoding(s: &Store, key: &[u8]) -> Option<Encoding> {
+    s.db().get_encoded(key, |v| v.map(|(_, e)| e))
+}
+
+#[test]
+fn encoding_follows_the_write_and_stays_out_of_versions_and_digests() {
+    let s = store(4);
+    let mut out = Vec::new();
+    let append = |s: &Store, out: &mut Vec<u8>, key: &[u8], tail: &[u8]| {
+        s.db()
+            .update_encoded(key, out, |old, new| {
+                let e = if old.is_some() {
+                    Encoding::Raw
+                } else {
+                    Encoding::Auto
+                };
+                new.extend_from_slice(old.unwrap_or_default());
+                new.extend_from_slice(tail);
+                Ok::<_, ()>(((), e))
+            })
+            .unwrap()
+            .1
+    };
+    s.set(b"k", b"1");
+    assert_eq!(encoding(&s, b"k"), Some(Encoding::Auto));
+    let w = append(&s, &mut out, b"k", b"2");
+    assert_eq!(encoding(&s, b"k"), Some(Encoding::Raw));
+    assert_eq!(s.version(b"k"), Some(w.version));
+    // Any other write stores the value as given again: local, update,
+    // replicated (LWW apply) and copied (replace_if).
+    s.db()
+        .update(b"k", &mut out, |_, new| {
+            new.extend_from_slice(b"13");
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+    assert_eq!(encoding(&s, b"k"), Some(Encoding::Auto));
+    append(&s, &mut out, b"k", b"4");
+    s.set(b"k", b"x");
+    assert_eq!(encoding(&s, b"k"), Some(Encoding::Auto));
+    append(&s, &mut out, b"k", b"y");
+    assert_eq!(
+        s.apply(b"k", Some(b"z"), Version::new(u64::MAX >> 2, 9)),
+        Applied::Stored
+    );
+    assert_eq!(encoding(&s, b"k"), Some(Encoding::Auto));
+    append(&s, &mut out, b"r", b"1");
+    append(&s, &mut out, b"r", b"2");
+    let v = s.version(b"r");
+    assert!(s.replace_if(b"r", v, Some(b"12"), Version::new(5, 9)));
+    assert_eq!(encoding(&s, b"r"), Some(Encoding::Auto));
+    // Creating a key by append stores it as given.
+    append(&s, &mut out, b"fresh", b"7");
+    assert_eq!(encoding(&s, b"fresh"), Some(Encoding::Auto));
+    assert_eq!(encoding(&s, b"missing"), None);
+
+    // EXPIRE and PERSIST write a new version but keep the value and so its
+    // encoding, as in Redis.
+    append(&s, &mut out, b"e", b"12");
+    append(&s, &mut out, b"e", b"3");
+    let when = (now_millis() + 3_600_000) as i64;
+    let r = s.db().expire(b"e", when, ExpireFlags::default(), &mut out);
+    assert!(matches!(r, Expired::Set(_)));
+    assert_eq!(encoding(&s, b"e"), Some(Encoding::Raw));
+    assert!(s.db().persist(b"e", &mut out).is_some());
+    assert_eq!(
+        (encoding(&s, b"e"), s.db().expiry(b"e")),
+        (Some(Encoding::Raw), Some(0))
+    );
+    // A delete leaves a tombstone without one; a new value starts over.
+    s.delete(b"e");
+    s.set(b"e", b"1");
+    assert_eq!(encoding(&s, b"e"), Some(Encoding::Auto));
+    assert_same_tree(&s, "encodings");
+}
+
+#[test]
+fn an_edit_that_changes_nothing_marks_the_value_raw_without_writing() {
+    let s = store(4);
+    let mut out = Vec::new();
+    let v = s.set(b"k", b"1");
+    let root = s.root();
+    // Err: nothing written, but the existing value counts as edited.
+    assert_eq!(s.db().edit(b"k", &mut out, |_, _| Err::<(), _>(7)), Err(7));
+    assert_eq!(encoding(&s, b"k"), Some(Encoding::Raw));
+    assert_eq!((s.version(b"k"), s.stale_records()), (Some(v), 0));
+    assert_eq!(s.root(), root, "the encoding is not part of the digest");
+    assert_eq!(s.get(b"k", |v| v.map(<[u8]>::to_vec)), Some(b"1".to_vec()));
+    // A failed edit of a missing key or a tombstone creates nothing.
+    assert_eq!(s.db().edit(b"m", &mut out, |_, _| Err::<(), _>(0)), Err(0));
+    s.set(b"t", b"1");
+    s.delete(b"t");
+    assert_eq!(s.db().edit(b"t", &mut out, |_, _| Err::<(), _>(0)), Err(0));
+    assert_eq!((encoding(&s, b"m"), encoding(&s, b"t")), (None, None));
+    assert_eq!((s.len(), s.tombstones()), (1, 1));
+    // A failed plain update leaves the encoding alone.
+    s.set(b"k", b"2");
+    assert!(
+        s.db()
+            .update(b"k", &mut out, |_, _| Err::<(), _>(()))
+            .is_err()
+    );
+    assert_eq!(encoding(&s, b"k"), Some(Encoding::Auto));
+    // Ok: written, raw, also when it creates the key.
+    let (_, w) = s
+        .db()
+        .edit(b"n", &mut out, |old, new| {
+            assert!(old.is_none());
+            new.extend_from_slice(b"\0\x01");
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+    assert_eq!(
+        (encoding(&s, b"n"), s.version(b"n")),
+        (Some(Encoding::Raw), Some(w.version))
+    );
+    assert_same_tree(&s, "edits");
+}
