@@ -436,6 +436,49 @@ fn monitor_shows_the_commands_a_script_runs() {
     assert!(second.contains("[0 lua] \"SET\" \"mk\" \"mv\""), "{second}");
 }
 
+/// Reads one whole reply (any RESP2/RESP3 type) and returns its bytes.
+fn read_reply(s: &mut TcpStream) -> Vec<u8> {
+    let line = read_line(s);
+    let mut out = format!("{line}\r\n").into_bytes();
+    let n = || line[1..].parse::<i64>().unwrap();
+    match line.as_bytes()[0] {
+        b'$' if n() >= 0 => out.extend(common::read_n(s, n() as usize + 2)),
+        b'*' | b'>' if n() > 0 => (0..n()).for_each(|_| out.extend(read_reply(s))),
+        b'%' if n() > 0 => (0..2 * n()).for_each(|_| out.extend(read_reply(s))),
+        _ => {}
+    }
+    out
+}
+
+#[test]
+fn a_script_publishing_to_its_own_caller_gets_its_reply_first() {
+    let server = Server::start(&[]);
+    let mut s = server.connect();
+    s.write_all(&req(&[b"HELLO", b"3"])).unwrap();
+    let hello = read_reply(&mut s);
+    assert!(
+        hello.starts_with(b"%"),
+        "{}",
+        String::from_utf8_lossy(&hello)
+    );
+    expect(
+        &mut s,
+        &req(&[b"SUBSCRIBE", b"foo"]),
+        b">3\r\n$9\r\nsubscribe\r\n$3\r\nfoo\r\n:1\r\n",
+    );
+    expect(
+        &mut s,
+        &eval(
+            "redis.call('PUBLISH', 'foo', 'bar') redis.call('PUBLISH', 'foo', 'vaz') return 'bla'",
+            &[],
+            &[],
+        ),
+        b"$3\r\nbla\r\n\
+          >3\r\n$7\r\nmessage\r\n$3\r\nfoo\r\n$3\r\nbar\r\n\
+          >3\r\n$7\r\nmessage\r\n$3\r\nfoo\r\n$3\r\nvaz\r\n",
+    );
+}
+
 #[test]
 fn script_writes_replicate_like_any_write() {
     let broker = Broker::start();

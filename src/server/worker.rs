@@ -403,6 +403,14 @@ impl Worker {
                 feed.drain_into(&mut Vec::new());
                 continue;
             }
+            // A subscriber waiting for a deferred reply (its script) gets
+            // the messages published meanwhile after that reply, as Redis
+            // sends a script's publishes to its own caller: they wait in
+            // the bounded feed until the completion is written (`on_wake`
+            // writes completions first, then drains).
+            if pubsub && conn.deferred {
+                continue;
+            }
             let fits = feed.drain_into(&mut conn.wbuf);
             if !fits || (hard != 0 && conn.unsent() > hard) {
                 let unsent = conn.unsent();
