@@ -582,3 +582,53 @@ fn auth_limits_change_at_run_time() {
     assert_eq!(info_field(&srv, "auth_max_failures"), "1");
     assert_eq!(info_field(&srv, "auth_failure_delay_ms"), "0");
 }
+
+/// A script runs with its caller's role: a readwrite user cannot reach an
+/// admin command through `redis.call`, a readonly user cannot run `EVAL`
+/// at all but may run `EVAL_RO`.
+#[test]
+fn a_script_cannot_do_more_than_its_caller() {
+    let dir = TempDir::new("auth-scripts");
+    let srv = secured(&dir);
+    let mut rw = login(&srv, "rw", "rwpw");
+    assert_eq!(
+        resp(
+            &mut rw,
+            &["EVAL", "return redis.call('SET', 'k', 'v')", "0"]
+        ),
+        "+OK"
+    );
+    assert_eq!(
+        resp(&mut rw, &["EVAL", "return redis.call('FLUSHALL')", "0"]),
+        noperm("rw", "flushall")
+    );
+    assert_eq!(
+        resp(
+            &mut rw,
+            &[
+                "EVAL",
+                "return redis.call('CONFIG', 'SET', 'maxclients', '5')",
+                "0"
+            ]
+        ),
+        noperm("rw", "config")
+    );
+    let mut ro = login(&srv, "ro", "ropw");
+    assert_eq!(
+        resp(&mut ro, &["EVAL", "return 1", "0"]),
+        noperm("ro", "eval")
+    );
+    assert_eq!(
+        resp(&mut ro, &["EVAL_RO", "return redis.call('GET', 'k')", "0"]),
+        "$1"
+    );
+    let mut ad = login(&srv, "ad", "adpw");
+    assert_eq!(
+        resp(&mut ad, &["EVAL", "return redis.call('DBSIZE')", "0"]),
+        ":1"
+    );
+    assert_eq!(
+        resp(&mut ad, &["EVAL", "return redis.call('FLUSHALL')", "0"]),
+        "+OK"
+    );
+}

@@ -109,6 +109,32 @@ pub fn admit(
     Admit::Done
 }
 
+/// Whether a script run by `user` (the caller's session user, `None`
+/// without authentication) may run `cmd` (`name`: its lower-case name):
+/// a script cannot do more than its caller. The refusal is counted and
+/// worded like the gate's.
+pub fn script_admits(
+    auth: &Auth,
+    user: Option<usize>,
+    cmd: &Command<'_>,
+    name: &str,
+) -> Result<(), String> {
+    if !auth.enabled() {
+        return Ok(());
+    }
+    let class = class::of(cmd);
+    if let Some(u) = user
+        && allows(auth.role(u), class)
+    {
+        return Ok(());
+    }
+    Auth::count(&auth.noperm);
+    let who = user.map_or(crate::auth::DEFAULT_USER, |u| auth.user_name(u));
+    Err(format!(
+        "NOPERM User {who} has no permissions to run the '{name}' command"
+    ))
+}
+
 /// Checks `user`/`password`; on success the session is that user's, on
 /// failure `WRONGPASS` is written, the attempt counted, and the error says
 /// what the connection does next.

@@ -30,6 +30,8 @@ pub fn run(ctx: &mut Ctx<'_>, r: ScriptRun<'_>, out: &mut Vec<u8>) -> Flow {
         keys,
         args,
         resp3: ctx.client.is_resp3(),
+        // The worker sets the session's user before handing it over.
+        user: None,
     }))
 }
 

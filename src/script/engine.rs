@@ -415,7 +415,8 @@ impl Engine {
                 keys,
                 args,
                 resp3,
-            } => self.run_call(kind, ro, &target, keys, args, resp3),
+                user,
+            } => self.run_call(kind, ro, &target, keys, args, resp3, user),
             Call::Load(body) => match self.cache(&body, true) {
                 Ok(sha) => {
                     let mut out = Vec::new();
@@ -544,6 +545,7 @@ impl Engine {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run_call(
         &mut self,
         kind: RunKind,
@@ -552,6 +554,7 @@ impl Engine {
         keys: Vec<Vec<u8>>,
         args: Vec<Vec<u8>>,
         resp3: bool,
+        user: Option<usize>,
     ) -> Vec<u8> {
         let (func, ro, function, name, uncached) = match kind {
             RunKind::Eval => match self.cache(target, false) {
@@ -593,7 +596,7 @@ impl Engine {
         sc.gate.close(function);
         let out = shared
             .store
-            .exclusive(|ex| self.run_held(&func, function, ex.db(), ro, &keys, &args, resp3));
+            .exclusive(|ex| self.run_held(&func, function, ex.db(), ro, user, &keys, &args, resp3));
         sc.gate.open();
         sc.set_running(None);
         self.clean_globals();
@@ -608,6 +611,7 @@ impl Engine {
         function: bool,
         db: crate::store::Db<'_>,
         ro: bool,
+        user: Option<usize>,
         keys: &[Vec<u8>],
         args: &[Vec<u8>],
         resp3: bool,
@@ -621,7 +625,7 @@ impl Engine {
         let pcall = &self.pcall;
         let res = lua.scope(|scope| {
             let call = scope.create_function_mut(|lua, argv: Variadic<Value>| {
-                redis_call(lua, shared, db, stats, client, log, scratch, ro, argv)
+                redis_call(lua, shared, db, stats, client, log, scratch, ro, user, argv)
             })?;
             let g = lua.globals();
             let redis_proxy: Table = g.raw_get("redis")?;
@@ -941,6 +945,7 @@ fn redis_call(
     log: Option<&crate::persist::LogWriter>,
     scratch: &mut Vec<u8>,
     ro: bool,
+    user: Option<usize>,
     argv: Variadic<Value>,
 ) -> mlua::Result<Value> {
     let err = |msg: &str| -> mlua::Result<Value> {
@@ -977,7 +982,14 @@ fn redis_call(
     if !allowed_in_script(&cmd) {
         return err("ERR This Redis command is not allowed from script");
     }
-    let write = crate::auth::class::of(&cmd) == crate::auth::class::Class::Write;
+    let name = String::from_utf8_lossy(&words[0]).to_lowercase();
+    if let Err(e) = crate::auth::gate::script_admits(&shared.auth, user, &cmd, &name) {
+        return err(&e);
+    }
+    // A write: a data write, or a command the table flags `write` (the
+    // clears, which are admin-class).
+    let write = crate::auth::class::of(&cmd) == crate::auth::class::Class::Write
+        || crate::protocol::redis::spec(&words[0]).is_some_and(|c| c.flags.contains(&"write"));
     if ro && write {
         return err("ERR Write commands are not allowed from read-only scripts.");
     }

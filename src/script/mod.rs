@@ -52,6 +52,9 @@ pub enum Call {
         args: Vec<Vec<u8>>,
         /// The client asked for RESP3 (`HELLO 3`): nulls are encoded so.
         resp3: bool,
+        /// The caller's authenticated user (set by the worker from the
+        /// connection's session): the script runs with its role.
+        user: Option<usize>,
     },
     /// `SCRIPT LOAD`.
     Load(Vec<u8>),

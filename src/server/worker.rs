@@ -1327,7 +1327,12 @@ fn process_batch(
                         conn.start_close(env.now);
                         return (pos, Stop::Blocked);
                     }
-                    Flow::Defer(task) => {
+                    Flow::Defer(mut task) => {
+                        // A script runs with its caller's role (auth::gate).
+                        if let crate::jobs::Task::Script(script::Call::Run { user, .. }) = &mut task
+                        {
+                            *user = conn.session.user();
+                        }
                         let job = Job {
                             task,
                             responder: Responder {
