@@ -90,7 +90,8 @@ pub struct Gate {
 }
 
 impl Gate {
-    /// A gate for `workers` worker threads.
+    /// A gate for `workers` worker threads (numbered from 0; a worker
+    /// number past that panics in [`Gate::enter`]).
     pub fn new(workers: usize) -> Gate {
         Gate {
             state: AtomicU8::new(IDLE),
@@ -110,7 +111,7 @@ impl Gate {
     /// until [`Gate::leave`]); false when a script runs (it is not inside).
     #[inline]
     pub fn enter(&self, w: usize) -> bool {
-        let flag = &self.inside[w % self.inside.len()].0;
+        let flag = &self.inside[w].0;
         flag.store(true, SeqCst);
         if self.state.load(SeqCst) == IDLE {
             return true;
@@ -124,7 +125,7 @@ impl Gate {
     /// batch (only [`Gate::enter`]'s store must not pass its load).
     #[inline]
     pub fn leave(&self, w: usize) {
-        self.inside[w % self.inside.len()].0.store(false, Release);
+        self.inside[w].0.store(false, Release);
     }
 
     /// A worker that could not enter waits until the script ends or is
