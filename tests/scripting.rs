@@ -369,6 +369,40 @@ fn a_busy_script_gets_busy_replies_and_script_kill_stops_it() {
     );
 }
 
+/// Lua's own pattern matcher is C code the instruction hook never
+/// interrupts; a backtracking pattern would hold the node for hours. The
+/// script's `string.find` (here as a method of the subject) checks for
+/// `SCRIPT KILL` as it goes.
+#[test]
+fn script_kill_stops_a_backtracking_pattern_match() {
+    let server = Server::start_with(
+        &["--threads", "1"],
+        &[("MERKLE_KV_SCRIPTING_BUSY_REPLY_THRESHOLD_MS", "50")],
+    );
+    let mut runner = server.connect();
+    // Without an interruptible matcher the reply would never come.
+    runner.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut other = server.connect();
+    runner
+        .write_all(&eval(
+            "return (string.rep('a', 60)):find(string.rep('a*', 20) .. 'b')",
+            &[],
+            &[],
+        ))
+        .unwrap();
+    let ok = wait_until(DEADLINE, || {
+        other.write_all(&req(&[b"SCRIPT", b"KILL"])).unwrap();
+        read_line(&mut other) == "+OK"
+    });
+    assert!(ok, "SCRIPT KILL never reached the pattern match");
+    let reply = read_line(&mut runner);
+    assert!(
+        reply.contains("Script killed by user with SCRIPT KILL..."),
+        "{reply}"
+    );
+    expect(&mut other, &req(&[b"PING"]), b"+PONG\r\n");
+}
+
 #[test]
 fn script_limits_are_enforced_counted_and_reported() {
     let server = Server::start_with(&[], &[("MERKLE_KV_SCRIPTING_MAX_MEMORY", "2097152")]);

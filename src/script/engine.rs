@@ -179,6 +179,24 @@ fn run(shared: Arc<Shared>, jobs: Receiver<Job>, stop: Receiver<()>, stats: Arc<
     }
 }
 
+/// What the Lua hook and the pattern matcher check: the `FUNCTION LOAD`
+/// deadline, shutdown, `SCRIPT KILL`; past the busy threshold it marks the
+/// script busy (`Gate::check`).
+fn interrupt(shared: &Shared, load_deadline: &AtomicU64) -> Result<(), &'static str> {
+    let d = load_deadline.load(Relaxed);
+    if d != 0 && crate::clock::mono_nanos() > d {
+        return Err("FUNCTION LOAD timeout");
+    }
+    if shared.shutdown.is_triggered() {
+        return Err(gate::SHUTTING_DOWN);
+    }
+    let s = &shared.scripting;
+    match s.gate.check(s.threshold()) {
+        Some(msg) => Err(msg),
+        None => Ok(()),
+    }
+}
+
 fn hex_sha1(data: &[u8]) -> String {
     let d = Sha1::digest(data);
     let mut s = String::with_capacity(40);
@@ -240,6 +258,15 @@ impl Engine {
         ] {
             g.raw_set(name, Value::Nil)?;
         }
+        // Pattern matching the interrupt check reaches (script/strlib.rs),
+        // in the real string table (also behind `("x"):find`).
+        let load_deadline = Arc::new(AtomicU64::new(0));
+        let check: super::strlib::Check = {
+            let (shared, deadline) = (shared.clone(), load_deadline.clone());
+            std::rc::Rc::new(move || interrupt(&shared, &deadline).map_err(str::to_string))
+        };
+        let string: Table = g.raw_get("string")?;
+        super::strlib::install(&lua, &string, check)?;
         // The string metatable's __index is the real string table: hide it.
         let smt: Table = lua.load("return getmetatable('')").eval()?;
         smt.raw_set("__metatable", false)?;
@@ -356,24 +383,13 @@ impl Engine {
         }
         lua.set_memory_limit(shared.config.scripting.max_memory)?;
 
-        let load_deadline = Arc::new(AtomicU64::new(0));
         let hook_shared = shared.clone();
         let hook_deadline = load_deadline.clone();
         lua.set_hook(
             HookTriggers::new().every_nth_instruction(HOOK_EVERY),
-            move |_, _| {
-                let d = hook_deadline.load(Relaxed);
-                if d != 0 && crate::clock::mono_nanos() > d {
-                    return Err(mlua::Error::runtime("FUNCTION LOAD timeout"));
-                }
-                if hook_shared.shutdown.is_triggered() {
-                    return Err(mlua::Error::runtime(gate::SHUTTING_DOWN));
-                }
-                let s = &hook_shared.scripting;
-                match s.gate.check(s.threshold()) {
-                    Some(msg) => Err(mlua::Error::runtime(msg)),
-                    None => Ok(VmState::Continue),
-                }
+            move |_, _| match interrupt(&hook_shared, &hook_deadline) {
+                Err(msg) => Err(mlua::Error::runtime(msg)),
+                Ok(()) => Ok(VmState::Continue),
             },
         )?;
         let client = shared.stats.script_client();

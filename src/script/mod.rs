@@ -35,7 +35,9 @@
 
 pub mod engine;
 pub mod gate;
+pub mod pattern;
 pub mod shared;
+pub mod strlib;
 
 use crate::protocol::Command;
 use crate::protocol::redis::{Redis, RunKind};
