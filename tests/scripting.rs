@@ -125,6 +125,21 @@ fn eval_converts_replies_and_values_as_redis_does() {
         first_line(&mut s, &eval("string.rep = nil", &[], &[]))
             .contains("Attempt to modify a readonly table")
     );
+    // Recursion through a C function ends in Lua's error, not a crash of
+    // the script thread's stack.
+    expect(
+        &mut s,
+        &eval(
+            "local function f() return (string.gsub('a', 'a', f)) end return f()",
+            &[],
+            &[],
+        ),
+        b"-ERR C stack overflow\r\n",
+    );
+    assert_eq!(
+        first_line(&mut s, &eval("return string.find('a', '%')", &[], &[])),
+        "-ERR malformed pattern (ends with '%')"
+    );
     expect(
         &mut s,
         &eval("return string.rep('ab', 3)", &[], &[]),

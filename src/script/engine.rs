@@ -39,6 +39,8 @@ const LOAD_TIMEOUT: Duration = Duration::from_millis(500);
 const HOOK_EVERY: u32 = 10_000;
 /// The error of a script (or a compilation) past the Lua heap limit.
 const MEMORY_ERROR: &str = "ERR script used more than scripting.max_memory (Lua heap limit)";
+/// Stack of the script thread (see `spawn`).
+const SCRIPT_STACK: usize = 64 << 20;
 /// Deepest table a script may return (deeper nesting is an error).
 const MAX_DEPTH: usize = 64;
 
@@ -131,6 +133,11 @@ pub fn spawn(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>
     let stats = shared.stats.worker(shared.config.threads.max(1));
     std::thread::Builder::new()
         .name("script".into())
+        // Lua bounds nested C calls at 200 (`C stack overflow`), but each
+        // level through a Rust callback (a `gsub` replacement calling
+        // `gsub` …) takes more than the default 2 MiB / 200; only the
+        // pages used are backed by memory.
+        .stack_size(SCRIPT_STACK)
         .spawn(move || {
             crate::failfast::checkpoint();
             let stop = shared.shutdown.subscribe();
@@ -1213,6 +1220,9 @@ fn error_reply(v: &Value, shared: &Shared) -> Vec<u8> {
 }
 
 fn err_line(msg: &str) -> Vec<u8> {
+    // mlua appends a Lua traceback to errors raised through Rust
+    // callbacks; a reply line keeps the message.
+    let msg = msg.split("\nstack traceback:").next().unwrap_or(msg);
     let mut out = Vec::with_capacity(msg.len() + 3);
     out.push(b'-');
     out.extend_from_slice(msg.replace(['\r', '\n'], " ").as_bytes());

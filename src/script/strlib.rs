@@ -335,6 +335,42 @@ return bad
         );
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
+        /// Random short patterns over the special characters, on random
+        /// subjects: the same results as Lua's C functions, never a panic.
+        #[test]
+        fn random_patterns_match_like_lua(
+            p in proptest::collection::vec(proptest::sample::select(
+                b"ab.%()[]^$*+-?dwsf1z\0".to_vec()), 0..8),
+            s in proptest::collection::vec(proptest::sample::select(b"ab()[] 1\0".to_vec()), 0..10),
+        ) {
+            let lua = Lua::new_with(StdLib::STRING | StdLib::TABLE, LuaOptions::new()).unwrap();
+            let mine = lua.create_table().unwrap();
+            install(&lua, &mine, Rc::new(|| Ok(()))).unwrap();
+            let g = lua.globals();
+            g.set("mine", mine).unwrap();
+            g.set("s", lua.create_string(&s).unwrap()).unwrap();
+            g.set("p", lua.create_string(&p).unwrap()).unwrap();
+            let same: bool = lua.load(r#"
+                local function pack(ok, ...) return {ok = ok, n = select('#', ...), ...} end
+                local function eq(a, b)
+                  if a.ok ~= b.ok then return false end
+                  if not a.ok then return true end
+                  if a.n ~= b.n then return false end
+                  for i = 1, a.n do if a[i] ~= b[i] then return false end end
+                  return true
+                end
+                local function gm(f) local t = {} for a, b in f(s, p) do t[#t + 1] = tostring(a) .. tostring(b) if #t > 20 then break end end return table.concat(t, ";") end
+                return eq(pack(pcall(string.find, s, p)), pack(pcall(mine.find, s, p)))
+                  and eq(pack(pcall(string.match, s, p, 2)), pack(pcall(mine.match, s, p, 2)))
+                  and eq(pack(pcall(string.gsub, s, p, "<%0>")), pack(pcall(mine.gsub, s, p, "<%0>")))
+                  and eq(pack(pcall(gm, string.gmatch)), pack(pcall(gm, mine.gmatch)))
+            "#).eval().unwrap();
+            proptest::prop_assert!(same, "s={:?} p={:?}", String::from_utf8_lossy(&s), String::from_utf8_lossy(&p));
+        }
+    }
+
     #[test]
     fn a_stop_request_reaches_a_backtracking_match() {
         let lua = Lua::new_with(StdLib::STRING, LuaOptions::new()).unwrap();
