@@ -243,6 +243,43 @@ fn script_cache_evalsha_and_read_only_scripts() {
 }
 
 #[test]
+fn eval_keeps_at_most_500_scripts_and_evicts_the_oldest() {
+    let server = Server::start(&[]);
+    let mut s = server.connect();
+    assert_eq!(
+        first_line(&mut s, &req(&[b"SCRIPT", b"LOAD", b"return 'kept'"])),
+        "$40"
+    );
+    let kept = read_line(&mut s);
+    assert_eq!(
+        first_line(&mut s, &eval("return redis.sha1hex('return 0')", &[], &[])),
+        "$40"
+    );
+    let first = read_line(&mut s);
+    for i in 0..600 {
+        expect(
+            &mut s,
+            &eval(&format!("return {i}"), &[], &[]),
+            format!(":{i}\r\n").as_bytes(),
+        );
+    }
+    // 601 scripts cached by EVAL: the oldest 101 are gone, SCRIPT LOAD's
+    // stays.
+    assert_eq!(info_u64(&server, "number_of_cached_scripts"), 501);
+    assert_eq!(info_u64(&server, "evicted_scripts"), 101);
+    expect(
+        &mut s,
+        &req(&[b"EVALSHA", kept.as_bytes(), b"0"]),
+        b"$4\r\nkept\r\n",
+    );
+    expect(
+        &mut s,
+        &req(&[b"SCRIPT", b"EXISTS", first.as_bytes()]),
+        b"*1\r\n:0\r\n",
+    );
+}
+
+#[test]
 fn functions_load_call_list_and_delete() {
     let server = Server::start(&[]);
     let mut s = server.connect();
@@ -451,9 +488,19 @@ fn script_limits_are_enforced_counted_and_reported() {
     expect(&mut s, &req(&[b"SCRIPT", b"FLUSH"]), b"+OK\r\n");
     let body = format!("return '{}'", "z".repeat(600 << 10));
     assert!(first_line(&mut s, &req(&[b"SCRIPT", b"LOAD", body.as_bytes()])).starts_with("$40"));
+    let _ = read_line(&mut s);
+    // EVAL of ever new scripts evicts the oldest it cached when the heap
+    // is full, instead of failing from then on.
+    for i in 0..12 {
+        let body = format!("return #'{}{i}'", "e".repeat(300 << 10));
+        assert!(
+            first_line(&mut s, &eval(&body, &[], &[])).starts_with(':'),
+            "EVAL {i} failed on a full script heap"
+        );
+    }
+    assert!(info_u64(&server, "evicted_scripts") >= 1);
     assert!(info_u64(&server, "script_memory_limit_hits") >= 1);
     assert_eq!(info_u64(&server, "script_max_memory"), 2097152);
-    assert_eq!(info_u64(&server, "number_of_cached_scripts"), 1);
 
     let off = Server::start_with(&[], &[("MERKLE_KV_SCRIPTING_ENABLED", "false")]);
     let mut o = off.connect();

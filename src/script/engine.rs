@@ -39,6 +39,9 @@ const LOAD_TIMEOUT: Duration = Duration::from_millis(500);
 const HOOK_EVERY: u32 = 10_000;
 /// The error of a script (or a compilation) past the Lua heap limit.
 const MEMORY_ERROR: &str = "ERR script used more than scripting.max_memory (Lua heap limit)";
+/// Scripts `EVAL` keeps cached before it evicts the oldest (Redis 7.4's
+/// number).
+pub const MAX_EVAL_SCRIPTS: usize = 500;
 /// Stack of the script thread (see `spawn`).
 const SCRIPT_STACK: usize = 64 << 20;
 /// Deepest table a script may return (deeper nesting is an error).
@@ -64,7 +67,7 @@ impl crate::state::InfoSection for ScriptingInfo {
              used_memory_lua:{}\r\nused_memory_scripts_source:{}\r\nnumber_of_cached_scripts:{}\r\n\
              number_of_libraries:{}\r\nnumber_of_functions:{}\r\nscript_running:{}\r\n\
              scripts_run:{}\r\nscripts_failed:{}\r\nscripts_killed:{}\r\nscript_busy_replies:{}\r\n\
-             script_memory_limit_hits:{}\r\nscript_cache_full_refusals:{}\r\n",
+             script_memory_limit_hits:{}\r\nscript_cache_full_refusals:{}\r\nevicted_scripts:{}\r\n",
             u8::from(shared.config.scripting.enabled),
             sc.threshold().as_millis(),
             shared.config.scripting.max_memory,
@@ -80,6 +83,7 @@ impl crate::state::InfoSection for ScriptingInfo {
             g(&c.busy_replies),
             g(&c.memory_limit_hits),
             g(&c.cache_full_refusals),
+            g(&c.evicted_scripts),
         );
     }
 }
@@ -88,6 +92,11 @@ impl crate::state::InfoSection for ScriptingInfo {
 struct Script {
     func: Function,
     bytes: usize,
+    /// Cached by `EVAL` (evictable), not by `SCRIPT LOAD`.
+    by_eval: bool,
+    /// Compiled for one run only (the source space was full): `run_call`
+    /// drops it after the run.
+    transient: bool,
 }
 
 /// A library loaded by `FUNCTION LOAD`.
@@ -112,6 +121,11 @@ pub struct Engine {
     log: Option<crate::persist::LogWriter>,
     scratch: Vec<u8>,
     scripts: HashMap<String, Script>,
+    /// The scripts `EVAL` cached, oldest first: past [`MAX_EVAL_SCRIPTS`]
+    /// (or when the heap is full) the oldest are evicted, as Redis 7.4
+    /// does, so applications that build a new script per call do not fill
+    /// the cache. May hold names already flushed or reloaded.
+    eval_order: std::collections::VecDeque<String>,
     libs: BTreeMap<String, Library>,
     funcs: HashMap<String, Func>,
     source_bytes: usize,
@@ -409,6 +423,7 @@ impl Engine {
             log,
             scratch: Vec::new(),
             scripts: HashMap::new(),
+            eval_order: Default::default(),
             libs: BTreeMap::new(),
             funcs: HashMap::new(),
             source_bytes: 0,
@@ -462,6 +477,7 @@ impl Engine {
                 for (_, s) in self.scripts.drain() {
                     self.source_bytes -= s.bytes;
                 }
+                self.eval_order.clear();
                 let _ = self.lua.gc_collect();
                 let mut out = Vec::new();
                 reply::ok(&mut out, Proto::Resp);
@@ -509,10 +525,27 @@ impl Engine {
     /// uncached).
     fn cache(&mut self, body: &[u8], explicit: bool) -> Result<String, String> {
         let sha = hex_sha1(body);
-        if self.scripts.contains_key(&sha) {
+        if let Some(s) = self.scripts.get_mut(&sha) {
+            // SCRIPT LOAD of a script EVAL cached makes it permanent.
+            s.by_eval &= !explicit;
             return Ok(sha);
         }
-        let func = self.compile(body)?;
+        let func = match self.compile(body) {
+            // A heap full of EVAL-cached scripts: evict them and retry.
+            Err(e) if e == MEMORY_ERROR && !self.eval_order.is_empty() => {
+                while self.evict_oldest_eval() {}
+                let _ = self.lua.gc_collect();
+                self.compile(body)?
+            }
+            r => r?,
+        };
+        if !explicit {
+            self.eval_order.push_back(sha.clone());
+            let mut evictable = self.scripts.values().filter(|s| s.by_eval).count();
+            while evictable >= MAX_EVAL_SCRIPTS && self.evict_oldest_eval() {
+                evictable -= 1;
+            }
+        }
         let max = self.shared.config.scripting.max_memory;
         if self.source_bytes + body.len() > max {
             self.shared
@@ -526,8 +559,16 @@ impl Engine {
                     self.source_bytes
                 ));
             }
-            // Runs uncached: `run_call` drops it again (`bytes == 0`).
-            self.scripts.insert(sha.clone(), Script { func, bytes: 0 });
+            // Runs uncached: `run_call` drops it again.
+            self.scripts.insert(
+                sha.clone(),
+                Script {
+                    func,
+                    bytes: 0,
+                    by_eval: true,
+                    transient: true,
+                },
+            );
             return Ok(sha);
         }
         self.source_bytes += body.len();
@@ -536,9 +577,29 @@ impl Engine {
             Script {
                 func,
                 bytes: body.len(),
+                by_eval: !explicit,
+                transient: false,
             },
         );
         Ok(sha)
+    }
+
+    /// Evicts the oldest script `EVAL` cached; false when there is none.
+    fn evict_oldest_eval(&mut self) -> bool {
+        while let Some(sha) = self.eval_order.pop_front() {
+            if self.scripts.get(&sha).is_some_and(|s| s.by_eval) {
+                if let Some(s) = self.scripts.remove(&sha) {
+                    self.source_bytes -= s.bytes;
+                }
+                self.shared
+                    .scripting
+                    .counters
+                    .evicted_scripts
+                    .fetch_add(1, Relaxed);
+                return true;
+            }
+        }
+        false
     }
 
     fn compile(&self, body: &[u8]) -> Result<Function, String> {
@@ -583,7 +644,7 @@ impl Engine {
             RunKind::Eval => match self.cache(target, false) {
                 Ok(sha) => {
                     let s = &self.scripts[&sha];
-                    let uncached = s.bytes == 0;
+                    let uncached = s.transient;
                     (s.func.clone(), ro, false, sha, uncached)
                 }
                 Err(e) => return err_bytes(&e),

@@ -18,6 +18,9 @@ pub struct Counters {
     pub busy_replies: AtomicU64,
     pub memory_limit_hits: AtomicU64,
     pub cache_full_refusals: AtomicU64,
+    /// Scripts `EVAL` cached and evicted again (`MAX_EVAL_SCRIPTS`, or a
+    /// full heap).
+    pub evicted_scripts: AtomicU64,
     pub cached_scripts: AtomicU64,
     pub libraries: AtomicU64,
     pub functions: AtomicU64,
