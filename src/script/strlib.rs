@@ -242,15 +242,36 @@ mod tests {
     use super::*;
     use mlua::{LuaOptions, StdLib};
 
+    /// `pack(pcall(f, …))` and `same(a, b)`: two calls agree when both
+    /// failed, or both returned the same values.
+    const COMPARE: &str = r#"
+function pack(ok, ...) return {ok = ok, n = select('#', ...), ...} end
+function same(a, b)
+  if a.ok ~= b.ok then return false end
+  if not a.ok then return true end
+  if a.n ~= b.n then return false end
+  for i = 1, a.n do if a[i] ~= b[i] then return false end end
+  return true
+end
+"#;
+
+    /// A state with Lua's string and table libraries, ours as `mine`, and
+    /// [`COMPARE`].
+    fn state() -> Lua {
+        let lua = Lua::new_with(StdLib::STRING | StdLib::TABLE, LuaOptions::new()).unwrap();
+        let mine = lua.create_table().unwrap();
+        install(&lua, &mine, Rc::new(|| Ok(()))).unwrap();
+        lua.globals().set("mine", mine).unwrap();
+        lua.load(COMPARE).exec().unwrap();
+        lua
+    }
+
     /// Lua's own C functions against ours, on a corpus of subjects,
     /// patterns, start positions and replacements: the same results, or an
     /// error from both.
     #[test]
     fn the_same_results_as_lua_5_1() {
-        let lua = Lua::new_with(StdLib::STRING | StdLib::TABLE, LuaOptions::new()).unwrap();
-        let mine = lua.create_table().unwrap();
-        install(&lua, &mine, Rc::new(|| Ok(()))).unwrap();
-        lua.globals().set("mine", mine).unwrap();
+        let lua = state();
         let mismatches: Vec<mlua::LuaString> = lua
             .load(
                 r#"
@@ -264,14 +285,6 @@ local patterns = {"o", "l+", "l*", "l-", "l?", "^h", "d$", "%a+", "%d+", "[%a_][
   "(a)(b)(c)", "[a-c]+", "[c-a]", "%A+", "%u%l*", "%x+", "%p", "%c", ".", "(.)(.)%2%1",
   "%f[%a]", "%f[%A]", "((a)(b))", "b*", "[%w]-c", "(%a)%s", "^%s*$", "e?%d+"}
 local inits = {nil, 1, 3, -2, 100, 0, -100}
-local function pack(ok, ...) return {ok = ok, n = select('#', ...), ...} end
-local function same(a, b)
-  if a.ok ~= b.ok then return false end
-  if not a.ok then return true end
-  if a.n ~= b.n then return false end
-  for i = 1, a.n do if a[i] ~= b[i] then return false end end
-  return true
-end
 local function show(r)
   if not r.ok then return "error " .. tostring(r[1]) end
   local t = {}
@@ -345,27 +358,16 @@ return bad
                 b"ab.%()[]^$*+-?dwsf1z\0".to_vec()), 0..8),
             s in proptest::collection::vec(proptest::sample::select(b"ab()[] 1\0".to_vec()), 0..10),
         ) {
-            let lua = Lua::new_with(StdLib::STRING | StdLib::TABLE, LuaOptions::new()).unwrap();
-            let mine = lua.create_table().unwrap();
-            install(&lua, &mine, Rc::new(|| Ok(()))).unwrap();
+            let lua = state();
             let g = lua.globals();
-            g.set("mine", mine).unwrap();
             g.set("s", lua.create_string(&s).unwrap()).unwrap();
             g.set("p", lua.create_string(&p).unwrap()).unwrap();
             let same: bool = lua.load(r#"
-                local function pack(ok, ...) return {ok = ok, n = select('#', ...), ...} end
-                local function eq(a, b)
-                  if a.ok ~= b.ok then return false end
-                  if not a.ok then return true end
-                  if a.n ~= b.n then return false end
-                  for i = 1, a.n do if a[i] ~= b[i] then return false end end
-                  return true
-                end
                 local function gm(f) local t = {} for a, b in f(s, p) do t[#t + 1] = tostring(a) .. tostring(b) if #t > 20 then break end end return table.concat(t, ";") end
-                return eq(pack(pcall(string.find, s, p)), pack(pcall(mine.find, s, p)))
-                  and eq(pack(pcall(string.match, s, p, 2)), pack(pcall(mine.match, s, p, 2)))
-                  and eq(pack(pcall(string.gsub, s, p, "<%0>")), pack(pcall(mine.gsub, s, p, "<%0>")))
-                  and eq(pack(pcall(gm, string.gmatch)), pack(pcall(gm, mine.gmatch)))
+                return same(pack(pcall(string.find, s, p)), pack(pcall(mine.find, s, p)))
+                  and same(pack(pcall(string.match, s, p, 2)), pack(pcall(mine.match, s, p, 2)))
+                  and same(pack(pcall(string.gsub, s, p, "<%0>")), pack(pcall(mine.gsub, s, p, "<%0>")))
+                  and same(pack(pcall(gm, string.gmatch)), pack(pcall(gm, mine.gmatch)))
             "#).eval().unwrap();
             proptest::prop_assert!(same, "s={:?} p={:?}", String::from_utf8_lossy(&s), String::from_utf8_lossy(&p));
         }

@@ -1012,6 +1012,8 @@ fn refuse_busy(shared: &Shared, conn: &mut Conn, cmd: &Command<'_>, proto: Proto
     reply::error(&mut conn.wbuf, proto, busy);
 }
 
+/// [`process`] once the gate was tried: `entered` says whether this
+/// worker is inside it (and becomes true when a request enters later).
 #[allow(clippy::too_many_arguments)]
 fn process_batch(
     env: &mut Env,
