@@ -606,3 +606,29 @@ fn script_writes_replicate_like_any_write() {
         b"*1\r\n:0\r\n",
     );
 }
+
+/// A script's writes go to its own log segment and are committed before
+/// its reply (`fsync = "always"`): they survive kill -9.
+#[test]
+fn script_writes_are_durable_before_the_reply() {
+    let mut node = common::durable::DurableNode::new("script-durable", 2, 3600, "");
+    node.start();
+    let mut s = node.server().connect();
+    expect(
+        &mut s,
+        &eval(
+            "redis.call('SET', 'dk', 'dv') return redis.call('INCRBY', 'dn', 7)",
+            &[],
+            &[],
+        ),
+        b":7\r\n",
+    );
+    node.kill9();
+    node.start();
+    let mut t = node.server().connect();
+    expect(
+        &mut t,
+        &req(&[b"MGET", b"dk", b"dn"]),
+        b"*2\r\n$2\r\ndv\r\n$1\r\n7\r\n",
+    );
+}
