@@ -110,14 +110,14 @@ pub fn admit(
 }
 
 /// Whether a script run by `user` (the caller's session user, `None`
-/// without authentication) may run `cmd` (`name`: its lower-case name):
+/// without authentication) may run `cmd` (`name`: its command word):
 /// a script cannot do more than its caller. The refusal is counted and
 /// worded like the gate's.
 pub fn script_admits(
     auth: &Auth,
     user: Option<usize>,
     cmd: &Command<'_>,
-    name: &str,
+    name: &[u8],
 ) -> Result<(), String> {
     if !auth.enabled() {
         return Ok(());
@@ -131,7 +131,8 @@ pub fn script_admits(
     Auth::count(&auth.noperm);
     let who = user.map_or(crate::auth::DEFAULT_USER, |u| auth.user_name(u));
     Err(format!(
-        "NOPERM User {who} has no permissions to run the '{name}' command"
+        "NOPERM User {who} has no permissions to run the '{}' command",
+        String::from_utf8_lossy(name).to_lowercase()
     ))
 }
 

@@ -26,7 +26,7 @@ use sha1::{Digest, Sha1};
 use super::Call;
 use super::gate;
 use crate::exec::{self, Ctx, Flow};
-use crate::jobs::{Job, Task};
+use crate::jobs::{Job, Responder, Task};
 use crate::protocol::redis::RunKind;
 use crate::protocol::reply::{self, Proto};
 use crate::protocol::{Parsed, resp};
@@ -140,6 +140,10 @@ pub struct Engine {
     /// The read-only proxies (`redis`, `string`, `table`, `math`): fields a
     /// script `rawset` into them are removed after every run.
     proxies: Vec<Table>,
+    /// A script called `rawset` or `collectgarbage`: the next
+    /// `clean_globals` restores everything (else it only drops `KEYS` and
+    /// `ARGV`).
+    dirty: std::rc::Rc<std::cell::Cell<bool>>,
 }
 
 /// Starts the script thread.
@@ -177,27 +181,88 @@ fn run(shared: Arc<Shared>, jobs: Receiver<Job>, stop: Receiver<()>, stats: Arc<
             }
         }
     };
+    // Work taken from the channel but not done yet (a batch cut short).
+    let mut pending: std::collections::VecDeque<Work> = Default::default();
     loop {
-        let job = crossbeam_channel::select! {
-            recv(stop) -> _ => break,
-            recv(jobs) -> job => match job {
-                Ok(job) => job,
-                Err(_) => break,
+        let work = match pending.pop_front() {
+            Some(w) => w,
+            None => crossbeam_channel::select! {
+                recv(stop) -> _ => break,
+                recv(jobs) -> job => match job {
+                    Ok(job) => Work::Job(job),
+                    Err(_) => break,
+                },
             },
         };
-        let Task::Script(call) = job.task else {
-            job.responder.respond(Err("not a script job".into()));
-            continue;
+        let first = match work {
+            Work::Job(job) if !is_run(&job) => {
+                let Task::Script(call) = job.task else {
+                    job.responder.respond(Err("not a script job".into()));
+                    continue;
+                };
+                let bytes = engine.handle(call);
+                engine.commit();
+                job.responder.send(bytes);
+                continue;
+            }
+            w => engine.ready(w),
         };
-        let bytes = engine.handle(call);
-        // Group commit, as a worker's turn: the script's writes are in the
-        // log (fsynced under `fsync = always`) before its reply leaves.
-        if let Some(log) = &engine.log {
-            log.commit();
+        // The scripts already queued behind this one run under the same
+        // closed gate and exclusive hold (module docs: batches).
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            let next = pending
+                .pop_front()
+                .or_else(|| jobs.try_recv().ok().map(Work::Job));
+            match next {
+                Some(Work::Job(j)) if !is_run(&j) => {
+                    pending.push_front(Work::Job(j));
+                    break;
+                }
+                Some(w) => batch.push(engine.ready(w)),
+                None => break,
+            }
         }
-        engine.publish_counters();
-        job.responder.send(bytes);
+        let answered = engine.run_batch(&mut batch);
+        // Group commit: every script's writes are in the log (fsynced
+        // under `fsync = always`) before any of their replies leaves.
+        engine.commit();
+        for (bytes, responder) in answered {
+            responder.send(bytes);
+        }
+        // Scripts left when the batch ran out of time go first next.
+        for (r, responder) in batch.into_iter().rev() {
+            pending.push_front(Work::Ready(r, responder));
+        }
     }
+}
+
+/// A job of the script thread: as received, or a script already prepared
+/// (put back by a batch that ran out of time).
+enum Work {
+    Job(Job),
+    Ready(Result<Prepared, Vec<u8>>, Responder),
+}
+
+/// Scripts run under one closed gate at most (then the workers get a turn).
+const MAX_BATCH: usize = 64;
+/// Time after which a batch stops starting scripts.
+const BATCH_TIME: Duration = Duration::from_millis(1);
+
+fn is_run(job: &Job) -> bool {
+    matches!(job.task, Task::Script(Call::Run { .. }))
+}
+
+/// A script ready to run: its function and how.
+struct Prepared {
+    func: Function,
+    ro: bool,
+    function: bool,
+    name: String,
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+    resp3: bool,
+    user: Option<usize>,
 }
 
 /// What the Lua hook and the pattern matcher check: the `FUNCTION LOAD`
@@ -252,6 +317,7 @@ redis = readonly(R)
 string = readonly(string)
 table = readonly(table)
 math = readonly(math)
+coroutine = readonly(coroutine)
 setmetatable(_G, {__metatable = false,
   __newindex = function(_, k) error("Script attempted to create global variable '" .. tostring(k) .. "'", 2) end,
   __index = function(_, k) error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2) end})
@@ -389,12 +455,27 @@ impl Engine {
         g.raw_set("__mkv_redis", redis)?;
         let pcall: Function = g.raw_get("pcall")?;
         lua.load(PRELUDE).set_name("@mkv_prelude").exec()?;
+        // The only ways past the read-only tables and the protected
+        // globals are `rawset` and the collector's controls: they mark the
+        // state for a full cleanup after the run (`clean_globals`).
+        let dirty = std::rc::Rc::new(std::cell::Cell::new(false));
+        for name in ["rawset", "collectgarbage"] {
+            let real: Function = g.raw_get(name)?;
+            let d = dirty.clone();
+            g.raw_set(
+                name,
+                lua.create_function(move |_, args: mlua::MultiValue| {
+                    d.set(true);
+                    real.call::<mlua::MultiValue>(args)
+                })?,
+            )?;
+        }
         let mut globals = Vec::new();
         let mut proxies = Vec::new();
         for pair in g.pairs::<Value, Value>() {
             if let (Value::String(k), v) = pair? {
                 let k = k.to_string_lossy();
-                if ["redis", "string", "table", "math"].contains(&k.as_str())
+                if ["redis", "string", "table", "math", "coroutine"].contains(&k.as_str())
                     && let Value::Table(t) = &v
                 {
                     proxies.push(t.clone());
@@ -431,6 +512,7 @@ impl Engine {
             pcall,
             globals,
             proxies,
+            dirty,
         })
     }
 
@@ -446,15 +528,7 @@ impl Engine {
     /// Answers one call (RESP bytes).
     fn handle(&mut self, call: Call) -> Vec<u8> {
         match call {
-            Call::Run {
-                kind,
-                ro,
-                target,
-                keys,
-                args,
-                resp3,
-                user,
-            } => self.run_call(kind, ro, &target, keys, args, resp3, user),
+            Call::Run { .. } => err_bytes("ERR scripts run in batches"),
             Call::Load(body) => match self.cache(&body, true) {
                 Ok(sha) => {
                     let mut out = Vec::new();
@@ -629,62 +703,145 @@ impl Engine {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn run_call(
-        &mut self,
-        kind: RunKind,
-        ro: bool,
-        target: &[u8],
-        keys: Vec<Vec<u8>>,
-        args: Vec<Vec<u8>>,
-        resp3: bool,
-        user: Option<usize>,
-    ) -> Vec<u8> {
-        let (func, ro, function, name, uncached) = match kind {
-            RunKind::Eval => match self.cache(target, false) {
+    /// Writes the log records of the last job(s) (group commit).
+    fn commit(&self) {
+        if let Some(log) = &self.log {
+            log.commit();
+        }
+        self.publish_counters();
+    }
+
+    /// A script job made ready to run (or its error reply).
+    fn ready(&mut self, w: Work) -> (Result<Prepared, Vec<u8>>, Responder) {
+        match w {
+            Work::Ready(r, responder) => (r, responder),
+            Work::Job(job) => match job.task {
+                Task::Script(call) => (self.prepare(call), job.responder),
+                _ => (Err(err_bytes("ERR not a script job")), job.responder),
+            },
+        }
+    }
+
+    /// Looks up or compiles the script of a `Call::Run`: ready to run, or
+    /// its error reply.
+    fn prepare(&mut self, call: Call) -> Result<Prepared, Vec<u8>> {
+        let Call::Run {
+            kind,
+            ro,
+            target,
+            keys,
+            args,
+            resp3,
+            user,
+        } = call
+        else {
+            return Err(err_bytes("ERR not a script run"));
+        };
+        let (func, ro, function, name) = match kind {
+            RunKind::Eval => match self.cache(&target, false) {
                 Ok(sha) => {
                     let s = &self.scripts[&sha];
-                    let uncached = s.transient;
-                    (s.func.clone(), ro, false, sha, uncached)
+                    let f = s.func.clone();
+                    if s.transient {
+                        self.scripts.remove(&sha);
+                    }
+                    (f, ro, false, sha)
                 }
-                Err(e) => return err_bytes(&e),
+                Err(e) => return Err(err_bytes(&e)),
             },
             RunKind::EvalSha => {
-                let sha = String::from_utf8_lossy(target).to_ascii_lowercase();
+                let sha = String::from_utf8_lossy(&target).to_ascii_lowercase();
                 match self.scripts.get(&sha) {
-                    Some(s) => (s.func.clone(), ro, false, sha, false),
-                    None => return err_bytes("NOSCRIPT No matching script. Please use EVAL."),
+                    Some(s) => (s.func.clone(), ro, false, sha),
+                    None => {
+                        return Err(err_bytes("NOSCRIPT No matching script. Please use EVAL."));
+                    }
                 }
             }
             RunKind::Fcall => {
-                let name = String::from_utf8_lossy(target).into_owned();
+                let name = String::from_utf8_lossy(&target).into_owned();
                 match self.funcs.get(&name) {
-                    Some(f) => (f.func.clone(), ro || f.no_writes, true, name, false),
-                    None => return err_bytes("ERR Function not found"),
+                    Some(f) => (f.func.clone(), ro || f.no_writes, true, name),
+                    None => return Err(err_bytes("ERR Function not found")),
                 }
             }
         };
-        if uncached {
-            self.scripts.remove(&name);
-        }
+        Ok(Prepared {
+            func,
+            ro,
+            function,
+            name,
+            keys,
+            args,
+            resp3,
+            user,
+        })
+    }
+
+    /// Runs the scripts of `batch` in order under one closed gate and one
+    /// exclusive hold, and returns the replies of those done, removed from
+    /// the front of `batch`: all of them, or fewer when [`BATCH_TIME`]
+    /// passed (the workers then get a turn before the rest).
+    fn run_batch(
+        &mut self,
+        batch: &mut Vec<(Result<Prepared, Vec<u8>>, Responder)>,
+    ) -> Vec<(Vec<u8>, Responder)> {
         let shared = self.shared.clone();
         let sc = &shared.scripting;
-        sc.counters.scripts_run.fetch_add(1, Relaxed);
-        if function {
-            let mut cmd = vec![b"fcall".to_vec(), name.clone().into_bytes()];
-            cmd.push(keys.len().to_string().into_bytes());
-            cmd.extend(keys.iter().cloned());
-            cmd.extend(args.iter().cloned());
-            sc.set_running(Some((name.clone(), cmd)));
-        }
-        sc.gate.close(function);
-        let out = shared
-            .store
-            .exclusive(|ex| self.run_held(&func, function, ex.db(), ro, user, &keys, &args, resp3));
+        let mut done: Vec<Vec<u8>> = Vec::with_capacity(batch.len());
+        let Some(first_fn) = batch
+            .iter()
+            .find_map(|(r, _)| r.as_ref().ok().map(|p| p.function))
+        else {
+            // Nothing to run: every reply is an error.
+            return batch
+                .drain(..)
+                .map(|(r, responder)| (r.err().unwrap_or_default(), responder))
+                .collect();
+        };
+        let started = Instant::now();
+        sc.gate.close(first_fn);
+        shared.store.exclusive(|ex| {
+            for (r, _) in batch.iter_mut() {
+                if !done.is_empty() && started.elapsed() >= BATCH_TIME {
+                    break;
+                }
+                let p = match std::mem::replace(r, Err(Vec::new())) {
+                    Ok(p) => p,
+                    Err(bytes) => {
+                        done.push(bytes);
+                        continue;
+                    }
+                };
+                sc.counters.scripts_run.fetch_add(1, Relaxed);
+                sc.gate.next(p.function);
+                if p.function {
+                    let mut cmd = vec![b"fcall".to_vec(), p.name.clone().into_bytes()];
+                    cmd.push(p.keys.len().to_string().into_bytes());
+                    cmd.extend(p.keys.iter().cloned());
+                    cmd.extend(p.args.iter().cloned());
+                    sc.set_running(Some((p.name.clone(), cmd)));
+                }
+                let reply = self.run_held(
+                    &p.func,
+                    p.function,
+                    ex.db(),
+                    p.ro,
+                    p.user,
+                    &p.keys,
+                    &p.args,
+                    p.resp3,
+                );
+                sc.set_running(None);
+                self.clean_globals();
+                done.push(reply);
+            }
+        });
         sc.gate.open();
-        sc.set_running(None);
-        self.clean_globals();
-        out
+        let n = done.len();
+        done.into_iter()
+            .zip(batch.drain(..n).map(|(_, responder)| responder))
+            .collect()
     }
 
     /// Runs `func` on the held shards.
@@ -765,6 +922,13 @@ impl Engine {
     /// collector restarted, so no script sees another's leftovers.
     fn clean_globals(&self) {
         let g = self.lua.globals();
+        // The arguments of one script are not the next one's (a function
+        // gets its own as parameters and would otherwise see these).
+        let _ = g.raw_set("KEYS", Value::Nil);
+        let _ = g.raw_set("ARGV", Value::Nil);
+        if !self.dirty.replace(false) {
+            return;
+        }
         let mut extra = Vec::new();
         for (k, _) in g.pairs::<Value, Value>().flatten() {
             let known = matches!(&k, Value::String(s)
@@ -1040,20 +1204,24 @@ fn redis_call(
     if argv.is_empty() {
         return err("ERR Please specify at least one argument for this redis lib call");
     }
-    let mut words: Vec<Vec<u8>> = Vec::with_capacity(argv.len());
+    // The request as a RESP frame, parsed by the ordinary parser.
+    let mut frame = Vec::with_capacity(64);
+    reply::array(&mut frame, argv.len());
     for v in argv.iter() {
-        words.push(match v {
-            Value::String(s) => s.as_bytes().to_vec(),
-            Value::Integer(i) => i.to_string().into_bytes(),
-            Value::Number(f) => lua_number(*f).into_bytes(),
+        match v {
+            Value::String(s) => reply::bulk(&mut frame, &s.as_bytes()),
+            Value::Integer(i) => reply::bulk(&mut frame, itoa::Buffer::new().format(*i).as_bytes()),
+            Value::Number(f) => reply::bulk(&mut frame, lua_number(*f).as_bytes()),
             _ => return err("ERR Lua redis lib command arguments must be strings or integers"),
-        });
+        }
     }
-    let mut frame = Vec::new();
-    reply::array(&mut frame, words.len());
-    words.iter().for_each(|w| reply::bulk(&mut frame, w));
-    let mut spans = Vec::new();
-    let cmd = match resp::parse(&frame, &mut spans) {
+    let mut spans = Vec::with_capacity(argv.len());
+    // Framed, then decoded, so that `spans` stays readable (the words).
+    let parsed = match resp::frame(&frame, &mut spans) {
+        resp::Frame::Complete(n) => resp::decode(&frame, n, &spans),
+        _ => return err("ERR malformed command"),
+    };
+    let cmd = match parsed {
         Parsed::Request(cmd, _) => cmd,
         Parsed::Invalid(e, _) => {
             if e.0.starts_with("unknown command") {
@@ -1066,19 +1234,22 @@ fn redis_call(
     if !allowed_in_script(&cmd) {
         return err("ERR This Redis command is not allowed from script");
     }
-    let name = String::from_utf8_lossy(&words[0]).to_lowercase();
-    if let Err(e) = crate::auth::gate::script_admits(&shared.auth, user, &cmd, &name) {
+    let word = |i: usize| {
+        let (s, e) = spans[i];
+        &frame[s as usize..e as usize]
+    };
+    if let Err(e) = crate::auth::gate::script_admits(&shared.auth, user, &cmd, word(0)) {
         return err(&e);
     }
     // A write: a data write, or a command the table flags `write` (the
     // clears, which are admin-class).
     let write = crate::auth::class::of(&cmd) == crate::auth::class::Class::Write
-        || crate::protocol::redis::spec(&words[0]).is_some_and(|c| c.flags.contains(&"write"));
+        || crate::protocol::redis::spec(word(0)).is_some_and(|c| c.flags.contains(&"write"));
     if ro && write {
         return err("ERR Write commands are not allowed from read-only scripts.");
     }
     if shared.stats.monitors.active() {
-        let args: Vec<&[u8]> = words.iter().map(Vec::as_slice).collect();
+        let args: Vec<&[u8]> = (0..spans.len()).map(word).collect();
         let mut line = Vec::new();
         crate::monitor::format_line(&mut line, crate::clock::since_epoch(), &"lua", &args);
         shared.stats.monitors.publish(&line);

@@ -207,6 +207,24 @@ impl Gate {
         }
     }
 
+    /// The next script of a batch starts under the same closed gate: its
+    /// kind, its clock, its kill and write flags are its own, and it is
+    /// not busy before its own threshold.
+    pub fn next(&self, function: bool) {
+        let _g = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        self.function.store(function, SeqCst);
+        self.kill.store(false, SeqCst);
+        self.wrote.store(false, SeqCst);
+        self.started.store(crate::clock::mono_nanos(), SeqCst);
+        self.state.store(RUNNING, SeqCst);
+    }
+
+    /// True once the running script passed the busy threshold.
+    #[inline]
+    pub fn busy(&self) -> bool {
+        self.state.load(SeqCst) == BUSY
+    }
+
     /// Opens the gate after the script ended; wakes waiting workers.
     pub fn open(&self) {
         let _g = self.lock.lock().unwrap_or_else(PoisonError::into_inner);

@@ -88,6 +88,17 @@ pub const BUSY_FUNCTION: &str =
 /// The reply when scripting is switched off (`scripting.enabled`).
 pub const DISABLED: &str = "scripting is disabled on this node (scripting.enabled = false)";
 
+/// Whether `cmd` only hands a job to the script thread (`EVAL`, `FCALL`,
+/// `SCRIPT LOAD|EXISTS|FLUSH`, `FUNCTION LOAD|DELETE|FLUSH|LIST`): a worker
+/// may take it while a script runs, without touching the keyspace.
+pub fn queues_for_script_thread(cmd: &Command<'_>) -> bool {
+    match cmd {
+        Command::Redis(Redis::Run(_)) => true,
+        Command::Redis(Redis::Script(a)) => a.deferred(),
+        _ => false,
+    }
+}
+
 /// Whether `cmd` may run while a script is busy: the commands that touch
 /// no key and that Redis flags `allow-busy` (`SCRIPT KILL`, `FUNCTION
 /// KILL|STATS`, `SHUTDOWN`, `MULTI`, `DISCARD`, `UNWATCH`, `QUIT`,

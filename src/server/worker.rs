@@ -981,6 +981,12 @@ fn gate_admits(shared: &Shared, id: usize, cmd: &Command<'_>, entered: &mut bool
             *entered = true;
             return true;
         }
+        // A script request only queues for the script thread (no key is
+        // touched here): it need not wait for the running script, unless
+        // that one is busy (then `-BUSY`, as in Redis).
+        if script::queues_for_script_thread(cmd) && !gate.busy() {
+            return true;
+        }
         match gate.wait(shared.scripting.threshold()) {
             crate::script::gate::Closed::Ended => continue,
             crate::script::gate::Closed::Busy => return script::allowed_while_busy(cmd),
