@@ -171,6 +171,33 @@ fn eval_converts_replies_and_values_as_redis_does() {
     );
 }
 
+/// A pipeline of scripts is handed over without waiting for each reply;
+/// whatever else is pipelined behind them (a command, a malformed
+/// request) waits, so every reply comes back in request order.
+#[test]
+fn pipelined_scripts_reply_in_request_order() {
+    let server = Server::start(&[]);
+    let mut s = server.connect();
+    let mut pipeline = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..40 {
+        pipeline.extend(eval("return redis.call('INCR', KEYS[1])", &["ctr"], &[]));
+        expected.extend(format!(":{}\r\n", i + 1).into_bytes());
+        if i % 7 == 3 {
+            pipeline.extend(req(&[b"GET", b"ctr"]));
+            let v = (i + 1).to_string();
+            expected.extend(format!("${}\r\n{v}\r\n", v.len()).into_bytes());
+        }
+        if i % 11 == 5 {
+            pipeline.extend(req(&[b"NOSUCHCMD"]));
+            expected.extend(b"-ERR unknown command 'NOSUCHCMD', with args beginning with: \r\n");
+        }
+    }
+    pipeline.extend(req(&[b"PING"]));
+    expected.extend(b"+PONG\r\n");
+    expect(&mut s, &pipeline, &expected);
+}
+
 #[test]
 fn script_cache_evalsha_and_read_only_scripts() {
     let server = Server::start(&[]);

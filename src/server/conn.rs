@@ -67,6 +67,11 @@ pub struct Conn {
     pub closing: bool,
     /// Waiting for a deferred reply (SYNC); input is not processed.
     pub deferred: bool,
+    /// Script requests handed to the script thread whose replies have not
+    /// come back: while there are some, only further script requests are
+    /// taken from the input (their replies come back in order), anything
+    /// else waits (`worker::chains`).
+    pub script_jobs: u32,
     /// Queued in the worker's pending list.
     pub pending: bool,
     /// Queued in the worker's flush list.
@@ -130,6 +135,7 @@ impl Conn {
             hup: false,
             closing: false,
             deferred: false,
+            script_jobs: 0,
             pending: false,
             dirty: false,
             last_active: now,

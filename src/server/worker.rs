@@ -343,10 +343,16 @@ impl Worker {
             if conn.info.id != c.conn_id || conn.lingering {
                 continue;
             }
-            if !std::mem::take(&mut conn.drop_deferred) {
+            if conn.script_jobs > 0 {
+                // A chained script's reply (never suppressed: `chains`).
+                conn.script_jobs -= 1;
                 conn.wbuf.extend_from_slice(&c.bytes);
+            } else {
+                if !std::mem::take(&mut conn.drop_deferred) {
+                    conn.wbuf.extend_from_slice(&c.bytes);
+                }
+                conn.deferred = false;
             }
-            conn.deferred = false;
             self.mark_dirty(c.token);
             self.mark_pending(c.token);
             self.account(c.token);
@@ -408,7 +414,7 @@ impl Worker {
             // sends a script's publishes to its own caller: they wait in
             // the bounded feed until the completion is written (`on_wake`
             // writes completions first, then drains).
-            if pubsub && conn.deferred {
+            if pubsub && (conn.deferred || conn.script_jobs > 0) {
                 continue;
             }
             let fits = feed.drain_into(&mut conn.wbuf);
@@ -821,6 +827,7 @@ impl Worker {
             let expired = c.close_by.is_some_and(|t| now >= t);
             let idle = idle_timeout.is_some_and(|t| {
                 !c.deferred
+                    && c.script_jobs == 0
                     && !c.closing
                     && c.held_until.is_none()
                     && now.duration_since(c.last_active) > t
@@ -994,6 +1001,22 @@ fn gate_admits(shared: &Shared, id: usize, cmd: &Command<'_>, entered: &mut bool
     }
 }
 
+/// Script requests one connection may have out at once (a pipeline of
+/// `EVAL`s is handed over without waiting for each reply).
+const MAX_CHAIN: u32 = 64;
+
+/// Whether `cmd` may be taken while this connection has script replies
+/// out: another script request, under the same conditions as the first
+/// (replies on, no transaction), up to [`MAX_CHAIN`]. The script thread
+/// answers in the order it received them, so replies stay in request
+/// order; anything else waits until they are all back.
+fn chains(cmd: &Command<'_>, conn: &Conn) -> bool {
+    matches!(cmd, Command::Redis(Redis::Run(_)))
+        && conn.script_jobs < MAX_CHAIN
+        && conn.tx.is_none()
+        && conn.info.reply_mode() == ReplyMode::On
+}
+
 /// The `-BUSY` refusal of `cmd` while a script is busy; inside `MULTI`
 /// the transaction is flagged (`EXEC` then aborts), and `EXEC` itself
 /// discards it, as Redis does.
@@ -1075,6 +1098,10 @@ fn process_batch(
         };
         match parsed {
             Parsed::Request(cmd, n) => {
+                // Replies of scripts still out come first (`chains`).
+                if conn.script_jobs > 0 && !chains(&cmd, conn) {
+                    return (pos, Stop::Blocked);
+                }
                 let start = pos;
                 pos += n;
                 *budget -= 1;
@@ -1341,6 +1368,13 @@ fn process_batch(
                         {
                             *user = conn.session.user();
                         }
+                        // A script request with its reply on may be followed
+                        // by more of them before its reply comes (`chains`).
+                        let chain =
+                            matches!(task, crate::jobs::Task::Script(script::Call::Run { .. }))
+                                && !suppressed
+                                && conn.tx.is_none()
+                                && conn.info.reply_mode() == ReplyMode::On;
                         let job = Job {
                             task,
                             responder: Responder {
@@ -1357,12 +1391,20 @@ fn process_batch(
                             &env.shared.jobs.0
                         };
                         if queue.send(job).is_ok() {
-                            conn.deferred = true;
+                            if chain {
+                                conn.script_jobs += 1;
+                            } else {
+                                conn.deferred = true;
+                            }
                         } else {
                             reply::error(&mut conn.wbuf, proto, "no executor for this command");
                         }
                     }
                 }
+            }
+            Parsed::Invalid(..) | Parsed::Fatal(_) if conn.script_jobs > 0 => {
+                // Its error waits for the replies of the scripts still out.
+                return (pos, Stop::Blocked);
             }
             Parsed::Invalid(e, n) => {
                 let (word, sub) = names::words(&data[pos..pos + n]);
