@@ -145,6 +145,19 @@ fn eval_converts_replies_and_values_as_redis_does() {
         &eval("return string.rep('ab', 3)", &[], &[]),
         b"$6\r\nababab\r\n",
     );
+    assert!(
+        first_line(&mut s, &eval("coroutine.create = nil", &[], &[]))
+            .contains("Attempt to modify a readonly table")
+    );
+    // A script's KEYS and ARGV are gone once it ended.
+    expect(&mut s, &eval("return #KEYS", &["k1", "k2"], &[]), b":2\r\n");
+    let lib = b"#!lua name=peek\nredis.register_function('peek', function() return tostring(rawget(_G, 'KEYS')) end)";
+    expect(
+        &mut s,
+        &req(&[b"FUNCTION", b"LOAD", lib]),
+        b"$4\r\npeek\r\n",
+    );
+    expect(&mut s, &req(&[b"FCALL", b"peek", b"0"]), b"$3\r\nnil\r\n");
     // What one script slips past them with rawset is gone for the next.
     expect(
         &mut s,
