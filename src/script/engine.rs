@@ -292,11 +292,6 @@ fn hex_sha1(data: &[u8]) -> String {
     s
 }
 
-/// An error reply whose text starts with its code (`ERR …`, `NOSCRIPT …`).
-fn err_bytes(msg: &str) -> Vec<u8> {
-    err_line(msg)
-}
-
 /// The Lua side of the sandbox: `redis.call`/`pcall` over the Rust
 /// callback, read-only library tables, protected globals.
 const PRELUDE: &str = r#"
@@ -528,14 +523,14 @@ impl Engine {
     /// Answers one call (RESP bytes).
     fn handle(&mut self, call: Call) -> Vec<u8> {
         match call {
-            Call::Run { .. } => err_bytes("ERR scripts run in batches"),
+            Call::Run { .. } => err_line("ERR scripts run in batches"),
             Call::Load(body) => match self.cache(&body, true) {
                 Ok(sha) => {
                     let mut out = Vec::new();
                     reply::bulk(&mut out, sha.as_bytes());
                     out
                 }
-                Err(e) => err_bytes(&e),
+                Err(e) => err_line(&e),
             },
             Call::Exists(shas) => {
                 let mut out = Vec::new();
@@ -563,7 +558,7 @@ impl Engine {
                     reply::bulk(&mut out, name.as_bytes());
                     out
                 }
-                Err(e) => err_bytes(&e),
+                Err(e) => err_line(&e),
             },
             Call::FunctionDelete(name) => {
                 let name = String::from_utf8_lossy(&name).into_owned();
@@ -573,7 +568,7 @@ impl Engine {
                     reply::ok(&mut out, Proto::Resp);
                     out
                 } else {
-                    err_bytes("ERR Library not found")
+                    err_line("ERR Library not found")
                 }
             }
             Call::FunctionFlush => {
@@ -717,7 +712,7 @@ impl Engine {
             Work::Ready(r, responder) => (r, responder),
             Work::Job(job) => match job.task {
                 Task::Script(call) => (self.prepare(call), job.responder),
-                _ => (Err(err_bytes("ERR not a script job")), job.responder),
+                _ => (Err(err_line("ERR not a script job")), job.responder),
             },
         }
     }
@@ -735,7 +730,7 @@ impl Engine {
             user,
         } = call
         else {
-            return Err(err_bytes("ERR not a script run"));
+            return Err(err_line("ERR not a script run"));
         };
         let (func, ro, function, name) = match kind {
             RunKind::Eval => match self.cache(&target, false) {
@@ -747,14 +742,14 @@ impl Engine {
                     }
                     (f, ro, false, sha)
                 }
-                Err(e) => return Err(err_bytes(&e)),
+                Err(e) => return Err(err_line(&e)),
             },
             RunKind::EvalSha => {
                 let sha = String::from_utf8_lossy(&target).to_ascii_lowercase();
                 match self.scripts.get(&sha) {
                     Some(s) => (s.func.clone(), ro, false, sha),
                     None => {
-                        return Err(err_bytes("NOSCRIPT No matching script. Please use EVAL."));
+                        return Err(err_line("NOSCRIPT No matching script. Please use EVAL."));
                     }
                 }
             }
@@ -762,7 +757,7 @@ impl Engine {
                 let name = String::from_utf8_lossy(&target).into_owned();
                 match self.funcs.get(&name) {
                     Some(f) => (f.func.clone(), ro || f.no_writes, true, name),
-                    None => return Err(err_bytes("ERR Function not found")),
+                    None => return Err(err_line("ERR Function not found")),
                 }
             }
         };
@@ -789,18 +784,15 @@ impl Engine {
         let shared = self.shared.clone();
         let sc = &shared.scripting;
         let mut done: Vec<Vec<u8>> = Vec::with_capacity(batch.len());
-        let Some(first_fn) = batch
-            .iter()
-            .find_map(|(r, _)| r.as_ref().ok().map(|p| p.function))
-        else {
+        if batch.iter().all(|(r, _)| r.is_err()) {
             // Nothing to run: every reply is an error.
             return batch
                 .drain(..)
                 .map(|(r, responder)| (r.err().unwrap_or_default(), responder))
                 .collect();
-        };
+        }
         let started = Instant::now();
-        sc.gate.close(first_fn);
+        sc.gate.close();
         shared.store.exclusive(|ex| {
             for (r, _) in batch.iter_mut() {
                 if !done.is_empty() && started.elapsed() >= BATCH_TIME {
@@ -911,7 +903,7 @@ impl Engine {
             Ok(out) => out,
             Err(e) => {
                 self.count_memory(&e);
-                err_bytes(&format!("ERR {}", lua_message(&e)))
+                err_line(&format!("ERR {}", lua_message(&e)))
             }
         }
     }
@@ -1451,6 +1443,8 @@ fn error_reply(v: &Value, shared: &Shared) -> Vec<u8> {
     err_line(&msg)
 }
 
+/// An error reply whose text starts with its code (`ERR …`, `NOSCRIPT …`),
+/// on one line.
 fn err_line(msg: &str) -> Vec<u8> {
     // mlua appends a Lua traceback to errors raised through Rust
     // callbacks; a reply line keeps the message.

@@ -186,12 +186,9 @@ impl Gate {
 
     // ---- engine side ------------------------------------------------------
 
-    /// Closes the gate for a script (`function`: an `FCALL`) and waits
-    /// until no worker is inside.
-    pub fn close(&self, function: bool) {
-        self.function.store(function, SeqCst);
-        self.kill.store(false, SeqCst);
-        self.wrote.store(false, SeqCst);
+    /// Closes the gate for a batch of scripts and waits until no worker
+    /// is inside; each script then starts with [`Gate::next`].
+    pub fn close(&self) {
         self.started.store(crate::clock::mono_nanos(), SeqCst);
         self.state.store(RUNNING, SeqCst);
         for flag in self.inside.iter() {
@@ -272,7 +269,7 @@ mod tests {
         let gate = Arc::new(Gate::new(2));
         assert!(gate.enter(0));
         let g = gate.clone();
-        let closer = std::thread::spawn(move || g.close(false));
+        let closer = std::thread::spawn(move || g.close());
         // The engine waits for worker 0; worker 1 cannot enter meanwhile
         // once the state is set.
         while !gate.running() {
@@ -292,13 +289,15 @@ mod tests {
     fn kill_follows_redis_rules() {
         let gate = Gate::new(1);
         assert_eq!(gate.kill(false), Kill::NotBusy);
-        gate.close(true);
+        gate.close();
+        gate.next(true);
         assert_eq!(gate.kill(false), Kill::WrongKind);
         assert_eq!(gate.kill(true), Kill::Requested);
         let t = Duration::from_secs(60);
         assert_eq!(gate.check(t), Some(KILLED));
         gate.open();
-        gate.close(false);
+        gate.close();
+        gate.next(false);
         gate.wrote();
         assert_eq!(gate.kill(false), Kill::Unkillable);
         assert_eq!(gate.check(t), None);
@@ -308,7 +307,7 @@ mod tests {
     #[test]
     fn waiting_workers_learn_the_script_is_busy_after_the_threshold() {
         let gate = Gate::new(1);
-        gate.close(false);
+        gate.close();
         assert_eq!(gate.wait(Duration::ZERO), Closed::Busy);
         assert_eq!(gate.check(Duration::ZERO), None);
         assert_eq!(gate.wait(Duration::from_secs(60)), Closed::Busy);
