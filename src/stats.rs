@@ -312,6 +312,34 @@ impl ClientMeta {
 }
 
 impl ClientInfo {
+    /// A connection's info in its initial state (RESP2, replies on, no
+    /// name, not killed).
+    fn new(
+        id: u64,
+        addr: SocketAddr,
+        connected: Instant,
+        last_cmd_ms: u64,
+        worker: usize,
+        laddr: Option<SocketAddr>,
+        fd: i64,
+    ) -> ClientInfo {
+        ClientInfo {
+            id,
+            addr,
+            connected,
+            last_cmd_ms: AtomicU64::new(last_cmd_ms),
+            meta: Mutex::default(),
+            resp3: AtomicBool::new(false),
+            reply_mode: AtomicU8::new(ReplyMode::On as u8),
+            no_evict: AtomicBool::new(false),
+            worker,
+            laddr,
+            fd,
+            killed: AtomicBool::new(false),
+            view: Mutex::new(ConnView::default()),
+        }
+    }
+
     /// Records activity at `ms` (milliseconds since server start).
     #[inline]
     pub fn touch(&self, ms: u64) {
@@ -597,21 +625,15 @@ impl Stats {
         now: Instant,
     ) -> Arc<ClientInfo> {
         let id = self.total_connections.fetch_add(1, Relaxed) + 1;
-        let info = Arc::new(ClientInfo {
+        let info = Arc::new(ClientInfo::new(
             id,
             addr,
-            connected: now,
-            last_cmd_ms: AtomicU64::new(self.elapsed_ms(now)),
-            meta: Mutex::default(),
-            resp3: AtomicBool::new(false),
-            reply_mode: AtomicU8::new(ReplyMode::On as u8),
-            no_evict: AtomicBool::new(false),
+            now,
+            self.elapsed_ms(now),
             worker,
             laddr,
             fd,
-            killed: AtomicBool::new(false),
-            view: Mutex::new(ConnView::default()),
-        });
+        ));
         lock(&self.clients).insert(id, info.clone());
         info
     }
@@ -619,21 +641,16 @@ impl Stats {
     /// The client scripts run their commands as: id 0, address `lua`
     /// in MONITOR, never listed by `CLIENT LIST`.
     pub fn script_client(&self) -> Arc<ClientInfo> {
-        Arc::new(ClientInfo {
-            id: 0,
-            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-            connected: Instant::now(),
-            last_cmd_ms: AtomicU64::new(0),
-            meta: Mutex::default(),
-            resp3: AtomicBool::new(false),
-            reply_mode: AtomicU8::new(ReplyMode::On as u8),
-            no_evict: AtomicBool::new(false),
-            worker: usize::MAX,
-            laddr: None,
-            fd: -1,
-            killed: AtomicBool::new(false),
-            view: Mutex::new(ConnView::default()),
-        })
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        Arc::new(ClientInfo::new(
+            0,
+            unspecified,
+            Instant::now(),
+            0,
+            usize::MAX,
+            None,
+            -1,
+        ))
     }
 
     /// Removes a closed connection.
