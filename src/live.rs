@@ -12,7 +12,8 @@
 //!
 //! The output and bulk-string limits live with the other client limits in
 //! [`crate::limits::Memory`], `security.max_auth_failures` in
-//! [`crate::auth::Auth`]; the log level is the `log` crate's global
+//! [`crate::auth::Auth`], the scripts' busy threshold in
+//! [`crate::script::shared::Scripting`]; the log level is the `log` crate's global
 //! maximum level (itself an atomic).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
