@@ -39,6 +39,10 @@ pub fn run(ctx: &mut Ctx<'_>, r: ScriptRun<'_>, out: &mut Vec<u8>) -> Flow {
 pub fn admin(ctx: &mut Ctx<'_>, a: ScriptAdmin<'_>, out: &mut Vec<u8>) -> Flow {
     ctx.stats.incr(Counter::Management);
     let sc = &ctx.shared.scripting;
+    if a.deferred() && !ctx.shared.config.scripting.enabled {
+        error(out, Proto::Resp, DISABLED);
+        return Flow::Continue;
+    }
     let call = match a {
         ScriptAdmin::Kill { function } => {
             match sc.gate.kill(function) {
@@ -103,9 +107,5 @@ pub fn admin(ctx: &mut Ctx<'_>, a: ScriptAdmin<'_>, out: &mut Vec<u8>) -> Flow {
             resp3: ctx.client.is_resp3(),
         },
     };
-    if !ctx.shared.config.scripting.enabled {
-        error(out, Proto::Resp, DISABLED);
-        return Flow::Continue;
-    }
     Flow::Defer(Task::Script(call))
 }
