@@ -10,7 +10,7 @@ use crate::jobs::Task;
 use crate::protocol::redis::{ScriptAdmin, ScriptRun};
 use crate::protocol::reply::{Proto, array, bulk, error, integer, map, ok};
 use crate::script::gate::Kill;
-use crate::script::{BUSY_EVAL, BUSY_FUNCTION, Call, DISABLED};
+use crate::script::{Admin, BUSY_EVAL, BUSY_FUNCTION, Call, DISABLED, Run};
 use crate::stats::Counter;
 
 /// `EVAL`, `EVALSHA`, `FCALL` (+ `_RO`): deferred to the script thread.
@@ -23,7 +23,7 @@ pub fn run(ctx: &mut Ctx<'_>, r: ScriptRun<'_>, out: &mut Vec<u8>) -> Flow {
     let mut all = r.rest.iter();
     let keys = all.by_ref().take(r.numkeys).map(<[u8]>::to_vec).collect();
     let args = all.map(<[u8]>::to_vec).collect();
-    Flow::Defer(Task::Script(Call::Run {
+    Flow::Defer(Task::Script(Call::Run(Run {
         kind: r.kind,
         ro: r.ro,
         target: r.target.to_vec(),
@@ -32,7 +32,7 @@ pub fn run(ctx: &mut Ctx<'_>, r: ScriptRun<'_>, out: &mut Vec<u8>) -> Flow {
         resp3: ctx.client.is_resp3(),
         // The worker sets the session's user before handing it over.
         user: None,
-    }))
+    })))
 }
 
 /// `SCRIPT …` / `FUNCTION …`.
@@ -92,20 +92,20 @@ pub fn admin(ctx: &mut Ctx<'_>, a: ScriptAdmin<'_>, out: &mut Vec<u8>) -> Flow {
             integer(out, sc.counters.functions.load(Relaxed) as i64);
             return Flow::Continue;
         }
-        ScriptAdmin::Load(body) => Call::Load(body.to_vec()),
-        ScriptAdmin::Exists(shas) => Call::Exists(shas.iter().map(<[u8]>::to_vec).collect()),
-        ScriptAdmin::Flush => Call::Flush,
-        ScriptAdmin::FunctionLoad { replace, code } => Call::FunctionLoad {
+        ScriptAdmin::Load(body) => Admin::Load(body.to_vec()),
+        ScriptAdmin::Exists(shas) => Admin::Exists(shas.iter().map(<[u8]>::to_vec).collect()),
+        ScriptAdmin::Flush => Admin::Flush,
+        ScriptAdmin::FunctionLoad { replace, code } => Admin::FunctionLoad {
             replace,
             code: code.to_vec(),
         },
-        ScriptAdmin::FunctionDelete(n) => Call::FunctionDelete(n.to_vec()),
-        ScriptAdmin::FunctionFlush => Call::FunctionFlush,
-        ScriptAdmin::FunctionList { pattern, code } => Call::FunctionList {
+        ScriptAdmin::FunctionDelete(n) => Admin::FunctionDelete(n.to_vec()),
+        ScriptAdmin::FunctionFlush => Admin::FunctionFlush,
+        ScriptAdmin::FunctionList { pattern, code } => Admin::FunctionList {
             pattern: pattern.map(<[u8]>::to_vec),
             code,
             resp3: ctx.client.is_resp3(),
         },
     };
-    Flow::Defer(Task::Script(call))
+    Flow::Defer(Task::Script(Call::Admin(call)))
 }

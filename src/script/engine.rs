@@ -23,8 +23,8 @@ use crossbeam_channel::Receiver;
 use mlua::{Function, HookTriggers, Lua, LuaOptions, StdLib, Table, Value, Variadic, VmState};
 use sha1::{Digest, Sha1};
 
-use super::Call;
 use super::gate;
+use super::{Admin, Call, Run};
 use crate::exec::{self, Ctx, Flow};
 use crate::jobs::{Job, Responder, Task};
 use crate::protocol::redis::RunKind;
@@ -196,7 +196,7 @@ fn run(shared: Arc<Shared>, jobs: Receiver<Job>, stop: Receiver<()>, stats: Arc<
         };
         let first = match work {
             Work::Job(job) if !is_run(&job) => {
-                let Task::Script(call) = job.task else {
+                let Task::Script(Call::Admin(call)) = job.task else {
                     job.responder.respond(Err("not a script job".into()));
                     continue;
                 };
@@ -250,7 +250,7 @@ const MAX_BATCH: usize = 64;
 const BATCH_TIME: Duration = Duration::from_millis(1);
 
 fn is_run(job: &Job) -> bool {
-    matches!(job.task, Task::Script(Call::Run { .. }))
+    matches!(job.task, Task::Script(Call::Run(_)))
 }
 
 /// A script ready to run: its function and how.
@@ -521,10 +521,9 @@ impl Engine {
     }
 
     /// Answers one call (RESP bytes).
-    fn handle(&mut self, call: Call) -> Vec<u8> {
+    fn handle(&mut self, call: Admin) -> Vec<u8> {
         match call {
-            Call::Run { .. } => err_line("ERR scripts run in batches"),
-            Call::Load(body) => match self.cache(&body, true) {
+            Admin::Load(body) => match self.cache(&body, true) {
                 Ok(sha) => {
                     let mut out = Vec::new();
                     reply::bulk(&mut out, sha.as_bytes());
@@ -532,7 +531,7 @@ impl Engine {
                 }
                 Err(e) => err_line(&e),
             },
-            Call::Exists(shas) => {
+            Admin::Exists(shas) => {
                 let mut out = Vec::new();
                 reply::array(&mut out, shas.len());
                 for s in shas {
@@ -542,7 +541,7 @@ impl Engine {
                 }
                 out
             }
-            Call::Flush => {
+            Admin::Flush => {
                 for (_, s) in self.scripts.drain() {
                     self.source_bytes -= s.bytes;
                 }
@@ -552,7 +551,7 @@ impl Engine {
                 reply::ok(&mut out, Proto::Resp);
                 out
             }
-            Call::FunctionLoad { replace, code } => match self.load_library(&code, replace) {
+            Admin::FunctionLoad { replace, code } => match self.load_library(&code, replace) {
                 Ok(name) => {
                     let mut out = Vec::new();
                     reply::bulk(&mut out, name.as_bytes());
@@ -560,7 +559,7 @@ impl Engine {
                 }
                 Err(e) => err_line(&e),
             },
-            Call::FunctionDelete(name) => {
+            Admin::FunctionDelete(name) => {
                 let name = String::from_utf8_lossy(&name).into_owned();
                 if self.libs.contains_key(&name) {
                     self.drop_library(&name);
@@ -571,7 +570,7 @@ impl Engine {
                     err_line("ERR Library not found")
                 }
             }
-            Call::FunctionFlush => {
+            Admin::FunctionFlush => {
                 let names: Vec<String> = self.libs.keys().cloned().collect();
                 for n in names {
                     self.drop_library(&n);
@@ -581,7 +580,7 @@ impl Engine {
                 reply::ok(&mut out, Proto::Resp);
                 out
             }
-            Call::FunctionList {
+            Admin::FunctionList {
                 pattern,
                 code,
                 resp3,
@@ -711,16 +710,16 @@ impl Engine {
         match w {
             Work::Ready(r, responder) => (r, responder),
             Work::Job(job) => match job.task {
-                Task::Script(call) => (self.prepare(call), job.responder),
+                Task::Script(Call::Run(run)) => (self.prepare(run), job.responder),
                 _ => (Err(err_line("ERR not a script job")), job.responder),
             },
         }
     }
 
-    /// Looks up or compiles the script of a `Call::Run`: ready to run, or
+    /// Looks up or compiles the script of a [`Run`]: ready to run, or
     /// its error reply.
-    fn prepare(&mut self, call: Call) -> Result<Prepared, Vec<u8>> {
-        let Call::Run {
+    fn prepare(&mut self, run: Run) -> Result<Prepared, Vec<u8>> {
+        let Run {
             kind,
             ro,
             target,
@@ -728,10 +727,7 @@ impl Engine {
             args,
             resp3,
             user,
-        } = call
-        else {
-            return Err(err_line("ERR not a script run"));
-        };
+        } = run;
         let (func, ro, function, name) = match kind {
             RunKind::Eval => match self.cache(&target, false) {
                 Ok(sha) => {

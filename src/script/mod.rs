@@ -45,19 +45,30 @@ use crate::protocol::redis::{Redis, RunKind};
 /// A script request, owned, as the worker hands it to the script thread.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
-    /// `EVAL` / `EVALSHA` / `FCALL` (`ro`: the `_RO` form).
-    Run {
-        kind: RunKind,
-        ro: bool,
-        target: Vec<u8>,
-        keys: Vec<Vec<u8>>,
-        args: Vec<Vec<u8>>,
-        /// The client asked for RESP3 (`HELLO 3`): nulls are encoded so.
-        resp3: bool,
-        /// The caller's authenticated user (set by the worker from the
-        /// connection's session): the script runs with its role.
-        user: Option<usize>,
-    },
+    /// A script to run (run in batches, `engine.rs`).
+    Run(Run),
+    /// Cache and library management.
+    Admin(Admin),
+}
+
+/// `EVAL` / `EVALSHA` / `FCALL` (`ro`: the `_RO` form).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    pub kind: RunKind,
+    pub ro: bool,
+    pub target: Vec<u8>,
+    pub keys: Vec<Vec<u8>>,
+    pub args: Vec<Vec<u8>>,
+    /// The client asked for RESP3 (`HELLO 3`): nulls are encoded so.
+    pub resp3: bool,
+    /// The caller's authenticated user (set by the worker from the
+    /// connection's session): the script runs with its role.
+    pub user: Option<usize>,
+}
+
+/// The `SCRIPT` / `FUNCTION` subcommands the script thread answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admin {
     /// `SCRIPT LOAD`.
     Load(Vec<u8>),
     /// `SCRIPT EXISTS`.

@@ -1364,17 +1364,15 @@ fn process_batch(
                     }
                     Flow::Defer(mut task) => {
                         // A script runs with its caller's role (auth::gate).
-                        if let crate::jobs::Task::Script(script::Call::Run { user, .. }) = &mut task
-                        {
-                            *user = conn.session.user();
+                        if let crate::jobs::Task::Script(script::Call::Run(run)) = &mut task {
+                            run.user = conn.session.user();
                         }
                         // A script request with its reply on may be followed
                         // by more of them before its reply comes (`chains`).
-                        let chain =
-                            matches!(task, crate::jobs::Task::Script(script::Call::Run { .. }))
-                                && !suppressed
-                                && conn.tx.is_none()
-                                && conn.info.reply_mode() == ReplyMode::On;
+                        let chain = matches!(task, crate::jobs::Task::Script(script::Call::Run(_)))
+                            && !suppressed
+                            && conn.tx.is_none()
+                            && conn.info.reply_mode() == ReplyMode::On;
                         let job = Job {
                             task,
                             responder: Responder {
