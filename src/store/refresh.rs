@@ -392,34 +392,15 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::super::expiry_index::SLOT_MS;
-    use super::super::{StoreOptions, now_millis};
+    use super::super::now_millis;
     use super::*;
-
-    fn small() -> Store {
-        Store::new(StoreOptions {
-            shards: 1,
-            tree_bits: 4,
-            node_id: "n1".into(),
-            tombstone_ttl_ms: 1,
-        })
-        .unwrap()
-    }
 
     #[test]
     fn a_table_shrunk_while_copies_are_in_flight_is_refreshed_again() {
         // ~64 records per bucket, 60 of which expire and are removed
         // outright, which shrinks the tables: records move to other slots.
-        let (s, kept) = (small(), small());
         let now = now_millis();
-        for i in 0..1024 {
-            let k = format!("k{i}");
-            if i % 16 == 0 {
-                let v = s.set(k.as_bytes(), b"v");
-                kept.apply(k.as_bytes(), Some(b"v"), v);
-            } else {
-                s.db().set_expiring(k.as_bytes(), b"v", now + 10);
-            }
-        }
+        let (s, kept) = crate::store::tests::mostly_expiring(now);
         // Step 1 of a refresh: a chunk of copies of the first buckets,
         // whose stale bits are cleared.
         let mut w = Refresh::default();

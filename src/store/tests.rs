@@ -1268,20 +1268,24 @@ fn table_capacity(s: &Store) -> usize {
         .sum()
 }
 
-#[test]
-fn tables_left_sparse_by_expiry_or_collection_shrink() {
-    // 16 buckets: ~64 records each, of which ~4 stay.
-    let small = || {
-        Store::new(StoreOptions {
-            shards: 1,
-            tree_bits: 4,
-            node_id: "n1".into(),
-            tombstone_ttl_ms: 1,
-        })
-        .unwrap()
-    };
+/// A store of one shard and 16 buckets.
+pub(super) fn small() -> Store {
+    Store::new(StoreOptions {
+        shards: 1,
+        tree_bits: 4,
+        node_id: "n1".into(),
+        tombstone_ttl_ms: 1,
+    })
+    .unwrap()
+}
+
+/// One shard of 16 buckets holding 1,024 records, ~64 per bucket: every
+/// 16th without expiry (copied into the second store returned, as a
+/// replica would hold it), the others expiring at `now + 10` ms. Once
+/// they expire the tables are left sparse (the shrink tests here and in
+/// `refresh.rs`).
+pub(super) fn mostly_expiring(now: u64) -> (Store, Store) {
     let (s, kept) = (small(), small());
-    let now = now_millis();
     for i in 0..1024 {
         let k = format!("k{i}");
         if i % 16 == 0 {
@@ -1291,6 +1295,14 @@ fn tables_left_sparse_by_expiry_or_collection_shrink() {
             s.db().set_expiring(k.as_bytes(), b"v", now + 10);
         }
     }
+    (s, kept)
+}
+
+#[test]
+fn tables_left_sparse_by_expiry_or_collection_shrink() {
+    // 16 buckets: ~64 records each, of which ~4 stay.
+    let now = now_millis();
+    let (s, kept) = mostly_expiring(now);
     let full = table_capacity(&s);
     assert!(full >= 1024, "{full}");
     s.root(); // every digest computed: only the shrink can mark stale
