@@ -44,6 +44,9 @@ pub struct Live {
     /// Fall of the used-memory estimate that triggers a heap trim
     /// (`limits.heap_trim_threshold`; 0: never).
     heap_trim_threshold: AtomicU64,
+    /// Microseconds a worker polls without sleeping after it last found
+    /// an event (`network.busy_poll_us`; 0: never).
+    busy_poll_us: AtomicU64,
 }
 
 impl Live {
@@ -59,6 +62,7 @@ impl Live {
             ae_interval_secs: AtomicU64::new(config.anti_entropy.interval.as_secs()),
             ae_interval_changed: bounded(1),
             heap_trim_threshold: AtomicU64::new(config.limits.heap_trim_threshold),
+            busy_poll_us: AtomicU64::new(config.busy_poll_us),
         }
     }
 
@@ -135,6 +139,16 @@ impl Live {
     pub fn set_heap_trim_threshold(&self, bytes: u64) {
         self.heap_trim_threshold.store(bytes, Relaxed);
     }
+
+    /// How long a worker polls without sleeping after it last found an
+    /// event; zero: it sleeps at once.
+    pub fn busy_poll(&self) -> Duration {
+        Duration::from_micros(self.busy_poll_us.load(Relaxed))
+    }
+
+    pub fn set_busy_poll_us(&self, us: u64) {
+        self.busy_poll_us.store(us, Relaxed);
+    }
 }
 
 #[cfg(test)]
@@ -146,6 +160,7 @@ mod tests {
         let mut c = Config {
             connection_timeout: Some(Duration::from_secs(7)),
             max_connections: 5,
+            busy_poll_us: 40,
             ..Config::default()
         };
         c.metrics.latency_tracking = true;
@@ -155,6 +170,9 @@ mod tests {
         assert_eq!(live.max_connections(), 5);
         assert!(live.latency_tracking());
         assert_eq!(live.auth_failure_delay(), Duration::from_millis(200));
+        assert_eq!(live.busy_poll(), Duration::from_micros(40));
+        live.set_busy_poll_us(0);
+        assert_eq!(live.busy_poll(), Duration::ZERO);
         live.set_timeout_secs(0);
         live.set_max_connections(9);
         live.set_latency_tracking(false);

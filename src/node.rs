@@ -18,9 +18,10 @@ pub use crate::applier::Applier;
 pub use crate::state::{Shared, StopSignal};
 
 /// The INFO sections after the node's own lines, in their order.
-static INFO_SECTIONS: [&dyn InfoSection; 8] = [
+static INFO_SECTIONS: [&dyn InfoSection; 9] = [
     &crate::auth::info::AuthInfo,
     &crate::server::ClientLimitsInfo,
+    &crate::server::BusyPollInfo,
     &crate::replication::bridge::ReplicationInfo,
     &crate::persist::threads::PersistInfo,
     &crate::antientropy::scheduler::AntiEntropyInfo,

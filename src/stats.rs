@@ -63,6 +63,11 @@ const COUNTERS: usize = COUNTER_NAMES.len();
 #[repr(align(128))]
 pub struct WorkerStats {
     counters: [AtomicU64; COUNTERS],
+    /// Busy polling (`network.busy_poll_us`): polls without sleeping that
+    /// found an event, each a sleep and a wakeup saved.
+    busy_poll_hits: AtomicU64,
+    /// Busy polling: microseconds of polls that found nothing.
+    busy_poll_idle_us: AtomicU64,
     /// Per-command calls, time, failures and latency (INFO
     /// `commandstats`, the metrics endpoint).
     pub commands: WorkerCommands,
@@ -73,6 +78,8 @@ impl WorkerStats {
     pub fn new(slots: usize) -> WorkerStats {
         WorkerStats {
             counters: Default::default(),
+            busy_poll_hits: AtomicU64::new(0),
+            busy_poll_idle_us: AtomicU64::new(0),
             commands: WorkerCommands::new(slots),
         }
     }
@@ -86,6 +93,19 @@ impl WorkerStats {
 
     fn get(&self, c: usize) -> u64 {
         self.counters[c].load(Relaxed)
+    }
+
+    /// Counts one busy poll: it found an event (`hit`), or it found none
+    /// and took `idle` of the worker's time. Only the owning worker calls
+    /// this.
+    #[inline]
+    pub fn busy_poll(&self, hit: bool, idle: std::time::Duration) {
+        let add = |a: &AtomicU64, n: u64| a.store(a.load(Relaxed) + n, Relaxed);
+        if hit {
+            add(&self.busy_poll_hits, 1);
+        } else {
+            add(&self.busy_poll_idle_us, idle.as_micros() as u64);
+        }
     }
 }
 
@@ -671,6 +691,18 @@ impl Stats {
     /// Connections refused at `max_connections` since start.
     pub fn rejected_connections(&self) -> u64 {
         self.rejected_connections.load(Relaxed)
+    }
+
+    /// Busy polling, summed over the workers: polls without sleeping that
+    /// found an event, and the milliseconds of those that found none.
+    pub fn busy_poll(&self) -> (u64, u64) {
+        let (hits, idle_us) = self.workers.iter().fold((0, 0), |(h, i), w| {
+            (
+                h + w.busy_poll_hits.load(Relaxed),
+                i + w.busy_poll_idle_us.load(Relaxed),
+            )
+        });
+        (hits, idle_us / 1000)
     }
 
     /// Connections accepted since start.

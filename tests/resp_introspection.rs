@@ -1389,3 +1389,69 @@ fn config_set_changes_live_settings() {
     exchange(&mut s, &["CONFIG", "SET", "timeout", "0"], b"+OK\r\n");
     assert_eq!(get(&mut s, "timeout"), "0");
 }
+
+/// The busy-poll count of INFO.
+fn busy_poll_hits(s: &mut TcpStream) -> u64 {
+    let info = bulk_reply(s, &["INFO", "merklekv"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix("busy_poll_hits:"))
+        .unwrap_or_else(|| panic!("{info}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn busy_polling_serves_requests_counts_its_hits_and_is_live() {
+    // A setting out of range stops the node, naming it.
+    let out = std::process::Command::new(common::bin())
+        .args(["--port", "0"])
+        .env("MERKLE_KV_NETWORK_BUSY_POLL_US", "10001")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("MERKLE_KV_NETWORK_BUSY_POLL_US"), "{err}");
+
+    // 10 ms: every request of this loop arrives while the worker polls.
+    let srv = Server::start_with(
+        &["--threads", "1"],
+        &[("MERKLE_KV_NETWORK_BUSY_POLL_US", "10000")],
+    );
+    let mut s = srv.connect();
+    let info = bulk_reply(&mut s, &["INFO", "merklekv"]);
+    assert!(info.contains("busy_poll_us:10000\r\n"), "{info}");
+    for i in 0..100 {
+        let v = format!("v{i}");
+        exchange(&mut s, &["SET", "k", &v], b"+OK\r\n");
+        exchange(
+            &mut s,
+            &["GET", "k"],
+            format!("${}\r\n{v}\r\n", v.len()).as_bytes(),
+        );
+        exchange(&mut s, &["PING"], b"+PONG\r\n");
+    }
+    assert!(busy_poll_hits(&mut s) > 0);
+
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "network.busy_poll_us", "10001"],
+        b"-ERR CONFIG SET failed (possibly related to argument 'network.busy_poll_us') - argument must be between 0 and 10000 inclusive\r\n",
+    );
+    exchange(
+        &mut s,
+        &["CONFIG", "SET", "network.busy_poll_us", "0"],
+        b"+OK\r\n",
+    );
+    assert_eq!(
+        list(&mut s, &["CONFIG", "GET", "network.busy_poll_us"]),
+        ["network.busy_poll_us", "0"]
+    );
+    // Off: the worker sleeps between requests, and nothing is counted.
+    let before = busy_poll_hits(&mut s);
+    for _ in 0..50 {
+        exchange(&mut s, &["PING"], b"+PONG\r\n");
+    }
+    assert_eq!(busy_poll_hits(&mut s), before);
+    let info = bulk_reply(&mut s, &["INFO", "merklekv"]);
+    assert!(info.contains("busy_poll_us:0\r\n"), "{info}");
+}

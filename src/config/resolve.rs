@@ -136,6 +136,7 @@ fn blank() -> Config {
         max_connections: 0,
         connection_timeout: None,
         text_protocol: true,
+        busy_poll_us: 0,
         engine: Engine::Memory,
         storage_path: PathBuf::new(),
         fsync: FsyncPolicy::EverySec,

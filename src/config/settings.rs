@@ -11,7 +11,9 @@
 //!
 //! See the module documentation of `config` for how to add a setting.
 
-use super::types::{Config, Engine, FsyncPolicy, LogFormat, MAX_SHARDS, MAX_THREADS};
+use super::types::{
+    Config, Engine, FsyncPolicy, LogFormat, MAX_BUSY_POLL_US, MAX_SHARDS, MAX_THREADS,
+};
 use super::values::{Kind, Val, show_broker};
 
 /// Ten years: the cap on every duration setting, so that `Instant +
@@ -189,6 +191,19 @@ pub static SETTINGS: &[Setting] = &[
         doc: "Worker threads (event loops).",
         apply: |c, v| c.threads = v.usize(),
         show: |c| c.threads.to_string(),
+        ..BASE
+    },
+    Setting {
+        name: "network.busy_poll_us",
+        env: &["MERKLE_KV_NETWORK_BUSY_POLL_US"],
+        kind: Kind::Int {
+            min: 0,
+            max: MAX_BUSY_POLL_US as i64,
+        },
+        initial: Initial::Value("0"),
+        doc: "Microseconds a worker keeps polling its sockets without sleeping after it last found work (lower latency, fewer wakeups; burns that CPU, so only for workers with cores of their own); 0 = sleep at once. **Live**: `CONFIG SET network.busy_poll_us`.",
+        apply: |c, v| c.busy_poll_us = v.u64(),
+        show: |c| c.busy_poll_us.to_string(),
         ..BASE
     },
     Setting {

@@ -46,6 +46,9 @@ pub struct Config {
     pub port: u16,
     /// Worker threads (event loops); default: available cores.
     pub threads: usize,
+    /// Microseconds a worker keeps polling without sleeping after it last
+    /// found an event; 0 (default): it sleeps in `epoll_wait` at once.
+    pub busy_poll_us: u64,
     /// Store shards, a power of two; default 64.
     pub shards: usize,
     /// Maximum simultaneous client connections; default 10000.
@@ -332,6 +335,9 @@ impl FsyncPolicy {
         }
     }
 }
+
+/// Upper bound for `network.busy_poll_us`: 10 ms.
+pub const MAX_BUSY_POLL_US: u64 = 10_000;
 
 /// Upper bound for `threads`.
 pub const MAX_THREADS: usize = 1024;

@@ -14,6 +14,7 @@
 
 use super::Ctx;
 use crate::config::Engine;
+use crate::config::types::MAX_BUSY_POLL_US;
 use crate::logging;
 use crate::metrics;
 use crate::protocol::glob;
@@ -55,6 +56,7 @@ const AUTH_DELAY: &str = "security.auth_failure_delay_ms";
 const MAX_AUTH_FAILURES: &str = "security.max_auth_failures";
 const AE_INTERVAL: &str = "anti_entropy.interval_seconds";
 const HEAP_TRIM: &str = "limits.heap_trim_threshold";
+const BUSY_POLL: &str = "network.busy_poll_us";
 
 /// MerkleKV's log level names (`logging.level`), most verbose first.
 const LEVELS: [(&str, log::LevelFilter); 6] = [
@@ -135,6 +137,7 @@ fn params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
         (MAX_AUTH_FAILURES, sh.auth.max_failures().to_string()),
         (AE_INTERVAL, sh.live.ae_interval().as_secs().to_string()),
         (HEAP_TRIM, sh.live.heap_trim_threshold().to_string()),
+        (BUSY_POLL, sh.live.busy_poll().as_micros().to_string()),
         ("busy-reply-threshold", busy_ms(sh)),
         ("lua-time-limit", busy_ms(sh)),
         (BUSY_THRESHOLD, busy_ms(sh)),
@@ -169,6 +172,7 @@ enum Change {
     AeIntervalSecs(u64),
     HeapTrimThreshold(u64),
     BusyThresholdMs(u64),
+    BusyPollUs(u64),
 }
 
 /// `CONFIG SET name value [name value …]` (see the module docs).
@@ -289,6 +293,8 @@ fn check(name: &[u8], value: &[u8]) -> Result<Option<Change>, String> {
         Change::BusyThresholdMs(int_in(value, 0, 3_600_000)? as u64)
     } else if is(HEAP_TRIM) {
         Change::HeapTrimThreshold(int_in(value, 0, i64::MAX)? as u64)
+    } else if is(BUSY_POLL) {
+        Change::BusyPollUs(int_in(value, 0, MAX_BUSY_POLL_US as i64)? as u64)
     } else {
         return Ok(None);
     };
@@ -354,6 +360,7 @@ fn apply(ctx: &Ctx<'_>, change: Change) {
         Change::AeIntervalSecs(s) => sh.live.set_ae_interval_secs(s),
         Change::HeapTrimThreshold(b) => sh.live.set_heap_trim_threshold(b),
         Change::BusyThresholdMs(ms) => sh.scripting.set_threshold_ms(ms),
+        Change::BusyPollUs(us) => sh.live.set_busy_poll_us(us),
     }
 }
 

@@ -55,6 +55,18 @@ pub const FIELDS: &[(&str, &str, Type, &str)] = &[
         "Keys removed by expiry.",
     ),
     (
+        "busy_poll_hits",
+        "merklekv_busy_poll_hits_total",
+        Type::Counter,
+        "Polls without sleeping (network.busy_poll_us) that found an event.",
+    ),
+    (
+        "busy_poll_idle_ms",
+        "merklekv_busy_poll_idle_milliseconds_total",
+        Type::Counter,
+        "Time of polls without sleeping that found nothing.",
+    ),
+    (
         "versions_refused",
         "merklekv_versions_refused_total",
         Type::Counter,

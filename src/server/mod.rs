@@ -57,6 +57,22 @@ impl crate::state::InfoSection for ClientLimitsInfo {
     }
 }
 
+/// The busy-polling lines of INFO: the setting in force, polls without
+/// sleeping that found an event, and the time of those that found none.
+pub struct BusyPollInfo;
+
+impl crate::state::InfoSection for BusyPollInfo {
+    fn write_info(&self, shared: &Shared, _db: crate::store::Db<'_>, s: &mut String) {
+        use std::fmt::Write as _;
+        let (hits, idle_ms) = shared.stats.busy_poll();
+        let _ = write!(
+            s,
+            "busy_poll_us:{}\r\nbusy_poll_hits:{hits}\r\nbusy_poll_idle_ms:{idle_ms}\r\n",
+            shared.live.busy_poll().as_micros(),
+        );
+    }
+}
+
 /// Errors binding the client port.
 #[derive(Debug)]
 pub enum BindError {

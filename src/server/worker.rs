@@ -198,6 +198,8 @@ impl Worker {
     /// Runs the event loop until shutdown.
     pub fn run(&mut self) {
         let mut events = Events::with_capacity(1024);
+        // When a poll last found an event (busy polling counts from it).
+        let mut last_event = self.env.now;
         loop {
             crate::failfast::checkpoint();
             if self.env.shared.shutdown.is_triggered() {
@@ -217,6 +219,18 @@ impl Worker {
                 let wait = first.saturating_duration_since(Instant::now());
                 timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
             }
+            // Busy polling: for `network.busy_poll_us` after the last event,
+            // poll without sleeping, so the next request finds the worker
+            // running (no sleep, no wakeup). Only with connections open.
+            let busy = self.env.shared.live.busy_poll();
+            let spin_from = (!busy.is_zero()
+                && timeout != Some(Duration::ZERO)
+                && self.conns.len() > self.free.len()
+                && self.env.now.saturating_duration_since(last_event) < busy)
+                .then(Instant::now);
+            if spin_from.is_some() {
+                timeout = Some(Duration::ZERO);
+            }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -225,6 +239,21 @@ impl Worker {
                 break;
             }
             self.set_now(Instant::now());
+            let found = !events.is_empty();
+            if found {
+                last_event = self.env.now;
+            }
+            if let Some(from) = spin_from {
+                self.env
+                    .stats
+                    .busy_poll(found, self.env.now.saturating_duration_since(from));
+                if !found {
+                    // A spinning worker gives way to any other thread that
+                    // is ready to run on its core (it returns at once when
+                    // none is).
+                    std::thread::yield_now();
+                }
+            }
             self.release_held();
             for ev in events.iter() {
                 match ev.token() {
