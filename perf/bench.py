@@ -106,13 +106,15 @@ def split_cpus():
     return cpus[:half], cpus[half:]
 
 
-def start_merklekv(binary, threads, cpus=None, name="MerkleKV"):
+def start_merklekv(binary, threads, cpus=None, name="MerkleKV", busy_poll_us=0):
     # Pinned, MerkleKV's default worker count follows the allowed cores
     # (available_parallelism honours the affinity mask).
     args = taskset(cpus) + [binary, "--bind", "127.0.0.1", "--port", "0"]
     if threads:
         args += ["--threads", str(threads)]
     env = dict(os.environ, RUST_LOG="warn")
+    if busy_poll_us:
+        env["MERKLE_KV_NETWORK_BUSY_POLL_US"] = str(busy_poll_us)
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
     deadline = time.time() + 10
     while time.time() < deadline:
@@ -144,9 +146,10 @@ def start_redis(cpus=None):
 def redis_benchmark(srv, test, clients, pipeline, requests, keyspace, cpus=None, size=None):
     """Runs one redis-benchmark test (pinned to `cpus` if given; `size`:
     -d, the SET value size); returns (rps, p50_ms, p99_ms, server CPU µs
-    per request, client CPU µs per request)."""
+    per request, client CPU µs per request, cores the client used)."""
     cpu0 = srv.cpu_seconds()
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
     out = subprocess.run(
         taskset(cpus)
         + ["redis-benchmark", "-h", "127.0.0.1", "-p", str(srv.port), "-c", str(clients),
@@ -154,14 +157,17 @@ def redis_benchmark(srv, test, clients, pipeline, requests, keyspace, cpus=None,
            "--csv"]
         + (["-d", str(size)] if size else []),
         capture_output=True, text=True, check=True).stdout
+    wall = time.monotonic() - t0
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     server_us = (srv.cpu_seconds() - cpu0) * 1e6 / requests
-    client_us = ((ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)) * 1e6 / requests
+    client_s = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
+    client_us = client_s * 1e6 / requests
     for line in out.splitlines():
         cols = [c.strip('"') for c in line.split('","')]
         if cols and cols[0] != "test" and len(cols) >= 7:
             # test, rps, avg, min, p50, p95, p99, max
-            return float(cols[1]), float(cols[4]), float(cols[6]), server_us, client_us
+            return (float(cols[1]), float(cols[4]), float(cols[6]), server_us, client_us,
+                    client_s / wall)
     raise RuntimeError(f"cannot parse redis-benchmark output:\n{out}")
 
 
@@ -209,10 +215,11 @@ def fmt_ops(x):
 
 def ab_rounds(a, binary, tests, pipelines, server_cpus=None, client_cpus=None):
     """The alternating A/B runs on one pair of servers; returns
-    {(pipeline, test, server name): [(rps, p50, p99, server µs, client µs)]}."""
+    {(pipeline, test, server name): [(rps, p50, p99, server µs, client µs,
+    client cores)]}."""
     results = {}
     tag = " pinned" if server_cpus else ""
-    mkv = start_merklekv(binary, a.threads, server_cpus)
+    mkv = start_merklekv(binary, a.threads, server_cpus, busy_poll_us=a.busy_poll_us)
     red = start_redis(server_cpus)
     try:
         for r in range(a.rounds):
@@ -225,11 +232,17 @@ def ab_rounds(a, binary, tests, pipelines, server_cpus=None, client_cpus=None):
                         results.setdefault((p, t, srv.name), []).append(res)
                         log(f"round {r + 1}/{a.rounds}{tag} -P {p:<3} {t:<11} {srv.name:<9} "
                             f"{fmt_ops(res[0]):>10} ops/s  p50 {res[1]:.3f} ms  p99 {res[2]:.3f} ms  "
-                            f"server {res[3]:.2f} µs/req  client {res[4]:.2f} µs/req")
+                            f"server {res[3]:.2f} µs/req  client {res[4]:.2f} µs/req "
+                            f"({res[5]:.2f} cores)")
     finally:
         mkv.stop()
         red.stop()
     return results
+
+
+# A load generator using at least this much of its one core is the
+# bottleneck of the run.
+CLIENT_BOUND = 0.95
 
 
 def med(results, key, i):
@@ -238,15 +251,27 @@ def med(results, key, i):
 
 def ab_table(a, results, tests, pipelines):
     lines = ["| -P | test | MerkleKV ops/s | Redis ops/s | ratio | MerkleKV p50/p99 ms | "
-             "Redis p50/p99 ms | server CPU µs/req MerkleKV / Redis |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|"]
+             "Redis p50/p99 ms | server CPU µs/req MerkleKV / Redis | "
+             "redis-benchmark cores MerkleKV / Redis |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    bound = []
     for p in pipelines:
         for t in tests:
-            m = [med(results, (p, t, "MerkleKV"), i) for i in range(5)]
-            rr = [med(results, (p, t, "Redis"), i) for i in range(5)]
+            m = [med(results, (p, t, "MerkleKV"), i) for i in range(6)]
+            rr = [med(results, (p, t, "Redis"), i) for i in range(6)]
             lines.append(f"| {p} | {t.upper()} | {fmt_ops(m[0])} | {fmt_ops(rr[0])} | "
                          f"**{m[0] / rr[0]:.2f}x** | {m[1]:.3f} / {m[2]:.3f} | {rr[1]:.3f} / {rr[2]:.3f} | "
-                         f"{m[3]:.2f} / {rr[3]:.2f} |")
+                         f"{m[3]:.2f} / {rr[3]:.2f} | {m[5]:.2f} / {rr[5]:.2f} |")
+            if min(m[5], rr[5]) >= CLIENT_BOUND:
+                bound.append(f"-P {p} {t.upper()}")
+    lines.append("")
+    lines.append("redis-benchmark cores: the load generator's own user+system CPU time divided by "
+                 "the run's wall time (it is one thread: 1.00 is all it can do).")
+    if bound:
+        lines.append(f"Load-generator bound (redis-benchmark at >= {CLIENT_BOUND:.2f} cores against "
+                     f"both servers): {', '.join(bound)}. There the ratio measures how much of "
+                     "redis-benchmark's own CPU each server's behaviour costs it, not the servers' "
+                     "capacity: compare server CPU µs/req.")
     lines.append("")
     ping = next((t for t in tests if t.startswith("ping")), None)
     if ping and "get" in tests:
@@ -269,6 +294,8 @@ def main():
     ap.add_argument("--keyspace", type=int, default=100_000, help="redis-benchmark -r")
     ap.add_argument("--rss-keys", type=int, default=1_000_000, help="0 skips the RSS test")
     ap.add_argument("--threads", type=int, default=0, help="MerkleKV worker threads (default: its own default)")
+    ap.add_argument("--busy-poll-us", type=int, default=0,
+                    help="MerkleKV's network.busy_poll_us (default 0: its default, off)")
     ap.add_argument("--pin", action="store_true",
                     help="also run every load pinned: servers on the first half of the cores, "
                          "redis-benchmark on the rest (taskset); reports both tables")
@@ -302,7 +329,8 @@ def main():
         lines.append(f"Machine: {host}. redis-benchmark -c {a.clients} -r {a.keyspace}, "
                      f"-n {a.requests_p1} at -P 1 and {a.requests_pn} otherwise; "
                      f"median of {a.rounds} alternating A/B round(s). "
-                     f"MerkleKV threads: {a.threads or 'default (one per core)'}; "
+                     f"MerkleKV threads: {a.threads or 'default (one per core)'}"
+                     f"{f', busy_poll_us {a.busy_poll_us}' if a.busy_poll_us else ''}; "
                      f"Redis {redis_version()} (persistence off).\n")
         loads.append(os.getloadavg()[0])
         results = ab_rounds(a, binary, tests, pipelines)
