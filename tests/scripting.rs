@@ -496,6 +496,32 @@ fn script_kill_stops_a_backtracking_pattern_match() {
 }
 
 #[test]
+fn deep_pcall_recursion_is_the_scripts_error_not_a_crash() {
+    // Lua 5.1 stops at 200 nested C calls: each level returns `true`, the
+    // innermost `false, "C stack overflow"`. redis-server 7.0.15 answers
+    // 200 elements; here the script itself starts one C call deeper (mlua
+    // calls it through a protected C function), so 199. (Debug builds once
+    // aborted here on a Lua API assertion.)
+    let server = Server::start(&[]);
+    let mut s = server.connect();
+    let mut want = b"*199\r\n".to_vec();
+    for _ in 0..197 {
+        want.extend_from_slice(b":1\r\n");
+    }
+    want.extend_from_slice(b"$-1\r\n$16\r\nC stack overflow\r\n");
+    expect(
+        &mut s,
+        &eval(
+            "local function f() return pcall(f) end return {f()}",
+            &[],
+            &[],
+        ),
+        &want,
+    );
+    expect(&mut s, &eval("return 7", &[], &[]), b":7\r\n");
+}
+
+#[test]
 fn script_limits_are_enforced_counted_and_reported() {
     let server = Server::start_with(&[], &[("MERKLE_KV_SCRIPTING_MAX_MEMORY", "2097152")]);
     let mut s = server.connect();
