@@ -495,6 +495,59 @@ fn script_kill_stops_a_backtracking_pattern_match() {
     expect(&mut other, &req(&[b"PING"]), b"+PONG\r\n");
 }
 
+/// A script that catches the kill error with `pcall` and goes on looping
+/// is still stopped: after the kill the error is raised again at the next
+/// line outside the `pcall`. Afterwards the next script runs normally.
+#[test]
+fn script_kill_stops_a_script_that_catches_errors_with_pcall() {
+    let server = Server::start_with(
+        &["--threads", "1"],
+        &[("MERKLE_KV_SCRIPTING_BUSY_REPLY_THRESHOLD_MS", "10")],
+    );
+    let mut runner = server.connect();
+    runner.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut other = server.connect();
+    runner
+        .write_all(&eval(
+            "local f = function() while 1 do redis.call('ping') end end \
+             while 1 do pcall(f) end",
+            &[],
+            &[],
+        ))
+        .unwrap();
+    let ok = wait_until(DEADLINE, || {
+        other.write_all(&req(&[b"SCRIPT", b"KILL"])).unwrap();
+        read_line(&mut other) == "+OK"
+    });
+    assert!(ok, "the script was never busy");
+    expect(
+        &mut runner,
+        b"",
+        b"-ERR Script killed by user with SCRIPT KILL...\r\n",
+    );
+    expect(&mut other, &req(&[b"PING"]), b"+PONG\r\n");
+    // The hook is the ordinary one again: a long script runs to its end,
+    // and a script's own pcall still catches its own errors.
+    expect(
+        &mut runner,
+        &eval(
+            "local n = 0 for i = 1, 100000 do n = n + i end return n",
+            &[],
+            &[],
+        ),
+        b":5000050000\r\n",
+    );
+    expect(
+        &mut runner,
+        &eval(
+            "local ok, e = pcall(function() error('mine') end) return {tostring(ok), e}",
+            &[],
+            &[],
+        ),
+        b"*2\r\n$5\r\nfalse\r\n$19\r\nuser_script:1: mine\r\n",
+    );
+}
+
 #[test]
 fn deep_pcall_recursion_is_the_scripts_error_not_a_crash() {
     // Lua 5.1 stops at 200 nested C calls: each level returns `true`, the

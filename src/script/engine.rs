@@ -144,6 +144,9 @@ pub struct Engine {
     /// `clean_globals` restores everything (else it only drops `KEYS` and
     /// `ARGV`).
     dirty: std::rc::Rc<std::cell::Cell<bool>>,
+    /// The hook stopped the running script (kill, shutdown, load timeout)
+    /// and now raises at every line: see [`install_hook`].
+    stopped: std::rc::Rc<std::cell::Cell<bool>>,
 }
 
 /// Starts the script thread.
@@ -281,6 +284,37 @@ fn interrupt(shared: &Shared, load_deadline: &AtomicU64) -> Result<(), &'static 
         Some(msg) => Err(msg),
         None => Ok(()),
     }
+}
+
+/// The Lua hook: every [`HOOK_EVERY`] instructions it runs [`interrupt`].
+/// Once that stops the script, the hook raises the same error at every
+/// line and instruction until the script has ended (`Engine::rearm_hook`
+/// restores this one), so a script cannot survive `SCRIPT KILL` by
+/// catching the error with `pcall`: the next line outside the `pcall`
+/// raises it again (Redis does the same with a line hook).
+fn install_hook(
+    lua: &Lua,
+    shared: &Arc<Shared>,
+    load_deadline: &Arc<AtomicU64>,
+    stopped: &std::rc::Rc<std::cell::Cell<bool>>,
+) -> mlua::Result<()> {
+    let shared = shared.clone();
+    let deadline = load_deadline.clone();
+    let stopped = stopped.clone();
+    lua.set_hook(
+        HookTriggers::new().every_nth_instruction(HOOK_EVERY),
+        move |lua, _| match interrupt(&shared, &deadline) {
+            Err(msg) => {
+                stopped.set(true);
+                lua.set_hook(
+                    HookTriggers::new().every_line().every_nth_instruction(1),
+                    move |_, _| Err(mlua::Error::runtime(msg)),
+                )?;
+                Err(mlua::Error::runtime(msg))
+            }
+            Ok(()) => Ok(VmState::Continue),
+        },
+    )
 }
 
 fn hex_sha1(data: &[u8]) -> String {
@@ -480,15 +514,8 @@ impl Engine {
         }
         lua.set_memory_limit(shared.config.scripting.max_memory)?;
 
-        let hook_shared = shared.clone();
-        let hook_deadline = load_deadline.clone();
-        lua.set_hook(
-            HookTriggers::new().every_nth_instruction(HOOK_EVERY),
-            move |_, _| match interrupt(&hook_shared, &hook_deadline) {
-                Err(msg) => Err(mlua::Error::runtime(msg)),
-                Ok(()) => Ok(VmState::Continue),
-            },
-        )?;
+        let stopped = std::rc::Rc::new(std::cell::Cell::new(false));
+        install_hook(&lua, &shared, &load_deadline, &stopped)?;
         let client = shared.stats.script_client();
         let log = shared.persist.as_ref().map(|p| p.worker_writer("lua"));
         Ok(Engine {
@@ -508,7 +535,17 @@ impl Engine {
             globals,
             proxies,
             dirty,
+            stopped,
         })
+    }
+
+    /// After a script the hook stopped: the ordinary hook again.
+    fn rearm_hook(&self) {
+        if self.stopped.replace(false)
+            && let Err(e) = install_hook(&self.lua, &self.shared, &self.load_deadline, &self.stopped)
+        {
+            log::error!("scripting: cannot restore the Lua hook: {e}");
+        }
     }
 
     fn publish_counters(&self) {
@@ -895,13 +932,15 @@ impl Engine {
             real.raw_set("__mkv", Value::Nil)?;
             Ok(out)
         });
-        match res {
+        let out = match res {
             Ok(out) => out,
             Err(e) => {
                 self.count_memory(&e);
                 err_line(&format!("ERR {}", lua_message(&e)))
             }
-        }
+        };
+        self.rearm_hook();
+        out
     }
 
     /// Undoes what a script may have slipped past the read-only tables
@@ -1015,6 +1054,7 @@ impl Engine {
         });
         self.load_deadline.store(0, Relaxed);
         self.clean_globals();
+        self.rearm_hook();
         match res {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e),
