@@ -109,7 +109,7 @@ fn eval_converts_replies_and_values_as_redis_does() {
     );
     assert_eq!(
         first_line(&mut s, &eval("x = 1", &[], &[])),
-        "-ERR user_script:1: Script attempted to create global variable 'x'"
+        "-ERR user_script:1: Attempt to modify a readonly table"
     );
     assert_eq!(
         first_line(&mut s, &eval("return undefined_thing", &[], &[])),
@@ -546,6 +546,73 @@ fn script_kill_stops_a_script_that_catches_errors_with_pcall() {
         ),
         b"*2\r\n$5\r\nfalse\r\n$19\r\nuser_script:1: mine\r\n",
     );
+}
+
+#[test]
+fn helper_errors_and_nested_replies_are_redis_s() {
+    let server = Server::start(&[]);
+    let mut s = server.connect();
+    let line = |s: &mut TcpStream, script: &str| first_line(s, &eval(script, &[], &[]));
+    assert_eq!(
+        line(&mut s, "return redis.sha1hex()"),
+        "-ERR wrong number of arguments"
+    );
+    // A table hashes as the empty string (Redis's lua_tolstring gives NULL).
+    assert_eq!(line(&mut s, "return redis.sha1hex({})"), "$40");
+    assert_eq!(
+        read_line(&mut s),
+        "da39a3ee5e6b4b0d3255bfef95601890afd80709"
+    );
+    assert_eq!(
+        line(&mut s, "return redis.status_reply(12)"),
+        "-ERR wrong number or type of arguments"
+    );
+    assert_eq!(
+        line(&mut s, "return redis.error_reply()"),
+        "-ERR wrong number or type of arguments"
+    );
+    for script in [
+        "return redis.call('set', 'a')",
+        "return redis.call('get', 'a', 'b')",
+    ] {
+        assert_eq!(
+            line(&mut s, script),
+            "-ERR Wrong number of args calling Redis command from script",
+            "{script}"
+        );
+    }
+    // 1,000 levels convert as they are.
+    let mut want = "*1\r\n".repeat(1000).into_bytes();
+    want.extend_from_slice(b"*0\r\n");
+    expect(
+        &mut s,
+        &eval(
+            "local t = {} local c = t for i = 1, 1000 do c[1] = {} c = c[1] end return t",
+            &[],
+            &[],
+        ),
+        &want,
+    );
+    // A table that contains itself: one-element arrays down to the
+    // limit, then the error in place of the table; the connection and
+    // the node go on.
+    s.write_all(&eval(
+        "local a = {} local b = {a} a[1] = b return a",
+        &[],
+        &[],
+    ))
+    .unwrap();
+    let mut levels = 0;
+    let last = loop {
+        let l = read_line(&mut s);
+        if l != "*1" {
+            break l;
+        }
+        levels += 1;
+    };
+    assert_eq!(last, "-ERR reached lua stack limit");
+    assert!((1000..=7995).contains(&levels), "{levels}");
+    expect(&mut s, &req(&[b"PING"]), b"+PONG\r\n");
 }
 
 #[test]

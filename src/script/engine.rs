@@ -44,8 +44,14 @@ const MEMORY_ERROR: &str = "ERR script used more than scripting.max_memory (Lua 
 pub const MAX_EVAL_SCRIPTS: usize = 500;
 /// Stack of the script thread (see `spawn`).
 const SCRIPT_STACK: usize = 64 << 20;
-/// Deepest table a script may return (deeper nesting is an error).
+/// Deepest reply a command run by a script may give it (deeper is an
+/// error; this server's replies nest two levels at most).
 const MAX_DEPTH: usize = 64;
+/// Deepest table a script may return: as in Redis, where its Lua stack
+/// runs out there, the reply holds the arrays down to this depth and an
+/// error in place of the table below (a table that contains itself ends
+/// the same way).
+const MAX_REPLY_DEPTH: usize = 7995;
 
 /// INFO `# Scripting`: the limits in force, what the cache holds, and how
 /// often each limit was hit.
@@ -348,7 +354,7 @@ table = readonly(table)
 math = readonly(math)
 coroutine = readonly(coroutine)
 setmetatable(_G, {__metatable = false,
-  __newindex = function(_, k) error("Script attempted to create global variable '" .. tostring(k) .. "'", 2) end,
+  __newindex = function() error("Attempt to modify a readonly table", 2) end,
   __index = function(_, k) error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2) end})
 "#;
 
@@ -388,26 +394,32 @@ impl Engine {
         smt.raw_set("__metatable", false)?;
 
         let redis = lua.create_table()?;
+        // Redis's argument checks and error texts for its helpers.
         redis.raw_set(
             "sha1hex",
-            lua.create_function(|_, s: mlua::LuaString| Ok(hex_sha1(&s.as_bytes())))?,
-        )?;
-        redis.raw_set(
-            "error_reply",
-            lua.create_function(|lua, s: mlua::LuaString| {
-                let t = lua.create_table()?;
-                t.raw_set("err", s)?;
-                Ok(t)
+            // A string or a number; any other value hashes as "".
+            lua.create_function(|lua, v: Variadic<Value>| match v.as_slice() {
+                [Value::String(s)] => Ok(hex_sha1(&s.as_bytes())),
+                [n] => Ok(match lua.coerce_string(n.clone()) {
+                    Ok(Some(s)) => hex_sha1(&s.as_bytes()),
+                    _ => hex_sha1(b""),
+                }),
+                _ => Err(mlua::Error::runtime("wrong number of arguments")),
             })?,
         )?;
-        redis.raw_set(
-            "status_reply",
-            lua.create_function(|lua, s: mlua::LuaString| {
-                let t = lua.create_table()?;
-                t.raw_set("ok", s)?;
-                Ok(t)
-            })?,
-        )?;
+        for (name, field) in [("error_reply", "err"), ("status_reply", "ok")] {
+            redis.raw_set(
+                name,
+                lua.create_function(move |lua, v: Variadic<Value>| {
+                    let [Value::String(s)] = v.as_slice() else {
+                        return Err(mlua::Error::runtime("wrong number or type of arguments"));
+                    };
+                    let t = lua.create_table()?;
+                    t.raw_set(field, s)?;
+                    Ok(t)
+                })?,
+            )?;
+        }
         redis.raw_set(
             "log",
             lua.create_function(|_, (level, msg): (i64, Variadic<mlua::LuaString>)| {
@@ -542,7 +554,8 @@ impl Engine {
     /// After a script the hook stopped: the ordinary hook again.
     fn rearm_hook(&self) {
         if self.stopped.replace(false)
-            && let Err(e) = install_hook(&self.lua, &self.shared, &self.load_deadline, &self.stopped)
+            && let Err(e) =
+                install_hook(&self.lua, &self.shared, &self.load_deadline, &self.stopped)
         {
             log::error!("scripting: cannot restore the Lua hook: {e}");
         }
@@ -889,6 +902,7 @@ impl Engine {
         let log = self.log.as_ref();
         let scratch = &mut self.scratch;
         let pcall = &self.pcall;
+        let load_deadline = &*self.load_deadline;
         let res = lua.scope(|scope| {
             let call = scope.create_function_mut(|lua, argv: Variadic<Value>| {
                 redis_call(lua, shared, db, stats, client, log, scratch, ro, user, argv)
@@ -921,10 +935,34 @@ impl Engine {
             let v = vals.next().unwrap_or(Value::Nil);
             let mut out = Vec::new();
             if ok {
-                if let Err(e) = to_reply(&v, &mut out, resp3, 0) {
-                    out.clear();
-                    reply::error(&mut out, Proto::Resp, &e);
-                }
+                let mut w = ReplyWriter {
+                    out: Vec::new(),
+                    resp3,
+                    limit: shared.config.scripting.max_memory,
+                    written: 0,
+                    shared,
+                    load_deadline,
+                };
+                out = match w.value(&v, 0) {
+                    Ok(()) => w.out,
+                    Err(stop) => {
+                        let msg = match stop {
+                            ReplyStop::TooLarge => {
+                                "reply too large for a script (scripting.max_memory)"
+                            }
+                            ReplyStop::Stopped(m) => {
+                                if m == gate::KILLED {
+                                    let c = &shared.scripting.counters;
+                                    c.scripts_killed.fetch_add(1, Relaxed);
+                                }
+                                m
+                            }
+                        };
+                        let mut e = Vec::new();
+                        reply::error(&mut e, Proto::Resp, msg);
+                        e
+                    }
+                };
             } else {
                 out.extend_from_slice(&error_reply(&v, shared));
             }
@@ -1255,6 +1293,9 @@ fn redis_call(
             if e.0.starts_with("unknown command") {
                 return err("ERR Unknown Redis command called from script");
             }
+            if e.0.starts_with("wrong number of arguments") {
+                return err("ERR Wrong number of args calling Redis command from script");
+            }
             return err(&format!("ERR {}", e.0));
         }
         _ => return err("ERR malformed command"),
@@ -1400,48 +1441,92 @@ fn from_reply(lua: &Lua, buf: &[u8], pos: &mut usize, depth: usize) -> mlua::Res
     })
 }
 
-/// A Lua value returned by a script, as a reply.
-fn to_reply(v: &Value, out: &mut Vec<u8>, resp3: bool, depth: usize) -> Result<(), String> {
-    if depth > MAX_DEPTH {
-        return Err("ERR reached lua stack limit".into());
-    }
-    match v {
-        Value::Integer(i) => reply::integer(out, *i),
-        Value::Number(f) => reply::integer(out, if f.is_finite() { *f as i64 } else { 0 }),
-        Value::String(s) => reply::bulk(out, &s.as_bytes()),
-        Value::Boolean(true) => reply::integer(out, 1),
-        Value::Table(t) => {
-            if let Ok(Value::String(e)) = t.raw_get::<Value>("err") {
-                let e = e.to_string_lossy();
-                let e = e.replace(['\r', '\n'], " ");
-                out.push(b'-');
-                out.extend_from_slice(e.as_bytes());
-                out.extend_from_slice(b"\r\n");
-                return Ok(());
-            }
-            if let Ok(Value::String(s)) = t.raw_get::<Value>("ok") {
-                let s = s.to_string_lossy().replace(['\r', '\n'], " ");
-                out.push(b'+');
-                out.extend_from_slice(s.as_bytes());
-                out.extend_from_slice(b"\r\n");
-                return Ok(());
-            }
-            let mut items = Vec::new();
-            for i in 1.. {
-                match t.raw_get::<Value>(i) {
-                    Ok(Value::Nil) | Err(_) => break,
-                    Ok(v) => items.push(v),
+/// Converts a script's returned value into its reply (see [`to_reply`]).
+struct ReplyWriter<'a> {
+    out: Vec<u8>,
+    resp3: bool,
+    /// `scripting.max_memory`: a table that holds itself many times would
+    /// otherwise grow the reply exponentially.
+    limit: usize,
+    /// Values written; every [`HOOK_EVERY`] the interrupt check runs, so
+    /// `SCRIPT KILL` and shutdown reach a long conversion too.
+    written: u32,
+    shared: &'a Shared,
+    load_deadline: &'a AtomicU64,
+}
+
+/// Why a reply was abandoned.
+#[derive(Debug)]
+enum ReplyStop {
+    /// It passed `scripting.max_memory`.
+    TooLarge,
+    /// The interrupt check stopped it (kill, shutdown).
+    Stopped(&'static str),
+}
+
+impl ReplyWriter<'_> {
+    /// A Lua value returned by a script, as a reply. Tables nest at most
+    /// [`MAX_REPLY_DEPTH`] levels, and no deeper than the Lua stack that
+    /// holds one reference per level allows; past either an error element
+    /// stands in for the table, as in Redis.
+    fn value(&mut self, v: &Value, depth: usize) -> Result<(), ReplyStop> {
+        if self.out.len() > self.limit {
+            return Err(ReplyStop::TooLarge);
+        }
+        self.written += 1;
+        if self.written.is_multiple_of(HOOK_EVERY) {
+            interrupt(self.shared, self.load_deadline).map_err(ReplyStop::Stopped)?;
+        }
+        if depth >= MAX_REPLY_DEPTH {
+            self.out.extend_from_slice(STACK_LIMIT);
+            return Ok(());
+        }
+        let out = &mut self.out;
+        match v {
+            Value::Integer(i) => reply::integer(out, *i),
+            Value::Number(f) => reply::integer(out, if f.is_finite() { *f as i64 } else { 0 }),
+            Value::String(s) => reply::bulk(out, &s.as_bytes()),
+            Value::Boolean(true) => reply::integer(out, 1),
+            Value::Table(t) => {
+                for (field, prefix) in [("err", b'-'), ("ok", b'+')] {
+                    if let Ok(Value::String(e)) = t.raw_get::<Value>(field) {
+                        let e = e.to_string_lossy().replace(['\r', '\n'], " ");
+                        out.push(prefix);
+                        out.extend_from_slice(e.as_bytes());
+                        out.extend_from_slice(b"\r\n");
+                        return Ok(());
+                    }
+                }
+                // The length first, then one element at a time: only one
+                // reference per level is held. A failed read is the Lua
+                // stack's limit.
+                let mut n = 0;
+                loop {
+                    match t.raw_get::<Value>(n + 1) {
+                        Ok(Value::Nil) => break,
+                        Ok(_) => n += 1,
+                        Err(_) => {
+                            out.extend_from_slice(STACK_LIMIT);
+                            return Ok(());
+                        }
+                    }
+                }
+                reply::array(out, n);
+                for i in 1..=n {
+                    match t.raw_get::<Value>(i) {
+                        Ok(v) => self.value(&v, depth + 1)?,
+                        Err(_) => self.out.extend_from_slice(STACK_LIMIT),
+                    }
                 }
             }
-            reply::array(out, items.len());
-            for v in &items {
-                to_reply(v, out, resp3, depth + 1)?;
-            }
+            _ => out.extend_from_slice(if self.resp3 { b"_\r\n" } else { b"$-1\r\n" }),
         }
-        _ => out.extend_from_slice(if resp3 { b"_\r\n" } else { b"$-1\r\n" }),
+        Ok(())
     }
-    Ok(())
 }
+
+/// The element that stands in for a table nested too deep.
+const STACK_LIMIT: &[u8] = b"-ERR reached lua stack limit\r\n";
 
 /// The error reply of a script that raised `v`.
 fn error_reply(v: &Value, shared: &Shared) -> Vec<u8> {
