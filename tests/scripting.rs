@@ -182,6 +182,32 @@ fn eval_converts_replies_and_values_as_redis_does() {
         first_line(&mut s, &eval("return (", &[], &[]))
             .starts_with("-ERR Error compiling script (new function): user_script:1:")
     );
+    // Every global is read-only, existing ones too (Redis 7): replacing
+    // `redis` or `string`, or `_G` itself, or its metatable, is refused,
+    // so no script can break the sandbox for the ones after it.
+    for script in [
+        "redis = function() return 1 end",
+        "string = nil",
+        "_G = {}",
+        "setmetatable(_G, {})",
+        "local g = getmetatable(_G) g.__index = {}",
+        "setmetatable(redis, {})",
+    ] {
+        let line = first_line(&mut s, &eval(script, &[], &[]));
+        assert!(
+            line.starts_with("-ERR user_script:1: Attempt to modify a readonly table"),
+            "{script}: {line}"
+        );
+    }
+    expect(
+        &mut s,
+        &eval(
+            "return {redis.call('PING').ok, string.upper('b'), type(_G)}",
+            &[],
+            &[],
+        ),
+        b"*3\r\n$4\r\nPONG\r\n$1\r\nB\r\n$5\r\ntable\r\n",
+    );
 }
 
 /// A pipeline of scripts is handed over without waiting for each reply;

@@ -140,9 +140,9 @@ pub struct Engine {
     load_deadline: Arc<AtomicU64>,
     /// Lua's `pcall`, to run a script and keep its error value.
     pcall: Function,
-    /// The sandbox's globals and their values: restored after every run,
-    /// and any other global removed (`clean_globals`).
-    globals: Vec<(String, Value)>,
+    /// The sandbox's globals, behind the read-only globals table (see
+    /// [`LOCK_GLOBALS`]); scripts cannot reach it.
+    backing: Table,
     /// The read-only proxies (`redis`, `string`, `table`, `math`): fields a
     /// script `rawset` into them are removed after every run.
     proxies: Vec<Table>,
@@ -353,9 +353,27 @@ string = readonly(string)
 table = readonly(table)
 math = readonly(math)
 coroutine = readonly(coroutine)
-setmetatable(_G, {__metatable = false,
-  __newindex = function() error("Attempt to modify a readonly table", 2) end,
+"#;
+
+/// Makes the globals read-only, as Redis 7 does: every global has moved to
+/// a backing table `B` the (now empty) globals table `G` reads through, so
+/// assigning any global, new or existing, raises `Attempt to modify a
+/// readonly table`; reading an undefined one raises Redis's error.
+/// `getmetatable(_G)` gives a read-only stand-in, and `setmetatable` on
+/// `_G` or a read-only table raises the same error.
+const LOCK_GLOBALS: &str = r#"
+local G, B, protected = ...
+local error, tostring, rawequal = B.error, B.tostring, B.rawequal
+local raw_setmetatable = B.setmetatable
+local function ro() error("Attempt to modify a readonly table", 2) end
+raw_setmetatable(B, {__metatable = false, __newindex = ro,
   __index = function(_, k) error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2) end})
+B.setmetatable = function(t, mt)
+  if rawequal(t, G) or protected[t] then error("Attempt to modify a readonly table", 2) end
+  return raw_setmetatable(t, mt)
+end
+local shown = raw_setmetatable({}, {__metatable = false, __newindex = ro})
+raw_setmetatable(G, {__index = B, __newindex = ro, __metatable = shown})
 "#;
 
 impl Engine {
@@ -524,6 +542,20 @@ impl Engine {
                 globals.push((k, v));
             }
         }
+        let backing = lua.create_table()?;
+        let protected = lua.create_table()?;
+        for (k, v) in &globals {
+            backing.raw_set(k.as_str(), v.clone())?;
+            g.raw_set(k.as_str(), Value::Nil)?;
+        }
+        backing.raw_set("_G", g.clone())?;
+        for p in &proxies {
+            protected.raw_set(p.clone(), true)?;
+        }
+        protected.raw_set(backing.clone(), true)?;
+        lua.load(LOCK_GLOBALS)
+            .set_name("@mkv_globals")
+            .call::<()>((g.clone(), backing.clone(), protected))?;
         lua.set_memory_limit(shared.config.scripting.max_memory)?;
 
         let stopped = std::rc::Rc::new(std::cell::Cell::new(false));
@@ -544,7 +576,7 @@ impl Engine {
             source_bytes: 0,
             load_deadline,
             pcall,
-            globals,
+            backing,
             proxies,
             dirty,
             stopped,
@@ -908,7 +940,7 @@ impl Engine {
                 redis_call(lua, shared, db, stats, client, log, scratch, ro, user, argv)
             })?;
             let g = lua.globals();
-            let redis_proxy: Table = g.raw_get("redis")?;
+            let redis_proxy: Table = self.backing.raw_get("redis")?;
             let mt = redis_proxy
                 .metatable()
                 .ok_or_else(|| mlua::Error::runtime("sandbox: redis table"))?;
@@ -982,9 +1014,10 @@ impl Engine {
     }
 
     /// Undoes what a script may have slipped past the read-only tables
-    /// with `rawset`: globals it created are removed, the sandbox's own
-    /// restored, fields set on the proxies dropped, and a stopped garbage
-    /// collector restarted, so no script sees another's leftovers.
+    /// with `rawset`: whatever it put into the globals table (where it
+    /// would shadow the sandbox's globals) and into the proxies is
+    /// removed, and a stopped garbage collector restarted, so no script
+    /// sees another's leftovers.
     fn clean_globals(&self) {
         let g = self.lua.globals();
         // The arguments of one script are not the next one's (a function
@@ -994,19 +1027,15 @@ impl Engine {
         if !self.dirty.replace(false) {
             return;
         }
-        let mut extra = Vec::new();
-        for (k, _) in g.pairs::<Value, Value>().flatten() {
-            let known = matches!(&k, Value::String(s)
-                if self.globals.iter().any(|(n, _)| n.as_bytes() == &*s.as_bytes()));
-            if !known {
-                extra.push(k);
-            }
-        }
+        // The globals table itself holds nothing but a run's KEYS and ARGV:
+        // anything `rawset` put there (shadowing a global) goes.
+        let extra: Vec<Value> = g
+            .pairs::<Value, Value>()
+            .flatten()
+            .map(|(k, _)| k)
+            .collect();
         for k in extra {
             let _ = g.raw_set(k, Value::Nil);
-        }
-        for (k, v) in &self.globals {
-            let _ = g.raw_set(k.as_str(), v.clone());
         }
         for p in &self.proxies {
             let keys: Vec<Value> = p
@@ -1066,8 +1095,7 @@ impl Engine {
                 registered.push(f);
                 Ok(())
             })?;
-            let g = lua.globals();
-            let proxy: Table = g.raw_get("redis")?;
+            let proxy: Table = self.backing.raw_get("redis")?;
             let real: Table = proxy
                 .metatable()
                 .ok_or_else(|| mlua::Error::runtime("sandbox: redis table"))?
