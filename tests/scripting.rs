@@ -641,6 +641,53 @@ fn helper_errors_and_nested_replies_are_redis_s() {
     expect(&mut s, &req(&[b"PING"]), b"+PONG\r\n");
 }
 
+/// The `cjson` and `bit` libraries of Redis's Lua, bytes as redis-server
+/// 7.0.15 gives them.
+#[test]
+fn cjson_and_bit_libraries() {
+    let server = Server::start(&[]);
+    let mut s = server.connect();
+    expect(
+        &mut s,
+        &eval(
+            "return cjson.encode({KEYS[1], {n = 1.5}, true})",
+            &["a/b"],
+            &[],
+        ),
+        b"$23\r\n[\"a\\/b\",{\"n\":1.5},true]\r\n",
+    );
+    expect(
+        &mut s,
+        &eval(
+            "local d = cjson.decode(ARGV[1]) return {d.k, d.list[2], d.list[3] == cjson.null and 'null' or 'x'}",
+            &[],
+            &[r#"{"k": "v", "list": [1, 2.5e1, null]}"#],
+        ),
+        b"*3\r\n$1\r\nv\r\n:25\r\n$4\r\nnull\r\n",
+    );
+    assert!(
+        first_line(&mut s, &eval("return cjson.decode('[1,')", &[], &[]))
+            .contains("Expected value but found T_END at character 4")
+    );
+    expect(
+        &mut s,
+        &eval(
+            "return {bit.band(7, 3), bit.bor(1, 2, 4, 8, 16, 32, 64, 128), bit.bxor(1, 2), \
+             bit.lshift(1, 4), bit.tobit(4294967297), bit.tohex(255)}",
+            &[],
+            &[],
+        ),
+        b"*6\r\n:3\r\n:255\r\n:3\r\n:16\r\n:1\r\n$8\r\n000000ff\r\n",
+    );
+    for script in ["cjson.encode = function() return 1 end", "bit.lshift = nil"] {
+        assert!(
+            first_line(&mut s, &eval(script, &[], &[]))
+                .contains("Attempt to modify a readonly table"),
+            "{script}"
+        );
+    }
+}
+
 #[test]
 fn deep_pcall_recursion_is_the_scripts_error_not_a_crash() {
     // Lua 5.1 stops at 200 nested C calls: each level returns `true`, the

@@ -353,6 +353,8 @@ string = readonly(string)
 table = readonly(table)
 math = readonly(math)
 coroutine = readonly(coroutine)
+cjson = readonly(cjson)
+bit = readonly(bit)
 "#;
 
 /// Makes the globals read-only, as Redis 7 does: every global has moved to
@@ -512,6 +514,11 @@ impl Engine {
             })?,
         )?;
         g.raw_set("__mkv_redis", redis)?;
+        g.raw_set(
+            "cjson",
+            super::cjson::table(&lua, shared.config.scripting.max_memory)?,
+        )?;
+        g.raw_set("bit", super::bit::table(&lua)?)?;
         let pcall: Function = g.raw_get("pcall")?;
         lua.load(PRELUDE).set_name("@mkv_prelude").exec()?;
         // The only ways past the read-only tables and the protected
@@ -534,7 +541,16 @@ impl Engine {
         for pair in g.pairs::<Value, Value>() {
             if let (Value::String(k), v) = pair? {
                 let k = k.to_string_lossy();
-                if ["redis", "string", "table", "math", "coroutine"].contains(&k.as_str())
+                if [
+                    "redis",
+                    "string",
+                    "table",
+                    "math",
+                    "coroutine",
+                    "cjson",
+                    "bit",
+                ]
+                .contains(&k.as_str())
                     && let Value::Table(t) = &v
                 {
                     proxies.push(t.clone());

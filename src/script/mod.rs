@@ -33,6 +33,8 @@
 //!   function libraries are neither replicated nor persisted (load them
 //!   on every node, as `SCRIPT LOAD` must be on every Redis).
 
+pub mod bit;
+pub mod cjson;
 pub mod engine;
 pub mod gate;
 pub mod pattern;
