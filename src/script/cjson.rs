@@ -1,5 +1,6 @@
-//! The `cjson` library of Redis's Lua (lua-cjson 2.1's `encode`, `decode`
-//! and `null`).
+//! The `cjson` library of Redis's Lua (lua-cjson 2.1's `encode`, `decode`,
+//! `null`, and the settings `encode_max_depth`, `decode_max_depth`,
+//! `encode_invalid_numbers`, `encode_keep_buffer`).
 //!
 //! Encoding follows lua-cjson's rules: a table whose keys are all positive
 //! integers is an array (holes become `null`; an "excessively sparse"
@@ -15,10 +16,33 @@
 //! exponentially). Decoded values are Lua allocations, under the Lua heap
 //! limit.
 
+use std::cell::Cell;
+use std::rc::Rc;
+
 use mlua::{LightUserData, Lua, Table, Value};
 
-/// Deepest nesting either direction accepts (lua-cjson's default).
+/// Deepest nesting either direction accepts: lua-cjson's default, and
+/// the most `encode_max_depth` / `decode_max_depth` may set.
 const MAX_DEPTH: usize = 1000;
+
+/// lua-cjson's settings that change results, kept for the Lua state like
+/// lua-cjson's (a script that changes them changes them for later
+/// scripts too, as in Redis).
+#[derive(Debug)]
+struct Settings {
+    encode_max_depth: Cell<usize>,
+    decode_max_depth: Cell<usize>,
+    /// `false`: NaN and infinities are an error; `true`: written as `nan`,
+    /// `inf`, `-inf`; `"null"`: written as `null`.
+    encode_invalid_numbers: Cell<Invalid>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Invalid {
+    Refuse,
+    Write,
+    Null,
+}
 
 /// `cjson.null`.
 fn null() -> Value {
@@ -51,6 +75,8 @@ pub fn fmt_g14(v: f64) -> String {
 struct Encoder {
     out: Vec<u8>,
     limit: usize,
+    max_depth: usize,
+    invalid: Invalid,
 }
 
 impl Encoder {
@@ -80,7 +106,16 @@ impl Encoder {
 
     fn number(&mut self, f: f64) -> Result<(), String> {
         if !f.is_finite() {
-            return Err("Cannot serialise number: must not be NaN or Inf".into());
+            match self.invalid {
+                Invalid::Refuse => {
+                    return Err("Cannot serialise number: must not be NaN or Inf".into());
+                }
+                Invalid::Null => self.out.extend_from_slice(b"null"),
+                Invalid::Write if f.is_nan() => self.out.extend_from_slice(b"nan"),
+                Invalid::Write if f > 0.0 => self.out.extend_from_slice(b"inf"),
+                Invalid::Write => self.out.extend_from_slice(b"-inf"),
+            }
+            return Ok(());
         }
         self.out.extend_from_slice(fmt_g14(f).as_bytes());
         Ok(())
@@ -106,7 +141,7 @@ impl Encoder {
     }
 
     fn table(&mut self, t: &Table, depth: usize) -> Result<(), String> {
-        if depth > MAX_DEPTH {
+        if depth > self.max_depth {
             return Err(format!("Cannot serialise, excessive nesting ({depth})"));
         }
         // Array when every key is a positive integer (lua-cjson's test).
@@ -165,11 +200,22 @@ impl Encoder {
     }
 }
 
-/// `cjson.encode(v)`.
+/// `cjson.encode(v)` with lua-cjson's default settings.
 pub fn encode(v: &Value, limit: usize) -> Result<Vec<u8>, String> {
+    encode_with(v, limit, MAX_DEPTH, Invalid::Refuse)
+}
+
+fn encode_with(
+    v: &Value,
+    limit: usize,
+    max_depth: usize,
+    invalid: Invalid,
+) -> Result<Vec<u8>, String> {
     let mut e = Encoder {
         out: Vec::new(),
         limit,
+        max_depth,
+        invalid,
     };
     e.value(v, 0)?;
     Ok(e.out)
@@ -179,6 +225,7 @@ struct Decoder<'a> {
     lua: &'a Lua,
     s: &'a [u8],
     pos: usize,
+    max_depth: usize,
 }
 
 impl Decoder<'_> {
@@ -223,7 +270,7 @@ impl Decoder<'_> {
     }
 
     fn nested(&self, depth: usize) -> mlua::Result<()> {
-        if depth > MAX_DEPTH {
+        if depth > self.max_depth {
             return Err(mlua::Error::runtime(format!(
                 "Found too many nested data structures ({depth}) at character {}",
                 self.pos + 1
@@ -388,9 +435,18 @@ impl Decoder<'_> {
     }
 }
 
-/// `cjson.decode(s)`.
+/// `cjson.decode(s)` with lua-cjson's default settings.
 pub fn decode(lua: &Lua, s: &[u8]) -> mlua::Result<Value> {
-    let mut d = Decoder { lua, s, pos: 0 };
+    decode_with(lua, s, MAX_DEPTH)
+}
+
+fn decode_with(lua: &Lua, s: &[u8], max_depth: usize) -> mlua::Result<Value> {
+    let mut d = Decoder {
+        lua,
+        s,
+        pos: 0,
+        max_depth,
+    };
     let v = d.value(0)?;
     d.ws();
     if d.pos < s.len() {
@@ -402,16 +458,81 @@ pub fn decode(lua: &Lua, s: &[u8]) -> mlua::Result<Value> {
 /// Builds the `cjson` table; `limit` bounds an encoding's output.
 pub fn table(lua: &Lua, limit: usize) -> mlua::Result<Table> {
     let t = lua.create_table()?;
+    let cfg = Rc::new(Settings {
+        encode_max_depth: Cell::new(MAX_DEPTH),
+        decode_max_depth: Cell::new(MAX_DEPTH),
+        encode_invalid_numbers: Cell::new(Invalid::Refuse),
+    });
+    let c = cfg.clone();
     t.raw_set(
         "encode",
         lua.create_function(move |lua, v: Value| {
-            let out = encode(&v, limit).map_err(mlua::Error::runtime)?;
+            let out = encode_with(
+                &v,
+                limit,
+                c.encode_max_depth.get(),
+                c.encode_invalid_numbers.get(),
+            )
+            .map_err(mlua::Error::runtime)?;
             lua.create_string(out)
         })?,
     )?;
+    let c = cfg.clone();
     t.raw_set(
         "decode",
-        lua.create_function(|lua, s: mlua::LuaString| decode(lua, &s.as_bytes()))?,
+        lua.create_function(move |lua, s: mlua::LuaString| {
+            decode_with(lua, &s.as_bytes(), c.decode_max_depth.get())
+        })?,
+    )?;
+    // `encode_max_depth([n])` / `decode_max_depth([n])`: set (1 to 1000
+    // here) and return the depth in force.
+    for (name, encoding) in [("encode_max_depth", true), ("decode_max_depth", false)] {
+        let c = cfg.clone();
+        t.raw_set(
+            name,
+            lua.create_function(move |_, n: Option<i64>| {
+                let cell = if encoding {
+                    &c.encode_max_depth
+                } else {
+                    &c.decode_max_depth
+                };
+                if let Some(n) = n {
+                    if !(1..=MAX_DEPTH as i64).contains(&n) {
+                        return Err(mlua::Error::runtime(format!(
+                            "bad argument #1 (expected integer between 1 and {MAX_DEPTH})"
+                        )));
+                    }
+                    cell.set(n as usize);
+                }
+                Ok(cell.get())
+            })?,
+        )?;
+    }
+    let c = cfg;
+    t.raw_set(
+        "encode_invalid_numbers",
+        lua.create_function(move |lua, v: Option<Value>| {
+            let set = match v {
+                None => None,
+                Some(Value::Boolean(b)) => Some(if b { Invalid::Write } else { Invalid::Refuse }),
+                Some(Value::String(s)) if &*s.as_bytes() == b"null" => Some(Invalid::Null),
+                Some(Value::String(s)) if &*s.as_bytes() == b"on" => Some(Invalid::Write),
+                Some(Value::String(s)) if &*s.as_bytes() == b"off" => Some(Invalid::Refuse),
+                Some(_) => {
+                    return Err(mlua::Error::runtime(
+                        "bad argument #1 (invalid option: expected true, false or \"null\")",
+                    ));
+                }
+            };
+            if let Some(set) = set {
+                c.encode_invalid_numbers.set(set);
+            }
+            Ok(match c.encode_invalid_numbers.get() {
+                Invalid::Refuse => Value::Boolean(false),
+                Invalid::Write => Value::Boolean(true),
+                Invalid::Null => Value::String(lua.create_string("null")?),
+            })
+        })?,
     )?;
     t.raw_set("null", null())?;
     // lua-cjson's buffer reuse switch: an allocation detail, nothing to
@@ -485,6 +606,26 @@ mod tests {
             ),
             "\u{e9}\u{1f600}true"
         );
+    }
+
+    #[test]
+    fn settings_change_the_limits() {
+        let lua = Lua::new();
+        assert_eq!(
+            roundtrip(
+                &lua,
+                "local a = pcall(cjson.encode, {{1}}) cjson.encode_max_depth(1) \
+                 local b = pcall(cjson.encode, {{1}}) cjson.encode_max_depth(1000) \
+                 cjson.decode_max_depth(1) local c = pcall(cjson.decode, '[[1]]') \
+                 cjson.decode_max_depth(1000) \
+                 local d = pcall(cjson.encode, 0/0) cjson.encode_invalid_numbers(true) \
+                 local e = cjson.encode({1/0}) cjson.encode_invalid_numbers('null') \
+                 local f = cjson.encode({1/0}) \
+                 return tostring(a) .. tostring(b) .. tostring(c) .. tostring(d) .. e .. f"
+            ),
+            "truefalsefalsefalse[inf][null]"
+        );
+        assert!(lua.load("cjson.encode_max_depth(1001)").exec().is_err());
     }
 
     #[test]
