@@ -688,6 +688,47 @@ fn cjson_and_bit_libraries() {
     }
 }
 
+/// Redis 7's `#!lua` shebang on EVAL: errors as redis-server 7.0.15
+/// words them, line numbers kept, `flags=no-writes` makes a read-only
+/// script (also when run again by EVALSHA).
+#[test]
+fn eval_reads_a_lua_shebang() {
+    let server = Server::start(&[]);
+    let mut s = server.connect();
+    let line = |s: &mut TcpStream, script: &str| first_line(s, &eval(script, &["x"], &[]));
+    assert_eq!(
+        line(&mut s, "#!not-lua\nreturn 1"),
+        "-ERR Unexpected engine in script shebang: #!not-lua"
+    );
+    assert_eq!(
+        line(&mut s, "#!lua badger=data\nreturn 1"),
+        "-ERR Unknown lua shebang option: badger=data"
+    );
+    assert_eq!(
+        line(&mut s, "#!lua flags=allow-oom,what?\nreturn 1"),
+        "-ERR Unexpected flag in script shebang: what?"
+    );
+    assert_eq!(line(&mut s, "#!lua"), "-ERR Invalid script shebang");
+    assert_eq!(line(&mut s, "#!lua flags=allow-oom\nreturn 1"), ":1");
+    assert_eq!(
+        line(&mut s, "#!lua\nreturn x +"),
+        "-ERR Error compiling script (new function): user_script:2: unexpected symbol near '<eof>'"
+    );
+    let ro = "#!lua flags=no-writes\nredis.call('set', KEYS[1], 1) return 1";
+    assert_eq!(
+        line(&mut s, ro),
+        "-ERR Write commands are not allowed from read-only scripts."
+    );
+    let sha = first_line(&mut s, &req(&[b"SCRIPT", b"LOAD", ro.as_bytes()]));
+    assert_eq!(sha, "$40");
+    let sha = read_line(&mut s);
+    assert_eq!(
+        first_line(&mut s, &req(&[b"EVALSHA", sha.as_bytes(), b"1", b"x"])),
+        "-ERR Write commands are not allowed from read-only scripts."
+    );
+    expect(&mut s, &req(&[b"EXISTS", b"x"]), b":0\r\n");
+}
+
 #[test]
 fn deep_pcall_recursion_is_the_scripts_error_not_a_crash() {
     // Lua 5.1 stops at 200 nested C calls: each level returns `true`, the

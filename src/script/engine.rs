@@ -103,6 +103,53 @@ struct Script {
     /// Compiled for one run only (the source space was full): `run_call`
     /// drops it after the run.
     transient: bool,
+    /// Its `#!lua flags=no-writes` shebang: it runs as a read-only script.
+    no_writes: bool,
+}
+
+/// Flags a `#!lua` shebang may give (Redis 7.0's). Only `no-writes`
+/// changes anything here: the others concern OOM, stale replicas and
+/// cluster slots, which this server's scripts do not distinguish.
+const SHEBANG_FLAGS: [&str; 5] = [
+    "no-writes",
+    "allow-oom",
+    "allow-stale",
+    "no-cluster",
+    "allow-cross-slot-keys",
+];
+
+/// An `EVAL` script's `#!` line, as Redis 7.0 reads it: `None` without
+/// one, else the length of the line (its newline stays in the source, so
+/// line numbers do not move) and whether it says `no-writes`.
+fn shebang(body: &[u8]) -> Result<Option<(usize, bool)>, String> {
+    if !body.starts_with(b"#!") {
+        return Ok(None);
+    }
+    let Some(end) = memchr::memchr(b'\n', body) else {
+        return Err("ERR Invalid script shebang".into());
+    };
+    let line = String::from_utf8_lossy(&body[..end]);
+    let mut parts = line.split_ascii_whitespace();
+    match parts.next() {
+        Some("#!lua") => {}
+        Some(other) => {
+            return Err(format!("ERR Unexpected engine in script shebang: {other}"));
+        }
+        None => return Err("ERR Invalid engine in script shebang".into()),
+    }
+    let mut no_writes = false;
+    for part in parts {
+        let Some(flags) = part.strip_prefix("flags=") else {
+            return Err(format!("ERR Unknown lua shebang option: {part}"));
+        };
+        for flag in flags.split(',') {
+            if !SHEBANG_FLAGS.contains(&flag) {
+                return Err(format!("ERR Unexpected flag in script shebang: {flag}"));
+            }
+            no_writes |= flag == "no-writes";
+        }
+    }
+    Ok(Some((end, no_writes)))
 }
 
 /// A library loaded by `FUNCTION LOAD`.
@@ -696,12 +743,14 @@ impl Engine {
             s.by_eval &= !explicit;
             return Ok(sha);
         }
-        let func = match self.compile(body) {
+        let (skip, no_writes) = shebang(body)?.unwrap_or((0, false));
+        let code = &body[skip..];
+        let func = match self.compile(code) {
             // A heap full of EVAL-cached scripts: evict them and retry.
             Err(e) if e == MEMORY_ERROR && !self.eval_order.is_empty() => {
                 while self.evict_oldest_eval() {}
                 let _ = self.lua.gc_collect();
-                self.compile(body)?
+                self.compile(code)?
             }
             r => r?,
         };
@@ -733,6 +782,7 @@ impl Engine {
                     bytes: 0,
                     by_eval: true,
                     transient: true,
+                    no_writes,
                 },
             );
             return Ok(sha);
@@ -745,6 +795,7 @@ impl Engine {
                 bytes: body.len(),
                 by_eval: !explicit,
                 transient: false,
+                no_writes,
             },
         );
         Ok(sha)
@@ -830,18 +881,18 @@ impl Engine {
             RunKind::Eval => match self.cache(&target, false) {
                 Ok(sha) => {
                     let s = &self.scripts[&sha];
-                    let f = s.func.clone();
+                    let (f, no_writes) = (s.func.clone(), s.no_writes);
                     if s.transient {
                         self.scripts.remove(&sha);
                     }
-                    (f, ro, false, sha)
+                    (f, ro || no_writes, false, sha)
                 }
                 Err(e) => return Err(err_line(&e)),
             },
             RunKind::EvalSha => {
                 let sha = String::from_utf8_lossy(&target).to_ascii_lowercase();
                 match self.scripts.get(&sha) {
-                    Some(s) => (s.func.clone(), ro, false, sha),
+                    Some(s) => (s.func.clone(), ro || s.no_writes, false, sha),
                     None => {
                         return Err(err_line("NOSCRIPT No matching script. Please use EVAL."));
                     }
