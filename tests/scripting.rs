@@ -729,6 +729,31 @@ fn eval_reads_a_lua_shebang() {
     expect(&mut s, &req(&[b"EXISTS", b"x"]), b":0\r\n");
 }
 
+/// Lua 5.1 bytecode can be crafted to reach memory outside the VM: a
+/// script body that is bytecode (here `string.dump`'s own output) is
+/// refused, with redis-server 7.0.15's error.
+#[test]
+fn bytecode_is_never_loaded() {
+    let server = Server::start(&[]);
+    let mut s = server.connect();
+    s.write_all(&eval(
+        "return string.dump(function() return 42 end)",
+        &[],
+        &[],
+    ))
+    .unwrap();
+    let head = read_line(&mut s);
+    let n: usize = head[1..].parse().unwrap();
+    let mut dump = common::read_n(&mut s, n + 2);
+    dump.truncate(n);
+    assert_eq!(dump[0], 0x1b, "string.dump gives bytecode");
+    let refused =
+        b"-ERR Error compiling script (new function): user_script:1: unexpected symbol near 'char(27)'\r\n";
+    expect(&mut s, &req(&[b"EVAL", &dump, b"0"]), refused);
+    expect(&mut s, &req(&[b"SCRIPT", b"LOAD", &dump]), refused);
+    expect(&mut s, &eval("return 1", &[], &[]), b":1\r\n");
+}
+
 #[test]
 fn deep_pcall_recursion_is_the_scripts_error_not_a_crash() {
     // Lua 5.1 stops at 200 nested C calls: each level returns `true`, the

@@ -20,7 +20,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use mlua::{Function, HookTriggers, Lua, LuaOptions, StdLib, Table, Value, Variadic, VmState};
+use mlua::{
+    Function, HookTriggers, Lua, LuaOptions, StdLib, Table, Value, Variadic, VmState,
+    chunk::ChunkMode,
+};
 use sha1::{Digest, Sha1};
 
 use super::gate;
@@ -819,9 +822,20 @@ impl Engine {
         false
     }
 
+    /// Compiles an `EVAL` script. Source only: Lua 5.1 bytecode can be
+    /// crafted to read and write memory outside the VM, so a body that
+    /// starts with bytecode's escape byte is refused with the error
+    /// Redis's text-only parser gives it.
     fn compile(&self, body: &[u8]) -> Result<Function, String> {
+        if body.first() == Some(&0x1b) {
+            return Err(
+                "ERR Error compiling script (new function): user_script:1: unexpected symbol near 'char(27)'"
+                    .into(),
+            );
+        }
         self.lua
             .load(body)
+            .set_mode(ChunkMode::Text)
             .set_name("@user_script")
             .into_function()
             .map_err(|e| {
@@ -1142,6 +1156,7 @@ impl Engine {
         let chunk = self
             .lua
             .load(body)
+            .set_mode(ChunkMode::Text)
             .set_name(format!("@user_function:{name}"))
             .into_function()
             .map_err(|e| {
