@@ -729,6 +729,52 @@ fn eval_reads_a_lua_shebang() {
     expect(&mut s, &req(&[b"EXISTS", b"x"]), b":0\r\n");
 }
 
+/// A coroutine does not run the state's hook by itself: loops inside one,
+/// with or without `pcall`, are stopped by `SCRIPT KILL` like any other.
+#[test]
+fn script_kill_stops_loops_inside_coroutines() {
+    let server = Server::start_with(
+        &["--threads", "1"],
+        &[("MERKLE_KV_SCRIPTING_BUSY_REPLY_THRESHOLD_MS", "10")],
+    );
+    let mut runner = server.connect();
+    runner.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut other = server.connect();
+    for script in [
+        "coroutine.wrap(function() while 1 do end end)()",
+        "local co = coroutine.create(function() while 1 do \
+           pcall(function() while 1 do end end) end end) \
+         while 1 do pcall(coroutine.resume, co) end",
+        "while 1 do xpcall(function() while 1 do end end, function(e) return e end) end",
+    ] {
+        runner.write_all(&eval(script, &[], &[])).unwrap();
+        let ok = wait_until(DEADLINE, || {
+            other.write_all(&req(&[b"SCRIPT", b"KILL"])).unwrap();
+            read_line(&mut other) == "+OK"
+        });
+        assert!(ok, "never busy: {script}");
+        assert_eq!(
+            read_line(&mut runner),
+            "-ERR Script killed by user with SCRIPT KILL...",
+            "{script}"
+        );
+        expect(&mut other, &req(&[b"PING"]), b"+PONG\r\n");
+    }
+    // Coroutines still work as Lua's.
+    expect(
+        &mut runner,
+        &eval(
+            "local co = coroutine.create(function(a) local b = coroutine.yield(a + 1) return b * 2 end) \
+             local _, x = coroutine.resume(co, 1) local _, y = coroutine.resume(co, 10) \
+             local g = coroutine.wrap(function() for i = 1, 2 do coroutine.yield(i) end end) \
+             return {x, y, coroutine.status(co), g(), g()}",
+            &[],
+            &[],
+        ),
+        b"*5\r\n:2\r\n:20\r\n$4\r\ndead\r\n:1\r\n:2\r\n",
+    );
+}
+
 /// Lua 5.1 bytecode can be crafted to reach memory outside the VM: a
 /// script body that is bytecode (here `string.dump`'s own output) is
 /// refused, with redis-server 7.0.15's error.

@@ -202,7 +202,7 @@ pub struct Engine {
     dirty: std::rc::Rc<std::cell::Cell<bool>>,
     /// The hook stopped the running script (kill, shutdown, load timeout)
     /// and now raises at every line: see [`install_hook`].
-    stopped: std::rc::Rc<std::cell::Cell<bool>>,
+    stopped: Stopped,
 }
 
 /// Starts the script thread.
@@ -342,6 +342,10 @@ fn interrupt(shared: &Shared, load_deadline: &AtomicU64) -> Result<(), &'static 
     }
 }
 
+/// Why the hook stopped the running script (kill, shutdown, load
+/// timeout); `None` while it runs normally.
+type Stopped = std::rc::Rc<std::cell::Cell<Option<&'static str>>>;
+
 /// The Lua hook: every [`HOOK_EVERY`] instructions it runs [`interrupt`].
 /// Once that stops the script, the hook raises the same error at every
 /// line and instruction until the script has ended (`Engine::rearm_hook`
@@ -352,25 +356,36 @@ fn install_hook(
     lua: &Lua,
     shared: &Arc<Shared>,
     load_deadline: &Arc<AtomicU64>,
-    stopped: &std::rc::Rc<std::cell::Cell<bool>>,
+    stopped: &Stopped,
 ) -> mlua::Result<()> {
+    lua.set_hook(
+        HookTriggers::new().every_nth_instruction(HOOK_EVERY),
+        hook(shared, load_deadline, stopped),
+    )
+}
+
+/// The hook's function (see [`install_hook`]); also given to every
+/// coroutine a script creates, which does not run the state's hook.
+fn hook(
+    shared: &Arc<Shared>,
+    load_deadline: &Arc<AtomicU64>,
+    stopped: &Stopped,
+) -> impl Fn(&Lua, &mlua::debug::Debug) -> mlua::Result<VmState> + 'static {
     let shared = shared.clone();
     let deadline = load_deadline.clone();
     let stopped = stopped.clone();
-    lua.set_hook(
-        HookTriggers::new().every_nth_instruction(HOOK_EVERY),
-        move |lua, _| match interrupt(&shared, &deadline) {
-            Err(msg) => {
-                stopped.set(true);
-                lua.set_hook(
-                    HookTriggers::new().every_line().every_nth_instruction(1),
-                    move |_, _| Err(mlua::Error::runtime(msg)),
-                )?;
+    move |lua, _| match interrupt(&shared, &deadline) {
+        Err(msg) => {
+            stopped.set(Some(msg));
+            let every = || HookTriggers::new().every_line().every_nth_instruction(1);
+            let raise = move |_: &Lua, _: &mlua::debug::Debug| -> mlua::Result<VmState> {
                 Err(mlua::Error::runtime(msg))
-            }
-            Ok(()) => Ok(VmState::Continue),
-        },
-    )
+            };
+            lua.set_hook(every(), raise)?;
+            Err(mlua::Error::runtime(msg))
+        }
+        Ok(()) => Ok(VmState::Continue),
+    }
 }
 
 fn hex_sha1(data: &[u8]) -> String {
@@ -388,6 +403,31 @@ const PRELUDE: &str = r#"
 local rawget, error, type, setmetatable, tostring = rawget, error, type, setmetatable, tostring
 local R = __mkv_redis
 __mkv_redis = nil
+-- Once the hook stopped the script, whatever catches errors (pcall,
+-- xpcall, coroutine.resume) raises the stop again instead of returning,
+-- in any coroutine, so a script cannot catch its way past SCRIPT KILL.
+local stopped = __mkv_stopped
+__mkv_stopped = nil
+local function after(...)
+  local m = stopped()
+  if m then error(m, 0) end
+  return ...
+end
+local raw_pcall, raw_xpcall, raw_resume = pcall, xpcall, coroutine.resume
+pcall = function(...) return after(raw_pcall(...)) end
+xpcall = function(...) return after(raw_xpcall(...)) end
+coroutine.resume = function(...) return after(raw_resume(...)) end
+local create = coroutine.create
+-- The coroutine's error, raised again in the caller (Lua's own wrap also
+-- prefixes the caller's position to a string error; this does not).
+local function rethrow(ok, ...)
+  if not ok then error((...), 0) end
+  return ...
+end
+coroutine.wrap = function(f)
+  local co = create(f)
+  return function(...) return rethrow(after(raw_resume(co, ...))) end
+end
 R.call = function(...)
   local r = rawget(R, '__mkv')(...)
   if type(r) == 'table' and r.err ~= nil then error(r, 0) end
@@ -570,6 +610,28 @@ impl Engine {
         )?;
         g.raw_set("bit", super::bit::table(&lua)?)?;
         let pcall: Function = g.raw_get("pcall")?;
+        let stopped: Stopped = Default::default();
+        // A coroutine does not run the state's hook: each one a script
+        // creates gets it itself, or a loop inside it could never be
+        // stopped (`coroutine.wrap` is built on this in PRELUDE).
+        let co: Table = g.raw_get("coroutine")?;
+        let (hs, hd, hst) = (shared.clone(), load_deadline.clone(), stopped.clone());
+        co.raw_set(
+            "create",
+            lua.create_function(move |lua, f: Function| {
+                let t = lua.create_thread(f)?;
+                t.set_hook(
+                    HookTriggers::new().every_nth_instruction(HOOK_EVERY),
+                    hook(&hs, &hd, &hst),
+                )?;
+                Ok(t)
+            })?,
+        )?;
+        let st = stopped.clone();
+        g.raw_set(
+            "__mkv_stopped",
+            lua.create_function(move |_, ()| Ok(st.get()))?,
+        )?;
         lua.load(PRELUDE).set_name("@mkv_prelude").exec()?;
         // The only ways past the read-only tables and the protected
         // globals are `rawset` and the collector's controls: they mark the
@@ -624,7 +686,6 @@ impl Engine {
             .call::<()>((g.clone(), backing.clone(), protected))?;
         lua.set_memory_limit(shared.config.scripting.max_memory)?;
 
-        let stopped = std::rc::Rc::new(std::cell::Cell::new(false));
         install_hook(&lua, &shared, &load_deadline, &stopped)?;
         let client = shared.stats.script_client();
         let log = shared.persist.as_ref().map(|p| p.worker_writer("lua"));
@@ -651,7 +712,7 @@ impl Engine {
 
     /// After a script the hook stopped: the ordinary hook again.
     fn rearm_hook(&self) {
-        if self.stopped.replace(false)
+        if self.stopped.take().is_some()
             && let Err(e) =
                 install_hook(&self.lua, &self.shared, &self.load_deadline, &self.stopped)
         {
@@ -1655,7 +1716,14 @@ fn error_reply(v: &Value, shared: &Shared) -> Vec<u8> {
             c.memory_limit_hits.fetch_add(1, Relaxed);
             MEMORY_ERROR.to_string()
         }
-        Value::String(s) => format!("ERR {}", s.to_string_lossy()),
+        Value::String(s) => {
+            let m = s.to_string_lossy();
+            // The stop raised again by a wrapped pcall (see PRELUDE).
+            if m == gate::KILLED {
+                c.scripts_killed.fetch_add(1, Relaxed);
+            }
+            format!("ERR {m}")
+        }
         Value::Error(e) => {
             let m = lua_message(e);
             if m.contains(gate::KILLED) {
