@@ -87,8 +87,7 @@ impl WorkerStats {
     /// Increments a counter. Must only be called by the owning worker.
     #[inline]
     pub fn incr(&self, c: Counter) {
-        let a = &self.counters[c as usize];
-        a.store(a.load(Relaxed) + 1, Relaxed);
+        add(&self.counters[c as usize], 1);
     }
 
     fn get(&self, c: usize) -> u64 {
@@ -100,13 +99,19 @@ impl WorkerStats {
     /// this.
     #[inline]
     pub fn busy_poll(&self, hit: bool, idle: std::time::Duration) {
-        let add = |a: &AtomicU64, n: u64| a.store(a.load(Relaxed) + n, Relaxed);
         if hit {
             add(&self.busy_poll_hits, 1);
         } else {
             add(&self.busy_poll_idle_us, idle.as_micros() as u64);
         }
     }
+}
+
+/// Adds `n` to a counter with a single writer: a relaxed load and store,
+/// no locked read-modify-write.
+#[inline]
+fn add(a: &AtomicU64, n: u64) {
+    a.store(a.load(Relaxed) + n, Relaxed);
 }
 
 /// One open client connection, as CLIENT LIST shows it.
