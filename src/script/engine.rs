@@ -14,7 +14,9 @@
 //! | status | `{ok = s}` | | table with `err` / `ok` | error / status |
 //! | error | `{err = s}` (raised by `redis.call`) | | other table | array up to its first `nil` |
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -185,9 +187,8 @@ pub struct Engine {
     libs: BTreeMap<String, Library>,
     funcs: HashMap<String, Func>,
     source_bytes: usize,
-    /// Monotonic nanoseconds at which running library code is stopped
-    /// (`FUNCTION LOAD`); 0: none.
-    load_deadline: Arc<AtomicU64>,
+    /// What stops a running script, and why the running one was stopped.
+    stop: Rc<Stop>,
     /// Lua's `pcall`, to run a script and keep its error value.
     pcall: Function,
     /// The sandbox's globals, behind the read-only globals table (see
@@ -199,10 +200,7 @@ pub struct Engine {
     /// A script called `rawset` or `collectgarbage`: the next
     /// `clean_globals` restores everything (else it only drops `KEYS` and
     /// `ARGV`).
-    dirty: std::rc::Rc<std::cell::Cell<bool>>,
-    /// The hook stopped the running script (kill, shutdown, load timeout)
-    /// and now raises at every line: see [`install_hook`].
-    stopped: Stopped,
+    dirty: Rc<Cell<bool>>,
 }
 
 /// Starts the script thread.
@@ -324,64 +322,62 @@ struct Prepared {
     user: Option<usize>,
 }
 
-/// What the Lua hook and the pattern matcher check: the `FUNCTION LOAD`
-/// deadline, shutdown, `SCRIPT KILL`; past the busy threshold it marks the
-/// script busy (`Gate::check`).
-fn interrupt(shared: &Shared, load_deadline: &AtomicU64) -> Result<(), &'static str> {
-    let d = load_deadline.load(Relaxed);
-    if d != 0 && crate::clock::mono_nanos() > d {
-        return Err("FUNCTION LOAD timeout");
-    }
-    if shared.shutdown.is_triggered() {
-        return Err(gate::SHUTTING_DOWN);
-    }
-    let s = &shared.scripting;
-    match s.gate.check(s.threshold()) {
-        Some(msg) => Err(msg),
-        None => Ok(()),
+/// What stops a running script: the check the Lua hook, the pattern
+/// matcher and the reply conversion make, and the reason it found, kept
+/// until the run ends (`Engine::end_run`).
+struct Stop {
+    shared: Arc<Shared>,
+    /// Monotonic nanoseconds at which running library code is stopped
+    /// (`FUNCTION LOAD`); 0: none.
+    load_deadline: Cell<u64>,
+    /// Why the running script was stopped (kill, shutdown, load timeout);
+    /// `None` while it runs normally.
+    reason: Cell<Option<&'static str>>,
+}
+
+impl Stop {
+    /// The `FUNCTION LOAD` deadline, shutdown, `SCRIPT KILL`; past the busy
+    /// threshold it marks the script busy (`Gate::check`).
+    fn check(&self) -> Result<(), &'static str> {
+        let d = self.load_deadline.get();
+        let r = if d != 0 && crate::clock::mono_nanos() > d {
+            Err("FUNCTION LOAD timeout")
+        } else if self.shared.shutdown.is_triggered() {
+            Err(gate::SHUTTING_DOWN)
+        } else {
+            let s = &self.shared.scripting;
+            s.gate.check(s.threshold()).map_or(Ok(()), Err)
+        };
+        if let Err(m) = r {
+            self.reason.set(Some(m));
+        }
+        r
     }
 }
 
-/// Why the hook stopped the running script (kill, shutdown, load
-/// timeout); `None` while it runs normally.
-type Stopped = std::rc::Rc<std::cell::Cell<Option<&'static str>>>;
-
-/// The Lua hook: every [`HOOK_EVERY`] instructions it runs [`interrupt`].
+/// The Lua hook: every [`HOOK_EVERY`] instructions it runs [`Stop::check`].
 /// Once that stops the script, the hook raises the same error at every
-/// line and instruction until the script has ended (`Engine::rearm_hook`
+/// line and instruction until the script has ended (`Engine::end_run`
 /// restores this one), so a script cannot survive `SCRIPT KILL` by
 /// catching the error with `pcall`: the next line outside the `pcall`
 /// raises it again (Redis does the same with a line hook).
-fn install_hook(
-    lua: &Lua,
-    shared: &Arc<Shared>,
-    load_deadline: &Arc<AtomicU64>,
-    stopped: &Stopped,
-) -> mlua::Result<()> {
+fn install_hook(lua: &Lua, stop: &Rc<Stop>) -> mlua::Result<()> {
     lua.set_hook(
         HookTriggers::new().every_nth_instruction(HOOK_EVERY),
-        hook(shared, load_deadline, stopped),
+        hook(stop),
     )
 }
 
 /// The hook's function (see [`install_hook`]); also given to every
 /// coroutine a script creates, which does not run the state's hook.
-fn hook(
-    shared: &Arc<Shared>,
-    load_deadline: &Arc<AtomicU64>,
-    stopped: &Stopped,
-) -> impl Fn(&Lua, &mlua::debug::Debug) -> mlua::Result<VmState> + 'static {
-    let shared = shared.clone();
-    let deadline = load_deadline.clone();
-    let stopped = stopped.clone();
-    move |lua, _| match interrupt(&shared, &deadline) {
+fn hook(stop: &Rc<Stop>) -> impl Fn(&Lua, &mlua::debug::Debug) -> mlua::Result<VmState> + 'static {
+    let stop = stop.clone();
+    move |lua, _| match stop.check() {
         Err(msg) => {
-            stopped.set(Some(msg));
-            let every = || HookTriggers::new().every_line().every_nth_instruction(1);
-            let raise = move |_: &Lua, _: &mlua::debug::Debug| -> mlua::Result<VmState> {
-                Err(mlua::Error::runtime(msg))
-            };
-            lua.set_hook(every(), raise)?;
+            lua.set_hook(
+                HookTriggers::new().every_line().every_nth_instruction(1),
+                move |_, _| Err(mlua::Error::runtime(msg)),
+            )?;
             Err(mlua::Error::runtime(msg))
         }
         Ok(()) => Ok(VmState::Continue),
@@ -492,10 +488,14 @@ impl Engine {
         }
         // Pattern matching the interrupt check reaches (script/strlib.rs),
         // in the real string table (also behind `("x"):find`).
-        let load_deadline = Arc::new(AtomicU64::new(0));
+        let stop = Rc::new(Stop {
+            shared: shared.clone(),
+            load_deadline: Cell::new(0),
+            reason: Cell::new(None),
+        });
         let check: super::strlib::Check = {
-            let (shared, deadline) = (shared.clone(), load_deadline.clone());
-            std::rc::Rc::new(move || interrupt(&shared, &deadline).map_err(str::to_string))
+            let stop = stop.clone();
+            Rc::new(move || stop.check().map_err(str::to_string))
         };
         let string: Table = g.raw_get("string")?;
         super::strlib::install(&lua, &string, check)?;
@@ -610,33 +610,32 @@ impl Engine {
         )?;
         g.raw_set("bit", super::bit::table(&lua)?)?;
         let pcall: Function = g.raw_get("pcall")?;
-        let stopped: Stopped = Default::default();
         // A coroutine does not run the state's hook: each one a script
         // creates gets it itself, or a loop inside it could never be
         // stopped (`coroutine.wrap` is built on this in PRELUDE).
         let co: Table = g.raw_get("coroutine")?;
-        let (hs, hd, hst) = (shared.clone(), load_deadline.clone(), stopped.clone());
+        let st = stop.clone();
         co.raw_set(
             "create",
             lua.create_function(move |lua, f: Function| {
                 let t = lua.create_thread(f)?;
                 t.set_hook(
                     HookTriggers::new().every_nth_instruction(HOOK_EVERY),
-                    hook(&hs, &hd, &hst),
+                    hook(&st),
                 )?;
                 Ok(t)
             })?,
         )?;
-        let st = stopped.clone();
+        let st = stop.clone();
         g.raw_set(
             "__mkv_stopped",
-            lua.create_function(move |_, ()| Ok(st.get()))?,
+            lua.create_function(move |_, ()| Ok(st.reason.get()))?,
         )?;
         lua.load(PRELUDE).set_name("@mkv_prelude").exec()?;
         // The only ways past the read-only tables and the protected
         // globals are `rawset` and the collector's controls: they mark the
         // state for a full cleanup after the run (`clean_globals`).
-        let dirty = std::rc::Rc::new(std::cell::Cell::new(false));
+        let dirty = Rc::new(Cell::new(false));
         for name in ["rawset", "collectgarbage"] {
             let real: Function = g.raw_get(name)?;
             let d = dirty.clone();
@@ -686,7 +685,7 @@ impl Engine {
             .call::<()>((g.clone(), backing.clone(), protected))?;
         lua.set_memory_limit(shared.config.scripting.max_memory)?;
 
-        install_hook(&lua, &shared, &load_deadline, &stopped)?;
+        install_hook(&lua, &stop)?;
         let client = shared.stats.script_client();
         let log = shared.persist.as_ref().map(|p| p.worker_writer("lua"));
         Ok(Engine {
@@ -701,21 +700,25 @@ impl Engine {
             libs: BTreeMap::new(),
             funcs: HashMap::new(),
             source_bytes: 0,
-            load_deadline,
+            stop,
             pcall,
             backing,
             proxies,
             dirty,
-            stopped,
         })
     }
 
-    /// After a script the hook stopped: the ordinary hook again.
-    fn rearm_hook(&self) {
-        if self.stopped.take().is_some()
-            && let Err(e) =
-                install_hook(&self.lua, &self.shared, &self.load_deadline, &self.stopped)
-        {
+    /// After a run that was stopped: a kill is counted (once, whichever
+    /// check found it) and the ordinary hook is back.
+    fn end_run(&self) {
+        let Some(reason) = self.stop.reason.take() else {
+            return;
+        };
+        if reason == gate::KILLED {
+            let c = &self.shared.scripting.counters;
+            c.scripts_killed.fetch_add(1, Relaxed);
+        }
+        if let Err(e) = install_hook(&self.lua, &self.stop) {
             log::error!("scripting: cannot restore the Lua hook: {e}");
         }
     }
@@ -1076,7 +1079,7 @@ impl Engine {
         let log = self.log.as_ref();
         let scratch = &mut self.scratch;
         let pcall = &self.pcall;
-        let load_deadline = &*self.load_deadline;
+        let stop = &*self.stop;
         let res = lua.scope(|scope| {
             let call = scope.create_function_mut(|lua, argv: Variadic<Value>| {
                 redis_call(lua, shared, db, stats, client, log, scratch, ro, user, argv)
@@ -1114,8 +1117,7 @@ impl Engine {
                     resp3,
                     limit: shared.config.scripting.max_memory,
                     written: 0,
-                    shared,
-                    load_deadline,
+                    stop,
                 };
                 out = match w.value(&v, 0) {
                     Ok(()) => w.out,
@@ -1124,13 +1126,7 @@ impl Engine {
                             ReplyStop::TooLarge => {
                                 "reply too large for a script (scripting.max_memory)"
                             }
-                            ReplyStop::Stopped(m) => {
-                                if m == gate::KILLED {
-                                    let c = &shared.scripting.counters;
-                                    c.scripts_killed.fetch_add(1, Relaxed);
-                                }
-                                m
-                            }
+                            ReplyStop::Stopped(m) => m,
                         };
                         let mut e = Vec::new();
                         reply::error(&mut e, Proto::Resp, msg);
@@ -1151,7 +1147,7 @@ impl Engine {
                 err_line(&format!("ERR {}", lua_message(&e)))
             }
         };
-        self.rearm_hook();
+        self.end_run();
         out
     }
 
@@ -1245,12 +1241,11 @@ impl Engine {
                 .raw_get("__index")?;
             let inert: Value = real.raw_get("register_function")?;
             real.raw_set("register_function", reg)?;
-            self.load_deadline.store(
-                crate::clock::mono_nanos() + LOAD_TIMEOUT.as_nanos() as u64,
-                Relaxed,
-            );
+            self.stop
+                .load_deadline
+                .set(crate::clock::mono_nanos() + LOAD_TIMEOUT.as_nanos() as u64);
             let r: mlua::MultiValue = self.pcall.call(chunk)?;
-            self.load_deadline.store(0, Relaxed);
+            self.stop.load_deadline.set(0);
             real.raw_set("register_function", inert)?;
             let mut vals = r.into_iter();
             if !matches!(vals.next(), Some(Value::Boolean(true))) {
@@ -1261,9 +1256,9 @@ impl Engine {
             }
             Ok(Ok(()))
         });
-        self.load_deadline.store(0, Relaxed);
+        self.stop.load_deadline.set(0);
         self.clean_globals();
-        self.rearm_hook();
+        self.end_run();
         match res {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e),
@@ -1612,18 +1607,17 @@ fn from_reply(lua: &Lua, buf: &[u8], pos: &mut usize, depth: usize) -> mlua::Res
     })
 }
 
-/// Converts a script's returned value into its reply (see [`to_reply`]).
+/// Converts a script's returned value into its reply.
 struct ReplyWriter<'a> {
     out: Vec<u8>,
     resp3: bool,
     /// `scripting.max_memory`: a table that holds itself many times would
     /// otherwise grow the reply exponentially.
     limit: usize,
-    /// Values written; every [`HOOK_EVERY`] the interrupt check runs, so
+    /// Values written; every [`HOOK_EVERY`] the stop check runs, so
     /// `SCRIPT KILL` and shutdown reach a long conversion too.
-    written: u32,
-    shared: &'a Shared,
-    load_deadline: &'a AtomicU64,
+    written: u64,
+    stop: &'a Stop,
 }
 
 /// Why a reply was abandoned.
@@ -1645,8 +1639,8 @@ impl ReplyWriter<'_> {
             return Err(ReplyStop::TooLarge);
         }
         self.written += 1;
-        if self.written.is_multiple_of(HOOK_EVERY) {
-            interrupt(self.shared, self.load_deadline).map_err(ReplyStop::Stopped)?;
+        if self.written.is_multiple_of(u64::from(HOOK_EVERY)) {
+            self.stop.check().map_err(ReplyStop::Stopped)?;
         }
         if depth >= MAX_REPLY_DEPTH {
             self.out.extend_from_slice(STACK_LIMIT);
@@ -1716,19 +1710,9 @@ fn error_reply(v: &Value, shared: &Shared) -> Vec<u8> {
             c.memory_limit_hits.fetch_add(1, Relaxed);
             MEMORY_ERROR.to_string()
         }
-        Value::String(s) => {
-            let m = s.to_string_lossy();
-            // The stop raised again by a wrapped pcall (see PRELUDE).
-            if m == gate::KILLED {
-                c.scripts_killed.fetch_add(1, Relaxed);
-            }
-            format!("ERR {m}")
-        }
+        Value::String(s) => format!("ERR {}", s.to_string_lossy()),
         Value::Error(e) => {
             let m = lua_message(e);
-            if m.contains(gate::KILLED) {
-                c.scripts_killed.fetch_add(1, Relaxed);
-            }
             if matches!(**e, mlua::Error::MemoryError(_)) || m.contains("not enough memory") {
                 c.memory_limit_hits.fetch_add(1, Relaxed);
                 MEMORY_ERROR.to_string()
