@@ -194,8 +194,9 @@ pub struct Engine {
     /// The sandbox's globals, behind the read-only globals table (see
     /// [`LOCK_GLOBALS`]); scripts cannot reach it.
     backing: Table,
-    /// The read-only proxies (`redis`, `string`, `table`, `math`): fields a
-    /// script `rawset` into them are removed after every run.
+    /// The read-only proxies (`redis` and the libraries: PRELUDE's
+    /// `readonly`): fields a script `rawset` into them are removed after
+    /// every run.
     proxies: Vec<Table>,
     /// A script called `rawset` or `collectgarbage`: the next
     /// `clean_globals` restores everything (else it only drops `KEYS` and
@@ -430,9 +431,13 @@ R.call = function(...)
   return r
 end
 R.pcall = function(...) return rawget(R, '__mkv')(...) end
+-- The read-only proxies, returned to the engine as a set.
+local protected = {}
 local function readonly(t)
-  return setmetatable({}, {__index = t, __metatable = false,
+  local p = setmetatable({}, {__index = t, __metatable = false,
     __newindex = function() error("Attempt to modify a readonly table", 2) end})
+  protected[p] = true
+  return p
 end
 redis = readonly(R)
 string = readonly(string)
@@ -441,6 +446,7 @@ math = readonly(math)
 coroutine = readonly(coroutine)
 cjson = readonly(cjson)
 bit = readonly(bit)
+return protected
 "#;
 
 /// Makes the globals read-only, as Redis 7 does: every global has moved to
@@ -454,7 +460,8 @@ local G, B, protected = ...
 local error, tostring, rawequal = B.error, B.tostring, B.rawequal
 local raw_setmetatable = B.setmetatable
 local function ro() error("Attempt to modify a readonly table", 2) end
-raw_setmetatable(B, {__metatable = false, __newindex = ro,
+-- B itself is out of scripts' reach: only its reads need a metatable.
+raw_setmetatable(B, {
   __index = function(_, k) error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2) end})
 B.setmetatable = function(t, mt)
   if rawequal(t, G) or protected[t] then error("Attempt to modify a readonly table", 2) end
@@ -631,7 +638,7 @@ impl Engine {
             "__mkv_stopped",
             lua.create_function(move |_, ()| Ok(st.reason.get()))?,
         )?;
-        lua.load(PRELUDE).set_name("@mkv_prelude").exec()?;
+        let protected: Table = lua.load(PRELUDE).set_name("@mkv_prelude").eval()?;
         // The only ways past the read-only tables and the protected
         // globals are `rawset` and the collector's controls: they mark the
         // state for a full cleanup after the run (`clean_globals`).
@@ -647,39 +654,20 @@ impl Engine {
                 })?,
             )?;
         }
-        let mut globals = Vec::new();
-        let mut proxies = Vec::new();
-        for pair in g.pairs::<Value, Value>() {
-            if let (Value::String(k), v) = pair? {
-                let k = k.to_string_lossy();
-                if [
-                    "redis",
-                    "string",
-                    "table",
-                    "math",
-                    "coroutine",
-                    "cjson",
-                    "bit",
-                ]
-                .contains(&k.as_str())
-                    && let Value::Table(t) = &v
-                {
-                    proxies.push(t.clone());
-                }
-                globals.push((k, v));
-            }
-        }
+        let proxies = protected
+            .pairs::<Table, bool>()
+            .map(|pair| pair.map(|(p, _)| p))
+            .collect::<mlua::Result<Vec<Table>>>()?;
+        // Every global moves to the backing table (see LOCK_GLOBALS).
         let backing = lua.create_table()?;
-        let protected = lua.create_table()?;
-        for (k, v) in &globals {
-            backing.raw_set(k.as_str(), v.clone())?;
-            g.raw_set(k.as_str(), Value::Nil)?;
+        let globals = g
+            .pairs::<Value, Value>()
+            .collect::<mlua::Result<Vec<(Value, Value)>>>()?;
+        for (k, v) in globals {
+            g.raw_set(k.clone(), Value::Nil)?;
+            backing.raw_set(k, v)?;
         }
         backing.raw_set("_G", g.clone())?;
-        for p in &proxies {
-            protected.raw_set(p.clone(), true)?;
-        }
-        protected.raw_set(backing.clone(), true)?;
         lua.load(LOCK_GLOBALS)
             .set_name("@mkv_globals")
             .call::<()>((g.clone(), backing.clone(), protected))?;
