@@ -49,37 +49,17 @@ fn null() -> Value {
     Value::LightUserData(LightUserData(std::ptr::null_mut()))
 }
 
-/// Lua 5.1's and lua-cjson's number format, C's `%.14g`.
-pub fn fmt_g14(v: f64) -> String {
-    if v == 0.0 {
-        return if v.is_sign_negative() { "-0" } else { "0" }.into();
-    }
-    let sci = format!("{v:.13e}");
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let trim = |s: &str| -> String {
-        if s.contains('.') {
-            s.trim_end_matches('0').trim_end_matches('.').to_string()
-        } else {
-            s.to_string()
-        }
-    };
-    if !(-4..14).contains(&exp) {
-        let sign = if exp < 0 { '-' } else { '+' };
-        format!("{}e{sign}{:02}", trim(mantissa), exp.unsigned_abs())
-    } else {
-        trim(&format!("{v:.*}", (13 - exp) as usize))
-    }
-}
-
-struct Encoder {
+struct Encoder<'a> {
+    /// Numbers are written as Lua writes them (`%.14g`, lua-cjson's format
+    /// too).
+    lua: &'a Lua,
     out: Vec<u8>,
     limit: usize,
     max_depth: usize,
     invalid: Invalid,
 }
 
-impl Encoder {
+impl Encoder<'_> {
     fn value(&mut self, v: &Value, depth: usize) -> Result<(), String> {
         if self.out.len() > self.limit {
             return Err("Cannot serialise: output larger than scripting.max_memory".into());
@@ -90,8 +70,7 @@ impl Encoder {
             Value::Boolean(b) => self
                 .out
                 .extend_from_slice(if *b { b"true" } else { b"false" }),
-            Value::Integer(i) => self.out.extend_from_slice(i.to_string().as_bytes()),
-            Value::Number(f) => self.number(*f)?,
+            Value::Integer(_) | Value::Number(_) => self.number(v)?,
             Value::String(s) => self.string(&s.as_bytes()),
             Value::Table(t) => self.table(t, depth + 1)?,
             other => {
@@ -104,8 +83,10 @@ impl Encoder {
         Ok(())
     }
 
-    fn number(&mut self, f: f64) -> Result<(), String> {
-        if !f.is_finite() {
+    fn number(&mut self, v: &Value) -> Result<(), String> {
+        if let Value::Number(f) = *v
+            && !f.is_finite()
+        {
             match self.invalid {
                 Invalid::Refuse => {
                     return Err("Cannot serialise number: must not be NaN or Inf".into());
@@ -117,8 +98,18 @@ impl Encoder {
             }
             return Ok(());
         }
-        self.out.extend_from_slice(fmt_g14(f).as_bytes());
+        let text = self.number_text(v)?;
+        self.out.extend_from_slice(&text);
         Ok(())
+    }
+
+    /// A number as Lua's `tostring` writes it.
+    fn number_text(&self, v: &Value) -> Result<Vec<u8>, String> {
+        match self.lua.coerce_string(v.clone()) {
+            Ok(Some(s)) => Ok(s.as_bytes().to_vec()),
+            Ok(None) => Err("Cannot serialise number".into()),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     fn string(&mut self, s: &[u8]) {
@@ -184,8 +175,10 @@ impl Encoder {
             first = false;
             match &k {
                 Value::String(s) => self.string(&s.as_bytes()),
-                Value::Integer(i) => self.string(i.to_string().as_bytes()),
-                Value::Number(f) => self.string(fmt_g14(*f).as_bytes()),
+                Value::Integer(_) | Value::Number(_) => {
+                    let text = self.number_text(&k)?;
+                    self.string(&text);
+                }
                 _ => {
                     return Err(
                         "Cannot serialise table: table key must be a number or string".into(),
@@ -200,18 +193,16 @@ impl Encoder {
     }
 }
 
-/// `cjson.encode(v)` with lua-cjson's default settings.
-pub fn encode(v: &Value, limit: usize) -> Result<Vec<u8>, String> {
-    encode_with(v, limit, MAX_DEPTH, Invalid::Refuse)
-}
-
-fn encode_with(
+/// `cjson.encode(v)`.
+fn encode(
+    lua: &Lua,
     v: &Value,
     limit: usize,
     max_depth: usize,
     invalid: Invalid,
 ) -> Result<Vec<u8>, String> {
     let mut e = Encoder {
+        lua,
         out: Vec::new(),
         limit,
         max_depth,
@@ -279,13 +270,23 @@ impl Decoder<'_> {
         Ok(())
     }
 
-    fn array(&mut self, depth: usize) -> mlua::Result<Value> {
+    /// Opens an array or object (at its bracket) one level deeper: its
+    /// table, and whether it closed at once (`close`).
+    fn open(&mut self, depth: usize, close: u8) -> mlua::Result<(Table, bool)> {
         self.nested(depth)?;
         self.pos += 1;
         let t = self.lua.create_table()?;
         self.ws();
-        if self.s.get(self.pos) == Some(&b']') {
+        let empty = self.s.get(self.pos) == Some(&close);
+        if empty {
             self.pos += 1;
+        }
+        Ok((t, empty))
+    }
+
+    fn array(&mut self, depth: usize) -> mlua::Result<Value> {
+        let (t, empty) = self.open(depth, b']')?;
+        if empty {
             return Ok(Value::Table(t));
         }
         let mut i = 1;
@@ -306,12 +307,8 @@ impl Decoder<'_> {
     }
 
     fn object(&mut self, depth: usize) -> mlua::Result<Value> {
-        self.nested(depth)?;
-        self.pos += 1;
-        let t = self.lua.create_table()?;
-        self.ws();
-        if self.s.get(self.pos) == Some(&b'}') {
-            self.pos += 1;
+        let (t, empty) = self.open(depth, b'}')?;
+        if empty {
             return Ok(Value::Table(t));
         }
         loop {
@@ -435,12 +432,8 @@ impl Decoder<'_> {
     }
 }
 
-/// `cjson.decode(s)` with lua-cjson's default settings.
-pub fn decode(lua: &Lua, s: &[u8]) -> mlua::Result<Value> {
-    decode_with(lua, s, MAX_DEPTH)
-}
-
-fn decode_with(lua: &Lua, s: &[u8], max_depth: usize) -> mlua::Result<Value> {
+/// `cjson.decode(s)`.
+fn decode(lua: &Lua, s: &[u8], max_depth: usize) -> mlua::Result<Value> {
     let mut d = Decoder {
         lua,
         s,
@@ -467,7 +460,8 @@ pub fn table(lua: &Lua, limit: usize) -> mlua::Result<Table> {
     t.raw_set(
         "encode",
         lua.create_function(move |lua, v: Value| {
-            let out = encode_with(
+            let out = encode(
+                lua,
                 &v,
                 limit,
                 c.encode_max_depth.get(),
@@ -481,7 +475,7 @@ pub fn table(lua: &Lua, limit: usize) -> mlua::Result<Table> {
     t.raw_set(
         "decode",
         lua.create_function(move |lua, s: mlua::LuaString| {
-            decode_with(lua, &s.as_bytes(), c.decode_max_depth.get())
+            decode(lua, &s.as_bytes(), c.decode_max_depth.get())
         })?,
     )?;
     // `encode_max_depth([n])` / `decode_max_depth([n])`: set (1 to 1000
@@ -549,7 +543,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn g14_matches_c() {
+    fn numbers_are_written_as_lua_and_lua_cjson_write_them() {
+        let lua = Lua::new();
+        let encode = |v: f64| {
+            let out = encode(&lua, &Value::Number(v), 1 << 20, MAX_DEPTH, Invalid::Refuse);
+            String::from_utf8(out.unwrap()).unwrap()
+        };
         for (v, want) in [
             (0.0, "0"),
             (100.0, "100"),
@@ -564,8 +563,18 @@ mod tests {
             (std::f64::consts::E, "2.718281828459"),
             (123.456_789_012_345_67, "123.45678901235"),
         ] {
-            assert_eq!(fmt_g14(v), want, "{v}");
+            assert_eq!(encode(v), want, "{v}");
         }
+        // An integral value mlua hands over as an integer is a Lua number
+        // too (redis-server 7.0.15 writes 1e+15).
+        let out = super::encode(
+            &lua,
+            &Value::Integer(1_000_000_000_000_000),
+            1 << 20,
+            MAX_DEPTH,
+            Invalid::Refuse,
+        );
+        assert_eq!(out.unwrap(), b"1e+15");
     }
 
     fn roundtrip(lua: &Lua, src: &str) -> String {
