@@ -15,7 +15,7 @@ type Op = fn(i32, i32) -> i32;
 type Shift = fn(i32, u32) -> i32;
 
 /// LuaBitOp's normalisation of a Lua number to a signed 32-bit integer.
-pub fn tobit(x: f64) -> i32 {
+fn tobit(x: f64) -> i32 {
     if !x.is_finite() {
         return 0;
     }
@@ -24,7 +24,7 @@ pub fn tobit(x: f64) -> i32 {
 
 /// `bit.tohex(x [, n])`: the low `|n|` hex digits of `x` (default 8;
 /// a negative `n` gives upper case).
-pub fn tohex(x: f64, n: Option<f64>) -> String {
+fn tohex(x: f64, n: Option<f64>) -> String {
     let n = n.map_or(8, tobit);
     let upper = n < 0;
     let digits = n.unsigned_abs().min(8) as usize;
