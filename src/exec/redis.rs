@@ -1032,23 +1032,16 @@ fn info(ctx: &Ctx<'_>, sections: Args<'_>, s: &mut String) {
             "memory" => {
                 let m = &shared.memory;
                 let used = m.used();
-                // Redis 7.0 also reports the scripts' memory and counts here.
-                let sc = &shared.scripting.counters;
-                let n =
-                    |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-                write!(
+                let r = write!(
                     s,
-                    "used_memory:{used}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{rss}\r\nmaxmemory:{}\r\nmaxmemory_policy:noeviction\r\nmaxmemory_clients:{}\r\nmem_clients_normal:{}\r\n\
-                     used_memory_lua:{}\r\nnumber_of_cached_scripts:{}\r\nnumber_of_functions:{}\r\nnumber_of_libraries:{}\r\n",
+                    "used_memory:{used}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{rss}\r\nmaxmemory:{}\r\nmaxmemory_policy:noeviction\r\nmaxmemory_clients:{}\r\nmem_clients_normal:{}\r\n",
                     used as f64 / (1024.0 * 1024.0),
                     m.maxmemory(),
                     m.clients_budget(),
                     m.clients(),
-                    n(&sc.lua_memory),
-                    n(&sc.cached_scripts),
-                    n(&sc.functions),
-                    n(&sc.libraries),
-                )
+                );
+                shared.scripting.counters.write_memory_info(s);
+                r
             }
             "persistence" => write!(
                 s,

@@ -28,6 +28,23 @@ pub struct Counters {
     pub source_bytes: AtomicU64,
 }
 
+impl Counters {
+    /// The scripts' lines of INFO `# Memory`, where Redis 7.0 reports
+    /// their memory and counts.
+    pub fn write_memory_info(&self, s: &mut String) {
+        use std::fmt::Write as _;
+        let _ = write!(
+            s,
+            "used_memory_lua:{}\r\nnumber_of_cached_scripts:{}\r\nnumber_of_functions:{}\r\n\
+             number_of_libraries:{}\r\n",
+            self.lua_memory.load(Relaxed),
+            self.cached_scripts.load(Relaxed),
+            self.functions.load(Relaxed),
+            self.libraries.load(Relaxed),
+        );
+    }
+}
+
 /// Scripting's shared state: the gate and the counters.
 pub struct Scripting {
     pub gate: Gate,
