@@ -12,6 +12,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::Server;
+use common::broker::info_u64;
 
 fn req(args: &[&str]) -> Vec<u8> {
     let mut v = format!("*{}\r\n", args.len()).into_bytes();
@@ -1390,16 +1391,6 @@ fn config_set_changes_live_settings() {
     assert_eq!(get(&mut s, "timeout"), "0");
 }
 
-/// The busy-poll count of INFO.
-fn busy_poll_hits(s: &mut TcpStream) -> u64 {
-    let info = bulk_reply(s, &["INFO", "merklekv"]);
-    info.lines()
-        .find_map(|l| l.strip_prefix("busy_poll_hits:"))
-        .unwrap_or_else(|| panic!("{info}"))
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn busy_polling_serves_requests_counts_its_hits_and_is_live() {
     // A setting out of range stops the node, naming it.
@@ -1430,7 +1421,7 @@ fn busy_polling_serves_requests_counts_its_hits_and_is_live() {
         );
         exchange(&mut s, &["PING"], b"+PONG\r\n");
     }
-    assert!(busy_poll_hits(&mut s) > 0);
+    assert!(info_u64(&srv, "busy_poll_hits") > 0);
 
     exchange(
         &mut s,
@@ -1447,11 +1438,11 @@ fn busy_polling_serves_requests_counts_its_hits_and_is_live() {
         ["network.busy_poll_us", "0"]
     );
     // Off: the worker sleeps between requests, and nothing is counted.
-    let before = busy_poll_hits(&mut s);
+    let before = info_u64(&srv, "busy_poll_hits");
     for _ in 0..50 {
         exchange(&mut s, &["PING"], b"+PONG\r\n");
     }
-    assert_eq!(busy_poll_hits(&mut s), before);
+    assert_eq!(info_u64(&srv, "busy_poll_hits"), before);
     let info = bulk_reply(&mut s, &["INFO", "merklekv"]);
     assert!(info.contains("busy_poll_us:0\r\n"), "{info}");
 }
