@@ -385,6 +385,24 @@ fn hook(stop: &Rc<Stop>) -> impl Fn(&Lua, &mlua::debug::Debug) -> mlua::Result<V
     }
 }
 
+/// Compiles a script's or a library's code, named `name` in its errors.
+/// Source only: Lua 5.1 bytecode can be crafted to read and write memory
+/// outside the VM. A chunk that starts with bytecode's escape byte gets
+/// the error Redis's text-only parser gives it, and the chunk is loaded
+/// in text mode whatever it starts with.
+fn load_source(lua: &Lua, body: &[u8], name: &str) -> mlua::Result<Function> {
+    if body.first() == Some(&0x1b) {
+        return Err(mlua::Error::SyntaxError {
+            message: format!("{name}:1: unexpected symbol near 'char(27)'"),
+            incomplete_input: false,
+        });
+    }
+    lua.load(body)
+        .set_mode(ChunkMode::Text)
+        .set_name(format!("@{name}"))
+        .into_function()
+}
+
 fn hex_sha1(data: &[u8]) -> String {
     let d = Sha1::digest(data);
     let mut s = String::with_capacity(40);
@@ -874,32 +892,18 @@ impl Engine {
         false
     }
 
-    /// Compiles an `EVAL` script. Source only: Lua 5.1 bytecode can be
-    /// crafted to read and write memory outside the VM, so a body that
-    /// starts with bytecode's escape byte is refused with the error
-    /// Redis's text-only parser gives it.
+    /// Compiles an `EVAL` script.
     fn compile(&self, body: &[u8]) -> Result<Function, String> {
-        if body.first() == Some(&0x1b) {
-            return Err(
-                "ERR Error compiling script (new function): user_script:1: unexpected symbol near 'char(27)'"
-                    .into(),
-            );
-        }
-        self.lua
-            .load(body)
-            .set_mode(ChunkMode::Text)
-            .set_name("@user_script")
-            .into_function()
-            .map_err(|e| {
-                self.count_memory(&e);
-                if matches!(e, mlua::Error::MemoryError(_)) {
-                    return MEMORY_ERROR.to_string();
-                }
-                format!(
-                    "ERR Error compiling script (new function): {}",
-                    lua_message(&e)
-                )
-            })
+        load_source(&self.lua, body, "user_script").map_err(|e| {
+            self.count_memory(&e);
+            if matches!(e, mlua::Error::MemoryError(_)) {
+                return MEMORY_ERROR.to_string();
+            }
+            format!(
+                "ERR Error compiling script (new function): {}",
+                lua_message(&e)
+            )
+        })
     }
 
     fn count_memory(&self, e: &mlua::Error) {
@@ -1198,13 +1202,8 @@ impl Engine {
                 self.source_bytes
             ));
         }
-        let chunk = self
-            .lua
-            .load(body)
-            .set_mode(ChunkMode::Text)
-            .set_name(format!("@user_function:{name}"))
-            .into_function()
-            .map_err(|e| {
+        let chunk =
+            load_source(&self.lua, body, &format!("user_function:{name}")).map_err(|e| {
                 self.count_memory(&e);
                 format!("ERR Error compiling function: {}", lua_message(&e))
             })?;
