@@ -1040,10 +1040,13 @@ const MAX_CHAIN: u32 = 64;
 /// answers in the order it received them, so replies stay in request
 /// order; anything else waits until they are all back.
 fn chains(cmd: &Command<'_>, conn: &Conn) -> bool {
-    matches!(cmd, Command::Redis(Redis::Run(_)))
-        && conn.script_jobs < MAX_CHAIN
-        && conn.tx.is_none()
-        && conn.info.reply_mode() == ReplyMode::On
+    matches!(cmd, Command::Redis(Redis::Run(_))) && conn.script_jobs < MAX_CHAIN && may_chain(conn)
+}
+
+/// The connection state a chained script request needs: replies on and
+/// no transaction (both for the first of a chain and for those after it).
+fn may_chain(conn: &Conn) -> bool {
+    conn.tx.is_none() && conn.info.reply_mode() == ReplyMode::On
 }
 
 /// The `-BUSY` refusal of `cmd` while a script is busy; inside `MULTI`
@@ -1400,8 +1403,7 @@ fn process_batch(
                         // by more of them before its reply comes (`chains`).
                         let chain = matches!(task, crate::jobs::Task::Script(script::Call::Run(_)))
                             && !suppressed
-                            && conn.tx.is_none()
-                            && conn.info.reply_mode() == ReplyMode::On;
+                            && may_chain(conn);
                         let job = Job {
                             task,
                             responder: Responder {
