@@ -179,10 +179,11 @@ impl Encoder<'_> {
                     let text = self.number_text(&k)?;
                     self.string(&text);
                 }
-                _ => {
-                    return Err(
-                        "Cannot serialise table: table key must be a number or string".into(),
-                    );
+                other => {
+                    return Err(format!(
+                        "Cannot serialise {}: table key must be a number or string",
+                        other.type_name()
+                    ));
                 }
             }
             self.out.push(b':');
